@@ -1,0 +1,35 @@
+"""qenexd's peer-to-peer layer: py-libp2p (Noise, yamux, gossipsub v1.1)
+running in its own trio thread behind an asyncio interface.
+
+Imports nothing from the rest of the project.
+"""
+
+from p2p.config import P2PConfig
+from p2p.errors import (
+    FrameTooLarge,
+    InvalidConfig,
+    InvalidPeerAddress,
+    InvalidPeerId,
+    ListenFailed,
+    NotConnected,
+    P2PError,
+    RequestFailed,
+    ServiceNotRunning,
+)
+from p2p.identity import peer_id_from_seed
+from p2p.service import P2PService
+
+__all__ = [
+    "FrameTooLarge",
+    "InvalidConfig",
+    "InvalidPeerAddress",
+    "InvalidPeerId",
+    "ListenFailed",
+    "NotConnected",
+    "P2PConfig",
+    "P2PError",
+    "P2PService",
+    "RequestFailed",
+    "ServiceNotRunning",
+    "peer_id_from_seed",
+]
