@@ -78,11 +78,10 @@ class _ConnectionWatcher(INotifee):
 
 
 class Engine:
-    def __init__(self, config: P2PConfig, sink: AppSink, stats: Stats, request_protocols: tuple[str, ...]) -> None:
+    def __init__(self, config: P2PConfig, sink: AppSink, stats: Stats) -> None:
         self._config = config
         self._sink = sink
         self._stats = stats
-        self._request_protocols = request_protocols
         self._bootstrap: list[PeerInfo] = [parse_peer_address(a) for a in config.bootstrap]
         self._scores = PeerScores(config.ban_threshold, config.ban_seconds, config.score_decay_per_s)
         self._dialing: set[ID] = set()
@@ -98,7 +97,13 @@ class Engine:
 
     # lifecycle -------------------------------------------------------------
 
-    async def run(self, stop_requested: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        request_protocols: tuple[str, ...],
+        stop_requested: trio.Event,
+        *,
+        task_status: Any = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         config = self._config
         key_pair = key_pair_from_seed(config.identity_seed)
         listen_addr = listen_multiaddr(config.listen_host, config.listen_port)
@@ -112,7 +117,7 @@ class Engine:
         self._links = links
         host.set_stream_handler(DIRECT_PROTOCOL, links.handle_inbound)
         server = RequestServer(config, self._stats, self._sink.request, self.report_fault)
-        for protocol in self._request_protocols:
+        for protocol in request_protocols:
             host.set_stream_handler(protocol, server.handle)  # type: ignore[arg-type]
         self._guard_all_handlers(host)
         host.get_network().register_notifee(_ConnectionWatcher(self))

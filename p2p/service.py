@@ -37,21 +37,18 @@ class P2PService:
         on_direct: DirectCallback,
         request_handlers: Mapping[str, RequestHandler] | None = None,
     ) -> None:
-        handlers = dict(request_handlers or {})
-        for protocol in handlers:
-            if not protocol.startswith("/"):
-                raise ValueError(f"request protocol {protocol!r} must start with '/'")
         self._config = config
         self._on_gossip = on_gossip
         self._on_direct = on_direct
-        self._handlers = handlers
+        # Protocols are registered with the host at start(); entries may be
+        # added until then (the node wires its sync handlers this way).
+        self.request_handlers: dict[str, RequestHandler] = dict(request_handlers or {})
         self._stats = Stats()
         self._thread = TrioThread(name="qenex-p2p")
         self._engine = Engine(
             config,
             AppSink(gossip=self._gossip_from_trio, direct=self._direct_from_trio, request=self._request_from_trio),
             self._stats,
-            tuple(handlers),
         )
         self.peer_id: str = peer_id_from_seed(config.identity_seed)
         self.listen_addrs: list[str] = []
@@ -64,10 +61,13 @@ class P2PService:
         returns once listening."""
         if self._state != "new":
             raise ServiceNotRunning(self._state)
+        for protocol in self.request_handlers:
+            if not isinstance(protocol, str) or not protocol.startswith("/"):
+                raise ValueError(f"request protocol {protocol!r} must start with '/'")
         self._state = "starting"
         try:
             started: Started = await self._thread.start(
-                self._engine.run, grace_s=self._config.stop_grace_s
+                self._engine.run, tuple(self.request_handlers), grace_s=self._config.stop_grace_s
             )
         except BaseException:
             self._state = "failed"
@@ -178,5 +178,5 @@ class P2PService:
             logger.exception("p2p callback %r failed", callback)
 
     async def _request_from_trio(self, protocol: str, from_peer: str, data: bytes) -> bytes:
-        handler = self._handlers[protocol]
+        handler = self.request_handlers[protocol]
         return await self._thread.run_in_loop(handler, from_peer, data)
