@@ -1,0 +1,30 @@
+# The two set-up commands of the README:
+#   make testnet   install, then launch a 4-validator local testnet in the foreground
+#   make test      install, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TESTNET_DIR ?= testnet
+
+.PHONY: install testnet test test-fast bench clean
+
+$(BIN)/qenexd: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(BIN)/qenexd
+
+install: $(BIN)/qenexd
+
+testnet: install
+	@test -f $(TESTNET_DIR)/testnet.json || $(BIN)/qenexd testnet init --validators 4 --dir $(TESTNET_DIR)
+	$(BIN)/qenexd testnet start --dir $(TESTNET_DIR)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(TESTNET_DIR) .pytest_cache .hypothesis

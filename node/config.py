@@ -1,0 +1,174 @@
+"""Node configuration (TOML) and the home directory layout.
+
+A node's home holds everything it owns::
+
+    HOME/config/node.toml       this file's schema
+    HOME/config/genesis.json    the chain's genesis
+    HOME/config/node_key.json   the validator / libp2p identity key
+    HOME/data/state/            LevelDB state store
+    HOME/data/consensus.wal     consensus write-ahead log
+    HOME/keyring/NAME.json      user keys (``qenexd keys``)
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from node.errors import ConfigError
+
+
+def default_home() -> Path:
+    """The platform data directory for the default node home."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "qenexd"
+
+
+@dataclass(frozen=True, slots=True)
+class P2PSection:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 26656
+    bootstrap: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RPCSection:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 26657
+    max_request_bytes: int = 1024 * 1024
+    max_batch: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSection:
+    timeout_base_ms: int = 2000
+    timeout_increment_ms: int = 1000
+    timeout_max_ms: int = 30000
+    # A proposer with pending transactions waits at least this long after the
+    # previous commit (lets a batch form); with none, up to the empty interval.
+    min_block_interval_ms: int = 100
+    empty_block_interval_ms: int = 1000
+    rebroadcast_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolSection:
+    max_txs: int = 50_000
+    max_bytes: int = 64 * 1024 * 1024
+    max_per_account: int = 1000
+    gossip_batch_txs: int = 500
+    gossip_interval_ms: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    name: str = "node"
+    log_level: str = "INFO"
+    p2p: P2PSection = field(default_factory=P2PSection)
+    rpc: RPCSection = field(default_factory=RPCSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+
+    def to_toml(self) -> str:
+        data = asdict(self)
+        data["p2p"]["bootstrap"] = list(self.p2p.bootstrap)
+        return tomli_w.dumps(data)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<config>") -> "NodeConfig":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
+        return _build(cls, data, source)
+
+
+_SECTIONS = {"p2p": P2PSection, "rpc": RPCSection, "consensus": ConsensusSection, "mempool": MempoolSection}
+
+
+def _build(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(prefix + k for k in unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in _SECTIONS and cls is NodeConfig:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{name}] must be a table")
+            kwargs[name] = _build(_SECTIONS[name], value, source, prefix=f"{name}.")
+            continue
+        default = getattr(cls(), name)
+        if isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: {prefix}{name} must be a list of strings")
+            value = tuple(value)
+        elif isinstance(default, bool) or not isinstance(value, type(default)):
+            raise ConfigError(
+                f"{source}: {prefix}{name} must be {type(default).__name__}, got {type(value).__name__}"
+            )
+        elif isinstance(default, int) and value < 0:
+            raise ConfigError(f"{source}: {prefix}{name} must not be negative, got {value}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """Paths inside a node home directory."""
+
+    root: Path
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "node.toml"
+
+    @property
+    def genesis_file(self) -> Path:
+        return self.config_dir / "genesis.json"
+
+    @property
+    def node_key_file(self) -> Path:
+        return self.config_dir / "node_key.json"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    @property
+    def wal_file(self) -> Path:
+        return self.data_dir / "consensus.wal"
+
+    @property
+    def keyring_dir(self) -> Path:
+        return self.root / "keyring"
+
+    def load_config(self) -> NodeConfig:
+        if not self.config_file.exists():
+            raise ConfigError(f"no config at {self.config_file}: run `qenexd init --home {self.root}` first")
+        return NodeConfig.from_toml(self.config_file.read_text(), source=str(self.config_file))
+
+    def write_config(self, config: NodeConfig) -> None:
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(config.to_toml())
+
+
+def with_ports(config: NodeConfig, *, p2p_port: int, rpc_port: int) -> NodeConfig:
+    return replace(
+        config,
+        p2p=replace(config.p2p, listen_port=p2p_port),
+        rpc=replace(config.rpc, listen_port=rpc_port),
+    )
