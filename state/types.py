@@ -1,0 +1,566 @@
+"""The chain's data model: transactions, blocks, receipts.
+
+Every struct encodes (``to_wire``) as a fixed-order array through the
+canonical codec.  Top-level structs (Transaction, SignedTransaction,
+BlockHeader, Block, Receipt) lead with a version int; payloads sit inside a
+versioned transaction whose ``kind`` fixes their layout, so they carry none.
+
+Objects validate their fields on construction, so a decoded value is a valid
+value: no invalid Transaction or Block exists past the decoding boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any, ClassVar, Iterable, NewType, Sequence, Union
+
+from state.amounts import MAX_AMOUNT, MAX_DECIMALS, QNX, QNX_DECIMALS, format_amount, parse_amount
+from state.codec import DEFAULT_MAX_BYTES, decode, encode
+from state.crypto import (
+    ADDRESS_LEN,
+    DOMAIN_TX,
+    HASH_LEN,
+    PUBKEY_LEN,
+    SIGNATURE_LEN,
+    Address,
+    Hash,
+    PrivateKey,
+    address_of,
+    domain_digest,
+    sha256,
+    verify,
+)
+from state.errors import (
+    AmountOutOfRange,
+    InvalidKey,
+    InvalidSymbol,
+    MalformedBlock,
+    MalformedTransaction,
+    TxTooLarge,
+    UnknownTxKind,
+    WrongLength,
+)
+from state.merkle import merkle_root
+
+__all__ = [
+    "MAX_AMOUNT",
+    "MAX_DECIMALS",
+    "QNX",
+    "QNX_DECIMALS",
+    "format_amount",
+    "parse_amount",
+    "Height",
+    "TxKind",
+    "Transfer",
+    "TokenCreate",
+    "TokenMint",
+    "Payload",
+    "Transaction",
+    "SignedTransaction",
+    "BlockHeader",
+    "Block",
+    "Receipt",
+    "ReceiptStatus",
+    "validators_hash",
+    "tx_root",
+    "check_symbol",
+    "check_chain_id",
+    "EMPTY_COMMIT",
+]
+
+Height = NewType("Height", int)
+
+TX_VERSION = 1
+HEADER_VERSION = 1
+BLOCK_VERSION = 1
+RECEIPT_VERSION = 1
+
+MAX_UINT64 = 2**64 - 1
+MAX_CHAIN_ID_LEN = 64
+MAX_NAME_LEN = 64
+MAX_REASON_LEN = 512
+# Hard ceiling for a single encoded transaction, whatever the chain params say.
+MAX_TX_BYTES_LIMIT = 1024 * 1024
+# last_commit of block 1: there is no previous block to certify.
+EMPTY_COMMIT = b""
+
+DOMAIN_VALIDATORS = b"QENEX/validators/v1"
+
+_SYMBOL = re.compile(r"[A-Z0-9]{1,12}")
+_CHAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class TxKind(IntEnum):
+    TRANSFER = 1
+    TOKEN_CREATE = 2
+    TOKEN_MINT = 3
+    # reserved: STAKE = 4, UNSTAKE = 5, pool kinds from 10
+
+
+# -- field checks -------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _uint(name: str, value: object, low: int = 0, high: int = MAX_AMOUNT) -> None:
+    if not _is_int(value):
+        raise MalformedTransaction(f"{name} must be an integer, got {type(value).__name__}", field=name, value=value)
+    if not low <= value <= high:  # type: ignore[operator]
+        raise AmountOutOfRange(name, value, low, high)
+
+
+def _bytes(name: str, value: object, length: int) -> None:
+    if not isinstance(value, bytes):
+        raise MalformedTransaction(f"{name} must be bytes, got {type(value).__name__}", field=name, value=value)
+    if len(value) != length:
+        raise WrongLength(name, len(value), length)
+
+
+def _text(name: str, value: object, max_len: int) -> None:
+    if not isinstance(value, str):
+        raise MalformedTransaction(f"{name} must be text, got {type(value).__name__}", field=name, value=value)
+    if not 1 <= len(value) <= max_len or not value.isprintable():
+        raise MalformedTransaction(
+            f"{name} {value!r} must be 1-{max_len} printable characters", field=name, value=value
+        )
+
+
+def check_symbol(symbol: object) -> str:
+    if not isinstance(symbol, str) or _SYMBOL.fullmatch(symbol) is None:
+        raise InvalidSymbol(symbol)
+    return symbol
+
+
+def check_chain_id(chain_id: object) -> str:
+    if not isinstance(chain_id, str) or _CHAIN_ID.fullmatch(chain_id) is None:
+        raise MalformedTransaction(
+            f"chain id {chain_id!r} must be 1-{MAX_CHAIN_ID_LEN} characters of A-Z a-z 0-9 . _ -",
+            field="chain_id",
+            value=chain_id,
+        )
+    return chain_id
+
+
+def _array(name: str, wire: object, length: int, error: type[Exception] = MalformedTransaction) -> list[Any]:
+    if not isinstance(wire, list) or len(wire) != length:
+        got = f"array of {len(wire)}" if isinstance(wire, list) else type(wire).__name__
+        raise error(f"{name} must be an array of {length} fields, got {got}")
+    return wire
+
+
+# -- payloads -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Move ``amount`` base units of ``token`` from the sender to ``to``."""
+
+    KIND: ClassVar[TxKind] = TxKind.TRANSFER
+    to: Address
+    token: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        _bytes("to", self.to, ADDRESS_LEN)
+        check_symbol(self.token)
+        _uint("amount", self.amount, 1)
+
+    def to_wire(self) -> list[Any]:
+        return [self.to, self.token, self.amount]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Transfer":
+        return cls(*_array("transfer payload", wire, 3))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCreate:
+    """Create token ``symbol``; the sender becomes its issuer and receives ``initial_supply``."""
+
+    KIND: ClassVar[TxKind] = TxKind.TOKEN_CREATE
+    symbol: str
+    name: str
+    decimals: int
+    initial_supply: int
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _text("name", self.name, MAX_NAME_LEN)
+        _uint("decimals", self.decimals, 0, MAX_DECIMALS)
+        _uint("initial_supply", self.initial_supply)
+
+    def to_wire(self) -> list[Any]:
+        return [self.symbol, self.name, self.decimals, self.initial_supply]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "TokenCreate":
+        return cls(*_array("token create payload", wire, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMint:
+    """Mint ``amount`` of ``symbol`` to ``to``; only the token's issuer may."""
+
+    KIND: ClassVar[TxKind] = TxKind.TOKEN_MINT
+    symbol: str
+    to: Address
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_symbol(self.symbol)
+        _bytes("to", self.to, ADDRESS_LEN)
+        _uint("amount", self.amount, 1)
+
+    def to_wire(self) -> list[Any]:
+        return [self.symbol, self.to, self.amount]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "TokenMint":
+        return cls(*_array("token mint payload", wire, 3))
+
+
+Payload = Union[Transfer, TokenCreate, TokenMint]
+PAYLOAD_TYPES: dict[TxKind, type] = {
+    TxKind.TRANSFER: Transfer,
+    TxKind.TOKEN_CREATE: TokenCreate,
+    TxKind.TOKEN_MINT: TokenMint,
+}
+
+
+def _tx_kind(value: object) -> TxKind:
+    if not _is_int(value):
+        raise UnknownTxKind(value)
+    try:
+        return TxKind(value)
+    except ValueError:
+        raise UnknownTxKind(value) from None
+
+
+# -- transactions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    chain_id: str
+    kind: TxKind
+    sender_pubkey: bytes
+    nonce: int
+    fee: int
+    payload: Payload
+    _sender: Address = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_chain_id(self.chain_id)
+        kind = _tx_kind(self.kind)
+        object.__setattr__(self, "kind", kind)
+        _bytes("sender_pubkey", self.sender_pubkey, PUBKEY_LEN)
+        _uint("nonce", self.nonce, 0, MAX_UINT64)
+        _uint("fee", self.fee)
+        expected = PAYLOAD_TYPES[kind]
+        if type(self.payload) is not expected:
+            raise MalformedTransaction(
+                f"kind {kind.name} needs a {expected.__name__} payload, got {type(self.payload).__name__}",
+                field="payload",
+                value=type(self.payload).__name__,
+            )
+        object.__setattr__(self, "_sender", address_of(self.sender_pubkey))
+
+    @property
+    def sender(self) -> Address:
+        return self._sender
+
+    def to_wire(self) -> list[Any]:
+        return [
+            TX_VERSION,
+            self.chain_id,
+            int(self.kind),
+            self.sender_pubkey,
+            self.nonce,
+            self.fee,
+            self.payload.to_wire(),
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Transaction":
+        version, chain_id, kind, sender_pubkey, nonce, fee, payload = _array("transaction", wire, 7)
+        if version != TX_VERSION or not _is_int(version):
+            raise MalformedTransaction(f"unsupported transaction version {version!r}", field="version", value=version)
+        kind = _tx_kind(kind)
+        return cls(chain_id, kind, sender_pubkey, nonce, fee, PAYLOAD_TYPES[kind].from_wire(payload))
+
+    def signing_digest(self) -> Hash:
+        return domain_digest(DOMAIN_TX, encode(self.to_wire()))
+
+    def sign(self, key: PrivateKey) -> "SignedTransaction":
+        if key.public_key != self.sender_pubkey:
+            raise InvalidKey("the signing key does not match the transaction's sender_pubkey")
+        return SignedTransaction(self, key.sign(self.signing_digest()))
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTransaction:
+    tx: Transaction
+    signature: bytes
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+    _hash: Hash = field(init=False, repr=False, compare=False)
+    _sig_ok: list[bool] = field(init=False, repr=False, compare=False)  # one-slot cache
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tx, Transaction):
+            raise MalformedTransaction(f"tx must be a Transaction, got {type(self.tx).__name__}", field="tx")
+        _bytes("signature", self.signature, SIGNATURE_LEN)
+        encoded = encode([self.tx.to_wire(), self.signature])
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(self, "_hash", sha256(encoded))
+        object.__setattr__(self, "_sig_ok", [])
+
+    def to_wire(self) -> list[Any]:
+        return [self.tx.to_wire(), self.signature]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "SignedTransaction":
+        tx_wire, signature = _array("signed transaction", wire, 2)
+        return cls(Transaction.from_wire(tx_wire), signature)
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @property
+    def size(self) -> int:
+        return len(self._encoded)
+
+    @property
+    def hash(self) -> Hash:
+        return self._hash
+
+    def verify_signature(self) -> bool:
+        """Ed25519 check of the signature over ``tx.signing_digest()``; cached per object."""
+        if not self._sig_ok:
+            self._sig_ok.append(verify(self.tx.sender_pubkey, self.tx.signing_digest(), self.signature))
+        return self._sig_ok[0]
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = MAX_TX_BYTES_LIMIT) -> "SignedTransaction":
+        """Decode untrusted bytes; raises TxTooLarge, DecodeError or a MalformedTransaction subclass."""
+        if len(data) > max_bytes:
+            raise TxTooLarge(len(data), max_bytes)
+        return cls.from_wire(decode(data, max_bytes=max_bytes))
+
+
+# -- blocks ---------------------------------------------------------------------
+
+
+def _header_field(name: str, check: Any, *args: Any) -> None:
+    try:
+        check(name, *args)
+    except MalformedTransaction as exc:
+        raise MalformedBlock(f"header {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    chain_id: str
+    height: int
+    time_ms: int
+    prev_hash: bytes
+    tx_root: bytes
+    app_hash: bytes
+    validators_hash: bytes
+    proposer: Address
+    last_commit_hash: bytes
+    _hash: Hash = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            check_chain_id(self.chain_id)
+        except MalformedTransaction as exc:
+            raise MalformedBlock(f"header {exc}") from None
+        _header_field("height", _uint, self.height, 1, MAX_UINT64)
+        _header_field("time_ms", _uint, self.time_ms, 0, MAX_UINT64)
+        for name in ("prev_hash", "tx_root", "app_hash", "validators_hash", "last_commit_hash"):
+            _header_field(name, _bytes, getattr(self, name), HASH_LEN)
+        _header_field("proposer", _bytes, self.proposer, ADDRESS_LEN)
+        object.__setattr__(self, "_hash", sha256(encode(self.to_wire())))
+
+    @property
+    def hash(self) -> Hash:
+        return self._hash
+
+    def to_wire(self) -> list[Any]:
+        return [
+            HEADER_VERSION,
+            self.chain_id,
+            self.height,
+            self.time_ms,
+            self.prev_hash,
+            self.tx_root,
+            self.app_hash,
+            self.validators_hash,
+            self.proposer,
+            self.last_commit_hash,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "BlockHeader":
+        version, *fields = _array("block header", wire, 10, MalformedBlock)
+        if version != HEADER_VERSION or not _is_int(version):
+            raise MalformedBlock(f"unsupported block header version {version!r}")
+        return cls(*fields)
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "BlockHeader":
+        return cls.from_wire(decode(data, max_bytes=4096))
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """A header, its transactions, and the opaque commit certificate of the previous block.
+
+    ``last_commit`` is produced and interpreted by consensus/ only; state/
+    checks that ``header.last_commit_hash == sha256(last_commit)``.
+    """
+
+    header: BlockHeader
+    txs: tuple[SignedTransaction, ...]
+    last_commit: bytes
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, BlockHeader):
+            raise MalformedBlock(f"header must be a BlockHeader, got {type(self.header).__name__}")
+        txs = tuple(self.txs)
+        for i, stx in enumerate(txs):
+            if not isinstance(stx, SignedTransaction):
+                raise MalformedBlock(f"tx {i} is a {type(stx).__name__}, not a SignedTransaction")
+        object.__setattr__(self, "txs", txs)
+        if not isinstance(self.last_commit, bytes):
+            raise MalformedBlock(f"last_commit must be bytes, got {type(self.last_commit).__name__}")
+        object.__setattr__(self, "_encoded", encode(self.to_wire()))
+
+    @property
+    def hash(self) -> Hash:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    @property
+    def size(self) -> int:
+        return len(self._encoded)
+
+    def to_wire(self) -> list[Any]:
+        return [BLOCK_VERSION, self.header.to_wire(), [stx.to_wire() for stx in self.txs], self.last_commit]
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Block":
+        version, header, txs, last_commit = _array("block", wire, 4, MalformedBlock)
+        if version != BLOCK_VERSION or not _is_int(version):
+            raise MalformedBlock(f"unsupported block version {version!r}")
+        if not isinstance(txs, list):
+            raise MalformedBlock(f"block txs must be an array, got {type(txs).__name__}")
+        stxs = []
+        for i, tx_wire in enumerate(txs):
+            try:
+                stxs.append(SignedTransaction.from_wire(tx_wire))
+            except MalformedTransaction as exc:
+                raise MalformedBlock(f"tx {i}: {exc}") from exc
+        return cls(BlockHeader.from_wire(header), tuple(stxs), last_commit)
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Block":
+        return cls.from_wire(decode(data, max_bytes=max_bytes))
+
+
+# -- receipts ---------------------------------------------------------------------
+
+
+class ReceiptStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+_STATUS_TO_WIRE = {ReceiptStatus.OK: 1, ReceiptStatus.FAILED: 0}
+_STATUS_FROM_WIRE = {v: k for k, v in _STATUS_TO_WIRE.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Outcome of an included transaction.  ``reason`` is ``""`` when ok, else ``"<code>: <detail>"``."""
+
+    tx_hash: Hash
+    height: int
+    index: int
+    status: ReceiptStatus
+    reason: str
+    gas_used: int
+    fee: int
+
+    def __post_init__(self) -> None:
+        try:
+            _bytes("tx_hash", self.tx_hash, HASH_LEN)
+            _uint("height", self.height, 1, MAX_UINT64)
+            _uint("index", self.index, 0, MAX_UINT64)
+            _uint("gas_used", self.gas_used, 0, MAX_UINT64)
+            _uint("fee", self.fee)
+            if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_LEN:
+                raise MalformedTransaction(f"reason must be text of at most {MAX_REASON_LEN} characters")
+            object.__setattr__(self, "status", ReceiptStatus(self.status))
+        except (MalformedTransaction, ValueError) as exc:
+            raise MalformedBlock(f"receipt {exc}") from None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ReceiptStatus.OK
+
+    def to_wire(self) -> list[Any]:
+        return [
+            RECEIPT_VERSION,
+            self.tx_hash,
+            self.height,
+            self.index,
+            _STATUS_TO_WIRE[self.status],
+            self.reason,
+            self.gas_used,
+            self.fee,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Receipt":
+        version, tx_hash, height, index, status, reason, gas_used, fee = _array("receipt", wire, 8, MalformedBlock)
+        if version != RECEIPT_VERSION or not _is_int(version):
+            raise MalformedBlock(f"unsupported receipt version {version!r}")
+        if not _is_int(status) or status not in _STATUS_FROM_WIRE:
+            raise MalformedBlock(f"unknown receipt status {status!r}")
+        return cls(tx_hash, height, index, _STATUS_FROM_WIRE[status], reason, gas_used, fee)
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Receipt":
+        return cls.from_wire(decode(data, max_bytes=4096))
+
+
+# -- commitments shared with consensus/ -------------------------------------------
+
+
+def validators_hash(validators: Iterable[tuple[bytes, int]]) -> Hash:
+    """Commitment to a validator set of (pubkey, power), independent of input order."""
+    ordered = sorted(((address_of(pk), pk, power) for pk, power in validators), key=lambda v: v[0])
+    return domain_digest(DOMAIN_VALIDATORS, encode([[pk, power] for _, pk, power in ordered]))
+
+
+def tx_root(txs: Sequence[SignedTransaction]) -> Hash:
+    """Merkle root over the transactions' hashes (RFC 6962 tree, see state.merkle)."""
+    return Hash(merkle_root([stx.hash for stx in txs]))
