@@ -1,0 +1,427 @@
+"""The genesis document: chain id, start time, validators, tokens, balances, params.
+
+Lists are kept sorted (validators and accounts by address, tokens by symbol,
+balances by symbol), so the genesis hash does not depend on the order of a
+JSON file.  The native token QNX (18 decimals) always exists; it is not
+listed among ``tokens`` and its supply is the sum of the genesis balances.
+
+JSON form: amounts are decimal strings of base units (plain integers are
+accepted on input), bytes are 0x-hex, addresses are qnx1 text.  Floats are
+refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from state.amounts import MAX_AMOUNT, QNX, QNX_DECIMALS
+from state.codec import decode, encode
+from state.crypto import (
+    ADDRESS_LEN,
+    PUBKEY_LEN,
+    Address,
+    Hash,
+    address_from_text,
+    address_of,
+    address_to_text,
+    domain_digest,
+)
+from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction
+from state.types import MAX_DECIMALS, MAX_NAME_LEN, MAX_UINT64, TxKind, check_chain_id, check_symbol
+
+GENESIS_VERSION = 1
+PARAMS_VERSION = 1
+DOMAIN_GENESIS = b"QENEX/genesis/v1"
+# Native token's issuer: no key hashes to it, so QNX can never be minted.
+NATIVE_ISSUER = Address(bytes(ADDRESS_LEN))
+NATIVE_NAME = "QENEX"
+
+DEFAULT_GAS: Mapping[TxKind, int] = MappingProxyType(
+    {TxKind.TRANSFER: 1000, TxKind.TOKEN_CREATE: 50_000, TxKind.TOKEN_MINT: 2000}
+)
+# Hard ceiling for max_block_bytes: a block must fit the codec's input limit with room for the commit.
+_MAX_BLOCK_BYTES_LIMIT = 7 * 1024 * 1024
+
+
+def _bad(message: str) -> MalformedGenesis:
+    return MalformedGenesis(message)
+
+
+def _int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(f"{name} {value!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_LEN or not value.isprintable():
+        raise _bad(f"{what} {value!r} must be 1-{MAX_NAME_LEN} printable characters")
+    return value
+
+
+def _symbol(value: object) -> str:
+    try:
+        return check_symbol(value)
+    except MalformedTransaction as exc:
+        raise _bad(str(exc)) from None
+
+
+def _bytes(name: str, value: object, length: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != length:
+        raise _bad(f"{name} must be {length} bytes, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Consensus-critical parameters, fixed at genesis."""
+
+    max_block_txs: int = 5000
+    max_block_bytes: int = 4 * 1024 * 1024
+    max_tx_bytes: int = 16 * 1024
+    min_gas_price: int = 1
+    gas: Mapping[TxKind, int] = field(default_factory=lambda: DEFAULT_GAS)
+    epoch_length: int = 100
+    max_clock_drift_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        _int("max_block_txs", self.max_block_txs, 1, 100_000)
+        _int("max_block_bytes", self.max_block_bytes, 1024, _MAX_BLOCK_BYTES_LIMIT)
+        _int("max_tx_bytes", self.max_tx_bytes, 256, self.max_block_bytes // 2)
+        _int("min_gas_price", self.min_gas_price, 0, MAX_AMOUNT)
+        _int("epoch_length", self.epoch_length, 1, MAX_UINT64)
+        _int("max_clock_drift_ms", self.max_clock_drift_ms, 0, MAX_UINT64)
+        if not isinstance(self.gas, Mapping):
+            raise _bad(f"gas must be a mapping of kind to gas, got {type(self.gas).__name__}")
+        gas: dict[TxKind, int] = {}
+        for kind, amount in self.gas.items():
+            try:
+                kind = TxKind(kind)
+            except ValueError:
+                raise _bad(f"gas names unknown transaction kind {kind!r}") from None
+            gas[kind] = _int(f"gas for {kind.name.lower()}", amount, 0, MAX_UINT64)
+        missing = sorted(k.name.lower() for k in TxKind if k not in gas)
+        if missing:
+            raise _bad(f"gas is missing for kinds {', '.join(missing)}")
+        object.__setattr__(self, "gas", MappingProxyType(dict(sorted(gas.items()))))
+
+    def gas_for(self, kind: TxKind) -> int:
+        return self.gas[kind]
+
+    def min_fee(self, kind: TxKind) -> int:
+        """Smallest fee a transaction of ``kind`` may carry: gas(kind) * min_gas_price."""
+        return self.gas[kind] * self.min_gas_price
+
+    def to_wire(self) -> list[Any]:
+        return [
+            PARAMS_VERSION,
+            self.max_block_txs,
+            self.max_block_bytes,
+            self.max_tx_bytes,
+            self.min_gas_price,
+            [[int(k), v] for k, v in sorted(self.gas.items())],
+            self.epoch_length,
+            self.max_clock_drift_ms,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Params":
+        if not isinstance(wire, list) or len(wire) != 8 or wire[0] != PARAMS_VERSION:
+            raise _bad(f"params must be a version-{PARAMS_VERSION} array of 8 fields")
+        _, txs, block_bytes, tx_bytes, price, gas, epoch, drift = wire
+        if not isinstance(gas, list) or not all(isinstance(g, list) and len(g) == 2 for g in gas):
+            raise _bad("params gas must be an array of [kind, gas] pairs")
+        return cls(txs, block_bytes, tx_bytes, price, {k: v for k, v in gas}, epoch, drift)
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {
+            "max_block_txs": self.max_block_txs,
+            "max_block_bytes": self.max_block_bytes,
+            "max_tx_bytes": self.max_tx_bytes,
+            "min_gas_price": str(self.min_gas_price),
+            "gas": {k.name.lower(): v for k, v in sorted(self.gas.items())},
+            "epoch_length": self.epoch_length,
+            "max_clock_drift_ms": self.max_clock_drift_ms,
+        }
+
+    @classmethod
+    def from_json_obj(cls, obj: object) -> "Params":
+        fields = _object("params", obj, set(cls.__dataclass_fields__))
+        kwargs: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key == "gas":
+                gas_obj = _object("params.gas", value, {k.name.lower() for k in TxKind})
+                kwargs["gas"] = {**DEFAULT_GAS, **{TxKind[k.upper()]: v for k, v in gas_obj.items()}}
+            elif key == "min_gas_price":
+                kwargs[key] = _amount("params.min_gas_price", value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisValidator:
+    name: str
+    pubkey: bytes
+    power: int
+
+    def __post_init__(self) -> None:
+        _name("validator name", self.name)
+        _bytes("validator pubkey", self.pubkey, PUBKEY_LEN)
+        _int(f"power of validator {self.name}", self.power, 1, MAX_UINT64)
+
+    @property
+    def address(self) -> Address:
+        return address_of(self.pubkey)
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisToken:
+    symbol: str
+    name: str
+    decimals: int
+    issuer: Address
+
+    def __post_init__(self) -> None:
+        _symbol(self.symbol)
+        _name(f"name of token {self.symbol}", self.name)
+        _int(f"decimals of token {self.symbol}", self.decimals, 0, MAX_DECIMALS)
+        _bytes(f"issuer of token {self.symbol}", self.issuer, ADDRESS_LEN)
+
+
+@dataclass(frozen=True, slots=True)
+class GenesisAccount:
+    address: Address
+    balances: Mapping[str, int]
+
+    def __post_init__(self) -> None:
+        _bytes("account address", self.address, ADDRESS_LEN)
+        if not isinstance(self.balances, Mapping):
+            raise _bad("account balances must be a mapping of symbol to amount")
+        for symbol, amount in self.balances.items():
+            _symbol(symbol)
+            _int(f"balance of {symbol}", amount, 0, MAX_AMOUNT)
+        object.__setattr__(self, "balances", MappingProxyType(dict(sorted(self.balances.items()))))
+
+
+@dataclass(frozen=True, slots=True)
+class Genesis:
+    chain_id: str
+    genesis_time_ms: int
+    validators: tuple[GenesisValidator, ...]
+    tokens: tuple[GenesisToken, ...] = ()
+    accounts: tuple[GenesisAccount, ...] = ()
+    params: Params = field(default_factory=Params)
+
+    def __post_init__(self) -> None:
+        try:
+            check_chain_id(self.chain_id)
+        except MalformedTransaction as exc:
+            raise _bad(str(exc)) from None
+        _int("genesis_time_ms", self.genesis_time_ms, 0, MAX_UINT64)
+        if not isinstance(self.params, Params):
+            raise _bad(f"params must be Params, got {type(self.params).__name__}")
+        validators = _sorted_unique("validator", self.validators, GenesisValidator, lambda v: v.address)
+        if not validators:
+            raise _bad("genesis needs at least one validator")
+        _int("total validator power", sum(v.power for v in validators), 1, MAX_UINT64)
+        tokens = _sorted_unique("token", self.tokens, GenesisToken, lambda t: t.symbol)
+        if any(t.symbol == QNX for t in tokens):
+            raise _bad(f"{QNX} is the native token and must not be listed among tokens")
+        accounts = _sorted_unique("account", self.accounts, GenesisAccount, lambda a: a.address)
+        known = {QNX} | {t.symbol for t in tokens}
+        supplies: dict[str, int] = {}
+        for account in accounts:
+            for symbol, amount in account.balances.items():
+                if symbol not in known:
+                    raise _bad(f"account {address_to_text(account.address)} holds undeclared token {symbol}")
+                supplies[symbol] = supplies.get(symbol, 0) + amount
+        for symbol, supply in sorted(supplies.items()):
+            if supply > MAX_AMOUNT:
+                raise _bad(f"genesis supply of {symbol} is {supply}, above the maximum {MAX_AMOUNT}")
+        object.__setattr__(self, "validators", validators)
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "accounts", accounts)
+
+    # -- derived -------------------------------------------------------------
+
+    def supply(self, symbol: str) -> int:
+        return sum(a.balances.get(symbol, 0) for a in self.accounts)
+
+    @property
+    def hash(self) -> Hash:
+        return domain_digest(DOMAIN_GENESIS, self.encode())
+
+    # -- canonical bytes -------------------------------------------------------
+
+    def to_wire(self) -> list[Any]:
+        return [
+            GENESIS_VERSION,
+            self.chain_id,
+            self.genesis_time_ms,
+            [[v.name, v.pubkey, v.power] for v in self.validators],
+            [[t.symbol, t.name, t.decimals, t.issuer] for t in self.tokens],
+            [[a.address, [[s, n] for s, n in a.balances.items()]] for a in self.accounts],
+            self.params.to_wire(),
+        ]
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Genesis":
+        if not isinstance(wire, list) or len(wire) != 7 or wire[0] != GENESIS_VERSION:
+            raise _bad(f"genesis must be a version-{GENESIS_VERSION} array of 7 fields")
+        _, chain_id, time_ms, validators, tokens, accounts, params = wire
+        try:
+            return cls(
+                chain_id,
+                time_ms,
+                tuple(GenesisValidator(*v) for v in validators),
+                tuple(GenesisToken(*t) for t in tokens),
+                tuple(GenesisAccount(a, {s: n for s, n in balances}) for a, balances in accounts),
+                Params.from_wire(params),
+            )
+        except (TypeError, ValueError) as exc:
+            raise _bad(f"genesis has the wrong shape: {exc}") from None
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Genesis":
+        return cls.from_wire(decode(data))
+
+    # -- JSON ---------------------------------------------------------------
+
+    def to_json(self) -> str:
+        obj = {
+            "chain_id": self.chain_id,
+            "genesis_time_ms": self.genesis_time_ms,
+            "validators": [
+                {"name": v.name, "pubkey": "0x" + v.pubkey.hex(), "power": v.power} for v in self.validators
+            ],
+            "tokens": [
+                {"symbol": t.symbol, "name": t.name, "decimals": t.decimals, "issuer": address_to_text(t.issuer)}
+                for t in self.tokens
+            ],
+            "accounts": [
+                {"address": address_to_text(a.address), "balances": {s: str(n) for s, n in a.balances.items()}}
+                for a in self.accounts
+            ],
+            "params": self.params.to_json_obj(),
+        }
+        return json.dumps(obj, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Genesis":
+        try:
+            obj = json.loads(text, parse_float=_no_float, parse_constant=_no_float)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise _bad(f"genesis is not valid JSON: {exc}") from None
+        top = _object("genesis", obj, {"chain_id", "genesis_time_ms", "validators", "tokens", "accounts", "params"})
+        for required in ("chain_id", "genesis_time_ms", "validators"):
+            if required not in top:
+                raise _bad(f"genesis is missing {required!r}")
+        validators = tuple(
+            GenesisValidator(v["name"], _hex("validator pubkey", v["pubkey"]), v["power"])
+            for v in (
+                _object("validator", x, {"name", "pubkey", "power"}, required=True)
+                for x in _list("validators", top["validators"])
+            )
+        )
+        tokens = tuple(
+            GenesisToken(t["symbol"], t["name"], t["decimals"], _address(t["issuer"]))
+            for t in (
+                _object("token", x, {"symbol", "name", "decimals", "issuer"}, required=True)
+                for x in _list("tokens", top.get("tokens", []))
+            )
+        )
+        accounts = []
+        for x in _list("accounts", top.get("accounts", [])):
+            a = _object("account", x, {"address", "balances"}, required=True)
+            balances = _object("balances", a["balances"], None)
+            accounts.append(
+                GenesisAccount(_address(a["address"]), {s: _amount(f"balance of {s}", n) for s, n in balances.items()})
+            )
+        params = Params.from_json_obj(top["params"]) if "params" in top else Params()
+        return cls(top["chain_id"], top["genesis_time_ms"], validators, tokens, tuple(accounts), params)
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _sorted_unique(what: str, items: Iterable[Any], kind: type, key: Callable[[Any], Any]) -> tuple[Any, ...]:
+    items = tuple(items)
+    for item in items:
+        if not isinstance(item, kind):
+            raise _bad(f"{what} entries must be {kind.__name__}, got {type(item).__name__}")
+    ordered = tuple(sorted(items, key=key))
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if key(a) == key(b):
+            shown = address_to_text(key(a)) if isinstance(key(a), bytes) else key(a)
+            raise _bad(f"duplicate {what} {shown}")
+    return ordered
+
+
+def _no_float(text: str) -> Any:
+    raise _bad(f"floats are not allowed in genesis ({text}); write amounts as decimal strings")
+
+
+def _object(what: str, obj: object, allowed: set[str] | None, *, required: bool = False) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise _bad(f"{what} must be a JSON object, got {type(obj).__name__}")
+    if allowed is not None:
+        unknown = sorted(set(obj) - allowed)
+        if unknown:
+            raise _bad(f"{what} has unknown fields {unknown}")
+        missing = sorted(allowed - set(obj)) if required else []
+        if missing:
+            raise _bad(f"{what} is missing fields {missing}")
+    return obj
+
+
+def _list(what: str, obj: object) -> list[Any]:
+    if not isinstance(obj, list):
+        raise _bad(f"{what} must be a JSON array, got {type(obj).__name__}")
+    return obj
+
+
+def _amount(what: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
+        return int(value)
+    raise _bad(f"{what} {value!r} must be a decimal string of base units")
+
+
+def _hex(what: str, value: object) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise _bad(f"{what} {value!r} must be 0x-prefixed hex")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise _bad(f"{what} {value!r} is not valid hex") from None
+
+
+def _address(value: object) -> Address:
+    if not isinstance(value, str):
+        raise _bad(f"address {value!r} must be qnx1 text")
+    try:
+        return address_from_text(value)
+    except InvalidKey as exc:
+        raise _bad(str(exc)) from None
+
+
+__all__ = [
+    "DEFAULT_GAS",
+    "NATIVE_ISSUER",
+    "NATIVE_NAME",
+    "QNX",
+    "QNX_DECIMALS",
+    "Params",
+    "Genesis",
+    "GenesisValidator",
+    "GenesisToken",
+    "GenesisAccount",
+]

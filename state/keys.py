@@ -1,0 +1,111 @@
+"""Every key the application writes, in one place.
+
+State keys (lower-case prefixes) are what the app hash commits to; chain-index
+keys (upper-case) are written in the same batch but are not hashed (they
+depend on the block hash, which depends on the app hash).
+
+| prefix | key                                   | value                                           | hashed |
+|--------|---------------------------------------|-------------------------------------------------|--------|
+| ``a``  | a + address(20)                       | [1, nonce]  (absent while nonce is 0)           | yes    |
+| ``b``  | b + address(20) + symbol(utf-8)       | amount (absent when 0)                          | yes    |
+| ``t``  | t + symbol                            | [1, symbol, name, decimals, issuer, supply]     | yes    |
+| ``v``  | v + address(20)                       | [1, pubkey, power, name]                        | yes    |
+| ``p``  | reserved: pools                       |                                                 | yes    |
+| ``l``  | reserved: LP positions                |                                                 | yes    |
+| ``s``  | reserved: stakes / unbonding          |                                                 | yes    |
+| ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count]         | no     |
+| ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
+| ``T``  | T + height(8) + index(4)              | the SignedTransaction's canonical bytes         | no     |
+| ``R``  | R + height(8) + index(4)              | the Receipt's canonical bytes                   | no     |
+| ``X``  | X + tx hash(32)                       | [1, height, index]                              | no     |
+| ``C``  | C + height(8)                         | commit certificate of that height (opaque)      | no     |
+| ``M``  | M + name                              | metadata: head, genesis hash, genesis document  | no     |
+
+Heights and indexes are fixed-width big-endian, so LevelDB's key order is
+height order and a prefix scan of ``T + height`` yields a block's
+transactions in order.
+"""
+
+from __future__ import annotations
+
+ACCOUNT = b"a"
+BALANCE = b"b"
+TOKEN = b"t"
+VALIDATOR = b"v"
+STATE_PREFIXES = (ACCOUNT, BALANCE, TOKEN, VALIDATOR, b"p", b"l", b"s")
+
+BLOCK = b"B"
+BLOCK_HASH = b"H"
+BLOCK_TX = b"T"
+RECEIPT = b"R"
+TX_INDEX = b"X"
+COMMIT_CERT = b"C"
+META = b"M"
+
+META_HEAD = META + b"head"  # [1, height, last block hash, app hash, last time_ms]
+META_GENESIS_HASH = META + b"genesis_hash"
+META_GENESIS = META + b"genesis"  # the genesis document's canonical bytes
+
+
+def _height(height: int) -> bytes:
+    return height.to_bytes(8, "big")
+
+
+def account_key(address: bytes) -> bytes:
+    return ACCOUNT + address
+
+
+def balance_key(address: bytes, symbol: str) -> bytes:
+    return BALANCE + address + symbol.encode()
+
+
+def balance_prefix(address: bytes) -> bytes:
+    return BALANCE + address
+
+
+def token_key(symbol: str) -> bytes:
+    return TOKEN + symbol.encode()
+
+
+def validator_key(address: bytes) -> bytes:
+    return VALIDATOR + address
+
+
+def block_key(height: int) -> bytes:
+    return BLOCK + _height(height)
+
+
+def block_hash_key(block_hash: bytes) -> bytes:
+    return BLOCK_HASH + block_hash
+
+
+def block_tx_prefix(height: int) -> bytes:
+    return BLOCK_TX + _height(height)
+
+
+def block_tx_key(height: int, index: int) -> bytes:
+    return BLOCK_TX + _height(height) + index.to_bytes(4, "big")
+
+
+def receipt_key(height: int, index: int) -> bytes:
+    return RECEIPT + _height(height) + index.to_bytes(4, "big")
+
+
+def tx_index_key(tx_hash: bytes) -> bytes:
+    return TX_INDEX + tx_hash
+
+
+def commit_cert_key(height: int) -> bytes:
+    return COMMIT_CERT + _height(height)
+
+
+def encode_height(height: int) -> bytes:
+    return _height(height)
+
+
+def decode_height(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def is_state_key(key: bytes) -> bool:
+    return key[:1] in STATE_PREFIXES
