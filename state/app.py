@@ -1,0 +1,472 @@
+"""The deterministic application: the one way to apply a block.
+
+``execute_block`` validates and runs a block on an overlay and returns a
+``BlockResult`` (receipts, app hash, write set) without writing;
+``commit_block`` writes that result, the block and its indexes in one synced
+batch.  A proposer gets the same pair from ``build_block``, so each node
+executes a block once and commits the cached result (the node keys it by
+block hash).  ``apply_block`` does both, for block sync.
+
+Nothing here reads a clock: a block's time enters as a header field, checked
+against the previous block's time and, when the caller passes its own
+``now_ms``, against ``params.max_clock_drift_ms``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, NamedTuple
+
+from state import keys
+from state.abc import KVStore
+from state.amounts import QNX, QNX_DECIMALS
+from state.codec import encode
+from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
+from state.errors import GenesisMismatch, InvalidBlock, InvalidTransaction, StateInvariantBroken
+from state.execution import BlockRun, app_hash_of, check_stateless, outflows
+from state.genesis import NATIVE_ISSUER, NATIVE_NAME, Genesis, Params
+from state.ledger import (
+    EMPTY,
+    Account,
+    Ledger,
+    Overlay,
+    TokenInfo,
+    ValidatorInfo,
+    _stored,
+    read_account,
+    read_tokens,
+    read_validators,
+)
+from state.merkle import merkle_proof
+from state.types import (
+    EMPTY_COMMIT,
+    Block,
+    BlockHeader,
+    Height,
+    Receipt,
+    SignedTransaction,
+    tx_root,
+    validators_hash,
+)
+
+HEAD_VERSION = 1
+BLOCK_RECORD_VERSION = 1
+TX_INDEX_VERSION = 1
+_ZERO_HASH = bytes(32)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResult:
+    """The outcome of executing one block on one base state; commit it with ``commit_block``."""
+
+    height: Height
+    block_hash: Hash
+    prev_app_hash: Hash  # the app hash of the state this result was computed on
+    app_hash: Hash
+    receipts: tuple[Receipt, ...]
+    state_writes: tuple[tuple[bytes, bytes | None], ...]  # sorted; what app_hash commits to
+    fees: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxLocation:
+    height: Height
+    index: int
+    stx: SignedTransaction
+    receipt: Receipt
+
+
+class TxProof(NamedTuple):
+    height: Height
+    index: int
+    tx_root: Hash
+    proof: list[bytes]
+    tree_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    height: Height
+    block_hash: Hash
+    app_hash: Hash
+    time_ms: int
+
+    def encode(self) -> bytes:
+        return encode([HEAD_VERSION, self.height, self.block_hash, self.app_hash, self.time_ms])
+
+
+def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
+    """The state keys a genesis document creates, sorted."""
+    overlay = Overlay(EMPTY)
+    ledger = Ledger(overlay)
+    ledger.put_token(TokenInfo(QNX, NATIVE_NAME, QNX_DECIMALS, NATIVE_ISSUER, genesis.supply(QNX)))
+    for t in genesis.tokens:
+        ledger.put_token(TokenInfo(t.symbol, t.name, t.decimals, t.issuer, genesis.supply(t.symbol)))
+    for v in genesis.validators:
+        ledger.put_validator(ValidatorInfo(v.name, v.pubkey, v.power))
+    for a in genesis.accounts:
+        for symbol, amount in a.balances.items():
+            ledger.set_balance(a.address, symbol, amount)
+    return overlay.changes(EMPTY)
+
+
+class Application:
+    def __init__(self, kv: KVStore, genesis: Genesis) -> None:
+        self._kv = kv
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id
+        self.params: Params = genesis.params
+        stored = kv.get(keys.META_GENESIS_HASH)
+        if stored is None:
+            self._init_genesis()
+        elif stored != genesis.hash:
+            raise GenesisMismatch(stored, genesis.hash)
+        self._head = self._read_head()
+        self._load_validators()
+
+    # -- startup ----------------------------------------------------------------
+
+    def _init_genesis(self) -> None:
+        if next(iter(self._kv.iterate()), None) is not None:
+            raise StateInvariantBroken("the store holds data but no genesis record; refusing to initialise over it")
+        writes = genesis_writes(self.genesis)
+        app_hash = app_hash_of(self.genesis.hash, 0, writes)
+        head = _Head(Height(0), self.genesis.hash, app_hash, self.genesis.genesis_time_ms)
+        batch: dict[bytes, bytes | None] = dict(writes)
+        batch[keys.META_GENESIS_HASH] = self.genesis.hash
+        batch[keys.META_GENESIS] = self.genesis.encode()
+        batch[keys.META_HEAD] = head.encode()
+        self._kv.write_batch(batch, sync=True)
+
+    def _read_head(self) -> _Head:
+        raw = self._kv.get(keys.META_HEAD)
+        if raw is None:
+            raise StateInvariantBroken("the store has a genesis record but no head")
+        _, height, block_hash, app_hash, time_ms = _stored(keys.META_HEAD, raw, 5)
+        return _Head(Height(height), Hash(block_hash), Hash(app_hash), time_ms)
+
+    def _load_validators(self) -> None:
+        infos = read_validators(self._kv)
+        self._validators = [(v.pubkey, v.power) for v in infos]
+        self._validator_addresses = frozenset(v.address for v in infos)
+        self._validators_hash = validators_hash(self._validators)
+
+    # -- committed head -----------------------------------------------------------
+
+    @property
+    def height(self) -> Height:
+        """Last committed height; 0 at genesis."""
+        return self._head.height
+
+    @property
+    def last_block_hash(self) -> Hash:
+        """Hash of the last committed block; the genesis hash at height 0."""
+        return self._head.block_hash
+
+    @property
+    def app_hash(self) -> Hash:
+        return self._head.app_hash
+
+    @property
+    def last_time_ms(self) -> int:
+        """Time of the last committed block; genesis_time_ms at height 0."""
+        return self._head.time_ms
+
+    def validators(self) -> list[tuple[bytes, int]]:
+        """(pubkey, power) of the set that validates the next block, sorted by address."""
+        return list(self._validators)
+
+    @property
+    def validators_hash(self) -> Hash:
+        return self._validators_hash
+
+    # -- mempool support ----------------------------------------------------------
+
+    def check_tx_stateless(self, stx: SignedTransaction) -> None:
+        check_stateless(stx, chain_id=self.chain_id, params=self.params)
+
+    def tx_outflows(self, stx: SignedTransaction) -> dict[str, int]:
+        return outflows(stx.tx)
+
+    # -- state queries (committed) -------------------------------------------------
+
+    def account(self, address: bytes) -> Account:
+        return read_account(self._kv, address)
+
+    def token(self, symbol: str) -> TokenInfo | None:
+        return Ledger(self._kv).token(symbol)
+
+    def tokens(self) -> list[TokenInfo]:
+        return read_tokens(self._kv)
+
+    # -- blocks ------------------------------------------------------------------
+
+    def _new_run(self, height: int) -> BlockRun:
+        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height)
+
+    def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
+        if len(proposer) != ADDRESS_LEN or proposer not in self._validator_addresses:
+            shown = address_to_text(proposer) if len(proposer) == ADDRESS_LEN else f"0x{proposer.hex()}"
+            raise InvalidBlock(f"proposer {shown} is not a validator", height=height)
+        if time_ms <= self.last_time_ms:
+            raise InvalidBlock(
+                f"time {time_ms} ms is not after the previous block's {self.last_time_ms} ms", height=height
+            )
+        if height == 1 and last_commit != EMPTY_COMMIT:
+            raise InvalidBlock("block 1 must carry an empty last_commit", height=height)
+        if height > 1 and not last_commit:
+            raise InvalidBlock("last_commit (the previous block's commit certificate) is empty", height=height)
+
+    def _overhead(self, header: BlockHeader, last_commit: bytes) -> int:
+        # An empty block's size, plus up to 4 more bytes for a longer txs array header.
+        return len(encode([1, header.to_wire(), [], last_commit])) + 4
+
+    def _finish(self, run: BlockRun, proposer: bytes) -> tuple[list[tuple[bytes, bytes | None]], Hash]:
+        run.pay_proposer(proposer)
+        writes = run.overlay.changes(self._kv)
+        for key, _ in writes:
+            if not keys.is_state_key(key):
+                raise StateInvariantBroken(f"execution wrote non-state key 0x{key.hex()}")
+        return writes, app_hash_of(self.app_hash, run.height, writes)
+
+    def build_block(
+        self,
+        candidates: Iterable[SignedTransaction],
+        *,
+        proposer: bytes,
+        time_ms: int,
+        last_commit: bytes,
+    ) -> tuple[Block, BlockResult]:
+        """Proposer side: run ``candidates`` in order, skipping any that may not be included.
+
+        ``time_ms`` must exceed ``last_time_ms`` (pass ``max(now, last_time_ms + 1)``).
+        """
+        height = self.height + 1
+        self._check_context(proposer=proposer, time_ms=time_ms, last_commit=last_commit, height=height)
+        template = BlockHeader(
+            self.chain_id,
+            height,
+            time_ms,
+            self.last_block_hash,
+            _ZERO_HASH,
+            _ZERO_HASH,
+            self.validators_hash,
+            Address(proposer),
+            sha256(last_commit),
+        )
+        budget = self.params.max_block_bytes - self._overhead(template, last_commit)
+        run = self._new_run(height)
+        for stx in candidates:
+            if len(run.txs) >= self.params.max_block_txs:
+                break
+            if stx.size > budget:
+                continue
+            try:
+                run.include(stx)
+            except InvalidTransaction:
+                continue
+            budget -= stx.size
+        writes, app_hash = self._finish(run, proposer)
+        header = BlockHeader(
+            self.chain_id,
+            height,
+            time_ms,
+            self.last_block_hash,
+            tx_root(run.txs),
+            app_hash,
+            self.validators_hash,
+            Address(proposer),
+            sha256(last_commit),
+        )
+        block = Block(header, tuple(run.txs), last_commit)
+        if block.size > self.params.max_block_bytes:
+            raise StateInvariantBroken(
+                f"built a block of {block.size} bytes over the limit {self.params.max_block_bytes}"
+            )
+        return block, self._result(block, run, writes, app_hash)
+
+    def execute_block(self, block: Block, *, now_ms: int | None = None) -> BlockResult:
+        """Validator side: validate and run ``block`` on the committed state; writes nothing.
+
+        Raises InvalidBlock.  ``now_ms`` (the caller's clock) additionally
+        refuses a header time more than ``max_clock_drift_ms`` in the future;
+        omit it when replaying committed blocks.
+        """
+        h = block.header
+        height = self.height + 1
+        if h.chain_id != self.chain_id:
+            raise InvalidBlock(f"chain id {h.chain_id!r} is not {self.chain_id!r}", height=h.height)
+        if h.height != height:
+            raise InvalidBlock(f"height {h.height} is not the next height {height}", height=h.height)
+        if h.prev_hash != self.last_block_hash:
+            raise InvalidBlock(
+                f"prev_hash 0x{h.prev_hash.hex()} is not the last block hash 0x{self.last_block_hash.hex()}",
+                height=height,
+            )
+        self._check_context(proposer=h.proposer, time_ms=h.time_ms, last_commit=block.last_commit, height=height)
+        if now_ms is not None and h.time_ms > now_ms + self.params.max_clock_drift_ms:
+            raise InvalidBlock(
+                f"time {h.time_ms} ms is more than {self.params.max_clock_drift_ms} ms ahead of local time {now_ms} ms",
+                height=height,
+            )
+        if h.last_commit_hash != sha256(block.last_commit):
+            raise InvalidBlock("last_commit_hash does not match last_commit", height=height)
+        if h.validators_hash != self.validators_hash:
+            raise InvalidBlock(
+                f"validators_hash 0x{h.validators_hash.hex()} is not 0x{self.validators_hash.hex()}", height=height
+            )
+        if len(block.txs) > self.params.max_block_txs:
+            raise InvalidBlock(
+                f"{len(block.txs)} transactions exceed the limit {self.params.max_block_txs}", height=height
+            )
+        if block.size > self.params.max_block_bytes:
+            raise InvalidBlock(f"{block.size} bytes exceed the limit {self.params.max_block_bytes}", height=height)
+        root = tx_root(block.txs)
+        if h.tx_root != root:
+            raise InvalidBlock(
+                f"tx_root 0x{h.tx_root.hex()} is not the transactions' root 0x{root.hex()}", height=height
+            )
+
+        run = self._new_run(height)
+        for index, stx in enumerate(block.txs):
+            try:
+                run.include(stx)
+            except InvalidTransaction as exc:
+                raise InvalidBlock(
+                    f"transaction {index} (0x{stx.hash.hex()}) may not be included: {exc}", height=height
+                ) from exc
+        writes, app_hash = self._finish(run, h.proposer)
+        if h.app_hash != app_hash:
+            raise InvalidBlock(f"app_hash 0x{h.app_hash.hex()} is not the computed 0x{app_hash.hex()}", height=height)
+        return self._result(block, run, writes, app_hash)
+
+    def _result(
+        self, block: Block, run: BlockRun, writes: list[tuple[bytes, bytes | None]], app_hash: Hash
+    ) -> BlockResult:
+        return BlockResult(
+            height=Height(run.height),
+            block_hash=block.hash,
+            prev_app_hash=self.app_hash,
+            app_hash=app_hash,
+            receipts=tuple(run.receipts),
+            state_writes=tuple(writes),
+            fees=run.fees,
+        )
+
+    def commit_block(self, block: Block, result: BlockResult, commit_cert: bytes) -> None:
+        """Write ``result``, ``block``, its indexes and ``commit_cert`` in one synced batch."""
+        height = self.height + 1
+        if result.block_hash != block.hash or result.height != block.height:
+            raise StateInvariantBroken(
+                f"result is for block {result.height} 0x{result.block_hash.hex()}, not this block"
+            )
+        if (
+            result.height != height
+            or result.prev_app_hash != self.app_hash
+            or block.header.prev_hash != self.last_block_hash
+        ):
+            raise StateInvariantBroken(
+                f"result for height {result.height} was not computed on the committed state at {self.height}"
+            )
+        if not isinstance(commit_cert, bytes) or not commit_cert:
+            raise StateInvariantBroken("a block is committed with a non-empty commit certificate")
+        if len(result.receipts) != len(block.txs):
+            raise StateInvariantBroken("result receipts do not match the block's transactions")
+
+        batch: dict[bytes, bytes | None] = dict(result.state_writes)
+        batch[keys.block_key(height)] = encode(
+            [BLOCK_RECORD_VERSION, block.header.to_wire(), block.last_commit, len(block.txs)]
+        )
+        batch[keys.block_hash_key(block.hash)] = keys.encode_height(height)
+        for index, (stx, receipt) in enumerate(zip(block.txs, result.receipts, strict=True)):
+            batch[keys.block_tx_key(height, index)] = stx.encode()
+            batch[keys.receipt_key(height, index)] = receipt.encode()
+            batch[keys.tx_index_key(stx.hash)] = encode([TX_INDEX_VERSION, height, index])
+        batch[keys.commit_cert_key(height)] = commit_cert
+        head = _Head(Height(height), block.hash, result.app_hash, block.header.time_ms)
+        batch[keys.META_HEAD] = head.encode()
+        self._kv.write_batch(batch, sync=True)
+        # Only now, with the batch on disk, does the in-memory head move.
+        self._head = head
+        if any(key[:1] == keys.VALIDATOR for key, _ in result.state_writes):
+            self._load_validators()
+
+    def apply_block(self, block: Block, commit_cert: bytes) -> BlockResult:
+        """execute_block + commit_block (block sync)."""
+        result = self.execute_block(block)
+        self.commit_block(block, result, commit_cert)
+        return result
+
+    # -- chain queries ---------------------------------------------------------
+
+    def get_block(self, height: int) -> Block | None:
+        if not 1 <= height <= self.height:
+            return None
+        raw = self._kv.get(keys.block_key(height))
+        if raw is None:
+            raise StateInvariantBroken(f"block {height} is missing below the head {self.height}")
+        _, header_wire, last_commit, count = _stored(keys.block_key(height), raw, 4)
+        txs = tuple(SignedTransaction.decode(v) for _, v in self._kv.iterate(keys.block_tx_prefix(height)))
+        if len(txs) != count:
+            raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
+        return Block(BlockHeader.from_wire(header_wire), txs, last_commit)
+
+    def get_block_by_hash(self, block_hash: bytes) -> Block | None:
+        raw = self._kv.get(keys.block_hash_key(block_hash))
+        return None if raw is None else self.get_block(keys.decode_height(raw))
+
+    def get_commit_cert(self, height: int) -> bytes | None:
+        return self._kv.get(keys.commit_cert_key(height))
+
+    def _locate(self, tx_hash: bytes) -> tuple[int, int] | None:
+        raw = self._kv.get(keys.tx_index_key(tx_hash))
+        if raw is None:
+            return None
+        _, height, index = _stored(keys.tx_index_key(tx_hash), raw, 3)
+        return height, index
+
+    def get_tx(self, tx_hash: bytes) -> TxLocation | None:
+        where = self._locate(tx_hash)
+        if where is None:
+            return None
+        height, index = where
+        raw_tx = self._kv.get(keys.block_tx_key(height, index))
+        raw_receipt = self._kv.get(keys.receipt_key(height, index))
+        if raw_tx is None or raw_receipt is None:
+            raise StateInvariantBroken(f"transaction 0x{tx_hash.hex()} is indexed at {height}/{index} but not stored")
+        return TxLocation(Height(height), index, SignedTransaction.decode(raw_tx), Receipt.decode(raw_receipt))
+
+    def get_receipt(self, tx_hash: bytes) -> Receipt | None:
+        where = self._locate(tx_hash)
+        if where is None:
+            return None
+        raw = self._kv.get(keys.receipt_key(*where))
+        return None if raw is None else Receipt.decode(raw)
+
+    def get_tx_proof(self, tx_hash: bytes) -> TxProof | None:
+        """Merkle inclusion proof of a committed transaction against its block's tx_root."""
+        where = self._locate(tx_hash)
+        if where is None:
+            return None
+        height, index = where
+        hashes = [sha256(v) for _, v in self._kv.iterate(keys.block_tx_prefix(height))]
+        block_raw = self._kv.get(keys.block_key(height))
+        if block_raw is None or hashes[index] != tx_hash:
+            raise StateInvariantBroken(f"transaction 0x{tx_hash.hex()} index entry disagrees with block {height}")
+        header = BlockHeader.from_wire(_stored(keys.block_key(height), block_raw, 4)[1])
+        return TxProof(Height(height), index, Hash(header.tx_root), merkle_proof(hashes, index), len(hashes))
+
+    def get_genesis_bytes(self) -> bytes | None:
+        return self._kv.get(keys.META_GENESIS)
+
+
+__all__ = [
+    "Application",
+    "BlockResult",
+    "TxLocation",
+    "TxProof",
+    "Account",
+    "TokenInfo",
+    "ValidatorInfo",
+    "genesis_writes",
+]

@@ -1,0 +1,164 @@
+"""Executing transactions on an overlay: inclusion checks, fees, per-kind effects.
+
+A transaction is *includable* when its signature is valid, its chain id is
+ours, it fits ``max_tx_bytes``, its fee covers ``gas(kind) * min_gas_price``,
+its nonce is the sender's next nonce and the sender's QNX balance covers the
+fee.  An includable transaction always pays its fee and advances the nonce;
+its effect then runs on a child overlay and, if it fails, is dropped and the
+receipt says ``failed`` with the reason.  The fees of a block go to its
+proposer once the block's transactions have run.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from state.amounts import MAX_AMOUNT, QNX
+from state.codec import encode
+from state.crypto import Hash, address_to_text, domain_digest
+from state.errors import (
+    BadNonce,
+    BadSignature,
+    BalanceOverflow,
+    ExecutionFailed,
+    FeeTooLow,
+    FeeUnpayable,
+    NotIssuer,
+    StateInvariantBroken,
+    TokenExists,
+    TxTooLarge,
+    UnknownToken,
+    WrongChainId,
+)
+from state.genesis import Params
+from state.ledger import Ledger, Overlay, TokenInfo
+from state.types import Receipt, ReceiptStatus, SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer
+
+DOMAIN_APP_HASH = b"QENEX/apphash/v1"
+
+
+def app_hash_of(previous: bytes, height: int, writes: list[tuple[bytes, bytes | None]]) -> Hash:
+    """app_hash_h = H(app_hash_{h-1}, h, sorted state writes of block h).
+
+    The chain of these hashes commits to the whole state given the genesis
+    (whose hash seeds height 0), but proves nothing about a single key: state
+    inclusion proofs are not built.
+    """
+    return domain_digest(DOMAIN_APP_HASH, encode([previous, height, [[k, v] for k, v in writes]]))
+
+
+def check_stateless(stx: SignedTransaction, *, chain_id: str, params: Params) -> None:
+    """Checks that need no state.  Cheapest first; the signature last."""
+    tx = stx.tx
+    if tx.chain_id != chain_id:
+        raise WrongChainId(tx.chain_id, chain_id)
+    if stx.size > params.max_tx_bytes:
+        raise TxTooLarge(stx.size, params.max_tx_bytes)
+    minimum = params.min_fee(tx.kind)
+    if tx.fee < minimum:
+        raise FeeTooLow(tx.fee, minimum)
+    if not stx.verify_signature():
+        raise BadSignature(stx.hash)
+
+
+def check_includable(ledger: Ledger, stx: SignedTransaction, *, chain_id: str, params: Params) -> None:
+    """Raises an InvalidTransaction subclass when ``stx`` may not enter the next block."""
+    check_stateless(stx, chain_id=chain_id, params=params)
+    tx = stx.tx
+    want = ledger.nonce(tx.sender)
+    if tx.nonce != want:
+        raise BadNonce(tx.nonce, want, address_to_text(tx.sender))
+    balance = ledger.balance(tx.sender, QNX)
+    if balance < tx.fee:
+        raise FeeUnpayable(tx.fee, balance, address_to_text(tx.sender))
+
+
+def outflows(tx: Transaction) -> dict[str, int]:
+    """What the sender spends per token, fee included (for the mempool's pending balance check)."""
+    spend = {QNX: tx.fee}
+    if isinstance(tx.payload, Transfer):
+        spend[tx.payload.token] = spend.get(tx.payload.token, 0) + tx.payload.amount
+    return dict(sorted(spend.items()))
+
+
+# -- effects (run on a child overlay; raise ExecutionFailed to revert) -----------
+
+
+def _transfer(ledger: Ledger, tx: Transaction, p: Transfer) -> None:
+    if ledger.token(p.token) is None:
+        raise UnknownToken(p.token)
+    ledger.debit(tx.sender, p.token, p.amount)
+    ledger.credit(p.to, p.token, p.amount)
+
+
+def _token_create(ledger: Ledger, tx: Transaction, p: TokenCreate) -> None:
+    if ledger.token(p.symbol) is not None:
+        raise TokenExists(p.symbol)
+    ledger.put_token(TokenInfo(p.symbol, p.name, p.decimals, tx.sender, p.initial_supply))
+    if p.initial_supply:
+        ledger.credit(tx.sender, p.symbol, p.initial_supply)
+
+
+def _token_mint(ledger: Ledger, tx: Transaction, p: TokenMint) -> None:
+    info = ledger.token(p.symbol)
+    if info is None:
+        raise UnknownToken(p.symbol)
+    if info.issuer != tx.sender:
+        raise NotIssuer(p.symbol, address_to_text(tx.sender), address_to_text(info.issuer))
+    supply = info.supply + p.amount
+    if supply > MAX_AMOUNT:
+        raise BalanceOverflow(f"supply of {p.symbol}", supply, MAX_AMOUNT)
+    ledger.put_token(TokenInfo(info.symbol, info.name, info.decimals, info.issuer, supply))
+    ledger.credit(p.to, p.symbol, p.amount)
+
+
+_EFFECTS: dict[type, Callable[[Ledger, Transaction, object], None]] = {
+    Transfer: _transfer,  # type: ignore[dict-item]
+    TokenCreate: _token_create,  # type: ignore[dict-item]
+    TokenMint: _token_mint,  # type: ignore[dict-item]
+}
+
+
+class BlockRun:
+    """One block's execution on an overlay over the committed state."""
+
+    def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int) -> None:
+        self.overlay = overlay
+        self.ledger = Ledger(overlay)
+        self.chain_id = chain_id
+        self.params = params
+        self.height = height
+        self.txs: list[SignedTransaction] = []
+        self.receipts: list[Receipt] = []
+        self.fees = 0
+
+    def include(self, stx: SignedTransaction) -> Receipt:
+        """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""
+        check_includable(self.ledger, stx, chain_id=self.chain_id, params=self.params)
+        tx = stx.tx
+        self.ledger.debit(tx.sender, QNX, tx.fee)
+        self.ledger.set_nonce(tx.sender, tx.nonce + 1)
+        self.fees += tx.fee
+
+        layer = self.overlay.child()
+        try:
+            _EFFECTS[type(tx.payload)](Ledger(layer), tx, tx.payload)
+        except ExecutionFailed as exc:
+            status, reason = ReceiptStatus.FAILED, exc.reason
+        else:
+            layer.merge_into(self.overlay)
+            status, reason = ReceiptStatus.OK, ""
+        receipt = Receipt(
+            stx.hash, self.height, len(self.txs), status, reason[:512], self.params.gas_for(tx.kind), tx.fee
+        )
+        self.txs.append(stx)
+        self.receipts.append(receipt)
+        return receipt
+
+    def pay_proposer(self, proposer: bytes) -> None:
+        if not self.fees:
+            return
+        try:
+            self.ledger.credit(proposer, QNX, self.fees)
+        except BalanceOverflow as exc:  # fees come out of the QNX supply, which fits
+            raise StateInvariantBroken(f"crediting block fees overflowed: {exc}") from exc
