@@ -37,6 +37,13 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    """Nurseries wrap errors in groups; a single failure reads better bare."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Job:
     __slots__ = ("fn", "args", "future", "scope", "token")
 
@@ -108,7 +115,7 @@ class TrioThread:
         except BaseException as exc:  # the thread must report, never vanish
             self.crash = exc
             logger.critical("p2p trio thread crashed", exc_info=exc)
-            self.to_loop(_set_exception, started, exc)
+            self.to_loop(_set_exception, started, _unwrap(exc))
         finally:
             self._accepting = False
             self.to_loop(_set_result, self._finished, None)
@@ -161,9 +168,17 @@ class TrioThread:
         if self._token is None or not self.running:
             raise ServiceNotRunning("not running")
         try:
-            self._token.run_sync_soon(fn, *args)
+            self._token.run_sync_soon(self._run_posted, fn, args)
         except trio.RunFinishedError as exc:
             raise ServiceNotRunning("stopped") from exc
+
+    @staticmethod
+    def _run_posted(fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        # An exception escaping a run_sync_soon callback would crash trio.run.
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("p2p call %r failed", fn)
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Future[Any]:
         """Run ``await fn(*args)`` as a trio task; the asyncio future gets its

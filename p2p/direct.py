@@ -37,14 +37,19 @@ WRITE_BATCH_BYTES = 1024 * 1024  # frames are coalesced into writes up to this s
 RETRY_PAUSE_S = 0.2
 
 
+OVERFLOW_LOG_INTERVAL_S = 1.0
+
+
 class _Outbound:
-    __slots__ = ("queue", "queued_bytes", "wakeup", "scope")
+    __slots__ = ("queue", "queued_bytes", "wakeup", "scope", "unlogged_drops", "last_drop_log")
 
     def __init__(self) -> None:
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.wakeup = trio.Event()
         self.scope = trio.CancelScope()
+        self.unlogged_drops = 0
+        self.last_drop_log = float("-inf")
 
 
 class DirectLinks:
@@ -94,8 +99,19 @@ class DirectLinks:
             dropped += 1
         if dropped:
             self._stats.add("direct_dropped_overflow", dropped)
-            logger.warning("direct queue to %s full: dropped %d oldest frame(s)", peer_id, dropped)
+            self._log_overflow(peer_id, link, dropped)
         link.wakeup.set()
+
+    def _log_overflow(self, peer_id: ID, link: _Outbound, dropped: int) -> None:
+        # Counted exactly in stats; logged at most once a second per peer.
+        link.unlogged_drops += dropped
+        now = trio.current_time()
+        if now - link.last_drop_log >= OVERFLOW_LOG_INTERVAL_S:
+            logger.warning(
+                "direct queue to %s full: dropped %d oldest frame(s)", peer_id, link.unlogged_drops
+            )
+            link.unlogged_drops = 0
+            link.last_drop_log = now
 
     def drop_peer(self, peer_id: ID) -> None:
         """The peer disconnected or was banned: discard its queue and writer."""

@@ -168,7 +168,8 @@ class Engine:
         for peer_id, conns in network.get_connections_map().items():
             if any(c is not leaving and not c.is_closed for c in conns):
                 live.add(peer_id.to_base58())
-        self.connected = frozenset(live)
+        # A banned peer's connection lives until our disconnect completes.
+        self.connected = frozenset(live - self.banned)
 
     def on_connected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
@@ -254,6 +255,7 @@ class Engine:
             return
         self._stats.add("bans")
         self.banned = frozenset(self._scores.banned(trio.current_time()))
+        self.connected = self.connected - {peer}
         logger.warning("banning %s for %.0fs", peer, self._config.ban_seconds)
         if self._links is not None:
             self._links.drop_peer(peer_id)

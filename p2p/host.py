@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
+import libp2p.transport.tcp.tcp as libp2p_tcp
 import multiaddr
 from libp2p import new_host
 from libp2p.abc import IHost
@@ -23,6 +25,29 @@ from p2p.errors import InvalidConfig, InvalidPeerAddress
 # Our redial loop retries every redial_interval_s; libp2p's own backoff would
 # only delay noticing that a peer is back.
 DIAL_RETRY = RetryConfig(max_retries=0)
+
+
+def _exclusive_listen_flags(sock: object) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # type: ignore[attr-defined]
+    except OSError:
+        pass
+
+
+def _forbid_port_sharing() -> None:
+    """libp2p's TCP transport sets SO_REUSEPORT on its listening sockets (for
+    hole punching, which we do not use). With it a second node, or any
+    process of the same user, binding "our" port succeeds silently and the
+    kernel splits incoming connections between them. Keep SO_REUSEADDR (fast
+    restart on the same port) and drop SO_REUSEPORT, so a taken port is an
+    error at start(). The hook is a module global the transport calls at
+    bind time; fail loudly if a library upgrade removes it."""
+    if not callable(getattr(libp2p_tcp, "_set_reuse_flags", None)):
+        raise RuntimeError("libp2p.transport.tcp.tcp._set_reuse_flags is gone: re-check port sharing")
+    libp2p_tcp._set_reuse_flags = _exclusive_listen_flags  # type: ignore[assignment]
+
+
+_forbid_port_sharing()
 
 
 def security_options(key_pair: KeyPair) -> dict[TProtocol, NoiseTransport]:
