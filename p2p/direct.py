@@ -41,9 +41,10 @@ OVERFLOW_LOG_INTERVAL_S = 1.0
 
 
 class _Outbound:
-    __slots__ = ("queue", "queued_bytes", "wakeup", "scope", "unlogged_drops", "last_drop_log")
+    __slots__ = ("queue", "queued_bytes", "wakeup", "scope", "unlogged_drops", "last_drop_log", "writing")
 
     def __init__(self) -> None:
+        self.writing = False
         self.queue: deque[bytes] = deque()
         self.queued_bytes = 0
         self.wakeup = trio.Event()
@@ -124,6 +125,15 @@ class DirectLinks:
         link.queue.clear()
         link.scope.cancel()
 
+    async def drain(self, timeout_s: float) -> None:
+        """At shutdown: give queued frames up to timeout_s to go out."""
+        with trio.move_on_after(timeout_s):
+            while any(link.queue or link.writing for link in self._outbound.values()):
+                await trio.sleep(0.01)
+        left = sum(len(link.queue) for link in self._outbound.values())
+        if left:
+            logger.warning("stopping with %d direct frame(s) unsent", left)
+
     def _take_batch(self, link: _Outbound) -> list[bytes]:
         batch = [link.queue.popleft()]
         size = len(batch[0])
@@ -150,6 +160,7 @@ class DirectLinks:
                         await link.wakeup.wait()
                     batch = self._take_batch(link)
                     payload = b"".join(batch)
+                    link.writing = True
                     sent = False
                     # One retry on a fresh stream: the old one may have been
                     # reset by the peer since our last write.
@@ -167,6 +178,7 @@ class DirectLinks:
                             if stream is not None:
                                 await reset_quietly(stream)
                                 stream = None
+                    link.writing = False
                     if sent:
                         self._stats.add("direct_frames_out", len(batch))
                         self._stats.add("direct_bytes_out", len(payload))

@@ -140,6 +140,8 @@ class Engine:
                     logger.info("p2p %s listening on %s", self.peer_id, ", ".join(addrs))
                     task_status.started(Started(self.peer_id.to_base58(), addrs))
                     await stop_requested.wait()
+                    # Frames queued just before stop() still go out.
+                    await links.drain(self._config.stop_grace_s / 2)
                     nursery.cancel_scope.cancel()
                 self._nursery = None
         self.connected = frozenset()
