@@ -58,11 +58,19 @@ class _ConnectionWatcher(INotifee):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
+    # Exceptions here would escape into the swarm's notify nursery.
+
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._engine.on_connected(conn)
+        try:
+            self._engine.on_connected(conn)
+        except Exception:
+            logger.exception("connection bookkeeping failed")
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._engine.on_disconnected(conn)
+        try:
+            self._engine.on_disconnected(conn)
+        except Exception:
+            logger.exception("disconnection bookkeeping failed")
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -202,24 +210,29 @@ class Engine:
     async def _redial_loop(self) -> None:
         """Dial every bootstrap peer that is not connected, every
         redial_interval_s, forever; libp2p itself never redials."""
-        own = self.peer_id
         while True:
-            now = trio.current_time()
-            for peer in self._scores.expire(now):
-                logger.info("ban on %s expired", peer)
-                if self._pubsub is not None:
-                    self._pubsub.remove_from_blacklist(ID.from_base58(peer))
-            self.banned = frozenset(self._scores.banned(now))
-            self._refresh_connected()
-            for info in self._bootstrap:
-                peer = info.peer_id.to_base58()
-                if info.peer_id == own or info.peer_id in self._dialing:
-                    continue
-                if peer in self.connected or peer in self.banned:
-                    continue
-                self._dialing.add(info.peer_id)
-                self._spawn(self._dial, info)
+            try:
+                self._redial_tick()
+            except Exception:
+                logger.exception("redial tick failed")
             await trio.sleep(self._config.redial_interval_s)
+
+    def _redial_tick(self) -> None:
+        now = trio.current_time()
+        for peer in self._scores.expire(now):
+            logger.info("ban on %s expired", peer)
+            if self._pubsub is not None:
+                self._pubsub.remove_from_blacklist(ID.from_base58(peer))
+        self.banned = frozenset(self._scores.banned(now))
+        self._refresh_connected()
+        for info in self._bootstrap:
+            peer = info.peer_id.to_base58()
+            if info.peer_id == self.peer_id or info.peer_id in self._dialing:
+                continue
+            if peer in self.connected or peer in self.banned:
+                continue
+            self._dialing.add(info.peer_id)
+            self._spawn(self._dial, info)
 
     async def _dial(self, info: PeerInfo) -> None:
         try:
@@ -283,7 +296,10 @@ class Engine:
     async def _read_topic(self, topic: str, subscription: Any) -> None:
         own = self.peer_id.to_bytes()  # type: ignore[union-attr]
         while True:
-            msg = await subscription.get()
+            try:
+                msg = await subscription.get()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
             if msg.from_id == own:
                 self._stats.add("gossip_self_filtered")
                 continue

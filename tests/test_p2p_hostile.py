@@ -258,6 +258,37 @@ async def test_repeat_offender_is_banned_and_disconnected() -> None:
     await asyncio.wait_for(body(), 30)
 
 
+async def test_trickled_frame_is_cut_off() -> None:
+    """A peer that starts a frame and never finishes it is reset and
+    penalised after frame_body_timeout_s."""
+
+    async def trickle(host: IHost, victim: ID) -> None:
+        stream = await host.new_stream(victim, [DIRECT_PROTOCOL])
+        await stream.write(struct.pack(">I", 1000) + b"partial")
+        with trio.fail_after(5):
+            try:
+                await stream.read(1)
+            except Exception:
+                return  # reset by the victim: expected
+        raise AssertionError("victim did not reset the stream")
+
+    async def body() -> None:
+        victim = P2PService(
+            P2PConfig(identity_seed=b"\x01" * 32, frame_body_timeout_s=0.5),
+            on_gossip=lambda *_: None,
+            on_direct=lambda *_: None,
+        )
+        await victim.start()
+        try:
+            await asyncio.to_thread(trio.run, _attack, victim.listen_addrs[0], b"\x67" * 32, trickle)
+            assert victim.stats()["penalties"] == 1
+            assert victim.running
+        finally:
+            await victim.stop()
+
+    await asyncio.wait_for(body(), 30)
+
+
 async def test_plaintext_dialer_is_refused() -> None:
     """The victim offers Noise only; a dialer that speaks only
     /plaintext/2.0.0 cannot connect, while a Noise dialer can."""

@@ -371,3 +371,34 @@ async def test_listen_failure_is_reported() -> None:
             assert not b.running
 
     await asyncio.wait_for(body(), 20)
+
+
+async def test_idle_direct_stream_outlives_the_frame_timeout() -> None:
+    """The body timeout applies to a started frame only: a stream that sits
+    idle between frames stays open and is reused."""
+
+    async def body() -> None:
+        (a, b), (ia, _) = await start_star(2, frame_body_timeout_s=0.3)
+        async with stopping(a, b):
+            await b.send_direct(a.peer_id, b"one")
+            await until(lambda: len(ia.direct) == 1)
+            await asyncio.sleep(1.0)
+            await b.send_direct(a.peer_id, b"two")
+            await until(lambda: len(ia.direct) == 2)
+            stats = b.stats()
+            assert stats["direct_streams_opened"] == 1 and stats["direct_stream_failures"] == 0
+            assert a.stats()["penalties"] == 0
+
+    await asyncio.wait_for(body(), 20)
+
+
+async def test_send_then_stop_delivers_the_queue() -> None:
+    async def body() -> None:
+        (a, b), (ia, _) = await start_star(2)
+        async with stopping(a, b):
+            for i in range(100):
+                await b.send_direct(a.peer_id, b"%d" % i)
+            await b.stop()
+            await until(lambda: len(ia.direct) == 100)
+
+    await asyncio.wait_for(body(), 20)
