@@ -1,0 +1,193 @@
+"""Sustained transfer load against a running local testnet.
+
+    python bench/load.py --dir testnet --rate 1000 --duration 30
+
+1. funds ``--accounts`` fresh sender accounts from alice (one block),
+2. pre-signs ``rate x duration`` transfers round-robin over the senders,
+3. submits them at the target rate in JSON-RPC batches spread over every node,
+4. follows the chain and matches committed transactions to submit times.
+
+Prints submitted/accepted/finalized counts, finalized transfers per second
+over the sustained window, and finality latency p50/p90/p99 (submit →
+first RPC sight of the committed block).  Nothing here asserts; it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from state.crypto import PrivateKey  # noqa: E402
+from state.keyfile import load_keyfile  # noqa: E402
+from state.types import SignedTransaction, Transaction, Transfer, TxKind  # noqa: E402
+
+
+async def rpc(session: aiohttp.ClientSession, url: str, method: str, *params: object) -> object:
+    async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}) as r:
+        body = await r.json()
+    if "error" in body:
+        raise RuntimeError(f"{method}: {body['error']}")
+    return body["result"]
+
+
+async def rpc_batch(session: aiohttp.ClientSession, url: str, raws: list[str]) -> list[dict]:
+    payload = [{"jsonrpc": "2.0", "id": i, "method": "qenex_sendTransaction", "params": [r]} for i, r in enumerate(raws)]
+    async with session.post(url, json=payload) as r:
+        return await r.json()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("testnet"))
+    ap.add_argument("--rate", type=int, default=1000, help="target submissions per second")
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of sustained submission")
+    ap.add_argument("--accounts", type=int, default=200, help="sender accounts")
+    ap.add_argument("--batch", type=int, default=100, help="transactions per JSON-RPC batch")
+    ap.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the tail to finalize")
+    args = ap.parse_args()
+
+    manifest = json.loads((args.dir / "testnet.json").read_text())
+    urls = [n["rpc"] for n in manifest["nodes"]]
+    alice = load_keyfile(args.dir / manifest["accounts"]["alice"]["keyfile"], None)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        status = await rpc(session, urls[0], "qenex_status")
+        chain_id = status["chain_id"]
+        params = await rpc(session, urls[0], "qenex_getParams")
+        fee = int(params["gas"]["transfer"]) * int(params["min_gas_price"])
+
+        # 1. fund senders
+        senders = [PrivateKey.generate() for _ in range(args.accounts)]
+        acct = await rpc(session, urls[0], "qenex_getAccount", manifest["accounts"]["alice"]["address"])
+        nonce = int(acct["pending_nonce"])
+        per_tx = args.rate * args.duration // args.accounts + 1
+        funding = []
+        for i, s in enumerate(senders):
+            tx = Transaction(chain_id, TxKind.TRANSFER, alice.public_key, nonce + i, fee,
+                             Transfer(to=s.address, token="QNX", amount=(per_tx + 10) * (fee + 1)))
+            funding.append("0x" + tx.sign(alice).encode().hex())
+        for i in range(0, len(funding), args.batch):
+            await rpc_batch(session, urls[0], funding[i:i + args.batch])
+        last_hash = "0x" + SignedTransaction.decode(bytes.fromhex(funding[-1][2:])).hash.hex()
+        t0 = time.monotonic()
+        while True:
+            try:
+                rec = await rpc(session, urls[0], "qenex_getTransaction", last_hash)
+                if rec.get("committed"):
+                    break
+            except RuntimeError:
+                pass
+            if time.monotonic() - t0 > 60:
+                raise SystemExit("funding did not finalize within 60 s")
+            await asyncio.sleep(0.2)
+        print(f"funded {len(senders)} senders in {time.monotonic() - t0:.1f} s")
+
+        # 2. pre-sign
+        total = int(args.rate * args.duration)
+        t_sign = time.monotonic()
+        signed: list[tuple[str, str]] = []
+        nonces = [0] * len(senders)
+        for i in range(total):
+            k = i % len(senders)
+            tx = Transaction(chain_id, TxKind.TRANSFER, senders[k].public_key, nonces[k], fee,
+                             Transfer(to=alice.address, token="QNX", amount=1))
+            nonces[k] += 1
+            stx = tx.sign(senders[k])
+            signed.append(("0x" + stx.hash.hex(), "0x" + stx.encode().hex()))
+        print(f"signed {total} transfers in {time.monotonic() - t_sign:.1f} s")
+
+        # 3. submit at rate while following the chain
+        submit_at: dict[str, float] = {}
+        committed_at: dict[str, float] = {}
+        rejected = 0
+        start_height = int((await rpc(session, urls[0], "qenex_status"))["height"])
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            height = start_height
+            while not done.is_set():
+                try:
+                    head = int((await rpc(session, urls[0], "qenex_status"))["height"])
+                except Exception:
+                    await asyncio.sleep(0.05)
+                    continue
+                while height < head:
+                    height += 1
+                    block = await rpc(session, urls[0], "qenex_getBlock", height)
+                    now = time.monotonic()
+                    for h in block["txs"]:
+                        committed_at.setdefault(h, now)
+                await asyncio.sleep(0.05)
+
+        follower = asyncio.create_task(follow())
+        t_start = time.monotonic()
+        batches = [signed[i:i + args.batch] for i in range(0, total, args.batch)]
+        interval = args.batch / args.rate
+        pending: set[asyncio.Task] = set()
+
+        async def send(batch: list[tuple[str, str]], url: str) -> None:
+            nonlocal rejected
+            now = time.monotonic()
+            for h, _ in batch:
+                submit_at[h] = now
+            try:
+                replies = await rpc_batch(session, url, [raw for _, raw in batch])
+                rejected += sum(1 for r in replies if "error" in r)
+            except Exception as exc:
+                print("batch failed:", exc)
+                rejected += len(batch)
+
+        for i, batch in enumerate(batches):
+            target = t_start + i * interval
+            delay = target - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(send(batch, urls[i % len(urls)]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        t_submitted = time.monotonic()
+        deadline = t_submitted + args.drain
+        while time.monotonic() < deadline and len(committed_at.keys() & submit_at.keys()) < total - rejected:
+            await asyncio.sleep(0.2)
+        done.set()
+        await follower
+
+    ours = [h for h in submit_at if h in committed_at]
+    latencies = [committed_at[h] - submit_at[h] for h in ours]
+    if ours:
+        first = min(committed_at[h] for h in ours)
+        last = max(committed_at[h] for h in ours)
+        span = max(last - first, 1e-9)
+    else:
+        span = float("nan")
+    print(f"submitted {total} in {t_submitted - t_start:.1f} s (target {args.rate}/s), rejected {rejected}")
+    print(f"finalized {len(ours)} of ours")
+    print(f"throughput {len(ours) / span:.0f} finalized transfers/s over {span:.1f} s")
+    if latencies:
+        print(
+            "finality latency  p50 {:.0f} ms  p90 {:.0f} ms  p99 {:.0f} ms  mean {:.0f} ms".format(
+                1000 * percentile(latencies, 0.50), 1000 * percentile(latencies, 0.90),
+                1000 * percentile(latencies, 0.99), 1000 * statistics.fmean(latencies),
+            )
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

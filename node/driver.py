@@ -1,0 +1,370 @@
+"""The consensus driver: owns the engine, its single inbox, timers and WAL.
+
+Like CometBFT's receiveRoutine, one task takes events off one queue, logs
+them to the WAL, feeds them to the pure engine and carries out the actions it
+returns.  Block building, validation and commit call the application here;
+the engine never sees a store.  Our own signed messages are fsynced in the
+WAL before they leave the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from consensus import engine as ce
+from consensus.messages import CommitCertificate, decode_message
+from consensus.validators import ValidatorSet
+from node.mempool import Mempool
+from node.sync import SyncedBlock
+from node.wal import WriteAheadLog
+from node.config import ConsensusSection
+from state.app import Application, BlockResult
+from state.crypto import PrivateKey
+from state.errors import StateError
+from state.types import Block
+
+log = logging.getLogger("qenex.driver")
+
+# WAL record kinds: the engine's inputs, in a stable wire form.
+_W_HEIGHT = "height"
+_W_MSG = "msg"
+_W_BUILT = "built"
+_W_VALID = "valid"
+_W_TIMEOUT = "timeout"
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def event_to_record(event: Any) -> list[Any] | None:
+    if isinstance(event, ce.HeightStarted):
+        return [_W_HEIGHT, event.height, event.validator_set.encode()]
+    if isinstance(event, ce.MessageReceived):
+        return [_W_MSG, event.message.encode(), event.from_peer]
+    if isinstance(event, ce.ProposalBuilt):
+        return [_W_BUILT, event.height, event.view, event.block, event.block_hash]
+    if isinstance(event, ce.ProposalValidated):
+        return [_W_VALID, event.height, event.view, event.block_hash, event.valid, event.reason]
+    if isinstance(event, ce.TimeoutElapsed):
+        return [_W_TIMEOUT, event.height, event.view]
+    return None  # RebroadcastDue and the like carry no state worth replaying
+
+
+def record_to_event(record: list[Any]) -> Any:
+    kind = record[0]
+    if kind == _W_HEIGHT:
+        return ce.HeightStarted(record[1], ValidatorSet.decode(record[2]))
+    if kind == _W_MSG:
+        return ce.MessageReceived(decode_message(record[1]), record[2])
+    if kind == _W_BUILT:
+        return ce.ProposalBuilt(record[1], record[2], record[3], record[4])
+    if kind == _W_VALID:
+        return ce.ProposalValidated(record[1], record[2], record[3], record[4], record[5])
+    if kind == _W_TIMEOUT:
+        return ce.TimeoutElapsed(record[1], record[2])
+    raise ValueError(f"unknown WAL record kind {kind!r}")
+
+
+@dataclass
+class DriverHooks:
+    """What the driver needs from the rest of the node."""
+
+    broadcast: Callable[[bytes], Awaitable[None]]
+    penalize: Callable[[str, str], None]
+    request_sync: Callable[[int], None]
+    on_commit: Callable[[Block], None] = lambda block: None
+
+
+@dataclass
+class ConsensusDriver:
+    app: Application
+    mempool: Mempool
+    wal: WriteAheadLog
+    config: ConsensusSection
+    signer: PrivateKey | None
+    genesis_validators: ValidatorSet
+    hooks: DriverHooks
+    inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    engine: ce.Engine | None = None
+    validator_set: ValidatorSet | None = None
+    _results: dict[bytes, tuple[Block, BlockResult]] = field(default_factory=dict)
+    _last_cert: bytes = b""
+    _last_commit_at: float = 0.0
+    _progress_at: float = 0.0
+    _build_task: asyncio.Task[None] | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _replaying: bool = False
+    _vset_height: int = 0
+    evidence: list[Any] = field(default_factory=list)
+    view_change_commits: int = 0  # heights committed in a view > 0
+
+    # -- lifecycle --------------------------------------------------------
+
+    def _timeouts(self) -> ce.TimeoutConfig:
+        return ce.TimeoutConfig(
+            base_ms=self.config.timeout_base_ms,
+            increment_ms=self.config.timeout_increment_ms,
+            max_ms=self.config.timeout_max_ms,
+        )
+
+    def validator_set_for(self, height: int) -> ValidatorSet:
+        """The set that signs ``height`` (priorities advanced once per height)."""
+        vset = self.genesis_validators
+        if height > 1:
+            vset = vset.increment(height - 1)
+        return vset
+
+    def start(self) -> None:
+        height = self.app.height + 1
+        recovered = self.wal.recovered()
+        self.validator_set = None
+        if recovered and recovered[0][0] == _W_HEIGHT and recovered[0][1] == height:
+            self.validator_set = ValidatorSet.decode(recovered[0][2])
+            self._vset_height = height
+        if self.validator_set is None:
+            self.validator_set = self.validator_set_for(height)
+            recovered = []
+        self._last_cert = self.app.get_commit_cert(self.app.height) or b""
+        self.engine = ce.Engine(
+            chain_id=self.app.chain_id,
+            signer=self.signer,
+            height=height,
+            validator_set=self.validator_set,
+            timeouts=self._timeouts(),
+        )
+        if recovered:
+            log.info("replaying %d WAL records for height %d", len(recovered), height)
+            self._replaying = True
+            try:
+                for record in recovered:
+                    self._handle(record_to_event(record), log_input=False)
+            finally:
+                self._replaying = False
+            # Re-send what we had signed: peers may never have seen it.
+            self._handle(ce.RebroadcastDue(), log_input=False)
+        else:
+            self._start_height(height, self.validator_set)
+        self._progress_at = self._last_commit_at = time.monotonic()
+        self._tasks.append(asyncio.create_task(self._run(), name="consensus-driver"))
+        self._tasks.append(asyncio.create_task(self._rebroadcast_loop(), name="consensus-rebroadcast"))
+
+    async def stop(self) -> None:
+        for task in self._tasks + ([self._build_task] if self._build_task else []):
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+
+    def _start_height(self, height: int, vset: ValidatorSet) -> None:
+        self.validator_set = vset
+        self._vset_height = height
+        event = ce.HeightStarted(height, vset)
+        if not self._replaying:
+            self.wal.start_height(event_to_record(event))  # type: ignore[arg-type]
+        self._handle(event, log_input=False)
+
+    async def _run(self) -> None:
+        while True:
+            event = await self.inbox.get()
+            try:
+                if isinstance(event, SyncedBlock):
+                    self._apply_synced(event)
+                else:
+                    self._handle(event)
+            except Exception:
+                # Our own invariant broke: halt loudly rather than carry on.
+                log.critical("consensus driver failed on %r", type(event).__name__, exc_info=True)
+                raise
+
+    async def _rebroadcast_loop(self) -> None:
+        interval = self.config.rebroadcast_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self._progress_at >= interval:
+                self.inbox.put_nowait(ce.RebroadcastDue())
+
+    # -- inputs -----------------------------------------------------------
+
+    def deliver_message(self, data: bytes, from_peer: str | None) -> None:
+        """A consensus frame from the network; garbage penalises the sender."""
+        try:
+            message = decode_message(data)
+        except Exception as exc:  # decode errors of every kind are the peer's fault
+            if from_peer:
+                self.hooks.penalize(from_peer, f"undecodable consensus message: {exc}")
+            return
+        self.inbox.put_nowait(ce.MessageReceived(message, from_peer))
+
+    def engine_state(self) -> dict[str, Any]:
+        state = self.engine.state if self.engine else None
+        return {
+            "height": self.height,
+            "view": getattr(state, "view", 0),
+            "step": str(getattr(state, "step", "")),
+            "view_change_commits": self.view_change_commits,
+            "evidence": len(self.evidence),
+        }
+
+    @property
+    def height(self) -> int:
+        return self.app.height + 1
+
+    def _handle(self, event: Any, *, log_input: bool = True) -> None:
+        assert self.engine is not None
+        if log_input and not self._replaying:
+            record = event_to_record(event)
+            if record is not None:
+                self.wal.append(record)
+        actions = self.engine.handle(event)
+        signed_out = [a for a in actions if isinstance(a, ce.Broadcast)]
+        if signed_out and not self._replaying:
+            self.wal.sync()  # our votes are durable before anyone sees them
+        for action in actions:
+            self._execute(action)
+
+    # -- actions ----------------------------------------------------------
+
+    def _execute(self, action: Any) -> None:
+        if isinstance(action, ce.Broadcast):
+            data = action.message.encode()
+            asyncio.get_running_loop().create_task(self.hooks.broadcast(data))
+        elif isinstance(action, ce.ScheduleTimeout):
+            if not self._replaying:
+                loop = asyncio.get_running_loop()
+                loop.call_later(
+                    action.duration_ms / 1000,
+                    self.inbox.put_nowait,
+                    ce.TimeoutElapsed(action.height, action.view),
+                )
+        elif isinstance(action, ce.BuildProposal):
+            if not self._replaying:
+                if self._build_task is not None:
+                    self._build_task.cancel()
+                self._build_task = asyncio.get_running_loop().create_task(
+                    self._build(action.height, action.view)
+                )
+        elif isinstance(action, ce.ValidateProposal):
+            if not self._replaying:
+                self.inbox.put_nowait(self._validate(action))
+        elif isinstance(action, ce.CommitBlock):
+            self._commit(action)
+        elif isinstance(action, ce.ReportEvidence):
+            log.warning("equivocation evidence: %r", action.evidence)
+            self.evidence.append(action.evidence)
+        elif isinstance(action, ce.RequestSync):
+            if not self._replaying:
+                self.hooks.request_sync(action.height)
+        elif isinstance(action, ce.PenalizePeer):
+            if action.peer and not self._replaying:
+                self.hooks.penalize(action.peer, action.reason)
+        else:
+            log.error("unknown consensus action %r", action)
+
+    async def _build(self, height: int, view: int) -> None:
+        """Wait for transactions (bounded), then build and hand back a block."""
+        min_wait = self.config.min_block_interval_ms / 1000
+        max_wait = self.config.empty_block_interval_ms / 1000
+        while True:
+            waited = time.monotonic() - self._last_commit_at
+            if waited >= max_wait or (len(self.mempool) > 0 and waited >= min_wait):
+                break
+            await asyncio.sleep(0.01)
+        if height != self.height:
+            return
+        params = self.app.params
+        txs = self.mempool.reap(params.max_block_txs, params.max_block_bytes - 64 * 1024)
+        assert self.signer is not None
+        time_ms = max(now_ms(), self.app.last_time_ms + 1)
+        block, result = self.app.build_block(
+            txs, proposer=self.signer.address, time_ms=time_ms, last_commit=self._last_cert
+        )
+        self._results[block.hash] = (block, result)
+        self.inbox.put_nowait(ce.ProposalBuilt(height, view, block.encode(), block.hash))
+
+    def _validate(self, action: Any) -> Any:
+        def verdict(valid: bool, reason: str = "") -> Any:
+            return ce.ProposalValidated(action.height, action.view, action.block_hash, valid, reason)
+
+        cached = self._results.get(action.block_hash)
+        if cached is not None:
+            return verdict(True)
+        try:
+            block = Block.decode(action.block)
+        except StateError as exc:
+            return verdict(False, f"undecodable block: {exc}")
+        if block.hash != action.block_hash:
+            return verdict(False, "block hash does not match its header")
+        if block.header.height != action.height:
+            return verdict(False, f"block height {block.header.height} is not {action.height}")
+        drift = self.app.params.max_clock_drift_ms
+        if block.header.time_ms > now_ms() + drift:
+            return verdict(False, f"block time {block.header.time_ms} is more than {drift} ms ahead of ours")
+        try:
+            result = self.app.execute_block(block)
+        except StateError as exc:
+            return verdict(False, str(exc))
+        self._results[block.hash] = (block, result)
+        return verdict(True)
+
+    def _commit(self, action: Any) -> None:
+        cert: CommitCertificate = action.certificate
+        cert_bytes = cert.encode()
+        if action.height != self.app.height + 1:
+            log.info("commit for height %d ignored: we are at %d", action.height, self.app.height)
+            return
+        cached = self._results.get(action.block_hash)
+        if cached is not None:
+            block, result = cached
+        else:
+            block = Block.decode(action.block)
+            result = self.app.execute_block(block)
+        self.app.commit_block(block, result, cert_bytes)
+        if cert.view > 0:
+            self.view_change_commits += 1
+        self.after_commit(block, cert_bytes)
+
+    def after_commit(self, block: Block, cert_bytes: bytes) -> None:
+        """Shared by consensus commits and block sync."""
+        self._results.clear()
+        self._last_cert = cert_bytes
+        self._last_commit_at = self._progress_at = time.monotonic()
+        self.mempool.update(block)
+        if self.validator_set is not None and self._vset_height == block.header.height:
+            next_set = self.validator_set.increment(1)
+        else:
+            next_set = self.validator_set_for(self.height)
+        self.hooks.on_commit(block)
+        self._start_height(self.height, next_set)
+
+    def _apply_synced(self, item: SyncedBlock) -> None:
+        """Verify a fetched block against its certificate and apply it."""
+        try:
+            block = Block.decode(item.block)
+            cert = CommitCertificate.decode(item.cert)
+        except Exception as exc:
+            self.hooks.penalize(item.peer, f"undecodable synced block: {exc}")
+            return
+        height = block.header.height
+        if height != self.app.height + 1:
+            return  # already have it (consensus or an earlier sync got there first)
+        if cert.height != height or cert.block_hash != block.hash:
+            self.hooks.penalize(item.peer, f"certificate does not sign block {height}")
+            return
+        vset = self.validator_set if self._vset_height == height else self.validator_set_for(height)
+        assert vset is not None
+        try:
+            cert.verify(self.app.chain_id, vset)
+            self.app.apply_block(block, item.cert)
+        except Exception as exc:
+            self.hooks.penalize(item.peer, f"synced block {height} rejected: {exc}")
+            return
+        log.info("synced block %d from %s", height, item.peer[-8:])
+        self.after_commit(block, item.cert)

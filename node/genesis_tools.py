@@ -1,0 +1,139 @@
+"""Create node homes: a single-validator chain, or an N-validator local testnet.
+
+``write_testnet`` lays out::
+
+    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p}, dev accounts
+    DIR/nodeI/config/...        one home per validator (see node.config.Home)
+    DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
+
+Paths inside testnet.json are relative to DIR.  Node i listens on
+``base_port + 2*i`` (p2p) and ``base_port + 2*i + 1`` (RPC), all on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from node.config import Home, NodeConfig, P2PSection, RPCSection
+from p2p import peer_id_from_seed
+from state.crypto import PrivateKey, address_to_text
+from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
+from state.keyfile import save_keyfile
+from state.types import QNX_DECIMALS
+
+DEV_ACCOUNTS = ("alice", "bob", "charlie")
+DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
+VALIDATOR_BALANCE = 10_000 * 10**QNX_DECIMALS
+DEFAULT_POWER = 100
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _multiaddr(host: str, port: int, seed: bytes) -> str:
+    return f"/ip4/{host}/tcp/{port}/p2p/{peer_id_from_seed(seed)}"
+
+
+def _write_home(home: Home, config: NodeConfig, genesis: Genesis, node_key: PrivateKey) -> None:
+    home.write_config(config)
+    home.genesis_file.write_text(genesis.to_json())
+    save_keyfile(home.node_key_file, node_key, None)
+    home.data_dir.mkdir(parents=True, exist_ok=True)
+    home.keyring_dir.mkdir(parents=True, exist_ok=True)
+
+
+def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: int, rpc_port: int) -> dict[str, Any]:
+    """A one-validator chain whose validator key also holds the funds."""
+    key = PrivateKey.generate()
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=_now_ms(),
+        validators=(GenesisValidator(name=name, pubkey=key.public_key, power=DEFAULT_POWER),),
+        tokens=(),
+        accounts=(GenesisAccount(address=key.address, balances={"QNX": DEV_BALANCE}),),
+        params=Params(),
+    )
+    config = NodeConfig(
+        name=name,
+        p2p=P2PSection(listen_port=p2p_port),
+        rpc=RPCSection(listen_port=rpc_port),
+    )
+    _write_home(home, config, genesis, key)
+    save_keyfile(home.keyring_dir / "validator.json", key, None)
+    return {
+        "home": str(home.root),
+        "chain_id": chain_id,
+        "validator": address_to_text(key.address),
+        "rpc": f"http://127.0.0.1:{rpc_port}/",
+        "funded_key": str(home.keyring_dir / "validator.json"),
+    }
+
+
+def write_testnet(
+    directory: Path,
+    *,
+    validators: int,
+    chain_id: str,
+    base_port: int,
+    host: str = "127.0.0.1",
+    powers: list[int] | None = None,
+    consensus_overrides: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    if validators < 1:
+        raise ValueError("a testnet needs at least one validator")
+    powers = powers or [DEFAULT_POWER] * validators
+    if len(powers) != validators:
+        raise ValueError(f"{len(powers)} powers given for {validators} validators")
+    directory.mkdir(parents=True, exist_ok=True)
+    node_keys = [PrivateKey.generate() for _ in range(validators)]
+    account_keys = {name: PrivateKey.generate() for name in DEV_ACCOUNTS}
+
+    accounts = [GenesisAccount(address=k.address, balances={"QNX": DEV_BALANCE}) for k in account_keys.values()]
+    accounts += [GenesisAccount(address=k.address, balances={"QNX": VALIDATOR_BALANCE}) for k in node_keys]
+    genesis = Genesis(
+        chain_id=chain_id,
+        genesis_time_ms=_now_ms(),
+        validators=tuple(
+            GenesisValidator(name=f"node{i}", pubkey=k.public_key, power=powers[i]) for i, k in enumerate(node_keys)
+        ),
+        tokens=(),
+        accounts=tuple(accounts),
+        params=Params(),
+    )
+
+    ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(validators)]
+    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, _), k in zip(ports, node_keys)]
+    nodes = []
+    for i, key in enumerate(node_keys):
+        p2p_port, rpc_port = ports[i]
+        config = NodeConfig(
+            name=f"node{i}",
+            p2p=P2PSection(listen_host=host, listen_port=p2p_port,
+                           bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
+            rpc=RPCSection(listen_host=host, listen_port=rpc_port),
+        )
+        if consensus_overrides:
+            config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
+        _write_home(Home(directory / f"node{i}"), config, genesis, key)
+        nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i]})
+
+    keys_dir = directory / "keys"
+    keys_dir.mkdir(exist_ok=True)
+    account_info = {}
+    for name, key in account_keys.items():
+        save_keyfile(keys_dir / f"{name}.json", key, None)
+        account_info[name] = {"address": address_to_text(key.address), "keyfile": f"keys/{name}.json"}
+
+    manifest = {
+        "chain_id": chain_id,
+        "nodes": nodes,
+        "accounts": account_info,
+        "note": "Dev account key files under keys/ are UNENCRYPTED: for local testing only.",
+    }
+    (directory / "testnet.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

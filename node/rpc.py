@@ -1,0 +1,256 @@
+"""The ``qenex_*`` JSON-RPC methods.
+
+Conventions (DESIGN.md): amounts are decimal strings of base units; hashes
+and bytes are 0x-hex; addresses are bech32 ``qnx1...`` text.  Every parameter
+is validated here, at the boundary, and a bad one is -32602 with a message
+naming it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from node.errors import MempoolError
+from node.jsonrpc import RPCError, invalid_params
+from state.crypto import address_from_text, address_to_text
+from state.errors import StateError
+from state.types import Block, SignedTransaction
+
+if TYPE_CHECKING:
+    from node.runtime import Node
+
+NOT_FOUND = -32004
+
+
+def hex0x(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def parse_hex(value: Any, name: str, *, length: int | None = None) -> bytes:
+    if not isinstance(value, str):
+        raise invalid_params(f"{name} must be a 0x-hex string")
+    text = value[2:] if value.startswith(("0x", "0X")) else value
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise invalid_params(f"{name} is not valid hex: {value[:80]!r}") from None
+    if length is not None and len(data) != length:
+        raise invalid_params(f"{name} must be {length} bytes, got {len(data)}")
+    return data
+
+
+def parse_address(value: Any, name: str = "address") -> bytes:
+    if not isinstance(value, str):
+        raise invalid_params(f"{name} must be a qnx1... address string")
+    try:
+        return address_from_text(value)
+    except StateError as exc:
+        raise invalid_params(f"{name}: {exc}") from None
+
+
+def tx_to_json(stx: SignedTransaction) -> dict[str, Any]:
+    tx = stx.tx
+    return {
+        "hash": hex0x(stx.hash),
+        "chain_id": tx.chain_id,
+        "kind": tx.kind.name.lower(),
+        "sender": address_to_text(tx.sender),
+        "nonce": tx.nonce,
+        "fee": str(tx.fee),
+        "payload": payload_to_json(tx.payload),
+    }
+
+
+def payload_to_json(payload: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in payload.__dataclass_fields__:
+        value = getattr(payload, name)
+        if isinstance(value, bytes):
+            out[name] = address_to_text(value) if len(value) == 20 else hex0x(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[name] = str(value) if name in ("amount", "initial_supply") else value
+        else:
+            out[name] = value
+    return out
+
+
+def header_to_json(block: Block) -> dict[str, Any]:
+    h = block.header
+    return {
+        "hash": hex0x(block.hash),
+        "chain_id": h.chain_id,
+        "height": h.height,
+        "time_ms": h.time_ms,
+        "prev_hash": hex0x(h.prev_hash),
+        "tx_root": hex0x(h.tx_root),
+        "app_hash": hex0x(h.app_hash),
+        "validators_hash": hex0x(h.validators_hash),
+        "proposer": address_to_text(h.proposer),
+        "last_commit_hash": hex0x(h.last_commit_hash),
+        "num_txs": len(block.txs),
+    }
+
+
+def receipt_to_json(receipt: Any) -> dict[str, Any]:
+    return {
+        "status": str(receipt.status),
+        "reason": receipt.reason,
+        "gas_used": receipt.gas_used,
+        "fee": str(receipt.fee),
+    }
+
+
+def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
+    def app():  # type: ignore[no-untyped-def]
+        assert node.app is not None
+        return node.app
+
+    def status() -> dict[str, Any]:
+        a = app()
+        last = a.get_block(a.height) if a.height else None
+        return {
+            "chain_id": a.chain_id,
+            "node": node.config.name,
+            "height": a.height,
+            "latest_block_hash": hex0x(a.last_block_hash),
+            "latest_block_time_ms": last.header.time_ms if last else node.genesis.genesis_time_ms,
+            "app_hash": hex0x(a.app_hash),
+            "peers": len(node.p2p.connected_peers()) if node.p2p else 0,
+            "peer_id": node.p2p.peer_id if node.p2p else None,
+            "validator": address_to_text(node.node_key.address) if node.is_validator else None,
+            "mempool_size": len(node.mempool) if node.mempool else 0,
+            "syncing": bool(node.sync and node.sync.syncing),
+            "consensus": node.driver.engine_state() if node.driver else None,
+        }
+
+    def get_account(address: str) -> dict[str, Any]:
+        raw = parse_address(address)
+        a = app()
+        account = a.account(raw)
+        pending = node.mempool.pending_nonce(raw) if node.mempool else None
+        return {
+            "address": address_to_text(raw),
+            "nonce": account.nonce,
+            "pending_nonce": account.nonce if pending is None else pending,
+            "balances": {symbol: str(amount) for symbol, amount in sorted(account.balances.items())},
+        }
+
+    def get_block(height: Any = "latest", full: bool = False) -> dict[str, Any]:
+        a = app()
+        if height == "latest":
+            number = a.height
+        elif isinstance(height, int) and not isinstance(height, bool) and height >= 0:
+            number = height
+        elif isinstance(height, str) and height.isdigit():
+            number = int(height)
+        else:
+            raise invalid_params(f'height must be a non-negative integer or "latest", got {height!r}')
+        block = a.get_block(number) if number >= 1 else None
+        if block is None:
+            raise RPCError(NOT_FOUND, f"no block at height {number} (head is {a.height})")
+        out = header_to_json(block)
+        out["txs"] = [tx_to_json(stx) if full else hex0x(stx.hash) for stx in block.txs]
+        return out
+
+    def get_transaction(hash: str) -> dict[str, Any]:
+        tx_hash = parse_hex(hash, "hash", length=32)
+        a = app()
+        loc = a.get_tx(tx_hash)
+        if loc is not None:
+            out = tx_to_json(loc.stx)
+            out.update(receipt_to_json(loc.receipt))
+            out.update({"height": loc.height, "index": loc.index, "committed": True})
+        elif node.mempool and (stx := node.mempool.get(tx_hash)) is not None:
+            out = tx_to_json(stx)
+            out.update({"status": "pending", "committed": False, "height": None})
+        else:
+            raise RPCError(NOT_FOUND, f"transaction {hash} not found")
+        if tx_hash in node.flagged:
+            out["risk"] = node.flagged[tx_hash]
+        return out
+
+    def send_transaction(raw: str) -> dict[str, Any]:
+        data = parse_hex(raw, "raw")
+        try:
+            tx_hash = node.submit_raw_tx(data)
+        except MempoolError as exc:
+            raise RPCError(exc.code, str(exc), exc.data or None) from None
+        return {"hash": hex0x(tx_hash)}
+
+    def get_validators() -> dict[str, Any]:
+        a = app()
+        vset = node.driver.validator_set if node.driver else None
+        validators = []
+        for v in vset.validators if vset else []:
+            validators.append(
+                {
+                    "address": address_to_text(v.address),
+                    "pubkey": hex0x(v.pubkey),
+                    "power": str(v.power),
+                    "proposer_priority": str(vset.priority_of(v.address)) if vset else "0",
+                }
+            )
+        return {
+            "height": a.height + 1,
+            "total_power": str(vset.total_power) if vset else "0",
+            "validators": validators,
+        }
+
+    def get_mempool(limit: int = 100) -> dict[str, Any]:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
+            raise invalid_params("limit must be an integer in [0, 10000]")
+        assert node.mempool is not None
+        txs = []
+        for stx, _size in node.mempool.entries():
+            if len(txs) >= limit:
+                break
+            entry = {"hash": hex0x(stx.hash), "sender": address_to_text(stx.tx.sender), "nonce": stx.tx.nonce,
+                     "fee": str(stx.tx.fee), "kind": stx.tx.kind.name.lower()}
+            if stx.hash in node.flagged:
+                entry["risk"] = node.flagged[stx.hash]
+            txs.append(entry)
+        return {"size": len(node.mempool), "bytes": node.mempool.size_bytes, "txs": txs}
+
+    def get_transaction_proof(hash: str) -> dict[str, Any]:
+        tx_hash = parse_hex(hash, "hash", length=32)
+        proof = app().get_tx_proof(tx_hash)
+        if proof is None:
+            raise RPCError(NOT_FOUND, f"transaction {hash} is not in a committed block")
+        return {
+            "hash": hex0x(tx_hash),
+            "height": proof.height,
+            "index": proof.index,
+            "tree_size": proof.tree_size,
+            "tx_root": hex0x(proof.tx_root),
+            "proof": [hex0x(p) for p in proof.proof],
+        }
+
+    def get_token(symbol: str) -> dict[str, Any]:
+        if not isinstance(symbol, str):
+            raise invalid_params("symbol must be a string")
+        info = app().token(symbol)
+        if info is None:
+            raise RPCError(NOT_FOUND, f"no token {symbol!r}")
+        return {
+            "symbol": info.symbol,
+            "name": info.name,
+            "decimals": info.decimals,
+            "issuer": address_to_text(info.issuer),
+            "total_supply": str(info.supply),
+        }
+
+    def get_params() -> dict[str, Any]:
+        return app().params.to_json_obj()
+
+    return {
+        "qenex_status": status,
+        "qenex_getToken": get_token,
+        "qenex_getParams": get_params,
+        "qenex_getAccount": get_account,
+        "qenex_getBlock": get_block,
+        "qenex_getTransaction": get_transaction,
+        "qenex_sendTransaction": send_transaction,
+        "qenex_getValidators": get_validators,
+        "qenex_getMempool": get_mempool,
+        "qenex_getTransactionProof": get_transaction_proof,
+    }

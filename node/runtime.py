@@ -1,0 +1,254 @@
+"""The node process: composes state, consensus, p2p, mempool, sync and RPC
+on one asyncio loop, and shuts them down in a fixed order.
+
+Start-up: open the store → load genesis → p2p → consensus driver (WAL replay)
+→ block sync → RPC.  Shutdown (SIGINT/SIGTERM only set an event): RPC → sync
+→ driver → p2p → WAL → store, each bounded by a grace timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from consensus.validators import ValidatorSet
+from node.config import Home, NodeConfig
+from node.driver import ConsensusDriver, DriverHooks
+from node.errors import ConfigError, MempoolError, TxRejected
+from node.jsonrpc import Dispatcher, make_app
+from node.mempool import Mempool
+from node.rpc import build_methods
+from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
+from node.wal import WriteAheadLog
+from p2p import P2PConfig, P2PService
+from state.app import Application
+from state.codec import decode, encode
+from state.errors import StateError
+from state.genesis import Genesis
+from state.keyfile import load_keyfile
+from state.kv import LevelDBKV
+from state.types import Block, SignedTransaction
+
+log = logging.getLogger("qenex.node")
+
+TX_TOPIC = "qenex/txs/1"
+MAX_TX_BATCH_BYTES = 256 * 1024
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+SHUTDOWN_GRACE_S = 5.0
+
+
+class Node:
+    def __init__(self, home: Home, config: NodeConfig | None = None) -> None:
+        self.home = home
+        self.config = config or home.load_config()
+        if not home.genesis_file.exists():
+            raise ConfigError(f"no genesis at {home.genesis_file}")
+        try:
+            self.genesis = Genesis.from_json(home.genesis_file.read_text())
+        except StateError as exc:
+            raise ConfigError(f"{home.genesis_file}: {exc}") from exc
+        try:
+            self.node_key = load_keyfile(home.node_key_file, None)
+        except StateError as exc:
+            raise ConfigError(f"{home.node_key_file}: {exc}") from exc
+        self.started_at = time.time()
+        self.kv: LevelDBKV | None = None
+        self.app: Application | None = None
+        self.mempool: Mempool | None = None
+        self.p2p: P2PService | None = None
+        self.driver: ConsensusDriver | None = None
+        self.sync: BlockSync | None = None
+        self.flagged: dict[bytes, dict[str, Any]] = {}
+        self._rpc_runner: web.AppRunner | None = None
+        self._gossip_out: list[bytes] = []
+        self._gossip_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.commit_listeners: list[asyncio.Queue[Block]] = []
+
+    # -- lifecycle --------------------------------------------------------
+
+    @property
+    def is_validator(self) -> bool:
+        return any(v[0] == self.node_key.public_key for v in self.app.validators()) if self.app else False
+
+    async def start(self) -> None:
+        self.home.state_dir.mkdir(parents=True, exist_ok=True)
+        self.kv = LevelDBKV(str(self.home.state_dir))
+        self.app = Application(self.kv, self.genesis)
+        self.mempool = Mempool(self.app, self.config.mempool)
+        genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
+        signer = self.node_key if self.is_validator else None
+
+        self.p2p = P2PService(
+            P2PConfig(
+                identity_seed=self.node_key.seed,
+                listen_host=self.config.p2p.listen_host,
+                listen_port=self.config.p2p.listen_port,
+                bootstrap=tuple(self.config.p2p.bootstrap),
+                topics=(TX_TOPIC,),
+                max_frame_bytes=MAX_FRAME_BYTES,
+            ),
+            on_gossip=self._on_gossip,
+            on_direct=self._on_direct,
+            request_handlers={},
+        )
+        self.driver = ConsensusDriver(
+            app=self.app,
+            mempool=self.mempool,
+            wal=WriteAheadLog(self.home.wal_file),
+            config=self.config.consensus,
+            signer=signer,
+            genesis_validators=genesis_set,
+            hooks=DriverHooks(
+                broadcast=self.p2p.broadcast_direct,
+                penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
+                request_sync=lambda height: self.sync.request(height) if self.sync else None,
+                on_commit=self._on_commit,
+            ),
+        )
+        self.sync = BlockSync(self.app, self.p2p, self.driver.inbox)
+        self.p2p.request_handlers[STATUS_PROTOCOL] = self.sync.serve_status
+        self.p2p.request_handlers[BLOCKS_PROTOCOL] = self.sync.serve_blocks
+        await self.p2p.start()
+        log.info(
+            "node %s (%s) at height %d, p2p %s",
+            self.config.name,
+            "validator" if signer else "observer",
+            self.app.height,
+            ", ".join(self.p2p.listen_addrs),
+        )
+        self.driver.start()
+        self.sync.start()
+        self._gossip_task = asyncio.create_task(self._gossip_loop(), name="tx-gossip")
+
+        dispatcher = Dispatcher(build_methods(self), max_batch=self.config.rpc.max_batch)
+        self._rpc_runner = web.AppRunner(
+            make_app(dispatcher, max_request_bytes=self.config.rpc.max_request_bytes), access_log=None
+        )
+        await self._rpc_runner.setup()
+        site = web.TCPSite(self._rpc_runner, self.config.rpc.listen_host, self.config.rpc.listen_port)
+        await site.start()
+        log.info("json-rpc on http://%s:%d/", self.config.rpc.listen_host, self.config.rpc.listen_port)
+
+    async def stop(self) -> None:
+        async def step(name: str, coro: Any) -> None:
+            try:
+                await asyncio.wait_for(coro, SHUTDOWN_GRACE_S)
+            except Exception:
+                log.warning("shutdown step %s did not finish cleanly", name, exc_info=True)
+
+        if self._rpc_runner:
+            await step("rpc", self._rpc_runner.cleanup())
+        if self._gossip_task:
+            self._gossip_task.cancel()
+        if self.sync:
+            await step("sync", self.sync.stop())
+        if self.driver:
+            await step("driver", self.driver.stop())
+            self.driver.wal.close()
+        if self.p2p:
+            await step("p2p", self.p2p.stop())
+        if self.kv:
+            self.kv.close()
+        log.info("node %s stopped at height %d", self.config.name, self.app.height if self.app else -1)
+
+    async def run_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stop.set)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    # -- transactions -----------------------------------------------------
+
+    def submit_raw_tx(self, raw: bytes) -> bytes:
+        """Decode and admit a locally submitted transaction; gossip it."""
+        assert self.app and self.mempool
+        limit = self.app.params.max_tx_bytes
+        if len(raw) > limit:
+            raise TxRejected(f"transaction of {len(raw)} bytes exceeds the limit of {limit}", reason="too_large")
+        try:
+            stx = SignedTransaction.decode(raw, max_bytes=limit)
+        except StateError as exc:
+            raise TxRejected(f"malformed transaction: {exc}", reason="malformed") from exc
+        tx_hash = self.mempool.add(stx, len(raw))
+        self._gossip_out.append(raw)
+        return tx_hash
+
+    async def _gossip_loop(self) -> None:
+        interval = self.config.mempool.gossip_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            while self._gossip_out and self.p2p:
+                batch: list[bytes] = []
+                size = 0
+                while self._gossip_out and len(batch) < self.config.mempool.gossip_batch_txs:
+                    if size + len(self._gossip_out[0]) > MAX_TX_BATCH_BYTES and batch:
+                        break
+                    raw = self._gossip_out.pop(0)
+                    batch.append(raw)
+                    size += len(raw)
+                try:
+                    await self.p2p.publish(TX_TOPIC, encode([1, batch]))
+                except Exception:
+                    log.warning("tx gossip publish failed", exc_info=True)
+
+    def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
+        if topic != TX_TOPIC or not self.mempool or not self.app:
+            return
+        try:
+            msg = decode(data, max_bytes=MAX_TX_BATCH_BYTES + 1024)
+            if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == 1 and isinstance(msg[1], list)):
+                raise ValueError("tx batch is not [1, [tx, ...]]")
+        except Exception as exc:
+            if self.p2p:
+                self.p2p.penalize(peer, f"bad tx batch: {exc}")
+            return
+        for raw in msg[1]:
+            if not isinstance(raw, bytes) or len(raw) > self.app.params.max_tx_bytes:
+                if self.p2p:
+                    self.p2p.penalize(peer, "oversize or non-bytes tx in batch", points=1)
+                continue
+            try:
+                stx = SignedTransaction.decode(raw, max_bytes=self.app.params.max_tx_bytes)
+                self.mempool.add(stx, len(raw))
+            except StateError:
+                if self.p2p:
+                    self.p2p.penalize(peer, "malformed tx in batch", points=1)
+            except MempoolError:
+                pass  # already known, or no longer executable here: normal under gossip
+
+    def _on_direct(self, peer: str, data: bytes) -> None:
+        if self.driver:
+            self.driver.deliver_message(data, peer)
+
+    def _on_commit(self, block: Block) -> None:
+        log.info(
+            "committed height=%d txs=%d hash=%s app=%s",
+            block.header.height,
+            len(block.txs),
+            block.hash.hex()[:16],
+            block.header.app_hash.hex()[:16],
+        )
+        for queue in list(self.commit_listeners):
+            queue.put_nowait(block)
+
+
+def run_node(home: Home, config: NodeConfig | None = None) -> None:
+    config = config or home.load_config()
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
+    )
+    node = Node(home, config)
+    asyncio.run(node.run_until_signalled())
+
+

@@ -1,0 +1,164 @@
+"""A local testnet of real node processes for the slow tests.
+
+Binds 127.0.0.1 only, picks free ports, lives in a temporary directory, and
+kills every process it started by PID (SIGTERM, then SIGKILL) however the
+test ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from node.genesis_tools import write_testnet
+from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Fast blocks and short timeouts keep the slow tests short.
+TEST_CONSENSUS = {
+    "timeout_base_ms": 1500,
+    "timeout_increment_ms": 500,
+    "min_block_interval_ms": 50,
+    "empty_block_interval_ms": 250,
+    "rebroadcast_ms": 500,
+}
+
+
+def _ports_free(base: int, count: int) -> bool:
+    for port in range(base, base + count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port_range(count: int) -> int:
+    """A base port with ``count`` consecutive free ports (ephemeral-style)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        base = max(20000, min(base, 60000 - count))
+        if _ports_free(base, count):
+            return base
+    raise RuntimeError("no free port range found")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (RPCUnavailable, RPCClientError, OSError) as exc:
+            last_exc = exc
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_exc})")
+
+
+class LocalNet:
+    def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1") -> None:
+        self.dir = directory
+        self.n = validators
+        base = free_port_range(2 * validators)
+        self.manifest = write_testnet(
+            directory, validators=validators, chain_id=chain_id, base_port=base,
+            consensus_overrides=TEST_CONSENSUS,
+        )
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.chain_id = chain_id
+
+    # -- processes --------------------------------------------------------
+
+    def home(self, i: int) -> Path:
+        return self.dir / self.manifest["nodes"][i]["home"]
+
+    def start(self, i: int) -> None:
+        assert i not in self.procs or self.procs[i].poll() is not None, f"node{i} already running"
+        log = open(self.home(i) / "node.log", "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.procs[i] = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "start", "--home", str(self.home(i))],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
+        )
+        log.close()
+
+    def start_all(self) -> None:
+        for i in range(self.n):
+            self.start(i)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[i]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def log_tail(self, i: int, lines: int = 40) -> str:
+        path = self.home(i) / "node.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    # -- RPC --------------------------------------------------------------
+
+    def rpc(self, i: int) -> RPCClient:
+        return RPCClient(self.manifest["nodes"][i]["rpc"], timeout=5.0)
+
+    def url(self, i: int) -> str:
+        return self.manifest["nodes"][i]["rpc"]
+
+    def height(self, i: int) -> int:
+        return int(self.rpc(i).call("qenex_status")["height"])
+
+    def wait_height(self, height: int, nodes: list[int] | None = None, timeout: float = 60.0) -> None:
+        nodes = list(range(self.n)) if nodes is None else nodes
+
+        def reached() -> bool:
+            return all(self.height(i) >= height for i in nodes)
+
+        try:
+            wait_until(reached, timeout, f"height {height} on nodes {nodes}")
+        except AssertionError:
+            tails = "\n".join(f"--- node{i}\n{self.log_tail(i)}" for i in nodes)
+            raise AssertionError(f"height {height} not reached on {nodes}\n{tails}") from None
+
+    def account_key(self, name: str) -> Path:
+        return self.dir / self.manifest["accounts"][name]["keyfile"]
+
+    def address(self, name: str) -> str:
+        return self.manifest["accounts"][name]["address"]
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        )
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

@@ -1,0 +1,167 @@
+"""End-to-end: four validator processes on 127.0.0.1 (issue #2 acceptance).
+
+One testnet serves the transfer, agreement, rejection and garbage-frame
+tests; a second one is killed and restarted.  Every process is stopped by
+PID in the fixtures' finally blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import msgpack
+import pytest
+
+from node.rpc_client import RPCClientError
+from state.crypto import address_from_text
+from state.keyfile import load_keyfile
+from state.types import QNX_DECIMALS, SignedTransaction, Transaction, Transfer, TxKind
+from tests.localnet import LocalNet, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    network = LocalNet(tmp_path_factory.mktemp("testnet"))
+    try:
+        network.start_all()
+        network.wait_height(2, timeout=90)
+        yield network
+    finally:
+        network.stop_all()
+
+
+def _sign_transfer(net: LocalNet, sender: str, to: str, amount: int, *, nonce: int | None = None,
+                   chain_id: str | None = None, fee: int = 1000) -> SignedTransaction:
+    key = load_keyfile(net.account_key(sender), None)
+    if nonce is None:
+        nonce = int(net.rpc(0).call("qenex_getAccount", net.address(sender))["pending_nonce"])
+    tx = Transaction(chain_id or net.chain_id, TxKind.TRANSFER, key.public_key, nonce, fee,
+                     Transfer(to=address_from_text(net.address(to)), token="QNX", amount=amount))
+    return tx.sign(key)
+
+
+def _send(net: LocalNet, raw: bytes, node: int = 0):
+    return net.rpc(node).call("qenex_sendTransaction", "0x" + raw.hex())
+
+
+def test_cli_transfer_finalizes_and_every_node_agrees_for_20_heights(net):
+    bob = net.address("bob")
+    before = int(net.rpc(1).call("qenex_getAccount", bob)["balances"]["QNX"])
+    result = net.cli(
+        "tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", "12.5",
+        "--rpc", net.url(0), "--wait", "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["status"] == "ok" and isinstance(out["height"], int) and out["hash"].startswith("0x")
+
+    expected = before + 125 * 10 ** (QNX_DECIMALS - 1)
+    for i in range(net.n):  # every node reports the same balance once it has the block
+        wait_until(lambda: int(net.rpc(i).call("qenex_getAccount", bob)["balances"]["QNX"]) == expected,
+                   30, f"bob's balance on node{i}")
+
+    top = max(20, out["height"])
+    net.wait_height(top, timeout=120)
+    for height in range(1, top + 1):
+        blocks = [net.rpc(i).call("qenex_getBlock", height) for i in range(net.n)]
+        assert len({b["hash"] for b in blocks}) == 1, f"nodes disagree on the block at {height}"
+        assert len({b["app_hash"] for b in blocks}) == 1, f"nodes disagree on the app hash at {height}"
+    accounts = [net.rpc(i).call("qenex_getAccount", net.address("alice")) for i in range(net.n)]
+    assert len({json.dumps(a, sort_keys=True) for a in accounts}) == 1
+
+    proof = net.cli("query", "tx", out["hash"], "--proof", "--json", "--rpc", net.url(2))
+    assert proof.returncode == 0, proof.stderr
+    assert json.loads(proof.stdout)["proof"]["verified"] is True
+
+
+def _oversize_amount_tx(net: LocalNet) -> bytes:
+    """A transfer whose amount (2**128) does not fit: hand-packed, since our encoder refuses it."""
+    key = load_keyfile(net.account_key("alice"), None)
+    big = msgpack.ExtType(1, (2**128).to_bytes(17, "big"))
+    wire = [1, net.chain_id, 1, key.public_key, 0, 1000, [address_from_text(net.address("bob")), "QNX", big]]
+    return msgpack.packb([wire, b"\x00" * 64], use_bin_type=True)
+
+
+def test_bad_transactions_are_rejected_specifically_and_change_nothing(net):
+    alice, bob = "alice", "bob"
+    state_before = [net.rpc(i).call("qenex_getAccount", net.address(alice)) for i in range(net.n)]
+    committed_nonce = state_before[0]["nonce"]
+    balance = int(state_before[0]["balances"]["QNX"])
+    good = _sign_transfer(net, alice, bob, 1)
+    tampered = bytearray(good.encode())
+    tampered[-1] ^= 0x01
+
+    cases = {
+        "bad signature": (bytes(tampered), "signature"),
+        "wrong chain id": (_sign_transfer(net, alice, bob, 1, chain_id="other-chain").encode(), "chain"),
+        "skipped nonce": (_sign_transfer(net, alice, bob, 1, nonce=committed_nonce + 7).encode(), "nonce"),
+        "insufficient balance": (_sign_transfer(net, alice, bob, balance * 2).encode(), "insufficient"),
+        "amount over 2^128-1": (_oversize_amount_tx(net), "2**128"),
+        "malformed bytes": (b"\xde\xad\xbe\xef", "malformed"),
+        "oversized": (b"\x00" * (64 * 1024), "exceeds"),
+    }
+    for name, (raw, fragment) in cases.items():
+        with pytest.raises(RPCClientError) as err:
+            _send(net, raw)
+        assert fragment in str(err.value).lower(), f"{name}: {err.value}"
+        assert err.value.code == -32010, f"{name}: code {err.value.code}"
+
+    # replayed nonce: a committed transaction sent again
+    first = _sign_transfer(net, alice, bob, 1)
+    tx_hash = _send(net, first.encode())["hash"]
+    net.rpc(0).wait_for_tx(tx_hash, timeout=30)
+    with pytest.raises(RPCClientError) as err:
+        _send(net, first.encode(), node=1)
+    assert "nonce" in str(err.value) and "replayed" in str(err.value)
+
+    # nothing else changed: alice paid exactly one transfer of 1 plus its fee
+    after = net.rpc(3).call("qenex_getAccount", net.address(alice))
+    assert after["nonce"] == committed_nonce + 1
+    assert int(after["balances"]["QNX"]) == balance - 1 - 1000
+    assert net.rpc(0).call("qenex_status")["height"] > 0  # still serving
+
+
+def test_garbage_network_frames_do_not_stop_a_live_node(net):
+    from tests.p2p_attack import send_garbage_to
+
+    victim = 1
+    start = net.height(victim)
+    report = send_garbage_to(net.manifest["nodes"][victim]["p2p"], timeout=30)
+    assert report["attempts"] >= 3, report
+    assert net.procs[victim].poll() is None, "the victim process died"
+    net.wait_height(start + 5, nodes=[victim], timeout=60)
+    status = net.rpc(victim).call("qenex_status")
+    assert status["peers"] >= 2
+
+
+@pytest.fixture
+def fresh_net(tmp_path):
+    network = LocalNet(tmp_path / "net")
+    try:
+        network.start_all()
+        network.wait_height(2, timeout=90)
+        yield network
+    finally:
+        network.stop_all()
+
+
+def test_killed_validator_restarts_and_catches_up_and_view_change_keeps_chain_alive(fresh_net):
+    net = fresh_net
+    net.kill(3, signal.SIGKILL)
+    h0 = max(net.height(i) for i in range(3))
+    # Node 3 is the primary for about every fourth height: getting 8 heights
+    # further needs views to change past it.
+    net.wait_height(h0 + 8, nodes=[0, 1, 2], timeout=120)
+    statuses = [net.rpc(i).call("qenex_status") for i in range(3)]
+    assert any(s["consensus"]["view_change_commits"] > 0 for s in statuses), statuses
+
+    net.start(3)
+    target = max(net.height(i) for i in range(3)) + 2
+    net.wait_height(target, timeout=120)
+    for height in range(1, target + 1):
+        hashes = {net.rpc(i).call("qenex_getBlock", height)["hash"] for i in range(4)}
+        apps = {net.rpc(i).call("qenex_getBlock", height)["app_hash"] for i in range(4)}
+        assert len(hashes) == 1 and len(apps) == 1, f"disagreement at height {height}"
