@@ -81,14 +81,19 @@ class LevelDBKV(KVStore):
 
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:
         _check_batch(puts)
+        import plyvel
+
         db = self._live()
-        # transaction=True: if anything raises inside the block nothing is written.
-        with db.write_batch(transaction=True, sync=sync) as batch:
-            for key, value in puts.items():
-                if value is None:
-                    batch.delete(key)
-                else:
-                    batch.put(key, value)
+        try:
+            # transaction=True: if anything raises inside the block nothing is written.
+            with db.write_batch(transaction=True, sync=sync) as batch:
+                for key, value in puts.items():
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
+        except plyvel.Error as exc:
+            raise StoreError(f"LevelDB write to {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         if not self._closed:
