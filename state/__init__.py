@@ -1,0 +1,33 @@
+"""state/: the chain's data model and the deterministic application.
+
+Map (each module does one thing):
+
+* ``codec``     canonical msgpack; ``crypto`` Ed25519, addresses, digests;
+  ``errors`` the exception tree (root ``StateError``).
+* ``amounts``   exact base-unit amounts and their decimal text.
+* ``types``     transactions, blocks, receipts; ``validators_hash`` and
+  ``tx_root`` (shared with consensus/).  Objects validate on construction.
+* ``merkle``    RFC 6962 tree and inclusion proofs (tx_root).
+* ``genesis``   the genesis document and consensus params.
+* ``abc``/``kv`` the key-value seam: ``MemoryKV`` (tests), ``LevelDBKV``.
+* ``keys``      every key prefix, in one table.
+* ``ledger``    typed records over a write overlay (checked arithmetic).
+* ``execution`` inclusion checks, fees, per-kind effects, the app hash.
+* ``app``       ``Application``: build / execute / commit / apply a block, queries.
+* ``keyfile``   key files encrypted at rest.
+* ``testing``   deterministic keys and tx builders for tests.
+
+Decisions other packages rely on:
+
+* A block's ``app_hash`` is the state *after* that block:
+  ``H("QENEX/apphash/v1", [app_hash(h-1), h, sorted [key, value|None] diff of h])``,
+  seeded at height 0 by the genesis hash.  It commits to the whole state given
+  genesis; no per-key state proofs are built.
+* ``prev_hash`` of block 1 is the genesis hash; ``last_commit`` of block 1 is
+  empty and of every later block non-empty (opaque to state/).
+* ``validators_hash`` in block h commits to the set that validates h
+  (``Application.validators()`` before executing h), via
+  ``state.types.validators_hash``.
+* Fees of a block are credited to its proposer, which must be a validator,
+  after the block's transactions have run.
+"""
