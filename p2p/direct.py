@@ -59,7 +59,7 @@ class DirectLinks:
         host: IHost,
         config: P2PConfig,
         stats: Stats,
-        deliver: Callable[[str, bytes], None],
+        deliver: Callable[[str, list[bytes]], None],
         on_fault: FaultFn,
     ) -> None:
         self._host = host
@@ -207,13 +207,13 @@ class DirectLinks:
         self._inbound_streams[peer_id] = open_streams + 1
         peer = peer_id.to_base58()
 
-        def on_frame(frame: bytes) -> None:
-            self._stats.add("direct_frames_in")
-            self._stats.add("direct_bytes_in", len(frame))
-            self._deliver(peer, frame)
+        def on_frames(frames: list[bytes]) -> None:
+            self._stats.add("direct_frames_in", len(frames))
+            self._stats.add("direct_bytes_in", sum(map(len, frames)))
+            self._deliver(peer, frames)
 
         try:
-            await pump_frames(stream, self._config.max_frame_bytes, self._config.frame_body_timeout_s, on_frame)
+            await pump_frames(stream, self._config.max_frame_bytes, self._config.frame_body_timeout_s, on_frames)
         except FrameTooLarge as exc:
             self._on_fault(peer_id, f"direct frame of {exc.size} bytes over {exc.limit}", PENALTY_OVERSIZE, None)
             await reset_quietly(stream)

@@ -44,7 +44,7 @@ class AppSink:
     the callables must not block)."""
 
     gossip: Callable[[str, str, bytes], None]
-    direct: Callable[[str, bytes], None]
+    direct: Callable[[str, list[bytes]], None]  # frames in arrival order
     request: AppHandler
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 
 import libp2p.transport.tcp.tcp as libp2p_tcp
@@ -48,6 +49,19 @@ def _forbid_port_sharing() -> None:
 
 
 _forbid_port_sharing()
+
+
+def _route_library_logs() -> None:
+    """``import libp2p`` detaches its "libp2p" logger (no handlers, no
+    propagation) unless LIBP2P_DEBUG is set, so its warnings reach stderr
+    through logging.lastResort, bypassing the node's logging setup. Let them
+    propagate (still at WARNING) so the node's configuration decides."""
+    library = logging.getLogger("libp2p")
+    if not library.handlers:
+        library.propagate = True
+
+
+_route_library_logs()
 
 
 def security_options(key_pair: KeyPair) -> dict[TProtocol, NoiseTransport]:

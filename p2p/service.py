@@ -165,8 +165,12 @@ class P2PService:
     def _gossip_from_trio(self, topic: str, from_peer: str, data: bytes) -> None:
         self._thread.to_loop(self._deliver, self._on_gossip, topic, from_peer, data)
 
-    def _direct_from_trio(self, from_peer: str, data: bytes) -> None:
-        self._thread.to_loop(self._deliver, self._on_direct, from_peer, data)
+    def _direct_from_trio(self, from_peer: str, frames: list[bytes]) -> None:
+        self._thread.to_loop(self._deliver_direct, from_peer, frames)
+
+    def _deliver_direct(self, from_peer: str, frames: list[bytes]) -> None:
+        for frame in frames:
+            self._deliver(self._on_direct, from_peer, frame)
 
     def _deliver(self, callback: Callable[..., None], *args: object) -> None:
         # On the asyncio loop. A failing callback is the node's bug; log it

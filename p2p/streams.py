@@ -95,9 +95,10 @@ async def pump_frames(
     stream: INetStream,
     limit: int,
     body_timeout_s: float,
-    on_frame: Callable[[bytes], None],
+    on_frames: Callable[[list[bytes]], None],
 ) -> None:
-    """Read frames until the stream ends.
+    """Read frames until the stream ends; on_frames gets every frame that
+    one read completed (so a burst costs one hand-off, not one per frame).
 
     Waiting for the next header has no timeout (an idle stream is healthy and
     a dead connection resets it); once a frame has started it must complete
@@ -116,8 +117,8 @@ async def pump_frames(
                 decoder.finish()
                 return
             frames = decoder.feed(data)
-            for frame in frames:
-                on_frame(frame)
+            if frames:
+                on_frames(frames)
             if not decoder.pending:
                 deadline = float("inf")
             elif frames or deadline == float("inf"):
