@@ -14,6 +14,7 @@ from p2p.errors import (
     NotConnected,
     P2PError,
     RequestFailed,
+    RequestTooLarge,
     ServiceNotRunning,
 )
 from p2p.identity import peer_id_from_seed
@@ -30,6 +31,7 @@ __all__ = [
     "P2PError",
     "P2PService",
     "RequestFailed",
+    "RequestTooLarge",
     "ServiceNotRunning",
     "peer_id_from_seed",
 ]

@@ -55,6 +55,19 @@ class RequestFailed(P2PError):
         self.reason = reason
 
 
+class RequestTooLarge(RequestFailed, FrameTooLarge):
+    """Our own request is over max_frame_bytes: caught as either parent."""
+
+    def __init__(self, peer_id: str, protocol: str, size: int, limit: int) -> None:
+        reason = f"request of {size} bytes exceeds the limit of {limit} bytes"
+        P2PError.__init__(self, f"request {protocol} to {peer_id} failed: {reason}")
+        self.peer_id = peer_id
+        self.protocol = protocol
+        self.reason = reason
+        self.size = size
+        self.limit = limit
+
+
 class ServiceNotRunning(P2PError):
     def __init__(self, state: str) -> None:
         super().__init__(f"p2p service is {state}")

@@ -9,14 +9,13 @@ loop. Nothing here blocks the loop on the trio thread: fire-and-forget calls
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from p2p.bridge import TrioThread
 from p2p.config import P2PConfig
 from p2p.engine import AppSink, Engine, Started
-from p2p.errors import FrameTooLarge, NotConnected, RequestFailed, ServiceNotRunning
+from p2p.errors import FrameTooLarge, NotConnected, RequestFailed, RequestTooLarge, ServiceNotRunning
 from p2p.framing import encode_frame
 from p2p.identity import parse_peer_id, peer_id_from_seed
 from p2p.stats import Stats
@@ -136,8 +135,12 @@ class P2PService:
     # request/response --------------------------------------------------------
 
     async def request(self, peer_id: str, protocol: str, data: bytes, timeout: float = 5.0) -> bytes:
+        """One request frame out, one response frame back, on a fresh stream.
+        Every failure of the exchange (timeout, reset, unsupported protocol,
+        oversize either way, service stopping) raises RequestFailed carrying
+        peer and reason; a malformed peer id raises InvalidPeerId."""
         if len(data) > self._config.max_frame_bytes:
-            raise FrameTooLarge(len(data), self._config.max_frame_bytes)
+            raise RequestTooLarge(peer_id, protocol, len(data), self._config.max_frame_bytes)
         self._require_running()
         pid = parse_peer_id(peer_id)
         try:

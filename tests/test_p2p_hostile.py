@@ -238,7 +238,6 @@ async def test_repeat_offender_is_banned_and_disconnected() -> None:
         await victim.start()
         try:
             addr = victim.listen_addrs[0]
-            attacker = key_pair_from_seed(b"\x66" * 32)
 
             async def repeat(host: IHost, pid: ID) -> None:
                 for _ in range(3):  # 3 x 50 points: banned at the second
@@ -251,7 +250,6 @@ async def test_repeat_offender_is_banned_and_disconnected() -> None:
             await asyncio.to_thread(trio.run, _attack, addr, b"\x66" * 32, repeat)
             assert victim.stats()["bans"] == 1
             assert victim.stats()["banned_peers"] == 1
-            del attacker
         finally:
             await victim.stop()
 

@@ -259,8 +259,10 @@ async def test_request_response_and_its_failures() -> None:
                 await b.request(a.peer_id, BOOM, b"x", timeout=2)  # handler raised: reset
             assert a.stats()["requests_in_failed"] == 1
 
-            with pytest.raises(FrameTooLarge):
+            with pytest.raises(RequestFailed) as info:
                 await b.request(a.peer_id, ECHO, b"x" * (4 * 1024 * 1024 + 1))
+            assert isinstance(info.value, FrameTooLarge) and info.value.size == 4 * 1024 * 1024 + 1
+            assert info.value.peer_id == a.peer_id and "exceeds" in info.value.reason
 
             # A request still works after all of that.
             assert await b.request(a.peer_id, ECHO, b"again") == b"echo:" + b.peer_id.encode() + b":again"
