@@ -22,7 +22,14 @@ from state.abc import KVStore
 from state.amounts import QNX, QNX_DECIMALS
 from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
-from state.errors import GenesisMismatch, InvalidBlock, InvalidTransaction, StateInvariantBroken
+from state.errors import (
+    GenesisMismatch,
+    InvalidBlock,
+    InvalidKey,
+    InvalidTransaction,
+    MalformedTransaction,
+    StateInvariantBroken,
+)
 from state.execution import BlockRun, app_hash_of, check_stateless, outflows
 from state.genesis import NATIVE_ISSUER, NATIVE_NAME, Genesis, Params
 from state.ledger import (
@@ -183,6 +190,9 @@ class Application:
     # -- mempool support ----------------------------------------------------------
 
     def check_tx_stateless(self, stx: SignedTransaction) -> None:
+        """Chain id, size, minimum fee, signature: raises WrongChainId, TxTooLarge, FeeTooLow, BadSignature."""
+        if not isinstance(stx, SignedTransaction):
+            raise MalformedTransaction(f"expected a SignedTransaction, got {type(stx).__name__}")
         check_stateless(stx, chain_id=self.chain_id, params=self.params)
 
     def tx_outflows(self, stx: SignedTransaction) -> dict[str, int]:
@@ -191,6 +201,9 @@ class Application:
     # -- state queries (committed) -------------------------------------------------
 
     def account(self, address: bytes) -> Account:
+        """Committed nonce and non-zero balances of ``address`` (zero nonce and {} if unknown)."""
+        if not isinstance(address, bytes) or len(address) != ADDRESS_LEN:
+            raise InvalidKey(f"address must be {ADDRESS_LEN} bytes, got {address!r}")
         return read_account(self._kv, address)
 
     def token(self, symbol: str) -> TokenInfo | None:

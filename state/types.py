@@ -346,6 +346,8 @@ class SignedTransaction:
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = MAX_TX_BYTES_LIMIT) -> "SignedTransaction":
         """Decode untrusted bytes; raises TxTooLarge, DecodeError or a MalformedTransaction subclass."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedTransaction(f"expected bytes, got {type(data).__name__}")
         if len(data) > max_bytes:
             raise TxTooLarge(len(data), max_bytes)
         return cls.from_wire(decode(data, max_bytes=max_bytes))

@@ -345,3 +345,30 @@ def test_format_amount():
 
 def test_private_key_is_not_printed():
     assert "seed" not in repr(PrivateKey(b"\x01" * 32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_mutated_bytes_never_escape_the_error_tree(data):
+    block = Block(
+        BlockHeader("c", 1, 5, *[b"\x00" * 32] * 4, b"\x00" * 20, b"\x00" * 32),
+        (transfer(dev_key("alice"), 0, dev_key("bob").address, 5),),
+        b"cert",
+    )
+    raw = bytearray(block.encode())
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        again = Block.decode(bytes(raw))
+    except DecodeError:
+        return
+    assert again.encode() == bytes(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_decode_to_a_tx_or_a_decode_error(data):
+    try:
+        SignedTransaction.decode(data)
+    except DecodeError:
+        pass
