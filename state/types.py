@@ -86,8 +86,6 @@ MAX_TX_BYTES_LIMIT = 1024 * 1024
 # last_commit of block 1: there is no previous block to certify.
 EMPTY_COMMIT = b""
 
-DOMAIN_VALIDATORS = b"QENEX/validators/v1"
-
 _SYMBOL = re.compile(r"[A-Z0-9]{1,12}")
 _CHAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -558,9 +556,13 @@ class Receipt:
 
 
 def validators_hash(validators: Iterable[tuple[bytes, int]]) -> Hash:
-    """Commitment to a validator set of (pubkey, power), independent of input order."""
-    ordered = sorted(((address_of(pk), pk, power) for pk, power in validators), key=lambda v: v[0])
-    return domain_digest(DOMAIN_VALIDATORS, encode([[pk, power] for _, pk, power in ordered]))
+    """Commitment to a validator set of (pubkey, power), independent of input order.
+
+    SHA-256 of the canonical ``[[address, pubkey, power], ...]`` in address
+    order: the same bytes as consensus/'s ``ValidatorSet.hash()``.
+    """
+    ordered = sorted((address_of(pk), pk, power) for pk, power in validators)
+    return sha256(encode([[address, pk, power] for address, pk, power in ordered]))
 
 
 def tx_root(txs: Sequence[SignedTransaction]) -> Hash:

@@ -289,6 +289,14 @@ def test_validators_hash_ignores_input_order():
     assert validators_hash(vals) != validators_hash([(pk, p + 1) for pk, p in vals])
 
 
+def test_validators_hash_formula_is_the_one_consensus_uses():
+    from state.crypto import address_of, sha256
+
+    vals = [(dev_key(i).public_key, i + 1) for i in range(3)]
+    expected = sha256(encode(sorted([address_of(pk), pk, power] for pk, power in vals)))
+    assert validators_hash(vals) == expected
+
+
 # -- amounts ----------------------------------------------------------------------
 
 
