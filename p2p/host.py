@@ -57,8 +57,15 @@ def _route_library_logs() -> None:
     through logging.lastResort, bypassing the node's logging setup. Let them
     propagate (still at WARNING) so the node's configuration decides."""
     library = logging.getLogger("libp2p")
-    if not library.handlers:
-        library.propagate = True
+    if library.handlers:  # LIBP2P_DEBUG set: the developer asked for its own output
+        return
+    library.propagate = True
+    # Some modules pin their own logger at INFO (the auto-connector logs its
+    # state every few seconds); hold them to the library's WARNING too.
+    for name, candidate in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("libp2p.") and isinstance(candidate, logging.Logger):
+            if logging.NOTSET < candidate.level < logging.WARNING:
+                candidate.setLevel(logging.WARNING)
 
 
 _route_library_logs()
