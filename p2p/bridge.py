@@ -79,6 +79,9 @@ class TrioThread:
         self._accepting = False
         self._thread: threading.Thread | None = None
         self._finished: asyncio.Future[None] | None = None
+        # stop() may come before the trio side has created its token/event.
+        self._stop_lock = threading.Lock()
+        self._stop_asked = False
         self.crash: BaseException | None = None
 
     @property
@@ -114,7 +117,10 @@ class TrioThread:
             trio.run(self._trio_main, main, args, started, grace_s)
         except BaseException as exc:  # the thread must report, never vanish
             self.crash = exc
-            logger.critical("p2p trio thread crashed", exc_info=exc)
+            if self._accepting:
+                logger.critical("p2p trio thread crashed", exc_info=exc)
+            else:  # failed to start: start() raises it to the caller
+                logger.error("p2p trio thread failed to start: %r", _unwrap(exc))
             self.to_loop(_set_exception, started, _unwrap(exc))
         finally:
             self._accepting = False
@@ -123,9 +129,12 @@ class TrioThread:
     async def _trio_main(
         self, main: MainFn, args: tuple[Any, ...], started: asyncio.Future[Any], grace_s: float
     ) -> None:
-        self._token = trio.lowlevel.current_trio_token()
         stop_requested = trio.Event()
-        self._stop_requested = stop_requested
+        with self._stop_lock:
+            self._token = trio.lowlevel.current_trio_token()
+            self._stop_requested = stop_requested
+            if self._stop_asked:
+                stop_requested.set()
         main_done = trio.Event()
 
         async def run_main(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -140,22 +149,25 @@ class TrioThread:
             self._accepting = True
             self.to_loop(_set_result, started, value)
             await stop_requested.wait()
-            self._accepting = False
             with trio.move_on_after(grace_s):
                 await main_done.wait()
             if not main_done.is_set():
                 logger.warning("p2p shutdown exceeded %.1fs grace; cancelling", grace_s)
+            self._accepting = False
             nursery.cancel_scope.cancel()
 
     async def stop(self, grace_s: float) -> None:
         """Ask main to finish, wait for the thread; idempotent."""
         if self._finished is None or self._finished.done():
             return
-        try:
-            if self._token is not None and self._stop_requested is not None:
-                self._token.run_sync_soon(self._stop_requested.set)
-        except trio.RunFinishedError:
-            pass
+        with self._stop_lock:
+            self._stop_asked = True
+            token, event = self._token, self._stop_requested
+        if token is not None and event is not None:
+            try:
+                token.run_sync_soon(event.set)
+            except trio.RunFinishedError:
+                pass
         try:
             await asyncio.wait_for(asyncio.shield(self._finished), grace_s + 2.0)
         except TimeoutError:

@@ -96,6 +96,8 @@ class P2PService:
     # queries -----------------------------------------------------------------
 
     def connected_peers(self) -> list[str]:
+        if not self.running:
+            return []
         return sorted(self._engine.connected)
 
     def stats(self) -> dict[str, int]:
