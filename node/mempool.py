@@ -1,7 +1,7 @@
 """The mempool: admission against pending state, fee-ordered reaping, recheck.
 
 Admission order (DESIGN.md): decode → size and chain id → signature (cached by
-tx hash) → nonce and balance against pending state → insert.  A sender's
+tx hash in state.types) → nonce and balance against pending state → insert.  A sender's
 pending transactions must form a gap-free nonce run starting at its committed
 nonce; their summed outflows per token must fit in its committed balance.
 Pending inflows are ignored on purpose: a transaction is admitted only if it
@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -25,8 +24,6 @@ from state.crypto import address_to_text
 from state.types import Block, SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
-
-_SIG_CACHE_SIZE = 200_000
 
 
 @dataclass(slots=True)
@@ -57,7 +54,6 @@ class Mempool:
         self._by_hash: dict[bytes, _Entry] = {}
         self._bytes = 0
         self._seq = itertools.count()
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
 
     # -- inspection -------------------------------------------------------
 
@@ -85,15 +81,12 @@ class Mempool:
 
     # -- admission --------------------------------------------------------
 
-    def check_signature(self, stx: SignedTransaction) -> None:
-        tx_hash = stx.hash
-        if tx_hash in self._verified:
-            return
+    @staticmethod
+    def check_signature(stx: SignedTransaction) -> None:
+        # verify_signature caches valid results by tx hash (state.types), so
+        # block execution later does not verify this transaction again.
         if not stx.verify_signature():
-            raise TxRejected(f"bad signature on transaction 0x{tx_hash.hex()}", reason="bad_signature")
-        self._verified[tx_hash] = None
-        if len(self._verified) > _SIG_CACHE_SIZE:
-            self._verified.popitem(last=False)
+            raise TxRejected(f"bad signature on transaction 0x{stx.hash.hex()}", reason="bad_signature")
 
     def add(self, stx: SignedTransaction, size: int) -> bytes:
         """Admit ``stx`` (``size`` = its encoded length) or raise a MempoolError."""

@@ -299,6 +299,27 @@ class Transaction:
         return SignedTransaction(self, key.sign(self.signing_digest()))
 
 
+class _VerifiedHashes:
+    """A bounded set of hashes of transactions whose signature verified."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._recent: dict[bytes, None] = {}
+        self._older: dict[bytes, None] = {}
+
+    def seen(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._recent or tx_hash in self._older
+
+    def add(self, tx_hash: bytes) -> None:
+        # Two generations: when the recent one fills, it becomes the older one.
+        if len(self._recent) >= self._capacity:
+            self._older, self._recent = self._recent, {}
+        self._recent[tx_hash] = None
+
+
+_VERIFIED = _VerifiedHashes(capacity=200_000)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedTransaction:
     tx: Transaction
@@ -336,9 +357,19 @@ class SignedTransaction:
         return self._hash
 
     def verify_signature(self) -> bool:
-        """Ed25519 check of the signature over ``tx.signing_digest()``; cached per object."""
+        """Ed25519 check of the signature over ``tx.signing_digest()``.
+
+        Cached per object and, for valid signatures, process-wide by tx hash:
+        the hash covers the body and the signature, so a hit means the very
+        same bytes verified before (in the mempool, usually) and the answer
+        cannot differ.  This is what keeps a validator from verifying every
+        transaction twice.
+        """
         if not self._sig_ok:
-            self._sig_ok.append(verify(self.tx.sender_pubkey, self.tx.signing_digest(), self.signature))
+            ok = _VERIFIED.seen(self._hash) or verify(self.tx.sender_pubkey, self.tx.signing_digest(), self.signature)
+            if ok:
+                _VERIFIED.add(self._hash)
+            self._sig_ok.append(ok)
         return self._sig_ok[0]
 
     @classmethod
