@@ -71,7 +71,8 @@ class DirectLinks:
         self._inbound_streams: dict[ID, int] = {}
         self._nursery: trio.Nursery | None = None
 
-    def attach(self, nursery: trio.Nursery) -> None:
+    def attach(self, nursery: trio.Nursery | None) -> None:
+        """The nursery writer tasks run in; None while stopping."""
         self._nursery = nursery
 
     def queued(self, peer_id: ID) -> int:
@@ -83,6 +84,8 @@ class DirectLinks:
     def enqueue(self, peer_id: ID, frame: bytes) -> None:
         """Queue an encoded frame (header included) for peer_id."""
         if self._nursery is None:
+            self._stats.add("direct_dropped_send_failed")
+            logger.debug("direct frame to %s dropped: service stopping", peer_id)
             return
         link = self._outbound.get(peer_id)
         if link is None:

@@ -150,8 +150,9 @@ class Engine:
                     await stop_requested.wait()
                     # Frames queued just before stop() still go out.
                     await links.drain(self._config.stop_grace_s / 2)
+                    links.attach(None)
+                    self._nursery = None
                     nursery.cancel_scope.cancel()
-                self._nursery = None
         self.connected = frozenset()
         logger.info("p2p %s stopped", self.peer_id)
 
