@@ -1,0 +1,154 @@
+"""What goes into the engine (events, past tense) and what comes out (actions, imperative)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from consensus.messages import CommitCertificate, Evidence, Message
+from consensus.validators import ValidatorSet
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutConfig:
+    """A view lasts ``base_ms + increment_ms * view``, at most ``max_ms``."""
+
+    base_ms: int = 2000
+    increment_ms: int = 1000
+    max_ms: int = 30000
+
+    def duration_ms(self, view: int) -> int:
+        return min(self.base_ms + self.increment_ms * view, self.max_ms)
+
+
+# -- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeightStarted:
+    """Start (or move to) ``height``, signed by ``validator_set``.
+
+    Sent at start-up and after each committed (or synced) block is applied.
+    """
+
+    height: int
+    validator_set: ValidatorSet
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A decoded consensus message; ``from_peer`` is None for local input."""
+
+    message: Message
+    from_peer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalBuilt:
+    """The answer to BuildProposal."""
+
+    height: int
+    view: int
+    block: bytes
+    block_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalValidated:
+    """The answer to ValidateProposal (valid means: decodes, hash matches, executes)."""
+
+    height: int
+    view: int
+    block_hash: bytes
+    valid: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutElapsed:
+    """The timer of a ScheduleTimeout(height, view) fired."""
+
+    height: int
+    view: int
+
+
+@dataclass(frozen=True, slots=True)
+class RebroadcastDue:
+    """Sent periodically while no progress is made: re-send our own messages."""
+
+
+Event = Union[HeightStarted, MessageReceived, ProposalBuilt, ProposalValidated, TimeoutElapsed, RebroadcastDue]
+
+
+# -- actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send ``message`` to every validator (and observers that want it)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class BuildProposal:
+    """We are primary of (height, view) and need a fresh block: answer with ProposalBuilt."""
+
+    height: int
+    view: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateProposal:
+    """Check ``block`` (decode, hash == block_hash, height, execute): answer with ProposalValidated."""
+
+    height: int
+    view: int
+    block: bytes
+    block_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleTimeout:
+    """Send TimeoutElapsed(height, view) after ``duration_ms``."""
+
+    height: int
+    view: int
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBlock:
+    """``block`` is final at ``height``: apply it, store ``certificate``, then send HeightStarted.
+
+    The engine cannot check that ``block`` hashes to ``block_hash`` (blocks are
+    opaque to it); the driver must, and fetch the block by sync if it does not.
+    """
+
+    height: int
+    block: bytes
+    block_hash: bytes
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class ReportEvidence:
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSync:
+    """Blocks up to ``height`` are committed by others but not by us: fetch them
+    (with their commit certificates) from peers, verify, apply, then send HeightStarted."""
+
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class PenalizePeer:
+    peer: str
+    reason: str
+
+
+Action = Union[Broadcast, BuildProposal, ValidateProposal, ScheduleTimeout, CommitBlock, ReportEvidence,
+               RequestSync, PenalizePeer]

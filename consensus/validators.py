@@ -1,0 +1,246 @@
+"""Validator sets and CometBFT's weighted round-robin proposer selection.
+
+The priority algorithm follows CometBFT's ``types/validator_set.go`` step by
+step, integers only: each ``increment(times)`` first rescales priorities so
+their spread is at most ``2 * total_power`` and centres them on zero, then
+runs ``times`` rounds of "every validator gains its power; the highest
+priority (ties: lowest address) is the proposer and loses ``total_power``".
+A new set starts at priority zero and is incremented once, as
+``NewValidatorSet`` does, so ``proposer`` is defined from the start.
+
+The set for height ``h + 1`` is ``set_h.increment(1)``; the proposer of view
+``v`` at height ``h`` is ``set_h.proposer_for(v) == set_h.increment(v).proposer``.
+Note that ``increment(k)`` rescales once, so it is not always the same as
+``k`` calls of ``increment(1)``: persist sets with ``encode()``, which keeps
+the priorities, rather than recomputing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import state.codec as codec
+from state.crypto import PUBKEY_LEN, address_of, sha256
+from state.errors import DecodeError
+
+from consensus.errors import InvalidValidatorSet
+
+VALIDATOR_SET_VERSION = 1
+# CometBFT's MaxTotalVotingPower: leaves headroom in int64 for priorities.
+MAX_TOTAL_POWER = (2**63 - 1) // 8
+MAX_VALIDATORS = 10_000
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_PRIORITY_WINDOW_FACTOR = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Validator:
+    address: bytes
+    pubkey: bytes
+    power: int
+
+
+def _clip(value: int) -> int:
+    """CometBFT's safeAddClip/safeSubClip: saturate at the int64 bounds."""
+    return max(_INT64_MIN, min(_INT64_MAX, value))
+
+
+def _div_trunc(a: int, b: int) -> int:
+    """Go's integer division, which truncates toward zero (Python floors)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+class ValidatorSet:
+    """An immutable validator set with proposer priorities, sorted by address."""
+
+    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total")
+
+    def __init__(self, entries: Iterable[tuple[bytes, int]]) -> None:
+        validators = []
+        for pubkey, power in entries:
+            if not isinstance(pubkey, bytes) or len(pubkey) != PUBKEY_LEN:
+                raise InvalidValidatorSet(f"public key {pubkey!r} is not {PUBKEY_LEN} bytes")
+            validators.append(Validator(bytes(address_of(pubkey)), pubkey, power))
+        validators.sort(key=lambda v: v.address)
+        self._init(tuple(validators), (0,) * len(validators), 0)
+        self._become(self._incremented(1))
+
+    # -- construction ------------------------------------------------------
+
+    def _init(self, validators: tuple[Validator, ...], priorities: tuple[int, ...], proposer_index: int) -> None:
+        if not validators:
+            raise InvalidValidatorSet("a validator set needs at least one validator")
+        if len(validators) > MAX_VALIDATORS:
+            raise InvalidValidatorSet(f"{len(validators)} validators exceed the limit of {MAX_VALIDATORS}")
+        total = 0
+        for index, val in enumerate(validators):
+            if not isinstance(val.power, int) or isinstance(val.power, bool) or val.power <= 0:
+                raise InvalidValidatorSet(f"validator {val.address.hex()} has power {val.power!r}, must be > 0")
+            if index and validators[index - 1].address >= val.address:
+                raise InvalidValidatorSet(f"validator {val.address.hex()} is duplicated or out of address order")
+            total += val.power
+        if total > MAX_TOTAL_POWER:
+            raise InvalidValidatorSet(f"total power {total} exceeds {MAX_TOTAL_POWER}")
+        if not 0 <= proposer_index < len(validators):
+            raise InvalidValidatorSet(f"proposer index {proposer_index} out of range")
+        self._validators = validators
+        self._priorities = priorities
+        self._proposer_index = proposer_index
+        self._by_address = {v.address: i for i, v in enumerate(validators)}
+        self._total = total
+
+    @classmethod
+    def _make(cls, validators: tuple[Validator, ...], priorities: tuple[int, ...], proposer_index: int) -> "ValidatorSet":
+        obj = cls.__new__(cls)
+        obj._init(validators, priorities, proposer_index)
+        return obj
+
+    def _become(self, other: "ValidatorSet") -> None:
+        self._priorities = other._priorities
+        self._proposer_index = other._proposer_index
+
+    # -- queries -----------------------------------------------------------
+
+    @property
+    def validators(self) -> tuple[Validator, ...]:
+        return self._validators
+
+    @property
+    def priorities(self) -> tuple[int, ...]:
+        """Proposer priorities, in the same (address) order as ``validators``."""
+        return self._priorities
+
+    @property
+    def total_power(self) -> int:
+        return self._total
+
+    @property
+    def quorum_power(self) -> int:
+        """The smallest power strictly greater than 2/3 of the total."""
+        return self._total * 2 // 3 + 1
+
+    def has_quorum(self, power: int) -> bool:
+        return power >= self.quorum_power
+
+    def exceeds_one_third(self, power: int) -> bool:
+        return power * 3 > self._total
+
+    def get(self, address: bytes) -> Validator | None:
+        index = self._by_address.get(address)
+        return None if index is None else self._validators[index]
+
+    def index_of(self, address: bytes) -> int | None:
+        return self._by_address.get(address)
+
+    def power_of(self, addresses: Iterable[bytes]) -> int:
+        """Total power of the distinct members among ``addresses``."""
+        return sum(self._validators[i].power for i in {self._by_address.get(a) for a in addresses} if i is not None)
+
+    def __contains__(self, address: object) -> bool:
+        return address in self._by_address
+
+    def __len__(self) -> int:
+        return len(self._validators)
+
+    def __iter__(self) -> Iterator[Validator]:
+        return iter(self._validators)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ValidatorSet):
+            return NotImplemented
+        return (self._validators, self._priorities, self._proposer_index) == (
+            other._validators, other._priorities, other._proposer_index)
+
+    def __hash__(self) -> int:
+        return hash((self._validators, self._priorities, self._proposer_index))
+
+    def __repr__(self) -> str:
+        members = ", ".join(f"{v.address.hex()[:8]}:{v.power}@{p}" for v, p in zip(self._validators, self._priorities))
+        return f"ValidatorSet([{members}], proposer={self.proposer.address.hex()[:8]})"
+
+    def hash(self) -> bytes:
+        """SHA-256 over ``[address, pubkey, power]`` in address order (no priorities)."""
+        return bytes(sha256(codec.encode([[v.address, v.pubkey, v.power] for v in self._validators])))
+
+    # -- proposer selection --------------------------------------------------
+
+    @property
+    def proposer(self) -> Validator:
+        """The proposer chosen by the last increment: the primary of view 0."""
+        return self._validators[self._proposer_index]
+
+    def proposer_for(self, view: int) -> Validator:
+        """The primary of ``view`` at this set's height."""
+        if view < 0:
+            raise ValueError(f"view {view} is negative")
+        return self.increment(view).proposer
+
+    def increment(self, times: int = 1) -> "ValidatorSet":
+        """A new set with priorities advanced ``times`` rounds (0 returns self)."""
+        if times < 0:
+            raise ValueError(f"cannot increment proposer priority {times} times")
+        if times == 0:
+            return self
+        return self._incremented(times)
+
+    def _incremented(self, times: int) -> "ValidatorSet":
+        total = self._total
+        prio = list(self._priorities)
+        # RescalePriorities(2 * total): bound the spread, dividing as Go does.
+        diff_max = _PRIORITY_WINDOW_FACTOR * total
+        diff = max(prio) - min(prio)
+        if diff > diff_max:
+            ratio = (diff + diff_max - 1) // diff_max
+            prio = [_div_trunc(p, ratio) for p in prio]
+        # shiftByAvgProposerPriority: big.Int division is Euclidean (floors here).
+        avg = sum(prio) // len(prio)
+        prio = [_clip(p - avg) for p in prio]
+        proposer = 0
+        for _ in range(times):
+            prio = [_clip(p + v.power) for p, v in zip(prio, self._validators)]
+            proposer = 0
+            for i in range(1, len(prio)):
+                # Strictly greater: on a tie the earlier (lower) address stays.
+                if prio[i] > prio[proposer]:
+                    proposer = i
+            prio[proposer] = _clip(prio[proposer] - total)
+        return ValidatorSet._make(self._validators, tuple(prio), proposer)
+
+    # -- persistence -----------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """``[version, [[pubkey, power, priority], ...], proposer_index]``."""
+        return codec.encode([
+            VALIDATOR_SET_VERSION,
+            [[v.pubkey, v.power, p] for v, p in zip(self._validators, self._priorities)],
+            self._proposer_index,
+        ])
+
+    @classmethod
+    def decode(cls, data: bytes) -> "ValidatorSet":
+        try:
+            obj: Any = codec.decode(data)
+        except DecodeError as exc:
+            raise InvalidValidatorSet(f"undecodable validator set: {exc}") from exc
+        if not (isinstance(obj, list) and len(obj) == 3 and obj[0] == VALIDATOR_SET_VERSION
+                and isinstance(obj[1], list) and _is_int(obj[2])):
+            raise InvalidValidatorSet("validator set is not [version, [...], proposer_index]")
+        validators, priorities = [], []
+        for entry in obj[1]:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], bytes)
+                    and len(entry[0]) == PUBKEY_LEN and _is_int(entry[1]) and _is_int(entry[2])):
+                raise InvalidValidatorSet(f"validator entry {entry!r} is not [pubkey, power, priority]")
+            if not _INT64_MIN <= entry[2] <= _INT64_MAX:
+                raise InvalidValidatorSet(f"priority {entry[2]} is outside int64")
+            validators.append(Validator(bytes(address_of(entry[0])), entry[0], entry[1]))
+            priorities.append(entry[2])
+        return cls._make(tuple(validators), tuple(priorities), obj[2])
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+

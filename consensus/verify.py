@@ -1,0 +1,92 @@
+"""Checking messages against a validator set: signers, signatures, quorums, NEW-VIEW rules.
+
+Each check raises InvalidMessage (or its subclass InvalidCertificate) with the
+reason; the engine turns that into PenalizePeer.
+"""
+
+from __future__ import annotations
+
+from consensus.errors import InvalidMessage
+from consensus.messages import NewView, PreparedCertificate, Proposal, ViewChange, Vote
+from consensus.validators import Validator, ValidatorSet
+from state.crypto import verify
+
+
+def check_signed(chain_id: str, vset: ValidatorSet, message: Proposal | Vote | ViewChange) -> Validator:
+    """The signer is a validator and the signature is theirs; returns the validator."""
+    member = vset.get(message.signer)
+    if member is None:
+        raise InvalidMessage(f"{type(message).__name__} signed by {message.signer.hex()}, not a validator")
+    if not verify(member.pubkey, message.digest(chain_id), message.signature):
+        raise InvalidMessage(f"{type(message).__name__} from {message.signer.hex()} has a bad signature")
+    return member
+
+
+def check_proposal(chain_id: str, vset: ValidatorSet, proposal: Proposal) -> None:
+    """Signed by the primary of its view."""
+    primary = vset.proposer_for(proposal.view).address
+    if proposal.proposer != primary:
+        raise InvalidMessage(
+            f"proposal for ({proposal.height}, {proposal.view}) by {proposal.proposer.hex()}, "
+            f"but the primary is {primary.hex()}")
+    check_signed(chain_id, vset, proposal)
+
+
+def check_view_change(chain_id: str, vset: ValidatorSet, vc: ViewChange) -> None:
+    check_signed(chain_id, vset, vc)
+    cert = vc.prepared
+    if cert is not None:
+        if cert.height != vc.height or cert.view >= vc.new_view:
+            raise InvalidMessage(
+                f"view change to ({vc.height}, {vc.new_view}) carries a certificate for ({cert.height}, {cert.view})")
+        cert.verify(chain_id, vset)
+
+
+def highest_certificate(view_changes: tuple[ViewChange, ...] | list[ViewChange]) -> PreparedCertificate | None:
+    """The prepared certificate of the highest view (ties: lowest block hash)."""
+    best: PreparedCertificate | None = None
+    for vc in view_changes:
+        cert = vc.prepared
+        if cert is not None and (best is None or (cert.view, best.block_hash) > (best.view, cert.block_hash)):
+            best = cert
+    return best
+
+
+def check_new_view(chain_id: str, vset: ValidatorSet, nv: NewView) -> PreparedCertificate | None:
+    """A valid NEW-VIEW; returns the highest prepared certificate it carries.
+
+    Rules: the primary of ``view`` signed it and its proposal; the view changes
+    are valid, distinct, for this (height, view) and hold more than 2/3 of the
+    power; if any carries a prepared certificate, the proposal re-proposes the
+    block of the highest one.
+    """
+    if nv.view < 1:
+        raise InvalidMessage("new view for view 0")
+    proposal = nv.proposal
+    if (proposal.height, proposal.view) != (nv.height, nv.view):
+        raise InvalidMessage(f"new view ({nv.height}, {nv.view}) carries a proposal for ({proposal.height}, {proposal.view})")
+    check_proposal(chain_id, vset, proposal)
+    if not _verify_as(vset, proposal.proposer, nv.digest(chain_id), nv.signature):
+        raise InvalidMessage(f"new view ({nv.height}, {nv.view}) has a bad signature")
+    seen: set[bytes] = set()
+    for vc in nv.view_changes:
+        if (vc.height, vc.new_view) != (nv.height, nv.view):
+            raise InvalidMessage(f"new view ({nv.height}, {nv.view}) holds a view change to ({vc.height}, {vc.new_view})")
+        if vc.validator in seen:
+            raise InvalidMessage(f"new view counts {vc.validator.hex()} twice")
+        seen.add(vc.validator)
+        check_view_change(chain_id, vset, vc)
+    power = vset.power_of(seen)
+    if not vset.has_quorum(power):
+        raise InvalidMessage(f"new view holds view changes of power {power}, needs {vset.quorum_power}")
+    best = highest_certificate(nv.view_changes)
+    if best is not None and proposal.block_hash != best.block_hash:
+        raise InvalidMessage(
+            f"new view proposes {proposal.block_hash.hex()[:16]} but the highest prepared block "
+            f"(view {best.view}) is {best.block_hash.hex()[:16]}")
+    return best
+
+
+def _verify_as(vset: ValidatorSet, address: bytes, digest: bytes, signature: bytes) -> bool:
+    member = vset.get(address)
+    return member is not None and verify(member.pubkey, digest, signature)
