@@ -180,3 +180,372 @@ def test_commit_certificate_from_the_engine_verifies() -> None:
     assert isinstance(commit, CommitBlock)
     commit.certificate.verify(CHAIN, net.vset)
     assert CommitCertificate.decode(commit.certificate.encode()) == commit.certificate
+
+
+class Penalized:
+    """Matches PenalizePeer(peer, reason) when ``fragment`` is in the reason."""
+
+    def __init__(self, peer: str, fragment: str) -> None:
+        self.peer, self.fragment = peer, fragment
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PenalizePeer) and other.peer == self.peer and self.fragment in other.reason
+
+    def __repr__(self) -> str:
+        return f"Penalized({self.peer!r}, {self.fragment!r})"
+
+
+def started(engine: Engine, net: Net) -> Engine:
+    engine.handle(HeightStarted(1, net.vset))
+    return engine
+
+
+# -- quorums count power -------------------------------------------------------
+
+
+def test_quorum_counts_power_not_heads() -> None:
+    # Total 90, quorum = 90*2//3 + 1 = 61: the 60-power validator alone is
+    # short, with any 10 it is enough, and the three 10s together are not.
+    net = Net([10, 10, 10, 60])
+    assert (net.vset.total_power, net.vset.quorum_power) == (90, 61)
+    whale = next(k for k in net.keys if net.power[k.address] == 60)
+    small = [k for k in net.keys if net.power[k.address] == 10]
+    engine = started(net.engine(None), net)  # an observer counts the same way
+    engine.handle(received(net.proposal(net.primary())))
+    smalls = [net.vote(k, COMMIT) for k in small]
+    run_steps(engine, [
+        TestStep("three 10s: 30 < 61", received(smalls[0]), []),
+        TestStep("", received(smalls[1]), []),
+        TestStep("", received(smalls[2]), [], {"step": Step.PROPOSE}),
+    ])
+    engine = started(net.engine(None), net)
+    engine.handle(received(net.proposal(net.primary())))
+    whale_vote = net.vote(whale, COMMIT)
+    run_steps(engine, [
+        TestStep("the whale alone: 60 < 61", received(whale_vote), []),
+        TestStep("60 + 10 = 70 >= 61", received(smalls[0]),
+                 [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, [whale_vote, smalls[0]]))],
+                 {"step": Step.COMMITTED}),
+    ])
+
+
+def test_quorum_is_strictly_more_than_two_thirds() -> None:
+    # With 10, 10, 10, 70 the 70-power validator holds more than 2/3 of 100
+    # by itself: quorum_power is 67, so it alone IS a quorum.
+    assert Net([10, 10, 10, 70]).vset.quorum_power == 67
+    assert Net([1, 1, 1]).vset.quorum_power == 3  # exactly 2/3 is not enough
+    assert Net([1, 1, 1, 1]).vset.quorum_power == 3
+
+
+def test_prepare_quorum_with_unequal_stakes() -> None:
+    net = Net([10, 10, 10, 60])
+    whale = next(k for k in net.keys if net.power[k.address] == 60)
+    primary = net.primary()
+    me = next(k for k in net.keys if k.address not in (whale.address, primary.address))
+    engine = started(net.engine(me), net)
+    engine.handle(received(net.proposal(primary)))
+    run_steps(engine, [
+        TestStep("validated", ProposalValidated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("whale prepares: 60 + 10 (mine) >= 61", received(net.vote(whale, PREPARE)),
+                 [Broadcast(net.vote(me, COMMIT))], {"prepared_view": 0}),
+    ])
+
+
+# -- bad input -------------------------------------------------------------------
+
+
+def test_bad_messages_penalise_the_peer() -> None:
+    net = Net([1, 1, 1, 1])
+    outsider = PrivateKey(b"\x99" * 32)
+    primary = net.primary()
+    me, b, c = net.backups()
+    good = net.vote(b, PREPARE)
+    forged = Vote(good.kind, good.height, good.view, good.block_hash, good.validator, bytes(64))
+    other_chain = Vote.create(b, "other-chain", PREPARE, 1, 0, HASH_A)
+    tampered = Proposal(1, 0, BLOCK_B, HASH_A, primary.address, net.proposal(primary).signature)
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("forged signature", received(forged, "mallory"), [Penalized("mallory", "bad signature")]),
+        TestStep("signed for another chain", received(other_chain, "mallory"), [Penalized("mallory", "bad signature")]),
+        TestStep("not a validator", received(net.vote(outsider, PREPARE), "eve"), [Penalized("eve", "not a validator")]),
+        TestStep("proposal by a backup", received(net.proposal(c), "carol"), [Penalized("carol", "primary is")]),
+        TestStep("block bytes swapped under the signature", received(tampered, "relay"),
+                 [Penalized("relay", "bad signature")], {"proposal_hash": None}),
+        TestStep("local input is never penalised", MessageReceived(forged, None), []),
+        TestStep("the genuine vote still counts", received(good), []),
+        TestStep("the genuine proposal still works", received(net.proposal(primary)),
+                 [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
+    ])
+
+
+def test_invalid_block_gets_no_prepare() -> None:
+    net = Net([1, 1, 1, 1])
+    me = net.backups()[0]
+    engine = started(net.engine(me), net)
+    engine.handle(received(net.proposal(net.primary())))
+    run_steps(engine, [
+        TestStep("invalid", ProposalValidated(1, 0, HASH_A, False, "app hash mismatch"), [], {"step": Step.PROPOSE}),
+        TestStep("proposal again: not re-validated", received(net.proposal(net.primary())), []),
+        TestStep("timeout: leave the view", TimeoutElapsed(1, 0),
+                 [Broadcast(net.view_change(me, 1)), ScheduleTimeout(1, 1, 3000)], {"step": Step.VIEW_CHANGE}),
+    ])
+
+
+def test_equivocation_is_reported_once() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, _ = net.backups()
+    engine = started(net.engine(me), net)
+    vote_a, vote_b = net.vote(b, PREPARE, h=HASH_A), net.vote(b, PREPARE, h=HASH_B)
+    _, hash_c = block("C")
+    run_steps(engine, [
+        TestStep("first vote", received(vote_a), []),
+        TestStep("conflicting vote", received(vote_b), [ReportEvidence(Evidence.of(vote_a, vote_b))]),
+        TestStep("a third hash: dropped", received(net.vote(b, PREPARE, h=hash_c)), []),
+        TestStep("same vote again", received(vote_b), []),
+        TestStep("a COMMIT for A is a different kind", received(net.vote(b, COMMIT, h=HASH_A)), []),
+        TestStep("evidence gossiped back: already reported", received(Evidence.of(vote_a, vote_b)), []),
+    ])
+    evidence = Evidence.of(vote_a, vote_b)
+    evidence.verify(CHAIN, net.vset)
+    assert evidence.vote_a.block_hash < evidence.vote_b.block_hash
+
+
+# -- timeouts and view changes ----------------------------------------------------
+
+
+def test_timeouts_grow_per_view_up_to_the_cap() -> None:
+    net = Net([1, 1, 1, 1])
+    me = net.backups()[0]
+    engine = Engine(CHAIN, me, 1, net.vset, TimeoutConfig(base_ms=2000, increment_ms=1000, max_ms=5000))
+    got = [a.duration_ms for a in engine.handle(HeightStarted(1, net.vset)) if isinstance(a, ScheduleTimeout)]
+    for view in range(6):
+        actions = engine.handle(TimeoutElapsed(1, view))
+        got += [a.duration_ms for a in actions if isinstance(a, ScheduleTimeout)]
+        assert engine.state.view == view + 1
+    assert got == [2000, 3000, 4000, 5000, 5000, 5000, 5000]
+    assert engine.handle(TimeoutElapsed(1, 2)) == []  # a stale timer
+
+
+def test_timeout_sends_view_change_with_prepared_certificate() -> None:
+    net = Net([1, 1, 1, 1])
+    primary = net.primary()
+    me, b, c = net.backups()
+    engine = started(net.engine(me), net)
+    engine.handle(received(net.proposal(primary)))
+    engine.handle(ProposalValidated(1, 0, HASH_A, True))
+    engine.handle(received(net.vote(b, PREPARE)))
+    engine.handle(received(net.vote(c, PREPARE)))
+    cert = net.prepared([me, b, c])
+    run_steps(engine, [
+        TestStep("timeout while prepared", TimeoutElapsed(1, 0),
+                 [Broadcast(net.view_change(me, 1, cert)), ScheduleTimeout(1, 1, 3000)],
+                 {"view": 1, "step": Step.VIEW_CHANGE, "prepared_view": 0}),
+        TestStep("late commits of view 0 are not sent any more", received(net.vote(b, PREPARE)), []),
+        TestStep("the stale timer", TimeoutElapsed(1, 0), []),
+        TestStep("the next one: same certificate", TimeoutElapsed(1, 1),
+                 [Broadcast(net.view_change(me, 2, cert)), ScheduleTimeout(1, 2, 4000)], {"view": 2}),
+    ])
+
+
+def test_join_rule_follows_more_than_one_third() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, c = net.backups()
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("one of four wants view 3: not enough", received(net.view_change(b, 3)), [], {"view": 0}),
+        TestStep("two of four (> 1/3) for views >= 2: join view 2", received(net.view_change(c, 2)),
+                 [Broadcast(net.view_change(me, 2)), ScheduleTimeout(1, 2, 4000)], {"view": 2}),
+    ])
+
+
+def test_new_primary_reproposes_the_highest_prepared_block() -> None:
+    net = Net([1, 1, 1, 1])
+    me = net.primary(1)
+    x, y = [k for k in net.keys if k.address not in (me.address, net.primary(0).address)]
+    engine = started(net.engine(me), net)
+    old = net.prepared([net.primary(0), x, y], view=0)
+    vc_me, vc_x, vc_y = net.view_change(me, 1), net.view_change(x, 1, old), net.view_change(y, 1)
+    plan = tuple(sorted([vc_me, vc_x, vc_y], key=lambda vc: vc.validator))
+    new_view = NewView.create(me, CHAIN, plan, net.proposal(me, view=1))
+    run_steps(engine, [
+        TestStep("timeout", TimeoutElapsed(1, 0), [Broadcast(vc_me), ScheduleTimeout(1, 1, 3000)]),
+        TestStep("a certificate for A from x", received(vc_x), []),
+        TestStep("quorum of view changes: check A first", received(vc_y), [ValidateProposal(1, 1, BLOCK_A, HASH_A)]),
+        TestStep("a later view change is not added to the frozen set", received(net.view_change(net.primary(0), 1)), []),
+        TestStep("A is valid: NEW-VIEW re-proposes it", ProposalValidated(1, 1, HASH_A, True),
+                 [Broadcast(new_view), Broadcast(net.vote(me, PREPARE, view=1))],
+                 {"step": Step.PREPARE, "proposal_hash": HASH_A}),
+        TestStep("rebroadcast", RebroadcastDue(), [Broadcast(new_view), Broadcast(net.vote(me, PREPARE, view=1))]),
+    ])
+
+
+def test_new_primary_builds_when_nothing_was_prepared() -> None:
+    net = Net([1, 1, 1, 1])
+    me = net.primary(1)
+    x, y = [k for k in net.keys if k.address not in (me.address, net.primary(0).address)]
+    engine = started(net.engine(me), net)
+    engine.handle(TimeoutElapsed(1, 0))
+    plan = tuple(sorted([net.view_change(k, 1) for k in (me, x, y)], key=lambda vc: vc.validator))
+    run_steps(engine, [
+        TestStep("", received(net.view_change(x, 1)), []),
+        TestStep("quorum, no certificate: build", received(net.view_change(y, 1)), [BuildProposal(1, 1)]),
+        TestStep("built", ProposalBuilt(1, 1, BLOCK_B, HASH_B),
+                 [Broadcast(NewView.create(me, CHAIN, plan, net.proposal(me, 1, BLOCK_B, HASH_B))),
+                  Broadcast(net.vote(me, PREPARE, view=1, h=HASH_B))]),
+    ])
+
+
+def test_backup_checks_new_view_before_accepting_its_proposal() -> None:
+    net = Net([1, 1, 1, 1])
+    primary1 = net.primary(1)
+    me, x = [k for k in net.keys if k.address not in (primary1.address, net.primary(0).address)]
+    old = net.prepared([net.primary(0), x, me], view=0)
+    vcs = tuple(sorted([net.view_change(primary1, 1), net.view_change(x, 1, old), net.view_change(me, 1)],
+                       key=lambda vc: vc.validator))
+    ignores_cert = NewView.create(primary1, CHAIN, vcs, net.proposal(primary1, 1, BLOCK_B, HASH_B))
+    too_few = NewView.create(primary1, CHAIN, vcs[:2], net.proposal(primary1, 1, BLOCK_A, HASH_A))
+    by_backup = NewView.create(x, CHAIN, vcs, net.proposal(x, 1, BLOCK_A, HASH_A))
+    good = NewView.create(primary1, CHAIN, vcs, net.proposal(primary1, 1, BLOCK_A, HASH_A))
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("ignores the prepared block", received(ignores_cert, "p1"), [Penalized("p1", "highest prepared")]),
+        TestStep("too little power", received(too_few, "p1"), [Penalized("p1", "needs 3")]),
+        TestStep("not the primary of view 1", received(by_backup, "x"), [Penalized("x", "primary is")],
+                 {"view": 0}),
+        TestStep("a valid NEW-VIEW moves us to view 1", received(good, "p1"),
+                 [ScheduleTimeout(1, 1, 3000), ValidateProposal(1, 1, BLOCK_A, HASH_A)],
+                 {"view": 1, "step": Step.PROPOSE, "proposal_hash": HASH_A}),
+        TestStep("validated", ProposalValidated(1, 1, HASH_A, True), [Broadcast(net.vote(me, PREPARE, view=1))]),
+        TestStep("a second NEW-VIEW for view 1 is ignored", received(ignores_cert), []),
+    ])
+
+
+def test_commit_in_an_earlier_view_still_counts() -> None:
+    # We left view 0, but a quorum had committed there: the certificate is proof.
+    net = Net([1, 1, 1, 1])
+    primary = net.primary()
+    me, b, c = net.backups()
+    engine = started(net.engine(me), net)
+    engine.handle(received(net.proposal(primary)))
+    engine.handle(TimeoutElapsed(1, 0))
+    commits = [net.vote(k, COMMIT) for k in (primary, b, c)]
+    run_steps(engine, [
+        TestStep("", received(commits[0]), []),
+        TestStep("", received(commits[1]), []),
+        TestStep("quorum of view-0 commits", received(commits[2]),
+                 [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))],
+                 {"step": Step.COMMITTED, "committed_view": 0}),
+    ])
+
+
+# -- rebroadcast, other heights, observers ---------------------------------------------
+
+
+def test_rebroadcast_resends_own_messages_of_the_current_view() -> None:
+    net = Net([1, 1, 1, 1])
+    primary = net.primary()
+    me, b, c = net.backups()
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("nothing signed yet", RebroadcastDue(), []),
+        TestStep("", received(net.proposal(primary)), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
+        TestStep("", ProposalValidated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("prepare", RebroadcastDue(), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("", received(net.vote(b, PREPARE)), []),
+        TestStep("", received(net.vote(c, PREPARE)), [Broadcast(net.vote(me, COMMIT))]),
+        TestStep("prepare and commit", RebroadcastDue(), [Broadcast(net.vote(me, PREPARE)), Broadcast(net.vote(me, COMMIT))]),
+        TestStep("timeout", TimeoutElapsed(1, 0),
+                 [Broadcast(net.view_change(me, 1, net.prepared([me, b, c]))), ScheduleTimeout(1, 1, 3000)]),
+        TestStep("the view change", RebroadcastDue(), [Broadcast(net.view_change(me, 1, net.prepared([me, b, c])))]),
+    ])
+    primary_engine = started(net.engine(primary), net)
+    primary_engine.handle(ProposalBuilt(1, 0, BLOCK_A, HASH_A))
+    assert primary_engine.handle(RebroadcastDue()) == [Broadcast(net.proposal(primary)),
+                                                        Broadcast(net.vote(primary, PREPARE))]
+
+
+def test_messages_for_the_next_height_are_buffered() -> None:
+    net = Net([1, 1, 1, 1])
+    next_set = net.vset.increment(1)
+    primary2 = net.primary(0, next_set)
+    me = next(k for k in net.keys if k.address != primary2.address)
+    proposal2 = net.proposal(primary2, height=2)
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("height 2 proposal while at 1", received(proposal2), []),
+        TestStep("older height: ignored", MessageReceived(net.vote(primary2, PREPARE, height=0), "p"), []),
+        TestStep("height 2 started: delivered", HeightStarted(2, next_set),
+                 [ScheduleTimeout(2, 0, 2000), ValidateProposal(2, 0, BLOCK_A, HASH_A)], {"height": 2}),
+    ])
+
+
+def test_stuck_with_signs_of_the_next_height_requests_sync() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, _ = net.backups()
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("a height-2 vote", received(net.vote(b, PREPARE, height=2)), []),
+        TestStep("timeout: others moved on, fetch height 1", TimeoutElapsed(1, 0),
+                 [RequestSync(1), Broadcast(net.view_change(me, 1)), ScheduleTimeout(1, 1, 3000)]),
+    ])
+
+
+def test_far_ahead_messages_request_sync_once() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, c = net.backups()
+    forged = Vote(PREPARE, 9, 0, HASH_A, b.address, bytes(64))
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("unverifiable: nothing", received(forged), []),
+        TestStep("height 5 is signed: blocks up to 4 exist", received(net.vote(b, PREPARE, height=5)), [RequestSync(4)]),
+        TestStep("again", received(net.vote(c, PREPARE, height=5)), []),
+        TestStep("higher still", received(net.vote(c, PREPARE, height=7)), [RequestSync(6)]),
+    ])
+
+
+def test_commit_quorum_without_the_block_requests_sync() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, c = net.backups()
+    engine = started(net.engine(me), net)
+    commits = [net.vote(k, COMMIT) for k in (net.primary(), b, c)]
+    engine.handle(received(commits[0]))
+    engine.handle(received(commits[1]))
+    run_steps(engine, [
+        TestStep("quorum for a block never seen", received(commits[2]), [RequestSync(1)]),
+        TestStep("asked once", received(net.vote(me, COMMIT)), []),
+        TestStep("the proposal arrives after all", received(net.proposal(net.primary())),
+                 [CommitBlock(1, BLOCK_A, HASH_A,
+                              CommitCertificate.from_votes(1, 0, HASH_A, [*commits, net.vote(me, COMMIT)]))]),
+    ])
+
+
+def test_observer_never_signs_but_commits() -> None:
+    net = Net([1, 1, 1, 1])
+    outsider = PrivateKey(b"\x77" * 32)
+    for signer in (None, outsider):
+        engine = net.engine(signer)
+        prepares = [net.vote(k, PREPARE) for k in net.keys]
+        commits = [net.vote(k, COMMIT) for k in net.keys[:3]]
+        run_steps(engine, [
+            TestStep("start", HeightStarted(1, net.vset), [ScheduleTimeout(1, 0, 2000)], {"is_validator": False}),
+            TestStep("proposal: nothing to validate", received(net.proposal(net.primary())), []),
+            *[TestStep("prepare", received(p), []) for p in prepares],
+            TestStep("rebroadcast: nothing of ours", RebroadcastDue(), []),
+            TestStep("timeout: no view change of ours", TimeoutElapsed(1, 0), [ScheduleTimeout(1, 0, 2000)],
+                     {"view": 0}),
+            TestStep("", received(commits[0]), []),
+            TestStep("", received(commits[1]), []),
+            TestStep("commit", received(commits[2]),
+                     [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))]),
+        ])
+
+
+@pytest.mark.parametrize("event", [
+    TimeoutElapsed(1, 0),
+    ProposalBuilt(1, 0, BLOCK_A, HASH_A),
+    ProposalValidated(1, 0, HASH_A, True),
+    RebroadcastDue(),
+])
+def test_nothing_happens_before_the_height_starts(event: Any) -> None:
+    net = Net([1, 1, 1, 1])
+    assert net.engine(net.primary()).handle(event) == []
