@@ -381,10 +381,19 @@ class Engine:
             # without us: fetch it rather than wait for a quorum that moved on.
             self._sync_requested = max(self._sync_requested, self._height)
             self._emit(RequestSync(self._height))
-        if self._me is not None:
-            self._enter_view(view + 1, send_view_change=True)
-        else:
+        if self._me is None:
             self._schedule_timeout()  # observers follow NEW-VIEWs, they don't vote to leave
+        elif self._step == Step.VIEW_CHANGE and not self._vset.has_quorum(self._power_at_or_above(view)):
+            # As in PBFT, the timer that ends a view change only counts once a
+            # quorum has left for it: a validator alone (or too early) waits
+            # for the others rather than running ahead into views nobody joins.
+            self._schedule_timeout()
+        else:
+            self._enter_view(view + 1, send_view_change=True)
+
+    def _power_at_or_above(self, view: int) -> int:
+        """Power of the validators that sent a VIEW-CHANGE to ``view`` or beyond."""
+        return self._vset.power_of(a for a, known in self._view_changes.items() if max(known, default=-1) >= view)
 
     def _schedule_timeout(self) -> None:
         self._emit(ScheduleTimeout(self._height, self._view, self._timeouts.duration_ms(self._view)))

@@ -315,10 +315,13 @@ def test_equivocation_is_reported_once() -> None:
 
 def test_timeouts_grow_per_view_up_to_the_cap() -> None:
     net = Net([1, 1, 1, 1])
-    me = net.backups()[0]
+    me, b, c = net.backups()
     engine = Engine(CHAIN, me, 1, net.vset, TimeoutConfig(base_ms=2000, increment_ms=1000, max_ms=5000))
     got = [a.duration_ms for a in engine.handle(HeightStarted(1, net.vset)) if isinstance(a, ScheduleTimeout)]
     for view in range(6):
+        if view:  # a quorum left for this view, and no NEW-VIEW came
+            engine.handle(received(net.view_change(b, view)))
+            engine.handle(received(net.view_change(c, view)))
         actions = engine.handle(TimeoutElapsed(1, view))
         got += [a.duration_ms for a in actions if isinstance(a, ScheduleTimeout)]
         assert engine.state.view == view + 1
@@ -326,10 +329,32 @@ def test_timeouts_grow_per_view_up_to_the_cap() -> None:
     assert engine.handle(TimeoutElapsed(1, 2)) == []  # a stale timer
 
 
+def _not_primary_of_view_1(net: Net) -> list[PrivateKey]:
+    """The view-0 backups, the first of which is not the view-1 primary either."""
+    return sorted(net.backups(), key=lambda k: k.address == net.primary(1).address)
+
+
+def test_a_view_change_alone_waits_for_a_quorum_before_moving_on() -> None:
+    net = Net([1, 1, 1, 1])
+    me, b, c = _not_primary_of_view_1(net)
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("timeout in view 0", TimeoutElapsed(1, 0),
+                 [Broadcast(net.view_change(me, 1)), ScheduleTimeout(1, 1, 3000)], {"view": 1}),
+        TestStep("alone in view 1: wait, don't run ahead", TimeoutElapsed(1, 1), [ScheduleTimeout(1, 1, 3000)],
+                 {"view": 1, "step": Step.VIEW_CHANGE}),
+        TestStep("two of four", received(net.view_change(b, 1)), []),
+        TestStep("still no quorum", TimeoutElapsed(1, 1), [ScheduleTimeout(1, 1, 3000)], {"view": 1}),
+        TestStep("three of four", received(net.view_change(c, 1)), []),
+        TestStep("a quorum left and no NEW-VIEW came: next view", TimeoutElapsed(1, 1),
+                 [Broadcast(net.view_change(me, 2)), ScheduleTimeout(1, 2, 4000)], {"view": 2}),
+    ])
+
+
 def test_timeout_sends_view_change_with_prepared_certificate() -> None:
     net = Net([1, 1, 1, 1])
     primary = net.primary()
-    me, b, c = net.backups()
+    me, b, c = _not_primary_of_view_1(net)
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(primary)))
     engine.handle(ProposalValidated(1, 0, HASH_A, True))
@@ -342,6 +367,8 @@ def test_timeout_sends_view_change_with_prepared_certificate() -> None:
                  {"view": 1, "step": Step.VIEW_CHANGE, "prepared_view": 0}),
         TestStep("late commits of view 0 are not sent any more", received(net.vote(b, PREPARE)), []),
         TestStep("the stale timer", TimeoutElapsed(1, 0), []),
+        TestStep("", received(net.view_change(b, 1, cert)), []),
+        TestStep("", received(net.view_change(c, 1, cert)), []),
         TestStep("the next one: same certificate", TimeoutElapsed(1, 1),
                  [Broadcast(net.view_change(me, 2, cert)), ScheduleTimeout(1, 2, 4000)], {"view": 2}),
     ])
