@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from consensus import engine as ce
+from consensus import events as ce
+from consensus.engine import Engine
 from consensus.messages import CommitCertificate, decode_message
 from consensus.validators import ValidatorSet
 from node.mempool import Mempool
@@ -90,7 +91,7 @@ class ConsensusDriver:
     genesis_validators: ValidatorSet
     hooks: DriverHooks
     inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    engine: ce.Engine | None = None
+    engine: Engine | None = None
     validator_set: ValidatorSet | None = None
     _results: dict[bytes, tuple[Block, BlockResult]] = field(default_factory=dict)
     _last_cert: bytes = b""
@@ -130,7 +131,7 @@ class ConsensusDriver:
             self.validator_set = self.validator_set_for(height)
             recovered = []
         self._last_cert = self.app.get_commit_cert(self.app.height) or b""
-        self.engine = ce.Engine(
+        self.engine = Engine(
             chain_id=self.app.chain_id,
             signer=self.signer,
             height=height,

@@ -118,7 +118,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "peers": len(node.p2p.connected_peers()) if node.p2p else 0,
             "peer_id": node.p2p.peer_id if node.p2p else None,
             "validator": address_to_text(node.node_key.address) if node.is_validator else None,
-            "mempool_size": len(node.mempool) if node.mempool else 0,
+            "mempool_size": len(node.mempool) if node.mempool is not None else 0,
             "syncing": bool(node.sync and node.sync.syncing),
             "consensus": node.driver.engine_state() if node.driver else None,
         }
@@ -127,7 +127,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         raw = parse_address(address)
         a = app()
         account = a.account(raw)
-        pending = node.mempool.pending_nonce(raw) if node.mempool else None
+        pending = node.mempool.pending_nonce(raw) if node.mempool is not None else None
         return {
             "address": address_to_text(raw),
             "nonce": account.nonce,
@@ -160,7 +160,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             out = tx_to_json(loc.stx)
             out.update(receipt_to_json(loc.receipt))
             out.update({"height": loc.height, "index": loc.index, "committed": True})
-        elif node.mempool and (stx := node.mempool.get(tx_hash)) is not None:
+        elif node.mempool is not None and (stx := node.mempool.get(tx_hash)) is not None:
             out = tx_to_json(stx)
             out.update({"status": "pending", "committed": False, "height": None})
         else:
@@ -181,15 +181,16 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         a = app()
         vset = node.driver.validator_set if node.driver else None
         validators = []
-        for v in vset.validators if vset else []:
-            validators.append(
-                {
-                    "address": address_to_text(v.address),
-                    "pubkey": hex0x(v.pubkey),
-                    "power": str(v.power),
-                    "proposer_priority": str(vset.priority_of(v.address)) if vset else "0",
-                }
-            )
+        if vset is not None:
+            for v, priority in zip(vset.validators, vset.priorities):
+                validators.append(
+                    {
+                        "address": address_to_text(v.address),
+                        "pubkey": hex0x(v.pubkey),
+                        "power": str(v.power),
+                        "proposer_priority": str(priority),
+                    }
+                )
         return {
             "height": a.height + 1,
             "total_power": str(vset.total_power) if vset else "0",

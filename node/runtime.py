@@ -171,7 +171,7 @@ class Node:
 
     def submit_raw_tx(self, raw: bytes) -> bytes:
         """Decode and admit a locally submitted transaction; gossip it."""
-        assert self.app and self.mempool
+        assert self.app is not None and self.mempool is not None
         limit = self.app.params.max_tx_bytes
         if len(raw) > limit:
             raise TxRejected(f"transaction of {len(raw)} bytes exceeds the limit of {limit}", reason="too_large")
@@ -202,7 +202,7 @@ class Node:
                     log.warning("tx gossip publish failed", exc_info=True)
 
     def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
-        if topic != TX_TOPIC or not self.mempool or not self.app:
+        if topic != TX_TOPIC or self.mempool is None or self.app is None:
             return
         try:
             msg = decode(data, max_bytes=MAX_TX_BATCH_BYTES + 1024)

@@ -89,8 +89,10 @@ def _ext_hook(code: int, data: bytes) -> int:
     if not data or data[0] == 0:
         raise DecodeError("big integer is not minimally encoded")
     value = int.from_bytes(data, "big")
-    if value <= MSGPACK_INT_MAX or value > MAX_UINT128:
-        raise DecodeError(f"big integer {value} is outside (2**64 - 1, 2**128)")
+    if value > MAX_UINT128:
+        raise DecodeError(f"integer {value} exceeds 2**128 - 1, the largest amount")
+    if value <= MSGPACK_INT_MAX:
+        raise DecodeError(f"big integer {value} fits a msgpack integer: non-canonical ext encoding")
     return value
 
 
@@ -117,7 +119,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             max_str_len=max_bytes,
             max_array_len=_MAX_CONTAINER_LEN,
             max_map_len=_MAX_CONTAINER_LEN,
-            max_ext_len=16,
+            max_ext_len=32,  # room to say that a 17-byte amount overflows, not just 'too long'
         )
     except DecodeError:
         raise
