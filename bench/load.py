@@ -15,6 +15,7 @@ first RPC sight of the committed block).  Nothing here asserts; it measures.
 from __future__ import annotations
 
 import argparse
+import itertools
 import asyncio
 import json
 import statistics
@@ -76,7 +77,7 @@ async def main() -> None:
         senders = [PrivateKey.generate() for _ in range(args.accounts)]
         acct = await rpc(session, urls[0], "qenex_getAccount", manifest["accounts"]["alice"]["address"])
         nonce = int(acct["pending_nonce"])
-        per_tx = args.rate * args.duration // args.accounts + 1
+        per_tx = int(args.rate * args.duration) // args.accounts + 1
         funding = []
         for i, s in enumerate(senders):
             tx = Transaction(chain_id, TxKind.TRANSFER, alice.public_key, nonce + i, fee,
@@ -116,6 +117,7 @@ async def main() -> None:
         submit_at: dict[str, float] = {}
         committed_at: dict[str, float] = {}
         rejected = 0
+        reasons: dict[str, int] = {}
         start_height = int((await rpc(session, urls[0], "qenex_status"))["height"])
         done = asyncio.Event()
 
@@ -137,7 +139,17 @@ async def main() -> None:
 
         follower = asyncio.create_task(follow())
         t_start = time.monotonic()
-        batches = [signed[i:i + args.batch] for i in range(0, total, args.batch)]
+        # Each sender talks to one node (as a real client does): its nonces
+        # then arrive in order, never racing gossip from another node.
+        per_node: list[list[tuple[str, str]]] = [[] for _ in urls]
+        for i, item in enumerate(signed):
+            per_node[(i % len(senders)) % len(urls)].append(item)
+        node_batches = [
+            [(items[i:i + args.batch], urls[n]) for i in range(0, len(items), args.batch)]
+            for n, items in enumerate(per_node)
+        ]
+        # round-robin over nodes so every node is fed at the same pace
+        order = [b for group in itertools.zip_longest(*node_batches) for b in group if b is not None]
         interval = args.batch / args.rate
         pending: set[asyncio.Task] = set()
 
@@ -148,17 +160,21 @@ async def main() -> None:
                 submit_at[h] = now
             try:
                 replies = await rpc_batch(session, url, [raw for _, raw in batch])
-                rejected += sum(1 for r in replies if "error" in r)
+                for r in replies:
+                    if "error" in r:
+                        rejected += 1
+                        reason = r["error"]["message"].split(" for ")[0][:60]
+                        reasons[reason] = reasons.get(reason, 0) + 1
             except Exception as exc:
                 print("batch failed:", exc)
                 rejected += len(batch)
 
-        for i, batch in enumerate(batches):
+        for i, (batch, url) in enumerate(order):
             target = t_start + i * interval
             delay = target - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(send(batch, urls[i % len(urls)]))
+            task = asyncio.create_task(send(batch, url))
             pending.add(task)
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
@@ -178,6 +194,8 @@ async def main() -> None:
     else:
         span = float("nan")
     print(f"submitted {total} in {t_submitted - t_start:.1f} s (target {args.rate}/s), rejected {rejected}")
+    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  rejected x{count}: {reason}")
     print(f"finalized {len(ours)} of ours")
     print(f"throughput {len(ours) / span:.0f} finalized transfers/s over {span:.1f} s")
     if latencies:
