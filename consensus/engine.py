@@ -230,6 +230,8 @@ class Engine:
                 self._sync_requested = height - 1
                 self._emit(RequestSync(height - 1))
             return
+        if self._decided is not None and not isinstance(message, (Vote, Evidence)):
+            return  # committed: only equivocation is still worth noticing until the next height
         try:
             if isinstance(message, Vote):
                 self._on_vote(message)

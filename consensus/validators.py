@@ -57,7 +57,7 @@ def _div_trunc(a: int, b: int) -> int:
 class ValidatorSet:
     """An immutable validator set with proposer priorities, sorted by address."""
 
-    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total")
+    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries")
 
     def __init__(self, entries: Iterable[tuple[bytes, int]]) -> None:
         validators = []
@@ -92,6 +92,7 @@ class ValidatorSet:
         self._proposer_index = proposer_index
         self._by_address = {v.address: i for i, v in enumerate(validators)}
         self._total = total
+        self._primaries: dict[int, Validator] = {}  # memo of proposer_for: the set is immutable
 
     @classmethod
     def _make(cls, validators: tuple[Validator, ...], priorities: tuple[int, ...], proposer_index: int) -> "ValidatorSet":
@@ -102,6 +103,7 @@ class ValidatorSet:
     def _become(self, other: "ValidatorSet") -> None:
         self._priorities = other._priorities
         self._proposer_index = other._proposer_index
+        self._primaries = {}
 
     # -- queries -----------------------------------------------------------
 
@@ -177,7 +179,12 @@ class ValidatorSet:
         """The primary of ``view`` at this set's height."""
         if view < 0:
             raise ValueError(f"view {view} is negative")
-        return self.increment(view).proposer
+        primary = self._primaries.get(view)
+        if primary is None:
+            if len(self._primaries) >= 1024:
+                self._primaries.clear()
+            primary = self._primaries[view] = self.increment(view).proposer
+        return primary
 
     def increment(self, times: int = 1) -> "ValidatorSet":
         """A new set with priorities advanced ``times`` rounds (0 returns self)."""

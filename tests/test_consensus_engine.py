@@ -447,6 +447,36 @@ def test_backup_checks_new_view_before_accepting_its_proposal() -> None:
     ])
 
 
+def test_stale_and_post_commit_messages_change_nothing() -> None:
+    net = Net([1, 1, 1, 1])
+    primary1, primary2 = net.primary(1), net.primary(2)
+    me = next(k for k in net.keys if k.address not in (primary1.address, primary2.address, net.primary().address))
+    others = [k for k in net.keys if k.address != me.address]
+    vcs1 = tuple(sorted([net.view_change(k, 1) for k in others], key=lambda vc: vc.validator))
+    vcs2 = tuple(sorted([net.view_change(k, 2) for k in others], key=lambda vc: vc.validator))
+    nv1 = NewView.create(primary1, CHAIN, vcs1, net.proposal(primary1, 1))
+    nv2 = NewView.create(primary2, CHAIN, vcs2, net.proposal(primary2, 2, BLOCK_B, HASH_B))
+    engine = started(net.engine(me), net)
+    run_steps(engine, [
+        TestStep("NEW-VIEW for view 2", received(nv2),
+                 [ScheduleTimeout(1, 2, 4000), ValidateProposal(1, 2, BLOCK_B, HASH_B)], {"view": 2}),
+        TestStep("a NEW-VIEW for a lower view never takes us back", received(nv1), [], {"view": 2}),
+        TestStep("nor do view changes for it", received(net.view_change(others[0], 1)), [], {"view": 2}),
+    ])
+    commits = [net.vote(k, COMMIT, view=2, h=HASH_B) for k in others]
+    for vote in commits:
+        engine.handle(received(vote))
+    assert engine.state.step == Step.COMMITTED
+    nv3 = NewView.create(net.primary(3), CHAIN,
+                         tuple(sorted([net.view_change(k, 3) for k in others], key=lambda vc: vc.validator)),
+                         net.proposal(net.primary(3), 3))
+    run_steps(engine, [
+        TestStep("committed: a later NEW-VIEW is ignored", received(nv3), [], {"step": Step.COMMITTED, "view": 2}),
+        TestStep("and view changes", received(net.view_change(others[1], 5)), [], {"view": 2}),
+        TestStep("and proposals", received(net.proposal(net.primary())), [], {"step": Step.COMMITTED}),
+    ])
+
+
 def test_commit_in_an_earlier_view_still_counts() -> None:
     # We left view 0, but a quorum had committed there: the certificate is proof.
     net = Net([1, 1, 1, 1])
