@@ -7,7 +7,7 @@ test ends.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from node.genesis_tools import write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
@@ -160,5 +160,13 @@ class LocalNet:
         )
 
 
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)
+@contextlib.contextmanager
+def running_localnet(directory: Path, validators: int = 4) -> Iterator[LocalNet]:
+    """Start every node, wait for the first blocks; always stop them all."""
+    network = LocalNet(directory, validators)
+    try:
+        network.start_all()
+        network.wait_height(2, timeout=90)
+        yield network
+    finally:
+        network.stop_all()

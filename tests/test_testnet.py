@@ -17,20 +17,15 @@ from node.rpc_client import RPCClientError
 from state.crypto import address_from_text
 from state.keyfile import load_keyfile
 from state.types import QNX_DECIMALS, SignedTransaction, Transaction, Transfer, TxKind
-from tests.localnet import LocalNet, wait_until
+from tests.localnet import LocalNet, running_localnet, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    network = LocalNet(tmp_path_factory.mktemp("testnet"))
-    try:
-        network.start_all()
-        network.wait_height(2, timeout=90)
+    with running_localnet(tmp_path_factory.mktemp("testnet")) as network:
         yield network
-    finally:
-        network.stop_all()
 
 
 def _sign_transfer(net: LocalNet, sender: str, to: str, amount: int, *, nonce: int | None = None,
@@ -139,13 +134,8 @@ def test_garbage_network_frames_do_not_stop_a_live_node(net):
 
 @pytest.fixture
 def fresh_net(tmp_path):
-    network = LocalNet(tmp_path / "net")
-    try:
-        network.start_all()
-        network.wait_height(2, timeout=90)
+    with running_localnet(tmp_path / "net") as network:
         yield network
-    finally:
-        network.stop_all()
 
 
 def test_killed_validator_restarts_and_catches_up_and_view_change_keeps_chain_alive(fresh_net):
