@@ -243,7 +243,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     def get_params() -> dict[str, Any]:
         return app().params.to_json_obj()
 
-    return {
+    methods = {
         "qenex_status": status,
         "qenex_getToken": get_token,
         "qenex_getParams": get_params,
@@ -255,3 +255,13 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         "qenex_getMempool": get_mempool,
         "qenex_getTransactionProof": get_transaction_proof,
     }
+    # Feature areas register their own methods (each in its own module).
+    from node.rpc_pools import pool_methods
+    from node.rpc_risk import risk_methods
+
+    for extra in (pool_methods(node), risk_methods(node)):
+        clash = methods.keys() & extra.keys()
+        if clash:
+            raise RuntimeError(f"RPC methods registered twice: {sorted(clash)}")
+        methods.update(extra)
+    return methods
