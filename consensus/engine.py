@@ -287,6 +287,8 @@ class Engine:
             self._add_block(proposal.block_hash, proposal.block)
 
     def _add_block(self, block_hash: bytes, block: bytes) -> None:
+        if not block:
+            return  # a certificate whose bytes were left out
         candidates = self._blocks.setdefault(block_hash, [])
         if len(candidates) < MAX_BLOCK_CANDIDATES and all(b != block for _, b in candidates):
             candidates.append((bytes(sha256(block)), block))
@@ -604,7 +606,8 @@ class Engine:
 
     def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> None:
         assert self._signer is not None
-        nv = NewView.create(self._signer, self.chain_id, plan, proposal)
+        # The certificates prove hashes; the proposal carries the one block needed.
+        nv = NewView.create(self._signer, self.chain_id, tuple(vc.without_block() for vc in plan), proposal)
         self._new_views[proposal.view] = nv
         self._accept_proposal(proposal)
         self._step = Step.PROPOSE

@@ -48,6 +48,9 @@ MESSAGE_VERSION = 1
 MAX_HEIGHT = 2**63 - 1
 MAX_VIEW = 2**32 - 1
 MAX_BLOCK_BYTES = codec.DEFAULT_MAX_BYTES
+# One block plus signatures: a VIEW-CHANGE carries its certificate's block, a
+# NEW-VIEW its proposal's (the certificates inside it go without bytes).
+MAX_MESSAGE_BYTES = MAX_BLOCK_BYTES + 1024 * 1024
 
 
 class MessageType(IntEnum):
@@ -161,13 +164,21 @@ class Vote:
 
 @dataclass(frozen=True, slots=True)
 class PreparedCertificate:
-    """PREPAREs from more than 2/3 of power for one block at (height, view)."""
+    """PREPAREs from more than 2/3 of power for one block at (height, view).
+
+    ``block`` may be empty: the prepares certify the hash only, so a NEW-VIEW
+    strips the bytes from the certificates it carries (its proposal holds the
+    one block that matters) to stay one block in size.
+    """
 
     height: int
     view: int
     block: bytes
     block_hash: bytes
     prepares: tuple[Vote, ...]
+
+    def without_block(self) -> "PreparedCertificate":
+        return PreparedCertificate(self.height, self.view, b"", self.block_hash, self.prepares)
 
     def to_wire(self) -> list[Any]:
         return [MessageType.PREPARED_CERTIFICATE.value, MESSAGE_VERSION, self.height, self.view, self.block,
@@ -212,6 +223,12 @@ class ViewChange:
 
     def digest(self, chain_id: str) -> bytes:
         return view_change_digest(chain_id, self.height, self.new_view, self.prepared)
+
+    def without_block(self) -> "ViewChange":
+        """The same signed view change, its certificate's block bytes left out."""
+        if self.prepared is None or not self.prepared.block:
+            return self
+        return ViewChange(self.height, self.new_view, self.prepared.without_block(), self.validator, self.signature)
 
     def to_wire(self) -> list[Any]:
         prepared = None if self.prepared is None else self.prepared.to_wire()
@@ -366,7 +383,7 @@ def _encode(message: Message) -> bytes:
 def decode_message(data: bytes) -> Message:
     """Decode one canonical message; raise InvalidMessage on anything else."""
     try:
-        obj = codec.decode(data, max_bytes=MAX_BLOCK_BYTES + 64 * 1024)
+        obj = codec.decode(data, max_bytes=MAX_MESSAGE_BYTES)
     except DecodeError as exc:
         raise InvalidMessage(f"undecodable message: {exc}") from exc
     return _from_wire(obj, None)
@@ -412,9 +429,10 @@ def _list(value: Any, name: str, high: int, low: int = 0) -> list[Any]:
     return value
 
 
-def _block(value: Any) -> bytes:
-    if not isinstance(value, bytes) or not 0 < len(value) <= MAX_BLOCK_BYTES:
-        raise InvalidMessage(f"block is not 1 to {MAX_BLOCK_BYTES} bytes")
+def _block(value: Any, *, optional: bool = False) -> bytes:
+    low = 0 if optional else 1
+    if not isinstance(value, bytes) or not low <= len(value) <= MAX_BLOCK_BYTES:
+        raise InvalidMessage(f"block is not {low} to {MAX_BLOCK_BYTES} bytes")
     return value
 
 
@@ -453,7 +471,7 @@ def _decode_prepared(f: list[Any]) -> PreparedCertificate:
     cert = PreparedCertificate(
         height=_int(f[0], "height", MAX_HEIGHT),
         view=_int(f[1], "view", MAX_VIEW),
-        block=_block(f[2]),
+        block=_block(f[2], optional=True),
         block_hash=_fixed(f[3], "block hash", HASH_LEN),
         prepares=tuple(_from_wire(v, MessageType.VOTE) for v in _list(f[4], "prepares", MAX_VALIDATORS, 1)),
     )

@@ -393,7 +393,9 @@ def test_new_primary_reproposes_the_highest_prepared_block() -> None:
     old = net.prepared([net.primary(0), x, y], view=0)
     vc_me, vc_x, vc_y = net.view_change(me, 1), net.view_change(x, 1, old), net.view_change(y, 1)
     plan = tuple(sorted([vc_me, vc_x, vc_y], key=lambda vc: vc.validator))
-    new_view = NewView.create(me, CHAIN, plan, net.proposal(me, view=1))
+    # The certificates travel without their block: the proposal carries it.
+    new_view = NewView.create(me, CHAIN, tuple(vc.without_block() for vc in plan), net.proposal(me, view=1))
+    assert [vc.prepared.block for vc in new_view.view_changes if vc.prepared] == [b""]
     run_steps(engine, [
         TestStep("timeout", TimeoutElapsed(1, 0), [Broadcast(vc_me), ScheduleTimeout(1, 1, 3000)]),
         TestStep("a certificate for A from x", received(vc_x), []),

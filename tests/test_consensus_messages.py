@@ -66,7 +66,7 @@ def prepared_certificates(draw: Any, height: int, max_view: int) -> PreparedCert
     block_hash = draw(hashes)
     prepares = draw(st.lists(votes(VoteKind.PREPARE, height, view, block_hash), min_size=1, max_size=4,
                              unique_by=lambda v: v.validator))
-    return PreparedCertificate(height, view, draw(blocks), block_hash,
+    return PreparedCertificate(height, view, draw(blocks | st.just(b"")), block_hash,
                                tuple(sorted(prepares, key=lambda v: v.validator)))
 
 

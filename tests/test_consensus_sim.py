@@ -47,7 +47,7 @@ from consensus.engine import (
     TimeoutElapsed,
     ValidateProposal,
 )
-from consensus.messages import Message, NewView, Proposal, ViewChange, Vote
+from consensus.messages import Message, NewView, Proposal, ViewChange, Vote, decode_message
 from consensus.validators import ValidatorSet
 from state.crypto import PrivateKey, sha256
 
@@ -174,6 +174,8 @@ class Sim:
     # -- the network and the liar ------------------------------------------------------
 
     def send(self, i: int, message: Message) -> None:
+        # Through the wire format, as the driver does it.
+        assert decode_message(message.encode()) == message
         for j in range(N):
             if j == i:
                 continue
