@@ -15,9 +15,10 @@ first RPC sight of the committed block).  Nothing here asserts; it measures.
 from __future__ import annotations
 
 import argparse
-import itertools
 import asyncio
+import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -44,6 +45,23 @@ async def rpc_batch(session: aiohttp.ClientSession, url: str, raws: list[str]) -
     payload = [{"jsonrpc": "2.0", "id": i, "method": "qenex_sendTransaction", "params": [r]} for i, r in enumerate(raws)]
     async with session.post(url, json=payload) as r:
         return await r.json()
+
+
+def node_pids(directory: Path) -> dict[str, int]:
+    """PIDs written by `qenexd testnet start` (empty if nodes run otherwise)."""
+    path = directory / "pids.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds so far, RSS bytes) of a process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        return cpu, rss
+    except (OSError, IndexError, ValueError):
+        return 0.0, 0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -137,6 +155,9 @@ async def main() -> None:
                         committed_at.setdefault(h, now)
                 await asyncio.sleep(0.05)
 
+        pids = node_pids(args.dir)
+        loadgen_cpu_before = proc_usage(os.getpid())[0]
+        cpu_before = {name: proc_usage(pid)[0] for name, pid in pids.items()}
         follower = asyncio.create_task(follow())
         t_start = time.monotonic()
         # Each sender talks to one node (as a real client does): its nonces
@@ -184,6 +205,10 @@ async def main() -> None:
             await asyncio.sleep(0.2)
         done.set()
         await follower
+        wall = time.monotonic() - t_start
+        usage = {name: proc_usage(pid) for name, pid in pids.items()}
+        usage["load generator"] = proc_usage(os.getpid())
+        cpu_before["load generator"] = loadgen_cpu_before
 
     ours = [h for h in submit_at if h in committed_at]
     latencies = [committed_at[h] - submit_at[h] for h in ours]
@@ -205,6 +230,9 @@ async def main() -> None:
                 1000 * percentile(latencies, 0.99), 1000 * statistics.fmean(latencies),
             )
         )
+    for name, (cpu, rss) in sorted(usage.items()):
+        busy = (cpu - cpu_before.get(name, 0.0)) / wall
+        print(f"{name}: {100 * busy:.0f}% of a core, RSS {rss / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":
