@@ -24,7 +24,7 @@ from node.sync import SyncedBlock
 from node.wal import WriteAheadLog
 from node.config import ConsensusSection
 from state.app import Application, BlockResult
-from state.crypto import PrivateKey
+from state.crypto import PrivateKey, address_to_text
 from state.errors import StateError
 from state.types import Block
 
@@ -210,6 +210,7 @@ class ConsensusDriver:
             "height": self.height,
             "view": getattr(state, "view", 0),
             "step": str(getattr(state, "step", "")),
+            "primary": address_to_text(state.primary) if state is not None else None,
             "view_change_commits": self.view_change_commits,
             "evidence": len(self.evidence),
         }
