@@ -281,3 +281,24 @@ def test_evidence_verifies_only_real_equivocation(kind: VoteKind, view: int) -> 
     forged = Evidence.of(a, Vote(kind, 1, view, b"\2" * 32, a.validator, bytes(64)))
     with pytest.raises(InvalidMessage, match="bad signature"):
         forged.verify(CHAIN, VSET)
+
+
+def test_a_new_view_with_large_blocks_stays_within_the_message_limit() -> None:
+    from consensus.messages import MAX_BLOCK_BYTES, MAX_MESSAGE_BYTES
+
+    big = b"\x01" * (MAX_BLOCK_BYTES - 1024)
+    big_hash = bytes(sha256(big))
+    prepares = tuple(sorted((_vote(key=k, block_hash=big_hash) for k in KEYS), key=lambda v: v.validator))
+    cert = PreparedCertificate(1, 0, big, big_hash, prepares)
+    changes = tuple(sorted((ViewChange.create(k, CHAIN, 1, 1, cert) for k in KEYS), key=lambda vc: vc.validator))
+    assert decode_message(changes[0].encode()) == changes[0]  # one view change: one block
+    proposal = Proposal.create(KEYS[0], CHAIN, 1, 1, big, big_hash)
+    stripped = NewView.create(KEYS[0], CHAIN, tuple(vc.without_block() for vc in changes), proposal)
+    assert len(stripped.encode()) <= MAX_MESSAGE_BYTES
+    assert decode_message(stripped.encode()) == stripped
+    # Stripping keeps every view change's signature valid.
+    from consensus.verify import check_view_change
+    for vc in stripped.view_changes:
+        check_view_change(CHAIN, VSET, vc)
+    with pytest.raises(InvalidMessage, match="exceeds the limit"):
+        decode_message(NewView.create(KEYS[0], CHAIN, changes, proposal).encode())
