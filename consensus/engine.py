@@ -419,6 +419,13 @@ class Engine:
     def _on_rebroadcast(self) -> None:
         if not self._started or self._me is None:
             return
+        if self._decided is None:
+            # Requests the driver may have lost (it skips them while replaying
+            # its WAL after a restart) are asked again; answers are idempotent.
+            if self._building is not None:
+                self._emit(BuildProposal(self._height, self._building))
+            for block_hash, block in self._validating.items():
+                self._emit(ValidateProposal(self._height, self._view, block, block_hash))
         view = self._view if self._decided is None else self._decided[0]
         nv = self._new_views.get(view)
         proposal = self._proposals.get(view)

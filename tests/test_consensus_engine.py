@@ -508,7 +508,9 @@ def test_rebroadcast_resends_own_messages_of_the_current_view() -> None:
     run_steps(engine, [
         TestStep("nothing signed yet", RebroadcastDue(), []),
         TestStep("", received(net.proposal(primary)), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
+        TestStep("an unanswered request is asked again", RebroadcastDue(), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
         TestStep("", ProposalValidated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("a second answer changes nothing", ProposalValidated(1, 0, HASH_A, True), []),
         TestStep("prepare", RebroadcastDue(), [Broadcast(net.vote(me, PREPARE))]),
         TestStep("", received(net.vote(b, PREPARE)), []),
         TestStep("", received(net.vote(c, PREPARE)), [Broadcast(net.vote(me, COMMIT))]),
@@ -518,6 +520,7 @@ def test_rebroadcast_resends_own_messages_of_the_current_view() -> None:
         TestStep("the view change", RebroadcastDue(), [Broadcast(net.view_change(me, 1, net.prepared([me, b, c])))]),
     ])
     primary_engine = started(net.engine(primary), net)
+    assert primary_engine.handle(RebroadcastDue()) == [BuildProposal(1, 0)]  # e.g. lost in a restart
     primary_engine.handle(ProposalBuilt(1, 0, BLOCK_A, HASH_A))
     assert primary_engine.handle(RebroadcastDue()) == [Broadcast(net.proposal(primary)),
                                                         Broadcast(net.vote(primary, PREPARE))]
