@@ -45,6 +45,8 @@ from state.ledger import (
     read_validators,
 )
 from state.merkle import merkle_proof
+from state.pool_queries import PoolQueries, Quote, Twap
+from state.pools import Observation, Pool, Pools, Position
 from state.types import (
     EMPTY_COMMIT,
     Block,
@@ -212,10 +214,50 @@ class Application:
     def tokens(self) -> list[TokenInfo]:
         return read_tokens(self._kv)
 
+    # -- pools (issue #3): committed state, read-only ------------------------------
+    #
+    # The API the RPC layer and the risk hook read.  Pool ids are "AAA/BBB"
+    # (symbols sorted); ``state.types.pool_id(a, b)`` builds one.  Amounts are
+    # base units; prices are exact (see state.pool_queries).
+
+    def _pool_queries(self) -> PoolQueries:
+        return PoolQueries(self._kv, self.height)
+
+    def pool(self, pool_id: str) -> Pool | None:
+        """The pool record (reserves, shares, reward rate and index, cumulative prices), or None."""
+        return Pools(Ledger(self._kv)).get(pool_id)
+
+    def pools(self) -> list[Pool]:
+        """Every pool, in id order."""
+        store = Pools(Ledger(self._kv))
+        return [p for p in (store.get(pid) for pid in store.ids()) if p is not None]
+
+    def pool_position(self, address: bytes, pool_id: str) -> Position:
+        """``address``'s shares of a pool; ``.pending(pool.reward_index)`` is its claimable reward."""
+        return Pools(Ledger(self._kv)).position(address, pool_id)
+
+    def pool_observation(self, pool_id: str, height: int) -> Observation | None:
+        return self._pool_queries().observation(pool_id, height)
+
+    def pool_history(self, pool_id: str, from_height: int, to_height: int) -> list[Observation]:
+        """One observation per block in [from_height, to_height] (clipped to the pool's life and the head)."""
+        return self._pool_queries().history(pool_id, from_height, to_height)
+
+    def pool_twap(self, pool_id: str, from_height: int, to_height: int) -> Twap:
+        return self._pool_queries().twap(pool_id, from_height, to_height)
+
+    def pool_twap_window(self, pool_id: str, window_ms: int) -> Twap:
+        return self._pool_queries().twap_window(pool_id, window_ms)
+
+    def quote_swap(self, token_in: str, token_out: str, amount_in: int, *, path: tuple[str, ...] | None = None,
+                   max_hops: int = 3) -> Quote:
+        """Exact-in quote on the committed reserves: best path (or ``path``), output, fees, price impact."""
+        return self._pool_queries().quote(token_in, token_out, amount_in, path=path, max_hops=max_hops)
+
     # -- blocks ------------------------------------------------------------------
 
-    def _new_run(self, height: int) -> BlockRun:
-        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height)
+    def _new_run(self, height: int, time_ms: int) -> BlockRun:
+        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height, time_ms=time_ms)
 
     def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
         if len(proposer) != ADDRESS_LEN or proposer not in self._validator_addresses:
@@ -268,7 +310,7 @@ class Application:
             sha256(last_commit),
         )
         budget = self.params.max_block_bytes - self._overhead(template, last_commit)
-        run = self._new_run(height)
+        run = self._new_run(height, time_ms)
         for stx in candidates:
             if len(run.txs) >= self.params.max_block_txs:
                 break
@@ -340,7 +382,7 @@ class Application:
                 f"tx_root 0x{h.tx_root.hex()} is not the transactions' root 0x{root.hex()}", height=height
             )
 
-        run = self._new_run(height)
+        run = self._new_run(height, h.time_ms)
         for index, stx in enumerate(block.txs):
             try:
                 run.include(stx)

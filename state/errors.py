@@ -10,7 +10,8 @@ broken invariants are StateInvariantBroken and should halt the node):
     │   │   ├── UnknownTxKind
     │   │   ├── InvalidSymbol
     │   │   ├── AmountOutOfRange
-    │   │   └── WrongLength
+    │   │   ├── WrongLength
+    │   │   └── IdenticalTokens          a pool pair names one token twice
     │   ├── MalformedBlock
     │   └── MalformedGenesis             (also raised for bad genesis JSON)
     ├── InvalidKey
@@ -23,6 +24,9 @@ broken invariants are StateInvariantBroken and should halt the node):
     │   ├── BadNonce, FeeUnpayable
     ├── ExecutionFailed                  a tx's effect failed (receipt: failed)
     │   ├── InsufficientBalance, UnknownToken, TokenExists, NotIssuer, BalanceOverflow
+    │   ├── UnknownPool, PoolExists, InsufficientInput, InsufficientLiquidity,
+    │   │   SlippageExceeded, DeadlineExpired, InsufficientShares, PoolLocked,
+    │   │   FlashLoanNotRepaid, NoFlashLoan, BatchOpFailed, NotRewardAuthority, PoolAccountTransfer
     ├── InvalidBlock                     a proposed / synced block is invalid
     ├── GenesisMismatch                  store was initialised with another genesis
     └── StateInvariantBroken             a bug or a corrupt store: halt
@@ -230,6 +234,128 @@ class BalanceOverflow(ExecutionFailed):
         self.limit = limit
 
 
+# -- pools (issue #3) --------------------------------------------------------
+
+
+class IdenticalTokens(MalformedTransaction):
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"a pool needs two distinct tokens, got {symbol} twice", field="tokens", value=symbol)
+        self.symbol = symbol
+
+
+class UnknownPool(ExecutionFailed):
+    code = "unknown_pool"
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id} does not exist")
+        self.pool_id = pool_id
+
+
+class PoolExists(ExecutionFailed):
+    code = "pool_exists"
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id} already exists")
+        self.pool_id = pool_id
+
+
+class InsufficientInput(ExecutionFailed):
+    code = "insufficient_input"
+
+    def __init__(self, amount: int) -> None:
+        super().__init__(f"input amount {amount} must be positive")
+        self.amount = amount
+
+
+class InsufficientLiquidity(ExecutionFailed):
+    code = "insufficient_liquidity"
+
+
+class SlippageExceeded(ExecutionFailed):
+    code = "slippage"
+
+    def __init__(self, what: str, got: int, minimum: int) -> None:
+        super().__init__(f"{what} {got} is below the minimum {minimum}")
+        self.what = what
+        self.got = got
+        self.minimum = minimum
+
+
+class DeadlineExpired(ExecutionFailed):
+    code = "deadline_expired"
+
+    def __init__(self, deadline: int, height: int) -> None:
+        super().__init__(f"deadline height {deadline} has passed (block height {height})")
+        self.deadline = deadline
+        self.height = height
+
+
+class InsufficientShares(ExecutionFailed):
+    code = "insufficient_shares"
+
+    def __init__(self, pool_id: str, have: int, need: int) -> None:
+        super().__init__(f"withdrawing {need} shares of pool {pool_id} but only {have} are owned")
+        self.pool_id = pool_id
+        self.have = have
+        self.need = need
+
+
+class PoolLocked(ExecutionFailed):
+    code = "pool_locked"
+
+    def __init__(self, pool_id: str) -> None:
+        super().__init__(f"pool {pool_id} has an outstanding flash loan in this batch")
+        self.pool_id = pool_id
+
+
+class FlashLoanNotRepaid(ExecutionFailed):
+    code = "flash_loan_not_repaid"
+
+    def __init__(self, pool_id: str, token: str, owed: int) -> None:
+        super().__init__(f"flash loan of {token} from pool {pool_id} still owes {owed} at the end of the batch")
+        self.pool_id = pool_id
+        self.token = token
+        self.owed = owed
+
+
+class NoFlashLoan(ExecutionFailed):
+    code = "no_flash_loan"
+
+    def __init__(self, pool_id: str, token: str) -> None:
+        super().__init__(f"no flash loan of {token} from pool {pool_id} is outstanding in this batch")
+        self.pool_id = pool_id
+        self.token = token
+
+
+class BatchOpFailed(ExecutionFailed):
+    """An operation of an atomic batch failed: the whole batch reverts."""
+
+    code = "batch_failed"
+
+    def __init__(self, index: int, cause: ExecutionFailed) -> None:
+        super().__init__(f"operation {index}: {cause.reason}")
+        self.index = index
+        self.cause = cause
+
+
+class NotRewardAuthority(ExecutionFailed):
+    code = "not_reward_authority"
+
+    def __init__(self, sender: str, authority: str) -> None:
+        super().__init__(f"{sender} is not the reward authority {authority}")
+        self.sender = sender
+        self.authority = authority
+
+
+class PoolAccountTransfer(ExecutionFailed):
+    code = "pool_account"
+
+    def __init__(self, address: str, pool_id: str) -> None:
+        super().__init__(f"{address} is the account of pool {pool_id}; pools are funded only by pool transactions")
+        self.address = address
+        self.pool_id = pool_id
+
+
 # -- blocks and the store ---------------------------------------------------
 
 
@@ -249,6 +375,10 @@ class GenesisMismatch(StateError):
         )
         self.stored = stored
         self.given = given
+
+
+class PoolQueryError(StateError):
+    """A pool query (history, TWAP, quote) cannot be answered; the message says which argument."""
 
 
 class StateInvariantBroken(StateError):

@@ -17,6 +17,7 @@ from state.amounts import MAX_AMOUNT, QNX
 from state.codec import encode
 from state.crypto import Hash, address_to_text, domain_digest
 from state.errors import (
+    BatchOpFailed,
     BadNonce,
     BadSignature,
     BalanceOverflow,
@@ -24,6 +25,7 @@ from state.errors import (
     FeeTooLow,
     FeeUnpayable,
     NotIssuer,
+    PoolAccountTransfer,
     StateInvariantBroken,
     TokenExists,
     TxTooLarge,
@@ -32,7 +34,26 @@ from state.errors import (
 )
 from state.genesis import Params
 from state.ledger import Ledger, Overlay, TokenInfo
-from state.types import Receipt, ReceiptStatus, SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer
+from state.pools import FlashLoans, Pools
+from state.types import (
+    Batch,
+    FlashBorrow,
+    FlashRepay,
+    PoolAdd,
+    PoolCreate,
+    PoolRemove,
+    Receipt,
+    ReceiptStatus,
+    RewardsClaim,
+    SetRewardRate,
+    SignedTransaction,
+    Swap,
+    SwapRoute,
+    TokenCreate,
+    TokenMint,
+    Transaction,
+    Transfer,
+)
 
 DOMAIN_APP_HASH = b"QENEX/apphash/v1"
 
@@ -74,24 +95,60 @@ def check_includable(ledger: Ledger, stx: SignedTransaction, *, chain_id: str, p
 
 
 def outflows(tx: Transaction) -> dict[str, int]:
-    """What the sender spends per token, fee included (for the mempool's pending balance check)."""
+    """What the sender spends per token, fee included (for the mempool's pending balance check).
+
+    Pool deposits count their full desired amounts and swaps their input.  A
+    batch counts only its fee: a flash loan may fund its later operations, so
+    its spending cannot be told without running it; if it cannot pay, it
+    fails at execution and still pays the fee.
+    """
     spend = {QNX: tx.fee}
-    if isinstance(tx.payload, Transfer):
-        spend[tx.payload.token] = spend.get(tx.payload.token, 0) + tx.payload.amount
+    p = tx.payload
+
+    def add(token: str, amount: int) -> None:
+        spend[token] = spend.get(token, 0) + amount
+
+    if isinstance(p, Transfer):
+        add(p.token, p.amount)
+    elif isinstance(p, (PoolCreate, PoolAdd)):
+        add(p.token_a, p.amount_a)
+        add(p.token_b, p.amount_b)
+    elif isinstance(p, Swap):
+        add(p.token_in, p.amount_in)
+    elif isinstance(p, SwapRoute):
+        add(p.path[0], p.amount_in)
     return dict(sorted(spend.items()))
 
 
 # -- effects (run on a child overlay; raise ExecutionFailed to revert) -----------
 
 
-def _transfer(ledger: Ledger, tx: Transaction, p: Transfer) -> None:
+class Context:
+    """What an effect may know besides the transaction: the block it runs in and the params."""
+
+    __slots__ = ("height", "time_ms", "params")
+
+    def __init__(self, height: int, time_ms: int, params: Params) -> None:
+        self.height = height
+        self.time_ms = time_ms
+        self.params = params
+
+
+def _not_pool_account(ledger: Ledger, to: bytes) -> None:
+    pid = Pools(ledger).pool_of_account(to)
+    if pid is not None:
+        raise PoolAccountTransfer(address_to_text(to), pid)
+
+
+def _transfer(ledger: Ledger, tx: Transaction, p: Transfer, ctx: Context) -> None:
     if ledger.token(p.token) is None:
         raise UnknownToken(p.token)
+    _not_pool_account(ledger, p.to)
     ledger.debit(tx.sender, p.token, p.amount)
     ledger.credit(p.to, p.token, p.amount)
 
 
-def _token_create(ledger: Ledger, tx: Transaction, p: TokenCreate) -> None:
+def _token_create(ledger: Ledger, tx: Transaction, p: TokenCreate, ctx: Context) -> None:
     if ledger.token(p.symbol) is not None:
         raise TokenExists(p.symbol)
     ledger.put_token(TokenInfo(p.symbol, p.name, p.decimals, tx.sender, p.initial_supply))
@@ -99,10 +156,11 @@ def _token_create(ledger: Ledger, tx: Transaction, p: TokenCreate) -> None:
         ledger.credit(tx.sender, p.symbol, p.initial_supply)
 
 
-def _token_mint(ledger: Ledger, tx: Transaction, p: TokenMint) -> None:
+def _token_mint(ledger: Ledger, tx: Transaction, p: TokenMint, ctx: Context) -> None:
     info = ledger.token(p.symbol)
     if info is None:
         raise UnknownToken(p.symbol)
+    _not_pool_account(ledger, p.to)
     if info.issuer != tx.sender:
         raise NotIssuer(p.symbol, address_to_text(tx.sender), address_to_text(info.issuer))
     supply = info.supply + p.amount
@@ -112,25 +170,91 @@ def _token_mint(ledger: Ledger, tx: Transaction, p: TokenMint) -> None:
     ledger.credit(p.to, p.symbol, p.amount)
 
 
-_EFFECTS: dict[type, Callable[[Ledger, Transaction, object], None]] = {
+def _pool_create(ledger: Ledger, tx: Transaction, p: PoolCreate, ctx: Context) -> None:
+    rate = ctx.params.pool_reward_rates.get(p.pool, 0)
+    Pools(ledger).create(
+        tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares,
+        height=ctx.height, time_ms=ctx.time_ms, reward_rate=rate,
+    )
+
+
+def _pool_add(ledger: Ledger, tx: Transaction, p: PoolAdd, ctx: Context, locked: frozenset[str] = frozenset()) -> None:
+    Pools(ledger).add(tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares, locked)
+
+
+def _pool_remove(
+    ledger: Ledger, tx: Transaction, p: PoolRemove, ctx: Context, locked: frozenset[str] = frozenset()
+) -> None:
+    Pools(ledger).remove(tx.sender, p.token_a, p.token_b, p.shares, p.min_a, p.min_b, locked)
+
+
+def _swap(ledger: Ledger, tx: Transaction, p: Swap | SwapRoute, ctx: Context, locked: frozenset[str] = frozenset()) -> None:
+    Pools(ledger).swap(tx.sender, p.path, p.amount_in, p.min_out, deadline=p.deadline, height=ctx.height, locked=locked)
+
+
+def _batch(ledger: Ledger, tx: Transaction, p: Batch, ctx: Context) -> None:
+    """Every operation on the same layer; the caller drops the layer if anything raises."""
+    pools = Pools(ledger)
+    loans = FlashLoans()
+    for index, op in enumerate(p.ops):
+        try:
+            if isinstance(op, FlashBorrow):
+                loans.borrowed(op.pool, op.token, pools.flash_borrow(tx.sender, op.pool, op.token, op.amount))
+            elif isinstance(op, FlashRepay):
+                loans.repaid(op.pool, op.token, op.amount)
+                pools.flash_repay(tx.sender, op.pool, op.token, op.amount)
+            elif isinstance(op, Transfer):
+                _transfer(ledger, tx, op, ctx)
+            elif isinstance(op, PoolAdd):
+                _pool_add(ledger, tx, op, ctx, loans.locked)
+            elif isinstance(op, PoolRemove):
+                _pool_remove(ledger, tx, op, ctx, loans.locked)
+            else:
+                _swap(ledger, tx, op, ctx, loans.locked)
+        except ExecutionFailed as exc:
+            raise BatchOpFailed(index, exc) from exc
+    loans.check_settled()
+
+
+def _rewards_claim(ledger: Ledger, tx: Transaction, p: RewardsClaim, ctx: Context) -> None:
+    Pools(ledger).claim(tx.sender, p.pool)
+
+
+def _set_reward_rate(ledger: Ledger, tx: Transaction, p: SetRewardRate, ctx: Context) -> None:
+    Pools(ledger).set_reward_rate(tx.sender, p.pool, p.rate, ctx.params.reward_authority)
+
+
+_EFFECTS: dict[type, Callable[[Ledger, Transaction, object, Context], None]] = {
     Transfer: _transfer,  # type: ignore[dict-item]
     TokenCreate: _token_create,  # type: ignore[dict-item]
     TokenMint: _token_mint,  # type: ignore[dict-item]
+    PoolCreate: _pool_create,  # type: ignore[dict-item]
+    PoolAdd: _pool_add,  # type: ignore[dict-item]
+    PoolRemove: _pool_remove,  # type: ignore[dict-item]
+    Swap: _swap,  # type: ignore[dict-item]
+    SwapRoute: _swap,  # type: ignore[dict-item]
+    Batch: _batch,  # type: ignore[dict-item]
+    RewardsClaim: _rewards_claim,  # type: ignore[dict-item]
+    SetRewardRate: _set_reward_rate,  # type: ignore[dict-item]
 }
 
 
 class BlockRun:
     """One block's execution on an overlay over the committed state."""
 
-    def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int) -> None:
+    def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int, time_ms: int) -> None:
         self.overlay = overlay
         self.ledger = Ledger(overlay)
         self.chain_id = chain_id
         self.params = params
         self.height = height
+        self.time_ms = time_ms
+        self.context = Context(height, time_ms, params)
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
+        # Before any transaction: pool oracles and liquidity-mining accrual (state.pools).
+        Pools(self.ledger).begin_block(height, time_ms)
 
     def include(self, stx: SignedTransaction) -> Receipt:
         """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""
@@ -142,7 +266,7 @@ class BlockRun:
 
         layer = self.overlay.child()
         try:
-            _EFFECTS[type(tx.payload)](Ledger(layer), tx, tx.payload)
+            _EFFECTS[type(tx.payload)](Ledger(layer), tx, tx.payload, self.context)
         except ExecutionFailed as exc:
             status, reason = ReceiptStatus.FAILED, exc.reason
         else:

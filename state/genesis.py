@@ -33,15 +33,29 @@ from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction
 from state.types import MAX_DECIMALS, MAX_NAME_LEN, MAX_UINT64, TxKind, check_chain_id, check_symbol
 
 GENESIS_VERSION = 1
-PARAMS_VERSION = 1
+PARAMS_VERSION = 2
 DOMAIN_GENESIS = b"QENEX/genesis/v1"
 # Native token's issuer: no key hashes to it, so QNX can never be minted.
 NATIVE_ISSUER = Address(bytes(ADDRESS_LEN))
 NATIVE_NAME = "QENEX"
 
 DEFAULT_GAS: Mapping[TxKind, int] = MappingProxyType(
-    {TxKind.TRANSFER: 1000, TxKind.TOKEN_CREATE: 50_000, TxKind.TOKEN_MINT: 2000}
+    {
+        TxKind.TRANSFER: 1000,
+        TxKind.TOKEN_CREATE: 50_000,
+        TxKind.TOKEN_MINT: 2000,
+        TxKind.POOL_CREATE: 60_000,
+        TxKind.POOL_ADD: 8000,
+        TxKind.POOL_REMOVE: 8000,
+        TxKind.SWAP: 5000,
+        TxKind.SWAP_ROUTE: 10_000,
+        TxKind.BATCH: 30_000,
+        TxKind.REWARDS_CLAIM: 3000,
+        TxKind.SET_REWARD_RATE: 3000,
+    }
 )
+# Nobody may set pool reward rates unless genesis names an authority.
+NO_AUTHORITY = Address(bytes(ADDRESS_LEN))
 # Hard ceiling for max_block_bytes: a block must fit the codec's input limit with room for the commit.
 _MAX_BLOCK_BYTES_LIMIT = 7 * 1024 * 1024
 
@@ -86,6 +100,10 @@ class Params:
     gas: Mapping[TxKind, int] = field(default_factory=lambda: DEFAULT_GAS)
     epoch_length: int = 100
     max_clock_drift_ms: int = 10_000
+    # Liquidity mining (issue #3): who may set pool reward rates, and each pool's
+    # rate (QNX base units per block, keyed by pool id "AAA/BBB") from genesis on.
+    reward_authority: bytes = NO_AUTHORITY
+    pool_reward_rates: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _int("max_block_txs", self.max_block_txs, 1, 100_000)
@@ -107,6 +125,18 @@ class Params:
         if missing:
             raise _bad(f"gas is missing for kinds {', '.join(missing)}")
         object.__setattr__(self, "gas", MappingProxyType(dict(sorted(gas.items()))))
+        _bytes("reward_authority", self.reward_authority, ADDRESS_LEN)
+        if not isinstance(self.pool_reward_rates, Mapping):
+            raise _bad("pool_reward_rates must be a mapping of pool id to rate")
+        rates: dict[str, int] = {}
+        for pid, rate in self.pool_reward_rates.items():
+            parts = pid.split("/") if isinstance(pid, str) else []
+            if len(parts) != 2 or parts[0] >= parts[1]:
+                raise _bad(f"pool id {pid!r} must be two different symbols in sorted order, joined by '/'")
+            _symbol(parts[0])
+            _symbol(parts[1])
+            rates[pid] = _int(f"reward rate of pool {pid}", rate, 0, MAX_AMOUNT)
+        object.__setattr__(self, "pool_reward_rates", MappingProxyType(dict(sorted(rates.items()))))
 
     def gas_for(self, kind: TxKind) -> int:
         return self.gas[kind]
@@ -125,16 +155,21 @@ class Params:
             [[int(k), v] for k, v in sorted(self.gas.items())],
             self.epoch_length,
             self.max_clock_drift_ms,
+            self.reward_authority,
+            [[pid, rate] for pid, rate in self.pool_reward_rates.items()],
         ]
 
     @classmethod
     def from_wire(cls, wire: object) -> "Params":
-        if not isinstance(wire, list) or len(wire) != 8 or wire[0] != PARAMS_VERSION:
-            raise _bad(f"params must be a version-{PARAMS_VERSION} array of 8 fields")
-        _, txs, block_bytes, tx_bytes, price, gas, epoch, drift = wire
+        if not isinstance(wire, list) or len(wire) != 10 or wire[0] != PARAMS_VERSION:
+            raise _bad(f"params must be a version-{PARAMS_VERSION} array of 10 fields")
+        _, txs, block_bytes, tx_bytes, price, gas, epoch, drift, authority, rates = wire
         if not isinstance(gas, list) or not all(isinstance(g, list) and len(g) == 2 for g in gas):
             raise _bad("params gas must be an array of [kind, gas] pairs")
-        return cls(txs, block_bytes, tx_bytes, price, {k: v for k, v in gas}, epoch, drift)
+        if not isinstance(rates, list) or not all(isinstance(r, list) and len(r) == 2 for r in rates):
+            raise _bad("params pool_reward_rates must be an array of [pool id, rate] pairs")
+        return cls(txs, block_bytes, tx_bytes, price, {k: v for k, v in gas}, epoch, drift, authority,
+                   {p: r for p, r in rates})
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -145,6 +180,8 @@ class Params:
             "gas": {k.name.lower(): v for k, v in sorted(self.gas.items())},
             "epoch_length": self.epoch_length,
             "max_clock_drift_ms": self.max_clock_drift_ms,
+            "reward_authority": address_to_text(self.reward_authority),
+            "pool_reward_rates": {pid: str(rate) for pid, rate in self.pool_reward_rates.items()},
         }
 
     @classmethod
@@ -157,6 +194,11 @@ class Params:
                 kwargs["gas"] = {**DEFAULT_GAS, **{TxKind[k.upper()]: v for k, v in gas_obj.items()}}
             elif key == "min_gas_price":
                 kwargs[key] = _amount("params.min_gas_price", value)
+            elif key == "reward_authority":
+                kwargs[key] = _address(value)
+            elif key == "pool_reward_rates":
+                rates = _object("params.pool_reward_rates", value, None)
+                kwargs[key] = {pid: _amount(f"reward rate of pool {pid}", r) for pid, r in rates.items()}
             else:
                 kwargs[key] = value
         return cls(**kwargs)

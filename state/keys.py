@@ -10,8 +10,11 @@ depend on the block hash, which depends on the app hash).
 | ``b``  | b + address(20) + symbol(utf-8)       | amount (absent when 0)                          | yes    |
 | ``t``  | t + symbol                            | [1, symbol, name, decimals, issuer, supply]     | yes    |
 | ``v``  | v + address(20)                       | [1, pubkey, power, name]                        | yes    |
-| ``p``  | reserved: pools                       |                                                 | yes    |
-| ``l``  | reserved: LP positions                |                                                 | yes    |
+| ``p``  | p + pool id ("AAA/BBB", utf-8)        | [1, token0, token1, reserve0, reserve1, shares, reward_rate, reward_index(64), cum0(64), cum1(64), last_time_ms, created_height] | yes |
+| ``l``  | l + address(20) + pool id             | [1, shares, reward_index_snapshot(64), unclaimed] | yes  |
+| ``o``  | o + pool id + 0x00 + height(8)        | [1, time_ms, reserve0, reserve1, cum0(64), cum1(64)] (one per pool per block) | yes |
+| ``n``  | n + address(20)                       | pool id of the pool account at that address      | yes    |
+| ``i``  | i                                     | [1, [pool ids, sorted]]                          | yes    |
 | ``s``  | reserved: stakes / unbonding          |                                                 | yes    |
 | ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count]         | no     |
 | ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
@@ -20,6 +23,9 @@ depend on the block hash, which depends on the app hash).
 | ``X``  | X + tx hash(32)                       | [1, height, index]                              | no     |
 | ``C``  | C + height(8)                         | commit certificate of that height (opaque)      | no     |
 | ``M``  | M + name                              | metadata: head, genesis hash, genesis document  | no     |
+
+``(64)`` marks a 64-byte big-endian unsigned integer: fixed point values
+(cumulative prices, reward index) that outgrow the codec's 2**128 - 1.
 
 Heights and indexes are fixed-width big-endian, so LevelDB's key order is
 height order and a prefix scan of ``T + height`` yields a block's
@@ -32,7 +38,12 @@ ACCOUNT = b"a"
 BALANCE = b"b"
 TOKEN = b"t"
 VALIDATOR = b"v"
-STATE_PREFIXES = (ACCOUNT, BALANCE, TOKEN, VALIDATOR, b"p", b"l", b"s")
+POOL = b"p"
+LP_POSITION = b"l"
+OBSERVATION = b"o"
+POOL_ACCOUNT = b"n"
+POOL_INDEX = b"i"
+STATE_PREFIXES = (ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX)
 
 BLOCK = b"B"
 BLOCK_HASH = b"H"
@@ -69,6 +80,30 @@ def token_key(symbol: str) -> bytes:
 
 def validator_key(address: bytes) -> bytes:
     return VALIDATOR + address
+
+
+def pool_key(pool_id: str) -> bytes:
+    return POOL + pool_id.encode()
+
+
+def lp_key(address: bytes, pool_id: str) -> bytes:
+    return LP_POSITION + address + pool_id.encode()
+
+
+def lp_prefix(address: bytes) -> bytes:
+    return LP_POSITION + address
+
+
+def observation_prefix(pool_id: str) -> bytes:
+    return OBSERVATION + pool_id.encode() + b"\x00"
+
+
+def observation_key(pool_id: str, height: int) -> bytes:
+    return observation_prefix(pool_id) + _height(height)
+
+
+def pool_account_key(address: bytes) -> bytes:
+    return POOL_ACCOUNT + address
 
 
 def block_key(height: int) -> bytes:

@@ -6,12 +6,16 @@ every node in a test agrees on them.  Not used by the node at runtime.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from state.amounts import QNX
 from state.crypto import PrivateKey, sha256
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
 from state.types import SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer, TxKind
+
+if TYPE_CHECKING:
+    from state.app import Application, BlockResult
+    from state.types import Block
 
 TEST_CHAIN_ID = "qenex-test"
 TEST_GENESIS_TIME_MS = 1_700_000_000_000
@@ -88,3 +92,46 @@ def token_mint(
 ) -> SignedTransaction:
     payload = TokenMint(symbol, to, amount)
     return Transaction(chain_id, TxKind.TOKEN_MINT, key.public_key, nonce, fee, payload).sign(key)
+
+
+def signed(key: PrivateKey, nonce: int, payload: object, *, fee: int | None = None,
+           chain_id: str = TEST_CHAIN_ID, params: Params | None = None) -> SignedTransaction:
+    """Sign any payload with its kind's minimum fee (under ``params``, default Params()) unless ``fee`` is given."""
+    kind = payload.KIND  # type: ignore[attr-defined]
+    if fee is None:
+        fee = (params or Params()).min_fee(kind)
+    return Transaction(chain_id, kind, key.public_key, nonce, fee, payload).sign(key)  # type: ignore[arg-type]
+
+
+class Chain:
+    """An Application driven block by block, as a single validator would (for tests and benchmarks).
+
+    Block times advance by ``block_ms`` per block from the genesis time.
+    """
+
+    def __init__(self, app: "Application", proposer: PrivateKey, *, block_ms: int = 1000) -> None:
+        self.app = app
+        self.proposer = proposer
+        self.block_ms = block_ms
+        self.nonces: dict[bytes, int] = {}
+
+    def next_nonce(self, key: PrivateKey) -> int:
+        nonce = self.nonces.get(key.address, self.app.account(key.address).nonce)
+        self.nonces[key.address] = nonce + 1
+        return nonce
+
+    def tx(self, key: PrivateKey, payload: object, **kw: object) -> SignedTransaction:
+        return signed(key, self.next_nonce(key), payload, chain_id=self.app.chain_id, params=self.app.params, **kw)  # type: ignore[arg-type]
+
+    def block(self, txs: Iterable[SignedTransaction] = (), *, time_ms: int | None = None) -> tuple["Block", "BlockResult"]:
+        """Build, execute (as a validator would, on the same app) and commit one block."""
+        from state.codec import encode
+
+        app = self.app
+        last_commit = b"" if app.height == 0 else encode(["test-cert", app.height])
+        when = time_ms if time_ms is not None else app.last_time_ms + self.block_ms
+        block, result = app.build_block(list(txs), proposer=self.proposer.address, time_ms=when,
+                                        last_commit=last_commit)
+        app.commit_block(block, result, encode(["test-cert", block.height]))
+        self.nonces.clear()
+        return block, result

@@ -34,6 +34,7 @@ from state.crypto import (
 )
 from state.errors import (
     AmountOutOfRange,
+    IdenticalTokens,
     InvalidKey,
     InvalidSymbol,
     MalformedBlock,
@@ -56,6 +57,19 @@ __all__ = [
     "Transfer",
     "TokenCreate",
     "TokenMint",
+    "PoolCreate",
+    "PoolAdd",
+    "PoolRemove",
+    "Swap",
+    "SwapRoute",
+    "FlashBorrow",
+    "FlashRepay",
+    "BatchOp",
+    "BatchOpKind",
+    "Batch",
+    "RewardsClaim",
+    "SetRewardRate",
+    "pool_id",
     "Payload",
     "Transaction",
     "SignedTransaction",
@@ -94,7 +108,27 @@ class TxKind(IntEnum):
     TRANSFER = 1
     TOKEN_CREATE = 2
     TOKEN_MINT = 3
-    # reserved: STAKE = 4, UNSTAKE = 5, pool kinds from 10
+    # reserved: STAKE = 4, UNSTAKE = 5
+    POOL_CREATE = 10
+    POOL_ADD = 11
+    POOL_REMOVE = 12
+    SWAP = 13
+    SWAP_ROUTE = 14
+    BATCH = 15
+    REWARDS_CLAIM = 16
+    SET_REWARD_RATE = 17
+
+
+class BatchOpKind(IntEnum):
+    """Operations an atomic batch may hold; the tx kinds keep their numbers."""
+
+    TRANSFER = 1
+    POOL_ADD = 11
+    POOL_REMOVE = 12
+    SWAP = 13
+    SWAP_ROUTE = 14
+    FLASH_BORROW = 20
+    FLASH_REPAY = 21
 
 
 # -- field checks -------------------------------------------------------------
@@ -221,11 +255,359 @@ class TokenMint:
         return cls(*_array("token mint payload", wire, 3))
 
 
-Payload = Union[Transfer, TokenCreate, TokenMint]
+# -- pool payloads (issue #3) -----------------------------------------------------
+
+MAX_PATH_LEN = 5  # tokens in a multi-hop path: at most 4 hops
+MAX_BATCH_OPS = 16
+
+
+def pool_id(token_a: str, token_b: str) -> str:
+    """The id of the one pool of an unordered pair: the two symbols sorted, joined by ``/``."""
+    if token_a == token_b:
+        raise IdenticalTokens(token_a)
+    first, second = sorted((token_a, token_b))
+    return f"{first}/{second}"
+
+
+def _pair(token_a: object, token_b: object) -> None:
+    check_symbol(token_a)
+    check_symbol(token_b)
+    if token_a == token_b:
+        raise IdenticalTokens(token_a)  # type: ignore[arg-type]
+
+
+def _deadline(value: object) -> None:
+    _uint("deadline", value, 1, MAX_UINT64)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolCreate:
+    """Create the pool of ``token_a``/``token_b`` with the sender's first deposit."""
+
+    KIND: ClassVar[TxKind] = TxKind.POOL_CREATE
+    token_a: str
+    token_b: str
+    amount_a: int
+    amount_b: int
+    min_shares: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        _uint("amount_a", self.amount_a, 1)
+        _uint("amount_b", self.amount_b, 1)
+        _uint("min_shares", self.min_shares)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.amount_a, self.amount_b, self.min_shares]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "PoolCreate":
+        return cls(*_array("pool create payload", wire, 5))
+
+
+@dataclass(frozen=True, slots=True)
+class PoolAdd:
+    """Deposit up to ``amount_a`` and ``amount_b`` at the pool's ratio; at least ``min_shares`` or fail."""
+
+    KIND: ClassVar[TxKind] = TxKind.POOL_ADD
+    token_a: str
+    token_b: str
+    amount_a: int
+    amount_b: int
+    min_shares: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        _uint("amount_a", self.amount_a, 1)
+        _uint("amount_b", self.amount_b, 1)
+        _uint("min_shares", self.min_shares)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.amount_a, self.amount_b, self.min_shares]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "PoolAdd":
+        return cls(*_array("pool add payload", wire, 5))
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRemove:
+    """Burn ``shares`` for a pro-rata withdrawal of at least ``min_a`` and ``min_b``."""
+
+    KIND: ClassVar[TxKind] = TxKind.POOL_REMOVE
+    token_a: str
+    token_b: str
+    shares: int
+    min_a: int
+    min_b: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        _uint("shares", self.shares, 1)
+        _uint("min_a", self.min_a)
+        _uint("min_b", self.min_b)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.shares, self.min_a, self.min_b]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "PoolRemove":
+        return cls(*_array("pool remove payload", wire, 5))
+
+
+@dataclass(frozen=True, slots=True)
+class Swap:
+    """Sell exactly ``amount_in`` of ``token_in`` for at least ``min_out`` of ``token_out``, by block ``deadline``."""
+
+    KIND: ClassVar[TxKind] = TxKind.SWAP
+    token_in: str
+    token_out: str
+    amount_in: int
+    min_out: int
+    deadline: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_in, self.token_out)
+        _uint("amount_in", self.amount_in, 1)
+        _uint("min_out", self.min_out)
+        _deadline(self.deadline)
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return (self.token_in, self.token_out)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_in, self.token_out, self.amount_in, self.min_out, self.deadline]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Swap":
+        return cls(*_array("swap payload", wire, 5))
+
+
+@dataclass(frozen=True, slots=True)
+class SwapRoute:
+    """Multi-hop exact-in swap along ``path`` (token symbols; each adjacent pair is a pool)."""
+
+    KIND: ClassVar[TxKind] = TxKind.SWAP_ROUTE
+    path: tuple[str, ...]
+    amount_in: int
+    min_out: int
+    deadline: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, (list, tuple)) or not 2 <= len(self.path) <= MAX_PATH_LEN:
+            raise MalformedTransaction(
+                f"path must list 2-{MAX_PATH_LEN} token symbols, got {self.path!r}", field="path", value=self.path
+            )
+        path = tuple(self.path)
+        for a, b in zip(path, path[1:]):
+            _pair(a, b)
+        if len(set(path)) != len(path):
+            raise MalformedTransaction(f"path {'>'.join(path)} visits a token twice", field="path", value=path)
+        object.__setattr__(self, "path", path)
+        _uint("amount_in", self.amount_in, 1)
+        _uint("min_out", self.min_out)
+        _deadline(self.deadline)
+
+    def to_wire(self) -> list[Any]:
+        return [list(self.path), self.amount_in, self.min_out, self.deadline]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "SwapRoute":
+        return cls(*_array("swap route payload", wire, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class FlashBorrow:
+    """Batch operation: borrow ``amount`` of ``token`` from the pool of ``token_a``/``token_b``.
+
+    The batch must give back ``ceil(amount·1000/997)`` with FlashRepay
+    operations before it ends; meanwhile the pool accepts no other operation.
+    """
+
+    token_a: str
+    token_b: str
+    token: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        if self.token not in (self.token_a, self.token_b):
+            raise MalformedTransaction(
+                f"flash token {self.token!r} is not in the pair {self.token_a}/{self.token_b}", field="token"
+            )
+        _uint("amount", self.amount, 1)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.token, self.amount]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "FlashBorrow":
+        return cls(*_array("flash borrow op", wire, 4))
+
+
+@dataclass(frozen=True, slots=True)
+class FlashRepay:
+    """Batch operation: pay ``amount`` of ``token`` back to the pool toward an outstanding flash loan."""
+
+    token_a: str
+    token_b: str
+    token: str
+    amount: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        if self.token not in (self.token_a, self.token_b):
+            raise MalformedTransaction(
+                f"flash token {self.token!r} is not in the pair {self.token_a}/{self.token_b}", field="token"
+            )
+        _uint("amount", self.amount, 1)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.token, self.amount]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "FlashRepay":
+        return cls(*_array("flash repay op", wire, 4))
+
+
+BATCH_OP_TYPES: dict[BatchOpKind, type] = {
+    BatchOpKind.TRANSFER: Transfer,
+    BatchOpKind.POOL_ADD: PoolAdd,
+    BatchOpKind.POOL_REMOVE: PoolRemove,
+    BatchOpKind.SWAP: Swap,
+    BatchOpKind.SWAP_ROUTE: SwapRoute,
+    BatchOpKind.FLASH_BORROW: FlashBorrow,
+    BatchOpKind.FLASH_REPAY: FlashRepay,
+}
+_BATCH_OP_KIND = {t: k for k, t in BATCH_OP_TYPES.items()}
+
+BatchOp = Union[Transfer, PoolAdd, PoolRemove, Swap, SwapRoute, FlashBorrow, FlashRepay]
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """An atomic list of operations: all succeed (and every flash loan is repaid) or none happen.
+
+    Wire: ``[[[op_kind, op_payload], ...]]``.  Swaps inside carry their own deadline.
+    """
+
+    KIND: ClassVar[TxKind] = TxKind.BATCH
+    ops: tuple[BatchOp, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ops, (list, tuple)) or not 1 <= len(self.ops) <= MAX_BATCH_OPS:
+            raise MalformedTransaction(f"a batch holds 1-{MAX_BATCH_OPS} operations", field="ops")
+        for i, op in enumerate(self.ops):
+            if type(op) not in _BATCH_OP_KIND:
+                raise MalformedTransaction(f"batch operation {i} is a {type(op).__name__}", field="ops")
+        object.__setattr__(self, "ops", tuple(self.ops))
+
+    def to_wire(self) -> list[Any]:
+        return [[[int(_BATCH_OP_KIND[type(op)]), op.to_wire()] for op in self.ops]]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Batch":
+        (ops_wire,) = _array("batch payload", wire, 1)
+        if not isinstance(ops_wire, list):
+            raise MalformedTransaction("batch ops must be an array", field="ops")
+        ops = []
+        for i, item in enumerate(ops_wire):
+            kind, payload = _array(f"batch operation {i}", item, 2)
+            try:
+                op_kind = BatchOpKind(kind) if _is_int(kind) else None
+            except ValueError:
+                op_kind = None
+            if op_kind is None:
+                raise MalformedTransaction(f"batch operation {i} has unknown kind {kind!r}", field="ops", value=kind)
+            ops.append(BATCH_OP_TYPES[op_kind].from_wire(payload))
+        return cls(tuple(ops))
+
+
+@dataclass(frozen=True, slots=True)
+class RewardsClaim:
+    """Pay the sender the liquidity-mining rewards accrued on its shares of a pool."""
+
+    KIND: ClassVar[TxKind] = TxKind.REWARDS_CLAIM
+    token_a: str
+    token_b: str
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "RewardsClaim":
+        return cls(*_array("rewards claim payload", wire, 2))
+
+
+@dataclass(frozen=True, slots=True)
+class SetRewardRate:
+    """Set a pool's liquidity-mining rate in QNX base units per block; only ``params.reward_authority`` may."""
+
+    KIND: ClassVar[TxKind] = TxKind.SET_REWARD_RATE
+    token_a: str
+    token_b: str
+    rate: int
+
+    def __post_init__(self) -> None:
+        _pair(self.token_a, self.token_b)
+        _uint("rate", self.rate)
+
+    @property
+    def pool(self) -> str:
+        return pool_id(self.token_a, self.token_b)
+
+    def to_wire(self) -> list[Any]:
+        return [self.token_a, self.token_b, self.rate]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "SetRewardRate":
+        return cls(*_array("set reward rate payload", wire, 3))
+
+
+Payload = Union[
+    Transfer, TokenCreate, TokenMint, PoolCreate, PoolAdd, PoolRemove, Swap, SwapRoute, Batch, RewardsClaim,
+    SetRewardRate,
+]
 PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.TRANSFER: Transfer,
     TxKind.TOKEN_CREATE: TokenCreate,
     TxKind.TOKEN_MINT: TokenMint,
+    TxKind.POOL_CREATE: PoolCreate,
+    TxKind.POOL_ADD: PoolAdd,
+    TxKind.POOL_REMOVE: PoolRemove,
+    TxKind.SWAP: Swap,
+    TxKind.SWAP_ROUTE: SwapRoute,
+    TxKind.BATCH: Batch,
+    TxKind.REWARDS_CLAIM: RewardsClaim,
+    TxKind.SET_REWARD_RATE: SetRewardRate,
 }
 
 
