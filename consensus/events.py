@@ -1,4 +1,31 @@
-"""What goes into the engine (events, past tense) and what comes out (actions, imperative)."""
+"""What goes into the engine (events, past tense) and what comes out (actions, imperative).
+
+The driver's side of the contract, action by action:
+
+* ``Broadcast(message)``: send ``message.encode()`` to the validators (and
+  observers).  Log the engine's inputs to the WAL and fsync before sending,
+  so a restart never signs something different.
+* ``BuildProposal(height, view)``: build a block on top of the last committed
+  one; answer ``ProposalBuilt`` (a late answer for an old view is ignored).
+* ``ValidateProposal(height, view, block, block_hash)``: decode, check that
+  the block hashes to ``block_hash``, its height, time and execution; answer
+  ``ProposalValidated``.  A block re-proposed after a view change was built
+  by an earlier view's primary, so do not require its proposer field to be
+  the current primary.
+* ``ScheduleTimeout(height, view, duration_ms)``: after the duration, send
+  ``TimeoutElapsed(height, view)``; stale ones are ignored by the engine.
+* ``CommitBlock(height, block, block_hash, certificate)``: check the hash
+  (fetch the block by sync if it does not match), apply it, store the
+  certificate (the next block's ``last_commit``), then send
+  ``HeightStarted(height + 1, set.increment(1))``.
+* ``ReportEvidence(evidence)``: keep/gossip it for inclusion in a block.
+* ``RequestSync(height)``: fetch blocks up to ``height`` with their commit
+  certificates, ``CommitCertificate.verify`` each, apply, send HeightStarted.
+* ``PenalizePeer(peer, reason)``: lower the peer's score.
+
+Send ``RebroadcastDue`` periodically while no block gets committed: the
+engine re-sends its own messages and re-asks unanswered requests.
+"""
 
 from __future__ import annotations
 
