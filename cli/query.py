@@ -79,3 +79,81 @@ def tx_(tx_hash: str, proof: bool, rpc: str, as_json: bool) -> None:
 def validators(rpc: str, as_json: bool) -> None:
     """The validator set with powers and proposer priorities."""
     emit(RPCClient(rpc).call("qenex_getValidators"), as_json)
+
+
+# -- pools (issue #3) -------------------------------------------------------------
+
+
+@query.command()
+@click.argument("pool_id")
+@rpc_option
+@json_option
+@handle_errors
+def pool(pool_id: str, rpc: str, as_json: bool) -> None:
+    """Reserves, shares, fee, spot and cumulative prices, reward index of POOL_ID ("AAA/BBB")."""
+    emit(RPCClient(rpc).call("qenex_getPool", pool_id), as_json)
+
+
+@query.command()
+@rpc_option
+@json_option
+@handle_errors
+def pools(rpc: str, as_json: bool) -> None:
+    """Every pool."""
+    emit(RPCClient(rpc).call("qenex_listPools"), as_json)
+
+
+@query.command()
+@click.option("--in", "token_in", required=True, help="Token sold.")
+@click.option("--out", "token_out", required=True, help="Token bought.")
+@click.option("--amount", required=True, help="Exact input in base units.")
+@click.option("--path", default=None, help="Explicit route, e.g. AAA,CCC,BBB (default: best of up to --max-hops pools).")
+@click.option("--max-hops", default=3, show_default=True, type=click.IntRange(1, 4))
+@rpc_option
+@json_option
+@handle_errors
+def quote(token_in: str, token_out: str, amount: str, path: str | None, max_hops: int, rpc: str, as_json: bool) -> None:
+    """Quote an exact-in swap: output, fees, price impact and the best path."""
+    route = path.split(",") if path else None
+    emit(RPCClient(rpc).call("qenex_quoteSwap", token_in, token_out, amount, route, max_hops), as_json)
+
+
+@query.command()
+@click.argument("pool_id")
+@click.option("--window", "window_seconds", default=None, type=int, help="Seconds before the head block.")
+@click.option("--from-height", default=None, type=int)
+@click.option("--to-height", default=None, type=int, help="Default: the head.")
+@rpc_option
+@json_option
+@handle_errors
+def twap(pool_id: str, window_seconds: int | None, from_height: int | None, to_height: int | None, rpc: str,
+         as_json: bool) -> None:
+    """Time-weighted average prices of POOL_ID over a window of seconds or between two heights."""
+    if window_seconds is None and from_height is None:
+        window_seconds = 60
+    emit(RPCClient(rpc).call("qenex_getTwap", pool_id, from_height, to_height, window_seconds), as_json)
+
+
+@query.command("pool-history")
+@click.argument("pool_id")
+@click.option("--from-height", default=None, type=int)
+@click.option("--to-height", default=None, type=int)
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@rpc_option
+@json_option
+@handle_errors
+def pool_history(pool_id: str, from_height: int | None, to_height: int | None, limit: int, rpc: str,
+                 as_json: bool) -> None:
+    """Per-block observations (time, reserves, prices, cumulatives) of POOL_ID."""
+    emit(RPCClient(rpc).call("qenex_getPoolHistory", pool_id, from_height, to_height, limit), as_json)
+
+
+@query.command()
+@click.argument("address")
+@click.argument("pool_id")
+@rpc_option
+@json_option
+@handle_errors
+def position(address: str, pool_id: str, rpc: str, as_json: bool) -> None:
+    """LP shares, redeemable amounts and pending rewards of ADDRESS in POOL_ID."""
+    emit(RPCClient(rpc).call("qenex_getLiquidityPosition", address, pool_id), as_json)
