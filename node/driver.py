@@ -30,6 +30,8 @@ from state.types import Block
 
 log = logging.getLogger("qenex.driver")
 
+MAX_EVIDENCE = 10_000
+
 # WAL record kinds: the engine's inputs, in a stable wire form.
 _W_HEIGHT = "height"
 _W_MSG = "msg"
@@ -79,6 +81,7 @@ class DriverHooks:
     penalize: Callable[[str, str], None]
     request_sync: Callable[[int], None]
     on_commit: Callable[[Block], None] = lambda block: None
+    on_fatal: Callable[[BaseException], None] = lambda exc: None  # the node should stop
 
 
 @dataclass
@@ -101,7 +104,9 @@ class ConsensusDriver:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _replaying: bool = False
     _vset_height: int = 0
-    evidence: list[Any] = field(default_factory=list)
+    evidence: dict[tuple[bytes, int], Any] = field(default_factory=dict)  # one per (validator, height)
+    _prev_validator_set: ValidatorSet | None = None
+    _timers: dict[tuple[int, int], asyncio.TimerHandle] = field(default_factory=dict)
     view_change_commits: int = 0  # heights committed in a view > 0
 
     # -- lifecycle --------------------------------------------------------
@@ -141,13 +146,17 @@ class ConsensusDriver:
         if recovered:
             log.info("replaying %d WAL records for height %d", len(recovered), height)
             self._replaying = True
-            try:
-                for record in recovered:
-                    self._handle(record_to_event(record), log_input=False)
-            finally:
+            for record in recovered:
+                event = record_to_event(record)
+                if self._replaying:
+                    self._handle(event, log_input=False)
+                elif isinstance(event, ce.MessageReceived):
+                    # A commit during replay moved us to the next height (and
+                    # rewrote the WAL): later messages are live input again.
+                    self._handle(event)
+            if self._replaying:
                 self._replaying = False
-            # Re-send what we had signed: peers may never have seen it.
-            self._handle(ce.RebroadcastDue(), log_input=False)
+                self._resume_after_replay()
         else:
             self._start_height(height, self.validator_set)
         self._progress_at = self._last_commit_at = time.monotonic()
@@ -155,6 +164,9 @@ class ConsensusDriver:
         self._tasks.append(asyncio.create_task(self._rebroadcast_loop(), name="consensus-rebroadcast"))
 
     async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
         for task in self._tasks + ([self._build_task] if self._build_task else []):
             task.cancel()
         for task in self._tasks:
@@ -164,7 +176,19 @@ class ConsensusDriver:
                 pass
         self._tasks.clear()
 
+    def _resume_after_replay(self) -> None:
+        """Timers were not armed while replaying: arm the current view's, and
+        re-send what we signed (peers may never have seen it); RebroadcastDue
+        also re-asks any BuildProposal/ValidateProposal left unanswered."""
+        assert self.engine is not None
+        view = self.engine.view
+        self._execute(ce.ScheduleTimeout(self.engine.height, view, self._timeouts().duration_ms(view)))
+        self._handle(ce.RebroadcastDue(), log_input=False)
+
     def _start_height(self, height: int, vset: ValidatorSet) -> None:
+        for key in [k for k in self._timers if k[0] < height]:
+            self._timers.pop(key).cancel()  # timers of a decided height are stale
+        self._prev_validator_set = self.validator_set if self._vset_height == height - 1 else None
         self.validator_set = vset
         self._vset_height = height
         event = ce.HeightStarted(height, vset)
@@ -180,10 +204,20 @@ class ConsensusDriver:
                     self._apply_synced(event)
                 else:
                     self._handle(event)
-            except Exception:
+            except Exception as exc:
                 # Our own invariant broke: halt loudly rather than carry on.
                 log.critical("consensus driver failed on %r", type(event).__name__, exc_info=True)
+                self.hooks.on_fatal(exc)
                 raise
+
+    def _fire_timeout(self, height: int, view: int) -> None:
+        self._timers.pop((height, view), None)
+        self.inbox.put_nowait(ce.TimeoutElapsed(height, view))
+
+    @property
+    def armed_timeouts(self) -> list[tuple[int, int]]:
+        """(height, view) of the view timers waiting to fire."""
+        return sorted(self._timers)
 
     async def _rebroadcast_loop(self) -> None:
         interval = self.config.rebroadcast_ms / 1000
@@ -240,11 +274,11 @@ class ConsensusDriver:
             asyncio.get_running_loop().create_task(self.hooks.broadcast(data))
         elif isinstance(action, ce.ScheduleTimeout):
             if not self._replaying:
-                loop = asyncio.get_running_loop()
-                loop.call_later(
-                    action.duration_ms / 1000,
-                    self.inbox.put_nowait,
-                    ce.TimeoutElapsed(action.height, action.view),
+                key = (action.height, action.view)
+                if key in self._timers:
+                    self._timers[key].cancel()
+                self._timers[key] = asyncio.get_running_loop().call_later(
+                    action.duration_ms / 1000, self._fire_timeout, action.height, action.view
                 )
         elif isinstance(action, ce.BuildProposal):
             if not self._replaying:
@@ -257,10 +291,16 @@ class ConsensusDriver:
             if not self._replaying:
                 self.inbox.put_nowait(self._validate(action))
         elif isinstance(action, ce.CommitBlock):
+            # A commit found while replaying is carried out for real: the
+            # next height then starts live (WAL rewritten, timers armed).
+            self._replaying = False
             self._commit(action)
         elif isinstance(action, ce.ReportEvidence):
-            log.warning("equivocation evidence: %r", action.evidence)
-            self.evidence.append(action.evidence)
+            evidence = action.evidence
+            key = (evidence.validator, evidence.height)
+            if key not in self.evidence and len(self.evidence) < MAX_EVIDENCE:
+                log.warning("equivocation by %s at height %d", address_to_text(evidence.validator), evidence.height)
+                self.evidence[key] = evidence
         elif isinstance(action, ce.RequestSync):
             if not self._replaying:
                 self.hooks.request_sync(action.height)
@@ -271,6 +311,15 @@ class ConsensusDriver:
             log.error("unknown consensus action %r", action)
 
     async def _build(self, height: int, view: int) -> None:
+        try:
+            await self._build_when_ready(height, view)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The engine re-asks on the next RebroadcastDue; never fail silently.
+            log.exception("building the proposal for (%d, %d) failed", height, view)
+
+    async def _build_when_ready(self, height: int, view: int) -> None:
         """Wait for transactions (bounded), then build and hand back a block."""
         min_wait = self.config.min_block_interval_ms / 1000
         max_wait = self.config.empty_block_interval_ms / 1000
@@ -297,7 +346,9 @@ class ConsensusDriver:
 
         cached = self._results.get(action.block_hash)
         if cached is not None:
-            return verdict(True)
+            if cached[0].encode() == action.block:
+                return verdict(True)
+            return verdict(False, "block bytes do not match the block of that hash")
         try:
             block = Block.decode(action.block)
         except StateError as exc:
@@ -306,6 +357,9 @@ class ConsensusDriver:
             return verdict(False, "block hash does not match its header")
         if block.header.height != action.height:
             return verdict(False, f"block height {block.header.height} is not {action.height}")
+        problem = self._last_commit_problem(block)
+        if problem:
+            return verdict(False, problem)
         try:
             # now_ms: a proposal may not be timed further ahead of our clock
             # than max_clock_drift_ms (timeliness is checked only here, never
@@ -315,6 +369,28 @@ class ConsensusDriver:
             return verdict(False, str(exc))
         self._results[block.hash] = (block, result)
         return verdict(True)
+
+    def _last_commit_problem(self, block: Block) -> str | None:
+        """Why ``block.last_commit`` is not a valid certificate of its parent, or None.
+
+        state/ keeps the certificate opaque; this is where it is checked, so
+        the commit record on chain is one a light client can trust.
+        """
+        height = block.header.height
+        if height == 1:
+            return None if block.last_commit == b"" else "block 1 must carry no last commit"
+        try:
+            cert = CommitCertificate.decode(block.last_commit)
+        except Exception as exc:
+            return f"last_commit is not a commit certificate: {exc}"
+        if cert.height != height - 1 or cert.block_hash != block.header.prev_hash:
+            return f"last_commit certifies ({cert.height}, 0x{cert.block_hash.hex()[:16]}), not the parent block"
+        vset = self._prev_validator_set or self.validator_set_for(height - 1)
+        try:
+            cert.verify(self.app.chain_id, vset)
+        except Exception as exc:
+            return f"last_commit does not verify: {exc}"
+        return None
 
     def _commit(self, action: Any) -> None:
         cert: CommitCertificate = action.certificate
@@ -326,7 +402,20 @@ class ConsensusDriver:
         if cached is not None:
             block, result = cached
         else:
-            block = Block.decode(action.block)
+            # We never validated the certified block; the bytes we hold may
+            # be a Byzantine primary's substitute.  Apply them only if they
+            # are the certified block, else fetch it by sync.
+            try:
+                block = Block.decode(action.block)
+            except StateError as exc:
+                log.warning("certified block %d: our bytes do not decode (%s); syncing it", action.height, exc)
+                self.hooks.request_sync(action.height)
+                return
+            if block.hash != action.block_hash or block.header.height != action.height:
+                log.warning("certified block %d: our bytes are another block; syncing it", action.height)
+                self.hooks.request_sync(action.height)
+                return
+            # The certified block must execute here; if not, our state is wrong.
             result = self.app.execute_block(block)
         self.app.commit_block(block, result, cert_bytes)
         if cert.view > 0:
@@ -364,9 +453,15 @@ class ConsensusDriver:
         assert vset is not None
         try:
             cert.verify(self.app.chain_id, vset)
-            self.app.apply_block(block, item.cert)
         except Exception as exc:
-            self.hooks.penalize(item.peer, f"synced block {height} rejected: {exc}")
+            self.hooks.penalize(item.peer, f"synced block {height}: certificate does not verify: {exc}")
             return
+        problem = self._last_commit_problem(block)
+        if problem:
+            self.hooks.penalize(item.peer, f"synced block {height}: {problem}")
+            return
+        # A block that more than 2/3 of power committed must apply here: if it
+        # does not, our own state is wrong and carrying on would be worse.
+        self.app.apply_block(block, item.cert)
         log.info("synced block %d from %s", height, item.peer[-8:])
         self.after_commit(block, item.cert)

@@ -142,9 +142,8 @@ class BlockSync:
                 log.exception("sync round failed")
 
     async def _sync_round(self) -> None:
-        peers = self._net.connected_peers()
-        best: tuple[int, str] | None = None
-        for peer in peers:
+        ahead: list[tuple[int, str]] = []
+        for peer in self._net.connected_peers():
             try:
                 chain_id, height, _ = parse_status(await self._net.request(peer, STATUS_PROTOCOL, b"\x01", timeout=2.0))
             except Exception as exc:
@@ -153,27 +152,33 @@ class BlockSync:
             if chain_id != self._app.chain_id:
                 self._net.penalize(peer, f"peer is on chain {chain_id!r}", points=100)
                 continue
-            if best is None or height > best[0]:
-                best = (height, peer)
-        if best is None or best[0] <= self._app.height:
+            if height > self._app.height:
+                ahead.append((height, peer))
+        if not ahead:
             self.syncing = False
             return
-        height, peer = best
-        self.best_peer_height = max(self.best_peer_height, height)
         self.syncing = True
-        start = self._app.height + 1
-        log.info("behind: at %d, peer %s at %d; fetching from %d", self._app.height, peer[-8:], height, start)
-        try:
-            data = await self._net.request(
-                peer, BLOCKS_PROTOCOL, encode([1, start, MAX_BLOCKS_PER_REQUEST]), timeout=10.0
-            )
-            pairs = parse_blocks(data)
-        except Exception as exc:
-            self._net.penalize(peer, f"bad blocks response: {exc}")
-            return
-        for block, cert in pairs:
-            await self._inbox.put(SyncedBlock(block, cert, peer))
-        if pairs:
+        # Highest first; a peer that claims blocks it then does not serve is
+        # penalised and the next one is tried, so one liar cannot stall us.
+        for height, peer in sorted(ahead, key=lambda hp: (-hp[0], hp[1])):
+            start = self._app.height + 1
+            if height < start:
+                continue
+            self.best_peer_height = max(self.best_peer_height, height)
+            log.info("behind: at %d, peer %s at %d; fetching from %d", start - 1, peer[-8:], height, start)
+            try:
+                data = await self._net.request(
+                    peer, BLOCKS_PROTOCOL, encode([1, start, MAX_BLOCKS_PER_REQUEST]), timeout=10.0
+                )
+                pairs = parse_blocks(data)
+            except Exception as exc:
+                self._net.penalize(peer, f"bad blocks response: {exc}")
+                continue
+            if not pairs:
+                self._net.penalize(peer, f"claimed height {height} but served no block from {start}", points=25)
+                continue
+            for block, cert in pairs:
+                await self._inbox.put(SyncedBlock(block, cert, peer))
             # Let the driver apply them before asking again.
             target = start + len(pairs) - 1
             for _ in range(500):
@@ -181,3 +186,4 @@ class BlockSync:
                     break
                 await asyncio.sleep(0.01)
             self._wake.set()  # keep going until caught up
+            return
