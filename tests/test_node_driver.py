@@ -66,9 +66,9 @@ class Harness:
         return [(m.kind.name, m.block_hash) for m in self.sent if isinstance(m, Vote) and m.height == height]
 
 
-def _block1(proposer) -> tuple[bytes, bytes]:
+def _block1(proposer, time_ms: int | None = None) -> tuple[bytes, bytes]:
     block, _ = Application(MemoryKV(), GENESIS).build_block(
-        [], proposer=proposer.address, time_ms=int(time.time() * 1000), last_commit=b"")
+        [], proposer=proposer.address, time_ms=time_ms or int(time.time() * 1000), last_commit=b"")
     return block.encode(), block.hash
 
 
@@ -122,7 +122,7 @@ async def test_certified_block_we_never_validated_is_synced_not_applied(tmp_path
     primary = key_of(VSET.proposer_for(0).address)
     me = next(k for k in KEYS if k is not primary)
     raw, block_hash = _block1(primary)
-    other_raw, other_hash = _block1(primary)  # another valid block (different time)
+    other_raw, other_hash = _block1(primary, Block.decode(raw).header.time_ms + 1)  # another valid block
     assert other_hash != block_hash
     h = Harness(me, MemoryKV(), tmp_path / "wal")
     h.driver.start()
