@@ -66,6 +66,26 @@ class MempoolSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RiskSection:
+    """The mempool risk hook (node.risk); local admission policy, never block validity.
+
+    ``model_dir``: a model version directory (``qenexd risk train --out``),
+    relative to the home's config dir unless absolute; "" = no model, and
+    ``fallback`` decides: "admit" (admit unscored) or "rules" (flag a
+    transfer of > 90 % of the balance to a new receiver for review).
+    ``admin_port`` 0 or an empty ``admin_token`` disables the admin server.
+    """
+
+    model_dir: str = ""
+    review_threshold: float = 0.5
+    reject_threshold: float = 0.9
+    fallback: str = "admit"
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 0
+    admin_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -73,6 +93,7 @@ class NodeConfig:
     rpc: RPCSection = field(default_factory=RPCSection)
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
+    risk: RiskSection = field(default_factory=RiskSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -85,10 +106,34 @@ class NodeConfig:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
-        return _build(cls, data, source)
+        config = _build(cls, data, source)
+        _check_risk(config.risk, source)
+        return config
 
 
-_SECTIONS = {"p2p": P2PSection, "rpc": RPCSection, "consensus": ConsensusSection, "mempool": MempoolSection}
+def _check_risk(risk: RiskSection, source: str) -> None:
+    if risk.fallback not in ("admit", "rules"):
+        raise ConfigError(f'{source}: risk.fallback must be "admit" or "rules", got {risk.fallback!r}')
+    for name in ("review_threshold", "reject_threshold"):
+        value = getattr(risk, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{source}: risk.{name} must be in [0, 1], got {value}")
+    if risk.review_threshold > risk.reject_threshold:
+        raise ConfigError(
+            f"{source}: risk.review_threshold {risk.review_threshold} is above "
+            f"risk.reject_threshold {risk.reject_threshold}"
+        )
+    if risk.admin_port and risk.admin_host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{source}: risk.admin_host must be a loopback address, got {risk.admin_host!r}")
+
+
+_SECTIONS = {
+    "p2p": P2PSection,
+    "rpc": RPCSection,
+    "consensus": ConsensusSection,
+    "mempool": MempoolSection,
+    "risk": RiskSection,
+}
 
 
 def _build(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:

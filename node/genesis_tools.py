@@ -4,6 +4,7 @@
 
     DIR/testnet.json            chain id, nodes {name, home, rpc, p2p}, dev accounts
     DIR/nodeI/config/...        one home per validator (see node.config.Home)
+    DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
     DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
@@ -13,12 +14,15 @@ Paths inside testnet.json are relative to DIR.  Node i listens on
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from node.config import Home, NodeConfig, P2PSection, RPCSection
+from node.config import Home, NodeConfig, P2PSection, RiskSection, RPCSection
 from p2p import peer_id_from_seed
 from state.crypto import PrivateKey, address_to_text
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
@@ -29,6 +33,17 @@ DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
 VALIDATOR_BALANCE = 10_000 * 10**QNX_DECIMALS
 DEFAULT_POWER = 100
+RISK_MODEL_DIR = "risk"  # under each node's config dir
+RISK_SEED = 0
+
+
+def _train_risk_model() -> Path:
+    """Train the testnet's risk model once (seeded, a few seconds); every node gets a copy."""
+    from node.risk.train import train_to_store  # numpy work: only when a testnet is made
+
+    directory = Path(tempfile.mkdtemp(prefix="qenex-risk-"))
+    train_to_store(directory, seed=RISK_SEED)
+    return directory
 
 
 def _now_ms() -> int:
@@ -106,6 +121,7 @@ def write_testnet(
         params=Params(),
     )
 
+    model_src = _train_risk_model()
     ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(validators)]
     addrs = [_multiaddr(host, p2p, k.seed) for (p2p, _), k in zip(ports, node_keys)]
     nodes = []
@@ -116,12 +132,16 @@ def write_testnet(
             p2p=P2PSection(listen_host=host, listen_port=p2p_port,
                            bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
+            # The admin API stays off (admin_port 0) until an operator picks a port.
+            risk=RiskSection(model_dir=RISK_MODEL_DIR, admin_token=secrets.token_hex(16)),
         )
         if consensus_overrides:
             config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
         _write_home(Home(directory / f"node{i}"), config, genesis, key)
+        shutil.copytree(model_src, Home(directory / f"node{i}").config_dir / RISK_MODEL_DIR, dirs_exist_ok=True)
         nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i]})
 
+    shutil.rmtree(model_src, ignore_errors=True)
     keys_dir = directory / "keys"
     keys_dir.mkdir(exist_ok=True)
     account_info = {}

@@ -1,12 +1,68 @@
-"""JSON-RPC methods of the risk hook (issue #4): none are built yet."""
+"""JSON-RPC methods of the risk hook (issue #4).
+
+* ``qenex_riskScore(raw)`` — score a signed transaction (0x-hex) without
+  submitting it: ``{hash, decision, score, mlp, anomaly, model_version,
+  thresholds, top_features, features}``.  -32021 when no model is loaded
+  (fallback policy in force), -32602 for an undecodable transaction.
+* ``qenex_riskModel()`` — the loaded model's version, thresholds, feature
+  names, training metadata and held-out metrics (or the fallback policy).
+* ``qenex_predictPrice(pool)`` — see node.risk.market (pending the pool
+  query API: -32022 until then).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from node.jsonrpc import RPCError, invalid_params
+from node.risk.features import FEATURE_NAMES
+from node.risk import market
+from state.errors import StateError
+from state.types import SignedTransaction
+
 if TYPE_CHECKING:
     from node.runtime import Node
 
+NO_RISK_MODEL = -32021
+
 
 def risk_methods(node: "Node") -> dict[str, Callable[..., Any]]:
-    return {}
+    def risk_score(raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, str):
+            raise invalid_params("raw must be a 0x-hex string")
+        try:
+            data = bytes.fromhex(raw[2:] if raw.startswith(("0x", "0X")) else raw)
+        except ValueError:
+            raise invalid_params(f"raw is not valid hex: {raw[:80]!r}") from None
+        assert node.app is not None
+        try:
+            stx = SignedTransaction.decode(data, max_bytes=node.app.params.max_tx_bytes)
+        except StateError as exc:
+            raise invalid_params(f"raw: malformed transaction: {exc}") from None
+        if node.risk.model is None:
+            raise RPCError(NO_RISK_MODEL, f"no risk model is loaded (fallback policy {node.risk.fallback!r})")
+        assessment, row = node.risk.explain(stx)
+        out = {"hash": "0x" + stx.hash.hex()}
+        out.update(assessment.to_json())
+        out["thresholds"] = {"review": node.risk.review, "reject": node.risk.reject}
+        out["features"] = {name: round(float(v), 6) for name, v in zip(FEATURE_NAMES, row)}
+        return out
+
+    def risk_model() -> dict[str, Any]:
+        model = node.risk.model
+        if model is None:
+            return {"loaded": False, "fallback": node.risk.fallback}
+        return {
+            "loaded": True,
+            "version": model.version,
+            "thresholds": {"review": node.risk.review, "reject": node.risk.reject},
+            "feature_names": list(FEATURE_NAMES),
+            "schema_hash": model.meta.get("schema_hash"),
+            "training": model.meta.get("training"),
+            "metrics": model.meta.get("metrics"),
+            "feedback_updates": len(model.meta.get("feedback", [])),
+        }
+
+    methods: dict[str, Callable[..., Any]] = {"qenex_riskScore": risk_score, "qenex_riskModel": risk_model}
+    methods.update(market.rpc_methods(node))
+    return methods

@@ -22,6 +22,9 @@ from node.driver import ConsensusDriver, DriverHooks
 from node.errors import ConfigError, MempoolError, TxRejected
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
+from node.risk.admin import AdminServer
+from node.risk.errors import RiskRejected
+from node.risk.hook import Assessment, RiskHook
 from node.rpc import build_methods
 from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
@@ -40,6 +43,7 @@ TX_TOPIC = "qenex/txs/1"
 MAX_TX_BATCH_BYTES = 256 * 1024
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 SHUTDOWN_GRACE_S = 5.0
+MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
 
 
 class Node:
@@ -56,6 +60,10 @@ class Node:
             self.node_key = load_keyfile(home.node_key_file, None)
         except StateError as exc:
             raise ConfigError(f"{home.node_key_file}: {exc}") from exc
+        # Loads the risk model now, so a corrupt or mismatched file stops the
+        # node before it opens anything (RiskModelError is a ConfigError).
+        self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
+        self._admin: AdminServer | None = None
         self.started_at = time.time()
         self.kv: LevelDBKV | None = None
         self.app: Application | None = None
@@ -81,6 +89,7 @@ class Node:
         self.kv = LevelDBKV(str(self.home.state_dir))
         self.app = Application(self.kv, self.genesis)
         self.mempool = Mempool(self.app, self.config.mempool)
+        self.risk.attach(self.app)
         genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
         signer = self.node_key if self.is_validator else None
 
@@ -134,6 +143,15 @@ class Node:
         site = web.TCPSite(self._rpc_runner, self.config.rpc.listen_host, self.config.rpc.listen_port)
         await site.start()
         log.info("json-rpc on http://%s:%d/", self.config.rpc.listen_host, self.config.rpc.listen_port)
+        risk = self.config.risk
+        if risk.admin_port and risk.admin_token:
+            self._admin = AdminServer(self)
+            await self._admin.start(risk.admin_host, risk.admin_port)
+        log.info(
+            "risk hook: %s",
+            f"model v{self.risk.model.version} (review > {risk.review_threshold}, reject > {risk.reject_threshold})"
+            if self.risk.model else f"no model, fallback {risk.fallback!r}",
+        )
 
     async def stop(self) -> None:
         async def step(name: str, coro: Any) -> None:
@@ -144,6 +162,8 @@ class Node:
 
         if self._rpc_runner:
             await step("rpc", self._rpc_runner.cleanup())
+        if self._admin:
+            await step("risk-admin", self._admin.stop())
         if self._gossip_task:
             self._gossip_task.cancel()
         if self.sync:
@@ -180,8 +200,45 @@ class Node:
         except StateError as exc:
             raise TxRejected(f"malformed transaction: {exc}", reason="malformed") from exc
         tx_hash = self.mempool.add(stx, len(raw))
+        # Risk hook after every validity check (DESIGN.md admission order): a
+        # refused transaction is taken straight back out; it is the sender's
+        # last pending one, so no other pending transaction depends on it.
+        self._apply_risk([stx], raise_on_reject=True)
         self._gossip_out.append(raw)
         return tx_hash
+
+    def _apply_risk(self, admitted: list[SignedTransaction], *, raise_on_reject: bool = False) -> list[Assessment]:
+        """Score freshly admitted transactions in one batch; drop rejects, flag reviews.
+
+        With ``raise_on_reject`` (the RPC path, one transaction) a reject
+        raises RiskRejected; gossip batches drop theirs quietly.
+        """
+        assert self.mempool is not None
+        try:
+            assessments = self.risk.assess(admitted)
+        except Exception:
+            log.exception("risk scoring failed; admitting unscored")  # local policy must not halt the node
+            return []
+        rejected = [a for a in assessments if a.decision == "reject"]
+        for a in assessments:
+            if a.decision == "review":
+                self.flagged[a.tx_hash] = a.to_json()
+                while len(self.flagged) > MAX_FLAGGED:
+                    del self.flagged[next(iter(self.flagged))]
+        if rejected:
+            self.mempool.remove_many(reversed([a.tx_hash for a in rejected]))
+            if raise_on_reject:
+                a = rejected[0]
+                reasons = ", ".join(f["feature"] for f in a.top_features) or "overall score"
+                raise RiskRejected(
+                    f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: score {a.score:.3f} > "
+                    f"{self.risk.reject} (model v{a.model_version}; top features: {reasons})",
+                    score=round(a.score or 0.0, 6),
+                    threshold=self.risk.reject,
+                    model_version=a.model_version,
+                    top_features=a.top_features,
+                )
+        return assessments
 
     async def _gossip_loop(self) -> None:
         interval = self.config.mempool.gossip_interval_ms / 1000
@@ -212,6 +269,7 @@ class Node:
             if self.p2p:
                 self.p2p.penalize(peer, f"bad tx batch: {exc}")
             return
+        admitted: list[SignedTransaction] = []
         for raw in msg[1]:
             if not isinstance(raw, bytes) or len(raw) > self.app.params.max_tx_bytes:
                 if self.p2p:
@@ -220,17 +278,23 @@ class Node:
             try:
                 stx = SignedTransaction.decode(raw, max_bytes=self.app.params.max_tx_bytes)
                 self.mempool.add(stx, len(raw))
+                admitted.append(stx)
             except StateError:
                 if self.p2p:
                     self.p2p.penalize(peer, "malformed tx in batch", points=1)
             except MempoolError:
                 pass  # already known, or no longer executable here: normal under gossip
+        # One batched scoring pass; a transaction our model dislikes is local
+        # policy, not the peer's fault: no penalty.
+        if admitted:
+            self._apply_risk(admitted)
 
     def _on_direct(self, peer: str, data: bytes) -> None:
         if self.driver:
             self.driver.deliver_message(data, peer)
 
     def _on_commit(self, block: Block) -> None:
+        self.risk.observe_block(block)
         log.info(
             "committed height=%d txs=%d hash=%s app=%s",
             block.header.height,

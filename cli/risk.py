@@ -1,0 +1,229 @@
+"""``qenexd risk``: train, evaluate, score, and manage versions of the mempool risk model."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
+from node.rpc_client import RPCClient
+from state.crypto import address_from_text
+from state.errors import StateError
+from state.types import Transaction, Transfer, TxKind, parse_amount
+
+model_option = click.option(
+    "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Model version directory (as [risk] model_dir).",
+)
+
+
+@click.group()
+def risk() -> None:
+    """The mempool risk model: train, eval, score, versions, rollback, restore, feedback."""
+
+
+@risk.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model version directory; the new model becomes its current version.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the synthetic training data and weights.")
+@click.option("--accounts", default=200, show_default=True, type=click.IntRange(20, 100_000))
+@click.option("--blocks", default=1500, show_default=True, type=click.IntRange(100, 1_000_000))
+@click.option("--epochs", default=25, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--review", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--reject", default=0.9, show_default=True, type=click.FloatRange(0, 1))
+@json_option
+@handle_errors
+def train(out: Path, seed: int, accounts: int, blocks: int, epochs: int, review: float, reject: float,
+          as_json: bool) -> None:
+    """Train on seeded synthetic histories and save a new model version."""
+    from node.risk.evaluate import render_table
+    from node.risk.store import ModelStore
+    from node.risk.train import train_to_store
+
+    if review > reject:
+        raise CLIError(f"--review {review} is above --reject {reject}")
+    version, report = train_to_store(out, seed=seed, accounts=accounts, blocks=blocks, epochs=epochs,
+                                     review=review, reject=reject)
+    training = ModelStore(out).load(version).meta["training"]
+    path = ModelStore(out).path(version)
+    if as_json:
+        emit({"version": version, "path": str(path), "training": training, "held_out": report}, True)
+        return
+    click.echo(f"model v{version} written to {path} ({training['samples']} samples, "
+               f"{training['positives']} fraud, {training['samples_per_second']} samples/s, {training['seconds']} s)")
+    click.echo(render_table(report))
+
+
+@risk.command("eval")
+@model_option
+@click.option("--version", "version", default=None, type=int, help="Version to evaluate (default: current).")
+@click.option("--seed", default=None, type=int, help="Held-out data seed (default: training seed + 1000).")
+@click.option("--review", default=None, type=click.FloatRange(0, 1), help="Review threshold (default: the model's).")
+@click.option("--reject", default=None, type=click.FloatRange(0, 1), help="Reject threshold (default: the model's).")
+@click.option("--out", "json_out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as JSON here (default: MODEL/eval-vN.json).")
+@json_option
+@handle_errors
+def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review: float | None,
+                 reject: float | None, json_out: Path | None, as_json: bool) -> None:
+    """Precision, recall, ROC-AUC and confusion matrices on held-out data, against the amount-threshold baseline."""
+    from node.risk.evaluate import best_amount_threshold, evaluate, render_table
+    from node.risk.store import ModelStore
+    from node.risk.synth import generate
+    from node.risk.train import HELD_OUT_OFFSET
+
+    model = ModelStore(model_dir).load(version)
+    data = model.meta.get("data", {})
+    train_seed = int(data.get("seed", 0))
+    accounts, blocks = int(data.get("accounts", 200)), int(data.get("blocks", 1500))
+    thresholds = dict(model.meta.get("thresholds", {}))
+    if review is not None:
+        thresholds["review"] = review
+    if reject is not None:
+        thresholds["reject"] = reject
+    model.meta["thresholds"] = thresholds
+    held_seed = train_seed + HELD_OUT_OFFSET if seed is None else seed
+    threshold = best_amount_threshold(generate(train_seed, accounts=accounts, blocks=blocks))
+    report = evaluate(model, generate(held_seed, accounts=accounts, blocks=blocks), threshold)
+    report["held_out_seed"] = held_seed
+    json_out = json_out or model_dir / f"eval-v{model.version:04d}.json"
+    json_out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    if as_json:
+        emit(report, True)
+    else:
+        click.echo(render_table(report))
+        click.echo(f"report written to {json_out}")
+
+
+@risk.command()
+@home_option
+@rpc_option
+@click.option("--raw", default=None, help="A signed transaction (0x-hex) to score.")
+@click.option("--from", "sender", default=None, help="Or build a transfer: key name or key file ...")
+@click.option("--to", "to", default=None, help="... receiver address (qnx1...) ...")
+@click.option("--amount", default=None, help="... amount in whole units ...")
+@click.option("--token", default="QNX", show_default=True, help="... and token.")
+@json_option
+@handle_errors
+def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | None, amount: str | None,
+          token: str, as_json: bool) -> None:
+    """Score one transaction on a node (qenex_riskScore) without submitting it."""
+    client = RPCClient(rpc)
+    if raw is None:
+        if not (sender and to and amount):
+            raise CLIError("give --raw, or --from, --to and --amount to build a transfer")
+        key = resolve_key(sender, home)
+        try:
+            receiver = address_from_text(to)
+            decimals = int(client.call("qenex_getToken", token)["decimals"])
+            units = parse_amount(amount, decimals)
+        except StateError as exc:
+            raise CLIError(str(exc)) from None
+        status = client.call("qenex_status")
+        account = client.call("qenex_getAccount", _text(key))
+        params = client.call("qenex_getParams")
+        tx = Transaction(chain_id=status["chain_id"], kind=TxKind.TRANSFER, sender_pubkey=key.public_key,
+                         nonce=int(account["pending_nonce"]),
+                         fee=int(params["gas"]["transfer"]) * int(params["min_gas_price"]),
+                         payload=Transfer(to=receiver, token=token, amount=units))
+        raw = "0x" + tx.sign(key).encode().hex()
+    out = client.call("qenex_riskScore", raw)
+
+    def human(r: dict[str, Any]) -> str:
+        reasons = ", ".join(f"{f['feature']}={f['value']}" for f in r["top_features"]) or "-"
+        return (f"{r['hash']}: {r['decision']} (score {r['score']:.4f}; mlp {r['mlp']:.4f}, anomaly "
+                f"{r['anomaly']:.4f}; model v{r['model_version']}; reasons: {reasons})")
+
+    emit(out, as_json, human)
+
+
+def _text(key: Any) -> str:
+    from state.crypto import address_to_text
+
+    return address_to_text(key.address)
+
+
+@risk.command()
+@model_option
+@json_option
+@handle_errors
+def versions(model_dir: Path, as_json: bool) -> None:
+    """List kept model versions and the current one."""
+    from node.risk.store import ModelStore
+
+    store = ModelStore(model_dir)
+    rows = []
+    current = store.current_version()
+    for v in store.versions():
+        meta = json.loads(store.path(v).with_suffix(".json").read_text()) if store.path(v).with_suffix(".json").exists() else {}
+        rows.append({"version": v, "current": v == current, "parent": meta.get("parent_version"),
+                     "feedback_updates": len(meta.get("feedback", []))})
+    emit({"current": current, "versions": rows}, as_json,
+         lambda d: "\n".join(f"{'*' if r['current'] else ' '} v{r['version']}"
+                             f"{'' if r['parent'] is None else f' (from v' + str(r['parent']) + ')'}"
+                             for r in d["versions"]))
+
+
+@risk.command()
+@model_option
+@handle_errors
+def rollback(model_dir: Path) -> None:
+    """Make the previous version current (a running node: use the admin risk_rollback)."""
+    from node.risk.store import ModelStore
+
+    click.echo(f"current version is now v{ModelStore(model_dir).rollback()}")
+
+
+@risk.command()
+@model_option
+@click.option("--version", "version", required=True, type=int)
+@handle_errors
+def restore(model_dir: Path, version: int) -> None:
+    """Make any kept version current."""
+    from node.risk.store import ModelStore
+
+    store = ModelStore(model_dir)
+    store.load(version)  # refuse to point CURRENT at a corrupt file
+    store.set_current(version)
+    click.echo(f"current version is now v{version}")
+
+
+@risk.command()
+@click.option("--admin", "admin_url", default="http://127.0.0.1:26700/", show_default=True,
+              envvar="QENEX_RISK_ADMIN", help="Admin URL of the node ([risk] admin_host/admin_port).")
+@click.option("--token", required=True, envvar="QENEX_RISK_TOKEN", help="[risk] admin_token (env QENEX_RISK_TOKEN).")
+@click.option("--hash", "tx_hash", default=None, help="A transaction the node has seen ...")
+@click.option("--raw", default=None, help="... or a signed transaction (0x-hex).")
+@click.option("--label", required=True, type=click.Choice(["fraud", "legit"]))
+@json_option
+@handle_errors
+def feedback(admin_url: str, token: str, tx_hash: str | None, raw: str | None, label: str, as_json: bool) -> None:
+    """Send labelled feedback to a node's admin API; it saves and switches to a new model version."""
+    params: dict[str, Any] = {"label": 1 if label == "fraud" else 0}
+    if tx_hash:
+        params["hash"] = tx_hash
+    if raw:
+        params["raw"] = raw
+    out = admin_call(admin_url, token, "risk_feedback", params)
+    emit(out, as_json)
+
+
+def admin_call(url: str, token: str, method: str, params: Any) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
+                                                              "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reply = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        reply = json.loads(exc.read() or b"{}")
+    except (urllib.error.URLError, OSError) as exc:
+        raise CLIError(f"cannot reach the risk admin API at {url}: {getattr(exc, 'reason', exc)}") from None
+    if "error" in reply:
+        raise CLIError(f"risk admin refused [{reply['error'].get('code')}]: {reply['error'].get('message')}")
+    return reply.get("result")

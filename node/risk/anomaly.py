@@ -1,0 +1,109 @@
+"""An isolation forest in numpy, stored as plain arrays (no pickle).
+
+Each tree is a complete binary tree of fixed depth ``D``: node ``k`` has
+children ``2k+1`` and ``2k+2``; internal nodes hold (feature, threshold);
+a branch that stopped early (one sample left) routes everything left with
+threshold +inf, and its leftmost leaf at depth D holds the path length
+``depth + c(size)``.  Scoring is D vectorised steps over all trees and
+rows at once, so a single row costs a few numpy calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EULER = 0.5772156649
+
+
+def c_factor(n: np.ndarray | float) -> np.ndarray:
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros_like(n)
+    big = n > 2
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + EULER) - 2.0 * (n[big] - 1.0) / n[big]
+    out[n == 2] = 1.0
+    return out
+
+
+class IsolationForest:
+    def __init__(self, feature: np.ndarray, threshold: np.ndarray, leaf_value: np.ndarray, sample_size: int) -> None:
+        self.feature = feature.astype(np.int32)  # (trees, internal nodes)
+        self.threshold = threshold.astype(np.float32)
+        self.leaf_value = leaf_value.astype(np.float32)  # (trees, leaves)
+        self.sample_size = int(sample_size)
+        self.depth = int(np.log2(self.leaf_value.shape[1]))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, *, trees: int = 100, sample_size: int = 256, seed: int = 0) -> "IsolationForest":
+        rng = np.random.default_rng(seed)
+        sample_size = min(sample_size, len(x))
+        depth = int(np.ceil(np.log2(max(sample_size, 2))))
+        n_internal = 2**depth - 1
+        feat = np.zeros((trees, n_internal), dtype=np.int32)
+        thr = np.full((trees, n_internal), np.inf, dtype=np.float32)
+        leaf = np.zeros((trees, 2**depth), dtype=np.float32)
+        for t in range(trees):
+            sample = x[rng.choice(len(x), sample_size, replace=False)]
+            stack = [(0, 0, sample)]
+            while stack:
+                node, d, rows = stack.pop()
+                if d == depth or len(rows) <= 1:
+                    # leftmost leaf under this node at depth D
+                    leaf_index = node
+                    for _ in range(depth - d):
+                        leaf_index = 2 * leaf_index + 1
+                    leaf[t, leaf_index - n_internal] = d + float(c_factor(np.array([len(rows)]))[0])
+                    if d < depth:
+                        cls._route_left(feat[t], thr[t], node, depth - d)
+                    continue
+                lo, hi = rows.min(axis=0), rows.max(axis=0)
+                spread = np.flatnonzero(hi > lo)
+                if len(spread) == 0:
+                    leaf_index = node
+                    for _ in range(depth - d):
+                        leaf_index = 2 * leaf_index + 1
+                    leaf[t, leaf_index - n_internal] = d + float(c_factor(np.array([len(rows)]))[0])
+                    cls._route_left(feat[t], thr[t], node, depth - d)
+                    continue
+                f = int(rng.choice(spread))
+                split = float(rng.uniform(lo[f], hi[f]))
+                feat[t, node] = f
+                thr[t, node] = split
+                mask = rows[:, f] < split
+                stack.append((2 * node + 1, d + 1, rows[mask]))
+                stack.append((2 * node + 2, d + 1, rows[~mask]))
+        return cls(feat, thr, leaf, sample_size)
+
+    @staticmethod
+    def _route_left(feat: np.ndarray, thr: np.ndarray, node: int, levels: int) -> None:
+        for _ in range(levels):
+            feat[node] = 0
+            thr[node] = np.inf
+            node = 2 * node + 1
+
+    def path_lengths(self, x: np.ndarray) -> np.ndarray:
+        trees = self.feature.shape[0]
+        node = np.zeros((trees, len(x)), dtype=np.int64)
+        tree_ix = np.arange(trees)[:, None]
+        row_ix = np.arange(len(x))[None, :]
+        for _ in range(self.depth):
+            f = self.feature[tree_ix, node]
+            go_right = x[row_ix, f] >= self.threshold[tree_ix, node]
+            node = 2 * node + 1 + go_right
+        leaves = node - self.feature.shape[1]
+        return self.leaf_value[tree_ix, leaves].mean(axis=0)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly score in (0, 1]: 2^(-E[h] / c(n)); above ~0.6 is unusual."""
+        return np.power(2.0, -self.path_lengths(x) / float(c_factor(np.array([self.sample_size]))[0]))
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "if_feature": self.feature,
+            "if_threshold": self.threshold,
+            "if_leaf": self.leaf_value,
+            "if_sample_size": np.array([self.sample_size], dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, np.ndarray]) -> "IsolationForest":
+        return cls(a["if_feature"], a["if_threshold"], a["if_leaf"], int(a["if_sample_size"][0]))

@@ -1,0 +1,152 @@
+"""The risk hook's fixed 20-dimensional feature vector.
+
+One row per transaction, computed from the transaction (a ``TxEvent``), the
+sender's committed balance of the token, how many of the sender's
+transactions are already pending, and the incremental ``HistoryStore``.
+``height`` is the height the transaction would land at (head + 1).
+
+==  =====================  ===============================================================
+ #  name                   meaning
+==  =====================  ===============================================================
+ 0  amount_log             log10(1 + amount in whole units)
+ 1  balance_share          amount / committed balance of that token, clipped to [0, 1]
+ 2  amount_vs_mean         log10 of amount over the sender's mean past amount, [-5, 5]; 0 if none
+ 3  amount_zscore          z-score of log amount against the sender's past, [-5, 5]; 0 if < 3 sends
+ 4  sender_age_log         log10(1 + blocks since the sender first appeared); 0 if new
+ 5  sender_sent_log        log10(1 + transactions the sender has sent)
+ 6  velocity_10            log10(1 + sends in the last 10 blocks + pending ones)
+ 7  velocity_100           log10(1 + sends in the last 100 blocks + pending ones)
+ 8  burstiness             (σ-μ)/(σ+μ) of the gaps between recent sends, [-1, 1]; 0 if < 3
+ 9  idle_log               log10(1 + blocks since the sender's last send); 0 if never sent
+10  new_counterparty       1 if the sender never sent to this receiver before
+11  fanout_100             log10(1 + distinct receivers the sender paid in the last 100 blocks)
+12  receiver_fanin_100     log10(1 + distinct senders that paid the receiver in the last 100 blocks)
+13  receiver_is_new        1 if the receiver has no on-chain history
+14  round_trip             1 if the receiver paid the sender in the last 100 blocks, or (swaps)
+                           the sender made the opposite trade on this pool in the last 100 blocks
+15  passthrough            (amount + what the sender sent in the last 20 blocks) / what it received
+                           in the last 20 blocks, [0, 2]; 0 if it received nothing
+16  token_native           1 if the token is QNX
+17  is_swap                1 for swaps (pool trades)
+18  pool_price_impact      swaps: amount_in / (reserve_in + amount_in); 0 for transfers, and 0
+                           while the node has no pool query API to read reserves from
+19  fee_vs_median          log10 of the fee over the median fee of recent committed txs, [-3, 3]
+==  =====================  ===============================================================
+
+The schema hash (names + version) is stored in every model file; a node
+refuses a model trained on another schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+
+from node.risk.history import AccountHistory, HistoryStore, TxEvent
+
+FEATURE_SCHEMA_VERSION = 1
+FEATURE_NAMES: tuple[str, ...] = (
+    "amount_log",
+    "balance_share",
+    "amount_vs_mean",
+    "amount_zscore",
+    "sender_age_log",
+    "sender_sent_log",
+    "velocity_10",
+    "velocity_100",
+    "burstiness",
+    "idle_log",
+    "new_counterparty",
+    "fanout_100",
+    "receiver_fanin_100",
+    "receiver_is_new",
+    "round_trip",
+    "passthrough",
+    "token_native",
+    "is_swap",
+    "pool_price_impact",
+    "fee_vs_median",
+)
+N_FEATURES = len(FEATURE_NAMES)
+assert N_FEATURES == 20
+
+
+def schema_hash() -> str:
+    text = json.dumps({"version": FEATURE_SCHEMA_VERSION, "names": FEATURE_NAMES})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _clip(x: float, lo: float, hi: float) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def _log1p10(x: float) -> float:
+    return math.log10(1.0 + max(x, 0.0))
+
+
+def _burstiness(heights: list[int]) -> float:
+    if len(heights) < 3:
+        return 0.0
+    gaps = [b - a for a, b in zip(heights, heights[1:])]
+    mu = sum(gaps) / len(gaps)
+    sigma = math.sqrt(sum((g - mu) ** 2 for g in gaps) / len(gaps))
+    return 0.0 if sigma + mu == 0 else (sigma - mu) / (sigma + mu)
+
+
+def _recent_distinct(table: dict[bytes, int], since: int) -> int:
+    count = 0
+    for h in reversed(table.values()):  # insertion order = recency
+        if h < since:
+            break
+        count += 1
+    return count
+
+
+def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> np.ndarray:
+    """The feature row of ``ev`` (float32, length 20)."""
+    s: AccountHistory | None = store.get(ev.sender)
+    r: AccountHistory | None = store.get(ev.receiver)
+    h = ev.height
+    la = math.log10(1.0 + ev.amount)
+    f = np.zeros(N_FEATURES, dtype=np.float32)
+    f[0] = la
+    f[1] = _clip(ev.amount / balance, 0.0, 1.0) if balance > 0 else 1.0
+    if s is not None and s.sent:
+        mean_amount = s.amount_sum / s.sent
+        f[2] = _clip(math.log10((1.0 + ev.amount) / (1.0 + mean_amount)), -5, 5)
+        if s.sent >= 3:
+            mu = s.log_sum / s.sent
+            var = max(s.log_sq / s.sent - mu * mu, 0.0)
+            f[3] = _clip((la - mu) / math.sqrt(var + 0.01), -5, 5)
+        heights = list(s.sent_heights)
+        f[6] = _log1p10(sum(1 for x in heights if x > h - 10) + pending)
+        f[7] = _log1p10(sum(1 for x in heights if x > h - 100) + pending)
+        f[8] = _burstiness(heights[-20:] + [h])
+        f[9] = _log1p10(h - heights[-1])
+        f[11] = _log1p10(_recent_distinct(s.sent_to, h - 100))
+    else:
+        f[6] = f[7] = _log1p10(pending)
+    if s is not None:
+        f[4] = _log1p10(h - s.first_height)
+        f[5] = _log1p10(s.sent)
+    f[10] = 0.0 if s is not None and ev.receiver in s.sent_to else 1.0
+    if r is not None:
+        f[12] = _log1p10(_recent_distinct(r.received_from, h - 100))
+    f[13] = 1.0 if r is None else 0.0
+    if ev.is_swap:
+        f[14] = 1.0 if s is not None and s.trades.get(ev.reverse_key, -10**9) > h - 100 else 0.0
+    elif s is not None:
+        f[14] = 1.0 if s.received_from.get(ev.receiver, -10**9) > h - 100 else 0.0
+    if s is not None:
+        inflow = sum(a for hh, a in s.received if hh > h - 20)
+        outflow = ev.amount + sum(a for hh, a in s.sent_recent if hh > h - 20)
+        f[15] = _clip(outflow / inflow, 0.0, 2.0) if inflow > 0 else 0.0
+    f[16] = 1.0 if ev.token == "QNX" else 0.0
+    f[17] = 1.0 if ev.is_swap else 0.0
+    f[18] = _clip(ev.pool_impact, 0.0, 1.0)
+    median = store.fee_median()
+    f[19] = _clip(math.log10((ev.fee + 1e-9) / (median + 1e-9)), -3, 3) if median > 0 else 0.0
+    return f

@@ -1,0 +1,232 @@
+"""The node side of the risk hook: chain types → features → decisions.
+
+``RiskHook`` owns the incremental history (fed by ``observe_block`` on each
+commit), the loaded model and the admission policy.  It is local policy
+only: nothing here is consulted when a block is validated or executed.
+
+Fallback policy when no model is configured (``[risk] model_dir = ""``):
+
+* ``fallback = "admit"`` (default): every transaction is admitted unscored;
+  ``qenex_riskScore`` answers error -32021.
+* ``fallback = "rules"``: the rule baseline — a transfer of more than 90 %
+  of the sender's balance to a receiver it never paid is admitted and
+  flagged for review; nothing is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from node.risk.features import FEATURE_NAMES, extract
+from node.risk.history import HistoryStore, TxEvent
+from node.risk.model import RiskModel
+from node.risk.store import ModelStore
+from state.types import QNX_DECIMALS, Block, SignedTransaction, Transfer
+
+log = logging.getLogger("qenex.risk")
+
+FEATURE_CACHE = 50_000
+REPLAY_BLOCKS = 5_000
+FALLBACKS = ("admit", "rules")
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    tx_hash: bytes
+    decision: str  # "admit" | "review" | "reject"
+    score: float | None
+    model_version: int | None
+    top_features: list[dict[str, Any]] = field(default_factory=list)
+    mlp: float | None = None
+    anomaly: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "score": None if self.score is None else round(self.score, 6),
+            "model_version": self.model_version,
+            "top_features": self.top_features,
+            "mlp": None if self.mlp is None else round(self.mlp, 6),
+            "anomaly": None if self.anomaly is None else round(self.anomaly, 6),
+        }
+
+
+def pool_pseudo_address(pool: str) -> bytes:
+    """The receiver a swap is recorded against in the history (not a chain address)."""
+    return hashlib.sha256(b"QENEX-RISK/pool/" + pool.encode()).digest()[:20]
+
+
+class RiskHook:
+    def __init__(self, store: ModelStore | None, model: RiskModel | None, *, review: float, reject: float,
+                 fallback: str = "admit") -> None:
+        self.store = store
+        self.model = model
+        self.review = review
+        self.reject = reject
+        self.fallback = fallback
+        self.history = HistoryStore()
+        self._app: Any = None
+        self._decimals: dict[str, int] = {"QNX": QNX_DECIMALS}
+        self._features: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def from_config(cls, section: Any, base: Path) -> "RiskHook":
+        """Load the model the ``[risk]`` section names; raises RiskModelError if it is unusable."""
+        store = model = None
+        if section.model_dir:
+            directory = Path(section.model_dir)
+            store = ModelStore(directory if directory.is_absolute() else base / directory)
+            model = store.load()
+        return cls(store, model, review=section.review_threshold, reject=section.reject_threshold,
+                   fallback=section.fallback)
+
+    # -- chain → events ------------------------------------------------------
+
+    def attach(self, app: Any) -> None:
+        """Bind to the application and rebuild the history from the last committed blocks."""
+        self._app = app
+        for height in range(max(1, app.height - REPLAY_BLOCKS + 1), app.height + 1):
+            block = app.get_block(height)
+            if block is not None:
+                self.observe_block(block)
+
+    def _decimals_of(self, token: str) -> int:
+        if token not in self._decimals:
+            info = self._app.token(token) if self._app is not None else None
+            self._decimals[token] = info.decimals if info is not None else QNX_DECIMALS
+        return self._decimals[token]
+
+    def _pool_impact(self, pool: str, token_in: str, amount_in: int) -> float:
+        # The pool query API on Application (issue #3) is not there yet: until
+        # it is, a swap's price impact is 0 (documented in features.py).
+        getter = getattr(self._app, "pool", None)
+        if getter is None:
+            return 0.0
+        try:
+            reserve_in, _ = getter(pool).reserves_for(token_in)
+            return amount_in / (reserve_in + amount_in) if reserve_in + amount_in else 0.0
+        except Exception:
+            return 0.0
+
+    def event(self, stx: SignedTransaction, height: int) -> TxEvent:
+        tx = stx.tx
+        p = tx.payload
+        fee = tx.fee / 10**QNX_DECIMALS
+        path = getattr(p, "path", None)
+        if isinstance(p, Transfer):
+            return TxEvent(tx.sender, p.to, p.token, p.amount / 10 ** self._decimals_of(p.token), fee, height)
+        if path is not None and hasattr(p, "amount_in"):
+            token_in, token_out = path[0], path[1]
+            pool = "/".join(sorted((token_in, token_out)))
+            direction = 0 if token_in < token_out else 1
+            return TxEvent(
+                tx.sender, pool_pseudo_address(pool), token_in, p.amount_in / 10 ** self._decimals_of(token_in), fee,
+                height, is_swap=True, trade_key=f"{pool}:{direction}", reverse_key=f"{pool}:{1 - direction}",
+                pool_impact=self._pool_impact(pool, token_in, p.amount_in),
+            )
+        # token create/mint, pool deposits, batches ...: no counterparty, no amount
+        return TxEvent(tx.sender, tx.sender, "QNX", 0.0, fee, height)
+
+    def features(self, stx: SignedTransaction) -> np.ndarray:
+        cached = self._features.get(stx.hash)
+        if cached is not None:
+            return cached
+        assert self._app is not None
+        height = self._app.height + 1
+        ev = self.event(stx, height)
+        account = self._app.account(stx.tx.sender)
+        balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
+        pending = max(0, stx.tx.nonce - account.nonce)
+        row = extract(ev, balance, pending, self.history)
+        self._features[stx.hash] = row
+        if len(self._features) > FEATURE_CACHE:
+            self._features.popitem(last=False)
+        return row
+
+    def observe_block(self, block: Block) -> None:
+        height = block.header.height
+        if height <= self.history.height:
+            return  # replayed commit: already folded in
+        for stx in block.txs:
+            self.history.observe(self.event(stx, height))
+        self.history.touch_height(height)
+
+    # -- decisions -----------------------------------------------------------
+
+    def assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
+        """Score a batch in one forward pass; decide admit / review / reject for each."""
+        if not stxs:
+            return []
+        x = np.vstack([self.features(s) for s in stxs])
+        if self.model is None:
+            return [self._fallback(s, row) for s, row in zip(stxs, x)]
+        combined, p, a = self.model.score_parts(x)
+        out = []
+        for i, stx in enumerate(stxs):
+            score = float(combined[i])
+            decision = "reject" if score > self.reject else "review" if score > self.review else "admit"
+            top = self.model.top_features(x[i]) if decision != "admit" else []
+            out.append(Assessment(stx.hash, decision, score, self.model.version, top, float(p[i]), float(a[i])))
+        return out
+
+    def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray]:
+        assessment = self.assess([stx])[0]
+        row = self.features(stx)
+        if self.model is not None and not assessment.top_features:
+            assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,
+                                    assessment.model_version, self.model.top_features(row),
+                                    assessment.mlp, assessment.anomaly)
+        return assessment, row
+
+    def _fallback(self, stx: SignedTransaction, row: np.ndarray) -> Assessment:
+        if self.fallback == "rules" and row[1] > 0.9 and row[10] == 1.0:
+            top = [{"feature": "balance_share", "value": round(float(row[1]), 4), "contribution": None},
+                   {"feature": "new_counterparty", "value": 1.0, "contribution": None}]
+            return Assessment(stx.hash, "review", None, None, top)
+        return Assessment(stx.hash, "admit", None, None)
+
+    # -- online learning -----------------------------------------------------
+
+    def feedback(self, rows: np.ndarray, labels: np.ndarray, *, steps: int = 30, lr: float = 0.05) -> int:
+        """SGD steps on labelled rows; save as a new version and switch to it.  Returns the version."""
+        if self.model is None or self.store is None:
+            raise ValueError("no risk model is loaded: nothing to update")
+        updated = copy.deepcopy(self.model)
+        xs = updated.standardise(np.atleast_2d(rows))
+        y = np.asarray(labels, dtype=np.float32)
+        for _ in range(steps):
+            updated.mlp.sgd_step(xs, y, lr)
+        feedback_log = list(updated.meta.get("feedback", []))[-99:]
+        feedback_log.append({"samples": int(len(y)), "positives": int(y.sum()), "steps": steps, "lr": lr,
+                             "from_version": self.model.version})
+        updated.meta["feedback"] = feedback_log
+        version = self.store.save_new(updated, parent=self.model.version)
+        self.model = updated
+        log.info("risk model updated from feedback: version %d -> %d", feedback_log[-1]["from_version"], version)
+        return version
+
+    def switch_to(self, version: int) -> int:
+        if self.store is None:
+            raise ValueError("no risk model directory is configured")
+        model = self.store.load(version)
+        self.store.set_current(version)
+        self.model = model
+        return version
+
+    def rollback(self) -> int:
+        if self.store is None:
+            raise ValueError("no risk model directory is configured")
+        version = self.store.rollback()
+        self.model = self.store.load(version)
+        return version
+
+
+__all__ = ["RiskHook", "Assessment", "FEATURE_NAMES", "FALLBACKS", "pool_pseudo_address"]
