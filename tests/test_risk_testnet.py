@@ -1,0 +1,92 @@
+"""End-to-end risk hook on a 4-validator testnet (issue #4 acceptance 2).
+
+Every node runs the testnet's seeded model (qenexd testnet init trains it).
+node0 is configured to refuse everything (reject threshold 0) and node1 to
+flag everything (review threshold 0), so one run shows: a fraud-pattern
+transfer refused through the CLI with score and reasons, an ordinary
+transfer admitted and final, and a transaction that node1 flagged and node0
+refused still committed by another proposer and applied by node0 — risk is
+local policy, never block validity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from node.config import Home
+from state.crypto import PrivateKey, address_to_text
+from tests.localnet import LocalNet, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    network = LocalNet(tmp_path_factory.mktemp("risk-testnet"))
+    for i, overrides in ((0, {"reject_threshold": 0.0, "review_threshold": 0.0}), (1, {"review_threshold": 0.0})):
+        home = Home(network.home(i))
+        config = home.load_config()
+        home.write_config(replace(config, risk=replace(config.risk, **overrides)))
+    try:
+        network.start_all()
+        network.wait_height(2, timeout=90)
+        yield network
+    finally:
+        network.stop_all()
+
+
+def test_every_node_loaded_the_testnet_model(net):
+    for i in range(net.n):
+        info = net.rpc(i).call("qenex_riskModel")
+        assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == 20
+
+
+def test_fraud_pattern_is_refused_by_the_cli_with_score_and_reasons(net):
+    thief = address_to_text(PrivateKey.generate().address)
+    result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", thief,
+                     "--amount", "990000", "--rpc", net.url(2))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "[-32020]" in result.stderr and "refused by the risk hook" in result.stderr
+    data = json.loads(result.stderr[result.stderr.index("({") + 1 : result.stderr.rindex(")")])
+    assert data["score"] > 0.9 and data["model_version"] == 1 and data["top_features"]
+    score = net.cli("risk", "score", "--from", str(net.account_key("alice")), "--to", thief, "--amount", "990000",
+                    "--rpc", net.url(3), "--json")
+    assert score.returncode == 0, score.stderr
+    assert json.loads(score.stdout)["decision"] == "reject"
+
+
+def test_ordinary_transfer_is_admitted_and_final(net):
+    bob = net.address("bob")
+    result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", "12.5",
+                     "--rpc", net.url(2), "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "ok"
+
+
+def test_flagged_transaction_commits_through_another_proposer(net):
+    charlie = net.address("charlie")
+    result = net.cli("tx", "transfer", "--from", str(net.account_key("bob")), "--to", charlie, "--amount", "5",
+                     "--rpc", net.url(1), "--json")
+    assert result.returncode == 0, result.stderr
+    tx_hash = json.loads(result.stdout)["hash"]
+    flagged = net.rpc(1).call("qenex_getTransaction", tx_hash)
+    assert flagged["risk"]["decision"] == "review" and flagged["risk"]["model_version"] == 1
+    # node0 refused it from gossip: it is not in node0's mempool
+    assert tx_hash not in {t["hash"] for t in net.rpc(0).call("qenex_getMempool")["txs"]}
+
+    def committed():
+        record = net.rpc(0).call("qenex_getTransaction", tx_hash)
+        return record if record.get("committed") else None
+
+    record = wait_until(committed, 60, f"{tx_hash} committed on node0")
+    assert record["status"] == "ok"
+    block = net.rpc(0).call("qenex_getBlock", record["height"])
+    node0 = net.rpc(0).call("qenex_status")["validator"]
+    assert block["proposer"] != node0  # node0 never held it: another validator proposed it
+    wait_until(lambda: min(net.height(i) for i in range(net.n)) >= record["height"], 60, "every node at that height")
+    hashes = {net.rpc(i).call("qenex_getBlock", record["height"])["app_hash"] for i in range(net.n)}
+    assert len(hashes) == 1  # and every node, node0 included, applied the same block
+    assert net.rpc(1).call("qenex_getTransaction", tx_hash)["risk"]["decision"] == "review"
