@@ -1,0 +1,114 @@
+"""Risk hook benchmarks: scoring latency per transaction and training throughput.
+
+    python bench/risk.py [--repeats 2000] [--batch 500]
+
+Trains the default seeded model in a temporary directory, then measures
+
+* model only: one forward pass (MLP + isolation forest) for 1 row, and for a
+  batch of ``--batch`` rows (per-row time = batch time / batch);
+* full hook (what admission pays): features from the history and the
+  committed account in a real Application (in-memory KV) + scoring, single
+  and batched;
+* training: MLP samples/s (samples x epochs / fit seconds) and the whole
+  ``train`` (data generation + MLP + forest + held-out eval) wall time.
+
+Prints p50/p99 in microseconds.  The issue's bars: inference < 1 ms per
+transaction, training > 1,000 samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from node.risk.hook import RiskHook  # noqa: E402
+from node.risk.model import MLP_SIZES  # noqa: E402
+from node.risk.nn import MLP  # noqa: E402
+from node.risk.store import ModelStore  # noqa: E402
+from node.risk.synth import generate  # noqa: E402
+from node.risk.train import train_to_store  # noqa: E402
+from state.app import Application  # noqa: E402
+from state.kv import MemoryKV  # noqa: E402
+from state.testing import ONE_QNX, dev_key, make_genesis, transfer  # noqa: E402
+
+
+def percentiles(samples_s: list[float]) -> str:
+    us = np.array(samples_s) * 1e6
+    return f"p50 {np.percentile(us, 50):8.1f} us   p99 {np.percentile(us, 99):8.1f} us"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        version, _ = train_to_store(Path(tmp))
+        train_wall = time.perf_counter() - started
+        store = ModelStore(Path(tmp))
+        model = store.load()
+        training = model.meta["training"]
+
+        data = generate(42, accounts=100, blocks=600)
+        rows = data.x
+        single = []
+        for i in range(args.repeats):
+            row = rows[i % len(rows)][None, :]
+            t = time.perf_counter()
+            model.score(row)
+            single.append(time.perf_counter() - t)
+        batched = []
+        for i in range(max(20, args.repeats // args.batch * 5)):
+            start = (i * args.batch) % max(1, len(rows) - args.batch)
+            chunk = rows[start : start + args.batch]
+            t = time.perf_counter()
+            model.score(chunk)
+            batched.append((time.perf_counter() - t) / len(chunk))
+
+        senders = [dev_key(f"s{i}") for i in range(args.batch)]
+        app = Application(MemoryKV(), make_genesis(funded=senders, balance=1000 * ONE_QNX))
+        hook = RiskHook(store, model, review=0.5, reject=0.9)
+        hook.attach(app)
+        receiver = dev_key("receiver").address
+        txs = [transfer(k, 0, receiver, (i % 97 + 1) * ONE_QNX) for i, k in enumerate(senders)]
+        hook_single = []
+        for i in range(args.repeats):
+            stx = txs[i % len(txs)]
+            hook._features.clear()  # measure feature extraction too, not the cache
+            t = time.perf_counter()
+            hook.assess([stx])
+            hook_single.append(time.perf_counter() - t)
+        hook_batched = []
+        for _ in range(10):
+            hook._features.clear()
+            t = time.perf_counter()
+            hook.assess(txs)
+            hook_batched.append((time.perf_counter() - t) / len(txs))
+
+        big = generate(0)
+        mlp = MLP.init(MLP_SIZES, 0)
+        xs = ((big.x - model.mean) / model.std).astype(np.float32)
+        t = time.perf_counter()
+        mlp.fit(xs, big.y.astype(np.float32), epochs=10)
+        fit_rate = 10 * len(big) / (time.perf_counter() - t)
+
+    print(f"model v{version}: {training['samples']} training samples, MLP {MLP_SIZES}, 100-tree isolation forest")
+    print(f"scoring, model only,  single tx      {percentiles(single)}")
+    print(f"scoring, model only,  batch of {args.batch:<4}  {percentiles(batched)}  (per tx)")
+    print(f"scoring, full hook,   single tx      {percentiles(hook_single)}  (features + account read + score)")
+    print(f"scoring, full hook,   batch of {args.batch:<4}  {percentiles(hook_batched)}  (per tx)")
+    print(f"training, MLP (Adam, batch 128)       {fit_rate:,.0f} samples/s ({len(big)} samples x 10 epochs)")
+    print(f"training, whole `risk train`          {train_wall:.2f} s wall (data + MLP + forest + held-out eval)")
+
+
+if __name__ == "__main__":
+    main()
