@@ -57,7 +57,7 @@ def _div_trunc(a: int, b: int) -> int:
 class ValidatorSet:
     """An immutable validator set with proposer priorities, sorted by address."""
 
-    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries")
+    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries", "_walk")
 
     def __init__(self, entries: Iterable[tuple[bytes, int]]) -> None:
         validators = []
@@ -92,7 +92,7 @@ class ValidatorSet:
         self._proposer_index = proposer_index
         self._by_address = {v.address: i for i, v in enumerate(validators)}
         self._total = total
-        self._primaries: dict[int, Validator] = {}  # memo of proposer_for: the set is immutable
+        self._reset_walk()
 
     @classmethod
     def _make(cls, validators: tuple[Validator, ...], priorities: tuple[int, ...], proposer_index: int) -> "ValidatorSet":
@@ -103,7 +103,14 @@ class ValidatorSet:
     def _become(self, other: "ValidatorSet") -> None:
         self._priorities = other._priorities
         self._proposer_index = other._proposer_index
-        self._primaries = {}
+        self._reset_walk()
+
+    def _reset_walk(self) -> None:
+        # Memo of proposer_for: the primaries of views 0..len-1 (the set is
+        # immutable), and the priorities after the last round walked, so a
+        # later view costs only the rounds beyond it.
+        self._primaries: list[int] = [self._proposer_index]
+        self._walk: list[int] | None = None
 
     # -- queries -----------------------------------------------------------
 
@@ -176,15 +183,31 @@ class ValidatorSet:
         return self._validators[self._proposer_index]
 
     def proposer_for(self, view: int) -> Validator:
-        """The primary of ``view`` at this set's height."""
+        """The primary of ``view`` at this set's height: ``increment(view).proposer``.
+
+        Memoised and walked incrementally (``increment(k)`` rescales once and
+        then runs k rounds, so round k+1 continues from round k): the first
+        call for view v costs O(v * n), and each later one only the rounds
+        beyond the highest view asked so far.  Callers bound ``view`` (the
+        engine drops views far ahead of its own before asking).
+        """
         if view < 0:
             raise ValueError(f"view {view} is negative")
-        primary = self._primaries.get(view)
-        if primary is None:
-            if len(self._primaries) >= 1024:
-                self._primaries.clear()
-            primary = self._primaries[view] = self.increment(view).proposer
-        return primary
+        primaries = self._primaries
+        if view < len(primaries):
+            return self._validators[primaries[view]]
+        prio = self._walk if self._walk is not None else self._rescaled()
+        total, powers = self._total, [v.power for v in self._validators]
+        while len(primaries) <= view:
+            prio = [_clip(p + w) for p, w in zip(prio, powers)]
+            proposer = 0
+            for i in range(1, len(prio)):
+                if prio[i] > prio[proposer]:
+                    proposer = i
+            prio[proposer] = _clip(prio[proposer] - total)
+            primaries.append(proposer)
+        self._walk = prio
+        return self._validators[primaries[view]]
 
     def increment(self, times: int = 1) -> "ValidatorSet":
         """A new set with priorities advanced ``times`` rounds (0 returns self)."""
@@ -194,7 +217,8 @@ class ValidatorSet:
             return self
         return self._incremented(times)
 
-    def _incremented(self, times: int) -> "ValidatorSet":
+    def _rescaled(self) -> list[int]:
+        """The priorities before the first round of an increment."""
         total = self._total
         prio = list(self._priorities)
         # RescalePriorities(2 * total): bound the spread, dividing as Go does.
@@ -205,7 +229,11 @@ class ValidatorSet:
             prio = [_div_trunc(p, ratio) for p in prio]
         # shiftByAvgProposerPriority: big.Int division is Euclidean (floors here).
         avg = sum(prio) // len(prio)
-        prio = [_clip(p - avg) for p in prio]
+        return [_clip(p - avg) for p in prio]
+
+    def _incremented(self, times: int) -> "ValidatorSet":
+        total = self._total
+        prio = self._rescaled()
         proposer = 0
         for _ in range(times):
             prio = [_clip(p + v.power) for p, v in zip(prio, self._validators)]
