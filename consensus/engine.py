@@ -39,6 +39,7 @@ from consensus.events import (
     ProposalBuilt,
     ProposalValidated,
     RebroadcastDue,
+    Redeliver,
     ReportEvidence,
     RequestSync,
     ScheduleTimeout,
@@ -47,6 +48,7 @@ from consensus.events import (
     ValidateProposal,
 )
 from consensus.messages import (
+    MAX_MESSAGE_BYTES,
     CommitCertificate,
     Evidence,
     Message,
@@ -58,21 +60,31 @@ from consensus.messages import (
     VoteKind,
 )
 from consensus.validators import ValidatorSet
-from consensus.verify import check_new_view, check_proposal, check_signed, check_view_change, highest_certificate
+from consensus.verify import (
+    check_new_view,
+    check_proposal,
+    check_signed,
+    check_view_change,
+    highest_certificate,
+    signed_by_member,
+)
 from state.crypto import PrivateKey, sha256
 
 __all__ = [
     "Engine", "EngineState", "Step", "TimeoutConfig",
     "HeightStarted", "MessageReceived", "ProposalBuilt", "ProposalValidated", "TimeoutElapsed", "RebroadcastDue",
     "Broadcast", "BuildProposal", "ValidateProposal", "ScheduleTimeout", "CommitBlock", "ReportEvidence",
-    "RequestSync", "PenalizePeer", "Event", "Action",
+    "RequestSync", "PenalizePeer", "Redeliver", "Event", "Action",
 ]
 
-# Bounds on what a peer can make us store.
-FUTURE_VIEW_WINDOW = 64  # votes for views further ahead than this are dropped
+# Bounds on what a peer can make us store or compute.
+FUTURE_VIEW_WINDOW = 64  # messages for views further ahead than this are dropped unchecked
 MAX_VIEW_CHANGES_PER_VALIDATOR = 4  # the highest few views per validator
-MAX_BUFFERED = 1024  # messages for the next height, in total
+# The next height's messages, held until it starts: only signed ones, one per
+# (type, kind, view, signer); each member gets an equal share of the bytes, so
+# no coalition of signers can crowd out another's (the primary's proposal).
 MAX_BUFFERED_PER_SIGNER = 32
+MAX_BUFFERED_BYTES = 8 * MAX_MESSAGE_BYTES
 MAX_BLOCK_CANDIDATES = 4  # distinct byte strings claimed for one block hash
 
 
@@ -115,9 +127,12 @@ class Engine:
         self._timeouts = timeouts
         self._started = False
         self._buffer: list[tuple[Message, str | None]] = []
+        self._buffer_slots: set[tuple[str, int, int, bytes]] = set()  # (type, kind, view, signer)
+        self._buffer_bytes: dict[bytes, int] = {}  # signer -> bytes held
         self._ahead_signers: set[bytes] = set()  # verified signers seen at height + 1
-        self._sync_requested = height - 1  # highest height we asked sync for
+        self._sync_requested = height - 1  # highest height we asked sync for, reset each height
         self._out: list[Action] = []
+        self._changed = False
         self._reset(height, validator_set)
         self._step = Step.WAITING
 
@@ -151,8 +166,20 @@ class Engine:
             committed_block_hash=None if self._decided is None else self._decided[1],
         )
 
+    @property
+    def last_input_changed_state(self) -> bool:
+        """Whether the last ``handle`` changed anything that can influence later outputs.
+
+        False only for inputs dropped or found to be no-ops (bad signature,
+        non-member, out of the view window, stale height or view, a duplicate),
+        so a driver may leave those out of its WAL: replaying only the inputs
+        for which this was True rebuilds the same state.
+        """
+        return self._changed
+
     def handle(self, event: Event) -> list[Action]:
         self._out = []
+        self._changed = True  # cleared only on paths known to change nothing
         if isinstance(event, MessageReceived):
             self._on_message(event.message, event.from_peer)
         elif isinstance(event, HeightStarted):
@@ -170,7 +197,13 @@ class Engine:
         if self._started:
             self._advance()
         out, self._out = self._out, []
+        if not isinstance(event, RebroadcastDue) and any(not isinstance(a, PenalizePeer) for a in out):
+            self._changed = True  # a safety net: whatever acted was not a no-op
         return out
+
+    def _unchanged(self) -> None:
+        """The current input is dropped or a no-op: nothing was touched."""
+        self._changed = False
 
     # -- per-height state ------------------------------------------------------
 
@@ -188,7 +221,7 @@ class Engine:
         self._validating: dict[bytes, bytes] = {}  # hash -> bytes sent to ValidateProposal
         self._by_signer: dict[tuple[VoteKind, int, bytes], list[Vote]] = {}  # at most 2 (evidence)
         self._tally: dict[tuple[VoteKind, int, bytes], dict[bytes, Vote]] = {}  # (kind, view, hash)
-        self._reported: set[tuple[VoteKind, int, bytes]] = set()
+        self._reported: set[bytes] = set()  # validators whose equivocation we reported (one per height)
         self._view_changes: dict[bytes, dict[int, ViewChange]] = {}  # validator -> new_view -> VC
         self._prepared: PreparedCertificate | None = None
         self._building: int | None = None  # view of an outstanding BuildProposal
@@ -197,40 +230,57 @@ class Engine:
 
     def _on_height_started(self, height: int, vset: ValidatorSet) -> None:
         if height < self._height or (self._started and height == self._height):
+            self._unchanged()
             return
         pending = [(m, p) for m, p in self._buffer if _height_of(m) == height]
         self._buffer = []
+        self._buffer_slots = set()
+        self._buffer_bytes = {}
         self._ahead_signers = set()
+        self._sync_requested = height - 1
         self._reset(height, vset)
         self._started = True
         self._schedule_timeout()
         if self._me is not None and vset.proposer.address == self._me:
             self._building = 0
             self._emit(BuildProposal(height, 0))
+        # Handed back rather than handled here, so the driver logs them in
+        # the new height's WAL like any other input.
         for message, peer in pending:
-            self._on_message(message, peer)
+            self._emit(Redeliver(message, peer))
 
     # -- messages ------------------------------------------------------------------
 
     def _on_message(self, message: Message, peer: str | None) -> None:
         if isinstance(message, (PreparedCertificate, CommitCertificate)):
+            self._unchanged()
             return  # only ever sent inside other messages or by block sync
         height = _height_of(message)
         if not self._started:
             if height in (self._height, self._height + 1):
                 self._buffer_message(message, peer)
+            else:
+                self._unchanged()
             return
         if height < self._height:
+            self._unchanged()
             return
         if height == self._height + 1:
             self._buffer_message(message, peer)
             return
         if height > self._height + 1:
-            if self._looks_genuine(message) and height - 1 > self._sync_requested:
+            if height - 1 > self._sync_requested and self._signed_by_member(message):
                 self._sync_requested = height - 1
                 self._emit(RequestSync(height - 1))
+            else:
+                self._unchanged()
+            return
+        if _view_of(message) > self._view + FUTURE_VIEW_WINDOW:
+            # Before any check: the cost of a message must not grow with its view.
+            self._unchanged()
             return
         if self._decided is not None and not isinstance(message, (Vote, Evidence)):
+            self._unchanged()
             return  # committed: only equivocation is still worth noticing until the next height
         try:
             if isinstance(message, Vote):
@@ -244,37 +294,57 @@ class Engine:
             elif isinstance(message, Evidence):
                 self._on_evidence(message)
         except InvalidMessage as exc:
+            self._unchanged()  # every check runs before anything is stored
             if peer is not None:
                 self._emit(PenalizePeer(peer, exc.reason))
 
     def _buffer_message(self, message: Message, peer: str | None) -> None:
-        if len(self._buffer) >= MAX_BUFFERED or any(m == message for m, _ in self._buffer):
-            return
+        """Hold a message for the next height if it is signed by a member and has a free slot.
+
+        Checked against our set, which is the next height's too except at an
+        epoch boundary (where the set changes and some genuine messages may be
+        dropped: their senders rebroadcast them).
+        """
         signer = _signer_of(message)
-        if sum(1 for m, _ in self._buffer if _signer_of(m) == signer) >= MAX_BUFFERED_PER_SIGNER:
+        view = _view_of(message)
+        kind = int(message.kind) if isinstance(message, Vote) else -1
+        slot = (type(message).__name__, kind, view, signer)
+        share = MAX_BUFFERED_BYTES // len(self._vset)
+        held = self._buffer_bytes.get(signer, 0)
+        # Cheap checks first; the slot also makes exact duplicates free to drop.
+        if (view > FUTURE_VIEW_WINDOW or (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
+                or signer not in self._vset or held >= share
+                or sum(1 for _, _, _, s in self._buffer_slots if s == signer) >= MAX_BUFFERED_PER_SIGNER):
+            self._unchanged()
+            return
+        size = len(message.encode())
+        if held + size > share or not self._signed_by_member(message):
+            self._unchanged()
             return
         self._buffer.append((message, peer))
-        # Checked against our set, which is the next one's too unless at an epoch boundary.
-        if self._started and signer not in self._ahead_signers and self._looks_genuine(message):
+        self._buffer_slots.add(slot)
+        self._buffer_bytes[signer] = held + size
+        if self._started:
             self._ahead_signers.add(signer)
 
-    def _looks_genuine(self, message: Message) -> bool:
-        """Signed by a member of our current set (used only to decide to sync)."""
+    def _signed_by_member(self, message: Message) -> bool:
+        """Signed by a member of our current set (the outer signature only)."""
         try:
-            if isinstance(message, (Vote, Proposal, ViewChange)):
-                check_signed(self.chain_id, self._vset, message)
-            elif isinstance(message, NewView):
-                check_signed(self.chain_id, self._vset, message.proposal)
-            else:
-                return False
+            if isinstance(message, Evidence):
+                message.verify(self.chain_id, self._vset)
+                return True
+            if isinstance(message, (Vote, Proposal, ViewChange, NewView)):
+                return signed_by_member(self.chain_id, self._vset, message)
         except InvalidMessage:
-            return False
-        return True
+            pass
+        return False
 
     def _on_proposal(self, proposal: Proposal) -> None:
-        if proposal.view != 0:
-            return  # later views' proposals travel inside NEW-VIEW only
-        if self._proposals.get(0) == proposal:
+        if proposal.view != 0 or 0 in self._proposals:
+            # Later views' proposals travel inside NEW-VIEW only; the first
+            # valid proposal of a view wins (an equivocating primary's second
+            # one, or a duplicate, is ignored).
+            self._unchanged()
             return
         check_proposal(self.chain_id, self._vset, proposal)
         self._accept_proposal(proposal)
@@ -296,28 +366,26 @@ class Engine:
     def _on_vote(self, vote: Vote) -> None:
         key = (vote.kind, vote.view, vote.validator)
         earlier = self._by_signer.get(key, [])
-        if any(v.block_hash == vote.block_hash for v in earlier):
-            return  # a duplicate (our own included): idempotent
-        if vote.view > self._view + FUTURE_VIEW_WINDOW or len(earlier) >= 2:
-            return
+        if any(v.block_hash == vote.block_hash for v in earlier) or len(earlier) >= 2:
+            self._unchanged()
+            return  # a duplicate (our own included), or a third hash: nothing new
         check_signed(self.chain_id, self._vset, vote)
         self._record_vote(vote)
 
     def _record_vote(self, vote: Vote) -> None:
         key = (vote.kind, vote.view, vote.validator)
         earlier = self._by_signer.setdefault(key, [])
-        if earlier and key not in self._reported:
-            self._reported.add(key)
+        if earlier and vote.validator not in self._reported:
+            self._reported.add(vote.validator)
             self._emit(ReportEvidence(Evidence.of(earlier[0], vote)))
         earlier.append(vote)
         self._tally.setdefault((vote.kind, vote.view, vote.block_hash), {})[vote.validator] = vote
 
     def _on_view_change(self, vc: ViewChange) -> None:
-        if vc.new_view < self._view:
-            return  # stale
         known = self._view_changes.get(vc.validator, {})
-        if vc.new_view in known:
-            return  # a duplicate, or a second one for the same view (first wins)
+        if vc.new_view < self._view or vc.new_view in known:
+            self._unchanged()
+            return  # stale, a duplicate, or a second one for the same view (first wins)
         check_view_change(self.chain_id, self._vset, vc)
         self._store_view_change(vc)
 
@@ -331,6 +399,7 @@ class Engine:
 
     def _on_new_view(self, nv: NewView) -> None:
         if nv.view < self._view or nv.view in self._new_views:
+            self._unchanged()
             return  # stale, a duplicate, or an equivocating primary's second one
         check_new_view(self.chain_id, self._vset, nv)
         if nv.view > self._view:
@@ -344,12 +413,12 @@ class Engine:
             self._step = Step.PROPOSE
 
     def _on_evidence(self, evidence: Evidence) -> None:
-        vote = evidence.vote_a
-        key = (vote.kind, vote.view, vote.validator)
-        if evidence.height != self._height or key in self._reported:
+        # One report per validator and height is enough to punish it.
+        if evidence.height != self._height or evidence.validator in self._reported:
+            self._unchanged()
             return
         evidence.verify(self.chain_id, self._vset)
-        self._reported.add(key)
+        self._reported.add(evidence.validator)
         self._emit(ReportEvidence(evidence))
 
     # -- answers from the driver ---------------------------------------------------
@@ -357,6 +426,7 @@ class Engine:
     def _on_proposal_built(self, event: ProposalBuilt) -> None:
         view = event.view
         if (event.height, view) != (self._height, self._view) or self._building != view or self._decided:
+            self._unchanged()
             return
         self._building = None
         assert self._signer is not None and self._me is not None
@@ -369,16 +439,17 @@ class Engine:
             self._send_new_view(self._new_view_plans[view], proposal)
 
     def _on_proposal_validated(self, event: ProposalValidated) -> None:
-        if event.height != self._height:
+        block = self._validating.pop(event.block_hash, None) if event.height == self._height else None
+        if block is None:
+            self._unchanged()
             return
-        block = self._validating.pop(event.block_hash, None)
-        if block is not None:
-            self._validity[(event.block_hash, bytes(sha256(block)))] = event.valid
+        self._validity[(event.block_hash, bytes(sha256(block)))] = event.valid
 
     # -- timers ----------------------------------------------------------------------
 
     def _on_timeout(self, height: int, view: int) -> None:
         if not self._started or (height, view) != (self._height, self._view) or self._decided:
+            self._unchanged()
             return
         if self._ahead_signers:
             # Someone signed for the next height, so this one was committed
@@ -417,7 +488,8 @@ class Engine:
         self._schedule_timeout()
 
     def _on_rebroadcast(self) -> None:
-        if not self._started or self._me is None:
+        self._unchanged()  # it only re-sends and re-asks
+        if not self._started:
             return
         if self._decided is None:
             # Requests the driver may have lost (it skips them while replaying
@@ -426,6 +498,8 @@ class Engine:
                 self._emit(BuildProposal(self._height, self._building))
             for block_hash, block in self._validating.items():
                 self._emit(ValidateProposal(self._height, self._view, block, block_hash))
+        if self._me is None:
+            return  # an observer validates certified blocks but sends nothing
         view = self._view if self._decided is None else self._decided[0]
         nv = self._new_views.get(view)
         proposal = self._proposals.get(view)
@@ -462,13 +536,9 @@ class Engine:
         for (kind, view, block_hash), votes in self._tally.items():
             if kind != VoteKind.COMMIT or not self._vset.has_quorum(self._vset.power_of(votes)):
                 continue
-            block = self._block_for(view, block_hash)
+            block = self._block_for(block_hash)
             if block is None:
-                # A quorum committed a block we never received: fetch it.
-                if self._sync_requested < self._height:
-                    self._sync_requested = self._height
-                    self._emit(RequestSync(self._height))
-                continue
+                continue  # waiting for the driver's verdict on a candidate
             certificate = CommitCertificate.from_votes(self._height, view, block_hash, list(votes.values()))
             self._decided = (view, block_hash)
             self._step = Step.COMMITTED
@@ -476,16 +546,25 @@ class Engine:
             return True
         return False
 
-    def _block_for(self, view: int, block_hash: bytes) -> bytes | None:
-        """Bytes for ``block_hash``: validated ones first, then the view's signed proposal."""
-        candidates = self._blocks.get(block_hash, [])
-        for digest, block in candidates:
-            if self._validity.get((block_hash, digest)):
+    def _block_for(self, block_hash: bytes) -> bytes | None:
+        """Bytes of a certified block to commit: only bytes our driver validated.
+
+        A certificate signs the hash only, so any bytes we hold may be a
+        Byzantine substitute.  Candidates not yet judged are sent to
+        ValidateProposal one at a time (None: wait for the answer).  With no
+        candidate left, ``b""``: the block is decided but we lack it, and the
+        driver fetches it by sync (CommitBlock with empty bytes).
+        """
+        for digest, block in self._blocks.get(block_hash, []):
+            valid = self._validity.get((block_hash, digest))
+            if valid:
                 return block
-        proposal = self._proposals.get(view)
-        if proposal is not None and proposal.block_hash == block_hash:
-            return proposal.block
-        return candidates[0][1] if candidates else None
+            if valid is None:
+                if block_hash not in self._validating:
+                    self._validating[block_hash] = block
+                    self._emit(ValidateProposal(self._height, self._view, block, block_hash))
+                return None
+        return b"" if block_hash not in self._validating else None
 
     def _update_prepared(self) -> None:
         for view, proposal in self._proposals.items():
@@ -631,6 +710,16 @@ class Engine:
 
 def _height_of(message: Message) -> int:
     return message.height
+
+
+def _view_of(message: Message) -> int:
+    if isinstance(message, (Vote, Proposal, NewView)):
+        return message.view
+    if isinstance(message, ViewChange):
+        return message.new_view
+    if isinstance(message, Evidence):
+        return message.vote_a.view
+    return 0
 
 
 def _signer_of(message: Message) -> bytes:

@@ -15,13 +15,24 @@ The driver's side of the contract, action by action:
 * ``ScheduleTimeout(height, view, duration_ms)``: after the duration, send
   ``TimeoutElapsed(height, view)``; stale ones are ignored by the engine.
 * ``CommitBlock(height, block, block_hash, certificate)``: check the hash
-  (fetch the block by sync if it does not match), apply it, store the
+  (fetch the block by sync if it does not match, or if ``block`` is empty:
+  the engine sends only bytes it validated), apply it, store the
   certificate (the next block's ``last_commit``), then send
   ``HeightStarted(height + 1, set.increment(1))``.
 * ``ReportEvidence(evidence)``: keep/gossip it for inclusion in a block.
 * ``RequestSync(height)``: fetch blocks up to ``height`` with their commit
   certificates, ``CommitCertificate.verify`` each, apply, send HeightStarted.
 * ``PenalizePeer(peer, reason)``: lower the peer's score.
+* ``Redeliver(message, from_peer)``: handle ``MessageReceived(message,
+  from_peer)`` now, before any other input, as if it had just arrived (log it
+  in the WAL like any input).  Emitted on HeightStarted for the messages the
+  engine held for that height, so they land in the new height's WAL.  Skip
+  it while replaying a WAL: the log already holds what followed.
+
+After each ``handle`` the engine's ``last_input_changed_state`` says whether
+the input changed anything that can influence later outputs; log an input to
+the WAL only when it is True (rejected, stale, out-of-window and duplicate
+messages are False), still before sending any Broadcast of that step.
 
 Send ``RebroadcastDue`` periodically while no block gets committed: the
 engine re-sends its own messages and re-asks unanswered requests.
@@ -177,5 +188,13 @@ class PenalizePeer:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Redeliver:
+    """Feed ``MessageReceived(message, from_peer)`` back in now (held for the height just started)."""
+
+    message: Message
+    from_peer: str | None = None
+
+
 Action = Union[Broadcast, BuildProposal, ValidateProposal, ScheduleTimeout, CommitBlock, ReportEvidence,
-               RequestSync, PenalizePeer]
+               RequestSync, PenalizePeer, Redeliver]

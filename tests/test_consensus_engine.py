@@ -23,6 +23,7 @@ from consensus.engine import (
     ProposalBuilt,
     ProposalValidated,
     RebroadcastDue,
+    Redeliver,
     ReportEvidence,
     RequestSync,
     ScheduleTimeout,
@@ -176,7 +177,8 @@ def test_commit_certificate_from_the_engine_verifies() -> None:
     engine.handle(HeightStarted(1, net.vset))
     engine.handle(received(net.proposal(net.primary())))
     actions = [a for k in net.keys[:3] for a in engine.handle(received(net.vote(k, COMMIT)))]
-    (commit,) = actions
+    assert actions == [ValidateProposal(1, 0, BLOCK_A, HASH_A)]  # an observer validates before it commits
+    (commit,) = engine.handle(ProposalValidated(1, 0, HASH_A, True))
     assert isinstance(commit, CommitBlock)
     commit.certificate.verify(CHAIN, net.vset)
     assert CommitCertificate.decode(commit.certificate.encode()) == commit.certificate
@@ -223,7 +225,9 @@ def test_quorum_counts_power_not_heads() -> None:
     whale_vote = net.vote(whale, COMMIT)
     run_steps(engine, [
         TestStep("the whale alone: 60 < 61", received(whale_vote), []),
-        TestStep("60 + 10 = 70 >= 61", received(smalls[0]),
+        TestStep("60 + 10 = 70 >= 61: validate the block first", received(smalls[0]),
+                 [ValidateProposal(1, 0, BLOCK_A, HASH_A)], {"step": Step.PROPOSE}),
+        TestStep("valid: commit", ProposalValidated(1, 0, HASH_A, True),
                  [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, [whale_vote, smalls[0]]))],
                  {"step": Step.COMMITTED}),
     ])
@@ -466,6 +470,7 @@ def test_stale_and_post_commit_messages_change_nothing() -> None:
         TestStep("nor do view changes for it", received(net.view_change(others[0], 1)), [], {"view": 2}),
     ])
     commits = [net.vote(k, COMMIT, view=2, h=HASH_B) for k in others]
+    engine.handle(ProposalValidated(1, 2, HASH_B, True))
     for vote in commits:
         engine.handle(received(vote))
     assert engine.state.step == Step.COMMITTED
@@ -487,6 +492,7 @@ def test_commit_in_an_earlier_view_still_counts() -> None:
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(primary)))
     engine.handle(TimeoutElapsed(1, 0))
+    engine.handle(ProposalValidated(1, 0, HASH_A, True))  # answered after we left view 0
     commits = [net.vote(k, COMMIT) for k in (primary, b, c)]
     run_steps(engine, [
         TestStep("", received(commits[0]), []),
@@ -536,8 +542,10 @@ def test_messages_for_the_next_height_are_buffered() -> None:
     run_steps(engine, [
         TestStep("height 2 proposal while at 1", received(proposal2), []),
         TestStep("older height: ignored", MessageReceived(net.vote(primary2, PREPARE, height=0), "p"), []),
-        TestStep("height 2 started: delivered", HeightStarted(2, next_set),
-                 [ScheduleTimeout(2, 0, 2000), ValidateProposal(2, 0, BLOCK_A, HASH_A)], {"height": 2}),
+        TestStep("height 2 started: handed back to be logged and fed in", HeightStarted(2, next_set),
+                 [ScheduleTimeout(2, 0, 2000), Redeliver(proposal2, "peer")], {"height": 2, "proposal_hash": None}),
+        TestStep("fed back", received(proposal2), [ValidateProposal(2, 0, BLOCK_A, HASH_A)],
+                 {"proposal_hash": HASH_A}),
     ])
 
 
@@ -565,7 +573,7 @@ def test_far_ahead_messages_request_sync_once() -> None:
     ])
 
 
-def test_commit_quorum_without_the_block_requests_sync() -> None:
+def test_commit_quorum_without_validated_bytes_commits_empty_for_sync() -> None:
     net = Net([1, 1, 1, 1])
     me, b, c = net.backups()
     engine = started(net.engine(me), net)
@@ -573,11 +581,10 @@ def test_commit_quorum_without_the_block_requests_sync() -> None:
     engine.handle(received(commits[0]))
     engine.handle(received(commits[1]))
     run_steps(engine, [
-        TestStep("quorum for a block never seen", received(commits[2]), [RequestSync(1)]),
-        TestStep("asked once", received(net.vote(me, COMMIT)), []),
-        TestStep("the proposal arrives after all", received(net.proposal(net.primary())),
-                 [CommitBlock(1, BLOCK_A, HASH_A,
-                              CommitCertificate.from_votes(1, 0, HASH_A, [*commits, net.vote(me, COMMIT)]))]),
+        TestStep("quorum for a block never seen: decided, the driver syncs the bytes", received(commits[2]),
+                 [CommitBlock(1, b"", HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))],
+                 {"step": Step.COMMITTED, "committed_block_hash": HASH_A}),
+        TestStep("the proposal arrives after all: too late", received(net.proposal(net.primary())), []),
     ])
 
 
@@ -597,7 +604,9 @@ def test_observer_never_signs_but_commits() -> None:
                      {"view": 0}),
             TestStep("", received(commits[0]), []),
             TestStep("", received(commits[1]), []),
-            TestStep("commit", received(commits[2]),
+            TestStep("commit quorum: validate the bytes first", received(commits[2]),
+                     [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
+            TestStep("commit", ProposalValidated(1, 0, HASH_A, True),
                      [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))]),
         ])
 
