@@ -227,3 +227,40 @@ def admin_call(url: str, token: str, method: str, params: Any) -> Any:
     if "error" in reply:
         raise CLIError(f"risk admin refused [{reply['error'].get('code')}]: {reply['error'].get('message')}")
     return reply.get("result")
+
+
+@risk.command("market-train")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (as [risk] market_model).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--series", default=6, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--length", default=1500, show_default=True, type=click.IntRange(200, 10**6))
+@click.option("--epochs", default=15, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@handle_errors
+def market_train(out: Path, seed: int, series: int, length: int, epochs: int, as_json: bool) -> None:
+    """Train the pool price-direction predictor on seeded synthetic price series; print the held-out comparison."""
+    from node.risk.market import render_market, train_market
+
+    report = train_market(out, seed=seed, series=series, length=length, epochs=epochs)
+    if as_json:
+        emit({"path": str(out), "held_out": report}, True)
+    else:
+        click.echo(f"market model written to {out}")
+        click.echo(render_market(report))
+
+
+@risk.command("market-eval")
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seed", default=None, type=int, help="Training seed (held-out series are seed+1000...).")
+@json_option
+@handle_errors
+def market_eval(model_path: Path, seed: int | None, as_json: bool) -> None:
+    """Held-out accuracy / log loss / ROC-AUC of the predictor against the naive baselines."""
+    from node.risk.market import MarketModel, evaluate_market, render_market
+
+    model = MarketModel.load(model_path)
+    training = model.meta.get("training", {})
+    report = evaluate_market(model, seed=int(training.get("seed", 0)) if seed is None else seed,
+                             series=int(training.get("series", 6)), length=int(training.get("length", 1500)))
+    emit(report, as_json, render_market)

@@ -74,9 +74,12 @@ class RiskSection:
     ``fallback`` decides: "admit" (admit unscored) or "rules" (flag a
     transfer of > 90 % of the balance to a new receiver for review).
     ``admin_port`` 0 or an empty ``admin_token`` disables the admin server.
+    ``market_model``: the pool price predictor's .npz (``qenexd risk
+    market-train``), same path rule; "" = qenex_predictPrice answers -32022.
     """
 
     model_dir: str = ""
+    market_model: str = ""
     review_threshold: float = 0.5
     reject_threshold: float = 0.9
     fallback: str = "admit"

@@ -5,6 +5,7 @@
     DIR/testnet.json            chain id, nodes {name, home, rpc, p2p}, dev accounts
     DIR/nodeI/config/...        one home per validator (see node.config.Home)
     DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
+    DIR/nodeI/config/market.npz its copy of the pool price predictor (likewise)
     DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
@@ -34,6 +35,7 @@ DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
 VALIDATOR_BALANCE = 10_000 * 10**QNX_DECIMALS
 DEFAULT_POWER = 100
 RISK_MODEL_DIR = "risk"  # under each node's config dir
+MARKET_MODEL = "market.npz"  # likewise
 RISK_SEED = 0
 
 
@@ -41,8 +43,11 @@ def _train_risk_model() -> Path:
     """Train the testnet's risk model once (seeded, a few seconds); every node gets a copy."""
     from node.risk.train import train_to_store  # numpy work: only when a testnet is made
 
+    from node.risk.market import train_market
+
     directory = Path(tempfile.mkdtemp(prefix="qenex-risk-"))
-    train_to_store(directory, seed=RISK_SEED)
+    train_to_store(directory / RISK_MODEL_DIR, seed=RISK_SEED)
+    train_market(directory / MARKET_MODEL, seed=RISK_SEED)
     return directory
 
 
@@ -133,12 +138,12 @@ def write_testnet(
                            bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
             # The admin API stays off (admin_port 0) until an operator picks a port.
-            risk=RiskSection(model_dir=RISK_MODEL_DIR, admin_token=secrets.token_hex(16)),
+            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL, admin_token=secrets.token_hex(16)),
         )
         if consensus_overrides:
             config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
         _write_home(Home(directory / f"node{i}"), config, genesis, key)
-        shutil.copytree(model_src, Home(directory / f"node{i}").config_dir / RISK_MODEL_DIR, dirs_exist_ok=True)
+        shutil.copytree(model_src, Home(directory / f"node{i}").config_dir, dirs_exist_ok=True)
         nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i]})
 
     shutil.rmtree(model_src, ignore_errors=True)

@@ -6,8 +6,10 @@
   (fallback policy in force), -32602 for an undecodable transaction.
 * ``qenex_riskModel()`` — the loaded model's version, thresholds, feature
   names, training metadata and held-out metrics (or the fallback policy).
-* ``qenex_predictPrice(pool)`` — see node.risk.market (pending the pool
-  query API: -32022 until then).
+* ``qenex_predictPrice(pool)`` — probability that the pool's next price
+  move is up, with the market model's version and the 15 indicator values
+  (node.risk.market).  -32022 no market model configured, -32023 fewer
+  than 21 observations, -32004 unknown pool.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from node.mempool import Mempool
 from node.risk.admin import AdminServer
 from node.risk.errors import RiskRejected
 from node.risk.hook import Assessment, RiskHook
+from node.risk.market import load_market_model
 from node.rpc import build_methods
 from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
@@ -63,6 +64,7 @@ class Node:
         # Loads the risk model now, so a corrupt or mismatched file stops the
         # node before it opens anything (RiskModelError is a ConfigError).
         self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
+        self.market_model = load_market_model(self.config.risk.market_model, home.config_dir)
         self._admin: AdminServer | None = None
         self.started_at = time.time()
         self.kv: LevelDBKV | None = None

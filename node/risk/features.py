@@ -28,8 +28,8 @@ transactions are already pending, and the incremental ``HistoryStore``.
                            in the last 20 blocks, [0, 2]; 0 if it received nothing
 16  token_native           1 if the token is QNX
 17  is_swap                1 for swaps (pool trades)
-18  pool_price_impact      swaps: amount_in / (reserve_in + amount_in); 0 for transfers, and 0
-                           while the node has no pool query API to read reserves from
+18  pool_price_impact      swaps: amount_in / (committed reserve_in + amount_in) of the first hop's
+                           pool (Application.pool); 0 for transfers and unknown pools
 19  fee_vs_median          log10 of the fee over the median fee of recent committed txs, [-3, 3]
 ==  =====================  ===============================================================
 

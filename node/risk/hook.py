@@ -105,8 +105,8 @@ class RiskHook:
         return self._decimals[token]
 
     def _pool_impact(self, pool: str, token_in: str, amount_in: int) -> float:
-        # The pool query API on Application (issue #3) is not there yet: until
-        # it is, a swap's price impact is 0 (documented in features.py).
+        # Committed reserves from Application.pool (issue #3); an unknown pool
+        # (or an application without pools) gives 0, as features.py documents.
         getter = getattr(self._app, "pool", None)
         if getter is None:
             return 0.0
