@@ -128,7 +128,7 @@ class Engine:
         self._started = False
         self._buffer: list[tuple[Message, str | None]] = []
         self._buffer_slots: set[tuple[str, int, int, bytes]] = set()  # (type, kind, view, signer)
-        self._buffer_bytes: dict[bytes, int] = {}  # signer -> bytes held
+        self._buffer_held: dict[bytes, tuple[int, int]] = {}  # signer -> (messages, bytes) held
         self._ahead_signers: set[bytes] = set()  # verified signers seen at height + 1
         self._sync_requested = height - 1  # highest height we asked sync for, reset each height
         self._out: list[Action] = []
@@ -235,7 +235,7 @@ class Engine:
         pending = [(m, p) for m, p in self._buffer if _height_of(m) == height]
         self._buffer = []
         self._buffer_slots = set()
-        self._buffer_bytes = {}
+        self._buffer_held = {}
         self._ahead_signers = set()
         self._sync_requested = height - 1
         self._reset(height, vset)
@@ -310,11 +310,11 @@ class Engine:
         kind = int(message.kind) if isinstance(message, Vote) else -1
         slot = (type(message).__name__, kind, view, signer)
         share = MAX_BUFFERED_BYTES // len(self._vset)
-        held = self._buffer_bytes.get(signer, 0)
-        # Cheap checks first; the slot also makes exact duplicates free to drop.
+        count, held = self._buffer_held.get(signer, (0, 0))
+        # Cheap checks first; the slot also makes exact duplicates free to drop
+        # (no comparison of whole messages).
         if (view > FUTURE_VIEW_WINDOW or (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
-                or signer not in self._vset or held >= share
-                or sum(1 for _, _, _, s in self._buffer_slots if s == signer) >= MAX_BUFFERED_PER_SIGNER):
+                or signer not in self._vset or held >= share or count >= MAX_BUFFERED_PER_SIGNER):
             self._unchanged()
             return
         size = len(message.encode())
@@ -323,7 +323,7 @@ class Engine:
             return
         self._buffer.append((message, peer))
         self._buffer_slots.add(slot)
-        self._buffer_bytes[signer] = held + size
+        self._buffer_held[signer] = (count + 1, held + size)
         if self._started:
             self._ahead_signers.add(signer)
 
