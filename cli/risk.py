@@ -135,6 +135,8 @@ def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | N
     out = client.call("qenex_riskScore", raw)
 
     def human(r: dict[str, Any]) -> str:
+        if not r.get("scored", True):
+            return f"{r['hash']}: admit (this kind of transaction is not scored)"
         reasons = ", ".join(f"{f['feature']}={f['value']}" for f in r["top_features"]) or "-"
         return (f"{r['hash']}: {r['decision']} (score {r['score']:.4f}; mlp {r['mlp']:.4f}, anomaly "
                 f"{r['anomaly']:.4f}; model v{r['model_version']}; reasons: {reasons})")

@@ -47,7 +47,8 @@ def risk_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         out = {"hash": "0x" + stx.hash.hex()}
         out.update(assessment.to_json())
         out["thresholds"] = {"review": node.risk.review, "reject": node.risk.reject}
-        out["features"] = {name: round(float(v), 6) for name, v in zip(FEATURE_NAMES, row)}
+        out["scored"] = row is not None  # False: a kind the model does not score (admitted)
+        out["features"] = {name: round(float(v), 6) for name, v in zip(FEATURE_NAMES, row)} if row is not None else None
         return out
 
     def risk_model() -> dict[str, Any]:

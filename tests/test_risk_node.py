@@ -111,6 +111,19 @@ def test_batched_assessment_equals_one_by_one(model_dir, tmp_path):
     assert np.allclose(batch, single, atol=1e-6)
 
 
+def test_kinds_the_model_was_not_trained_on_are_admitted_unscored(model_dir, tmp_path):
+    from state.testing import token_create
+
+    node = _node(model_dir, tmp_path)
+    stx = token_create(ALICE, 0, "USD", 10**12)
+    assert node.risk.features(stx) is None
+    assert node.submit_raw_tx(stx.encode()) in node.mempool and stx.hash not in node.flagged
+    out = risk_methods(node)["qenex_riskScore"]("0x" + stx.encode().hex())
+    assert out["decision"] == "admit" and out["scored"] is False
+    node.risk.observe_block(SimpleNamespace(header=SimpleNamespace(height=1), txs=[stx]))
+    assert node.risk.history.get(ALICE.address) is None
+
+
 def test_committed_blocks_update_the_history_incrementally(model_dir, tmp_path):
     node = _node(model_dir, tmp_path)
     before = node.risk.features(transfer(ALICE, 1, BOB.address, 5 * ONE_QNX))

@@ -90,3 +90,20 @@ def test_flagged_transaction_commits_through_another_proposer(net):
     hashes = {net.rpc(i).call("qenex_getBlock", record["height"])["app_hash"] for i in range(net.n)}
     assert len(hashes) == 1  # and every node, node0 included, applied the same block
     assert net.rpc(1).call("qenex_getTransaction", tx_hash)["risk"]["decision"] == "review"
+
+
+def test_swaps_are_scored_and_the_pool_price_predictor_answers(net):
+    charlie = str(net.account_key("charlie"))
+
+    def run(*args):
+        result = net.cli(*args, "--from", charlie, "--rpc", net.url(2), "--wait", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return json.loads(result.stdout)
+
+    run("tx", "token", "create", "--symbol", "USD", "--name", "Dollar", "--decimals", "6", "--supply", "1000000")
+    created = run("tx", "pool", "create", "--pool", "QNX/USD", "--amount-a", "1000", "--amount-b", "1000")
+    for amount in ("1", "2", "1.5"):
+        run("tx", "swap", "--in", "QNX", "--out", "USD", "--amount", amount)
+    net.wait_height(created["height"] + 25, timeout=60)
+    out = net.rpc(2).call("qenex_predictPrice", "QNX/USD")
+    assert 0 <= out["probability_up"] <= 1 and out["model_version"] == 1 and len(out["indicators"]) == 15

@@ -100,6 +100,8 @@ def admin_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             raise RPCError(RISK_ADMIN_ERROR, "no risk model is loaded: nothing to update")
         stx = locate(hash, raw)
         row = hook.features(stx)
+        if row is None:
+            raise RPCError(RISK_ADMIN_ERROR, f"a {stx.tx.kind.name.lower()} transaction is not scored by the model")
         before = float(hook.model.score(row[None, :])[0])
         previous = hook.model.version
         try:

@@ -4,6 +4,11 @@
 commit), the loaded model and the admission policy.  It is local policy
 only: nothing here is consulted when a block is validated or executed.
 
+Only transfers and swaps (single- and multi-hop) are scored: the model is
+trained on them.  Other kinds (token create/mint, pool deposits and
+withdrawals, rewards, batches) are admitted unscored and left out of the
+history.
+
 Fallback policy when no model is configured (``[risk] model_dir = ""``):
 
 * ``fallback = "admit"`` (default): every transaction is admitted unscored;
@@ -116,7 +121,8 @@ class RiskHook:
         except Exception:
             return 0.0
 
-    def event(self, stx: SignedTransaction, height: int) -> TxEvent:
+    def event(self, stx: SignedTransaction, height: int) -> TxEvent | None:
+        """The history event of a value-moving transaction (transfer, swap); None for other kinds."""
         tx = stx.tx
         p = tx.payload
         fee = tx.fee / 10**QNX_DECIMALS
@@ -132,16 +138,21 @@ class RiskHook:
                 height, is_swap=True, trade_key=f"{pool}:{direction}", reverse_key=f"{pool}:{1 - direction}",
                 pool_impact=self._pool_impact(pool, token_in, p.amount_in),
             )
-        # token create/mint, pool deposits, batches ...: no counterparty, no amount
-        return TxEvent(tx.sender, tx.sender, "QNX", 0.0, fee, height)
+        # Token create/mint, pool deposits and withdrawals, rewards, batches:
+        # the model was trained on transfers and swaps only, so these are
+        # neither scored nor folded into the history (see UNSCORED_KINDS).
+        return None
 
-    def features(self, stx: SignedTransaction) -> np.ndarray:
+    def features(self, stx: SignedTransaction) -> np.ndarray | None:
+        """The feature row of a transfer or swap (cached by hash); None for unscored kinds."""
         cached = self._features.get(stx.hash)
         if cached is not None:
             return cached
         assert self._app is not None
         height = self._app.height + 1
         ev = self.event(stx, height)
+        if ev is None:
+            return None
         account = self._app.account(stx.tx.sender)
         balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
         pending = max(0, stx.tx.nonce - account.nonce)
@@ -156,31 +167,37 @@ class RiskHook:
         if height <= self.history.height:
             return  # replayed commit: already folded in
         for stx in block.txs:
-            self.history.observe(self.event(stx, height))
+            ev = self.event(stx, height)
+            if ev is not None:
+                self.history.observe(ev)
         self.history.touch_height(height)
 
     # -- decisions -----------------------------------------------------------
 
     def assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
         """Score a batch in one forward pass; decide admit / review / reject for each."""
-        if not stxs:
-            return []
-        x = np.vstack([self.features(s) for s in stxs])
+        rows = [self.features(s) for s in stxs]
+        scored = [i for i, row in enumerate(rows) if row is not None]
+        out = [Assessment(s.hash, "admit", None, None) for s in stxs]  # unscored kinds: admitted
+        if not scored:
+            return out
+        x = np.vstack([rows[i] for i in scored])
         if self.model is None:
-            return [self._fallback(s, row) for s, row in zip(stxs, x)]
+            for j, i in enumerate(scored):
+                out[i] = self._fallback(stxs[i], x[j])
+            return out
         combined, p, a = self.model.score_parts(x)
-        out = []
-        for i, stx in enumerate(stxs):
-            score = float(combined[i])
+        for j, i in enumerate(scored):
+            score = float(combined[j])
             decision = "reject" if score > self.reject else "review" if score > self.review else "admit"
-            top = self.model.top_features(x[i]) if decision != "admit" else []
-            out.append(Assessment(stx.hash, decision, score, self.model.version, top, float(p[i]), float(a[i])))
+            top = self.model.top_features(x[j]) if decision != "admit" else []
+            out[i] = Assessment(stxs[i].hash, decision, score, self.model.version, top, float(p[j]), float(a[j]))
         return out
 
-    def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray]:
+    def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray | None]:
         assessment = self.assess([stx])[0]
         row = self.features(stx)
-        if self.model is not None and not assessment.top_features:
+        if self.model is not None and row is not None and not assessment.top_features:
             assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,
                                     assessment.model_version, self.model.top_features(row),
                                     assessment.mlp, assessment.anomaly)
