@@ -8,6 +8,8 @@ naming it.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from node.errors import MempoolError
@@ -61,17 +63,29 @@ def tx_to_json(stx: SignedTransaction) -> dict[str, Any]:
     }
 
 
+# Integer payload fields that are counts or heights, not amounts; every other
+# integer is an amount and goes out as a decimal string (JSON numbers lose
+# precision past 2**53, and amounts reach 2**128 - 1).
+_PLAIN_INT_FIELDS = frozenset({"decimals", "deadline", "deadline_height"})
+
+
+def _json_value(name: str, value: Any) -> Any:
+    if isinstance(value, bytes):
+        return address_to_text(value) if len(value) == 20 else hex0x(value)
+    if dataclasses.is_dataclass(value):
+        return {"op": type(value).__name__, **payload_to_json(value)}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(name, item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if name in _PLAIN_INT_FIELDS else str(value)
+    return value
+
+
 def payload_to_json(payload: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in payload.__dataclass_fields__:
-        value = getattr(payload, name)
-        if isinstance(value, bytes):
-            out[name] = address_to_text(value) if len(value) == 20 else hex0x(value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out[name] = str(value) if name in ("amount", "initial_supply") else value
-        else:
-            out[name] = value
-    return out
+    """A transaction payload (batch operations included) as JSON."""
+    return {f.name: _json_value(f.name, getattr(payload, f.name)) for f in dataclasses.fields(payload)}
 
 
 def header_to_json(block: Block) -> dict[str, Any]:

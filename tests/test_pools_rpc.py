@@ -75,3 +75,22 @@ def test_unknown_pools_and_ranges_are_not_found(rpc, method, args):
     with pytest.raises(RPCError) as info:
         methods[method](*args)
     assert info.value.code == -32004
+
+
+def test_batch_transactions_render_as_json_with_amounts_as_strings():
+    import json
+
+    from node.rpc import tx_to_json
+    from state.testing import dev_key
+    from state.types import Batch, FlashBorrow, FlashRepay, Transaction, Transfer, TxKind
+
+    key = dev_key("json")
+    ops = (FlashBorrow("AAA", "BBB", "AAA", 1000), FlashRepay("AAA", "BBB", "AAA", 1004),
+           Transfer(key.address, "QNX", 2**100))
+    stx = Transaction("c", TxKind.BATCH, key.public_key, 0, 30000, Batch(ops)).sign(key)
+    out = json.loads(json.dumps(tx_to_json(stx)))
+    rendered = out["payload"]["ops"]
+    assert [op["op"] for op in rendered] == ["FlashBorrow", "FlashRepay", "Transfer"]
+    assert rendered[1]["amount"] == "1004" and rendered[2]["amount"] == str(2**100)
+    assert rendered[2]["to"].startswith("qnx1")
+    assert "KIND" not in rendered[2] and "KIND" not in out["payload"]
