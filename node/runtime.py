@@ -296,7 +296,10 @@ class Node:
             self.driver.deliver_message(data, peer)
 
     def _on_commit(self, block: Block) -> None:
-        self.risk.observe_block(block)
+        try:
+            self.risk.observe_block(block)
+        except Exception:  # local policy: a history bug must never stop commits
+            log.exception("risk history update failed at height %d", block.header.height)
         log.info(
             "committed height=%d txs=%d hash=%s app=%s",
             block.header.height,
