@@ -255,13 +255,15 @@ class ConsensusDriver:
 
     def _handle(self, event: Any, *, log_input: bool = True) -> None:
         assert self.engine is not None
-        if log_input and not self._replaying:
+        actions = self.engine.handle(event)
+        # Logged after handling, and only if the input changed the engine's
+        # state (junk and duplicates do not grow the WAL); still before any
+        # of its consequences leave the process.
+        if log_input and not self._replaying and self.engine.last_input_changed_state:
             record = event_to_record(event)
             if record is not None:
                 self.wal.append(record)
-        actions = self.engine.handle(event)
-        signed_out = [a for a in actions if isinstance(a, ce.Broadcast)]
-        if signed_out and not self._replaying:
+        if not self._replaying and any(isinstance(a, ce.Broadcast) for a in actions):
             self.wal.sync()  # our votes are durable before anyone sees them
         for action in actions:
             self._execute(action)
@@ -290,6 +292,12 @@ class ConsensusDriver:
         elif isinstance(action, ce.ValidateProposal):
             if not self._replaying:
                 self.inbox.put_nowait(self._validate(action))
+        elif isinstance(action, ce.Redeliver):
+            # Messages held for this height come back through the inbox path,
+            # so they are logged in this height's WAL (during a replay the WAL
+            # already holds what followed).
+            if not self._replaying:
+                self._handle(ce.MessageReceived(action.message, action.from_peer))
         elif isinstance(action, ce.CommitBlock):
             # A commit found while replaying is carried out for real: the
             # next height then starts live (WAL rewritten, timers armed).
@@ -401,6 +409,11 @@ class ConsensusDriver:
         cached = self._results.get(action.block_hash)
         if cached is not None:
             block, result = cached
+        elif not action.block:
+            # The engine holds no validated bytes for the certified hash.
+            log.info("block %d is certified but we never validated it; syncing it", action.height)
+            self.hooks.request_sync(action.height)
+            return
         else:
             # We never validated the certified block; the bytes we hold may
             # be a Byzantine primary's substitute.  Apply them only if they

@@ -207,3 +207,51 @@ async def test_sync_skips_and_penalises_a_peer_that_claims_blocks_it_does_not_se
     assert item.peer == "honest" and item.block == raw
     assert peers.requests[:2] == ["liar", "honest"]
     assert peers.penalties and peers.penalties[0][0] == "liar"
+
+
+async def test_next_height_messages_are_logged_so_a_restart_never_equivocates(tmp_path):
+    """Traffic for h+1 that arrives while we are at h is handed back by the
+    engine (Redeliver) and logged in h+1's WAL: after a crash we still know our
+    PREPARE, and a conflicting proposal from the same primary gets no vote."""
+    set2 = VSET.increment(1)
+    p1, p2 = key_of(VSET.proposer_for(0).address), key_of(set2.proposer_for(0).address)
+    me = next(k for k in KEYS if k not in (p1, p2))
+    others = [k for k in KEYS if k is not me]
+    now = int(time.time() * 1000)
+    chain = Application(MemoryKV(), GENESIS)
+    b1, r1 = chain.build_block([], proposer=p1.address, time_ms=now, last_commit=b"")
+    cert1 = CommitCertificate.from_votes(1, 0, b1.hash, [Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, b1.hash)
+                                                         for k in others])
+    chain.commit_block(b1, r1, cert1.encode())
+    b2a, _ = chain.build_block([], proposer=p2.address, time_ms=now + 1, last_commit=cert1.encode())
+    b2b, _ = chain.build_block([], proposer=p2.address, time_ms=now + 2, last_commit=cert1.encode())
+
+    kv = MemoryKV()
+    h = Harness(me, kv, tmp_path / "wal")
+    h.driver.start()
+    await h.settle()
+    h.driver.deliver_message(Proposal.create(p1, CHAIN, 1, 0, b1.encode(), b1.hash).encode(), "p1")
+    await h.settle()
+    h.driver.deliver_message(Proposal.create(p2, CHAIN, 2, 0, b2a.encode(), b2a.hash).encode(), "p2")
+    for k in others:
+        h.driver.deliver_message(Vote.create(k, CHAIN, VoteKind.PREPARE, 2, 0, b2a.hash).encode(), "peer")
+    for k in others:
+        h.driver.deliver_message(Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, b1.hash).encode(), "peer")
+    await h.settle()
+    assert h.driver.app.height == 1
+    assert ("PREPARE", b2a.hash) in h.votes(2)
+    for task in h.driver._tasks:  # a SIGKILL: nothing more runs; the store and the WAL file survive
+        task.cancel()
+    h.driver.wal.close()
+
+    again = Harness(me, kv, tmp_path / "wal")
+    again.driver.start()
+    await again.settle()
+    try:
+        assert again.driver.engine.state.prepared_block_hash == b2a.hash
+        again.driver.deliver_message(Proposal.create(p2, CHAIN, 2, 0, b2b.encode(), b2b.hash).encode(), "p2")
+        await again.settle()
+        assert {block for _, block in again.votes(2)} <= {b2a.hash}, "signed a conflicting vote after restart"
+    finally:
+        await again.driver.stop()
+        again.driver.wal.close()
