@@ -249,3 +249,29 @@ def test_admin_feedback_needs_the_token_changes_scores_creates_a_version_and_rol
     assert node.risk.model.version == 1 and ModelStore(tmp_path / "models").current_version() == 1
     assert node.risk.assess([similar])[0].score == pytest.approx(before_similar, abs=1e-6)
     assert ModelStore(tmp_path / "models").load(2).meta["feedback"][-1]["from_version"] == 1
+
+
+def test_admin_server_binds_loopback_and_serves_with_the_token(model_dir, tmp_path):
+    import aiohttp
+
+    from node.risk.admin import AdminServer
+    from tests.localnet import free_port_range
+
+    node = _node(model_dir, tmp_path)
+    port = free_port_range(1)
+
+    async def scenario():
+        server = AdminServer(node)
+        await server.start("127.0.0.1", port)
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{port}/"
+                async with session.post(url, json=_rpc("risk_versions", [])) as r:
+                    assert r.status == 401
+                async with session.post(url, json=_rpc("risk_versions", []),
+                                        headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+                    return (await r.json())["result"]
+        finally:
+            await server.stop()
+
+    assert asyncio.run(scenario()) == {"versions": [1], "current": 1}
