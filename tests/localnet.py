@@ -161,9 +161,14 @@ class LocalNet:
 
 
 @contextlib.contextmanager
-def running_localnet(directory: Path, validators: int = 4) -> Iterator[LocalNet]:
-    """Start every node, wait for the first blocks; always stop them all."""
+def running_localnet(
+    directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None
+) -> Iterator[LocalNet]:
+    """Start every node (after ``configure`` edits the homes, if given), wait
+    for the first blocks; always stop them all."""
     network = LocalNet(directory, validators)
+    if configure is not None:
+        configure(network)
     try:
         network.start_all()
         network.wait_height(2, timeout=90)

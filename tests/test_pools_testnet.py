@@ -8,7 +8,6 @@ and the block headers' times.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from fractions import Fraction
@@ -16,7 +15,7 @@ from fractions import Fraction
 import pytest
 
 from node.rpc_client import RPCClientError
-from tests.localnet import LocalNet
+from tests.localnet import LocalNet, running_localnet
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -24,24 +23,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 POOL = "AAA/BBB"
 
 
-@contextlib.contextmanager
-def pool_localnet(directory):
-    """running_localnet, with each node's risk hook told never to reject.
+def _never_reject(network: LocalNet) -> None:
+    """Each node's risk hook told never to reject.
 
     The hook is local admission policy (DESIGN.md), trained on transfers; this
     test is about pool state, so a model's opinion of a fresh dev account's
     token or pool transactions must not decide whether it runs.
     """
-    network = LocalNet(directory, 4)
     for i in range(network.n):
         for config in (network.home(i) / "config").glob("*.toml"):
             config.write_text(re.sub(r"(?m)^reject_threshold = .*$", "reject_threshold = 1.0", config.read_text()))
-    try:
-        network.start_all()
-        network.wait_height(2, timeout=90)
-        yield network
-    finally:
-        network.stop_all()
 
 
 def _cli_json(net, *args):
@@ -55,7 +46,7 @@ def _tx(net, *args, node=0):
 
 
 def test_pools_on_a_running_testnet(tmp_path):
-    with pool_localnet(tmp_path) as net:
+    with running_localnet(tmp_path, configure=_never_reject) as net:
         for symbol in ("AAA", "BBB"):
             out = _tx(net, "token", "create", "--symbol", symbol, "--name", f"{symbol} token", "--supply", "1000000")
             assert out["status"] == "ok"
