@@ -108,10 +108,11 @@ def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review:
 @click.option("--to", "to", default=None, help="... receiver address (qnx1...) ...")
 @click.option("--amount", default=None, help="... amount in whole units ...")
 @click.option("--token", default="QNX", show_default=True, help="... and token.")
+@click.option("--fee", default=None, help="Fee in QNX base units (default: gas x min gas price).")
 @json_option
 @handle_errors
 def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | None, amount: str | None,
-          token: str, as_json: bool) -> None:
+          token: str, fee: str | None, as_json: bool) -> None:
     """Score one transaction on a node (qenex_riskScore) without submitting it."""
     client = RPCClient(rpc)
     if raw is None:
@@ -129,7 +130,7 @@ def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | N
         params = client.call("qenex_getParams")
         tx = Transaction(chain_id=status["chain_id"], kind=TxKind.TRANSFER, sender_pubkey=key.public_key,
                          nonce=int(account["pending_nonce"]),
-                         fee=int(params["gas"]["transfer"]) * int(params["min_gas_price"]),
+                         fee=int(fee) if fee and fee.isdigit() else int(params["gas"]["transfer"]) * int(params["min_gas_price"]),
                          payload=Transfer(to=receiver, token=token, amount=units))
         raw = "0x" + tx.sign(key).encode().hex()
     out = client.call("qenex_riskScore", raw)

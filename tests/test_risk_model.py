@@ -214,7 +214,7 @@ def test_model_beats_the_amount_threshold_baseline_on_held_out_data(store, model
     train = generate(SMALL["seed"], accounts=SMALL["accounts"], blocks=SMALL["blocks"])
     held = generate(SMALL["seed"] + 1000, accounts=SMALL["accounts"], blocks=SMALL["blocks"])
     report = evaluate(model, held, best_amount_threshold(train))
-    assert report["model"]["roc_auc"] > 0.95 > report["baseline"]["roc_auc"]
+    assert report["model"]["roc_auc"] > 0.93 and report["baseline"]["roc_auc"] < 0.8
     assert report["model"]["reject"]["f1"] > report["baseline"]["at_threshold"]["f1"] + 0.3
     assert report["model"]["reject"]["precision"] > 0.8
     table = render_table(report)

@@ -2,9 +2,9 @@
 
 Every node runs the testnet's seeded model (qenexd testnet init trains it).
 node0 is configured to refuse everything (reject threshold 0) and node1 to
-flag everything (review threshold 0), so one run shows: a fraud-pattern
-transfer refused through the CLI with score and reasons, an ordinary
-transfer admitted and final, and a transaction that node1 flagged and node0
+flag everything (review threshold 0), so one run shows: ordinary transfers
+admitted and final, then a fraud pattern (account drain after takeover)
+refused through the CLI with score and reasons, and a transaction that node1 flagged and node0
 refused still committed by another proposer and applied by node0 — risk is
 local policy, never block validity.
 """
@@ -44,26 +44,32 @@ def test_every_node_loaded_the_testnet_model(net):
         assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == 20
 
 
+def test_ordinary_transfers_are_admitted_and_final(net):
+    # Also alice's history: three small payments to bob, as an owner would make.
+    bob = net.address("bob")
+    for amount in ("12.5", "3", "7.25"):
+        result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", amount,
+                         "--rpc", net.url(2), "--wait", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["status"] == "ok"
+
+
 def test_fraud_pattern_is_refused_by_the_cli_with_score_and_reasons(net):
+    # Account drain after takeover: alice's key empties 99 % of her balance
+    # to an address she never paid, with a 10x fee to get in fast.
+    params = net.rpc(2).call("qenex_getParams")
+    fee = str(10 * int(params["gas"]["transfer"]) * int(params["min_gas_price"]))
     thief = address_to_text(PrivateKey.generate().address)
     result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", thief,
-                     "--amount", "990000", "--rpc", net.url(2))
+                     "--amount", "990000", "--fee", fee, "--rpc", net.url(2))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "[-32020]" in result.stderr and "refused by the risk hook" in result.stderr
     data = json.loads(result.stderr[result.stderr.index("({") + 1 : result.stderr.rindex(")")])
     assert data["score"] > 0.9 and data["model_version"] == 1 and data["top_features"]
     score = net.cli("risk", "score", "--from", str(net.account_key("alice")), "--to", thief, "--amount", "990000",
-                    "--rpc", net.url(3), "--json")
+                    "--fee", fee, "--rpc", net.url(3), "--json")
     assert score.returncode == 0, score.stderr
     assert json.loads(score.stdout)["decision"] == "reject"
-
-
-def test_ordinary_transfer_is_admitted_and_final(net):
-    bob = net.address("bob")
-    result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", "12.5",
-                     "--rpc", net.url(2), "--wait", "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["status"] == "ok"
 
 
 def test_flagged_transaction_commits_through_another_proposer(net):

@@ -148,5 +148,6 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> n
     f[17] = 1.0 if ev.is_swap else 0.0
     f[18] = _clip(ev.pool_impact, 0.0, 1.0)
     median = store.fee_median()
-    f[19] = _clip(math.log10((ev.fee + 1e-9) / (median + 1e-9)), -3, 3) if median > 0 else 0.0
+    # Relative only: real fees are ~1e-14 QNX, so no absolute epsilon here.
+    f[19] = _clip(math.log10(max(ev.fee, median * 1e-3) / median), -3, 3) if median > 0 else 0.0
     return f

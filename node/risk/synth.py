@@ -10,7 +10,9 @@ A small economy runs for ``blocks`` blocks.  Normal behaviour:
 * merchants: receive from many (legitimate fan-in) and pay suppliers;
 * payroll/exchange accounts: pay many known receivers in bursts (legitimate
   fan-out and velocity);
-* traders: swap on pools, sometimes back and forth, at small price impact.
+* traders: swap on pools, sometimes back and forth, at small price impact;
+* micropayment streams: a service funds a fresh account that pays it back
+  in many tiny payments, several per block (one counterparty, unlike dust).
 
 Fraud patterns (label 1), injected at random heights:
 
@@ -162,8 +164,23 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 target = everyone[int(rng.integers(0, len(everyone)))]
                 pending.append((h + k // 8, _Planned(prober, target, float(10 ** rng.uniform(-6, -3)), pattern="dust")))
 
+    streams: list[tuple[bytes, bytes, int, int]] = []  # (streamer, payee, first, last height)
+
     for h in range(1, blocks + 1):
         planned: list[_Planned] = []
+        # Micropayment streams (legitimate): a service funds a fresh account,
+        # which then pays it back in many tiny payments, several per block.
+        if rng.random() < 0.015:
+            payee = (payroll + merchants)[int(rng.integers(0, len(payroll) + len(merchants)))]
+            streamer = new_address()
+            planned.append(_Planned(payee, streamer, float(10 ** rng.uniform(-12, 1))))
+            streams.append((streamer, payee, h + 1, h + int(rng.integers(5, 60))))
+        for streamer, payee, first, last in streams:
+            if first <= h <= last:
+                for _ in range(int(rng.integers(0, 3))):
+                    tiny = float(10 ** rng.uniform(-18, -13))
+                    planned.append(_Planned(streamer, payee, tiny, fee_mult=float(rng.choice([1, 1, 2]))))
+        streams[:] = [st for st in streams if st[3] >= h]
         for a in everyone:
             if h < starts[a] or rng.random() >= (rate[a] if h > starts[a] else 0.5):
                 continue
