@@ -500,6 +500,16 @@ class Engine:
                 self._emit(ValidateProposal(self._height, self._view, block, block_hash))
         if self._me is None:
             return  # an observer validates certified blocks but sends nothing
+        if self._decided is not None:
+            # Relay the whole commit quorum, not just our vote: a Byzantine
+            # validator may have sent its COMMIT to us alone, leaving peers
+            # that prepared the block one vote short and in a view change
+            # that cannot gather a quorum while we wait here for the block.
+            # The votes are signed, so relaying them is safe.
+            view, block_hash = self._decided
+            for vote in self._tally.get((VoteKind.COMMIT, view, block_hash), {}).values():
+                if vote.validator != self._me:
+                    self._emit(Broadcast(vote))
         view = self._view if self._decided is None else self._decided[0]
         nv = self._new_views.get(view)
         proposal = self._proposals.get(view)

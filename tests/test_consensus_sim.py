@@ -363,8 +363,14 @@ MINORITY_COMMIT_THEN_VIEW_CHANGE = dict(
 OBSERVER_FALLS_BEHIND = dict(
     byzantine=0, pattern=0, drop_budget=15, slow_links=0,
     choices=[4600, 0, 0, 0, 2039, 3973, 0, 0, 320, 675, 2000, 850, 7971, 0, 0, 0, 0, 0, 0, 144, 0, 0, 0, 0, 0, 0, 949])
+# Found as a liveness failure: the Byzantine validator sent its height-3
+# COMMIT to one honest node only.  That node decided (but had to sync the
+# block), while the two others, one vote short, sat in a view change that
+# could not gather a quorum.  A decided node now relays the commit quorum.
+COMMIT_SENT_TO_ONE = dict(byzantine=2, pattern=3825056, drop_budget=0, slow_links=0, choices=[0] * 20)
 
 
+@example(**COMMIT_SENT_TO_ONE)
 @example(**MINORITY_COMMIT_THEN_VIEW_CHANGE)
 @example(**OBSERVER_FALLS_BEHIND)
 @example(byzantine=0, pattern=0, drop_budget=0, slow_links=0, choices=[])
@@ -438,6 +444,11 @@ def test_minority_commit_then_view_change_reproposes_the_committed_block() -> No
     blocks = {sim.stored[i][1][0] for i in sim.honest}
     views = {sim.stored[i][1][1].view for i in sim.honest}
     assert len(blocks) == 1 and min(views) == 0 and max(views) > 0, (blocks, views)
+
+
+def test_commit_sent_to_one_honest_node_still_completes_the_height() -> None:
+    sim = run(**COMMIT_SENT_TO_ONE)  # type: ignore[arg-type]
+    assert all(TARGET_HEIGHT in sim.stored[i] for i in sim.honest)
 
 
 def test_all_honest_network_commits_in_view_zero() -> None:
