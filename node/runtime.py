@@ -78,6 +78,7 @@ class Node:
         self._gossip_out: list[bytes] = []
         self._gossip_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self.fatal: BaseException | None = None
         self.commit_listeners: list[asyncio.Queue[Block]] = []
 
     # -- lifecycle --------------------------------------------------------
@@ -120,6 +121,7 @@ class Node:
                 penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
                 request_sync=lambda height: self.sync.request(height) if self.sync else None,
                 on_commit=self._on_commit,
+                on_fatal=self._on_fatal,
             ),
         )
         self.sync = BlockSync(self.app, self.p2p, self.driver.inbox)
@@ -295,6 +297,11 @@ class Node:
         if self.driver:
             self.driver.deliver_message(data, peer)
 
+    def _on_fatal(self, exc: BaseException) -> None:
+        """The consensus driver broke an invariant: stop the node, don't limp on."""
+        self.fatal = exc
+        self._stop.set()
+
     def _on_commit(self, block: Block) -> None:
         try:
             self.risk.observe_block(block)
@@ -319,5 +326,7 @@ def run_node(home: Home, config: NodeConfig | None = None) -> None:
     )
     node = Node(home, config)
     asyncio.run(node.run_until_signalled())
+    if node.fatal is not None:
+        raise SystemExit(f"node {config.name} halted: consensus driver failed: {node.fatal!r}")
 
 
