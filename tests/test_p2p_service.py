@@ -326,6 +326,8 @@ async def test_penalties_ban_and_disconnect_until_the_ban_expires() -> None:
                 await asyncio.sleep(0.1)
                 assert b.peer_id not in a.connected_peers()
             await until(lambda: b.peer_id in a.connected_peers(), timeout=5, what="reconnect after ban")
+            # each side learns of the new connection on its own schedule
+            await until(lambda: a.peer_id in b.connected_peers(), timeout=5, what="b sees the reconnection")
             await b.send_direct(a.peer_id, b"back")
 
     await asyncio.wait_for(body(), 20)
