@@ -188,6 +188,18 @@ def _units(value: Any, what: str) -> int:
     return int(text)
 
 
+def _deposit(payload_type: type[PoolCreate] | type[PoolAdd], sender: str, home: Path, rpc: str, fee: str | None,
+             wait: bool, timeout: float, as_json: bool, pool_name: str, amount_a: str, amount_b: str,
+             min_shares: str) -> None:
+    """Pool create and add take the same deposit: two amounts in whole units and a share floor."""
+    key = resolve_key(sender, home)
+    client = RPCClient(rpc)
+    a, b = _pair(pool_name)
+    payload = payload_type(a, b, parse_amount(amount_a, _token_decimals(client, a)),
+                           parse_amount(amount_b, _token_decimals(client, b)), _units(min_shares, "--min-shares"))
+    emit(submit(client, key, payload_type.KIND, payload, fee=fee, wait=wait, timeout=timeout), as_json, _human)
+
+
 @tx.group()
 def pool() -> None:
     """Create liquidity pools and add or remove liquidity."""
@@ -203,12 +215,7 @@ def pool() -> None:
 def pool_create(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeout: float, as_json: bool,
                 pool_name: str, amount_a: str, amount_b: str, min_shares: str) -> None:
     """Create the pool of a token pair with your first deposit (1000 shares are locked forever)."""
-    key = resolve_key(sender, home)
-    client = RPCClient(rpc)
-    a, b = _pair(pool_name)
-    payload = PoolCreate(a, b, parse_amount(amount_a, _token_decimals(client, a)),
-                         parse_amount(amount_b, _token_decimals(client, b)), _units(min_shares, "--min-shares"))
-    emit(submit(client, key, TxKind.POOL_CREATE, payload, fee=fee, wait=wait, timeout=timeout), as_json, _human)
+    _deposit(PoolCreate, sender, home, rpc, fee, wait, timeout, as_json, pool_name, amount_a, amount_b, min_shares)
 
 
 @pool.command("add")
@@ -221,12 +228,7 @@ def pool_create(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, 
 def pool_add(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeout: float, as_json: bool,
              pool_name: str, amount_a: str, amount_b: str, min_shares: str) -> None:
     """Add liquidity at the pool's ratio (the unused part of one amount stays with you)."""
-    key = resolve_key(sender, home)
-    client = RPCClient(rpc)
-    a, b = _pair(pool_name)
-    payload = PoolAdd(a, b, parse_amount(amount_a, _token_decimals(client, a)),
-                      parse_amount(amount_b, _token_decimals(client, b)), _units(min_shares, "--min-shares"))
-    emit(submit(client, key, TxKind.POOL_ADD, payload, fee=fee, wait=wait, timeout=timeout), as_json, _human)
+    _deposit(PoolAdd, sender, home, rpc, fee, wait, timeout, as_json, pool_name, amount_a, amount_b, min_shares)
 
 
 @pool.command("remove")

@@ -18,24 +18,23 @@ import pytest
 
 from node.config import Home
 from state.crypto import PrivateKey, address_to_text
-from tests.localnet import LocalNet, wait_until
+from tests.localnet import LocalNet, running_localnet, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory):
-    network = LocalNet(tmp_path_factory.mktemp("risk-testnet"))
+def _strict_first_two_nodes(network: LocalNet) -> None:
+    """node0 refuses and flags everything, node1 flags everything."""
     for i, overrides in ((0, {"reject_threshold": 0.0, "review_threshold": 0.0}), (1, {"review_threshold": 0.0})):
         home = Home(network.home(i))
         config = home.load_config()
         home.write_config(replace(config, risk=replace(config.risk, **overrides)))
-    try:
-        network.start_all()
-        network.wait_height(2, timeout=90)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    with running_localnet(tmp_path_factory.mktemp("risk-testnet"), configure=_strict_first_two_nodes) as network:
         yield network
-    finally:
-        network.stop_all()
 
 
 def test_every_node_loaded_the_testnet_model(net):
