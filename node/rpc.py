@@ -121,13 +121,12 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
 
     def status() -> dict[str, Any]:
         a = app()
-        last = a.get_block(a.height) if a.height else None
         return {
             "chain_id": a.chain_id,
             "node": node.config.name,
             "height": a.height,
             "latest_block_hash": hex0x(a.last_block_hash),
-            "latest_block_time_ms": last.header.time_ms if last else node.genesis.genesis_time_ms,
+            "latest_block_time_ms": a.last_time_ms,  # genesis time at height 0
             "app_hash": hex0x(a.app_hash),
             "peers": len(node.p2p.connected_peers()) if node.p2p else 0,
             "peer_id": node.p2p.peer_id if node.p2p else None,
