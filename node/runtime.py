@@ -9,9 +9,9 @@ Start-up: open the store → load genesis → p2p → consensus driver (WAL repl
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import signal
-import time
 from typing import Any
 
 from aiohttp import web
@@ -66,7 +66,6 @@ class Node:
         self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
         self.market_model = load_market_model(self.config.risk.market_model, home.config_dir)
         self._admin: AdminServer | None = None
-        self.started_at = time.time()
         self.kv: LevelDBKV | None = None
         self.app: Application | None = None
         self.mempool: Mempool | None = None
@@ -75,11 +74,10 @@ class Node:
         self.sync: BlockSync | None = None
         self.flagged: dict[bytes, dict[str, Any]] = {}
         self._rpc_runner: web.AppRunner | None = None
-        self._gossip_out: list[bytes] = []
+        self._gossip_out: collections.deque[bytes] = collections.deque()
         self._gossip_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.fatal: BaseException | None = None
-        self.commit_listeners: list[asyncio.Queue[Block]] = []
 
     # -- lifecycle --------------------------------------------------------
 
@@ -254,7 +252,7 @@ class Node:
                 while self._gossip_out and len(batch) < self.config.mempool.gossip_batch_txs:
                     if size + len(self._gossip_out[0]) > MAX_TX_BATCH_BYTES and batch:
                         break
-                    raw = self._gossip_out.pop(0)
+                    raw = self._gossip_out.popleft()
                     batch.append(raw)
                     size += len(raw)
                 try:
@@ -314,8 +312,6 @@ class Node:
             block.hash.hex()[:16],
             block.header.app_hash.hex()[:16],
         )
-        for queue in list(self.commit_listeners):
-            queue.put_nowait(block)
 
 
 def run_node(home: Home, config: NodeConfig | None = None) -> None:

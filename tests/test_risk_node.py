@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import shutil
 from dataclasses import replace
@@ -53,7 +54,7 @@ def _node(model_dir, tmp_path, *, review=0.5, reject=0.9, with_model=True, fallb
     hook.attach(app)
     node = Node.__new__(Node)
     node.app, node.mempool, node.risk, node.flagged = app, Mempool(app, MempoolSection()), hook, {}
-    node._gossip_out, node.p2p = [], None
+    node._gossip_out, node.p2p = collections.deque(), None
     node.config = SimpleNamespace(risk=RiskSection(admin_token=TOKEN))
     return node
 
