@@ -184,16 +184,12 @@ class Mempool:
         """Remove what ``block`` committed, then recheck every touched sender.
 
         Returns how many transactions were dropped as no longer executable.
+        Inflows never make a pending transaction invalid, so only the senders
+        (whose nonce and balances moved) need a recheck; the recheck also
+        removes their committed transactions (nonces now below the account's).
         """
-        touched = {stx.tx.sender for stx in block.txs}
-        for stx in block.txs:
-            self._drop(stx.hash)
-        # Inflows never make a pending transaction invalid, so only the
-        # senders (whose nonce and balances moved) need a recheck.
-        dropped = 0
-        for sender in sorted(touched):
-            dropped += self._recheck(sender)
-        return dropped
+        committed = {stx.hash for stx in block.txs}
+        return sum(self._recheck(sender, committed) for sender in sorted({stx.tx.sender for stx in block.txs}))
 
     def _drop(self, tx_hash: bytes) -> None:
         entry = self._by_hash.pop(tx_hash, None)
@@ -204,19 +200,21 @@ class Mempool:
         account.txs.remove(entry)
         account.add_spend(entry.outflows, -1)
 
-    def _recheck(self, sender: bytes) -> int:
+    def _recheck(self, sender: bytes, committed: frozenset[bytes] | set[bytes] = frozenset()) -> int:
+        """Rebuild ``sender``'s run against committed state; returns how many
+        pending transactions were dropped (committed ones are not counted)."""
         account = self._accounts.get(sender)
         if account is None:
             return 0
-        committed = self._app.account(sender)
+        state = self._app.account(sender)
         old = account.txs
         account.txs = []
         account.spent = {}
-        account.base_nonce = committed.nonce
+        account.base_nonce = state.nonce
         dropped = 0
         for entry in old:
             fits = entry.stx.tx.nonce == account.base_nonce + len(account.txs) and all(
-                account.spent.get(t, 0) + a <= committed.balances.get(t, 0) for t, a in entry.outflows.items()
+                account.spent.get(t, 0) + a <= state.balances.get(t, 0) for t, a in entry.outflows.items()
             )
             if fits:
                 account.txs.append(entry)
@@ -224,7 +222,7 @@ class Mempool:
             else:
                 del self._by_hash[entry.stx.hash]
                 self._bytes -= entry.size
-                dropped += 1
+                dropped += entry.stx.hash not in committed
         if not account.txs:
             del self._accounts[sender]
         return dropped
