@@ -12,9 +12,8 @@ import click
 
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
 from node.rpc_client import RPCClient
-from state.crypto import address_from_text
-from state.errors import StateError
-from state.types import Transaction, Transfer, TxKind, parse_amount
+from cli.tx import parse_address, sign_tx, token_decimals
+from state.types import Transfer, TxKind, parse_amount
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -119,20 +118,9 @@ def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | N
         if not (sender and to and amount):
             raise CLIError("give --raw, or --from, --to and --amount to build a transfer")
         key = resolve_key(sender, home)
-        try:
-            receiver = address_from_text(to)
-            decimals = int(client.call("qenex_getToken", token)["decimals"])
-            units = parse_amount(amount, decimals)
-        except StateError as exc:
-            raise CLIError(str(exc)) from None
-        status = client.call("qenex_status")
-        account = client.call("qenex_getAccount", _text(key))
-        params = client.call("qenex_getParams")
-        tx = Transaction(chain_id=status["chain_id"], kind=TxKind.TRANSFER, sender_pubkey=key.public_key,
-                         nonce=int(account["pending_nonce"]),
-                         fee=int(fee) if fee and fee.isdigit() else int(params["gas"]["transfer"]) * int(params["min_gas_price"]),
-                         payload=Transfer(to=receiver, token=token, amount=units))
-        raw = "0x" + tx.sign(key).encode().hex()
+        payload = Transfer(to=parse_address(to, "--to"), token=token,
+                           amount=parse_amount(amount, token_decimals(client, token)))
+        raw = "0x" + sign_tx(client, key, TxKind.TRANSFER, payload, fee=fee).encode().hex()
     out = client.call("qenex_riskScore", raw)
 
     def human(r: dict[str, Any]) -> str:
@@ -143,12 +131,6 @@ def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | N
                 f"{r['anomaly']:.4f}; model v{r['model_version']}; reasons: {reasons})")
 
     emit(out, as_json, human)
-
-
-def _text(key: Any) -> str:
-    from state.crypto import address_to_text
-
-    return address_to_text(key.address)
 
 
 @risk.command()

@@ -24,6 +24,7 @@ from state.types import (
     SwapRoute,
     TokenCreate,
     TokenMint,
+    SignedTransaction,
     Transaction,
     Transfer,
     TxKind,
@@ -46,27 +47,20 @@ def _common(func: Any) -> Any:
     return func
 
 
-def _parse_address(text: str, what: str) -> bytes:
+def parse_address(text: str, what: str) -> bytes:
     try:
         return address_from_text(text)
     except Exception as exc:
         raise CLIError(f"{what}: {exc}") from None
 
 
-def _token_decimals(client: RPCClient, symbol: str) -> int:
+def token_decimals(client: RPCClient, symbol: str) -> int:
     return int(client.call("qenex_getToken", symbol)["decimals"])
 
 
-def submit(
-    client: RPCClient,
-    key: PrivateKey,
-    kind: TxKind,
-    payload: Any,
-    *,
-    fee: str | None,
-    wait: bool,
-    timeout: float,
-) -> dict[str, Any]:
+def sign_tx(client: RPCClient, key: PrivateKey, kind: TxKind, payload: Any, *, fee: str | None) -> SignedTransaction:
+    """A transaction from ``key`` on the node's chain at its next pending nonce,
+    with ``fee`` in base units or, by default, the kind's gas at the minimum price."""
     status = client.call("qenex_status")
     account = client.call("qenex_getAccount", address_to_text(key.address))
     if fee is None:
@@ -84,7 +78,20 @@ def submit(
         fee=fee_units,
         payload=payload,
     )
-    raw = tx.sign(key).encode()
+    return tx.sign(key)
+
+
+def submit(
+    client: RPCClient,
+    key: PrivateKey,
+    kind: TxKind,
+    payload: Any,
+    *,
+    fee: str | None,
+    wait: bool,
+    timeout: float,
+) -> dict[str, Any]:
+    raw = sign_tx(client, key, kind, payload, fee=fee).encode()
     result = client.call("qenex_sendTransaction", "0x" + raw.hex())
     out: dict[str, Any] = {"hash": result["hash"], "status": "pending", "height": None}
     if wait:
@@ -118,8 +125,8 @@ def transfer(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, tim
     """Transfer AMOUNT of TOKEN to an address."""
     key = resolve_key(sender, home)
     client = RPCClient(rpc)
-    units = parse_amount(amount, _token_decimals(client, token))
-    out = submit(client, key, TxKind.TRANSFER, Transfer(to=_parse_address(to, "--to"), token=token, amount=units),
+    units = parse_amount(amount, token_decimals(client, token))
+    out = submit(client, key, TxKind.TRANSFER, Transfer(to=parse_address(to, "--to"), token=token, amount=units),
                  fee=fee, wait=wait, timeout=timeout)
     emit(out, as_json, _human)
 
@@ -157,8 +164,8 @@ def token_mint(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, t
     """Mint new units of a token you issued."""
     key = resolve_key(sender, home)
     client = RPCClient(rpc)
-    payload = TokenMint(symbol=symbol, to=_parse_address(to, "--to"),
-                        amount=parse_amount(amount, _token_decimals(client, symbol)))
+    payload = TokenMint(symbol=symbol, to=parse_address(to, "--to"),
+                        amount=parse_amount(amount, token_decimals(client, symbol)))
     out = submit(client, key, TxKind.TOKEN_MINT, payload, fee=fee, wait=wait, timeout=timeout)
     emit(out, as_json, _human)
 
@@ -195,8 +202,8 @@ def _deposit(payload_type: type[PoolCreate] | type[PoolAdd], sender: str, home: 
     key = resolve_key(sender, home)
     client = RPCClient(rpc)
     a, b = _pair(pool_name)
-    payload = payload_type(a, b, parse_amount(amount_a, _token_decimals(client, a)),
-                           parse_amount(amount_b, _token_decimals(client, b)), _units(min_shares, "--min-shares"))
+    payload = payload_type(a, b, parse_amount(amount_a, token_decimals(client, a)),
+                           parse_amount(amount_b, token_decimals(client, b)), _units(min_shares, "--min-shares"))
     emit(submit(client, key, payload_type.KIND, payload, fee=fee, wait=wait, timeout=timeout), as_json, _human)
 
 
@@ -244,8 +251,8 @@ def pool_remove(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, 
     key = resolve_key(sender, home)
     client = RPCClient(rpc)
     a, b = _pair(pool_name)
-    payload = PoolRemove(a, b, _units(shares, "--shares"), parse_amount(min_a, _token_decimals(client, a)),
-                         parse_amount(min_b, _token_decimals(client, b)))
+    payload = PoolRemove(a, b, _units(shares, "--shares"), parse_amount(min_a, token_decimals(client, a)),
+                         parse_amount(min_b, token_decimals(client, b)))
     emit(submit(client, key, TxKind.POOL_REMOVE, payload, fee=fee, wait=wait, timeout=timeout), as_json, _human)
 
 
@@ -265,14 +272,14 @@ def swap(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeout
     """Swap an exact amount of one token for at least a minimum of another (multi-hop when the path says so)."""
     key = resolve_key(sender, home)
     client = RPCClient(rpc)
-    units = parse_amount(amount, _token_decimals(client, token_in))
+    units = parse_amount(amount, token_decimals(client, token_in))
     route = path.split(",") if path else None
     quote = client.call("qenex_quoteSwap", token_in, token_out, str(units), route)
     route = quote["path"]
     if min_out is None:
         minimum = int(quote["amount_out"]) * (10_000 - slippage_bps) // 10_000
     else:
-        minimum = parse_amount(min_out, _token_decimals(client, token_out))
+        minimum = parse_amount(min_out, token_decimals(client, token_out))
     until = _deadline(client, deadline)
     if len(route) == 2:
         kind, payload = TxKind.SWAP, Swap(token_in, token_out, units, minimum, until)
@@ -306,7 +313,7 @@ def batch_ops_from_json(spec: Any, default_deadline: int) -> tuple[Any, ...]:
             return _op.get(field, default)
 
         if name == "transfer":
-            ops.append(Transfer(_parse_address(get("to"), f"operation {i} to"), get("token"),
+            ops.append(Transfer(parse_address(get("to"), f"operation {i} to"), get("token"),
                                 _units(get("amount"), f"operation {i} amount")))
         elif name == "swap":
             ops.append(Swap(get("token_in"), get("token_out"), _units(get("amount_in"), f"operation {i} amount_in"),
