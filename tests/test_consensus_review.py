@@ -19,7 +19,6 @@ from consensus.engine import (
     CommitBlock,
     Engine,
     HeightStarted,
-    MessageReceived,
     ProposalValidated,
     Redeliver,
     ReportEvidence,

@@ -14,7 +14,7 @@ from state.errors import AmountOutOfRange, DecodeError, IdenticalTokens, Malform
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
 from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
-from state.testing import ONE_QNX, Chain, dev_key, make_genesis, signed
+from state.testing import Chain, dev_key, make_genesis, signed
 from state.types import (
     Batch,
     FlashBorrow,
