@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from node.jsonrpc import RPCError, invalid_params
+from node.rpc import parse_hex
 from node.risk.features import FEATURE_NAMES
 from node.risk import market
 from state.errors import StateError
@@ -30,12 +31,7 @@ NO_RISK_MODEL = -32021
 
 def risk_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     def risk_score(raw: Any) -> dict[str, Any]:
-        if not isinstance(raw, str):
-            raise invalid_params("raw must be a 0x-hex string")
-        try:
-            data = bytes.fromhex(raw[2:] if raw.startswith(("0x", "0X")) else raw)
-        except ValueError:
-            raise invalid_params(f"raw is not valid hex: {raw[:80]!r}") from None
+        data = parse_hex(raw, "raw")
         assert node.app is not None
         try:
             stx = SignedTransaction.decode(data, max_bytes=node.app.params.max_tx_bytes)

@@ -32,6 +32,7 @@ import numpy as np
 from aiohttp import web
 
 from node.jsonrpc import Dispatcher, RPCError, invalid_params
+from node.rpc import parse_hex
 from node.risk.errors import RiskModelError
 from state.errors import StateError
 from state.types import SignedTransaction
@@ -62,27 +63,18 @@ def authorized(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
 
 
-def _parse_hex(value: Any, name: str) -> bytes:
-    if not isinstance(value, str):
-        raise invalid_params(f"{name} must be a 0x-hex string")
-    try:
-        return bytes.fromhex(value[2:] if value.startswith(("0x", "0X")) else value)
-    except ValueError:
-        raise invalid_params(f"{name} is not valid hex") from None
-
-
 def admin_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     hook = node.risk
 
     def locate(hash: Any, raw: Any) -> SignedTransaction:
         if raw is not None:
             try:
-                return SignedTransaction.decode(_parse_hex(raw, "raw"))
+                return SignedTransaction.decode(parse_hex(raw, "raw"))
             except StateError as exc:
                 raise invalid_params(f"raw: {exc}") from None
         if hash is None:
             raise invalid_params("give the transaction as hash or raw")
-        tx_hash = _parse_hex(hash, "hash")
+        tx_hash = parse_hex(hash, "hash")
         stx = node.mempool.get(tx_hash) if node.mempool is not None else None
         if stx is None and node.app is not None:
             loc = node.app.get_tx(tx_hash)
