@@ -14,6 +14,8 @@ Paths inside testnet.json are relative to DIR.  Node i listens on
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import secrets
@@ -44,13 +46,18 @@ RISK_SEED = 0
 RISK_ENV = "QENEX_TESTNET_RISK"
 
 
-def _train_risk_model() -> Path:
-    """Train the testnet's risk model once (seeded, a few seconds); every node gets a copy."""
-    from node.risk.train import train_to_store  # numpy work: only when a testnet is made
+@functools.cache
+def _trained_risk_models() -> Path:
+    """The testnet's risk and market models (seeded, a few seconds to train).
 
-    from node.risk.market import train_market
+    Trained once per process and copied to every node of every testnet made
+    in it: the seed fixes the result, so training again would only repeat it.
+    """
+    from node.risk.market import train_market  # numpy work: only when a testnet is made
+    from node.risk.train import train_to_store
 
     directory = Path(tempfile.mkdtemp(prefix="qenex-risk-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
     train_to_store(directory / RISK_MODEL_DIR, seed=RISK_SEED)
     train_market(directory / MARKET_MODEL, seed=RISK_SEED)
     return directory
@@ -132,7 +139,7 @@ def write_testnet(
     )
 
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")
-    model_src = _train_risk_model() if with_risk else None
+    model_src = _trained_risk_models() if with_risk else None
     ports = [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(validators)]
     addrs = [_multiaddr(host, p2p, k.seed) for (p2p, _), k in zip(ports, node_keys)]
     nodes = []
@@ -154,8 +161,6 @@ def write_testnet(
             shutil.copytree(model_src, Home(directory / f"node{i}").config_dir, dirs_exist_ok=True)
         nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i]})
 
-    if model_src is not None:
-        shutil.rmtree(model_src, ignore_errors=True)
     keys_dir = directory / "keys"
     keys_dir.mkdir(exist_ok=True)
     account_info = {}
