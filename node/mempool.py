@@ -1,8 +1,9 @@
 """The mempool: admission against pending state, fee-ordered reaping, recheck.
 
-Admission order (DESIGN.md): decode → size and chain id → signature (cached by
-tx hash in state.types) → nonce and balance against pending state → insert.  A sender's
-pending transactions must form a gap-free nonce run starting at its committed
+Admission order (DESIGN.md): decode → size and chain id → signature (both in
+``check_tx_stateless``; valid signatures are cached by tx hash in state.types,
+so block execution does not verify them again) → nonce and balance against
+pending state → insert.  A sender's pending transactions must form a gap-free nonce run starting at its committed
 nonce; their summed outflows per token must fit in its committed balance.
 Pending inflows are ignored on purpose: a transaction is admitted only if it
 stays executable whatever order the others land in.
@@ -81,13 +82,6 @@ class Mempool:
 
     # -- admission --------------------------------------------------------
 
-    @staticmethod
-    def check_signature(stx: SignedTransaction) -> None:
-        # verify_signature caches valid results by tx hash (state.types), so
-        # block execution later does not verify this transaction again.
-        if not stx.verify_signature():
-            raise TxRejected(f"bad signature on transaction 0x{stx.hash.hex()}", reason="bad_signature")
-
     def add(self, stx: SignedTransaction, size: int) -> bytes:
         """Admit ``stx`` (``size`` = its encoded length) or raise a MempoolError."""
         tx_hash = stx.hash
@@ -103,7 +97,6 @@ class Mempool:
             self._app.check_tx_stateless(stx)
         except state_errors.StateError as exc:
             raise TxRejected(str(exc), reason=type(exc).__name__) from exc
-        self.check_signature(stx)
 
         sender = stx.tx.sender
         account = self._accounts.get(sender)
