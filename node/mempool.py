@@ -3,10 +3,11 @@
 Admission order (DESIGN.md): decode → size and chain id → signature (both in
 ``check_tx_stateless``; valid signatures are cached by tx hash in state.types,
 so block execution does not verify them again) → nonce and balance against
-pending state → insert.  A sender's pending transactions must form a gap-free
-nonce run starting at its committed nonce; their summed outflows per token must fit in its committed balance.
-Pending inflows are ignored on purpose: a transaction is admitted only if it
-stays executable whatever order the others land in.
+pending state → insert. A sender's pending transactions must form a gap-free
+nonce run starting at its committed nonce; their summed outflows per token
+must fit in its committed balance. Pending inflows are ignored on purpose: a
+transaction is admitted only if it stays executable whatever order the others
+land in.
 """
 
 from __future__ import annotations
