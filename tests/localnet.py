@@ -8,7 +8,6 @@ test ends.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from cli.testnet import spawn_node, stop_processes
 from node.genesis_tools import write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
 
@@ -87,13 +87,7 @@ class LocalNet:
 
     def start(self, i: int) -> None:
         assert i not in self.procs or self.procs[i].poll() is not None, f"node{i} already running"
-        log = open(self.home(i) / "node.log", "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.procs[i] = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "start", "--home", str(self.home(i))],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT, env=env,
-        )
-        log.close()
+        self.procs[i] = spawn_node(self.home(i), self.home(i) / "node.log")  # as `qenexd testnet start` does
 
     def start_all(self) -> None:
         for i in range(self.n):
@@ -110,16 +104,7 @@ class LocalNet:
                 proc.wait()
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(list(self.procs.values()))  # SIGTERM, then SIGKILL after the grace period
 
     def log_tail(self, i: int, lines: int = 40) -> str:
         path = self.home(i) / "node.log"
