@@ -8,6 +8,15 @@ nonce run starting at its committed nonce; their summed outflows per token
 must fit in its committed balance. Pending inflows are ignored on purpose: a
 transaction is admitted only if it stays executable whatever order the others
 land in.
+
+When the pool is full (count or bytes), a valid newcomer evicts the cheapest
+*tails*: only a sender's highest pending nonce may go, so no run gets a gap,
+and only a tail paying strictly less per gas than the newcomer (fee / gas of
+its kind, compared exactly); among equal prices the most recent goes first.
+The tails sit in a lazily cleaned min-heap, so admission costs O(log n) per
+eviction and at most ``MAX_EVICTIONS`` evictions; a newcomer that would need
+more, or that no cheaper tail makes room for, is refused MempoolFull before
+its signature is checked when that is already clear.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import heapq
 import itertools
 import logging
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Iterable, Iterator
 
 from node.config import MempoolSection
@@ -27,6 +37,9 @@ from state.types import Block, SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
 
+# Most entries one admission may evict: a max-size newcomer displaces at most this many small ones.
+MAX_EVICTIONS = 64
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -34,6 +47,7 @@ class _Entry:
     size: int
     seq: int
     outflows: dict[str, int]
+    price: Fraction  # fee per gas of its kind: what eviction compares
     flags: dict[str, object] = field(default_factory=dict)
 
 
@@ -56,6 +70,9 @@ class Mempool:
         self._by_hash: dict[bytes, _Entry] = {}
         self._bytes = 0
         self._seq = itertools.count()
+        # Min-heap of (price, -seq, sender) for each sender's last pending entry; items whose entry is no
+        # longer its sender's tail are skipped when popped and dropped when the heap is rebuilt.
+        self._tails: list[tuple[Fraction, int, bytes]] = []
 
     # -- inspection -------------------------------------------------------
 
@@ -77,9 +94,107 @@ class Mempool:
         account = self._accounts.get(address)
         return account.base_nonce + len(account.txs) if account else None
 
-    def entries(self) -> Iterator[tuple[SignedTransaction, int]]:
-        for entry in sorted(self._by_hash.values(), key=lambda e: e.seq):
+    def entries(self, limit: int | None = None) -> Iterator[tuple[SignedTransaction, int]]:
+        """Pending transactions in arrival order, the first ``limit`` of them: O(limit), no sort
+        (``_by_hash`` is filled in arrival order and entries only ever leave it)."""
+        for entry in itertools.islice(self._by_hash.values(), limit):
             yield entry.stx, entry.size
+
+    # -- the eviction index --------------------------------------------------
+
+    def _price(self, stx: SignedTransaction) -> Fraction:
+        return Fraction(stx.tx.fee, max(self._app.params.gas_for(stx.tx.kind), 1))
+
+    def _push_tail(self, sender: bytes) -> None:
+        account = self._accounts.get(sender)
+        if account is None or not account.txs:
+            return
+        tail = account.txs[-1]
+        heapq.heappush(self._tails, (tail.price, -tail.seq, sender))
+        if len(self._tails) > 2 * len(self._accounts) + 64:
+            self._tails = [(a.txs[-1].price, -a.txs[-1].seq, s) for s, a in self._accounts.items() if a.txs]
+            heapq.heapify(self._tails)
+
+    def _is_tail(self, item: tuple[Fraction, int, bytes], planned: dict[bytes, int]) -> bool:
+        """Is ``item`` its sender's last entry once the ``planned`` evictions are done?"""
+        account = self._accounts.get(item[2])
+        skip = planned.get(item[2], 0)
+        return account is not None and len(account.txs) > skip and account.txs[-1 - skip].seq == -item[1]
+
+    def _full(self, size: int) -> tuple[int, int]:
+        """How many entries and bytes must go before an entry of ``size`` fits (<= 0: none)."""
+        return len(self._by_hash) + 1 - self._config.max_txs, self._bytes + size - self._config.max_bytes
+
+    def _refuse_full(self, why: str) -> MempoolFull:
+        return MempoolFull(
+            f"mempool is full ({len(self._by_hash)} txs, {self._bytes} bytes) and {why}",
+            txs=len(self._by_hash),
+            bytes=self._bytes,
+        )
+
+    def _cheapest_tail(self) -> tuple[Fraction, int, bytes] | None:
+        while self._tails and not self._is_tail(self._tails[0], {}):
+            heapq.heappop(self._tails)
+        return self._tails[0] if self._tails else None
+
+    def _evict_for(self, sender: bytes, price: Fraction, size: int) -> None:
+        """Make room for ``sender``'s entry of ``size`` at ``price`` by evicting cheaper tails, or raise
+        MempoolFull having changed nothing."""
+        count, nbytes = self._full(size)
+        if size > self._config.max_bytes:
+            raise self._refuse_full(f"a {size}-byte transaction can never fit in {self._config.max_bytes} bytes")
+        planned: dict[bytes, int] = {}
+        victims: list[_Entry] = []
+        popped: list[tuple[Fraction, int, bytes]] = []
+        why = ""
+        while count > 0 or nbytes > 0:
+            if len(victims) >= MAX_EVICTIONS:
+                why = f"admitting it would evict more than {MAX_EVICTIONS} transactions"
+                break
+            if not self._tails:
+                why = "no other sender's transaction can be evicted"
+                break
+            item = heapq.heappop(self._tails)
+            if not self._is_tail(item, planned):
+                continue  # stale
+            popped.append(item)
+            if item[2] == sender:
+                continue  # its own tail is this run's predecessor: never evicted for it
+            if item[0] >= price:
+                why = f"its fee per gas {_show(price)} is not above the lowest pending {_show(item[0])}"
+                break
+            account = self._accounts[item[2]]
+            victim = account.txs[-1 - planned.get(item[2], 0)]
+            victims.append(victim)
+            planned[item[2]] = planned.get(item[2], 0) + 1
+            count, nbytes = count - 1, nbytes - victim.size
+            if len(account.txs) > planned[item[2]]:
+                nxt = account.txs[-1 - planned[item[2]]]
+                heapq.heappush(self._tails, (nxt.price, -nxt.seq, item[2]))  # its tail once this one goes
+        else:
+            for item in popped:
+                if item[2] == sender:
+                    heapq.heappush(self._tails, item)
+            for victim in victims:
+                self._evict(victim)
+            return
+        for item in popped:
+            heapq.heappush(self._tails, item)
+        raise self._refuse_full(why)
+
+    def _evict(self, entry: _Entry) -> None:
+        sender = entry.stx.tx.sender
+        account = self._accounts[sender]
+        if account.txs[-1] is not entry:
+            raise AssertionError("only a sender's last pending transaction is evicted")
+        account.txs.pop()
+        account.add_spend(entry.outflows, -1)
+        del self._by_hash[entry.stx.hash]
+        self._bytes -= entry.size
+        if not account.txs:
+            del self._accounts[sender]
+        log.debug("evicted 0x%s (nonce %d, fee %d) for a higher-paying transaction",
+                  entry.stx.hash.hex(), entry.stx.tx.nonce, entry.stx.tx.fee)
 
     # -- admission --------------------------------------------------------
 
@@ -88,12 +203,14 @@ class Mempool:
         tx_hash = stx.hash
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction 0x{tx_hash.hex()} is already in the mempool", hash="0x" + tx_hash.hex())
-        if len(self._by_hash) >= self._config.max_txs or self._bytes + size > self._config.max_bytes:
-            raise MempoolFull(
-                f"mempool is full ({len(self._by_hash)} txs, {self._bytes} bytes)",
-                txs=len(self._by_hash),
-                bytes=self._bytes,
-            )
+        price = self._price(stx)
+        full = max(self._full(size)) > 0
+        if full:
+            # Refuse before paying for the signature when nothing pending is cheaper.
+            cheapest = self._cheapest_tail()
+            if cheapest is None or cheapest[0] >= price:
+                shown = "nothing" if cheapest is None else _show(cheapest[0])
+                raise self._refuse_full(f"its fee per gas {_show(price)} is not above the lowest pending {shown}")
         try:
             self._app.check_tx_stateless(stx)
         except state_errors.StateError as exc:
@@ -141,12 +258,15 @@ class Mempool:
                     needed=str(need),
                 )
 
-        entry = _Entry(stx=stx, size=size, seq=next(self._seq), outflows=outflows)
+        if full:
+            self._evict_for(sender, price, size)
+        entry = _Entry(stx=stx, size=size, seq=next(self._seq), outflows=outflows, price=price)
         account.txs.append(entry)
         account.add_spend(outflows, +1)
         self._accounts[sender] = account
         self._by_hash[tx_hash] = entry
         self._bytes += size
+        self._push_tail(sender)
         return tx_hash
 
     # -- block production -------------------------------------------------
@@ -193,6 +313,7 @@ class Mempool:
         account = self._accounts[entry.stx.tx.sender]
         account.txs.remove(entry)
         account.add_spend(entry.outflows, -1)
+        self._push_tail(entry.stx.tx.sender)
 
     def _recheck(self, sender: bytes, committed: frozenset[bytes] | set[bytes] = frozenset()) -> int:
         """Rebuild ``sender``'s run against committed state; returns how many
@@ -219,6 +340,8 @@ class Mempool:
                 dropped += entry.stx.hash not in committed
         if not account.txs:
             del self._accounts[sender]
+        elif account.txs[-1] is not old[-1]:
+            self._push_tail(sender)
         return dropped
 
     def remove_many(self, hashes: Iterable[bytes]) -> None:
@@ -228,3 +351,8 @@ class Mempool:
                 sender = entry.stx.tx.sender
                 self._drop(tx_hash)
                 self._recheck(sender)
+
+
+def _show(price: Fraction) -> str:
+    """A fee per gas for an error message: exact when whole, else to 6 significant digits."""
+    return str(price.numerator) if price.denominator == 1 else f"{float(price):.6g}"

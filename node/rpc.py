@@ -215,9 +215,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             raise invalid_params("limit must be an integer in [0, 10000]")
         assert node.mempool is not None
         txs = []
-        for stx, _size in node.mempool.entries():
-            if len(txs) >= limit:
-                break
+        for stx, _size in node.mempool.entries(limit):  # arrival order, O(limit)
             entry = {"hash": hex0x(stx.hash), "sender": address_to_text(stx.tx.sender), "nonce": stx.tx.nonce,
                      "fee": str(stx.tx.fee), "kind": stx.tx.kind.name.lower()}
             if stx.hash in node.flagged:

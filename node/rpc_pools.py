@@ -22,9 +22,11 @@ locked_shares, fee_bps, price0, price1, cumulative0, cumulative1, price_shift,
 last_update_ms, reward_rate, reward_index, reward_index_shift, created_height,
 height}``.  ``price0`` is token0's spot price in token1 (reserve1/reserve0),
 ``price1`` the inverse; ``cumulative*`` are Σ price·ms in fixed point with
-``price_shift`` fractional bits.  An observation at height h holds the block
-time t_h, the cumulatives at t_h and the reserves that held during
-(t_{h-1}, t_h] (state/pool_queries.py).
+``price_shift`` fractional bits.  An observation at height h is the pool at
+the end of block h: the block time t_h, the cumulatives at t_h and the
+reserves block h left, which held during (t_h, t_{h+1}]; the node stores one
+only for blocks that changed the pool and carries it forward exactly
+(state/pool_queries.py).
 """
 
 from __future__ import annotations

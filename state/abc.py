@@ -23,6 +23,10 @@ class KVStore(KVReader):
         """Every (key, value) whose key starts with ``prefix``, in ascending key order."""
 
     @abstractmethod
+    def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) with ``start <= key < stop``, ascending (descending with ``reverse``)."""
+
+    @abstractmethod
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:
         """Apply all of ``puts`` atomically (None deletes); ``sync`` waits for the disk."""
 

@@ -240,8 +240,14 @@ class Application:
         return self._pool_queries().observation(pool_id, height)
 
     def pool_history(self, pool_id: str, from_height: int, to_height: int) -> list[Observation]:
-        """One observation per block in [from_height, to_height] (clipped to the pool's life and the head)."""
+        """The pool at the end of every block in [from_height, to_height] (clipped to its life and the head),
+        carried exactly from the stored observations."""
         return self._pool_queries().history(pool_id, from_height, to_height)
+
+    def pool_changes(self, pool_id: str, from_height: int, to_height: int) -> list[Observation]:
+        """The stored observations in [from_height, to_height]: the blocks that created the pool or changed
+        its reserves (the reserves hold until the next one)."""
+        return self._pool_queries().stored_observations(pool_id, from_height, to_height)
 
     def pool_twap(self, pool_id: str, from_height: int, to_height: int) -> Twap:
         return self._pool_queries().twap(pool_id, from_height, to_height)

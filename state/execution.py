@@ -134,6 +134,10 @@ class Context:
         self.params = params
 
 
+def _pools(ledger: Ledger, ctx: Context) -> Pools:
+    return Pools(ledger, height=ctx.height, time_ms=ctx.time_ms)
+
+
 def _not_pool_account(ledger: Ledger, to: bytes) -> None:
     pid = Pools(ledger).pool_of_account(to)
     if pid is not None:
@@ -172,29 +176,26 @@ def _token_mint(ledger: Ledger, tx: Transaction, p: TokenMint, ctx: Context) -> 
 
 def _pool_create(ledger: Ledger, tx: Transaction, p: PoolCreate, ctx: Context) -> None:
     rate = ctx.params.pool_reward_rates.get(p.pool, 0)
-    Pools(ledger).create(
-        tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares,
-        height=ctx.height, time_ms=ctx.time_ms, reward_rate=rate,
-    )
+    _pools(ledger, ctx).create(tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares, reward_rate=rate)
 
 
 def _pool_add(ledger: Ledger, tx: Transaction, p: PoolAdd, ctx: Context, locked: frozenset[str] = frozenset()) -> None:
-    Pools(ledger).add(tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares, locked)
+    _pools(ledger, ctx).add(tx.sender, p.token_a, p.token_b, p.amount_a, p.amount_b, p.min_shares, locked)
 
 
 def _pool_remove(
     ledger: Ledger, tx: Transaction, p: PoolRemove, ctx: Context, locked: frozenset[str] = frozenset()
 ) -> None:
-    Pools(ledger).remove(tx.sender, p.token_a, p.token_b, p.shares, p.min_a, p.min_b, locked)
+    _pools(ledger, ctx).remove(tx.sender, p.token_a, p.token_b, p.shares, p.min_a, p.min_b, locked)
 
 
 def _swap(ledger: Ledger, tx: Transaction, p: Swap | SwapRoute, ctx: Context, locked: frozenset[str] = frozenset()) -> None:
-    Pools(ledger).swap(tx.sender, p.path, p.amount_in, p.min_out, deadline=p.deadline, height=ctx.height, locked=locked)
+    _pools(ledger, ctx).swap(tx.sender, p.path, p.amount_in, p.min_out, deadline=p.deadline, height=ctx.height, locked=locked)
 
 
 def _batch(ledger: Ledger, tx: Transaction, p: Batch, ctx: Context) -> None:
     """Every operation on the same layer; the caller drops the layer if anything raises."""
-    pools = Pools(ledger)
+    pools = _pools(ledger, ctx)
     loans = FlashLoans()
     for index, op in enumerate(p.ops):
         try:
@@ -217,11 +218,11 @@ def _batch(ledger: Ledger, tx: Transaction, p: Batch, ctx: Context) -> None:
 
 
 def _rewards_claim(ledger: Ledger, tx: Transaction, p: RewardsClaim, ctx: Context) -> None:
-    Pools(ledger).claim(tx.sender, p.pool)
+    _pools(ledger, ctx).claim(tx.sender, p.pool)
 
 
 def _set_reward_rate(ledger: Ledger, tx: Transaction, p: SetRewardRate, ctx: Context) -> None:
-    Pools(ledger).set_reward_rate(tx.sender, p.pool, p.rate, ctx.params.reward_authority)
+    _pools(ledger, ctx).set_reward_rate(tx.sender, p.pool, p.rate, ctx.params.reward_authority)
 
 
 _EFFECTS: dict[type, Callable[[Ledger, Transaction, object, Context], None]] = {
@@ -253,8 +254,8 @@ class BlockRun:
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
-        # Before any transaction: pool oracles and liquidity-mining accrual (state.pools).
-        Pools(self.ledger).begin_block(height, time_ms)
+        # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
+        Pools(self.ledger, height=height, time_ms=time_ms).begin_block()
 
     def include(self, stx: SignedTransaction) -> Receipt:
         """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""

@@ -39,12 +39,24 @@ DOMAIN_GENESIS = b"QENEX/genesis/v1"
 NATIVE_ISSUER = Address(bytes(ADDRESS_LEN))
 NATIVE_NAME = "QENEX"
 
+# Fees price spam and state growth.  At the default min_gas_price of 1e9 base units (1e-9 QNX) per gas a
+# transfer (1,000 gas) costs 1e-6 QNX, so filling a 5,000-transaction mempool costs 5e-3 QNX and every
+# block of spam pays its way.  A kind that creates a permanent record (a token, a pool) also pays
+# STATE_BYTE_GAS per byte of key and value it can store: a token creation stores at most ~180 bytes
+# (record and issuer balance; budget 250), a pool creation ~830 (record, first observation, pool
+# account and its two balances, LP position, index entry; budget 1,000).  So a token costs 2.55e-3 QNX
+# and a pool 1.006e-2 QNX: 30 tokens with a pool on every pair (435 pools) cost 4.45 QNX, not 2.8e-11.
+DEFAULT_MIN_GAS_PRICE = 10**9
+STATE_BYTE_GAS = 10_000
+TOKEN_CREATE_STORED_BYTES = 250
+POOL_CREATE_STORED_BYTES = 1_000
+
 DEFAULT_GAS: Mapping[TxKind, int] = MappingProxyType(
     {
         TxKind.TRANSFER: 1000,
-        TxKind.TOKEN_CREATE: 50_000,
+        TxKind.TOKEN_CREATE: 50_000 + STATE_BYTE_GAS * TOKEN_CREATE_STORED_BYTES,
         TxKind.TOKEN_MINT: 2000,
-        TxKind.POOL_CREATE: 60_000,
+        TxKind.POOL_CREATE: 60_000 + STATE_BYTE_GAS * POOL_CREATE_STORED_BYTES,
         TxKind.POOL_ADD: 8000,
         TxKind.POOL_REMOVE: 8000,
         TxKind.SWAP: 5000,
@@ -96,7 +108,7 @@ class Params:
     max_block_txs: int = 5000
     max_block_bytes: int = 4 * 1024 * 1024
     max_tx_bytes: int = 16 * 1024
-    min_gas_price: int = 1
+    min_gas_price: int = DEFAULT_MIN_GAS_PRICE
     gas: Mapping[TxKind, int] = field(default_factory=lambda: DEFAULT_GAS)
     epoch_length: int = 100
     max_clock_drift_ms: int = 10_000

@@ -12,9 +12,10 @@ depend on the block hash, which depends on the app hash).
 | ``v``  | v + address(20)                       | [1, pubkey, power, name]                        | yes    |
 | ``p``  | p + pool id ("AAA/BBB", utf-8)        | [1, token0, token1, reserve0, reserve1, shares, reward_rate, reward_index(64), cum0(64), cum1(64), last_time_ms, created_height] | yes |
 | ``l``  | l + address(20) + pool id             | [1, shares, reward_index_snapshot(64), unclaimed] | yes  |
-| ``o``  | o + pool id + 0x00 + height(8)        | [1, time_ms, reserve0, reserve1, cum0(64), cum1(64)] (one per pool per block) | yes |
+| ``o``  | o + pool id + 0x00 + height(8)        | [1, time_ms, reserve0, reserve1, cum0(64), cum1(64)] (a pool at the end of a block that created it or changed its reserves) | yes |
 | ``n``  | n + address(20)                       | pool id of the pool account at that address      | yes    |
 | ``i``  | i                                     | [1, [pool ids, sorted]]                          | yes    |
+| ``r``  | r                                     | [1, [ids of pools with a reward rate, sorted]]   | yes    |
 | ``s``  | reserved: stakes / unbonding          |                                                 | yes    |
 | ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count]         | no     |
 | ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
@@ -43,7 +44,10 @@ LP_POSITION = b"l"
 OBSERVATION = b"o"
 POOL_ACCOUNT = b"n"
 POOL_INDEX = b"i"
-STATE_PREFIXES = (ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX)
+REWARDED_INDEX = b"r"
+STATE_PREFIXES = (
+    ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX, REWARDED_INDEX
+)
 
 BLOCK = b"B"
 BLOCK_HASH = b"H"

@@ -36,6 +36,11 @@ class MemoryKV(KVStore):
         for key in sorted(k for k in data if k.startswith(prefix)):
             yield key, data[key]
 
+    def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        data = self._live()
+        for key in sorted((k for k in data if start <= k < stop), reverse=reverse):
+            yield key, data[key]
+
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:
         data = self._live()
         _check_batch(puts)  # validate everything first: all or nothing
@@ -77,6 +82,10 @@ class LevelDBKV(KVStore):
         db = self._live()
         it = db.iterator(prefix=prefix) if prefix else db.iterator()
         with it:
+            yield from it
+
+    def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        with self._live().iterator(start=start, stop=stop, reverse=reverse) as it:
             yield from it
 
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:

@@ -6,14 +6,17 @@ which delegate here.  Everything is exact integer arithmetic; prices come
 out as decimal strings (``amm.decimal_ratio``, 40 significant digits) or as
 exact numerator/denominator pairs.
 
-Observation semantics (see state.pools): the observation at height ``h``
-holds the block time ``t_h``, the cumulative prices at ``t_h`` and the
-reserves that held during ``(t_{h-1}, t_h]`` (for the pool's creation
-height: the reserves right after creation, with zero cumulatives).  So the
-TWAP of token0 in token1 over ``(t_a, t_b]`` is
-``(cum0_b − cum0_a) / (t_b − t_a) / 2^256``, and equals
-``Σ_{a<k≤b} (reserve1_k / reserve0_k)·(t_k − t_{k−1}) / (t_b − t_a)`` up to
-the floor of each fixed-point step (< 2^-256 relative).
+Observation semantics (see state.pools): a stored observation at height
+``k`` is the pool at the end of block ``k`` (time ``t_k``, the cumulatives
+then, the reserves block ``k`` left), written only by blocks that created the
+pool or changed its reserves.  Between two stored observations the reserves
+are constant, so the pool at the end of any block ``h`` is the last stored
+observation ``k ≤ h`` carried forward: ``cum_h = cum_k + price_k·(t_h − t_k)``
+(``Observation.at``, with ``t_h`` from block ``h``'s header).  The TWAP of
+token0 in token1 over ``(t_a, t_b]`` is ``(cum0_b − cum0_a) / (t_b − t_a) /
+2^256``, and equals ``Σ_{a<j≤b} (reserve1/reserve0 after block j−1)·(t_j −
+t_{j−1}) / (t_b − t_a)`` up to the floor of each fixed-point price (< 2^-256
+relative).  Each query reads O(log n) keys plus what it returns.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from state import amm, keys
-from state.abc import KVReader
-from state.errors import PoolQueryError
-from state.ledger import Ledger
+from state.abc import KVStore
+from state.errors import PoolQueryError, StateInvariantBroken
+from state.ledger import Ledger, _stored
 from state.pools import Observation, Pool, Pools, observation_from
+from state.types import BlockHeader
 
 MAX_HOPS = 3
 
@@ -69,15 +73,43 @@ class Quote:
 
 
 class PoolQueries:
-    def __init__(self, store: KVReader, head_height: int) -> None:
+    def __init__(self, store: KVStore, head_height: int) -> None:
         self.pools = Pools(Ledger(store))
         self.store = store
         self.head = head_height
 
-    def observation(self, pid: str, height: int) -> Observation | None:
-        key = keys.observation_key(pid, height)
+    def _time(self, height: int) -> int:
+        """The time of committed block ``height`` (from its header)."""
+        key = keys.block_key(height)
         raw = self.store.get(key)
-        return None if raw is None else observation_from(key, raw)
+        if raw is None:
+            raise StateInvariantBroken(f"block {height} is missing below the head {self.head}")
+        return BlockHeader.from_wire(_stored(key, raw, 4)[1]).time_ms
+
+    def _stored_at_or_before(self, pid: str, height: int) -> Observation | None:
+        """The last stored observation of ``pid`` at or before ``height``: one reverse seek."""
+        stop = keys.observation_key(pid, height + 1)
+        for key, raw in self.store.iterate_range(keys.observation_prefix(pid), stop, reverse=True):
+            return observation_from(key, raw)
+        return None
+
+    def stored_observations(self, pid: str, from_height: int, to_height: int) -> list[Observation]:
+        """The observations stored in [from_height, to_height]: the blocks that created or changed the pool."""
+        if from_height > to_height:
+            return []
+        start, stop = keys.observation_key(pid, from_height), keys.observation_key(pid, to_height + 1)
+        return [observation_from(k, v) for k, v in self.store.iterate_range(start, stop)]
+
+    def observation(self, pid: str, height: int) -> Observation | None:
+        """The pool at the end of block ``height`` (exact, carried from the last stored observation);
+        None outside [creation, head]."""
+        pool = self.pools.get(pid)
+        if pool is None or not pool.created_height <= height <= self.head:
+            return None
+        last = self._stored_at_or_before(pid, height)
+        if last is None:
+            raise StateInvariantBroken(f"pool {pid} has no observation at or before {height} (created {pool.created_height})")
+        return last if last.height == height else last.at(height, self._time(height))
 
     def _pool(self, pid: str) -> Pool:
         pool = self.pools.get(pid)
@@ -86,13 +118,22 @@ class PoolQueries:
         return pool
 
     def history(self, pid: str, from_height: int, to_height: int) -> list[Observation]:
+        """The pool at the end of every block in [from_height, to_height] (clipped to its life and the head)."""
         pool = self._pool(pid)
         start, end = max(from_height, pool.created_height), min(to_height, self.head)
-        out = []
-        for height in range(start, end + 1):
-            obs = self.observation(pid, height)
-            if obs is not None:
-                out.append(obs)
+        if start > end:
+            return []
+        current = self.observation(pid, start)
+        assert current is not None
+        out = [current]
+        changes = iter(self.stored_observations(pid, start + 1, end))
+        change = next(changes, None)
+        for height in range(start + 1, end + 1):
+            if change is not None and change.height == height:
+                current, change = change, next(changes, None)
+            else:
+                current = current.at(height, self._time(height))
+            out.append(current)
         return out
 
     def twap(self, pid: str, from_height: int, to_height: int) -> Twap:
@@ -103,37 +144,30 @@ class PoolQueries:
                 f" < to_height {to_height} <= {self.head} (head)"
             )
         a, b = self.observation(pid, from_height), self.observation(pid, to_height)
-        if a is None or b is None:
-            raise PoolQueryError(f"pool {pid} has no observation at height {from_height if a is None else to_height}")
+        assert a is not None and b is not None
         return Twap(pid, a.height, b.height, a.time_ms, b.time_ms, b.cumulative0 - a.cumulative0,
                     b.cumulative1 - a.cumulative1)
 
     def twap_window(self, pid: str, window_ms: int) -> Twap:
         """TWAP over the last ``window_ms`` before the head block's time.
 
-        Starts at the latest observation at or before ``head_time − window_ms``
-        (so the window covered is at least the one asked for), or at the
-        pool's creation when its history is shorter; the result says which
-        heights and times it spans.
+        Starts at the latest block at or before ``head_time − window_ms`` (so
+        the window covered is at least the one asked for), or at the pool's
+        creation when its history is shorter; the result says which heights
+        and times it spans.  A binary search over block headers.
         """
         pool = self._pool(pid)
         if window_ms <= 0:
             raise PoolQueryError(f"window {window_ms} ms must be positive")
         if self.head <= pool.created_height:
             raise PoolQueryError(f"pool {pid} was created at the head height {self.head}: no interval yet")
-        end = self.observation(pid, self.head)
-        assert end is not None
-        target = end.time_ms - window_ms
+        target = self._time(self.head) - window_ms
         lo, hi = pool.created_height, self.head - 1  # find the largest height with time <= target
-        first = self.observation(pid, lo)
-        assert first is not None
         start = lo
-        if first.time_ms <= target:
+        if self._time(lo) <= target:
             while lo < hi:
                 mid = (lo + hi + 1) // 2
-                obs = self.observation(pid, mid)
-                assert obs is not None
-                if obs.time_ms <= target:
+                if self._time(mid) <= target:
                     lo = mid
                 else:
                     hi = mid - 1

@@ -10,19 +10,26 @@ Every operation here runs on a Ledger over an Overlay; a failure raises an
 ExecutionFailed subclass and the caller drops the overlay.  The math is
 state.amm's.
 
-Once per block, before its transactions, ``begin_block`` visits every pool
-in id order and
+The oracle follows Uniswap V2: a pool's cumulative prices advance only when
+the pool is written, by ``price · dt`` (dt: milliseconds since the pool's
+last update, price fixed point with 256 fractional bits, from the reserves
+that held until now), so a block that touches no pool writes nothing for
+them.  A block that changes a pool's reserves records one observation
+``(height, time_ms, reserves, cumulatives)`` under ``o``: the block's time,
+the cumulatives at that time and the reserves the block left, which hold
+until the next observation.  Cumulative prices are linear between
+observations, so the cumulative at any later block time ``t`` is
+``cum_k + price(reserves_k) · (t − t_k)`` from the last observation ``k``
+at or before it (state.pool_queries), and a TWAP over any window is exact.
 
-* adds ``price · dt`` (dt: milliseconds since the pool's last update, price
-  fixed point with 256 fractional bits, from the reserves the previous block
-  left) to the pool's two cumulative prices, and records an observation
-  ``(height, time_ms, reserves, cumulatives)`` under ``o``: the reserves are
-  the ones that held during ``(t_{h-1}, t_h]``, so a TWAP between two
-  observations is ``Δcumulative / Δtime`` and can be recomputed from them;
-* moves the pool's reward rate (or what is left) of QNX from the rewards
-  reserve account to the rewards escrow account and raises the pool's
-  reward-per-share index by ``paid·2^128 / shares``; a position's rewards
-  are ``shares · Δindex / 2^128``, settled on every share change and on claim.
+Liquidity mining: once per block, before its transactions, ``begin_block``
+visits only the pools with a non-zero reward rate (the ``r`` index, id
+order), moves each one's rate (or what is left) of QNX from the rewards
+reserve account to the rewards escrow account and raises its
+reward-per-share index by ``paid·2^128 / shares``; a position's rewards are
+``shares · Δindex / 2^128``, settled on every share change and on claim.
+Only the reward authority (or genesis) gives a pool a rate, so this walk is
+bounded by it, not by how many pools anyone creates.
 """
 
 from __future__ import annotations
@@ -93,9 +100,9 @@ class Pool:
     total_shares: int  # includes amm.MINIMUM_LIQUIDITY locked forever
     reward_rate: int  # QNX base units per block
     reward_index: int  # QNX per share, amm.REWARD_SHIFT fractional bits
-    cumulative0: int  # Σ price of token0 in token1 · ms
-    cumulative1: int  # Σ price of token1 in token0 · ms
-    last_time_ms: int
+    cumulative0: int  # Σ price of token0 in token1 · ms, up to last_time_ms
+    cumulative1: int  # Σ price of token1 in token0 · ms, up to last_time_ms
+    last_time_ms: int  # time of the block that last wrote the pool
     created_height: int
 
     @property
@@ -117,6 +124,17 @@ class Pool:
         if token == self.token0:
             return replace(self, reserve0=value)
         return replace(self, reserve1=value)
+
+    def advanced(self, time_ms: int) -> "Pool":
+        """The pool with its cumulative prices carried to ``time_ms`` on its current reserves."""
+        dt = time_ms - self.last_time_ms
+        if dt < 0:
+            raise StateInvariantBroken(f"block time {time_ms} is before pool {self.id}'s last update {self.last_time_ms}")
+        c0, c1 = self.cumulative0, self.cumulative1
+        if dt and self.reserve0 and self.reserve1:
+            c0 += amm.price_fixed(self.reserve0, self.reserve1) * dt
+            c1 += amm.price_fixed(self.reserve1, self.reserve0) * dt
+        return replace(self, cumulative0=c0, cumulative1=c1, last_time_ms=time_ms)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -155,7 +173,12 @@ class Position:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """A pool at the start of block ``height``: the reserves that held since the previous block, cumulatives at ``time_ms``."""
+    """A pool at the end of block ``height``: its time, the cumulatives then, and the reserves it left.
+
+    Stored only for blocks that created the pool or changed its reserves; the
+    reserves hold until the next observation, so the cumulatives grow
+    linearly in between (``at``).
+    """
 
     height: int
     time_ms: int
@@ -163,6 +186,17 @@ class Observation:
     reserve1: int
     cumulative0: int
     cumulative1: int
+
+    def at(self, height: int, time_ms: int) -> "Observation":
+        """This observation carried to a later block (``height``, ``time_ms``) with no reserve change between."""
+        dt = time_ms - self.time_ms
+        if dt < 0 or height < self.height:
+            raise StateInvariantBroken(f"observation at height {self.height} carried back to height {height}")
+        c0, c1 = self.cumulative0, self.cumulative1
+        if dt and self.reserve0 and self.reserve1:
+            c0 += amm.price_fixed(self.reserve0, self.reserve1) * dt
+            c1 += amm.price_fixed(self.reserve1, self.reserve0) * dt
+        return Observation(height, time_ms, self.reserve0, self.reserve1, c0, c1)
 
     def to_wire(self) -> list[Any]:
         return [1, self.time_ms, self.reserve0, self.reserve1, _wide(self.cumulative0), _wide(self.cumulative1)]
@@ -174,10 +208,16 @@ def observation_from(key: bytes, raw: bytes) -> Observation:
 
 
 class Pools:
-    """Typed pool records over a Ledger's store."""
+    """Typed pool records over a Ledger's store.
 
-    def __init__(self, ledger: Ledger) -> None:
+    Writing needs the block being executed (``height``, ``time_ms``): every
+    pool write carries the pool's oracle to that time.
+    """
+
+    def __init__(self, ledger: Ledger, *, height: int | None = None, time_ms: int | None = None) -> None:
         self.ledger = ledger
+        self.height = height
+        self.time_ms = time_ms
 
     def _put(self, key: bytes, value: bytes | None) -> None:
         self.ledger._put(key, value)
@@ -196,11 +236,34 @@ class Pools:
         return pool
 
     def put(self, pool: Pool) -> None:
+        """Write ``pool`` as of this block: its oracle advanced to the block's time on the reserves
+        that held until now, an observation if its reserves changed, the reward index if its rate
+        became or stopped being non-zero."""
+        if self.height is None or self.time_ms is None:
+            raise StateInvariantBroken(f"pool {pool.id} written outside a block")
+        old = self.get(pool.id)
+        if old is None:
+            pool = replace(pool, last_time_ms=self.time_ms)
+        else:
+            now = old.advanced(self.time_ms)
+            pool = replace(pool, cumulative0=now.cumulative0, cumulative1=now.cumulative1, last_time_ms=self.time_ms)
         self._put(keys.pool_key(pool.id), encode(pool.to_wire()))
+        if old is None or (old.reserve0, old.reserve1) != (pool.reserve0, pool.reserve1):
+            obs = Observation(self.height, self.time_ms, pool.reserve0, pool.reserve1, pool.cumulative0,
+                              pool.cumulative1)
+            self._put(keys.observation_key(pool.id, self.height), encode(obs.to_wire()))
+        if (old is not None and old.reward_rate > 0) != (pool.reward_rate > 0):
+            rated = set(self.rated_ids()) ^ {pool.id}
+            self._put(keys.REWARDED_INDEX, encode([1, sorted(rated)]) if rated else None)
 
     def ids(self) -> list[str]:
         raw = self.ledger.store.get(keys.POOL_INDEX)
         return [] if raw is None else list(_stored(keys.POOL_INDEX, raw, 2)[1])
+
+    def rated_ids(self) -> list[str]:
+        """Pools with a non-zero reward rate, in id order."""
+        raw = self.ledger.store.get(keys.REWARDED_INDEX)
+        return [] if raw is None else list(_stored(keys.REWARDED_INDEX, raw, 2)[1])
 
     def position(self, address: bytes, pid: str) -> Position:
         key = keys.lp_key(address, pid)
@@ -244,7 +307,7 @@ class Pools:
 
     def create(
         self, sender: bytes, token_a: str, token_b: str, amount_a: int, amount_b: int, min_shares: int,
-        *, height: int, time_ms: int, reward_rate: int,
+        *, reward_rate: int,
     ) -> Pool:
         pid = f"{min(token_a, token_b)}/{max(token_a, token_b)}"
         if self.get(pid) is not None:
@@ -253,7 +316,9 @@ class Pools:
             if self.ledger.token(token) is None:
                 raise UnknownToken(token)
         t0, t1 = pid.split("/")
-        pool = Pool(t0, t1, 0, 0, 0, reward_rate, 0, 0, 0, time_ms, height)
+        if self.height is None or self.time_ms is None:
+            raise StateInvariantBroken(f"pool {pid} created outside a block")
+        pool = Pool(t0, t1, 0, 0, 0, reward_rate, 0, 0, 0, self.time_ms, self.height)
         # A donation sent to the derivable address before creation joins the first deposit, as in Uniswap V2.
         pool = replace(
             pool, reserve0=self.ledger.balance(pool.account, t0), reserve1=self.ledger.balance(pool.account, t1)
@@ -269,7 +334,6 @@ class Pools:
         self._put(keys.pool_account_key(pool.account), pid.encode())
         ids = sorted(self.ids() + [pid])
         self._put(keys.POOL_INDEX, encode([1, ids]))
-        self._observe(pool, height, time_ms)
         return pool
 
     def _unlocked(self, pid: str, locked: frozenset[str]) -> Pool:
@@ -383,31 +447,20 @@ class Pools:
 
     # -- once per block -------------------------------------------------------
 
-    def _observe(self, pool: Pool, height: int, time_ms: int) -> None:
-        obs = Observation(height, time_ms, pool.reserve0, pool.reserve1, pool.cumulative0, pool.cumulative1)
-        self._put(keys.observation_key(pool.id, height), encode(obs.to_wire()))
-
-    def begin_block(self, height: int, time_ms: int) -> None:
+    def begin_block(self) -> None:
+        """Liquidity-mining accrual of this block, over the pools with a reward rate only."""
+        rated = self.rated_ids()
+        if not rated:
+            return
         reserve_left = self.ledger.balance(REWARDS_RESERVE, QNX)
-        for pid in self.ids():
+        for pid in rated:
             pool = self.require(pid)
-            dt = time_ms - pool.last_time_ms
-            if dt <= 0:
-                raise StateInvariantBroken(f"block time {time_ms} is not after pool {pid}'s last update")
-            c0, c1 = pool.cumulative0, pool.cumulative1
-            if pool.reserve0 and pool.reserve1:
-                c0 += amm.price_fixed(pool.reserve0, pool.reserve1) * dt
-                c1 += amm.price_fixed(pool.reserve1, pool.reserve0) * dt
-            index = pool.reward_index
             pay = min(pool.reward_rate, reserve_left)
             if pay and pool.total_shares:
                 reserve_left -= pay
                 self.ledger.debit(REWARDS_RESERVE, QNX, pay)
                 self.ledger.credit(REWARDS_ESCROW, QNX, pay)
-                index += (pay << amm.REWARD_SHIFT) // pool.total_shares
-            pool = replace(pool, cumulative0=c0, cumulative1=c1, last_time_ms=time_ms, reward_index=index)
-            self.put(pool)
-            self._observe(pool, height, time_ms)
+                self.put(replace(pool, reward_index=pool.reward_index + (pay << amm.REWARD_SHIFT) // pool.total_shares))
 
 
 class FlashLoans:

@@ -1,7 +1,8 @@
 """Helpers for tests (state's own and other packages'): deterministic keys and chains.
 
 Keys come from fixed seeds, never from randomness, so every test run and
-every node in a test agrees on them.  Not used by the node at runtime.
+every node in a test agrees on them.  Transactions carry their kind's minimum
+fee under the default Params unless a fee is given.  Not used by the node at runtime.
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ def transfer(
     amount: int,
     *,
     token: str = QNX,
-    fee: int = 1000,
+    fee: int | None = None,
     chain_id: str = TEST_CHAIN_ID,
 ) -> SignedTransaction:
+    fee = Params().min_fee(TxKind.TRANSFER) if fee is None else fee
     tx = Transaction(chain_id, TxKind.TRANSFER, key.public_key, nonce, fee, Transfer(to, token, amount))
     return tx.sign(key)
 
@@ -73,10 +75,11 @@ def token_create(
     supply: int,
     *,
     decimals: int = 6,
-    fee: int = 50_000,
+    fee: int | None = None,
     chain_id: str = TEST_CHAIN_ID,
 ) -> SignedTransaction:
     payload = TokenCreate(symbol, f"{symbol} token", decimals, supply)
+    fee = Params().min_fee(TxKind.TOKEN_CREATE) if fee is None else fee
     return Transaction(chain_id, TxKind.TOKEN_CREATE, key.public_key, nonce, fee, payload).sign(key)
 
 
@@ -87,10 +90,11 @@ def token_mint(
     to: bytes,
     amount: int,
     *,
-    fee: int = 2000,
+    fee: int | None = None,
     chain_id: str = TEST_CHAIN_ID,
 ) -> SignedTransaction:
     payload = TokenMint(symbol, to, amount)
+    fee = Params().min_fee(TxKind.TOKEN_MINT) if fee is None else fee
     return Transaction(chain_id, TxKind.TOKEN_MINT, key.public_key, nonce, fee, payload).sign(key)
 
 

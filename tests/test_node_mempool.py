@@ -8,11 +8,14 @@ from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from node.mempool import Mempool
 from state.app import Application
+from state.genesis import Params
 from state.kv import MemoryKV
 from state.testing import ONE_QNX, TEST_GENESIS_TIME_MS, dev_key, make_genesis, transfer
+from state.types import TxKind
 
 ALICE, BOB, CAROL = dev_key("alice"), dev_key("bob"), dev_key("carol")
 VALIDATOR = dev_key("validator-0")
+FEE = Params().min_fee(TxKind.TRANSFER)
 
 
 def _setup(**limits):
@@ -34,9 +37,9 @@ def test_admits_a_sequential_run_and_reaps_it_in_nonce_order():
 
 def test_reap_orders_by_fee_across_senders_but_never_breaks_a_nonce_run():
     app, pool = _setup()
-    _add(pool, transfer(ALICE, 0, CAROL.address, 1, fee=1000))
-    _add(pool, transfer(ALICE, 1, CAROL.address, 1, fee=9000))
-    _add(pool, transfer(BOB, 0, CAROL.address, 1, fee=5000))
+    _add(pool, transfer(ALICE, 0, CAROL.address, 1, fee=FEE))
+    _add(pool, transfer(ALICE, 1, CAROL.address, 1, fee=9 * FEE))
+    _add(pool, transfer(BOB, 0, CAROL.address, 1, fee=5 * FEE))
     order = [(s.tx.sender, s.tx.nonce) for s in pool.reap(10, 10**6)]
     assert order == [(BOB.address, 0), (ALICE.address, 0), (ALICE.address, 1)]
     assert len(pool.reap(2, 10**6)) == 2

@@ -283,7 +283,8 @@ def test_twap_matches_an_independent_computation_from_the_history():
     assert [o.height for o in history] == list(range(created, app.height + 1))
     start, end = history[1], history[-1]
     twap = app.pool_twap("AAA/BBB", start.height, end.height)
-    exact = sum(Fraction(o.reserve1, o.reserve0) * (o.time_ms - prev.time_ms)
+    # an observation holds the reserves its block left: they priced the interval up to the next block
+    exact = sum(Fraction(prev.reserve1, prev.reserve0) * (o.time_ms - prev.time_ms)
                 for prev, o in zip(history[1:], history[2:])) / (end.time_ms - start.time_ms)
     assert abs(Fraction(twap.price0) - exact) / exact < Fraction(1, 10**38)
     window = app.pool_twap_window("AAA/BBB", 2000)
@@ -328,10 +329,12 @@ def test_only_the_reward_authority_sets_rates():
 
 def test_outflows_cover_the_pool_kinds():
     app = new_chain().app
-    assert app.tx_outflows(signed(BOB, 0, PoolCreate("AAA", "BBB", 3, 4, 0))) == {"AAA": 3, "BBB": 4, QNX: 60_000}
-    assert app.tx_outflows(signed(BOB, 0, Swap("BBB", "AAA", 9, 0, 5))) == {"BBB": 9, QNX: 5000}
-    assert app.tx_outflows(signed(BOB, 0, SwapRoute(("CCC", "AAA", "BBB"), 9, 0, 5))) == {"CCC": 9, QNX: 10_000}
-    assert app.tx_outflows(signed(BOB, 0, RewardsClaim("AAA", "BBB"))) == {QNX: 3000}
+    gwei = 10**9  # the default min_gas_price
+    assert app.tx_outflows(signed(BOB, 0, PoolCreate("AAA", "BBB", 3, 4, 0))) == {
+        "AAA": 3, "BBB": 4, QNX: 10_060_000 * gwei}
+    assert app.tx_outflows(signed(BOB, 0, Swap("BBB", "AAA", 9, 0, 5))) == {"BBB": 9, QNX: 5000 * gwei}
+    assert app.tx_outflows(signed(BOB, 0, SwapRoute(("CCC", "AAA", "BBB"), 9, 0, 5))) == {"CCC": 9, QNX: 10_000 * gwei}
+    assert app.tx_outflows(signed(BOB, 0, RewardsClaim("AAA", "BBB"))) == {QNX: 3000 * gwei}
 
 
 def test_genesis_json_round_trips_reward_params_and_old_json_still_loads():

@@ -78,12 +78,12 @@ def test_random_pool_operation_sequences_keep_every_invariant(initial, ops):
     ledger = Ledger(base)
     supply = _totals(ledger)
     height, time_ms = 1, APP.last_time_ms + 1000
-    Pools(ledger).begin_block(height, time_ms)
+    Pools(ledger, height=height, time_ms=time_ms).begin_block()
     for (a, b), (x, y) in zip(PAIRS, initial):  # most examples start with all three pools
         layer = base.child()
         try:
-            Pools(Ledger(layer)).create(USERS[0].address, a, b, x, y, 0, height=height, time_ms=time_ms,
-                                        reward_rate=10**18)
+            Pools(Ledger(layer), height=height, time_ms=time_ms).create(USERS[0].address, a, b, x, y, 0,
+                                                                        reward_rate=10**18)
         except ExecutionFailed:
             continue
         layer.merge_into(base)
@@ -91,18 +91,18 @@ def test_random_pool_operation_sequences_keep_every_invariant(initial, ops):
         kind = step[0]
         if kind == "block":
             height, time_ms = height + 1, time_ms + 1000
-            Pools(ledger).begin_block(height, time_ms)
+            Pools(ledger, height=height, time_ms=time_ms).begin_block()
             _check(ledger, Pools(ledger), supply)
             continue
         layer = base.child()
         lg = Ledger(layer)
-        pools = Pools(lg)
+        pools = Pools(lg, height=height, time_ms=time_ms)
         sender = USERS[step[1]].address
         k_before = {pid: pools.require(pid).reserve0 * pools.require(pid).reserve1 for pid in pools.ids()}
         try:
             if kind == "create":
                 _, _, (a, b), x, y = step
-                pools.create(sender, a, b, x, y, 0, height=height, time_ms=time_ms, reward_rate=10**18)
+                pools.create(sender, a, b, x, y, 0, reward_rate=10**18)
             elif kind == "add":
                 _, _, (a, b), x, y = step
                 pools.add(sender, a, b, x, y, 0)

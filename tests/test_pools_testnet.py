@@ -2,8 +2,9 @@
 
 Create two tokens, a pool, add liquidity and swap, all from the CLI; every
 node reports the same pool state and history; the TWAP over a window of
-seconds equals an independent computation from the recorded per-block prices
-and the block headers' times.
+seconds equals an independent computation from the per-block reserves (the
+pool at the end of each block; stored only for blocks that changed it) and the
+block headers' times.
 """
 
 from __future__ import annotations
@@ -102,11 +103,13 @@ def test_pools_on_a_running_testnet(tmp_path):
         observations = client.call("qenex_getPoolHistory", POOL, twap["from_height"], twap["to_height"])["observations"]
         assert [o["height"] for o in observations] == list(range(twap["from_height"], twap["to_height"] + 1))
         times = {h: client.call("qenex_getBlock", h)["time_ms"] for h in range(twap["from_height"], twap["to_height"] + 1)}
+        # an observation is the pool at the end of its block: those reserves price the time until the next block
+        assert all(o["time_ms"] == times[o["height"]] for o in observations)
         weighted0 = weighted1 = Fraction(0)
         for prev, obs in zip(observations, observations[1:]):
             dt = times[obs["height"]] - times[prev["height"]]
-            weighted0 += Fraction(int(obs["reserve1"]), int(obs["reserve0"])) * dt
-            weighted1 += Fraction(int(obs["reserve0"]), int(obs["reserve1"])) * dt
+            weighted0 += Fraction(int(prev["reserve1"]), int(prev["reserve0"])) * dt
+            weighted1 += Fraction(int(prev["reserve0"]), int(prev["reserve1"])) * dt
         elapsed = times[twap["to_height"]] - times[twap["from_height"]]
         assert elapsed == twap["elapsed_ms"]
         for reported, exact in ((twap["price0"], weighted0 / elapsed), (twap["price1"], weighted1 / elapsed)):

@@ -25,7 +25,7 @@ from state.genesis import GenesisToken, Params
 from state.kv import LevelDBKV, MemoryKV
 from state.merkle import verify_merkle_proof
 from state.testing import ONE_QNX, dev_key, make_genesis, token_create, token_mint, transfer
-from state.types import Block, BlockHeader, SignedTransaction, tx_root
+from state.types import Block, BlockHeader, SignedTransaction, TxKind, tx_root
 
 VAL = dev_key("validator-0")
 VAL2 = dev_key("validator-1")
@@ -33,6 +33,7 @@ ALICE = dev_key("alice")
 BOB = dev_key("bob")
 CAROL = dev_key("carol")
 START = 1_000 * ONE_QNX
+FEE = Params().min_fee(TxKind.TRANSFER)  # a transfer's minimum fee: 1,000 gas at the default min_gas_price
 
 
 def genesis(**kw):
@@ -129,21 +130,21 @@ def test_transfer_moves_funds_and_pays_the_proposer():
     block, result = commit(app, [stx])
     assert block.txs == (stx,)
     (receipt,) = result.receipts
-    assert receipt.ok and receipt.fee == 1000 and receipt.gas_used == 1000 and receipt.index == 0
+    assert FEE == 10**12 and receipt.ok and receipt.fee == FEE and receipt.gas_used == 1000 and receipt.index == 0
     assert app.height == 1 and app.app_hash == result.app_hash == block.header.app_hash
-    assert app.account(ALICE.address).balances == {QNX: START - 5 * ONE_QNX - 1000}
+    assert app.account(ALICE.address).balances == {QNX: START - 5 * ONE_QNX - FEE}
     assert app.account(ALICE.address).nonce == 1
     assert app.account(CAROL.address).balances == {QNX: 5 * ONE_QNX}
-    assert app.account(VAL.address).balances == {QNX: 1000}
+    assert app.account(VAL.address).balances == {QNX: FEE}
     assert app.token(QNX).supply == 2 * START  # fees move QNX, never create it
 
 
 def test_sequential_nonces_in_one_block_and_fees_summed():
     app = new_app()
-    txs = [transfer(ALICE, n, BOB.address, 1, fee=1000 + n) for n in range(5)]
+    txs = [transfer(ALICE, n, BOB.address, 1, fee=FEE + n) for n in range(5)]
     block, result = commit(app, txs)
     assert len(block.txs) == 5 and all(r.ok for r in result.receipts)
-    assert result.fees == sum(1000 + n for n in range(5))
+    assert result.fees == sum(FEE + n for n in range(5))
     assert app.account(ALICE.address).nonce == 5
     assert app.account(VAL.address).balances[QNX] == result.fees
 
@@ -169,7 +170,7 @@ def test_token_with_zero_initial_supply():
 
 
 def test_spending_a_whole_balance_removes_the_key():
-    app = new_app(funded=(ALICE,), balance=10_000)
+    app = new_app(funded=(ALICE,), balance=FEE + 9_000)
     commit(app, [transfer(ALICE, 0, BOB.address, 9_000)])
     assert app.account(ALICE.address).balances == {}
     assert app._kv.get(keys.balance_key(ALICE.address, QNX)) is None
@@ -191,9 +192,9 @@ def _failed_effect(app, stx, reason_code, *senders):
 def test_insufficient_balance_charges_fee_and_nonce_only():
     app = new_app()
     receipt = _failed_effect(app, transfer(ALICE, 0, CAROL.address, START), "insufficient_balance", ALICE)
-    assert app.account(ALICE.address).balances == {QNX: START - 1000}
+    assert app.account(ALICE.address).balances == {QNX: START - FEE}
     assert app.account(CAROL.address).balances == {}
-    assert receipt.fee == 1000
+    assert receipt.fee == FEE
 
 
 def test_transfer_of_unknown_token_fails():
@@ -304,10 +305,10 @@ def test_skipped_nonce_is_never_included():
 
 def test_fee_too_low_is_never_included():
     app = new_app()
-    stx = transfer(ALICE, 0, CAROL.address, 1, fee=999)
+    stx = transfer(ALICE, 0, CAROL.address, 1, fee=FEE - 1)
     with pytest.raises(FeeTooLow) as info:
         app.check_tx_stateless(stx)
-    assert (info.value.fee, info.value.minimum) == (999, 1000)
+    assert (info.value.fee, info.value.minimum) == (FEE - 1, FEE)
     _never_included(app, stx, FeeTooLow)
 
 
@@ -331,9 +332,9 @@ def test_oversize_tx_is_never_included():
 
 def test_tx_outflows():
     app = new_app()
-    assert app.tx_outflows(transfer(ALICE, 0, BOB.address, 7)) == {QNX: 1007}
-    assert app.tx_outflows(transfer(ALICE, 0, BOB.address, 7, token="GOLD")) == {"GOLD": 7, QNX: 1000}
-    assert app.tx_outflows(token_create(ALICE, 0, "GOLD", 10**9)) == {QNX: 50_000}
+    assert app.tx_outflows(transfer(ALICE, 0, BOB.address, 7)) == {QNX: FEE + 7}
+    assert app.tx_outflows(transfer(ALICE, 0, BOB.address, 7, token="GOLD")) == {"GOLD": 7, QNX: FEE}
+    assert app.tx_outflows(token_create(ALICE, 0, "GOLD", 10**9)) == {QNX: 2_550_000 * 10**9}
 
 
 # -- block validation ----------------------------------------------------------------
@@ -395,7 +396,7 @@ def test_proposer_must_be_a_validator():
     block, _ = build(app, [transfer(ALICE, 0, BOB.address, 1)], proposer=VAL2)
     result = app.execute_block(block)
     app.commit_block(block, result, cert(1))
-    assert app.account(VAL2.address).balances == {QNX: 1000}
+    assert app.account(VAL2.address).balances == {QNX: FEE}
 
 
 def test_block_limits_are_respected_by_the_proposer_and_enforced():

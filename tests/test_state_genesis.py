@@ -30,8 +30,9 @@ def test_json_uses_strings_for_amounts_hex_for_bytes_and_bech32_for_addresses():
     assert obj["validators"][0]["pubkey"].startswith("0x")
     assert obj["tokens"][0]["issuer"].startswith("qnx1")
     assert {k: obj["params"]["gas"][k] for k in ("transfer", "token_create", "token_mint")} == {
-        "transfer": 1000, "token_create": 50000, "token_mint": 2000
+        "transfer": 1000, "token_create": 2_550_000, "token_mint": 2000
     }
+    assert obj["params"]["min_gas_price"] == str(10**9)
 
 
 def test_order_of_lists_does_not_change_the_hash():
@@ -48,7 +49,7 @@ def test_params_are_optional_and_partially_overridable():
     params = Genesis.from_json(json.dumps(obj)).params
     assert params.max_block_txs == 7 and params.gas_for(TxKind.TRANSFER) == 5
     assert params.gas_for(TxKind.TOKEN_MINT) == DEFAULT_GAS[TxKind.TOKEN_MINT]
-    assert params.min_fee(TxKind.TRANSFER) == 5
+    assert params.min_fee(TxKind.TRANSFER) == 5 * 10**9  # the default min_gas_price is 1e9
 
 
 def test_integer_amounts_are_accepted_on_input():
