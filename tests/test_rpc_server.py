@@ -181,3 +181,17 @@ async def test_every_http_answer_is_a_json_rpc_body(raw, status, code):
         else:
             assert body["error"]["code"] == code and body["id"] is None
         assert (await server.call())[0] == 200  # and the server keeps serving
+
+
+async def test_the_blocking_client_reads_refusals_as_errors():
+    from node.rpc_client import RPCClient, RPCClientError
+
+    async with Server() as server:
+        client = RPCClient(f"http://127.0.0.1:{server.rpc.port}/", timeout=5)
+        assert await asyncio.to_thread(client.call, "status") == {"ok": True}
+        with pytest.raises(RPCClientError) as info:
+            await asyncio.to_thread(client.batch, [("status", [])] * 101)  # over max_batch: one error for all
+        assert info.value.code == INVALID_REQUEST
+        with pytest.raises(RPCClientError) as info:
+            await asyncio.to_thread(client.call, "status", "x" * 2000)  # 413, a JSON-RPC body
+        assert info.value.code == INVALID_REQUEST and "over 1000 bytes" in str(info.value)
