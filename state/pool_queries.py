@@ -33,8 +33,8 @@ MAX_HOPS = 3
 # the others in symbol order) and at most MAX_QUOTE_STEPS hops are evaluated;
 # the search keeps the best path found within those bounds.  Deterministic:
 # every iteration is in sorted order.
-MAX_NEIGHBOURS = 32
-MAX_QUOTE_STEPS = 2048
+MAX_NEIGHBOURS = 16
+MAX_QUOTE_STEPS = 512
 
 
 @dataclass(frozen=True, slots=True)
