@@ -108,7 +108,7 @@ def pools(rpc: str, as_json: bool) -> None:
 @click.option("--out", "token_out", required=True, help="Token bought.")
 @click.option("--amount", required=True, help="Exact input in base units.")
 @click.option("--path", default=None, help="Explicit route, e.g. AAA,CCC,BBB (default: best of up to --max-hops pools).")
-@click.option("--max-hops", default=3, show_default=True, type=click.IntRange(1, 4))
+@click.option("--max-hops", default=3, show_default=True, type=click.IntRange(1, 3))
 @rpc_option
 @json_option
 @handle_errors

@@ -42,6 +42,10 @@ class RPCSection:
     listen_port: int = 26657
     max_request_bytes: int = 1024 * 1024
     max_batch: int = 100
+    # Concurrent connections (lowered to fit the descriptor limit, node.rpc_server)
+    # and the deadline for each request's headers, and then for its answer.
+    max_connections: int = 256
+    request_timeout_ms: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)

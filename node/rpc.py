@@ -13,15 +13,30 @@ import enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from node.errors import MempoolError
-from node.jsonrpc import RPCError, invalid_params
+from node.jsonrpc import RPCError, brief, invalid_params
 from state.crypto import address_from_text, address_to_text
 from state.errors import StateError
-from state.types import Block, SignedTransaction
+from state.types import Block, SignedTransaction, check_symbol
 
 if TYPE_CHECKING:
     from node.runtime import Node
 
 NOT_FOUND = -32004
+MAX_HEIGHT = 2**64 - 1  # heights are u64 in the store's keys
+MAX_ADDRESS_CHARS = 90  # bech32's own limit
+
+# Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
+# by default): a batch may hold 100 cheap reads but only 10 path searches.
+RPC_COSTS = {
+    "qenex_quoteSwap": 20,
+    "qenex_listPools": 20,
+    "qenex_getPoolHistory": 10,
+    "qenex_riskScore": 10,
+    "qenex_predictPrice": 10,
+    "qenex_sendTransaction": 2,
+    "qenex_getMempool": 5,
+    "qenex_getBlock": 2,
+}
 
 
 def hex0x(data: bytes) -> str:
@@ -30,24 +45,42 @@ def hex0x(data: bytes) -> str:
 
 def parse_hex(value: Any, name: str, *, length: int | None = None) -> bytes:
     if not isinstance(value, str):
-        raise invalid_params(f"{name} must be a 0x-hex string")
+        raise invalid_params(f"{name} must be a 0x-hex string, got {type(value).__name__}")
     text = value[2:] if value.startswith(("0x", "0X")) else value
+    if length is not None and len(text) != 2 * length:
+        raise invalid_params(f"{name} must be {length} bytes (0x + {2 * length} hex digits), got {len(text)} characters")
+    if not text.isascii():
+        raise invalid_params(f"{name} is not valid hex: {brief(value)}")
     try:
-        data = bytes.fromhex(text)
+        return bytes.fromhex(text)
     except ValueError:
-        raise invalid_params(f"{name} is not valid hex: {value[:80]!r}") from None
-    if length is not None and len(data) != length:
-        raise invalid_params(f"{name} must be {length} bytes, got {len(data)}")
-    return data
+        raise invalid_params(f"{name} is not valid hex: {brief(value)}") from None
 
 
 def parse_address(value: Any, name: str = "address") -> bytes:
     if not isinstance(value, str):
-        raise invalid_params(f"{name} must be a qnx1... address string")
+        raise invalid_params(f"{name} must be a qnx1... address string, got {type(value).__name__}")
+    if len(value) > MAX_ADDRESS_CHARS or not value.isascii():
+        raise invalid_params(f"{name} {brief(value)} is not a qnx1... address")
     try:
         return address_from_text(value)
     except StateError as exc:
         raise invalid_params(f"{name}: {exc}") from None
+
+
+def parse_height(value: Any, name: str = "height") -> int:
+    """A block height: an integer or a decimal string of ASCII digits, in [0, 2**64 - 1]."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_HEIGHT:
+        raise invalid_params(f'{name} must be an integer in [0, 2**64 - 1] or "latest", got {brief(value)}')
+    return value
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise invalid_params(f"{name} must be true or false, got {brief(value)}")
+    return value
 
 
 def tx_to_json(stx: SignedTransaction) -> dict[str, Any]:
@@ -148,24 +181,18 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "balances": {symbol: str(amount) for symbol, amount in sorted(account.balances.items())},
         }
 
-    def get_block(height: Any = "latest", full: bool = False) -> dict[str, Any]:
+    def get_block(height: Any = "latest", full: Any = False) -> dict[str, Any]:
         a = app()
-        if height == "latest":
-            number = a.height
-        elif isinstance(height, int) and not isinstance(height, bool) and height >= 0:
-            number = height
-        elif isinstance(height, str) and height.isdigit():
-            number = int(height)
-        else:
-            raise invalid_params(f'height must be a non-negative integer or "latest", got {height!r}')
-        block = a.get_block(number) if number >= 1 else None
+        number = a.height if height == "latest" else parse_height(height)
+        with_txs = parse_bool(full, "full")
+        block = a.get_block(number) if 1 <= number <= a.height else None
         if block is None:
             raise RPCError(NOT_FOUND, f"no block at height {number} (head is {a.height})")
         out = header_to_json(block)
-        out["txs"] = [tx_to_json(stx) if full else hex0x(stx.hash) for stx in block.txs]
+        out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
         return out
 
-    def get_transaction(hash: str) -> dict[str, Any]:
+    def get_transaction(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)
         a = app()
         loc = a.get_tx(tx_hash)
@@ -182,7 +209,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             out["risk"] = node.flagged[tx_hash]
         return out
 
-    def send_transaction(raw: str) -> dict[str, Any]:
+    def send_transaction(raw: Any) -> dict[str, Any]:
         data = parse_hex(raw, "raw")
         try:
             tx_hash = node.submit_raw_tx(data)
@@ -210,9 +237,9 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "validators": validators,
         }
 
-    def get_mempool(limit: int = 100) -> dict[str, Any]:
+    def get_mempool(limit: Any = 100) -> dict[str, Any]:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
-            raise invalid_params("limit must be an integer in [0, 10000]")
+            raise invalid_params(f"limit must be an integer in [0, 10000], got {brief(limit)}")
         assert node.mempool is not None
         txs = []
         for stx, _size in node.mempool.entries(limit):  # arrival order, O(limit)
@@ -223,7 +250,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             txs.append(entry)
         return {"size": len(node.mempool), "bytes": node.mempool.size_bytes, "txs": txs}
 
-    def get_transaction_proof(hash: str) -> dict[str, Any]:
+    def get_transaction_proof(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)
         proof = app().get_tx_proof(tx_hash)
         if proof is None:
@@ -237,9 +264,11 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "proof": [hex0x(p) for p in proof.proof],
         }
 
-    def get_token(symbol: str) -> dict[str, Any]:
-        if not isinstance(symbol, str):
-            raise invalid_params("symbol must be a string")
+    def get_token(symbol: Any) -> dict[str, Any]:
+        try:
+            check_symbol(symbol)
+        except StateError:
+            raise invalid_params(f"symbol {brief(symbol)} is not a token symbol (1-12 characters of A-Z and 0-9)") from None
         info = app().token(symbol)
         if info is None:
             raise RPCError(NOT_FOUND, f"no token {symbol!r}")

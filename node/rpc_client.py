@@ -53,6 +53,8 @@ class RPCClient:
 
     def call(self, method: str, *params: Any) -> Any:
         response = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)})
+        if not isinstance(response, dict):
+            raise RPCUnavailable(f"{self.url} did not answer {method} with a JSON-RPC object")
         if "error" in response:
             error = response["error"]
             raise RPCClientError(error.get("code", 0), error.get("message", "unknown error"), error.get("data"))
@@ -62,10 +64,17 @@ class RPCClient:
         """Results (or RPCClientError instances) in call order."""
         payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
         responses = self._post(payload)
-        by_id = {r.get("id"): r for r in responses}
+        if isinstance(responses, dict) and "error" in responses:  # the whole batch was refused (parse, size, ...)
+            error = responses["error"]
+            raise RPCClientError(error.get("code", 0), error.get("message", "unknown error"), error.get("data"))
+        if not isinstance(responses, list):
+            raise RPCUnavailable(f"{self.url} answered a batch with {type(responses).__name__}")
+        by_id = {r.get("id"): r for r in responses if isinstance(r, dict)}
         out: list[Any] = []
         for i in range(len(calls)):
-            r = by_id[i]
+            r = by_id.get(i)
+            if r is None:
+                raise RPCUnavailable(f"{self.url} did not answer call {i} of the batch")
             if "error" in r:
                 out.append(RPCClientError(r["error"]["code"], r["error"]["message"], r["error"].get("data")))
             else:

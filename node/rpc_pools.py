@@ -12,7 +12,7 @@ unanswerable range is -32004.
 |---|---|---|
 | ``qenex_getPool`` | pool | pool object (below) |
 | ``qenex_listPools`` | — | ``{height, pools: [pool object]}`` |
-| ``qenex_quoteSwap`` | token_in, token_out, amount_in, path?, max_hops? (1-4, default 3) | ``{amount_in, amount_out, path, pools, amounts, fees, fee, price_impact_bps, spot_price, execution_price}`` |
+| ``qenex_quoteSwap`` | token_in, token_out, amount_in, path? (2-4 symbols), max_hops? (1-3, default 3) | ``{amount_in, amount_out, path, pools, amounts, fees, fee, price_impact_bps, spot_price, execution_price}`` |
 | ``qenex_getTwap`` | pool, from_height?, to_height?, window_seconds? | ``{pool, from_height, to_height, from_time_ms, to_time_ms, elapsed_ms, price0, price1, cumulative0_delta, cumulative1_delta}`` |
 | ``qenex_getLiquidityPosition`` | address, pool | ``{address, pool, shares, share_of_pool, amount0, amount1, pending_rewards}`` |
 | ``qenex_getPoolHistory`` | pool, from_height?, to_height?, limit? (≤ 1000) | ``{pool, observations: [{height, time_ms, reserve0, reserve1, price0, price1, cumulative0, cumulative1}]}`` |
@@ -33,13 +33,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from node.jsonrpc import RPCError, invalid_params
+from node.jsonrpc import RPCError, brief, invalid_params
 from node.rpc import NOT_FOUND, parse_address
 from state import amm
 from state.amounts import MAX_AMOUNT
 from state.crypto import address_to_text
 from state.errors import MalformedTransaction, PoolQueryError
-from state.pool_queries import Twap
+from state.pool_queries import MAX_HOPS, Twap
 from state.pools import Observation, Pool
 from state.types import check_symbol, pool_id
 
@@ -53,16 +53,16 @@ def parse_symbol(value: Any, name: str) -> str:
     try:
         return check_symbol(value)
     except MalformedTransaction:
-        raise invalid_params(f"{name} {value!r} is not a token symbol (1-12 characters of A-Z and 0-9)") from None
+        raise invalid_params(f"{name} {brief(value)} is not a token symbol (1-12 characters of A-Z and 0-9)") from None
 
 
 def parse_pool(value: Any, name: str = "pool") -> str:
     if not isinstance(value, str) or value.count("/") != 1:
-        raise invalid_params(f'{name} must be a pool id like "AAA/BBB", got {value!r}')
+        raise invalid_params(f'{name} must be a pool id like "AAA/BBB", got {brief(value)}')
     a, b = value.split("/")
     a, b = parse_symbol(a, name), parse_symbol(b, name)
     if a == b:
-        raise invalid_params(f"{name} {value!r} names the same token twice")
+        raise invalid_params(f"{name} {brief(value)} names the same token twice")
     return pool_id(a, b)
 
 
@@ -72,7 +72,7 @@ def parse_amount_units(value: Any, name: str) -> int:
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
         amount = int(value)
     else:
-        raise invalid_params(f"{name} must be a decimal string of base units, got {value!r}")
+        raise invalid_params(f"{name} must be a decimal string of base units, got {brief(value)}")
     if not 1 <= amount <= MAX_AMOUNT:
         raise invalid_params(f"{name} {amount} is outside [1, 2**128 - 1]")
     return amount
@@ -82,7 +82,7 @@ def parse_int(value: Any, name: str, low: int, high: int) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise invalid_params(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+        raise invalid_params(f"{name} must be an integer in [{low}, {high}], got {brief(value)}")
     return value
 
 
@@ -167,11 +167,11 @@ def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         if t_in == t_out:
             raise invalid_params(f"token_in and token_out are both {t_in}")
         amount = parse_amount_units(amount_in, "amount_in")
-        hops = parse_int(max_hops, "max_hops", 1, 4)
+        hops = parse_int(max_hops, "max_hops", 1, MAX_HOPS)
         route = None
         if path is not None:
-            if not isinstance(path, list) or not 2 <= len(path) <= 5:
-                raise invalid_params("path must be a list of 2-5 token symbols")
+            if not isinstance(path, list) or not 2 <= len(path) <= MAX_HOPS + 1:
+                raise invalid_params(f"path must be a list of 2-{MAX_HOPS + 1} token symbols")
             route = tuple(parse_symbol(s, "path") for s in path)
             if route[0] != t_in or route[-1] != t_out or len(set(route)) != len(route):
                 raise invalid_params(f"path must run from {t_in} to {t_out} without revisiting a token")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node.jsonrpc import RPCError, invalid_params
 from node.rpc import parse_hex
+from node.rpc_pools import parse_pool
 from node.risk.features import FEATURE_NAMES
 from node.risk import market
 from state.errors import StateError
@@ -33,10 +34,15 @@ def risk_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     def risk_score(raw: Any) -> dict[str, Any]:
         data = parse_hex(raw, "raw")
         assert node.app is not None
+        limit = node.app.params.max_tx_bytes
+        if len(data) > limit:
+            raise invalid_params(f"raw: transaction of {len(data)} bytes exceeds the limit of {limit}")
         try:
-            stx = SignedTransaction.decode(data, max_bytes=node.app.params.max_tx_bytes)
+            stx = SignedTransaction.decode(data, max_bytes=limit)
         except StateError as exc:
             raise invalid_params(f"raw: malformed transaction: {exc}") from None
+        except RecursionError:  # nesting deeper than the codec's checks can walk
+            raise invalid_params("raw: malformed transaction: nested too deep") from None
         if node.risk.model is None:
             raise RPCError(NO_RISK_MODEL, f"no risk model is loaded (fallback policy {node.risk.fallback!r})")
         assessment, row = node.risk.explain(stx)
@@ -62,6 +68,9 @@ def risk_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "feedback_updates": len(model.meta.get("feedback", [])),
         }
 
-    methods: dict[str, Callable[..., Any]] = {"qenex_riskScore": risk_score, "qenex_riskModel": risk_model}
-    methods.update(market.rpc_methods(node))
-    return methods
+    predict = market.rpc_methods(node)["qenex_predictPrice"]
+
+    def predict_price(pool: Any) -> dict[str, Any]:
+        return predict(parse_pool(pool))  # validated here: the predictor reads the store by this id
+
+    return {"qenex_riskScore": risk_score, "qenex_riskModel": risk_model, "qenex_predictPrice": predict_price}

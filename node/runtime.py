@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import resource
 import signal
 from typing import Any
-
-from aiohttp import web
 
 from consensus.validators import ValidatorSet
 from node.config import Home, NodeConfig
@@ -26,7 +25,8 @@ from node.risk.admin import AdminServer
 from node.risk.errors import RiskRejected
 from node.risk.hook import Assessment, RiskHook
 from node.risk.market import load_market_model
-from node.rpc import build_methods
+from node.rpc import RPC_COSTS, build_methods
+from node.rpc_server import RPCServer, connection_cap
 from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
@@ -45,6 +45,22 @@ MAX_TX_BATCH_BYTES = 256 * 1024
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 SHUTDOWN_GRACE_S = 5.0
 MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
+MAX_NOFILE = 1 << 16  # the soft descriptor limit asked for at start-up (up to the hard limit)
+
+
+def raise_descriptor_limit(target: int = MAX_NOFILE) -> int:
+    """Raise RLIMIT_NOFILE's soft limit toward ``target`` (never above the
+    hard limit); returns the soft limit in force.  Many systems start
+    processes at 1024, which a few hundred sockets and LevelDB's tables use up."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the descriptor limit from %d to %d: %s", soft, want, exc)
+    return soft
 
 
 class Node:
@@ -73,7 +89,7 @@ class Node:
         self.driver: ConsensusDriver | None = None
         self.sync: BlockSync | None = None
         self.flagged: dict[bytes, dict[str, Any]] = {}
-        self._rpc_runner: web.AppRunner | None = None
+        self._rpc_server: RPCServer | None = None
         self._gossip_out: collections.deque[bytes] = collections.deque()
         self._gossip_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -137,14 +153,17 @@ class Node:
         self.sync.start()
         self._gossip_task = asyncio.create_task(self._gossip_loop(), name="tx-gossip")
 
-        dispatcher = Dispatcher(build_methods(self), max_batch=self.config.rpc.max_batch)
-        self._rpc_runner = web.AppRunner(
-            make_app(dispatcher, max_request_bytes=self.config.rpc.max_request_bytes), access_log=None
+        rpc = self.config.rpc
+        dispatcher = Dispatcher(build_methods(self), max_batch=rpc.max_batch, costs=RPC_COSTS)
+        soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = connection_cap(rpc.max_connections, soft_limit)
+        self._rpc_server = RPCServer(
+            make_app(dispatcher, max_request_bytes=rpc.max_request_bytes), rpc.listen_host, rpc.listen_port,
+            max_connections=cap, request_timeout_s=rpc.request_timeout_ms / 1000,
         )
-        await self._rpc_runner.setup()
-        site = web.TCPSite(self._rpc_runner, self.config.rpc.listen_host, self.config.rpc.listen_port)
-        await site.start()
-        log.info("json-rpc on http://%s:%d/", self.config.rpc.listen_host, self.config.rpc.listen_port)
+        await self._rpc_server.start()
+        log.info("json-rpc on http://%s:%d/ (at most %d connections, %d descriptors)", rpc.listen_host,
+                 rpc.listen_port, cap, soft_limit)
         risk = self.config.risk
         if risk.admin_port and risk.admin_token:
             self._admin = AdminServer(self)
@@ -162,8 +181,8 @@ class Node:
             except Exception:
                 log.warning("shutdown step %s did not finish cleanly", name, exc_info=True)
 
-        if self._rpc_runner:
-            await step("rpc", self._rpc_runner.cleanup())
+        if self._rpc_server:
+            await step("rpc", self._rpc_server.stop())
         if self._admin:
             await step("risk-admin", self._admin.stop())
         if self._gossip_task:
@@ -201,6 +220,8 @@ class Node:
             stx = SignedTransaction.decode(raw, max_bytes=limit)
         except StateError as exc:
             raise TxRejected(f"malformed transaction: {exc}", reason="malformed") from exc
+        except RecursionError:  # nesting deeper than the codec's checks can walk: malformed, not a bug
+            raise TxRejected("malformed transaction: nested too deep", reason="malformed") from None
         tx_hash = self.mempool.add(stx, len(raw))
         # Risk hook after every validity check (DESIGN.md admission order): a
         # refused transaction is taken straight back out; it is the sender's
@@ -320,6 +341,8 @@ def run_node(home: Home, config: NodeConfig | None = None) -> None:
         level=getattr(logging, config.log_level.upper(), logging.INFO),
         format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
     )
+    limit = raise_descriptor_limit()
+    log.info("descriptor limit %d", limit)
     node = Node(home, config)
     asyncio.run(node.run_until_signalled())
     if node.fatal is not None:

@@ -75,6 +75,18 @@ class WriteAheadLog:
         self._file = open(path, "r+b" if path.exists() else "w+b")
         self._file.truncate(end)
         self._file.seek(end)
+        # Descriptors for the next height change, held from now on: a process
+        # out of descriptors (EMFILE, whatever exhausted them) still finalizes.
+        self._tmp = path.with_suffix(".tmp")
+        self._dir_fd = os.open(path.parent, os.O_RDONLY)
+        self._spare = self._open_spare()
+
+    def _open_spare(self) -> Any:
+        try:
+            return open(self._tmp, "w+b")
+        except OSError as exc:
+            log.warning("wal %s: cannot open %s ahead of the next height (%s); will retry", self._path, self._tmp, exc)
+            return None
 
     def recovered(self) -> list[list[Any]]:
         """The records found on open (empty for a new log)."""
@@ -91,25 +103,44 @@ class WriteAheadLog:
         os.fsync(self._file.fileno())
 
     def start_height(self, record: list[Any]) -> None:
-        """Replace the whole log with one record that opens a new height."""
-        tmp = self._path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(_frame(record))
-            f.flush()
-            os.fsync(f.fileno())
+        """Replace the whole log with one record that opens a new height.
+
+        The record goes to the temporary file opened ahead of time, which is
+        fsynced and renamed over the log (atomic), so a height change opens
+        no file.  Only if the spare could not be opened, now or at the last
+        change (descriptors exhausted twice running), is the log rewritten in
+        place through its own descriptor, rather than halting the node.
+        """
+        framed = _frame(record)
+        spare = self._spare or self._open_spare()
+        self._spare = None
+        if spare is None:
+            log.warning("wal %s: no descriptor for a new file; rewriting the log in place", self._path)
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(framed)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            return
+        spare.write(framed)
+        spare.flush()
+        os.fsync(spare.fileno())
+        os.replace(self._tmp, self._path)
+        os.fsync(self._dir_fd)
         self._file.close()
-        os.replace(tmp, self._path)
-        dir_fd = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self._file = open(self._path, "r+b")
-        self._file.seek(0, os.SEEK_END)
+        self._file = spare
+        self._spare = self._open_spare()
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
+            self._tmp.unlink(missing_ok=True)
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
 
     def __iter__(self) -> Iterator[list[Any]]:
         return iter(self._recovered)

@@ -31,6 +31,14 @@ from state.pools import Observation, Pool, Pools, observation_from
 from state.types import BlockHeader
 
 MAX_HOPS = 3
+# The best-path search is bounded whatever the pool graph looks like (pools
+# are cheap to create, and a mesh of 30 tokens has 435 of them): at most
+# MAX_NEIGHBOURS pools per token are followed (the direct pool always, then
+# the others in symbol order) and at most MAX_QUOTE_STEPS hops are evaluated;
+# the search keeps the best path found within those bounds.  Deterministic:
+# every iteration is in sorted order.
+MAX_NEIGHBOURS = 16
+MAX_QUOTE_STEPS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,26 +184,68 @@ class PoolQueries:
 
     # -- quotes -----------------------------------------------------------
 
-    def _paths(self, token_in: str, token_out: str, max_hops: int) -> list[tuple[str, ...]]:
+    def _best_path(self, token_in: str, token_out: str, amount_in: int, max_hops: int) -> tuple[str, ...] | None:
+        """The path of at most ``max_hops`` pools with the largest output (then the fewest hops).
+
+        Layer by layer (Bellman-Ford over hop counts): each token keeps the
+        best amount that reached it and the path that did, and only a path
+        that improves on every earlier amount at its token is extended.
+        Output is monotonic in input, so this finds the best walk; a path
+        never revisits a token (no pool is used twice).
+        """
         graph: dict[str, list[str]] = {}
         for pid in self.pools.ids():
             a, b = pid.split("/")
             graph.setdefault(a, []).append(b)
             graph.setdefault(b, []).append(a)
-        paths: list[tuple[str, ...]] = []
+        pools: dict[str, Pool | None] = {}
 
-        def walk(path: tuple[str, ...]) -> None:
-            if path[-1] == token_out:
-                paths.append(path)
-                return
-            if len(path) > max_hops:
-                return
-            for nxt in sorted(graph.get(path[-1], [])):
-                if nxt not in path:
-                    walk(path + (nxt,))
+        def reserves(a: str, b: str) -> tuple[int, int] | None:
+            pid = f"{min(a, b)}/{max(a, b)}"
+            if pid not in pools:
+                pools[pid] = self.pools.get(pid)
+            pool = pools[pid]
+            return None if pool is None else pool.reserves_for(a)
 
-        walk((token_in,))
-        return paths
+        def neighbours(token: str) -> list[str]:
+            others = sorted(t for t in graph.get(token, []) if t != token_out)
+            direct = [token_out] if token_out in graph.get(token, []) else []
+            return direct + others[: MAX_NEIGHBOURS - len(direct)]
+
+        best: tuple[int, int, tuple[str, ...]] | None = None  # (amount out, -hops, path)
+        reached: dict[str, int] = {token_in: amount_in}
+        frontier: list[tuple[str, int, tuple[str, ...]]] = [(token_in, amount_in, (token_in,))]
+        steps = 0
+        for hop in range(1, max_hops + 1):
+            improved: dict[str, tuple[int, tuple[str, ...]]] = {}
+            for token, amount, path in frontier:
+                for nxt in neighbours(token):
+                    if nxt in path:
+                        continue
+                    if nxt != token_out and hop == max_hops:
+                        continue  # could not reach token_out within max_hops anyway
+                    if steps >= MAX_QUOTE_STEPS:
+                        return None if best is None else best[2]
+                    steps += 1
+                    r = reserves(token, nxt)
+                    if r is None:
+                        continue
+                    try:
+                        out = amm.amount_out(amount, r[0], r[1])
+                    except Exception:  # an ExecutionFailed from amm: a drained pool
+                        continue
+                    if nxt == token_out:
+                        candidate = (out, -hop, path + (nxt,))
+                        if best is None or candidate[:2] > best[:2]:
+                            best = candidate
+                    elif out > reached.get(nxt, 0) and out > improved.get(nxt, (0, ()))[0]:
+                        improved[nxt] = (out, path + (nxt,))
+            for token, (amount, _) in improved.items():
+                reached[token] = max(reached.get(token, 0), amount)
+            frontier = [(token, amount, path) for token, (amount, path) in sorted(improved.items())]
+            if not frontier:
+                break
+        return None if best is None else best[2]
 
     def quote(self, token_in: str, token_out: str, amount_in: int, *, path: tuple[str, ...] | None = None,
               max_hops: int = MAX_HOPS) -> Quote:
@@ -204,20 +254,19 @@ class PoolQueries:
             raise PoolQueryError(f"amount_in {amount_in} must be positive")
         if token_in == token_out:
             raise PoolQueryError(f"token_in and token_out are both {token_in}")
-        candidates = [path] if path is not None else self._paths(token_in, token_out, max_hops)
-        best: Quote | None = None
-        last_error = f"no pool path from {token_in} to {token_out} within {max_hops} hops"
-        for candidate in candidates:
+        if not 1 <= max_hops <= MAX_HOPS:
+            raise PoolQueryError(f"max_hops {max_hops} is outside [1, {MAX_HOPS}]")
+        if path is not None:
+            if not 2 <= len(path) <= MAX_HOPS + 1:
+                raise PoolQueryError(f"path of {len(path)} tokens is outside [2, {MAX_HOPS + 1}]")
             try:
-                quote = self._quote_path(candidate, amount_in)
+                return self._quote_path(path, amount_in)
             except Exception as exc:  # an ExecutionFailed from amm (a drained pool) or an unknown pool
-                last_error = f"path {'>'.join(candidate)}: {exc}"
-                continue
-            if best is None or (quote.amount_out, -len(quote.path)) > (best.amount_out, -len(best.path)):
-                best = quote
-        if best is None:
-            raise PoolQueryError(last_error)
-        return best
+                raise PoolQueryError(f"path {'>'.join(path)}: {exc}") from None
+        found = self._best_path(token_in, token_out, amount_in, max_hops)
+        if found is None:
+            raise PoolQueryError(f"no pool path from {token_in} to {token_out} within {max_hops} hops")
+        return self._quote_path(found, amount_in)
 
     def _quote_path(self, path: tuple[str, ...], amount_in: int) -> Quote:
         amounts = [amount_in]
