@@ -19,7 +19,9 @@ from consensus import events as ce
 from consensus.engine import Engine
 from consensus.messages import CommitCertificate, decode_message
 from consensus.validators import ValidatorSet
+from node.errors import WalError
 from node.mempool import Mempool
+from node.signguard import SignGuard
 from node.sync import SyncedBlock
 from node.wal import WriteAheadLog
 from node.config import ConsensusSection
@@ -93,6 +95,8 @@ class ConsensusDriver:
     signer: PrivateKey | None
     genesis_validators: ValidatorSet
     hooks: DriverHooks
+    # Checked before any message signed with our key leaves (node/signguard.py).
+    sign_guard: SignGuard | None = None
     inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     engine: Engine | None = None
     validator_set: ValidatorSet | None = None
@@ -145,9 +149,18 @@ class ConsensusDriver:
         )
         if recovered:
             log.info("replaying %d WAL records for height %d", len(recovered), height)
+            events = []
+            for index, record in enumerate(recovered):
+                try:
+                    events.append(record_to_event(record))
+                except Exception as exc:  # a record from a bug or a forger: one line, file kept
+                    moved = self.wal.quarantine()
+                    raise WalError(
+                        f"WAL record {index} ({str(record[0])[:16]!r}) cannot be replayed: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}; the log was moved aside to {moved}"
+                    ) from None
             self._replaying = True
-            for record in recovered:
-                event = record_to_event(record)
+            for event in events:
                 if self._replaying:
                     self._handle(event, log_input=False)
                 elif isinstance(event, ce.MessageReceived):
@@ -256,6 +269,8 @@ class ConsensusDriver:
     def _handle(self, event: Any, *, log_input: bool = True) -> None:
         assert self.engine is not None
         actions = self.engine.handle(event)
+        if self.sign_guard is not None:
+            actions = [a for a in actions if not isinstance(a, ce.Broadcast) or self.sign_guard.allow(a.message)]
         # Logged after handling, and only if the input changed the engine's
         # state (junk and duplicates do not grow the WAL); still before any
         # of its consequences leave the process.

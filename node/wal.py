@@ -8,8 +8,17 @@ it signed before the crash.  Records carrying our own signed messages are
 fsynced before the message leaves the process.
 
 Record framing: ``u32 length | u32 crc32 | payload`` where the payload is a
-canonical-encoded ``[kind, ...]`` array.  A torn record at the end (a crash
-mid-write) ends the log; the file is truncated to its last whole record.
+canonical-encoded ``[kind, ...]`` array.
+
+Damage is told apart by what follows it.  A crash mid-append can only tear
+the final record (a short header or payload, or garbage/zeros where it was
+going to be), so bytes that hold no whole, checksummed record after the
+first bad one are a torn tail: the file is truncated to its last whole
+record.  If a whole record does follow the damage (a flipped bit, a lost
+sector in the middle), dropping the rest would silently lose fsynced inputs,
+possibly our own votes: ``WalCorrupted`` is raised instead and the opener
+moves the file aside (renamed, never deleted).  A record that passes its
+checksum but does not decode is corruption too, wherever it is.
 The log only needs the current height: ``start_height`` rewrites it.
 """
 
@@ -22,7 +31,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
-from node.errors import WalError
+import numpy as np
+
+from node.errors import WalCorrupted
 from state.codec import decode, encode
 from state.errors import DecodeError
 
@@ -37,28 +48,89 @@ def _frame(record: list[Any]) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+# Looking for a whole record after damage costs at most this many checksummed
+# bytes; past it the damage is reported as corruption (the safe answer).
+_SCAN_BUDGET_BYTES = 256 * 1024 * 1024
+_ARRAY_MARKERS = np.array([0x90 + n for n in range(1, 16)] + [0xDC, 0xDD], dtype=np.uint8)
+
+
+def _whole_record_after(data: bytes, start: int) -> int | None:
+    """Offset of a whole, checksummed frame beginning after ``start``, if any.
+
+    Vectorised: every offset's length field is read as a big-endian u32
+    (four strided views), and only offsets whose length fits the file and
+    whose payload starts like an array get their CRC checked.  Returns
+    ``-1`` when the budget ran out before an answer (treated as "yes").
+    """
+    n = len(data)
+    if n - start <= _HEADER.size:
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    candidates: list[np.ndarray] = []
+    last = n - _HEADER.size - 1  # a frame needs its header and at least one payload byte
+    for phase in range(4):
+        first = start + 1 + phase
+        if first > last:
+            break
+        count = (last - first) // 4 + 1
+        offsets = first + 4 * np.arange(count, dtype=np.int64)
+        lengths = np.frombuffer(data, dtype=">u4", count=count, offset=first).astype(np.int64)
+        fits = (lengths >= 1) & (lengths <= MAX_RECORD) & (offsets + _HEADER.size + lengths <= n)
+        offsets = offsets[fits]
+        looks = np.isin(raw[offsets + _HEADER.size], _ARRAY_MARKERS)
+        candidates.append(offsets[looks])
+    if not candidates:
+        return None
+    spent = 0
+    for offset in np.sort(np.concatenate(candidates)).tolist():
+        length, crc = _HEADER.unpack_from(data, offset)
+        spent += length
+        if spent > _SCAN_BUDGET_BYTES:
+            return -1
+        body = offset + _HEADER.size
+        if zlib.crc32(data[body:body + length]) == crc:
+            return offset
+    return None
+
+
 def read_records(path: Path) -> tuple[list[list[Any]], int]:
-    """All whole records of ``path`` and the byte offset where they end."""
+    """All whole records of ``path`` and the byte offset where they end.
+
+    Raises WalCorrupted (and changes nothing) if damage is followed by a
+    whole record, or a checksummed record does not decode.
+    """
     if not path.exists():
         return [], 0
     data = path.read_bytes()
     records: list[list[Any]] = []
     offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, offset)
-        start = offset + _HEADER.size
-        end = start + length
-        if length > MAX_RECORD or end > len(data):
+    while offset < len(data):
+        problem = None
+        if offset + _HEADER.size > len(data):
+            problem = "short header"
+        else:
+            length, crc = _HEADER.unpack_from(data, offset)
+            start = offset + _HEADER.size
+            end = start + length
+            if length > MAX_RECORD:
+                problem = f"length {length} exceeds {MAX_RECORD}"
+            elif end > len(data):
+                problem = f"length {length} runs past the end of the file"
+            elif zlib.crc32(data[start:end]) != crc:
+                problem = "checksum mismatch"
+        if problem is not None:
+            after = _whole_record_after(data, offset)
+            if after is not None:
+                found = "a whole record" if after < 0 else f"a whole record at byte {after}"
+                raise WalCorrupted(path, offset, f"{problem}, and {found} follows")
             break
         payload = data[start:end]
-        if zlib.crc32(payload) != crc:
-            break
         try:
             record = decode(payload, max_bytes=MAX_RECORD)
         except DecodeError as exc:
-            raise WalError(f"{path}: record at byte {offset} passed its checksum but does not decode: {exc}") from exc
+            raise WalCorrupted(path, offset, f"record passed its checksum but does not decode: {exc}") from None
         if not isinstance(record, list) or not record:
-            raise WalError(f"{path}: record at byte {offset} is not a non-empty array")
+            raise WalCorrupted(path, offset, "record is not a non-empty array")
         records.append(record)
         offset = end
     if offset != len(data):
@@ -66,15 +138,41 @@ def read_records(path: Path) -> tuple[list[list[Any]], int]:
     return records, offset
 
 
+def move_aside(path: Path) -> Path:
+    """Rename a damaged log to ``NAME.corrupt-N`` (the first N not taken); never deletes."""
+    for n in range(1, 10_000):
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+        if not target.exists() and not target.is_symlink():
+            os.rename(path, target)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            return target
+    raise OSError(f"cannot move {path} aside: 9999 earlier copies exist")
+
+
 class WriteAheadLog:
     def __init__(self, path: Path) -> None:
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        records, end = read_records(path)
+        try:
+            records, end = read_records(path)
+        except WalCorrupted as exc:
+            # Stop with the damaged file kept for inspection; a restart then
+            # begins this height afresh (the sign guard keeps us from signing
+            # anything that conflicts with what the lost records held).
+            raise WalCorrupted(path, exc.offset, exc.reason, moved_to=move_aside(path)) from None
         self._recovered = records
         self._file = open(path, "r+b" if path.exists() else "w+b")
         self._file.truncate(end)
         self._file.seek(end)
+
+    def quarantine(self) -> Path:
+        """Close and move the log aside (a record that cannot be replayed); returns the new path."""
+        self.close()
+        return move_aside(self._path)
 
     def recovered(self) -> list[list[Any]]:
         """The records found on open (empty for a new log)."""

@@ -6,7 +6,13 @@ import os
 from typing import Iterator, Mapping
 
 from state.abc import KVStore
-from state.errors import StoreClosed, StoreError
+from state.errors import StoreClosed, StoreError, StoreNotFound
+
+
+def _text(exc: BaseException) -> str:
+    """plyvel puts LevelDB's status in bytes: show it as text."""
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
 def _check_batch(puts: Mapping[bytes, bytes | None]) -> None:
@@ -53,16 +59,27 @@ class MemoryKV(KVStore):
 
 
 class LevelDBKV(KVStore):
-    """LevelDB via plyvel.  One process owns the directory (LevelDB's LOCK file)."""
+    """LevelDB via plyvel.  One process owns the directory (LevelDB's LOCK file).
 
-    def __init__(self, path: str | os.PathLike[str], *, create_if_missing: bool = True) -> None:
+    Opening never creates a database unless ``create_if_missing`` says so
+    (only ``qenexd init`` does): a store whose ``CURRENT`` file is gone must
+    not silently become a fresh, empty chain.  That check runs before LevelDB
+    is called, because a failed LevelDB open still creates the directory, a
+    LOCK file and a new LOG.  ``paranoid_checks`` makes LevelDB refuse a
+    damaged log or manifest instead of skipping what it cannot read.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create_if_missing: bool = False) -> None:
         import plyvel  # imported here so MemoryKV users need no LevelDB
 
         self.path = os.fspath(path)
+        if not create_if_missing and not os.path.isfile(os.path.join(self.path, "CURRENT")):
+            what = "does not exist" if not os.path.exists(self.path) else "has no CURRENT file (damaged or not a store)"
+            raise StoreNotFound(f"LevelDB store {self.path} {what}; refusing to create a fresh one", path=self.path)
         try:
-            self._db = plyvel.DB(self.path, create_if_missing=create_if_missing)
+            self._db = plyvel.DB(self.path, create_if_missing=create_if_missing, paranoid_checks=True)
         except (plyvel.Error, OSError) as exc:
-            raise StoreError(f"cannot open LevelDB at {self.path}: {exc}") from exc
+            raise StoreError(f"cannot open LevelDB at {self.path}: {_text(exc)}") from exc
         self._closed = False
 
     def _live(self):  # type: ignore[no-untyped-def]
@@ -71,13 +88,23 @@ class LevelDBKV(KVStore):
         return self._db
 
     def get(self, key: bytes) -> bytes | None:
-        return self._live().get(key)
+        import plyvel
+
+        try:
+            return self._live().get(key, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
 
     def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        import plyvel
+
         db = self._live()
-        it = db.iterator(prefix=prefix) if prefix else db.iterator()
-        with it:
-            yield from it
+        it = db.iterator(prefix=prefix, verify_checksums=True) if prefix else db.iterator(verify_checksums=True)
+        try:
+            with it:
+                yield from it
+        except plyvel.Error as exc:
+            raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
 
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:
         _check_batch(puts)
@@ -93,7 +120,7 @@ class LevelDBKV(KVStore):
                     else:
                         batch.put(key, value)
         except plyvel.Error as exc:
-            raise StoreError(f"LevelDB write to {self.path} failed: {exc}") from exc
+            raise StoreError(f"LevelDB write to {self.path} failed: {_text(exc)}") from exc
 
     def close(self) -> None:
         if not self._closed:
