@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 from consensus import events as ce
 from consensus.engine import Engine
@@ -134,7 +134,10 @@ class ConsensusDriver:
         recovered = self.wal.recovered()
         self.validator_set = None
         if recovered and recovered[0][0] == _W_HEIGHT and recovered[0][1] == height:
-            self.validator_set = ValidatorSet.decode(recovered[0][2])
+            try:
+                self.validator_set = ValidatorSet.decode(recovered[0][2])
+            except Exception as exc:
+                self._unreplayable(0, recovered[0], exc)
             self._vset_height = height
         if self.validator_set is None:
             self.validator_set = self.validator_set_for(height)
@@ -153,12 +156,8 @@ class ConsensusDriver:
             for index, record in enumerate(recovered):
                 try:
                     events.append(record_to_event(record))
-                except Exception as exc:  # a record from a bug or a forger: one line, file kept
-                    moved = self.wal.quarantine()
-                    raise WalError(
-                        f"WAL record {index} ({str(record[0])[:16]!r}) cannot be replayed: "
-                        f"{type(exc).__name__}: {str(exc)[:200]}; the log was moved aside to {moved}"
-                    ) from None
+                except Exception as exc:
+                    self._unreplayable(index, record, exc)
             self._replaying = True
             for event in events:
                 if self._replaying:
@@ -175,6 +174,14 @@ class ConsensusDriver:
         self._progress_at = self._last_commit_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._run(), name="consensus-driver"))
         self._tasks.append(asyncio.create_task(self._rebroadcast_loop(), name="consensus-rebroadcast"))
+
+    def _unreplayable(self, index: int, record: list[Any], exc: Exception) -> NoReturn:
+        """A checksummed record that cannot be replayed (a bug or a forger): one line, the file kept."""
+        moved = self.wal.quarantine()
+        raise WalError(
+            f"WAL record {index} ({str(record[0])[:16]!r}) cannot be replayed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}; the log was moved aside to {moved}"
+        ) from None
 
     async def stop(self) -> None:
         for handle in self._timers.values():

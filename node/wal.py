@@ -112,7 +112,9 @@ def read_records(path: Path) -> tuple[list[list[Any]], int]:
             length, crc = _HEADER.unpack_from(data, offset)
             start = offset + _HEADER.size
             end = start + length
-            if length > MAX_RECORD:
+            if length == 0:
+                problem = "zero length"  # never written (a payload is at least one byte): zeros of a torn tail
+            elif length > MAX_RECORD:
                 problem = f"length {length} exceeds {MAX_RECORD}"
             elif end > len(data):
                 problem = f"length {length} runs past the end of the file"

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterator, Mapping
 
 from state.abc import KVStore
 from state.errors import StoreClosed, StoreError, StoreNotFound
 
 
+# One line of LevelDB's "leveldb.sstables" property: " 9:1305['k0' @ 101 : 1 .. 'k99' @ 200 : 1]".
+_SSTABLE = re.compile(r"^\s*(\d+):(\d+)\['(.*)' @ \d+ : \d+ \.\. '.*' @ \d+ : \d+\]$")
+_TABLE_MAGIC = (0xDB4775248B80FB57).to_bytes(8, "little")
+
+
+def _unescape(text: str) -> bytes:
+    """LevelDB's EscapeString: printable ASCII as is, other bytes as \\xNN."""
+    return re.sub(r"\\x([0-9a-f]{2})", lambda m: chr(int(m[1], 16)), text).encode("latin-1")
+
+
 def _text(exc: BaseException) -> str:
-    """plyvel puts LevelDB's status in bytes: show it as text."""
+    """plyvel puts LevelDB's status in bytes: show it as one line of text
+    (it can quote bytes of a damaged file, newlines included)."""
     arg = exc.args[0] if exc.args else exc
-    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    text = arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _check_batch(puts: Mapping[bytes, bytes | None]) -> None:
@@ -81,6 +94,48 @@ class LevelDBKV(KVStore):
         except (plyvel.Error, OSError) as exc:
             raise StoreError(f"cannot open LevelDB at {self.path}: {_text(exc)}") from exc
         self._closed = False
+        try:
+            self._verify_tables()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _verify_tables(self) -> None:
+        """Refuse a store whose table files LevelDB could not open.
+
+        LevelDB checks at open only that the tables its manifest lists exist;
+        a table it later fails to open (truncated, bad footer or index) makes
+        an iterator end early *without an error* (plyvel sees no status), so
+        a scan would silently miss keys.  Each table must have the size the
+        manifest recorded and a footer magic, and is opened once (a read of
+        its smallest key, checksums verified).
+        """
+        import plyvel
+
+        listing = (self._db.get_property(b"leveldb.sstables") or b"").decode("latin-1")
+        for line in listing.splitlines():
+            match = _SSTABLE.match(line)
+            if match is None:
+                continue
+            number, size = int(match[1]), int(match[2])
+            name = next((f"{number:06d}.{ext}" for ext in ("ldb", "sst")
+                         if os.path.exists(os.path.join(self.path, f"{number:06d}.{ext}"))), f"{number:06d}.ldb")
+            table = os.path.join(self.path, name)
+            try:
+                actual = os.path.getsize(table)
+                with open(table, "rb") as handle:
+                    handle.seek(max(0, size - len(_TABLE_MAGIC)))
+                    magic = handle.read(len(_TABLE_MAGIC))
+            except OSError as exc:
+                raise StoreError(f"LevelDB at {self.path}: table {name} is unreadable: {exc}") from exc
+            if actual != size:
+                raise StoreError(f"LevelDB at {self.path}: table {name} is {actual} bytes, its manifest says {size}")
+            if magic != _TABLE_MAGIC:
+                raise StoreError(f"LevelDB at {self.path}: table {name} has no table footer (corrupted)")
+            try:
+                self._db.get(_unescape(match[3]), verify_checksums=True)
+            except plyvel.Error as exc:
+                raise StoreError(f"LevelDB at {self.path}: table {name} cannot be read: {_text(exc)}") from exc
 
     def _live(self):  # type: ignore[no-untyped-def]
         if self._closed:
@@ -125,4 +180,10 @@ class LevelDBKV(KVStore):
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._db.close()
+            try:
+                # Flush the memtable to a table file (a range no key sorts into
+                # compacts nothing else): after a clean close no data lives only
+                # in the .log, so a lost .log loses nothing.
+                self._db.compact_range(start=b"\x00", stop=b"\x00")
+            finally:
+                self._db.close()
