@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from node.config import Home
@@ -94,11 +98,15 @@ def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState
             f"{home.init_marker} was written for genesis {marker.get('genesis_hash')}, "
             f"not this home's genesis 0x{genesis.hash.hex()}"
         )
-    kv = _open_store(home, genesis, marker)
+    # The checks read the store's height from a probe copy (table files hard
+    # linked, the small rest copied): LevelDB rewrites CURRENT, the manifest
+    # and its logs on every open, and a refused start must change nothing.
+    store_height = _probe_height(home, genesis, marker)
+    _check_wal(home, store_height)
+    guard, warnings = _open_sign_guard(home, genesis, validator, store_height, legacy=marker is None)
+    kv = _open_store(home, home.state_dir, marker)
     try:
         app = _open_app(home, kv, genesis)
-        _check_wal(home, app.height)
-        guard, warnings = _open_sign_guard(home, genesis, validator, app.height, legacy=marker is None)
         if marker is None:
             _write_marker(home, genesis)
             warnings.append(f"{home.root} predates the init marker: wrote {home.init_marker}")
@@ -108,18 +116,44 @@ def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState
     return HomeState(kv, app, guard, warnings)
 
 
-def _open_store(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -> LevelDBKV:
+def _probe_height(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -> int:
+    if not (home.state_dir / "CURRENT").is_file():
+        _open_store(home, home.state_dir, marker)  # raises the specific refusal, touching nothing
+    probe = Path(tempfile.mkdtemp(prefix=".state-probe-", dir=home.data_dir))
     try:
-        return LevelDBKV(home.state_dir)
-    except StoreNotFound as exc:
+        for entry in sorted(home.state_dir.iterdir()):
+            target = probe / entry.name
+            if entry.name == "LOCK" or not entry.is_file():
+                continue
+            if entry.suffix in (".ldb", ".sst"):  # never written after creation: a link is enough
+                try:
+                    os.link(entry, target)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(entry, target)
+        kv = _open_store(home, probe, marker)
+        try:
+            return _open_app(home, kv, genesis).height
+        finally:
+            kv.close()
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _open_store(home: Home, path: Path, marker: dict[str, Any] | None) -> LevelDBKV:
+    try:
+        return LevelDBKV(path)
+    except StoreNotFound:
         if marker is None and not home.state_dir.exists():
             raise StartRefused(f"{home.root} has no state store: run `qenexd init --home {home.root}` first") from None
+        what = "does not exist" if not home.state_dir.exists() else "has no CURRENT file (damaged or not a store)"
         raise StartRefused(
-            f"{exc}: this home was initialised with a store (see {home.init_marker}); "
-            "restore data/state from a backup or resync into a new home"
+            f"state store {home.state_dir} {what}; refusing to create a fresh one over a home initialised "
+            f"with a store ({home.init_marker}): restore data/state from a backup or resync into a new home"
         ) from None
     except StateError as exc:
-        raise StartRefused(f"state store {home.state_dir} cannot be opened: {exc}") from None
+        raise StartRefused(f"state store {home.state_dir} cannot be opened: {str(exc).replace(str(path), str(home.state_dir))}") from None
 
 
 def _open_app(home: Home, kv: LevelDBKV, genesis: Genesis) -> Application:
