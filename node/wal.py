@@ -54,42 +54,51 @@ _SCAN_BUDGET_BYTES = 256 * 1024 * 1024
 _ARRAY_MARKERS = np.array([0x90 + n for n in range(1, 16)] + [0xDC, 0xDD], dtype=np.uint8)
 
 
+_CHUNK = 1 << 20  # offsets examined per vectorised step (bounded memory)
+
+
+def _u32_at(raw: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Big-endian u32 at each offset in ``at`` (each must have 4 bytes after it)."""
+    return ((raw[at].astype(np.int64) << 24) | (raw[at + 1].astype(np.int64) << 16)
+            | (raw[at + 2].astype(np.int64) << 8) | raw[at + 3].astype(np.int64))
+
+
 def _whole_record_after(data: bytes, start: int) -> int | None:
     """Offset of a whole, checksummed frame beginning after ``start``, if any.
 
-    Vectorised: every offset's length field is read as a big-endian u32
-    (four strided views), and only offsets whose length fits the file and
-    whose payload starts like an array get their CRC checked.  Returns
-    ``-1`` when the budget ran out before an answer (treated as "yes").
+    Vectorised over every offset: a candidate's length must fit the file,
+    its payload must start like an array, and what follows it must be the
+    end of the file, a short (torn) header, or another plausible header.
+    Only the few survivors get their CRC checked, so the bytes of a torn
+    multi-MiB record cost milliseconds.  Returns ``-1`` when the CRC budget
+    ran out before an answer (treated as "yes": corruption is the safe call).
     """
     n = len(data)
-    if n - start <= _HEADER.size:
-        return None
-    raw = np.frombuffer(data, dtype=np.uint8)
-    candidates: list[np.ndarray] = []
     last = n - _HEADER.size - 1  # a frame needs its header and at least one payload byte
-    for phase in range(4):
-        first = start + 1 + phase
-        if first > last:
-            break
-        count = (last - first) // 4 + 1
-        offsets = first + 4 * np.arange(count, dtype=np.int64)
-        lengths = np.frombuffer(data, dtype=">u4", count=count, offset=first).astype(np.int64)
-        fits = (lengths >= 1) & (lengths <= MAX_RECORD) & (offsets + _HEADER.size + lengths <= n)
-        offsets = offsets[fits]
-        looks = np.isin(raw[offsets + _HEADER.size], _ARRAY_MARKERS)
-        candidates.append(offsets[looks])
-    if not candidates:
-        return None
+    raw = np.frombuffer(data, dtype=np.uint8)
     spent = 0
-    for offset in np.sort(np.concatenate(candidates)).tolist():
-        length, crc = _HEADER.unpack_from(data, offset)
-        spent += length
-        if spent > _SCAN_BUDGET_BYTES:
-            return -1
-        body = offset + _HEADER.size
-        if zlib.crc32(data[body:body + length]) == crc:
-            return offset
+    for first in range(start + 1, last + 1, _CHUNK):
+        offsets = np.arange(first, min(first + _CHUNK, last + 1), dtype=np.int64)
+        lengths = _u32_at(raw, offsets)
+        ends = offsets + _HEADER.size + lengths
+        keep = (lengths >= 1) & (lengths <= MAX_RECORD) & (ends <= n)
+        offsets, lengths, ends = offsets[keep], lengths[keep], ends[keep]
+        keep = np.isin(raw[offsets + _HEADER.size], _ARRAY_MARKERS)
+        offsets, lengths, ends = offsets[keep], lengths[keep], ends[keep]
+        followed = ends + _HEADER.size >= n  # the end, or a torn header / empty payload after it
+        inner = ~followed
+        if inner.any():
+            nxt = ends[inner]
+            nxt_len = _u32_at(raw, nxt)
+            followed[inner] = ((nxt_len >= 1) & (nxt_len <= MAX_RECORD)
+                               & np.isin(raw[nxt + _HEADER.size], _ARRAY_MARKERS))
+        for offset, length in zip(offsets[followed].tolist(), lengths[followed].tolist()):
+            spent += length
+            if spent > _SCAN_BUDGET_BYTES:
+                return -1
+            body = offset + _HEADER.size
+            if zlib.crc32(data[body:body + length]) == _HEADER.unpack_from(data, offset)[1]:
+                return offset
     return None
 
 
