@@ -51,6 +51,7 @@ def _frame(record: list[Any]) -> bytes:
 # Looking for a whole record after damage costs at most this many checksummed
 # bytes; past it the damage is reported as corruption (the safe answer).
 _SCAN_BUDGET_BYTES = 256 * 1024 * 1024
+_SECOND_DAMAGE_BUDGET_BYTES = 64 * 1024 * 1024
 _ARRAY_MARKERS = np.array([0x90 + n for n in range(1, 16)] + [0xDC, 0xDD], dtype=np.uint8)
 
 
@@ -70,13 +71,14 @@ def _whole_record_after(data: bytes, start: int) -> int | None:
     its payload must start like an array, and what follows it must be the
     end of the file, a short (torn) header, or another plausible header.
     Only the few survivors get their CRC checked, so the bytes of a torn
-    multi-MiB record cost milliseconds.  Returns ``-1`` when the CRC budget
+    multi-MiB record cost milliseconds; the other candidates come last.  Returns ``-1`` when the CRC budget
     ran out before an answer (treated as "yes": corruption is the safe call).
     """
     n = len(data)
     last = n - _HEADER.size - 1  # a frame needs its header and at least one payload byte
     raw = np.frombuffer(data, dtype=np.uint8)
     spent = 0
+    others: list[np.ndarray] = []
     for first in range(start + 1, last + 1, _CHUNK):
         offsets = np.arange(first, min(first + _CHUNK, last + 1), dtype=np.int64)
         lengths = _u32_at(raw, offsets)
@@ -96,10 +98,28 @@ def _whole_record_after(data: bytes, start: int) -> int | None:
             spent += length
             if spent > _SCAN_BUDGET_BYTES:
                 return -1
-            body = offset + _HEADER.size
-            if zlib.crc32(data[body:body + length]) == _HEADER.unpack_from(data, offset)[1]:
+            if _checksummed(data, offset, length):
+                return offset
+        others.append(np.stack([lengths[~followed], offsets[~followed]]))
+    # A whole record followed by a second damage (its next header is hit too):
+    # shortest first, within a smaller budget.  Running out here means the
+    # bytes look like one torn record, the common case, so it is not refused.
+    spent = 0
+    if others:
+        rest = np.concatenate(others, axis=1)
+        for length, offset in rest[:, np.argsort(rest[0], kind="stable")].T.tolist():
+            spent += length
+            if spent > _SECOND_DAMAGE_BUDGET_BYTES:
+                log.warning("wal: stopped looking for whole records after damage at byte %d", start)
+                return None
+            if _checksummed(data, offset, length):
                 return offset
     return None
+
+
+def _checksummed(data: bytes, offset: int, length: int) -> bool:
+    body = offset + _HEADER.size
+    return zlib.crc32(data[body:body + length]) == _HEADER.unpack_from(data, offset)[1]
 
 
 def read_records(path: Path) -> tuple[list[list[Any]], int]:

@@ -151,15 +151,32 @@ class LevelDBKV(KVStore):
             raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
 
     def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys in order, checksums verified.
+
+        plyvel's ordinary iterator ends quietly when LevelDB's iterator turns
+        invalid on an error (it reads the status only while valid), and a
+        block LevelDB cannot read is skipped: a scan would silently miss keys.
+        The raw iterator checks the status after every step, so a damaged
+        block raises StoreError instead.
+        """
         import plyvel
 
-        db = self._live()
-        it = db.iterator(prefix=prefix, verify_checksums=True) if prefix else db.iterator(verify_checksums=True)
+        it = self._live().raw_iterator(verify_checksums=True)
         try:
-            with it:
-                yield from it
+            if prefix:
+                it.seek(prefix)
+            else:
+                it.seek_to_first()
+            while it.valid():
+                key = it.key()
+                if not key.startswith(prefix):
+                    break
+                yield key, it.value()
+                it.next()
         except plyvel.Error as exc:
             raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
+        finally:
+            it.close()
 
     def write_batch(self, puts: Mapping[bytes, bytes | None], sync: bool = True) -> None:
         _check_batch(puts)
