@@ -64,7 +64,7 @@ def bench_state(args: argparse.Namespace) -> None:
         if not args.leveldb:
             return MemoryKV()
         (Path(args.leveldb) / tag).mkdir(parents=True, exist_ok=True)
-        return LevelDBKV(Path(args.leveldb) / tag)
+        return LevelDBKV(Path(args.leveldb) / tag, create_if_missing=True)
 
     proposer_app, validator_app = Application(store("proposer"), genesis), Application(store("validator"), genesis)
     nonces = {k.address: 0 for k in [lp, *traders]}

@@ -15,7 +15,7 @@ from node.errors import NodeError
 from node.rpc_client import RPCClientError
 from state.crypto import PrivateKey
 from state.errors import StateError
-from state.keyfile import load_keyfile
+from state.keyfile import keyfile_warnings, load_keyfile
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,4 +111,7 @@ def resolve_key(name_or_path: str, home: Path) -> PrivateKey:
         if not candidate.is_file():
             raise CLIError(f"no key file {name_or_path!r} and no key named {name_or_path!r} in {keyring_dir(home)}")
         path = candidate
-    return load_keyfile(path, password_for(path))
+    key = load_keyfile(path, password_for(path))
+    for warning in keyfile_warnings(path):
+        click.echo(f"warning: {warning}", err=True)
+    return key

@@ -11,7 +11,7 @@ import click
 
 from cli.common import PASSWORD_ENV, CLIError, emit, handle_errors, home_option, json_option, keyring_dir, resolve_key
 from state.crypto import PrivateKey, address_to_text
-from state.keyfile import save_keyfile
+from state.keyfile import check_new_password, keyfile_warnings, save_keyfile
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -41,6 +41,7 @@ def new(name: str, home: Path, unencrypted: bool, as_json: bool) -> None:
         )
         if not password:
             raise CLIError("an empty password is not allowed; use --unencrypted for a dev key")
+        check_new_password(password)  # before generating anything: a WeakPassword is one line
     key = PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     save_keyfile(path, key, password)
@@ -49,9 +50,26 @@ def new(name: str, home: Path, unencrypted: bool, as_json: bool) -> None:
 
 
 def _describe(path: Path) -> dict[str, object]:
-    info = json.loads(path.read_text())
-    return {"name": path.stem, "address": info.get("address", "?"), "encrypted": bool(info.get("encrypted", True)),
-            "keyfile": str(path)}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"name": path.stem, "address": "?", "encrypted": None, "keyfile": str(path),
+                "warnings": [f"unreadable: {exc}"]}
+    if not isinstance(info, dict):
+        info = {}
+    return {"name": path.stem, "address": info.get("address", "?"), "encrypted": info.get("encrypted") is True,
+            "mode": f"{path.stat().st_mode & 0o777:04o}", "keyfile": str(path), "warnings": keyfile_warnings(path)}
+
+
+def _flags(row: dict[str, object]) -> str:
+    flags = []
+    if row["encrypted"] is not True:
+        flags.append("UNENCRYPTED")
+    if any("readable by group/others" in w for w in row["warnings"]):  # type: ignore[union-attr]
+        flags.append(f"mode {row.get('mode')} (readable by others)")
+    if any(w.startswith("unreadable") for w in row["warnings"]):  # type: ignore[union-attr]
+        flags.append("UNREADABLE")
+    return ("\t" + ", ".join(flags)) if flags else ""
 
 
 @keys.command("list")
@@ -62,7 +80,8 @@ def list_keys(home: Path, as_json: bool) -> None:
     """List the keys in the keyring."""
     directory = keyring_dir(home)
     entries = [_describe(p) for p in sorted(directory.glob("*.json"))] if directory.is_dir() else []
-    emit(entries, as_json, lambda rows: "\n".join(f"{r['name']}\t{r['address']}" for r in rows) or "(no keys)")
+    emit(entries, as_json,
+         lambda rows: "\n".join(f"{r['name']}\t{r['address']}{_flags(r)}" for r in rows) or "(no keys)")
 
 
 @keys.command("show")

@@ -5,14 +5,20 @@ A node's home holds everything it owns::
     HOME/config/node.toml       this file's schema
     HOME/config/genesis.json    the chain's genesis
     HOME/config/node_key.json   the validator / libp2p identity key
-    HOME/data/state/            LevelDB state store
+    HOME/data/state/            LevelDB state store (created by init only)
+    HOME/data/initialised.json  marker written by init: this home has a store
+    HOME/data/sign_state.json   what this validator signed last (node.signguard)
     HOME/data/consensus.wal     consensus write-ahead log
     HOME/keyring/NAME.json      user keys (``qenexd keys``)
+
+Files that may hold secrets (node.toml with the admin token, keys, the sign
+state) are written 0600 through ``state.keyfile.write_private_file``.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +27,10 @@ from typing import Any
 import tomli_w
 
 from node.errors import ConfigError
+from state.keyfile import write_private_file
+
+# The admin token guards model updates; a short one is guessable.
+MIN_ADMIN_TOKEN_LEN = 32
 
 
 def default_home() -> Path:
@@ -130,6 +140,13 @@ def _check_risk(risk: RiskSection, source: str) -> None:
             f"{source}: risk.review_threshold {risk.review_threshold} is above "
             f"risk.reject_threshold {risk.reject_threshold}"
         )
+    token = risk.admin_token
+    if token and (len(token) < MIN_ADMIN_TOKEN_LEN or not all(33 <= ord(c) <= 126 for c in token)):
+        raise ConfigError(
+            f"{source}: risk.admin_token must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters "
+            f"without spaces (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), "
+            f"got {len(token)} characters"
+        )
     if risk.admin_port and risk.admin_host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError(f"{source}: risk.admin_host must be a loopback address, got {risk.admin_host!r}")
 
@@ -205,6 +222,14 @@ class Home:
         return self.data_dir / "consensus.wal"
 
     @property
+    def init_marker(self) -> Path:
+        return self.data_dir / "initialised.json"
+
+    @property
+    def sign_state_file(self) -> Path:
+        return self.data_dir / "sign_state.json"
+
+    @property
     def keyring_dir(self) -> Path:
         return self.root / "keyring"
 
@@ -215,7 +240,18 @@ class Home:
 
     def write_config(self, config: NodeConfig) -> None:
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(config.to_toml())
+        write_private_file(self.config_file, config.to_toml().encode("utf-8"))  # it may hold the admin token
+
+    def config_warnings(self, config: NodeConfig) -> list[str]:
+        """Why the config file is exposed: a secret in a file others can read."""
+        try:
+            mode = stat.S_IMODE(self.config_file.stat().st_mode)
+        except OSError:
+            return []
+        if config.risk.admin_token and mode & 0o077:
+            return [f"{self.config_file} holds risk.admin_token and has mode {mode:04o}: "
+                    f"readable by group/others; run chmod 600 {self.config_file}"]
+        return []
 
 
 def with_ports(config: NodeConfig, *, p2p_port: int, rpc_port: int) -> NodeConfig:

@@ -13,13 +13,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, NoReturn
 
 from consensus import events as ce
 from consensus.engine import Engine
 from consensus.messages import CommitCertificate, decode_message
 from consensus.validators import ValidatorSet
+from node.errors import WalError
 from node.mempool import Mempool
+from node.signguard import SignGuard
 from node.sync import SyncedBlock
 from node.wal import WriteAheadLog
 from node.config import ConsensusSection
@@ -93,6 +95,8 @@ class ConsensusDriver:
     signer: PrivateKey | None
     genesis_validators: ValidatorSet
     hooks: DriverHooks
+    # Checked before any message signed with our key leaves (node/signguard.py).
+    sign_guard: SignGuard | None = None
     inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     engine: Engine | None = None
     validator_set: ValidatorSet | None = None
@@ -130,7 +134,10 @@ class ConsensusDriver:
         recovered = self.wal.recovered()
         self.validator_set = None
         if recovered and recovered[0][0] == _W_HEIGHT and recovered[0][1] == height:
-            self.validator_set = ValidatorSet.decode(recovered[0][2])
+            try:
+                self.validator_set = ValidatorSet.decode(recovered[0][2])
+            except Exception as exc:
+                self._unreplayable(0, recovered[0], exc)
             self._vset_height = height
         if self.validator_set is None:
             self.validator_set = self.validator_set_for(height)
@@ -145,9 +152,14 @@ class ConsensusDriver:
         )
         if recovered:
             log.info("replaying %d WAL records for height %d", len(recovered), height)
+            events = []
+            for index, record in enumerate(recovered):
+                try:
+                    events.append(record_to_event(record))
+                except Exception as exc:
+                    self._unreplayable(index, record, exc)
             self._replaying = True
-            for record in recovered:
-                event = record_to_event(record)
+            for event in events:
                 if self._replaying:
                     self._handle(event, log_input=False)
                 elif isinstance(event, ce.MessageReceived):
@@ -162,6 +174,14 @@ class ConsensusDriver:
         self._progress_at = self._last_commit_at = time.monotonic()
         self._tasks.append(asyncio.create_task(self._run(), name="consensus-driver"))
         self._tasks.append(asyncio.create_task(self._rebroadcast_loop(), name="consensus-rebroadcast"))
+
+    def _unreplayable(self, index: int, record: list[Any], exc: Exception) -> NoReturn:
+        """A checksummed record that cannot be replayed (a bug or a forger): one line, the file kept."""
+        moved = self.wal.quarantine()
+        raise WalError(
+            f"WAL record {index} ({str(record[0])[:16]!r}) cannot be replayed: "
+            f"{type(exc).__name__}: {str(exc)[:200]}; the log was moved aside to {moved}"
+        ) from None
 
     async def stop(self) -> None:
         for handle in self._timers.values():
@@ -256,6 +276,8 @@ class ConsensusDriver:
     def _handle(self, event: Any, *, log_input: bool = True) -> None:
         assert self.engine is not None
         actions = self.engine.handle(event)
+        if self.sign_guard is not None:
+            actions = [a for a in actions if not isinstance(a, ce.Broadcast) or self.sign_guard.allow(a.message)]
         # Logged after handling, and only if the input changed the engine's
         # state (junk and duplicates do not grow the WAL); still before any
         # of its consequences leave the process.

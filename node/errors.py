@@ -45,3 +45,23 @@ class TxRejected(MempoolError):
 
 class WalError(NodeError):
     """The consensus write-ahead log is unreadable beyond its last valid record."""
+
+
+class WalCorrupted(WalError):
+    """A WAL record before the end is damaged: later records cannot be trusted to be all there.
+
+    ``offset`` is the byte where the damage starts; ``moved_to`` is where the
+    file was moved aside (it is never deleted), or None before that.
+    """
+
+    def __init__(self, path: object, offset: int, reason: str, moved_to: object = None) -> None:
+        where = f"; moved aside to {moved_to}" if moved_to is not None else ""
+        super().__init__(f"WAL {path} is corrupted at byte {offset}: {reason}{where}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        self.moved_to = moved_to
+
+
+class StartRefused(NodeError):
+    """The home's state is inconsistent in a way that starting would make worse; nothing was changed."""

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import Home, NodeConfig, P2PSection, RiskSection, RPCSection
+from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
 from state.crypto import PrivateKey, address_to_text
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
@@ -72,10 +73,13 @@ def _multiaddr(host: str, port: int, seed: bytes) -> str:
 
 
 def _write_home(home: Home, config: NodeConfig, genesis: Genesis, node_key: PrivateKey) -> None:
-    home.write_config(config)
+    # The store first: it refuses a home that already has one, before anything is overwritten.
+    init_home_state(home, genesis, node_key.address)
+    home.write_config(config)  # 0600: it may hold the admin token
     home.genesis_file.write_text(genesis.to_json())
+    # Unencrypted: the node starts unattended.  It says so in the file, and
+    # the node warns about it at every start.
     save_keyfile(home.node_key_file, node_key, None)
-    home.data_dir.mkdir(parents=True, exist_ok=True)
     home.keyring_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -103,6 +107,7 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
         "validator": address_to_text(key.address),
         "rpc": f"http://127.0.0.1:{rpc_port}/",
         "funded_key": str(home.keyring_dir / "validator.json"),
+        "warning": "the validator key and keyring/validator.json are UNENCRYPTED dev keys (mode 0600)",
     }
 
 
@@ -151,7 +156,7 @@ def write_testnet(
                            bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
             # The admin API stays off (admin_port 0) until an operator picks a port.
-            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL, admin_token=secrets.token_hex(16))
+            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL, admin_token=secrets.token_hex(32))
             if with_risk else RiskSection(),
         )
         if consensus_overrides:

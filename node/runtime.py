@@ -19,6 +19,7 @@ from consensus.validators import ValidatorSet
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
 from node.errors import ConfigError, MempoolError, TxRejected
+from node.homecheck import open_home_state
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
 from node.risk.admin import AdminServer
@@ -34,7 +35,7 @@ from state.app import Application
 from state.codec import decode, encode
 from state.errors import StateError
 from state.genesis import Genesis
-from state.keyfile import load_keyfile
+from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
 from state.types import Block, SignedTransaction
 
@@ -102,9 +103,13 @@ class Node:
         return any(v[0] == self.node_key.public_key for v in self.app.validators()) if self.app else False
 
     async def start(self) -> None:
-        self.home.state_dir.mkdir(parents=True, exist_ok=True)
-        self.kv = LevelDBKV(str(self.home.state_dir))
-        self.app = Application(self.kv, self.genesis)
+        # Checks first, writing nothing: a missing or rolled-back store, a WAL
+        # or sign record ahead of it, refuse to start (StartRefused, one line).
+        opened = open_home_state(self.home, self.genesis, self.node_key.address)
+        self.kv, self.app = opened.kv, opened.app
+        for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
+                        + self.home.config_warnings(self.config)):
+            log.warning("%s", warning)
         self.mempool = Mempool(self.app, self.config.mempool)
         self.risk.attach(self.app)
         genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
@@ -129,6 +134,7 @@ class Node:
             wal=WriteAheadLog(self.home.wal_file),
             config=self.config.consensus,
             signer=signer,
+            sign_guard=opened.sign_guard if signer else None,
             genesis_validators=genesis_set,
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,
@@ -196,7 +202,8 @@ class Node:
             await step("p2p", self.p2p.stop())
         if self.kv:
             self.kv.close()
-        log.info("node %s stopped at height %d", self.config.name, self.app.height if self.app else -1)
+        if self.app is not None:  # a refused start said so in its one line
+            log.info("node %s stopped at height %d", self.config.name, self.app.height)
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

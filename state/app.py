@@ -29,6 +29,7 @@ from state.errors import (
     InvalidTransaction,
     MalformedTransaction,
     StateInvariantBroken,
+    StoreNotFound,
 )
 from state.execution import BlockRun, app_hash_of, check_stateless, outflows
 from state.genesis import NATIVE_ISSUER, NATIVE_NAME, Genesis, Params
@@ -120,12 +121,17 @@ def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
 
 
 class Application:
-    def __init__(self, kv: KVStore, genesis: Genesis) -> None:
+    def __init__(self, kv: KVStore, genesis: Genesis, *, initialise: bool = True) -> None:
+        """Open the application on ``kv``; an empty store gets the genesis state
+        only with ``initialise`` (a node's start passes False: only ``init``
+        creates a chain, so an emptied store is refused, never re-created)."""
         self._kv = kv
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params: Params = genesis.params
         stored = kv.get(keys.META_GENESIS_HASH)
+        if stored is None and not initialise:
+            raise StoreNotFound("the store holds no genesis record: it was not initialised by init", path="")
         if stored is None:
             self._init_genesis()
         elif stored != genesis.hash:

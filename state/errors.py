@@ -16,6 +16,7 @@ broken invariants are StateInvariantBroken and should halt the node):
     │   └── MalformedGenesis             (also raised for bad genesis JSON)
     ├── InvalidKey
     ├── KeyfileError
+    │   └── WeakPassword
     ├── AmountError                      parse_amount / format_amount
     │   ├── TooManyDecimals
     │   └── AmountOverflow
@@ -53,6 +54,10 @@ class InvalidKey(StateError):
 
 class KeyfileError(StateError):
     """A key file cannot be read, parsed or decrypted."""
+
+
+class WeakPassword(KeyfileError):
+    """A new key's password does not meet the strength rule."""
 
 
 # -- shape of transactions, blocks, genesis --------------------------------
@@ -391,3 +396,11 @@ class StoreError(StateError):
 
 class StoreClosed(StoreError):
     """The key-value store was used after close()."""
+
+
+class StoreNotFound(StoreError):
+    """No store at the path (or its CURRENT file is gone) and creating one was not asked for."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path

@@ -13,12 +13,22 @@ decryption the seed must reproduce the recorded pubkey and address.
 
 Unencrypted dev files carry ``"encrypted": false``, a warning, and the seed
 in the clear; they exist for local testnets only.
+
+Hygiene: every file is written through ``write_private_file`` (a fresh
+temp name opened O_CREAT|O_EXCL|O_NOFOLLOW with mode 0600, fsynced, renamed
+over the target, directory fsynced), so a stale or planted temp file cannot
+lend the key its permissions.  A file asking for Argon2id limits below
+libsodium's INTERACTIVE ones is refused on load (it would make a stolen file
+cheap to brute-force); new passwords need ``MIN_PASSWORD_LEN`` characters;
+``keyfile_warnings`` names an unencrypted or group/world-readable file so
+callers can say so at start-up and in ``keys list``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +38,7 @@ import nacl.secret
 import nacl.utils
 
 from state.crypto import SEED_LEN, PrivateKey, address_to_text
-from state.errors import InvalidKey, KeyfileError
+from state.errors import InvalidKey, KeyfileError, WeakPassword
 
 KEYFILE_VERSION = 1
 KDF = "argon2id"
@@ -37,14 +47,17 @@ UNENCRYPTED_WARNING = (
     "UNENCRYPTED DEV KEY: anyone who can read this file controls the account. Never use it for real funds."
 )
 
-# Moderate by default (about a second); tests and scripted tools may pass lower limits.
+# Moderate by default (about a second); tests and scripted tools may pass the INTERACTIVE minimum.
 OPSLIMIT_MODERATE = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
 MEMLIMIT_MODERATE = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
 OPSLIMIT_INTERACTIVE = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 MEMLIMIT_INTERACTIVE = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
-# A file may not ask for more than this: a hostile file must not exhaust memory.
-_OPS_RANGE = (nacl.pwhash.argon2id.OPSLIMIT_MIN, nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE)
-_MEM_RANGE = (nacl.pwhash.argon2id.MEMLIMIT_MIN, nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE)
+# A file may not ask for more than SENSITIVE (a hostile file must not exhaust
+# memory) nor less than INTERACTIVE (a weak KDF makes a stolen file cheap to
+# brute-force): the same range for writing and for loading.
+_OPS_RANGE = (OPSLIMIT_INTERACTIVE, nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE)
+_MEM_RANGE = (MEMLIMIT_INTERACTIVE, nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE)
+MIN_PASSWORD_LEN = 8
 
 
 def _derive(password: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
@@ -68,9 +81,76 @@ def _unhex(path: Path, name: str, value: object) -> bytes:
 
 
 def _limit(path: Path, name: str, value: object, bounds: tuple[int, int]) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not bounds[0] <= value <= bounds[1]:
-        raise KeyfileError(f"{path}: {name} {value!r} is outside [{bounds[0]}, {bounds[1]}]")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise KeyfileError(f"{path}: {name} {value!r} is not an integer")
+    if value < bounds[0]:
+        raise KeyfileError(
+            f"{path}: {name} {value} is below the minimum {bounds[0]} (Argon2id INTERACTIVE): "
+            "a key file with weak KDF limits is refused"
+        )
+    if value > bounds[1]:
+        raise KeyfileError(f"{path}: {name} {value} is above the maximum {bounds[1]}")
     return value
+
+
+def check_new_password(password: str) -> None:
+    """The rule for the password of a new key; raises WeakPassword."""
+    if not isinstance(password, str) or not password:
+        raise WeakPassword("an empty password is not allowed; pass None for an unencrypted dev key")
+    if len(password) < MIN_PASSWORD_LEN:
+        raise WeakPassword(
+            f"a key password must have at least {MIN_PASSWORD_LEN} characters, got {len(password)}"
+        )
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, readable by the owner only (0600).
+
+    The temp file has a fresh random name and is opened O_EXCL|O_NOFOLLOW, so
+    neither a stale temp file nor a planted symlink decides its mode or where
+    the bytes go; it is fsynced before the rename and the directory after.
+    Raises OSError.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{nacl.utils.random(8).hex()}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask did
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def keyfile_warnings(path: str | os.PathLike[str]) -> list[str]:
+    """Why using the key file at ``path`` is risky: unencrypted, or readable by others."""
+    path = Path(path)
+    warnings: list[str] = []
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return warnings  # load_keyfile reports the real problem
+    if isinstance(doc, dict) and doc.get("encrypted") is False:
+        warnings.append(f"key file {path} is UNENCRYPTED: anyone who can read it controls the key")
+    if mode & 0o077:
+        warnings.append(
+            f"key file {path} has mode {mode:04o}: readable by group/others; run chmod 600 {path}"
+        )
+    return warnings
 
 
 def keyfile_document(
@@ -91,8 +171,7 @@ def keyfile_document(
         doc["warning"] = UNENCRYPTED_WARNING
         doc["seed"] = _hex(key.seed)
         return doc
-    if not isinstance(password, str) or not password:
-        raise KeyfileError("an empty password is not allowed; pass None for an unencrypted dev key")
+    check_new_password(password)
     _limit(Path("<new>"), "opslimit", opslimit, _OPS_RANGE)
     _limit(Path("<new>"), "memlimit", memlimit, _MEM_RANGE)
     salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
@@ -125,16 +204,9 @@ def save_keyfile(
     if not overwrite and path.exists():
         raise KeyfileError(f"{path} already exists; refusing to overwrite a key file")
     text = json.dumps(keyfile_document(key, password, opslimit=opslimit, memlimit=memlimit), indent=2) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_private_file(path, text.encode("utf-8"))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise KeyfileError(f"cannot write key file {path}: {exc}") from exc
 
 

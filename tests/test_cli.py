@@ -91,3 +91,20 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
         assert result.exit_code != 0, args
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error:"), (args, result.output)
+
+
+def test_keys_list_flags_unencrypted_and_readable_keys_and_short_passwords_are_refused(tmp_path):
+    import os
+
+    home = str(tmp_path)
+    short = run("keys", "new", "weak", "--home", home, env={"QENEX_PASSWORD": "a"})
+    assert short.exit_code != 0 and "at least 8 characters" in short.output
+    assert not (tmp_path / "keyring" / "weak.json").exists()
+    assert run("keys", "new", "dev", "--unencrypted", "--home", home).exit_code == 0
+    assert run("keys", "new", "safe", "--home", home, env={"QENEX_PASSWORD": "correct horse"}).exit_code == 0
+    os.chmod(tmp_path / "keyring" / "safe.json", 0o644)
+    listed = {r["name"]: r for r in json.loads(run("keys", "list", "--home", home, "--json").output)}
+    assert listed["dev"]["encrypted"] is False and "UNENCRYPTED" in listed["dev"]["warnings"][0]
+    assert listed["safe"]["mode"] == "0644" and "readable by group/others" in listed["safe"]["warnings"][0]
+    human = run("keys", "list", "--home", home).output
+    assert "UNENCRYPTED" in human and "mode 0644" in human

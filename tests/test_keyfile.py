@@ -117,3 +117,66 @@ def test_overwrite_guard(tmp_path):
     save_keyfile(path, dev_key("other"), None)
     assert load_keyfile(path, None) == dev_key("other")
     assert [p.name for p in tmp_path.iterdir()] == ["k.json"]  # no temp file left behind
+
+
+# -- hygiene (issue 7, finding 9) ------------------------------------------------------
+
+
+def test_a_stale_world_readable_temp_file_does_not_make_the_key_readable(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "k.json"
+    stale = tmp_path / ".k.json.tmp"  # the old fixed temp name, left 0644 by someone
+    stale.write_text("stale")
+    os.chmod(stale, 0o644)
+    (tmp_path / "elsewhere").write_text("")
+    os.symlink(tmp_path / "elsewhere", tmp_path / ".k.json.link.tmp")
+    save_keyfile(path, KEY, None)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert (tmp_path / "elsewhere").read_text() == "" and stale.read_text() == "stale"
+    assert load_keyfile(path, None) == KEY
+
+
+def test_a_planted_symlink_at_the_temp_name_is_not_followed(tmp_path, monkeypatch):
+    import os
+
+    import state.keyfile as keyfile
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    monkeypatch.setattr(keyfile.nacl.utils, "random", lambda n: b"\x00" * n)  # a predictable temp name
+    os.symlink(victim, tmp_path / f".k.json.{'00' * 8}.tmp")
+    with pytest.raises(KeyfileError, match="cannot write"):
+        save_keyfile(tmp_path / "k.json", KEY, None)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("field, value", [("opslimit", 1), ("memlimit", 8192)])
+def test_weak_kdf_limits_are_refused_on_load(encrypted, field, value):
+    doc = json.loads(encrypted.read_text())
+    doc["crypto"][field] = value
+    encrypted.write_text(json.dumps(doc))
+    with pytest.raises(KeyfileError, match=f"{field} {value} is below the minimum"):
+        load_keyfile(encrypted, "correct horse")
+
+
+def test_a_short_password_is_refused_for_a_new_key(tmp_path):
+    from state.errors import WeakPassword
+
+    with pytest.raises(WeakPassword, match="at least 8 characters, got 1"):
+        save_keyfile(tmp_path / "k.json", KEY, "a", **FAST)
+    assert not (tmp_path / "k.json").exists()
+
+
+def test_warnings_name_unencrypted_and_readable_keys(tmp_path, encrypted):
+    import os
+
+    from state.keyfile import keyfile_warnings
+
+    assert keyfile_warnings(encrypted) == []
+    dev = tmp_path / "dev.json"
+    save_keyfile(dev, KEY, None)
+    assert [w for w in keyfile_warnings(dev) if "UNENCRYPTED" in w]
+    os.chmod(encrypted, 0o644)
+    assert [w for w in keyfile_warnings(encrypted) if "mode 0644" in w]

@@ -36,7 +36,7 @@ from tests.risk_fixtures import train_small
 
 ALICE, BOB, MALLORY = dev_key("alice"), dev_key("bob"), dev_key("mallory")
 BALANCE = 1_000_000 * ONE_QNX
-TOKEN = "s3cret-admin-token"
+TOKEN = "s3cret-admin-token-of-32-chars!!"
 
 
 @pytest.fixture(scope="module")
@@ -200,6 +200,7 @@ def test_loopback_and_token_checks():
     assert authorized(f"Bearer {TOKEN}", TOKEN)
     assert not authorized(None, TOKEN) and not authorized("Bearer wrong", TOKEN) and not authorized(TOKEN, TOKEN)
     assert not authorized("Bearer ", "")  # an empty configured token never authorises
+    assert not authorized("Bearer a", "a")  # nor a weak one (issue 7: refused at config load too)
 
 
 def _rpc(method, params):

@@ -564,7 +564,7 @@ def test_block_tx_and_proof_queries():
 
 def test_leveldb_store_survives_reopen(tmp_path):
     path = tmp_path / "state"
-    kv = LevelDBKV(path)
+    kv = LevelDBKV(path, create_if_missing=True)
     app = new_app(kv)
     blocks = list(_scripted_blocks(app, 4))
     head = (app.height, app.app_hash, app.last_block_hash, app.last_time_ms)

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from aiohttp import web
 
+from node.config import MIN_ADMIN_TOKEN_LEN
+from node.errors import ConfigError
 from node.jsonrpc import Dispatcher, RPCError, invalid_params
 from node.rpc import parse_hex
 from node.risk.errors import RiskModelError
@@ -58,7 +60,8 @@ def is_loopback(remote: str | None) -> bool:
 
 
 def authorized(header: str | None, token: str) -> bool:
-    if not token or not header or not header.startswith("Bearer "):
+    # A token below the config rule's length never authorizes, however the config was built.
+    if len(token) < MIN_ADMIN_TOKEN_LEN or not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
 
@@ -161,7 +164,10 @@ class AdminServer:
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(make_admin_app(self._node, self._node.config.risk.admin_token), access_log=None)
+        token = self._node.config.risk.admin_token
+        if len(token) < MIN_ADMIN_TOKEN_LEN:
+            raise ConfigError(f"risk.admin_token must be at least {MIN_ADMIN_TOKEN_LEN} characters, got {len(token)}")
+        self._runner = web.AppRunner(make_admin_app(self._node, token), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         log.info("risk admin json-rpc on http://%s:%d/ (token required)", host, port)

@@ -1,0 +1,220 @@
+"""A node home's durable state, created once by ``init`` and checked at every start.
+
+``init_home_state`` (``qenexd init``, ``qenexd testnet init``) is the only
+place a state store is created: it builds the LevelDB store with the genesis
+state, an empty sign-state record, and last the marker
+``data/initialised.json``.  ``open_home_state`` (node start) refuses, with
+one line and before anything in the home is written, when
+
+* the store is missing or has lost its ``CURRENT`` file (LevelDB would
+  otherwise build a fresh chain at height 0 and produce a different block 1);
+* the WAL is damaged before its end (the file is moved aside, the one
+  change made), cannot be replayed, or opens a height above the store's
+  next one (the state directory is older than the WAL: it would re-decide
+  heights it already finalized);
+* the sign-state record is missing from a home that had one, belongs to
+  another key or chain, or shows a signature above the store's next height
+  (the state was rolled back under a validator that already voted there).
+
+A home made before the marker existed (store present, no marker) is opened
+and given its marker and sign-state record, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.config import Home
+from node.driver import record_to_event
+from node.errors import ConfigError, StartRefused, WalCorrupted
+from node.signguard import SignGuard, SignGuardError
+from node.wal import move_aside, read_records
+from state.app import Application
+from state.crypto import address_to_text
+from state.errors import GenesisMismatch, StateError, StoreNotFound
+from state.genesis import Genesis
+from state.keyfile import write_private_file
+from state.kv import LevelDBKV
+
+log = logging.getLogger("qenex.home")
+
+MARKER_VERSION = 1
+
+
+@dataclass
+class HomeState:
+    kv: LevelDBKV
+    app: Application
+    sign_guard: SignGuard
+    warnings: list[str]
+
+
+def init_home_state(home: Home, genesis: Genesis, validator: bytes) -> None:
+    """Create the store (with genesis), the sign-state record and the marker."""
+    if home.state_dir.exists() or home.init_marker.exists():
+        raise ConfigError(
+            f"{home.data_dir} already holds a state store; move it away to initialise a new chain there"
+        )
+    home.data_dir.mkdir(parents=True, exist_ok=True)
+    kv = LevelDBKV(home.state_dir, create_if_missing=True)
+    try:
+        Application(kv, genesis)
+    finally:
+        kv.close()
+    SignGuard.create(home.sign_state_file, genesis.chain_id, validator)
+    _write_marker(home, genesis)
+
+
+def _write_marker(home: Home, genesis: Genesis) -> None:
+    doc = {"version": MARKER_VERSION, "chain_id": genesis.chain_id, "genesis_hash": "0x" + genesis.hash.hex(),
+           "note": "written by qenexd init: this home has a state store; a start never creates one"}
+    write_private_file(home.init_marker, (json.dumps(doc, indent=1) + "\n").encode())
+
+
+def _read_marker(home: Home) -> dict[str, Any] | None:
+    if not home.init_marker.exists():
+        return None
+    try:
+        doc = json.loads(home.init_marker.read_text())
+        if not isinstance(doc, dict) or doc.get("version") != MARKER_VERSION:
+            raise ValueError(f"unsupported marker {doc!r:.80}")
+    except (OSError, ValueError) as exc:
+        raise StartRefused(f"init marker {home.init_marker} is unreadable: {exc}") from None
+    return doc
+
+
+def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState:
+    """Open the store and check it against the WAL and the sign-state record (see the module doc)."""
+    marker = _read_marker(home)
+    if marker is not None and marker.get("genesis_hash") != "0x" + genesis.hash.hex():
+        raise StartRefused(
+            f"{home.init_marker} was written for genesis {marker.get('genesis_hash')}, "
+            f"not this home's genesis 0x{genesis.hash.hex()}"
+        )
+    # The checks read the store's height from a probe copy (table files hard
+    # linked, the small rest copied): LevelDB rewrites CURRENT, the manifest
+    # and its logs on every open, and a refused start must change nothing.
+    store_height = _probe_height(home, genesis, marker)
+    _check_wal(home, store_height)
+    guard, warnings = _open_sign_guard(home, genesis, validator, store_height, legacy=marker is None)
+    kv = _open_store(home, home.state_dir, marker)
+    try:
+        app = _open_app(home, kv, genesis)
+        if marker is None:
+            _write_marker(home, genesis)
+            warnings.append(f"{home.root} predates the init marker: wrote {home.init_marker}")
+    except BaseException:
+        kv.close()
+        raise
+    return HomeState(kv, app, guard, warnings)
+
+
+def _probe_height(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -> int:
+    if not (home.state_dir / "CURRENT").is_file():
+        _open_store(home, home.state_dir, marker)  # raises the specific refusal, touching nothing
+    probe = Path(tempfile.mkdtemp(prefix=".state-probe-", dir=home.data_dir))
+    try:
+        for entry in sorted(home.state_dir.iterdir()):
+            target = probe / entry.name
+            if entry.name == "LOCK" or not entry.is_file():
+                continue
+            if entry.suffix in (".ldb", ".sst"):  # never written after creation: a link is enough
+                try:
+                    os.link(entry, target)
+                    continue
+                except OSError:
+                    pass
+            shutil.copy2(entry, target)
+        kv = _open_store(home, probe, marker)
+        try:
+            return _open_app(home, kv, genesis).height
+        finally:
+            kv.close()
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+def _open_store(home: Home, path: Path, marker: dict[str, Any] | None) -> LevelDBKV:
+    try:
+        return LevelDBKV(path)
+    except StoreNotFound:
+        if marker is None and not home.state_dir.exists():
+            raise StartRefused(f"{home.root} has no state store: run `qenexd init --home {home.root}` first") from None
+        what = "does not exist" if not home.state_dir.exists() else "has no CURRENT file (damaged or not a store)"
+        raise StartRefused(
+            f"state store {home.state_dir} {what}; refusing to create a fresh one over a home initialised "
+            f"with a store ({home.init_marker}): restore data/state from a backup or resync into a new home"
+        ) from None
+    except StateError as exc:
+        raise StartRefused(f"state store {home.state_dir} cannot be opened: {str(exc).replace(str(path), str(home.state_dir))}") from None
+
+
+def _open_app(home: Home, kv: LevelDBKV, genesis: Genesis) -> Application:
+    try:
+        return Application(kv, genesis, initialise=False)
+    except StoreNotFound:
+        raise StartRefused(
+            f"state store {home.state_dir} is empty (no genesis record); a start never initialises a store"
+        ) from None
+    except GenesisMismatch as exc:
+        raise StartRefused(f"state store {home.state_dir}: {exc}") from None
+    except StateError as exc:
+        raise StartRefused(f"state store {home.state_dir} is unreadable: {exc}") from None
+
+
+def _check_wal(home: Home, store_height: int) -> None:
+    path = home.wal_file
+    try:
+        records, _ = read_records(path)  # read only: a torn tail is cut later, by the WAL's own open
+    except WalCorrupted as exc:
+        moved = move_aside(path)
+        raise StartRefused(f"{exc}; moved aside to {moved} (a restart begins this height afresh)") from None
+    if not records:
+        return
+    first = records[0]
+    if first[0] != "height" or len(first) < 2 or isinstance(first[1], bool) or not isinstance(first[1], int):
+        moved = move_aside(path)
+        raise StartRefused(f"WAL {path} does not start with a height record; moved aside to {moved}")
+    wal_height = first[1]
+    if wal_height > store_height + 1:
+        raise StartRefused(
+            f"WAL {path} is at height {wal_height} but the state store is at {store_height}: the state is "
+            "older than the WAL (restored from an older copy?); starting would re-decide finalized heights"
+        )
+    if wal_height == store_height + 1:
+        for index, record in enumerate(records):
+            try:
+                record_to_event(record)
+            except Exception as exc:
+                moved = move_aside(path)
+                raise StartRefused(
+                    f"WAL {path} record {index} cannot be replayed ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"moved aside to {moved}"
+                ) from None
+
+
+def _open_sign_guard(home: Home, genesis: Genesis, validator: bytes, store_height: int,
+                     *, legacy: bool) -> tuple[SignGuard, list[str]]:
+    path = home.sign_state_file
+    if not path.exists() and legacy:
+        guard = SignGuard.create(path, genesis.chain_id, validator)
+        return guard, [f"{home.root} had no sign-state record: created {path}"]
+    try:
+        guard = SignGuard.load(path, genesis.chain_id, validator)
+    except SignGuardError as exc:
+        raise StartRefused(f"{exc}; it keeps this validator from double signing: restore it") from None
+    signed = guard.state.height
+    if signed > store_height + 1:
+        raise StartRefused(
+            f"sign-state record {path} shows {guard.state.phase.name} signed at height {signed} by "
+            f"{address_to_text(validator)} but the state store is at {store_height}: the state was rolled back; "
+            "starting could sign conflicting votes at heights already voted on"
+        )
+    return guard, []

@@ -1,0 +1,250 @@
+"""The sign guard: a validator never signs two different things for one slot.
+
+A small record kept in the node home, outside the state store (so restoring
+an older state directory does not roll it back), holds the highest
+``(height, view, phase)`` this validator signed, the block hash it signed
+there, and the digests of everything it signed at that height.  The driver
+asks ``SignGuard.allow`` before any message signed with our key leaves the
+process; the record is fsynced before the answer is yes.
+
+Phases in one view, in the order an honest engine signs them:
+VIEW-CHANGE (into the view) < PROPOSAL (and NEW-VIEW) < PREPARE < COMMIT.
+A request is allowed when
+
+* its exact digest was signed before at this height (a re-send: Ed25519
+  signatures are deterministic, so the bytes are the same), or
+* it is above the highest slot signed, and, in the same view, for the same
+  block hash (PBFT proposes, prepares and commits one block per view), or
+* it is the highest slot again with the same block hash (a NEW-VIEW and the
+  proposal inside it; a VIEW-CHANGE re-signed with the same certificate).
+
+Anything else would equivocate (same slot, another block) or go backwards
+(a lower slot never signed: the state or the WAL was rolled back) and is
+refused.  A later remote signer keeps this record on its side of the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from consensus.messages import NewView, Proposal, ViewChange, Vote, VoteKind
+from node.errors import NodeError
+from state.codec import encode
+from state.crypto import address_to_text, sha256
+from state.keyfile import write_private_file
+
+log = logging.getLogger("qenex.signguard")
+
+RECORD_VERSION = 1
+MAX_DIGESTS = 256  # per height: ~60 views of re-sendable messages; older ones are refused, never signed anew
+
+
+class SignGuardError(NodeError):
+    """The sign-state record is unreadable, belongs to another key or chain, or cannot be written."""
+
+
+class SignRefused(NodeError):
+    """Signing this request could equivocate or go backwards."""
+
+
+class Phase(IntEnum):
+    NONE = -1
+    VIEW_CHANGE = 0
+    PROPOSAL = 1
+    PREPARE = 2
+    COMMIT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SignRequest:
+    height: int
+    view: int
+    phase: Phase
+    block_hash: bytes  # what the slot commits to (for a VIEW-CHANGE: a hash of its prepared summary)
+    digest: bytes  # the exact bytes signed
+
+    def describe(self) -> str:
+        return f"{self.phase.name} at (height {self.height}, view {self.view}) for 0x{self.block_hash.hex()[:16]}"
+
+
+def requests_for(message: Any, chain_id: str, me: bytes) -> list[SignRequest]:
+    """The signatures of ours that ``message`` carries (none for a relayed message)."""
+    if isinstance(message, Vote):
+        if message.validator != me:
+            return []
+        phase = Phase.PREPARE if message.kind == VoteKind.PREPARE else Phase.COMMIT
+        return [SignRequest(message.height, message.view, phase, message.block_hash, message.digest(chain_id))]
+    if isinstance(message, Proposal):
+        if message.proposer != me:
+            return []
+        return [SignRequest(message.height, message.view, Phase.PROPOSAL, message.block_hash,
+                            message.digest(chain_id))]
+    if isinstance(message, NewView):
+        if message.proposal.proposer != me:
+            return []
+        return requests_for(message.proposal, chain_id, me) + [
+            SignRequest(message.height, message.view, Phase.PROPOSAL, message.proposal.block_hash,
+                        message.digest(chain_id))
+        ]
+    if isinstance(message, ViewChange):
+        if message.validator != me:
+            return []
+        summary = None if message.prepared is None else [message.prepared.view, message.prepared.block_hash]
+        return [SignRequest(message.height, message.new_view, Phase.VIEW_CHANGE, bytes(sha256(encode(summary))),
+                            message.digest(chain_id))]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class SignState:
+    height: int = 0
+    view: int = 0
+    phase: Phase = Phase.NONE
+    block_hash: bytes = b""
+    signed: tuple[bytes, ...] = ()  # digests signed at ``height``, oldest first
+
+    @property
+    def slot(self) -> tuple[int, int, int]:
+        return (self.height, self.view, int(self.phase))
+
+
+def check(state: SignState, request: SignRequest) -> str | None:
+    """Why ``request`` may not be signed after ``state``, or None (pure)."""
+    if request.height == state.height and request.digest in state.signed:
+        return None
+    slot = (request.height, request.view, int(request.phase))
+    same_view = (request.height, request.view) == (state.height, state.view)
+    if slot > state.slot:
+        if (same_view and state.phase >= Phase.PROPOSAL and request.phase >= Phase.PROPOSAL
+                and request.block_hash != state.block_hash):
+            return (f"would sign {request.describe()} after signing {state.phase.name} for "
+                    f"0x{state.block_hash.hex()[:16]} in the same view")
+        return None
+    if slot == state.slot:
+        if request.block_hash == state.block_hash:
+            return None
+        return f"would sign {request.describe()} after signing it for 0x{state.block_hash.hex()[:16]} (equivocation)"
+    return (f"would go backwards: {request.describe()} is below the highest slot signed, "
+            f"{state.phase.name} at (height {state.height}, view {state.view})")
+
+
+def advance(state: SignState, request: SignRequest) -> SignState:
+    """The state after signing an allowed ``request`` (pure)."""
+    signed = state.signed if request.height == state.height else ()
+    if request.digest not in signed:
+        signed = (signed + (request.digest,))[-MAX_DIGESTS:]
+    slot = (request.height, request.view, int(request.phase))
+    if slot > state.slot:
+        return SignState(request.height, request.view, request.phase, request.block_hash, signed)
+    return SignState(state.height, state.view, state.phase, state.block_hash, signed)
+
+
+class SignGuard:
+    """The persisted sign state of one validator key on one chain."""
+
+    def __init__(self, path: Path, chain_id: str, validator: bytes, state: SignState) -> None:
+        self.path = path
+        self.chain_id = chain_id
+        self.validator = validator
+        self._state = state
+        self.refusals = 0
+
+    @property
+    def state(self) -> SignState:
+        return self._state
+
+    # -- the record ----------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: Path, chain_id: str, validator: bytes) -> "SignGuard":
+        """A fresh record (nothing signed yet), written now; for ``init``."""
+        guard = cls(path, chain_id, validator, SignState())
+        guard._persist()
+        return guard
+
+    @classmethod
+    def load(cls, path: Path, chain_id: str, validator: bytes) -> "SignGuard":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SignGuardError(f"sign-state record {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise SignGuardError(f"sign-state record {path} is unreadable: {exc}") from None
+        try:
+            state = _parse(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SignGuardError(f"sign-state record {path} is malformed: {exc}") from None
+        if doc["chain_id"] != chain_id:
+            raise SignGuardError(f"sign-state record {path} is for chain {doc['chain_id']!r}, not {chain_id!r}")
+        if doc["validator"] != address_to_text(validator):
+            raise SignGuardError(
+                f"sign-state record {path} is for validator {doc['validator']}, not {address_to_text(validator)}"
+            )
+        return cls(path, chain_id, validator, state)
+
+    def _persist(self, state: SignState | None = None) -> None:
+        state = state or self._state
+        doc = {
+            "version": RECORD_VERSION,
+            "chain_id": self.chain_id,
+            "validator": address_to_text(self.validator),
+            "height": state.height,
+            "view": state.view,
+            "phase": state.phase.name.lower(),
+            "block_hash": "0x" + state.block_hash.hex(),
+            "signed": ["0x" + d.hex() for d in state.signed],
+        }
+        try:
+            write_private_file(self.path, (json.dumps(doc, indent=1) + "\n").encode())
+        except OSError as exc:
+            raise SignGuardError(f"cannot write sign-state record {self.path}: {exc}") from exc
+
+    # -- the check -----------------------------------------------------------
+
+    def approve(self, request: SignRequest) -> None:
+        """Record ``request`` durably, or raise SignRefused; the record is unchanged on refusal."""
+        problem = check(self._state, request)
+        if problem is not None:
+            raise SignRefused(problem)
+        new = advance(self._state, request)
+        if new != self._state:
+            self._persist(new)  # durable before the signature leaves the process
+            self._state = new
+
+    def allow(self, message: Any) -> bool:
+        """May ``message`` be sent?  Ours are checked and recorded; a refusal is logged, never raised."""
+        try:
+            for request in requests_for(message, self.chain_id, self.validator):
+                self.approve(request)
+        except SignRefused as exc:
+            self.refusals += 1
+            log.error("sign guard refused to sign: %s", exc)
+            return False
+        return True
+
+
+def _parse(doc: Any) -> SignState:
+    if not isinstance(doc, dict) or doc.get("version") != RECORD_VERSION:
+        raise ValueError(f"unsupported version {doc.get('version') if isinstance(doc, dict) else doc!r}")
+    for name in ("height", "view"):
+        if isinstance(doc[name], bool) or not isinstance(doc[name], int) or doc[name] < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {doc[name]!r}")
+    if not isinstance(doc["chain_id"], str) or not isinstance(doc["validator"], str):
+        raise ValueError("chain_id and validator must be strings")
+    phase = Phase[str(doc["phase"]).upper()]
+    block_hash = _unhex(doc["block_hash"])
+    signed = doc["signed"]
+    if not isinstance(signed, list) or len(signed) > MAX_DIGESTS:
+        raise ValueError(f"signed must be a list of at most {MAX_DIGESTS} digests")
+    return SignState(doc["height"], doc["view"], phase, block_hash, tuple(_unhex(d) for d in signed))
+
+
+def _unhex(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"expected 0x-hex, got {value!r}")
+    return bytes.fromhex(value[2:])
