@@ -36,7 +36,12 @@ def amount_out(amount_in: int, reserve_in: int, reserve_out: int) -> int:
 
 
 def amount_in_for(amount_out_: int, reserve_in: int, reserve_out: int) -> int:
-    """UniswapV2Library.getAmountIn: the smallest input that buys ``amount_out_``."""
+    """UniswapV2Library.getAmountIn: an input that buys ``amount_out_``.
+
+    It is the smallest such input, except when the exact quotient is whole:
+    Uniswap's unconditional ``+ 1`` then asks for one unit more, and we keep
+    its rounding so quotes match the reference.
+    """
     if amount_out_ <= 0:
         raise InsufficientInput(amount_out_)
     if reserve_in <= 0 or amount_out_ >= reserve_out:
