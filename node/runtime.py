@@ -209,8 +209,10 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop.set)
-        await self.start()
         try:
+            # Inside the try: a start that fails after p2p or the driver came
+            # up still shuts down what did, in order.
+            await self.start()
             await self._stop.wait()
         finally:
             await self.stop()
