@@ -380,10 +380,40 @@ def _encode(message: Message) -> bytes:
 # -- decoding ---------------------------------------------------------------------
 
 
+# Decode limits per message type: (max bytes, max depth), and objects at most
+# 64 + bytes // 8 (every vote carries 118 bytes of hash, address and
+# signature in 9 objects; a certificate's pairs 89 bytes in 3).  A VOTE is
+# 140 bytes; only messages that carry a block may be large.
+_VOTE_BYTES = 192
+_LIMITS: dict[int, tuple[int, int]] = {
+    MessageType.VOTE: (_VOTE_BYTES, 1),
+    MessageType.EVIDENCE: (2 * _VOTE_BYTES + 16, 2),
+    MessageType.COMMIT_CERTIFICATE: (128 + MAX_VALIDATORS * 96, 3),
+    MessageType.PROPOSAL: (MAX_BLOCK_BYTES + 256, 1),
+    MessageType.PREPARED_CERTIFICATE: (MAX_MESSAGE_BYTES, 3),
+    MessageType.VIEW_CHANGE: (MAX_MESSAGE_BYTES, 4),
+    MessageType.NEW_VIEW: (MAX_MESSAGE_BYTES, 6),
+}
+
+
+def message_limits(data: bytes) -> tuple[int, int, int]:
+    """(max bytes, max objects, max depth) for ``data``, by the type in its
+    first two bytes (``[type, version, ...]`` is a fixarray then a fixint);
+    anything else gets a vote's limits, so garbage is refused cheaply."""
+    kind = data[1] if len(data) >= 2 and 0x92 <= data[0] <= 0x9F else 0
+    max_bytes, max_depth = _LIMITS.get(kind, (_VOTE_BYTES, 1))
+    return max_bytes, 64 + min(len(data), max_bytes) // 8, max_depth
+
+
 def decode_message(data: bytes) -> Message:
-    """Decode one canonical message; raise InvalidMessage on anything else."""
+    """Decode one canonical message; raise InvalidMessage on anything else
+    (chained from a DecodeLimitExceeded when the bytes are over its type's
+    limits, before anything is built)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidMessage(f"expected bytes, got {type(data).__name__}")
+    max_bytes, max_objects, max_depth = message_limits(data)
     try:
-        obj = codec.decode(data, max_bytes=MAX_MESSAGE_BYTES)
+        obj = codec.decode(data, max_bytes=max_bytes, max_objects=max_objects, max_depth=max_depth)
     except DecodeError as exc:
         raise InvalidMessage(f"undecodable message: {exc}") from exc
     return _from_wire(obj, None)

@@ -20,6 +20,7 @@ from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
 from node.errors import ConfigError, MempoolError, TxRejected
 from node.homecheck import open_home_state
+from node.inbound import MAX_TX_BATCH_BYTES, ConsensusInbound, TxBatchValidator, decode_tx_batch, punish, validator_peer_ids
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
 from node.risk.admin import AdminServer
@@ -32,7 +33,7 @@ from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
-from state.codec import decode, encode
+from state.codec import encode
 from state.errors import StateError
 from state.genesis import Genesis
 from state.keyfile import keyfile_warnings, load_keyfile
@@ -42,7 +43,6 @@ from state.types import Block, SignedTransaction
 log = logging.getLogger("qenex.node")
 
 TX_TOPIC = "qenex/txs/1"
-MAX_TX_BATCH_BYTES = 256 * 1024
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 SHUTDOWN_GRACE_S = 5.0
 MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
@@ -89,6 +89,8 @@ class Node:
         self.p2p: P2PService | None = None
         self.driver: ConsensusDriver | None = None
         self.sync: BlockSync | None = None
+        self.consensus_inbound: ConsensusInbound | None = None
+        self._validator_keys: frozenset[bytes] = frozenset()
         self.flagged: dict[bytes, dict[str, Any]] = {}
         self._rpc_server: RPCServer | None = None
         self._gossip_out: collections.deque[bytes] = collections.deque()
@@ -115,19 +117,24 @@ class Node:
         genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
         signer = self.node_key if self.is_validator else None
 
+        p2p_config = P2PConfig(
+            identity_seed=self.node_key.seed,
+            listen_host=self.config.p2p.listen_host,
+            listen_port=self.config.p2p.listen_port,
+            bootstrap=tuple(self.config.p2p.bootstrap),
+            topics=(TX_TOPIC,),
+            max_frame_bytes=MAX_FRAME_BYTES,
+        )
         self.p2p = P2PService(
-            P2PConfig(
-                identity_seed=self.node_key.seed,
-                listen_host=self.config.p2p.listen_host,
-                listen_port=self.config.p2p.listen_port,
-                bootstrap=tuple(self.config.p2p.bootstrap),
-                topics=(TX_TOPIC,),
-                max_frame_bytes=MAX_FRAME_BYTES,
-            ),
+            p2p_config,
             on_gossip=self._on_gossip,
             on_direct=self._on_direct,
             request_handlers={},
+            gossip_validators={
+                TX_TOPIC: TxBatchValidator(self.app.chain_id, self.app.params.max_tx_bytes, p2p_config.ban_threshold)
+            },
         )
+        self._update_direct_peers()
         self.driver = ConsensusDriver(
             app=self.app,
             mempool=self.mempool,
@@ -144,6 +151,7 @@ class Node:
                 on_fatal=self._on_fatal,
             ),
         )
+        self.consensus_inbound = ConsensusInbound(self.p2p, self.driver.inbox.put_nowait)
         self.sync = BlockSync(self.app, self.p2p, self.driver.inbox)
         self.p2p.request_handlers[STATUS_PROTOCOL] = self.sync.serve_status
         self.p2p.request_handlers[BLOCKS_PROTOCOL] = self.sync.serve_blocks
@@ -200,6 +208,8 @@ class Node:
             self.driver.wal.close()
         if self.p2p:
             await step("p2p", self.p2p.stop())
+        if self.consensus_inbound:
+            self.consensus_inbound.close()
         if self.kv:
             self.kv.close()
         if self.app is not None:  # a refused start said so in its one line
@@ -294,15 +304,13 @@ class Node:
         if topic != TX_TOPIC or self.mempool is None or self.app is None:
             return
         try:
-            msg = decode(data, max_bytes=MAX_TX_BATCH_BYTES + 1024)
-            if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == 1 and isinstance(msg[1], list)):
-                raise ValueError("tx batch is not [1, [tx, ...]]")
+            txs = decode_tx_batch(data)  # the p2p thread's validator checked it; cheap to redo
         except Exception as exc:
             if self.p2p:
-                self.p2p.penalize(peer, f"bad tx batch: {exc}")
+                punish(self.p2p, peer, "bad tx batch", exc)
             return
         admitted: list[SignedTransaction] = []
-        for raw in msg[1]:
+        for raw in txs:
             if not isinstance(raw, bytes) or len(raw) > self.app.params.max_tx_bytes:
                 if self.p2p:
                     self.p2p.penalize(peer, "oversize or non-bytes tx in batch", points=1)
@@ -322,8 +330,15 @@ class Node:
             self._apply_risk(admitted)
 
     def _on_direct(self, peer: str, data: bytes) -> None:
-        if self.driver:
-            self.driver.deliver_message(data, peer)
+        if self.consensus_inbound:
+            self.consensus_inbound.on_frame(peer, data)
+
+    def _update_direct_peers(self) -> None:
+        """Consensus streams only from the current validators' nodes."""
+        keys = frozenset(pk for pk, _ in self.app.validators()) if self.app else frozenset()
+        if keys != self._validator_keys and self.p2p:
+            self._validator_keys = keys
+            self.p2p.set_direct_peers(validator_peer_ids(keys))
 
     def _on_fatal(self, exc: BaseException) -> None:
         """The consensus driver broke an invariant: stop the node, don't limp on."""
@@ -331,6 +346,7 @@ class Node:
         self._stop.set()
 
     def _on_commit(self, block: Block) -> None:
+        self._update_direct_peers()
         try:
             self.risk.observe_block(block)
         except Exception:  # local policy: a history bug must never stop commits

@@ -13,11 +13,12 @@ from p2p.errors import (
     ListenFailed,
     NotConnected,
     P2PError,
+    RejectMessage,
     RequestFailed,
     RequestTooLarge,
     ServiceNotRunning,
 )
-from p2p.identity import peer_id_from_seed
+from p2p.identity import peer_id_from_public_key, peer_id_from_seed
 from p2p.service import P2PService
 
 __all__ = [
@@ -30,8 +31,10 @@ __all__ = [
     "P2PConfig",
     "P2PError",
     "P2PService",
+    "RejectMessage",
     "RequestFailed",
     "RequestTooLarge",
     "ServiceNotRunning",
+    "peer_id_from_public_key",
     "peer_id_from_seed",
 ]

@@ -36,6 +36,16 @@ class P2PConfig:
     request_read_timeout_s: float = 10.0
     request_handler_timeout_s: float = 30.0
     max_inbound_direct_streams_per_peer: int = 4
+    # Live inbound connections; one over the cap is closed at once.
+    max_inbound_connections: int = 64
+    # Inbound requests being served at once (all peers); more are reset.
+    max_inbound_requests: int = 64
+    # Trio -> asyncio hand-off per kind; when full, the oldest are dropped and
+    # counted in stats()["<kind>_dropped_backpressure"].
+    inbound_direct_frames: int = 2048
+    inbound_direct_bytes: int = 64 * 1024 * 1024
+    inbound_gossip_messages: int = 512
+    inbound_gossip_bytes: int = 32 * 1024 * 1024
     # Peer score: penalties add up, decay linearly, and at the threshold the
     # peer is disconnected and banned for ban_seconds.
     ban_threshold: int = 100
@@ -76,6 +86,12 @@ class P2PConfig:
             "direct_queue_frames",
             "direct_queue_bytes",
             "max_inbound_direct_streams_per_peer",
+            "max_inbound_connections",
+            "max_inbound_requests",
+            "inbound_direct_frames",
+            "inbound_direct_bytes",
+            "inbound_gossip_messages",
+            "inbound_gossip_bytes",
             "ban_threshold",
         ):
             if not getattr(self, name) >= 1:

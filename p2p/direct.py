@@ -23,6 +23,7 @@ from p2p.streams import (
     PENALTY_OVERSIZE,
     PENALTY_SLOW,
     PENALTY_STREAM_FLOOD,
+    PENALTY_UNAUTHORISED,
     FaultFn,
     close_quietly,
     pump_frames,
@@ -61,12 +62,14 @@ class DirectLinks:
         stats: Stats,
         deliver: Callable[[str, list[bytes]], None],
         on_fault: FaultFn,
+        allowed: Callable[[ID], bool] = lambda peer_id: True,
     ) -> None:
         self._host = host
         self._config = config
         self._stats = stats
         self._deliver = deliver
         self._on_fault = on_fault
+        self._allowed = allowed
         self._outbound: dict[ID, _Outbound] = {}
         self._inbound_streams: dict[ID, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -200,6 +203,12 @@ class DirectLinks:
     async def handle_inbound(self, stream: INetStream) -> None:
         peer_id = stream_peer(stream)
         if peer_id is None:
+            await reset_quietly(stream)
+            return
+        if not self._allowed(peer_id):
+            # Before reading a byte: consensus traffic only from validators.
+            self._stats.add("direct_refused_not_allowed")
+            self._on_fault(peer_id, "direct stream from a peer that is not a validator", PENALTY_UNAUTHORISED, None)
             await reset_quietly(stream)
             return
         open_streams = self._inbound_streams.get(peer_id, 0)

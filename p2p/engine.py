@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.rcmgr import Direction
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pb import rpc_pb2
@@ -23,19 +24,22 @@ from multiaddr import Multiaddr
 
 from p2p.config import P2PConfig
 from p2p.direct import DIRECT_PROTOCOL, DirectLinks
-from p2p.errors import ListenFailed
+from p2p.errors import ListenFailed, RejectMessage
 from p2p.gossip import GuardedPubsub, build_gossip
 from p2p.host import build_host, full_address, listen_multiaddr, parse_peer_address
 from p2p.identity import key_pair_from_seed
 from p2p.reqresp import AppHandler, RequestServer, send_request
 from p2p.scoring import PeerScores
 from p2p.stats import Stats
-from p2p.streams import PENALTY_MALFORMED, PENALTY_OVERSIZE, guard
+from p2p.streams import PENALTY_MALFORMED, PENALTY_OVERSIZE, PENALTY_UNAUTHORISED, guard
 
 logger = logging.getLogger("qenex.p2p")
 
 DIAL_TIMEOUT_S = 5.0
 SENDER_NAME_CACHE = 1024
+
+# (data) -> None; raises RejectMessage (or anything) to drop the message.
+GossipValidator = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +90,17 @@ class _ConnectionWatcher(INotifee):
 
 
 class Engine:
-    def __init__(self, config: P2PConfig, sink: AppSink, stats: Stats) -> None:
+    def __init__(
+        self,
+        config: P2PConfig,
+        sink: AppSink,
+        stats: Stats,
+        gossip_validators: dict[str, GossipValidator] | None = None,
+    ) -> None:
         self._config = config
         self._sink = sink
         self._stats = stats
+        self._gossip_validators = dict(gossip_validators or {})
         self._bootstrap: list[PeerInfo] = [parse_peer_address(a) for a in config.bootstrap]
         self._scores = PeerScores(config.ban_threshold, config.ban_seconds, config.score_decay_per_s)
         self._dialing: set[ID] = set()
@@ -102,6 +113,8 @@ class Engine:
         # Read from the asyncio thread: always replaced, never mutated.
         self.connected: frozenset[str] = frozenset()
         self.banned: frozenset[str] = frozenset()
+        # Written from the asyncio thread (set_direct_peers): None = anyone.
+        self.direct_allowed: frozenset[str] | None = None
 
     # lifecycle -------------------------------------------------------------
 
@@ -121,13 +134,14 @@ class Engine:
 
         pubsub, router = build_gossip(host, config.gossip_heartbeat_s, self._on_gossip_fault)
         self._pubsub = pubsub
-        links = DirectLinks(host, config, self._stats, self._sink.direct, self.report_fault)
+        links = DirectLinks(host, config, self._stats, self._sink.direct, self.report_fault, self._direct_allowed)
         self._links = links
         host.set_stream_handler(DIRECT_PROTOCOL, links.handle_inbound)
         server = RequestServer(config, self._stats, self._sink.request, self.report_fault)
         for protocol in request_protocols:
             host.set_stream_handler(protocol, server.handle)  # type: ignore[arg-type]
         self._guard_all_handlers(host)
+        self._disable_leaky_inbound_limiter(host)
         host.get_network().register_notifee(_ConnectionWatcher(self))
 
         async with host.run([listen_addr]):
@@ -169,6 +183,23 @@ class Engine:
         swarm_handler = host._swarm_stream_handler  # type: ignore[attr-defined]
         network.set_stream_handler(guard("inbound", swarm_handler, self.report_fault))
 
+    @staticmethod
+    def _disable_leaky_inbound_limiter(host: IHost) -> None:
+        """The swarm's own inbound cap (a trio.CapacityLimiter of 250 slots)
+        holds each slot until the swarm stops, not until the connection
+        closes (the handler awaits ``manager.wait_finished()`` while holding
+        it), so a node that has accepted 250 connections in its life refuses
+        every later one. Our cap counts live connections (``on_connected``);
+        open theirs wide. Fail loudly if a library upgrade renames it."""
+        limiter = getattr(host.get_network(), "_inbound_limiter", None)
+        if not isinstance(limiter, trio.CapacityLimiter):
+            raise RuntimeError("libp2p swarm._inbound_limiter is gone: re-check the inbound connection cap")
+        limiter.total_tokens = 1_000_000
+
+    def _direct_allowed(self, peer_id: ID) -> bool:
+        allowed = self.direct_allowed
+        return allowed is None or peer_id.to_base58() in allowed
+
     # connections -----------------------------------------------------------
 
     def _refresh_connected(self, leaving: INetConn | None = None) -> None:
@@ -182,12 +213,33 @@ class Engine:
         # A banned peer's connection lives until our disconnect completes.
         self.connected = frozenset(live - self.banned)
 
+    def _inbound_count(self) -> int:
+        network = self._host.get_network() if self._host else None
+        if network is None:
+            return 0
+        return sum(
+            1
+            for conns in network.get_connections_map().values()
+            for c in conns
+            if not c.is_closed and getattr(c, "direction", None) == Direction.INBOUND
+        )
+
     def on_connected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
         if self._scores.is_banned(peer_id.to_base58(), trio.current_time()):
             logger.info("refusing banned peer %s", peer_id)
             self._spawn(self._disconnect, peer_id)
             return
+        if getattr(conn, "direction", None) == Direction.INBOUND:
+            live = self._inbound_count()
+            if live > self._config.max_inbound_connections:
+                self._stats.add("inbound_connections_refused")
+                logger.warning(
+                    "closing inbound connection from %s: %d inbound connections, cap %d",
+                    peer_id, live, self._config.max_inbound_connections,
+                )
+                self._spawn(self._close_conn, conn)
+                return
         self._refresh_connected()
         logger.debug("connected to %s", peer_id)
 
@@ -201,6 +253,12 @@ class Engine:
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
             self._nursery.start_soon(fn, *args)
+
+    async def _close_conn(self, conn: INetConn) -> None:
+        try:
+            await conn.close()
+        except Exception:
+            logger.debug("closing a connection over the cap failed", exc_info=True)
 
     async def _disconnect(self, peer_id: ID) -> None:
         try:
@@ -282,13 +340,27 @@ class Engine:
     # gossip ------------------------------------------------------------------
 
     def _validate_gossip(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """Runs before a message is delivered to us or relayed to anyone:
+        a message it refuses goes no further than this node."""
         try:
-            if len(msg.data) <= self._config.max_gossip_bytes:
-                return True
+            if len(msg.data) > self._config.max_gossip_bytes:
+                reason = f"gossip message of {len(msg.data)} bytes over {self._config.max_gossip_bytes}"
+                points = PENALTY_OVERSIZE
+            else:
+                checks = [self._gossip_validators[t] for t in msg.topicIDs if t in self._gossip_validators]
+                if not checks:
+                    return True
+                try:
+                    for check in checks:
+                        check(msg.data)
+                    return True
+                except RejectMessage as exc:
+                    reason, points = exc.reason, exc.points
+                except Exception as exc:
+                    reason, points = f"gossip validator refused it: {type(exc).__name__}: {exc}", PENALTY_MALFORMED
             self._stats.add("gossip_rejected")
             if forwarder != self.peer_id:
-                reason = f"gossip message of {len(msg.data)} bytes over {self._config.max_gossip_bytes}"
-                self.penalize(forwarder, reason, PENALTY_OVERSIZE)
+                self.penalize(forwarder, reason, points)
             return False
         except Exception:
             logger.exception("gossip validator failed")
@@ -336,7 +408,7 @@ class Engine:
             self._links.enqueue(peer_id, frame)
         return len(peers)
 
-    async def request(self, peer_id: ID, protocol: str, data: bytes, timeout_s: float) -> bytes:
+    async def request(self, peer_id: ID, protocol: str, data: bytes, timeout_s: float, limit: int) -> bytes:
         self._stats.add("requests_out")
         try:
             return await send_request(
@@ -345,7 +417,7 @@ class Engine:
                 protocol,
                 data,
                 timeout_s,
-                self._config.max_frame_bytes,
+                limit,
                 self.report_fault,
             )
         except Exception:

@@ -85,3 +85,13 @@ class SlowFrame(P2PError):
         super().__init__(f"frame incomplete after {timeout_s}s ({have} bytes buffered)")
         self.have = have
         self.timeout_s = timeout_s
+
+
+class RejectMessage(P2PError):
+    """Raised by a gossip validator: drop the message (never relay it) and
+    penalise the peer that forwarded it by ``points``."""
+
+    def __init__(self, reason: str, points: int) -> None:
+        super().__init__(f"message rejected: {reason}")
+        self.reason = reason
+        self.points = points

@@ -8,7 +8,7 @@ testnet launcher writes bootstrap multiaddrs before any node starts).
 from __future__ import annotations
 
 import multihash
-from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.ed25519 import Ed25519PublicKey, create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
@@ -26,6 +26,14 @@ def key_pair_from_seed(seed: bytes) -> KeyPair:
 def peer_id_from_seed(seed: bytes) -> str:
     """Base58 peer id of the host that ``P2PConfig(identity_seed=seed)`` runs."""
     return ID.from_pubkey(key_pair_from_seed(seed).public_key).to_base58()
+
+
+def peer_id_from_public_key(public_key: bytes) -> str:
+    """Base58 peer id of the node whose 32-byte Ed25519 public key this is
+    (a validator's consensus key is its node key, so its peer id follows)."""
+    if not isinstance(public_key, bytes) or len(public_key) != 32:
+        raise InvalidConfig("public_key", public_key, "must be 32 bytes")
+    return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key)).to_base58()
 
 
 def parse_peer_id(peer_id: str) -> ID:

@@ -82,8 +82,21 @@ class RequestServer:
         self._stats = stats
         self._app = app
         self._on_fault = on_fault
+        self._active = 0  # requests being served; trio is single-threaded
 
     async def handle(self, stream: INetStream) -> None:
+        if self._active >= self._config.max_inbound_requests:
+            # Busy: an honest peer retries later, so no penalty.
+            self._stats.add("requests_in_refused_busy")
+            await reset_quietly(stream)
+            return
+        self._active += 1
+        try:
+            await self._handle(stream)
+        finally:
+            self._active -= 1
+
+    async def _handle(self, stream: INetStream) -> None:
         peer_id = stream_peer(stream)
         protocol = str(stream.get_protocol())
         if peer_id is None:

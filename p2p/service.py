@@ -4,20 +4,23 @@
 shows the node only coroutines and callbacks that run on the node's asyncio
 loop. Nothing here blocks the loop on the trio thread: fire-and-forget calls
 (send_direct, broadcast_direct, penalize) are posted, calls with a result
-(publish, request) are awaited as asyncio futures.
+(publish, request) are awaited as asyncio futures. Traffic from the trio
+thread reaches the loop through bounded inboxes (``p2p.inbox``), one per
+kind, so a flood is dropped and counted rather than queued without bound.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from p2p.bridge import TrioThread
 from p2p.config import P2PConfig
-from p2p.engine import AppSink, Engine, Started
+from p2p.engine import AppSink, Engine, GossipValidator, Started
 from p2p.errors import FrameTooLarge, NotConnected, RequestFailed, RequestTooLarge, ServiceNotRunning
 from p2p.framing import encode_frame
 from p2p.identity import parse_peer_id, peer_id_from_seed
+from p2p.inbox import BoundedInbox
 from p2p.stats import Stats
 
 logger = logging.getLogger("qenex.p2p")
@@ -35,7 +38,11 @@ class P2PService:
         on_gossip: GossipCallback,
         on_direct: DirectCallback,
         request_handlers: Mapping[str, RequestHandler] | None = None,
+        gossip_validators: Mapping[str, GossipValidator] | None = None,
     ) -> None:
+        """``gossip_validators[topic](data)`` runs in the trio thread before a
+        message is delivered or relayed: it must be cheap, stateless and
+        thread-safe, and raise ``RejectMessage`` (or anything) to drop it."""
         self._config = config
         self._on_gossip = on_gossip
         self._on_direct = on_direct
@@ -44,10 +51,19 @@ class P2PService:
         self.request_handlers: dict[str, RequestHandler] = dict(request_handlers or {})
         self._stats = Stats()
         self._thread = TrioThread(name="qenex-p2p")
+        self._gossip_inbox = BoundedInbox(
+            "gossip", config.inbound_gossip_messages, config.inbound_gossip_bytes,
+            self._schedule, self._deliver_gossip, self._dropped,
+        )
+        self._direct_inbox = BoundedInbox(
+            "direct", config.inbound_direct_frames, config.inbound_direct_bytes,
+            self._schedule, self._deliver_direct, self._dropped,
+        )
         self._engine = Engine(
             config,
             AppSink(gossip=self._gossip_from_trio, direct=self._direct_from_trio, request=self._request_from_trio),
             self._stats,
+            dict(gossip_validators or {}),
         )
         self.peer_id: str = peer_id_from_seed(config.identity_seed)
         self.listen_addrs: list[str] = []
@@ -104,7 +120,18 @@ class P2PService:
         snapshot = self._stats.snapshot()
         snapshot["connected_peers"] = len(self._engine.connected)
         snapshot["banned_peers"] = len(self._engine.banned)
+        snapshot["inbox_gossip_queued"] = len(self._gossip_inbox)
+        snapshot["inbox_direct_queued"] = len(self._direct_inbox)
         return snapshot
+
+    def banned_peers(self) -> list[str]:
+        return sorted(self._engine.banned)
+
+    def set_direct_peers(self, peer_ids: Iterable[str] | None) -> None:
+        """Accept inbound direct streams only from these peers (None: from
+        anyone). Others are reset and penalised before a byte is read."""
+        allowed = None if peer_ids is None else frozenset(str(parse_peer_id(p)) for p in peer_ids)
+        self._engine.direct_allowed = allowed  # replaced, never mutated: read by the trio thread
 
     # gossip --------------------------------------------------------------------
 
@@ -136,17 +163,29 @@ class P2PService:
 
     # request/response --------------------------------------------------------
 
-    async def request(self, peer_id: str, protocol: str, data: bytes, timeout: float = 5.0) -> bytes:
+    async def request(
+        self,
+        peer_id: str,
+        protocol: str,
+        data: bytes,
+        timeout: float = 5.0,
+        max_response_bytes: int | None = None,
+    ) -> bytes:
         """One request frame out, one response frame back, on a fresh stream.
         Every failure of the exchange (timeout, reset, unsupported protocol,
         oversize either way, service stopping) raises RequestFailed carrying
-        peer and reason; a malformed peer id raises InvalidPeerId."""
+        peer and reason; a malformed peer id raises InvalidPeerId. A response
+        whose header announces more than ``max_response_bytes`` (default
+        max_frame_bytes) is refused before its body is read, and the peer
+        penalised."""
         if len(data) > self._config.max_frame_bytes:
             raise RequestTooLarge(peer_id, protocol, len(data), self._config.max_frame_bytes)
         self._require_running()
         pid = parse_peer_id(peer_id)
+        limit = self._config.max_frame_bytes if max_response_bytes is None else min(
+            max_response_bytes, self._config.max_frame_bytes)
         try:
-            return await self._thread.call(self._engine.request, pid, protocol, bytes(data), timeout)
+            return await self._thread.call(self._engine.request, pid, protocol, bytes(data), timeout, limit)
         except ServiceNotRunning as exc:
             raise RequestFailed(peer_id, protocol, f"service {exc.state}") from exc
 
@@ -165,17 +204,31 @@ class P2PService:
         except ServiceNotRunning:
             pass
 
+    def ban(self, peer_id: str, reason: str) -> None:
+        """Penalise to the ban threshold at once: for input no honest peer
+        sends (over a decode limit, consensus traffic from a non-validator)."""
+        self.penalize(peer_id, reason, self._config.ban_threshold)
+
     # trio -> asyncio -----------------------------------------------------------
 
     def _gossip_from_trio(self, topic: str, from_peer: str, data: bytes) -> None:
-        self._thread.to_loop(self._deliver, self._on_gossip, topic, from_peer, data)
+        self._gossip_inbox.put((topic, from_peer, data), len(data))
 
     def _direct_from_trio(self, from_peer: str, frames: list[bytes]) -> None:
-        self._thread.to_loop(self._deliver_direct, from_peer, frames)
-
-    def _deliver_direct(self, from_peer: str, frames: list[bytes]) -> None:
         for frame in frames:
-            self._deliver(self._on_direct, from_peer, frame)
+            self._direct_inbox.put((from_peer, frame), len(frame))
+
+    def _schedule(self, fn: Callable[[], None]) -> bool:
+        return self._thread.to_loop(fn)
+
+    def _dropped(self, kind: str, size: int) -> None:
+        self._stats.add(f"{kind}_dropped_backpressure")
+
+    def _deliver_gossip(self, item: tuple[str, str, bytes]) -> None:
+        self._deliver(self._on_gossip, *item)
+
+    def _deliver_direct(self, item: tuple[str, bytes]) -> None:
+        self._deliver(self._on_direct, *item)
 
     def _deliver(self, callback: Callable[..., None], *args: object) -> None:
         # On the asyncio loop. A failing callback is the node's bug; log it

@@ -28,6 +28,11 @@ COUNTERS = (
     "dials",
     "dial_failures",
     "callback_errors",
+    "gossip_dropped_backpressure",
+    "direct_dropped_backpressure",
+    "direct_refused_not_allowed",
+    "inbound_connections_refused",
+    "requests_in_refused_busy",
 )
 
 

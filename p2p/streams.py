@@ -24,6 +24,7 @@ PENALTY_MALFORMED = 25  # bytes that do not parse: garbage protobuf, bad handsha
 PENALTY_OVERSIZE = 50  # a length prefix over our bound: deliberate or broken
 PENALTY_SLOW = 10  # started a frame and never finished it
 PENALTY_STREAM_FLOOD = 5  # more concurrent inbound streams than allowed
+PENALTY_UNAUTHORISED = 25  # a direct (consensus) stream from a peer that is not a validator
 
 # (peer, reason, points, exception or None) -> None; trio thread.
 FaultFn = Callable[[ID, str, int, BaseException | None], None]

@@ -6,6 +6,7 @@ broken invariants are StateInvariantBroken and should halt the node):
     StateError
     ├── EncodeError
     ├── DecodeError                      malformed / non-canonical bytes
+    │   ├── DecodeLimitExceeded          too large, too many objects, too deep
     │   ├── MalformedTransaction         well-formed msgpack, wrong tx shape
     │   │   ├── UnknownTxKind
     │   │   ├── InvalidSymbol
@@ -46,6 +47,21 @@ class EncodeError(StateError):
 
 class DecodeError(StateError):
     """Bytes are malformed, non-canonical or of the wrong shape."""
+
+
+class DecodeLimitExceeded(DecodeError):
+    """Input over a decode limit (bytes, objects, depth, container length).
+
+    Raised before the objects are built.  Honest peers never send it: a
+    node that receives it from a peer should treat it as an attack.
+    """
+
+    def __init__(self, what: str, value: int, limit: int, *, at_least: bool = False) -> None:
+        # at_least: decoding stopped at the limit, so value is a lower bound.
+        super().__init__(f"{what} {'at least ' if at_least else ''}{value} exceeds the limit of {limit}")
+        self.what = what
+        self.value = value
+        self.limit = limit
 
 
 class InvalidKey(StateError):

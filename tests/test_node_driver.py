@@ -178,7 +178,9 @@ class _Peers:
     def connected_peers(self) -> list[str]:
         return ["honest", "liar"]
 
-    async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 5.0) -> bytes:
+    async def request(
+        self, peer: str, protocol: str, data: bytes, timeout: float = 5.0, max_response_bytes: int | None = None
+    ) -> bytes:
         if protocol.endswith("status/1"):
             height = 10**12 if peer == "liar" else self.serving.height
             return encode([1, CHAIN, height, bytes(32)])
@@ -186,6 +188,9 @@ class _Peers:
         return encode([1, []]) if peer == "liar" else await self.server.serve_blocks(peer, data)
 
     def penalize(self, peer: str, reason: str, points: int = 10) -> None:
+        self.penalties.append((peer, reason))
+
+    def ban(self, peer: str, reason: str) -> None:
         self.penalties.append((peer, reason))
 
 

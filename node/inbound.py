@@ -1,0 +1,154 @@
+"""What the node accepts from peers, where it is decoded, and what a bad
+frame costs the peer that sent it.
+
+* Consensus frames come only from validators: ``validator_peer_ids`` gives
+  the p2p layer the allowlist (a validator's node key is its consensus key,
+  so its peer id follows from the public key in the validator set).
+* A frame up to ``INLINE_DECODE_BYTES`` (votes, certificates) is decoded on
+  the loop; a larger one (proposals, view changes) in one worker thread, at
+  most ``MAX_DECODING_BYTES`` in flight; more is dropped and counted.
+* Tx batches are checked statelessly (codec, size, shape, chain id) in the p2p
+  thread by ``TxBatchValidator`` before gossipsub delivers or relays them.
+* Input over a decode limit (``DecodeLimitExceeded``: too large for its type,
+  too many objects, too deep) is never sent by an honest peer and bans at
+  once; other garbage costs ``PENALTY_GARBAGE``, so four bad frames inside
+  the score's decay (1 point/s) ban the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from consensus import events as ce
+from consensus.messages import Message, decode_message
+from p2p import RejectMessage, peer_id_from_public_key
+from state.codec import decode
+from state.errors import DecodeLimitExceeded, StateError
+from state.types import SignedTransaction
+
+log = logging.getLogger("qenex.node")
+
+INLINE_DECODE_BYTES = 64 * 1024
+MAX_DECODING_BYTES = 32 * 1024 * 1024
+PENALTY_GARBAGE = 25
+
+TX_BATCH_VERSION = 1
+MAX_TX_BATCH_BYTES = 256 * 1024
+MAX_TX_BATCH_FRAME = MAX_TX_BATCH_BYTES + 1024
+# [1, [tx, ...]]: the txs are bin, so objects = 3 + count; a signed tx is
+# over 100 bytes, so a batch cannot hold more than frame // 100 of them.
+MAX_TX_BATCH_OBJECTS = 3 + MAX_TX_BATCH_FRAME // 100
+
+
+class Penalizer(Protocol):
+    def penalize(self, peer_id: str, reason: str, points: int = 10) -> None: ...
+
+    def ban(self, peer_id: str, reason: str) -> None: ...
+
+
+def over_limit(exc: BaseException | None) -> bool:
+    """True if ``exc`` is, or was caused by, a DecodeLimitExceeded."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, DecodeLimitExceeded):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def punish(net: Penalizer, peer: str, what: str, exc: BaseException) -> None:
+    if over_limit(exc):
+        net.ban(peer, f"{what} over a decode limit: {exc}")
+    else:
+        net.penalize(peer, f"{what}: {exc}", PENALTY_GARBAGE)
+
+
+def validator_peer_ids(public_keys: Iterable[bytes]) -> frozenset[str]:
+    return frozenset(peer_id_from_public_key(bytes(pk)) for pk in public_keys)
+
+
+class ConsensusInbound:
+    """Decodes consensus frames (off the loop when large) and hands the
+    messages to ``deliver``; penalises the sender of anything else."""
+
+    def __init__(self, net: Penalizer, deliver: Callable[[ce.MessageReceived], None]) -> None:
+        self._net = net
+        self._deliver = deliver
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qenex-decode")
+        self._decoding_bytes = 0
+        self.dropped_busy = 0
+        self.decoded_off_loop = 0
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def on_frame(self, peer: str, data: bytes) -> None:
+        if len(data) <= INLINE_DECODE_BYTES:
+            try:
+                message = decode_message(data)
+            except Exception as exc:  # every decode failure is the peer's fault
+                punish(self._net, peer, "undecodable consensus message", exc)
+                return
+            self._deliver(ce.MessageReceived(message, peer))
+            return
+        if self._decoding_bytes + len(data) > MAX_DECODING_BYTES:
+            # Consensus retransmits; a flood of large frames must not queue.
+            self.dropped_busy += 1
+            log.warning("dropped a %d-byte consensus frame from %s: %d bytes already decoding",
+                        len(data), peer, self._decoding_bytes)
+            return
+        self._decoding_bytes += len(data)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, decode_message, data)
+        future.add_done_callback(lambda f: self._decoded(peer, len(data), f))
+
+    def _decoded(self, peer: str, size: int, future: asyncio.Future[Message]) -> None:
+        self._decoding_bytes -= size
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is not None:
+            punish(self._net, peer, "undecodable consensus message", exc)
+            return
+        self.decoded_off_loop += 1
+        self._deliver(ce.MessageReceived(future.result(), peer))
+
+
+def decode_tx_batch(data: bytes) -> list[Any]:
+    """The txs of a gossip batch ``[1, [tx_bytes, ...]]``; DecodeError or ValueError otherwise."""
+    msg = decode(data, max_bytes=MAX_TX_BATCH_FRAME, max_objects=MAX_TX_BATCH_OBJECTS, max_depth=2)
+    if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == TX_BATCH_VERSION and isinstance(msg[1], list)):
+        raise ValueError("tx batch is not [1, [tx, ...]]")
+    return msg[1]
+
+
+class TxBatchValidator:
+    """Stateless check of a tx batch, run in the p2p thread before gossipsub
+    delivers or relays it: garbage stops at the first honest node."""
+
+    def __init__(self, chain_id: str, max_tx_bytes: int, ban_points: int) -> None:
+        self._chain_id = chain_id
+        self._max_tx_bytes = max_tx_bytes
+        self._ban_points = ban_points
+
+    def __call__(self, data: bytes) -> None:
+        try:
+            txs = decode_tx_batch(data)
+        except DecodeLimitExceeded as exc:
+            raise RejectMessage(f"tx batch over a decode limit: {exc}", self._ban_points) from exc
+        except (StateError, ValueError) as exc:
+            raise RejectMessage(f"bad tx batch: {exc}", PENALTY_GARBAGE) from exc
+        for i, raw in enumerate(txs):
+            if not isinstance(raw, bytes) or len(raw) > self._max_tx_bytes:
+                raise RejectMessage(f"tx {i} of the batch is not bytes of at most {self._max_tx_bytes}", PENALTY_GARBAGE)
+            try:
+                stx = SignedTransaction.decode(raw, max_bytes=self._max_tx_bytes)
+            except StateError as exc:
+                points = self._ban_points if over_limit(exc) else PENALTY_GARBAGE
+                raise RejectMessage(f"tx {i} of the batch is malformed: {exc}", points) from exc
+            if stx.tx.chain_id != self._chain_id:
+                raise RejectMessage(f"tx {i} of the batch is for chain {stx.tx.chain_id!r}", PENALTY_GARBAGE)

@@ -1,0 +1,129 @@
+"""The p2p layer's bounds (issue 7, finding 2): gossip validated before
+relay, direct streams only from allowed peers, a cap on live inbound
+connections, bounded trio -> asyncio inboxes, ban()."""
+
+from __future__ import annotations
+
+import asyncio
+
+from p2p import P2PConfig, P2PService, RejectMessage
+from p2p.inbox import BoundedInbox
+from tests.test_p2p_service import FAST, TOPIC, Inbox, seed, stopping, until
+
+
+def service(n: int, *, bootstrap: tuple[str, ...] = (), validators=None, **overrides: object) -> tuple[P2PService, Inbox]:
+    inbox = Inbox()
+    options: dict[str, object] = dict(FAST)
+    options.update(overrides)
+    config = P2PConfig(identity_seed=seed(n), bootstrap=bootstrap, topics=(TOPIC,), **options)  # type: ignore[arg-type]
+    return (
+        P2PService(
+            config,
+            on_gossip=lambda topic, peer, data: inbox.gossip.append((topic, peer, data)),
+            on_direct=lambda peer, data: inbox.direct.append((peer, data)),
+            gossip_validators=validators,
+        ),
+        inbox,
+    )
+
+
+def refuse_bad(data: bytes) -> None:
+    if data.startswith(b"bad"):
+        raise RejectMessage("starts with bad", 7)
+
+
+async def test_gossip_is_validated_before_it_is_relayed() -> None:
+    async def body() -> None:
+        hub, hub_inbox = service(1, validators={TOPIC: refuse_bad})
+        await hub.start()
+        a, _ = service(2, bootstrap=(hub.listen_addrs[0],))
+        c, c_inbox = service(3, bootstrap=(hub.listen_addrs[0],))
+        async with stopping(hub, a, c):
+            await a.start()
+            await c.start()
+            await until(lambda: len(hub.connected_peers()) == 2, what="star")
+            for attempt in range(100):  # until the mesh has formed
+                await a.publish(TOPIC, b"good-%d" % attempt)
+                await asyncio.sleep(0.05)
+                if any(d.startswith(b"good") for _, _, d in c_inbox.gossip):
+                    break
+            for i in range(5):
+                await a.publish(TOPIC, b"bad-%d" % i)
+            await a.publish(TOPIC, b"good-last")
+            await until(lambda: any(d == b"good-last" for _, _, d in c_inbox.gossip), what="last good")
+            await asyncio.sleep(0.3)
+            assert not [d for _, _, d in c_inbox.gossip if d.startswith(b"bad")]  # never relayed
+            assert not [d for _, _, d in hub_inbox.gossip if d.startswith(b"bad")]  # nor delivered
+            assert hub.stats()["gossip_rejected"] == 5
+            assert hub.stats()["penalties"] >= 5
+
+    await asyncio.wait_for(body(), 40)
+
+
+async def test_direct_streams_only_from_allowed_peers_and_ban() -> None:
+    async def body() -> None:
+        victim, inbox = service(1, ban_threshold=50)
+        await victim.start()
+        friend, _ = service(2, bootstrap=(victim.listen_addrs[0],))
+        stranger, _ = service(3, bootstrap=(victim.listen_addrs[0],))
+        async with stopping(victim, friend, stranger):
+            await friend.start()
+            await stranger.start()
+            await until(lambda: len(victim.connected_peers()) == 2, what="connected")
+            victim.set_direct_peers([friend.peer_id])
+            await friend.send_direct(victim.peer_id, b"from a friend")
+            await stranger.send_direct(victim.peer_id, b"from a stranger")
+            await until(lambda: victim.stats()["direct_refused_not_allowed"] >= 1, what="refusal")
+            await until(lambda: len(inbox.direct) == 1, what="friend's frame")
+            assert inbox.direct == [(friend.peer_id, b"from a friend")]
+            assert victim.stats()["penalties"] >= 1
+            victim.ban(friend.peer_id, "test")
+            await until(lambda: friend.peer_id in victim.banned_peers(), what="ban")
+            await until(lambda: friend.peer_id not in victim.connected_peers(), what="disconnect")
+
+    await asyncio.wait_for(body(), 30)
+
+
+async def test_inbound_connections_over_the_cap_are_closed() -> None:
+    async def body() -> None:
+        victim, _ = service(1, max_inbound_connections=2)
+        await victim.start()
+        peers = [service(n, bootstrap=(victim.listen_addrs[0],))[0] for n in range(2, 6)]
+        async with stopping(victim, *peers):
+            for peer in peers:
+                await peer.start()
+            await until(lambda: victim.stats()["inbound_connections_refused"] >= 2, timeout=10, what="refusals")
+            await asyncio.sleep(0.5)
+            assert len(victim.connected_peers()) <= 2
+
+    await asyncio.wait_for(body(), 30)
+
+
+def test_bounded_inbox_drops_the_oldest_and_counts() -> None:
+    scheduled: list = []
+    delivered: list = []
+    dropped: list = []
+    inbox = BoundedInbox("direct", 3, 100, lambda fn: scheduled.append(fn) or True, delivered.append,
+                         lambda kind, size: dropped.append((kind, size)))
+    for i in range(5):
+        inbox.put(i, 10)
+    assert len(scheduled) == 1  # one drain scheduled for the whole burst
+    assert dropped == [("direct", 10), ("direct", 10)] and len(inbox) == 3
+    inbox.put("big", 95)  # over the byte bound: everything older goes
+    assert len(inbox) == 1 and inbox.queued_bytes == 95
+    scheduled.pop()()
+    assert delivered == ["big"] and len(inbox) == 0
+    inbox.put("next", 1)
+    assert len(scheduled) == 1
+
+
+def test_bounded_inbox_delivers_in_batches() -> None:
+    scheduled: list = []
+    delivered: list = []
+    inbox = BoundedInbox("gossip", 1000, 10**6, lambda fn: scheduled.append(fn) or True, delivered.append,
+                         lambda kind, size: None)
+    for i in range(150):
+        inbox.put(i, 1)
+    while scheduled:
+        scheduled.pop()()
+    assert delivered == list(range(150))
