@@ -340,9 +340,19 @@ class Engine:
         slot = (type(message).__name__, kind, view, signer)
         share = MAX_BUFFERED_BYTES // len(self._vset)
         count, held = self._buffer_held.get(signer, (0, 0))
+        if view > FUTURE_VIEW_WINDOW:
+            # Not held, but still proof that the signer finished our height (it
+            # may have needed many views, while we were cut off): one check
+            # per signer, so the next timeout fetches the block by sync.
+            if (self._started and signer in self._vset and signer not in self._ahead_signers
+                    and self._signed_by_member(message)):
+                self._ahead_signers.add(signer)
+            else:
+                self._unchanged()
+            return
         # Cheap checks first; the slot also makes exact duplicates free to drop
         # (no comparison of whole messages).
-        if (view > FUTURE_VIEW_WINDOW or (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
+        if ( (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
                 or signer not in self._vset or held >= share or count >= MAX_BUFFERED_PER_SIGNER):
             self._unchanged()
             return

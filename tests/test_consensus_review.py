@@ -95,6 +95,10 @@ def test_messages_beyond_the_view_window_are_dropped_before_any_check(index: int
             # One far-ahead VIEW-CHANGE per signer and view of ours is checked
             # (view catch-up, tests/test_consensus_liveness.py); the rest are not.
             assert feed(engine, received(net.view_change(net.keys[1], FAR - 1))) == ([], True)
+        if height == 2:
+            # One far-ahead next-height message per signer is checked: it tells
+            # us the height was committed (tests/test_consensus_liveness.py).
+            assert feed(engine, received(Vote.create(net.keys[1], CHAIN, PREPARE, 2, FAR - 1, HASH_B))) == ([], True)
         began = time.perf_counter()
         assert feed(engine, received(message if height == 1 else _at_height_2(net, message))) == ([], False), desc
         assert time.perf_counter() - began < 0.5, desc
