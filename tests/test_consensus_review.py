@@ -156,7 +156,8 @@ def test_held_messages_come_back_as_redeliver_and_replay_gives_the_same_state() 
     assert [a for a in actions if isinstance(a, Redeliver)] == [Redeliver(m, "peer") for m in held]
     assert live.state.proposal_hash is None  # nothing handled yet
     # The driver's WAL for height 2: HeightStarted, then each Redeliver as MessageReceived.
-    wal: list[Any] = [HeightStarted(2, set2)] + [received(m) for m in held] + [ProposalValidated(2, 0, HASH_B, True, block_digest=HASH_B)]
+    wal: list[Any] = [HeightStarted(2, set2)] + [received(m) for m in held] + [
+        ProposalValidated(2, 0, HASH_B, True, block_digest=HASH_B)]
     outputs = [live.handle(event) for event in wal[1:]]
     assert Broadcast(net.vote(me, PREPARE, h=HASH_B, height=2)) in outputs[-1]
     replayed = net.engine(me, height=2)

@@ -103,7 +103,15 @@ def test_liveness_after_healing_against_each_kind_of_byzantine_validator(
 # their height-2 messages were past the window and were dropped unchecked,
 # and n1 never learned it should sync.  Such messages now mark their signer
 # as ahead (one check per signer), and n1's next timeout syncs.
-NEXT_HEIGHT_FAR_AHEAD = {'byzantine': 0, 'pattern': 320994106282354742, 'drop_budget': 11, 'choices': [14708, 7514, 717, 2662, 13442, 7741, 11705, 16347, 3803, 7310, 8029, 9002, 1430, 14035, 2184, 6659, 7646, 14764, 13567, 6079, 3710, 11990, 6054, 15701, 2781, 2091, 3957, 13321, 4857, 2095, 6972, 10090, 11060, 9153, 6587, 1340, 16043, 3425, 13096, 15900, 810, 14164, 3279, 5302, 2218, 3751, 360, 7096, 16008, 9185, 4836, 13542, 9277, 13048, 3613, 1703, 9843, 63, 8376, 1309, 3620, 470, 5658, 3260, 5315, 137, 540, 8181, 2264, 14498, 9698, 5544, 13437, 4178, 11898, 9482, 3487, 12747, 16240], 'slow_links': 8388608, 'powers': (1, 1, 1, 1), 'kind': Kind.VIEW_CHANGE_ONLY, 'partition': (1, 66)}
+NEXT_HEIGHT_FAR_AHEAD = dict(
+    byzantine=0, pattern=320994106282354742, drop_budget=11, slow_links=8388608,
+    powers=(1, 1, 1, 1), kind=Kind.VIEW_CHANGE_ONLY, partition=(1, 66),
+    choices=[
+        14708, 7514, 717, 2662, 13442, 7741, 11705, 16347, 3803, 7310, 8029, 9002, 1430, 14035, 2184, 6659,
+        7646, 14764, 13567, 6079, 3710, 11990, 6054, 15701, 2781, 2091, 3957, 13321, 4857, 2095, 6972, 10090,
+        11060, 9153, 6587, 1340, 16043, 3425, 13096, 15900, 810, 14164, 3279, 5302, 2218, 3751, 360, 7096,
+        16008, 9185, 4836, 13542, 9277, 13048, 3613, 1703, 9843, 63, 8376, 1309, 3620, 470, 5658, 3260, 5315,
+        137, 540, 8181, 2264, 14498, 9698, 5544, 13437, 4178, 11898, 9482, 3487, 12747, 16240])
 
 
 def test_a_validator_that_missed_a_commit_learns_of_it_from_far_ahead_next_height_messages() -> None:

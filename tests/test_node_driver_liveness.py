@@ -167,7 +167,8 @@ class Cluster:
             server = self.drivers[peers[0]].app
             block, cert = server.get_block(height), server.get_commit_cert(height)
             me.inbox.put_nowait(SyncedBlock(junk(block.encode()), cert, f"n{self.byzantine}"))
-            served = await BlockSync(server, None, None).serve_blocks(f"n{i}", encode([1, height, 1]))  # type: ignore[arg-type]
+            serving = BlockSync(server, None, None)  # type: ignore[arg-type]  # serving needs no network
+            served = await serving.serve_blocks(f"n{i}", encode([1, height, 1]))
             for raw, certificate in parse_blocks(served):
                 me.inbox.put_nowait(SyncedBlock(raw, certificate, f"n{peers[0]}"))
 
