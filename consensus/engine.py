@@ -352,7 +352,7 @@ class Engine:
             return
         # Cheap checks first; the slot also makes exact duplicates free to drop
         # (no comparison of whole messages).
-        if ( (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
+        if ((isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
                 or signer not in self._vset or held >= share or count >= MAX_BUFFERED_PER_SIGNER):
             self._unchanged()
             return

@@ -67,7 +67,10 @@ def record_to_event(record: list[Any]) -> Any:
     if kind == _W_BUILT:
         return ce.ProposalBuilt(record[1], record[2], record[3], record[4])
     if kind == _W_VALID:
-        return ce.ProposalValidated(record[1], record[2], record[3], record[4], record[5], block_digest=record[6])
+        # A record written before verdicts named their bytes matches no request
+        # (b""): the engine re-asks on the first RebroadcastDue.
+        digest = record[6] if len(record) > 6 else b""
+        return ce.ProposalValidated(record[1], record[2], record[3], record[4], record[5], block_digest=digest)
     if kind == _W_TIMEOUT:
         return ce.TimeoutElapsed(record[1], record[2])
     raise ValueError(f"unknown WAL record kind {kind!r}")

@@ -277,3 +277,10 @@ async def test_junk_commits_crowding_out_the_genuine_one_commit_through_the_driv
         assert all(p == f"n{byzantine}" for _, p, _ in cluster.penalties)  # the junk sync answers
     finally:
         await cluster.stop()
+
+
+def test_a_wal_verdict_written_before_verdicts_named_their_bytes_judges_nothing():
+    from node.driver import record_to_event
+
+    event = record_to_event(["valid", 1, 0, bytes(32), True, ""])  # the 6-field record of earlier versions
+    assert event == ce.ProposalValidated(1, 0, bytes(32), True, "", block_digest=b"")
