@@ -78,7 +78,10 @@ __all__ = [
 ]
 
 # Bounds on what a peer can make us store or compute.
-FUTURE_VIEW_WINDOW = 64  # messages for views further ahead than this are dropped unchecked
+# Messages for views further ahead than this are dropped unchecked, except one
+# VIEW-CHANGE per signer per view of ours (checked, so that a validator left
+# behind by a long partition can learn the current view and catch up).
+FUTURE_VIEW_WINDOW = 64
 MAX_VIEW_CHANGES_PER_VALIDATOR = 4  # the highest few views per validator
 # The next height's messages, held until it starts: only signed ones, one per
 # (type, kind, view, signer); each member gets an equal share of the bytes, so
@@ -217,12 +220,23 @@ class Engine:
         self._proposals: dict[int, Proposal] = {}  # the accepted proposal of each view
         self._new_views: dict[int, NewView] = {}  # the accepted NEW-VIEW of each view
         self._blocks: dict[bytes, list[tuple[bytes, bytes]]] = {}  # hash -> [(sha256(bytes), bytes)]
+        # Verdicts are bound to the exact bytes judged, never to the hash alone:
+        # a Byzantine primary can send other bytes under a genuine hash.
         self._validity: dict[tuple[bytes, bytes], bool] = {}  # (hash, sha256(bytes)) -> valid
-        self._validating: dict[bytes, bytes] = {}  # hash -> bytes sent to ValidateProposal
-        self._by_signer: dict[tuple[VoteKind, int, bytes], list[Vote]] = {}  # at most 2 (evidence)
+        self._validating: dict[tuple[bytes, bytes], bytes] = {}  # (hash, sha256(bytes)) -> bytes being judged
+        self._valid_blocks: dict[bytes, bytes] = {}  # hash -> bytes our driver found valid
+        # Per (kind, view, signer): up to 2 hashes of its own choosing (the
+        # second is evidence), plus any hash another member also voted for, so
+        # junk votes cannot crowd out the one that completes a quorum.
+        self._by_signer: dict[tuple[VoteKind, int, bytes], list[Vote]] = {}
         self._tally: dict[tuple[VoteKind, int, bytes], dict[bytes, Vote]] = {}  # (kind, view, hash)
+        # Kept with the tally so checks after each event cost O(quorums), not
+        # O(views): long view-change climbs would otherwise make them quadratic.
+        self._tally_power: dict[tuple[VoteKind, int, bytes], int] = {}
+        self._quorums: list[tuple[VoteKind, int, bytes]] = []  # tallies with >2/3 of power, in order reached
         self._reported: set[bytes] = set()  # validators whose equivocation we reported (one per height)
         self._view_changes: dict[bytes, dict[int, ViewChange]] = {}  # validator -> new_view -> VC
+        self._far_checked: set[bytes] = set()  # signers whose far-ahead VIEW-CHANGE we checked in this view
         self._prepared: PreparedCertificate | None = None
         self._building: int | None = None  # view of an outstanding BuildProposal
         self._new_view_plans: dict[int, tuple[ViewChange, ...]] = {}
@@ -275,7 +289,7 @@ class Engine:
             else:
                 self._unchanged()
             return
-        if _view_of(message) > self._view + FUTURE_VIEW_WINDOW:
+        if _view_of(message) > self._view + FUTURE_VIEW_WINDOW and not self._may_check_far_ahead(message):
             # Before any check: the cost of a message must not grow with its view.
             self._unchanged()
             return
@@ -298,6 +312,21 @@ class Engine:
             if peer is not None:
                 self._emit(PenalizePeer(peer, exc.reason))
 
+    def _may_check_far_ahead(self, message: Message) -> bool:
+        """Whether to check a VIEW-CHANGE beyond the view window (PBFT's view catch-up).
+
+        Validators that moved on while we were cut off keep sending VIEW-CHANGEs
+        for views we would otherwise never look at; more than 1/3 of power in
+        them proves an honest validator is there, and ``_maybe_join_view`` takes
+        us to the lowest view that much power has reached.  The cost stays
+        bounded: one such message per signer per view of ours is checked (a
+        forged one does not use the signer's slot, and is penalised), and a
+        VIEW-CHANGE costs the same to check whatever its view.
+        """
+        if not isinstance(message, ViewChange) or self._decided is not None:
+            return False
+        return message.validator in self._vset and message.validator not in self._far_checked
+
     def _buffer_message(self, message: Message, peer: str | None) -> None:
         """Hold a message for the next height if it is signed by a member and has a free slot.
 
@@ -311,9 +340,19 @@ class Engine:
         slot = (type(message).__name__, kind, view, signer)
         share = MAX_BUFFERED_BYTES // len(self._vset)
         count, held = self._buffer_held.get(signer, (0, 0))
+        if view > FUTURE_VIEW_WINDOW:
+            # Not held, but still proof that the signer finished our height (it
+            # may have needed many views, while we were cut off): one check
+            # per signer, so the next timeout fetches the block by sync.
+            if (self._started and signer in self._vset and signer not in self._ahead_signers
+                    and self._signed_by_member(message)):
+                self._ahead_signers.add(signer)
+            else:
+                self._unchanged()
+            return
         # Cheap checks first; the slot also makes exact duplicates free to drop
         # (no comparison of whole messages).
-        if (view > FUTURE_VIEW_WINDOW or (isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
+        if ((isinstance(message, Proposal) and view != 0) or slot in self._buffer_slots
                 or signer not in self._vset or held >= share or count >= MAX_BUFFERED_PER_SIGNER):
             self._unchanged()
             return
@@ -354,21 +393,30 @@ class Engine:
         # second one is ignored.
         if proposal.view not in self._proposals:
             self._proposals[proposal.view] = proposal
-            self._add_block(proposal.block_hash, proposal.block)
+            # Past the candidate cap: one accepted proposal per view, signed by
+            # its primary, so junk attached to certificates cannot push it out.
+            self._add_block(proposal.block_hash, proposal.block, capped=False)
 
-    def _add_block(self, block_hash: bytes, block: bytes) -> None:
+    def _add_block(self, block_hash: bytes, block: bytes, *, capped: bool = True) -> None:
         if not block:
             return  # a certificate whose bytes were left out
         candidates = self._blocks.setdefault(block_hash, [])
-        if len(candidates) < MAX_BLOCK_CANDIDATES and all(b != block for _, b in candidates):
+        if (not capped or len(candidates) < MAX_BLOCK_CANDIDATES) and all(b != block for _, b in candidates):
             candidates.append((bytes(sha256(block)), block))
 
     def _on_vote(self, vote: Vote) -> None:
         key = (vote.kind, vote.view, vote.validator)
         earlier = self._by_signer.get(key, [])
-        if any(v.block_hash == vote.block_hash for v in earlier) or len(earlier) >= 2:
+        if any(v.block_hash == vote.block_hash for v in earlier):
             self._unchanged()
-            return  # a duplicate (our own included), or a third hash: nothing new
+            return  # a duplicate (our own included)
+        if len(earlier) >= 2 and not self._tally.get((vote.kind, vote.view, vote.block_hash)):
+            # A third hash only this signer voted for: nothing it could be
+            # part of (a hash somebody else voted is kept, whatever junk this
+            # signer sent first).  Each signer adds at most 2 hashes per
+            # (kind, view), so at most 2 per member are ever tallied.
+            self._unchanged()
+            return
         check_signed(self.chain_id, self._vset, vote)
         self._record_vote(vote)
 
@@ -379,7 +427,17 @@ class Engine:
             self._reported.add(vote.validator)
             self._emit(ReportEvidence(Evidence.of(earlier[0], vote)))
         earlier.append(vote)
-        self._tally.setdefault((vote.kind, vote.view, vote.block_hash), {})[vote.validator] = vote
+        tally_key = (vote.kind, vote.view, vote.block_hash)
+        votes = self._tally.setdefault(tally_key, {})
+        if vote.validator in votes:
+            return
+        votes[vote.validator] = vote
+        before = self._tally_power.get(tally_key, 0)
+        member = self._vset.get(vote.validator)
+        power = before + (0 if member is None else member.power)
+        self._tally_power[tally_key] = power
+        if self._vset.has_quorum(power) and not self._vset.has_quorum(before):
+            self._quorums.append(tally_key)
 
     def _on_view_change(self, vc: ViewChange) -> None:
         known = self._view_changes.get(vc.validator, {})
@@ -387,6 +445,8 @@ class Engine:
             self._unchanged()
             return  # stale, a duplicate, or a second one for the same view (first wins)
         check_view_change(self.chain_id, self._vset, vc)
+        if vc.new_view > self._view + FUTURE_VIEW_WINDOW:
+            self._far_checked.add(vc.validator)  # its one far-ahead message for this view of ours
         self._store_view_change(vc)
 
     def _store_view_change(self, vc: ViewChange) -> None:
@@ -431,6 +491,7 @@ class Engine:
         self._building = None
         assert self._signer is not None and self._me is not None
         self._validity[(event.block_hash, bytes(sha256(event.block)))] = True
+        self._valid_blocks.setdefault(event.block_hash, event.block)
         proposal = Proposal.create(self._signer, self.chain_id, self._height, view, event.block, event.block_hash)
         if view == 0:
             self._accept_proposal(proposal)
@@ -439,11 +500,41 @@ class Engine:
             self._send_new_view(self._new_view_plans[view], proposal)
 
     def _on_proposal_validated(self, event: ProposalValidated) -> None:
-        block = self._validating.pop(event.block_hash, None) if event.height == self._height else None
+        # Matched by hash *and* digest: an answer about other bytes under the
+        # same hash (a Byzantine primary's junk, answered late because a
+        # rebroadcast asked twice) never judges the bytes we hold now.
+        key = (event.block_hash, event.block_digest)
+        block = self._validating.pop(key, None) if event.height == self._height else None
         if block is None:
             self._unchanged()
-            return
-        self._validity[(event.block_hash, bytes(sha256(block)))] = event.valid
+            return  # unasked, already answered, or for an earlier height
+        self._validity[key] = event.valid
+        if event.valid:
+            self._valid_blocks.setdefault(event.block_hash, block)
+
+    def _ask_validation(self, block_hash: bytes, block: bytes) -> None:
+        """Send ``block`` to ValidateProposal unless it is being judged already."""
+        key = (block_hash, bytes(sha256(block)))
+        if key not in self._validating:
+            self._validating[key] = block
+            self._emit(ValidateProposal(self._height, self._view, block, block_hash))
+
+    def _judged_block(self, block_hash: bytes) -> bytes | None:
+        """Bytes of ``block_hash`` our driver found valid; else ask about the next unjudged candidate.
+
+        None while no candidate is known valid; at most one candidate per hash
+        is sent to the driver at a time.
+        """
+        block = self._valid_blocks.get(block_hash)
+        if block is not None:
+            return block
+        if any(h == block_hash for h, _ in self._validating):
+            return None
+        for digest, candidate in self._blocks.get(block_hash, []):
+            if (block_hash, digest) not in self._validity:
+                self._ask_validation(block_hash, candidate)
+                return None
+        return None
 
     # -- timers ----------------------------------------------------------------------
 
@@ -477,6 +568,7 @@ class Engine:
         self._view = view
         self._step = Step.VIEW_CHANGE
         self._building = None
+        self._far_checked = set()  # "far ahead" is measured from our view: a fresh budget
         for known in self._view_changes.values():
             for stale in [v for v in known if v < view]:
                 del known[stale]
@@ -493,10 +585,11 @@ class Engine:
             return
         if self._decided is None:
             # Requests the driver may have lost (it skips them while replaying
-            # its WAL after a restart) are asked again; answers are idempotent.
+            # its WAL after a restart) are asked again; answers are idempotent
+            # and name the bytes they judged.
             if self._building is not None:
                 self._emit(BuildProposal(self._height, self._building))
-            for block_hash, block in self._validating.items():
+            for (block_hash, _), block in self._validating.items():
                 self._emit(ValidateProposal(self._height, self._view, block, block_hash))
         if self._me is None:
             return  # an observer validates certified blocks but sends nothing
@@ -543,12 +636,13 @@ class Engine:
         """Commit on COMMITs from >2/3 of power, in any view; True once decided."""
         if self._decided is not None:
             return True
-        for (kind, view, block_hash), votes in self._tally.items():
-            if kind != VoteKind.COMMIT or not self._vset.has_quorum(self._vset.power_of(votes)):
+        for kind, view, block_hash in self._quorums:
+            if kind != VoteKind.COMMIT:
                 continue
             block = self._block_for(block_hash)
             if block is None:
                 continue  # waiting for the driver's verdict on a candidate
+            votes = self._tally[(kind, view, block_hash)]
             certificate = CommitCertificate.from_votes(self._height, view, block_hash, list(votes.values()))
             self._decided = (view, block_hash)
             self._step = Step.COMMITTED
@@ -565,26 +659,22 @@ class Engine:
         candidate left, ``b""``: the block is decided but we lack it, and the
         driver fetches it by sync (CommitBlock with empty bytes).
         """
-        for digest, block in self._blocks.get(block_hash, []):
-            valid = self._validity.get((block_hash, digest))
-            if valid:
-                return block
-            if valid is None:
-                if block_hash not in self._validating:
-                    self._validating[block_hash] = block
-                    self._emit(ValidateProposal(self._height, self._view, block, block_hash))
-                return None
-        return b"" if block_hash not in self._validating else None
+        block = self._judged_block(block_hash)
+        if block is not None:
+            return block
+        if any(h == block_hash for h, _ in self._validating):
+            return None
+        return b""
 
     def _update_prepared(self) -> None:
-        for view, proposal in self._proposals.items():
-            if self._prepared is not None and view <= self._prepared.view:
+        for kind, view, block_hash in self._quorums:
+            proposal = self._proposals.get(view)
+            if (kind != VoteKind.PREPARE or proposal is None or proposal.block_hash != block_hash
+                    or (self._prepared is not None and view <= self._prepared.view)):
                 continue
-            votes = self._tally.get((VoteKind.PREPARE, view, proposal.block_hash), {})
-            if self._vset.has_quorum(self._vset.power_of(votes)):
-                prepares = tuple(sorted(votes.values(), key=lambda v: v.validator))
-                self._prepared = PreparedCertificate(
-                    self._height, view, proposal.block, proposal.block_hash, prepares)
+            votes = self._tally[(kind, view, block_hash)]
+            prepares = tuple(sorted(votes.values(), key=lambda v: v.validator))
+            self._prepared = PreparedCertificate(self._height, view, proposal.block, proposal.block_hash, prepares)
 
     def _own_vote(self, kind: VoteKind, view: int) -> Vote | None:
         if self._me is None:
@@ -603,9 +693,7 @@ class Engine:
             return True
         valid = self._validity.get((proposal.block_hash, bytes(sha256(proposal.block))))
         if valid is None:
-            if proposal.block_hash not in self._validating:
-                self._validating[proposal.block_hash] = proposal.block
-                self._emit(ValidateProposal(self._height, self._view, proposal.block, proposal.block_hash))
+            self._ask_validation(proposal.block_hash, proposal.block)
             return False
         if not valid:
             return False  # wait for the timeout and a better primary
@@ -619,8 +707,7 @@ class Engine:
         prepare = self._own_vote(VoteKind.PREPARE, self._view)
         if prepare is None:
             return False
-        votes = self._tally.get((VoteKind.PREPARE, self._view, prepare.block_hash), {})
-        if not self._vset.has_quorum(self._vset.power_of(votes)):
+        if not self._vset.has_quorum(self._tally_power.get((VoteKind.PREPARE, self._view, prepare.block_hash), 0)):
             return False
         if self._own_vote(VoteKind.COMMIT, self._view) is None:
             self._vote(VoteKind.COMMIT, prepare.block_hash)
@@ -689,16 +776,7 @@ class Engine:
         for vc in plan:
             if vc.prepared is not None and vc.prepared.block_hash == block_hash:
                 self._add_block(block_hash, vc.prepared.block)
-        for digest, block in self._blocks.get(block_hash, []):
-            valid = self._validity.get((block_hash, digest))
-            if valid:
-                return block
-            if valid is None:
-                if block_hash not in self._validating:
-                    self._validating[block_hash] = block
-                    self._emit(ValidateProposal(self._height, self._view, block, block_hash))
-                return None
-        return None
+        return self._judged_block(block_hash)
 
     def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> None:
         assert self._signer is not None

@@ -9,9 +9,10 @@ The driver's side of the contract, action by action:
   one; answer ``ProposalBuilt`` (a late answer for an old view is ignored).
 * ``ValidateProposal(height, view, block, block_hash)``: decode, check that
   the block hashes to ``block_hash``, its height, time and execution; answer
-  ``ProposalValidated``.  A block re-proposed after a view change was built
-  by an earlier view's primary, so do not require its proposer field to be
-  the current primary.
+  ``ProposalValidated`` naming ``sha256(block)`` as ``block_digest`` (the
+  verdict is about those bytes only).  A block re-proposed after a view
+  change was built by an earlier view's primary, so do not require its
+  proposer field to be the current primary.
 * ``ScheduleTimeout(height, view, duration_ms)``: after the duration, send
   ``TimeoutElapsed(height, view)``; stale ones are ignored by the engine.
 * ``CommitBlock(height, block, block_hash, certificate)``: check the hash
@@ -40,7 +41,7 @@ engine re-sends its own messages and re-asks unanswered requests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 from consensus.messages import CommitCertificate, Evidence, Message
@@ -93,13 +94,19 @@ class ProposalBuilt:
 
 @dataclass(frozen=True, slots=True)
 class ProposalValidated:
-    """The answer to ValidateProposal (valid means: decodes, hash matches, executes)."""
+    """The answer to ValidateProposal (valid means: decodes, hash matches, executes).
+
+    ``block_digest`` is ``sha256`` of the exact bytes judged: different bytes
+    can claim one hash, and an answer only ever judges the bytes it names.
+    Keyword-only, so no caller can leave it out by position.
+    """
 
     height: int
     view: int
     block_hash: bytes
     valid: bool
     reason: str = ""
+    block_digest: bytes = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

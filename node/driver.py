@@ -26,7 +26,7 @@ from node.sync import SyncedBlock
 from node.wal import WriteAheadLog
 from node.config import ConsensusSection
 from state.app import Application, BlockResult
-from state.crypto import PrivateKey, address_to_text
+from state.crypto import PrivateKey, address_to_text, sha256
 from state.errors import StateError
 from state.types import Block
 
@@ -54,7 +54,7 @@ def event_to_record(event: Any) -> list[Any] | None:
     if isinstance(event, ce.ProposalBuilt):
         return [_W_BUILT, event.height, event.view, event.block, event.block_hash]
     if isinstance(event, ce.ProposalValidated):
-        return [_W_VALID, event.height, event.view, event.block_hash, event.valid, event.reason]
+        return [_W_VALID, event.height, event.view, event.block_hash, event.valid, event.reason, event.block_digest]
     if isinstance(event, ce.TimeoutElapsed):
         return [_W_TIMEOUT, event.height, event.view]
     return None  # RebroadcastDue and the like carry no state worth replaying
@@ -69,7 +69,10 @@ def record_to_event(record: list[Any]) -> Any:
     if kind == _W_BUILT:
         return ce.ProposalBuilt(record[1], record[2], record[3], record[4])
     if kind == _W_VALID:
-        return ce.ProposalValidated(record[1], record[2], record[3], record[4], record[5])
+        # A record written before verdicts named their bytes matches no request
+        # (b""): the engine re-asks on the first RebroadcastDue.
+        digest = record[6] if len(record) > 6 else b""
+        return ce.ProposalValidated(record[1], record[2], record[3], record[4], record[5], block_digest=digest)
     if kind == _W_TIMEOUT:
         return ce.TimeoutElapsed(record[1], record[2])
     raise ValueError(f"unknown WAL record kind {kind!r}")
@@ -372,7 +375,9 @@ class ConsensusDriver:
 
     def _validate(self, action: Any) -> Any:
         def verdict(valid: bool, reason: str = "") -> Any:
-            return ce.ProposalValidated(action.height, action.view, action.block_hash, valid, reason)
+            # Names the bytes judged: other bytes may claim the same hash.
+            return ce.ProposalValidated(action.height, action.view, action.block_hash, valid, reason,
+                                        block_digest=bytes(sha256(action.block)))
 
         cached = self._results.get(action.block_hash)
         if cached is not None:

@@ -59,6 +59,11 @@ BLOCK_A, HASH_A = block("A")
 BLOCK_B, HASH_B = block("B")
 
 
+def validated(height: int, view: int, block_hash: bytes, valid: bool, reason: str = "") -> ProposalValidated:
+    """The driver's verdict on the bytes of ``block(...)``, whose hash is the digest of those bytes."""
+    return ProposalValidated(height, view, block_hash, valid, reason, block_digest=block_hash)
+
+
 class Net:
     """Keys, a validator set and message factories for one test."""
 
@@ -139,7 +144,7 @@ def test_backup_happy_path() -> None:
         TestStep("proposal", received(proposal), [ValidateProposal(1, 0, BLOCK_A, HASH_A)],
                  {"proposal_hash": HASH_A, "step": Step.PROPOSE}),
         TestStep("duplicate proposal", received(proposal), []),
-        TestStep("validated", ProposalValidated(1, 0, HASH_A, True, ""),
+        TestStep("validated", validated(1, 0, HASH_A, True, ""),
                  [Broadcast(net.vote(me, PREPARE))], {"step": Step.PREPARE}),
         TestStep("prepare b", received(net.vote(b, PREPARE)), [], {"prepared_view": None}),
         TestStep("prepare b again", received(net.vote(b, PREPARE)), []),
@@ -178,7 +183,7 @@ def test_commit_certificate_from_the_engine_verifies() -> None:
     engine.handle(received(net.proposal(net.primary())))
     actions = [a for k in net.keys[:3] for a in engine.handle(received(net.vote(k, COMMIT)))]
     assert actions == [ValidateProposal(1, 0, BLOCK_A, HASH_A)]  # an observer validates before it commits
-    (commit,) = engine.handle(ProposalValidated(1, 0, HASH_A, True))
+    (commit,) = engine.handle(validated(1, 0, HASH_A, True))
     assert isinstance(commit, CommitBlock)
     commit.certificate.verify(CHAIN, net.vset)
     assert CommitCertificate.decode(commit.certificate.encode()) == commit.certificate
@@ -227,7 +232,7 @@ def test_quorum_counts_power_not_heads() -> None:
         TestStep("the whale alone: 60 < 61", received(whale_vote), []),
         TestStep("60 + 10 = 70 >= 61: validate the block first", received(smalls[0]),
                  [ValidateProposal(1, 0, BLOCK_A, HASH_A)], {"step": Step.PROPOSE}),
-        TestStep("valid: commit", ProposalValidated(1, 0, HASH_A, True),
+        TestStep("valid: commit", validated(1, 0, HASH_A, True),
                  [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, [whale_vote, smalls[0]]))],
                  {"step": Step.COMMITTED}),
     ])
@@ -249,7 +254,7 @@ def test_prepare_quorum_with_unequal_stakes() -> None:
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(primary)))
     run_steps(engine, [
-        TestStep("validated", ProposalValidated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("validated", validated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
         TestStep("whale prepares: 60 + 10 (mine) >= 61", received(net.vote(whale, PREPARE)),
                  [Broadcast(net.vote(me, COMMIT))], {"prepared_view": 0}),
     ])
@@ -288,7 +293,7 @@ def test_invalid_block_gets_no_prepare() -> None:
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(net.primary())))
     run_steps(engine, [
-        TestStep("invalid", ProposalValidated(1, 0, HASH_A, False, "app hash mismatch"), [], {"step": Step.PROPOSE}),
+        TestStep("invalid", validated(1, 0, HASH_A, False, "app hash mismatch"), [], {"step": Step.PROPOSE}),
         TestStep("proposal again: not re-validated", received(net.proposal(net.primary())), []),
         TestStep("timeout: leave the view", TimeoutElapsed(1, 0),
                  [Broadcast(net.view_change(me, 1)), ScheduleTimeout(1, 1, 3000)], {"step": Step.VIEW_CHANGE}),
@@ -361,7 +366,7 @@ def test_timeout_sends_view_change_with_prepared_certificate() -> None:
     me, b, c = _not_primary_of_view_1(net)
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(primary)))
-    engine.handle(ProposalValidated(1, 0, HASH_A, True))
+    engine.handle(validated(1, 0, HASH_A, True))
     engine.handle(received(net.vote(b, PREPARE)))
     engine.handle(received(net.vote(c, PREPARE)))
     cert = net.prepared([me, b, c])
@@ -405,7 +410,7 @@ def test_new_primary_reproposes_the_highest_prepared_block() -> None:
         TestStep("a certificate for A from x", received(vc_x), []),
         TestStep("quorum of view changes: check A first", received(vc_y), [ValidateProposal(1, 1, BLOCK_A, HASH_A)]),
         TestStep("a later view change is not added to the frozen set", received(net.view_change(net.primary(0), 1)), []),
-        TestStep("A is valid: NEW-VIEW re-proposes it", ProposalValidated(1, 1, HASH_A, True),
+        TestStep("A is valid: NEW-VIEW re-proposes it", validated(1, 1, HASH_A, True),
                  [Broadcast(new_view), Broadcast(net.vote(me, PREPARE, view=1))],
                  {"step": Step.PREPARE, "proposal_hash": HASH_A}),
         TestStep("rebroadcast", RebroadcastDue(), [Broadcast(new_view), Broadcast(net.vote(me, PREPARE, view=1))]),
@@ -448,7 +453,7 @@ def test_backup_checks_new_view_before_accepting_its_proposal() -> None:
         TestStep("a valid NEW-VIEW moves us to view 1", received(good, "p1"),
                  [ScheduleTimeout(1, 1, 3000), ValidateProposal(1, 1, BLOCK_A, HASH_A)],
                  {"view": 1, "step": Step.PROPOSE, "proposal_hash": HASH_A}),
-        TestStep("validated", ProposalValidated(1, 1, HASH_A, True), [Broadcast(net.vote(me, PREPARE, view=1))]),
+        TestStep("validated", validated(1, 1, HASH_A, True), [Broadcast(net.vote(me, PREPARE, view=1))]),
         TestStep("a second NEW-VIEW for view 1 is ignored", received(ignores_cert), []),
     ])
 
@@ -470,7 +475,7 @@ def test_stale_and_post_commit_messages_change_nothing() -> None:
         TestStep("nor do view changes for it", received(net.view_change(others[0], 1)), [], {"view": 2}),
     ])
     commits = [net.vote(k, COMMIT, view=2, h=HASH_B) for k in others]
-    engine.handle(ProposalValidated(1, 2, HASH_B, True))
+    engine.handle(validated(1, 2, HASH_B, True))
     for vote in commits:
         engine.handle(received(vote))
     assert engine.state.step == Step.COMMITTED
@@ -492,7 +497,7 @@ def test_commit_in_an_earlier_view_still_counts() -> None:
     engine = started(net.engine(me), net)
     engine.handle(received(net.proposal(primary)))
     engine.handle(TimeoutElapsed(1, 0))
-    engine.handle(ProposalValidated(1, 0, HASH_A, True))  # answered after we left view 0
+    engine.handle(validated(1, 0, HASH_A, True))  # answered after we left view 0
     commits = [net.vote(k, COMMIT) for k in (primary, b, c)]
     run_steps(engine, [
         TestStep("", received(commits[0]), []),
@@ -515,8 +520,8 @@ def test_rebroadcast_resends_own_messages_of_the_current_view() -> None:
         TestStep("nothing signed yet", RebroadcastDue(), []),
         TestStep("", received(net.proposal(primary)), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
         TestStep("an unanswered request is asked again", RebroadcastDue(), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
-        TestStep("", ProposalValidated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
-        TestStep("a second answer changes nothing", ProposalValidated(1, 0, HASH_A, True), []),
+        TestStep("", validated(1, 0, HASH_A, True), [Broadcast(net.vote(me, PREPARE))]),
+        TestStep("a second answer changes nothing", validated(1, 0, HASH_A, True), []),
         TestStep("prepare", RebroadcastDue(), [Broadcast(net.vote(me, PREPARE))]),
         TestStep("", received(net.vote(b, PREPARE)), []),
         TestStep("", received(net.vote(c, PREPARE)), [Broadcast(net.vote(me, COMMIT))]),
@@ -606,7 +611,7 @@ def test_observer_never_signs_but_commits() -> None:
             TestStep("", received(commits[1]), []),
             TestStep("commit quorum: validate the bytes first", received(commits[2]),
                      [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
-            TestStep("commit", ProposalValidated(1, 0, HASH_A, True),
+            TestStep("commit", validated(1, 0, HASH_A, True),
                      [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))]),
         ])
 
@@ -614,7 +619,7 @@ def test_observer_never_signs_but_commits() -> None:
 @pytest.mark.parametrize("event", [
     TimeoutElapsed(1, 0),
     ProposalBuilt(1, 0, BLOCK_A, HASH_A),
-    ProposalValidated(1, 0, HASH_A, True),
+    validated(1, 0, HASH_A, True),
     RebroadcastDue(),
 ])
 def test_nothing_happens_before_the_height_starts(event: Any) -> None:

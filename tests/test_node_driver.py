@@ -22,6 +22,7 @@ from node.sync import BlockSync
 from node.wal import WriteAheadLog
 from state.app import Application
 from state.codec import encode
+from state.crypto import sha256
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
@@ -80,7 +81,7 @@ async def test_commit_found_while_replaying_starts_the_next_height_live(tmp_path
     wal = WriteAheadLog(tmp_path / "wal")
     wal.start_height(event_to_record(ce.HeightStarted(1, VSET)))
     wal.append(event_to_record(ce.MessageReceived(Proposal.create(primary, CHAIN, 1, 0, raw, block_hash), "p")))
-    wal.append(event_to_record(ce.ProposalValidated(1, 0, block_hash, True, "")))
+    wal.append(event_to_record(ce.ProposalValidated(1, 0, block_hash, True, "", block_digest=bytes(sha256(raw)))))
     for k in KEYS:
         if k is not me:
             wal.append(event_to_record(ce.MessageReceived(Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, block_hash), "p")))

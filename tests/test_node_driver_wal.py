@@ -32,7 +32,7 @@ def _scenario(keys: list[PrivateKey], vset: ValidatorSet, me: PrivateKey) -> lis
     others = [k for k in keys if k.address not in (me.address,)]
     events: list[object] = [HeightStarted(1, vset)]
     events.append(MessageReceived(Proposal.create(primary, CHAIN, 1, 0, block, block_hash), "peer-a"))
-    events.append(ProposalValidated(1, 0, block_hash, True, ""))
+    events.append(ProposalValidated(1, 0, block_hash, True, "", block_digest=bytes(sha256(block))))
     for k in others[:2]:
         events.append(MessageReceived(Vote.create(k, CHAIN, VoteKind.PREPARE, 1, 0, block_hash), "peer-b"))
     events.append(TimeoutElapsed(1, 0))  # a stale timer: must be harmless on replay too
@@ -77,7 +77,7 @@ def test_every_logged_event_kind_round_trips():
         MessageReceived(proposal, "peer"),
         MessageReceived(proposal, None),
         ProposalBuilt(3, 1, b"b", bytes(sha256(b"b"))),
-        ProposalValidated(3, 1, bytes(32), False, "bad app hash"),
+        ProposalValidated(3, 1, bytes(32), False, "bad app hash", block_digest=bytes(sha256(b"junk"))),
         TimeoutElapsed(3, 1),
     ]:
         assert record_to_event(event_to_record(event)) == event
