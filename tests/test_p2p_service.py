@@ -71,7 +71,7 @@ def make(n: int, *, bootstrap: tuple[str, ...] = (), **overrides: object) -> tup
     return service, inbox
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
