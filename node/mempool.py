@@ -26,7 +26,7 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
@@ -198,8 +198,14 @@ class Mempool:
 
     # -- admission --------------------------------------------------------
 
-    def add(self, stx: SignedTransaction, size: int) -> bytes:
-        """Admit ``stx`` (``size`` = its encoded length) or raise a MempoolError."""
+    def add(self, stx: SignedTransaction, size: int,
+            screen: Callable[[SignedTransaction], None] | None = None) -> bytes:
+        """Admit ``stx`` (``size`` = its encoded length) or raise a MempoolError.
+
+        ``screen`` (the risk hook) runs after every validity check and before
+        any eviction, only when admitting ``stx`` would evict others: a
+        transaction it refuses (by raising) never costs anyone their place.
+        """
         tx_hash = stx.hash
         if tx_hash in self._by_hash:
             raise AlreadyKnown(f"transaction 0x{tx_hash.hex()} is already in the mempool", hash="0x" + tx_hash.hex())
@@ -259,6 +265,8 @@ class Mempool:
                 )
 
         if full:
+            if screen is not None:
+                screen(stx)
             self._evict_for(sender, price, size)
         entry = _Entry(stx=stx, size=size, seq=next(self._seq), outflows=outflows, price=price)
         account.txs.append(entry)

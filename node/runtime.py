@@ -241,13 +241,37 @@ class Node:
             raise TxRejected(f"malformed transaction: {exc}", reason="malformed") from exc
         except RecursionError:  # nesting deeper than the codec's checks can walk: malformed, not a bug
             raise TxRejected("malformed transaction: nested too deep", reason="malformed") from None
-        tx_hash = self.mempool.add(stx, len(raw))
+        tx_hash = self.mempool.add(stx, len(raw), screen=self._screen_before_eviction)
         # Risk hook after every validity check (DESIGN.md admission order): a
         # refused transaction is taken straight back out; it is the sender's
         # last pending one, so no other pending transaction depends on it.
         self._apply_risk([stx], raise_on_reject=True)
         self._gossip_out.append(raw)
         return tx_hash
+
+    def _screen_before_eviction(self, stx: SignedTransaction) -> None:
+        """Score a newcomer that would evict others before it does; raises RiskRejected on reject.
+
+        It is scored again once admitted (with itself pending), as every admission is.
+        """
+        try:
+            (assessment,) = self.risk.assess([stx])
+        except Exception:
+            log.exception("risk scoring failed; admitting unscored")
+            return
+        if assessment.decision == "reject":
+            raise self._rejection(assessment, "; it may not evict pending transactions")
+
+    def _rejection(self, a: Assessment, note: str = "") -> RiskRejected:
+        reasons = ", ".join(f["feature"] for f in a.top_features) or "overall score"
+        return RiskRejected(
+            f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: score {a.score:.3f} > "
+            f"{self.risk.reject} (model v{a.model_version}; top features: {reasons}){note}",
+            score=round(a.score or 0.0, 6),
+            threshold=self.risk.reject,
+            model_version=a.model_version,
+            top_features=a.top_features,
+        )
 
     def _apply_risk(self, admitted: list[SignedTransaction], *, raise_on_reject: bool = False) -> list[Assessment]:
         """Score freshly admitted transactions in one batch; drop rejects, flag reviews.
@@ -270,16 +294,7 @@ class Node:
         if rejected:
             self.mempool.remove_many(reversed([a.tx_hash for a in rejected]))
             if raise_on_reject:
-                a = rejected[0]
-                reasons = ", ".join(f["feature"] for f in a.top_features) or "overall score"
-                raise RiskRejected(
-                    f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: score {a.score:.3f} > "
-                    f"{self.risk.reject} (model v{a.model_version}; top features: {reasons})",
-                    score=round(a.score or 0.0, 6),
-                    threshold=self.risk.reject,
-                    model_version=a.model_version,
-                    top_features=a.top_features,
-                )
+                raise self._rejection(rejected[0])
         return assessments
 
     async def _gossip_loop(self) -> None:
@@ -317,7 +332,7 @@ class Node:
                 continue
             try:
                 stx = SignedTransaction.decode(raw, max_bytes=self.app.params.max_tx_bytes)
-                self.mempool.add(stx, len(raw))
+                self.mempool.add(stx, len(raw), screen=self._screen_before_eviction)
                 admitted.append(stx)
             except StateError:
                 if self.p2p:

@@ -209,3 +209,27 @@ def test_get_mempool_lists_in_arrival_order_without_sorting_the_pool(monkeypatch
     node = SimpleNamespace(mempool=pool, flagged={}, app=APP)
     view = build_methods(node)["qenex_getMempool"](3)
     assert view["size"] == len(expected) and [t["hash"] for t in view["txs"]] == ["0x" + s.hash.hex() for s in expected[:3]]
+
+
+def test_a_newcomer_the_screen_refuses_evicts_nobody() -> None:
+    """Review finding: a transaction the risk hook refuses had already evicted others, for free
+    (it is never included, so the same nonce could be reused to empty the pool)."""
+    pool = _pool(max_txs=len(SENDERS))
+    for key in SENDERS:
+        _add(pool, transfer(key, 0, SINK, 1, chain_id=APP.chain_id))
+    before = [stx.hash for stx, _ in pool.entries()]
+    screened: list = []
+
+    def refuse(stx) -> None:
+        screened.append(stx.hash)
+        raise MempoolError("refused by the screen")
+
+    for i in range(5):
+        rich = transfer(RICH, 0, SINK, 2 + i, fee=10 * FEE, chain_id=APP.chain_id)
+        with pytest.raises(MempoolError, match="refused by the screen"):
+            pool.add(rich, len(rich.encode()), screen=refuse)
+    assert [stx.hash for stx, _ in pool.entries()] == before and len(screened) == 5
+    # Not full: the screen is not consulted here (the hook scores every admission afterwards).
+    roomy = _pool(max_txs=100)
+    roomy.add(rich, len(rich.encode()), screen=refuse)
+    assert len(roomy) == 1 and len(screened) == 5
