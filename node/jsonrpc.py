@@ -12,6 +12,11 @@ Every input's cost is bounded before it is paid: JSON nested deeper than
 builds anything; a batch may spend at most ``max_batch_cost`` (each method
 has a cost, default 1) and yields to the loop between its calls, so a batch
 of expensive queries cannot hold the consensus driver off the event loop.
+A method whose answer grows with the chain (a full block) ``charge``s the
+running batch for its size after the fact, so a batch holds only a few
+large answers; at most ``max_in_flight`` payloads are dispatched at once,
+whatever the number of connections (aiohttp cancels the handler of a
+connection that went away, so hanging up frees its place).
 Every HTTP answer, error pages included, is a JSON-RPC body.
 """
 
@@ -25,6 +30,7 @@ import re
 import reprlib
 import time
 import traceback
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -162,6 +168,16 @@ class ErrorLog:
 
 Method = Callable[..., Any]
 
+# The running batch's remaining budget (a one-item list), None outside a batch.
+_BATCH_BUDGET: ContextVar[list[int] | None] = ContextVar("qenex_rpc_batch_budget", default=None)
+
+
+def charge(units: int) -> None:
+    """Charge the running batch ``units`` more for a large answer; later calls then find less."""
+    budget = _BATCH_BUDGET.get()
+    if budget is not None and units > 0:
+        budget[0] -= units
+
 
 @dataclass
 class Dispatcher:
@@ -169,7 +185,9 @@ class Dispatcher:
     max_batch: int = 100
     costs: dict[str, int] = field(default_factory=dict)  # work units per call; default 1
     max_batch_cost: int = 200
+    max_in_flight: int = 16
     errors: ErrorLog = field(default_factory=lambda: ErrorLog(log))
+    _in_flight: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     async def call(self, name: str, params: Any) -> Any:
         method = self.methods.get(name)
@@ -222,6 +240,12 @@ class Dispatcher:
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
     async def handle_payload(self, body: bytes) -> Any:
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(self.max_in_flight)
+        async with self._in_flight:
+            return await self._handle_payload(body)
+
+    async def _handle_payload(self, body: bytes) -> Any:
         if json_depth_exceeds(body, MAX_JSON_DEPTH):
             return _error(None, RPCError(PARSE_ERROR, f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"))
         try:
@@ -236,13 +260,17 @@ class Dispatcher:
             if len(payload) > self.max_batch:
                 return _error(None, RPCError(INVALID_REQUEST, f"batch of {len(payload)} exceeds {self.max_batch}"))
             budget = [self.max_batch_cost]
-            responses = []
-            for i, item in enumerate(payload):
-                if i:
-                    await asyncio.sleep(0)  # let consensus and other clients run between calls
-                response = await self.handle_one(item, budget)
-                if response is not None:
-                    responses.append(response)
+            token = _BATCH_BUDGET.set(budget)  # what charge() draws on, for this batch only
+            try:
+                responses = []
+                for i, item in enumerate(payload):
+                    if i:
+                        await asyncio.sleep(0)  # let consensus and other clients run between calls
+                    response = await self.handle_one(item, budget)
+                    if response is not None:
+                        responses.append(response)
+            finally:
+                _BATCH_BUDGET.reset(token)
             return responses or None
         return await self.handle_one(payload)
 

@@ -8,12 +8,14 @@ naming it.
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import dataclasses
 import enum
 from typing import TYPE_CHECKING, Any, Callable
 
 from node.errors import MempoolError
-from node.jsonrpc import RPCError, brief, invalid_params
+from node.jsonrpc import RPCError, brief, charge, invalid_params
 from state.crypto import address_from_text, address_to_text
 from state.errors import StateError
 from state.types import Block, SignedTransaction, check_symbol
@@ -27,6 +29,14 @@ MAX_ADDRESS_CHARS = 90  # bech32's own limit
 
 # Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
 # by default): a batch may hold 100 cheap reads but only 10 path searches.
+# qenex_getBlock: answers kept (a full block is rendered once), blocks rendered
+# inline below this many transactions, and the extra batch units an answer costs.
+RENDERED_BLOCKS_KEPT = 64
+RENDER_INLINE_TXS = 200
+FULL_BLOCK_TXS_PER_UNIT = 50
+HASHES_PER_UNIT = 1_000
+MEMPOOL_LIST_MAX = 1_000
+
 RPC_COSTS = {
     "qenex_quoteSwap": 20,
     "qenex_listPools": 20,
@@ -121,6 +131,13 @@ def payload_to_json(payload: Any) -> dict[str, Any]:
     return {f.name: _json_value(f.name, getattr(payload, f.name)) for f in dataclasses.fields(payload)}
 
 
+def render_block(block: Block, with_txs: bool) -> dict[str, Any]:
+    """qenex_getBlock's answer: a pure function of the block (safe in a worker thread)."""
+    out = header_to_json(block)
+    out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
+    return out
+
+
 def header_to_json(block: Block) -> dict[str, Any]:
     h = block.header
     return {
@@ -181,16 +198,33 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "balances": {symbol: str(amount) for symbol, amount in sorted(account.balances.items())},
         }
 
-    def get_block(height: Any = "latest", full: Any = False) -> dict[str, Any]:
+    rendered: collections.OrderedDict[tuple[bytes, bool], dict[str, Any]] = collections.OrderedDict()
+    render_lock = asyncio.Lock()
+
+    async def get_block(height: Any = "latest", full: Any = False) -> dict[str, Any]:
         a = app()
         number = a.height if height == "latest" else parse_height(height)
         with_txs = parse_bool(full, "full")
         block = a.get_block(number) if 1 <= number <= a.height else None
         if block is None:
             raise RPCError(NOT_FOUND, f"no block at height {number} (head is {a.height})")
-        out = header_to_json(block)
-        out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
-        return out
+        # A committed block never changes: its answer is rendered once (a full
+        # block of 5,000 batches takes seconds of bech32), in a worker thread
+        # when large, one render at a time, and the batch pays for its size.
+        charge(len(block.txs) // (FULL_BLOCK_TXS_PER_UNIT if with_txs else HASHES_PER_UNIT))
+        key = (block.hash, with_txs)
+        if key not in rendered:
+            async with render_lock:
+                if key not in rendered:
+                    if len(block.txs) > RENDER_INLINE_TXS:
+                        out = await asyncio.to_thread(render_block, block, with_txs)
+                    else:
+                        out = render_block(block, with_txs)
+                    rendered[key] = out
+                    while len(rendered) > RENDERED_BLOCKS_KEPT:
+                        rendered.popitem(last=False)
+        rendered.move_to_end(key)
+        return rendered[key]
 
     def get_transaction(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)
@@ -238,8 +272,8 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         }
 
     def get_mempool(limit: Any = 100) -> dict[str, Any]:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= 10_000:
-            raise invalid_params(f"limit must be an integer in [0, 10000], got {brief(limit)}")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MEMPOOL_LIST_MAX:
+            raise invalid_params(f"limit must be an integer in [0, {MEMPOOL_LIST_MAX}], got {brief(limit)}")
         assert node.mempool is not None
         txs = []
         for stx, _size in node.mempool.entries(limit):  # arrival order, O(limit)

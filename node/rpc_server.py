@@ -178,7 +178,10 @@ class RPCServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # handler_cancellation: a client that hangs up stops its request's work
+        # (aiohttp's default lets it run on, so hanging up would free a
+        # connection slot while the work went on).
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._accept, self.host, self.requested_port, backlog=self.backlog)
