@@ -226,13 +226,15 @@ class Engine:
         self._validating: dict[tuple[bytes, bytes], bytes] = {}  # (hash, sha256(bytes)) -> bytes being judged
         self._valid_blocks: dict[bytes, bytes] = {}  # hash -> bytes our driver found valid
         # Per (kind, view, signer): up to 2 hashes of its own choosing (the
-        # second is evidence), plus any hash another member also voted for, so
-        # junk votes cannot crowd out the one that completes a quorum.
+        # second is evidence), plus any hash that more than 1/3 of power chose,
+        # so junk votes cannot crowd out the one that completes a quorum.
         self._by_signer: dict[tuple[VoteKind, int, bytes], list[Vote]] = {}
         self._tally: dict[tuple[VoteKind, int, bytes], dict[bytes, Vote]] = {}  # (kind, view, hash)
         # Kept with the tally so checks after each event cost O(quorums), not
         # O(views): long view-change climbs would otherwise make them quadratic.
         self._tally_power: dict[tuple[VoteKind, int, bytes], int] = {}
+        # Power behind each hash from signers' own choices (their first two hashes per kind and view).
+        self._chosen_power: dict[tuple[VoteKind, int, bytes], int] = {}
         self._quorums: list[tuple[VoteKind, int, bytes]] = []  # tallies with >2/3 of power, in order reached
         self._reported: set[bytes] = set()  # validators whose equivocation we reported (one per height)
         self._view_changes: dict[bytes, dict[int, ViewChange]] = {}  # validator -> new_view -> VC
@@ -410,11 +412,14 @@ class Engine:
         if any(v.block_hash == vote.block_hash for v in earlier):
             self._unchanged()
             return  # a duplicate (our own included)
-        if len(earlier) >= 2 and not self._tally.get((vote.kind, vote.view, vote.block_hash)):
-            # A third hash only this signer voted for: nothing it could be
-            # part of (a hash somebody else voted is kept, whatever junk this
-            # signer sent first).  Each signer adds at most 2 hashes per
-            # (kind, view), so at most 2 per member are ever tallied.
+        if len(earlier) >= 2 and not self._vset.exceeds_one_third(
+                self._chosen_power.get((vote.kind, vote.view, vote.block_hash), 0)):
+            # A signer's third hash counts only if more than 1/3 of power chose
+            # it among their first two: a hash that can still reach a quorum
+            # has that much honest support, so a signer's junk never crowds out
+            # its genuine vote, while Byzantine signers voting each other's junk
+            # cannot grow the tally (at most two hashes have > 1/3 of disjoint
+            # first choices, so a signer adds at most four per kind and view).
             self._unchanged()
             return
         check_signed(self.chain_id, self._vset, vote)
@@ -428,6 +433,10 @@ class Engine:
             self._emit(ReportEvidence(Evidence.of(earlier[0], vote)))
         earlier.append(vote)
         tally_key = (vote.kind, vote.view, vote.block_hash)
+        if len(earlier) <= 2:
+            member_power = self._vset.get(vote.validator)
+            self._chosen_power[tally_key] = self._chosen_power.get(tally_key, 0) + (
+                0 if member_power is None else member_power.power)
         votes = self._tally.setdefault(tally_key, {})
         if vote.validator in votes:
             return

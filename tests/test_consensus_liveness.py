@@ -109,3 +109,24 @@ def test_a_signers_junk_votes_do_not_crowd_out_its_vote_for_a_hash_others_voted(
                  if not isinstance(a, Broadcast)]
     assert isinstance(commit, CommitBlock) and commit.block == BLOCK_A
     assert not any(isinstance(a, PenalizePeer) for a in engine.handle(RebroadcastDue()))
+
+
+def test_byzantine_signers_voting_each_others_junk_cannot_grow_the_tally() -> None:
+    """Review finding: with 'a hash another member voted is always accepted', f Byzantine signers
+    voting each other's junk made an honest engine verify and store 2f^2 votes per (kind, view)."""
+    n = 31
+    f = (n - 1) // 3
+    net = Net([1] * n)
+    engine = started(net.engine(net.keys[0]), net)
+    byzantine = net.keys[n - f:]
+    junk = {k.address: [bytes(sha256(k.address + bytes([j]))) for j in (0, 1)] for k in byzantine}
+    for k in byzantine:  # each signer's own two choices: kept (the second is evidence)
+        for h in junk[k.address]:
+            engine.handle(received(net.vote(k, COMMIT, view=0, h=h)))
+    for k in byzantine:  # everybody else's junk: none of it has > 1/3 of power behind it
+        for other in byzantine:
+            if other is not k:
+                for h in junk[other.address]:
+                    engine.handle(received(net.vote(k, COMMIT, view=0, h=h)))
+                    assert not engine.last_input_changed_state
+    assert sum(len(votes) for votes in engine._by_signer.values()) == 2 * f
