@@ -382,7 +382,7 @@ def run_node(home: Home, config: NodeConfig | None = None) -> None:
         format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
     )
     limit = raise_descriptor_limit()
-    log.info("descriptor limit %d", limit)
+    log.debug("descriptor limit %d", limit)  # also in the json-rpc line once started
     node = Node(home, config)
     asyncio.run(node.run_until_signalled())
     if node.fatal is not None:

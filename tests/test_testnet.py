@@ -15,6 +15,7 @@ import pytest
 
 from node.rpc_client import RPCClientError
 from state.crypto import address_from_text
+from state.genesis import Params
 from state.keyfile import load_keyfile
 from state.types import QNX_DECIMALS, SignedTransaction, Transaction, Transfer, TxKind
 from tests.localnet import LocalNet, running_localnet, wait_until
@@ -28,8 +29,11 @@ def net(tmp_path_factory):
         yield network
 
 
+TRANSFER_FEE = Params().min_fee(TxKind.TRANSFER)  # testnet init writes the default params
+
+
 def _sign_transfer(net: LocalNet, sender: str, to: str, amount: int, *, nonce: int | None = None,
-                   chain_id: str | None = None, fee: int = 1000) -> SignedTransaction:
+                   chain_id: str | None = None, fee: int = TRANSFER_FEE) -> SignedTransaction:
     key = load_keyfile(net.account_key(sender), None)
     if nonce is None:
         nonce = int(net.rpc(0).call("qenex_getAccount", net.address(sender))["pending_nonce"])
@@ -76,7 +80,7 @@ def _oversize_amount_tx(net: LocalNet) -> bytes:
     """A transfer whose amount (2**128) does not fit: hand-packed, since our encoder refuses it."""
     key = load_keyfile(net.account_key("alice"), None)
     big = msgpack.ExtType(1, (2**128).to_bytes(17, "big"))
-    wire = [1, net.chain_id, 1, key.public_key, 0, 1000, [address_from_text(net.address("bob")), "QNX", big]]
+    wire = [1, net.chain_id, 1, key.public_key, 0, TRANSFER_FEE, [address_from_text(net.address("bob")), "QNX", big]]
     return msgpack.packb([wire, b"\x00" * 64], use_bin_type=True)
 
 
@@ -115,7 +119,7 @@ def test_bad_transactions_are_rejected_specifically_and_change_nothing(net):
     # nothing else changed: alice paid exactly one transfer of 1 plus its fee
     after = net.rpc(3).call("qenex_getAccount", net.address(alice))
     assert after["nonce"] == committed_nonce + 1
-    assert int(after["balances"]["QNX"]) == balance - 1 - 1000
+    assert int(after["balances"]["QNX"]) == balance - 1 - TRANSFER_FEE
     assert net.rpc(0).call("qenex_status")["height"] > 0  # still serving
 
 
