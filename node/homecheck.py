@@ -119,19 +119,34 @@ def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState
 def _probe_height(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -> int:
     if not (home.state_dir / "CURRENT").is_file():
         _open_store(home, home.state_dir, marker)  # raises the specific refusal, touching nothing
-    probe = Path(tempfile.mkdtemp(prefix=".state-probe-", dir=home.data_dir))
+    # Beside the real store (data/state may be a symlink or a mount on another
+    # filesystem than data/), so its table files hard-link.  Table files are
+    # never copied: a copy of a large store costs its size in time and disk on
+    # every start.  Any failure here (no hard links, a full disk) is a
+    # one-line refusal, changing nothing.
+    real = Path(os.path.realpath(home.state_dir))
     try:
-        for entry in sorted(home.state_dir.iterdir()):
-            target = probe / entry.name
-            if entry.name == "LOCK" or not entry.is_file():
-                continue
-            if entry.suffix in (".ldb", ".sst"):  # never written after creation: a link is enough
-                try:
-                    os.link(entry, target)
+        probe = Path(tempfile.mkdtemp(prefix=".state-probe-", dir=real.parent))
+    except OSError as exc:
+        raise StartRefused(f"cannot create the start-up probe beside state store {real}: {exc}") from None
+    try:
+        try:
+            for entry in sorted(real.iterdir()):
+                target = probe / entry.name
+                if entry.name == "LOCK" or not entry.is_file():
                     continue
-                except OSError:
-                    pass
-            shutil.copy2(entry, target)
+                if entry.suffix in (".ldb", ".sst"):  # never written after creation: a link is enough
+                    try:
+                        os.link(entry, target)
+                    except OSError as exc:
+                        raise StartRefused(
+                            f"cannot hard-link table file {entry} into the start-up probe {probe} ({exc}); "
+                            "the store must be on a filesystem with hard links"
+                        ) from None
+                    continue
+                shutil.copy2(entry, target)  # CURRENT, the manifest, LevelDB's own log: small
+        except OSError as exc:
+            raise StartRefused(f"cannot build the start-up probe of state store {real} in {probe}: {exc}") from None
         kv = _open_store(home, probe, marker)
         try:
             return _open_app(home, kv, genesis).height

@@ -7,8 +7,11 @@ frame costs the peer that sent it.
 * A frame up to ``INLINE_DECODE_BYTES`` (votes, certificates) is decoded on
   the loop; a larger one (proposals, view changes) in one worker thread, at
   most ``MAX_DECODING_BYTES`` in flight; more is dropped and counted.
-* Tx batches are checked statelessly (codec, size, shape, chain id) in the p2p
-  thread by ``TxBatchValidator`` before gossipsub delivers or relays them.
+* Tx batches are checked statelessly (codec, size, shape, chain id,
+  signature) in the p2p thread by ``TxBatchValidator`` before gossipsub
+  delivers or relays them.  A batch over ``MAX_TX_BATCH_FRAME`` is penalised,
+  not banned: senders measure the encoded frame (``tx_batch_frame_bytes``)
+  against that same constant, but a peer of another version may not.
 * Input over a decode limit (``DecodeLimitExceeded``: too large for its type,
   too many objects, too deep) is never sent by an honest peer and bans at
   once; other garbage costs ``PENALTY_GARBAGE``, so four bad frames inside
@@ -28,6 +31,7 @@ from consensus.messages import Message, decode_message
 from p2p import RejectMessage, peer_id_from_public_key
 from state.codec import decode
 from state.errors import DecodeLimitExceeded, StateError
+from state.genesis import MAX_TX_BYTES_CEILING
 from state.types import SignedTransaction
 
 log = logging.getLogger("qenex.node")
@@ -37,8 +41,11 @@ MAX_DECODING_BYTES = 32 * 1024 * 1024
 PENALTY_GARBAGE = 25
 
 TX_BATCH_VERSION = 1
-MAX_TX_BATCH_BYTES = 256 * 1024
-MAX_TX_BATCH_FRAME = MAX_TX_BATCH_BYTES + 1024
+# The one limit on an encoded batch frame: senders fill batches up to it
+# (counting every byte of framing), receivers decode at most it.
+MAX_TX_BATCH_FRAME = 256 * 1024 + 1024
+# Any tx genesis allows fits a batch on its own, with room to spare.
+assert MAX_TX_BYTES_CEILING * 2 <= MAX_TX_BATCH_FRAME
 # [1, [tx, ...]]: the txs are bin, so objects = 3 + count; a signed tx is
 # over 100 bytes, so a batch cannot hold more than frame // 100 of them.
 MAX_TX_BATCH_OBJECTS = 3 + MAX_TX_BATCH_FRAME // 100
@@ -118,8 +125,42 @@ class ConsensusInbound:
         self._deliver(ce.MessageReceived(future.result(), peer))
 
 
+def _bin_header_bytes(length: int) -> int:
+    """msgpack bin 8/16/32 header size for a ``length``-byte string."""
+    return 2 if length < 1 << 8 else 3 if length < 1 << 16 else 5
+
+
+def _array_header_bytes(count: int) -> int:
+    return 1 if count < 16 else 3 if count < 1 << 16 else 5
+
+
+TX_BATCH_FRAME_BASE = 2  # fixarray(2) + the version as a positive fixint
+
+
+def tx_batch_item_bytes(raw: bytes) -> int:
+    """What one tx adds to the encoded batch frame: its bytes and its bin header."""
+    return _bin_header_bytes(len(raw)) + len(raw)
+
+
+def tx_batch_frame_bytes(count: int, items_bytes: int) -> int:
+    """Exact length of ``encode([1, txs])`` for ``count`` txs whose
+    ``tx_batch_item_bytes`` sum to ``items_bytes``."""
+    return TX_BATCH_FRAME_BASE + _array_header_bytes(count) + items_bytes
+
+
+class TxBatchTooLarge(ValueError):
+    """A batch frame over MAX_TX_BATCH_FRAME: penalised, not banned (a peer
+    of another version may measure batches differently)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"tx batch of {size} bytes exceeds the frame limit of {MAX_TX_BATCH_FRAME}")
+        self.size = size
+
+
 def decode_tx_batch(data: bytes) -> list[Any]:
-    """The txs of a gossip batch ``[1, [tx_bytes, ...]]``; DecodeError or ValueError otherwise."""
+    """The txs of a gossip batch ``[1, [tx_bytes, ...]]``; TxBatchTooLarge, DecodeError or ValueError otherwise."""
+    if len(data) > MAX_TX_BATCH_FRAME:
+        raise TxBatchTooLarge(len(data))
     msg = decode(data, max_bytes=MAX_TX_BATCH_FRAME, max_objects=MAX_TX_BATCH_OBJECTS, max_depth=2)
     if not (isinstance(msg, list) and len(msg) == 2 and msg[0] == TX_BATCH_VERSION and isinstance(msg[1], list)):
         raise ValueError("tx batch is not [1, [tx, ...]]")
@@ -152,3 +193,7 @@ class TxBatchValidator:
                 raise RejectMessage(f"tx {i} of the batch is malformed: {exc}", points) from exc
             if stx.tx.chain_id != self._chain_id:
                 raise RejectMessage(f"tx {i} of the batch is for chain {stx.tx.chain_id!r}", PENALTY_GARBAGE)
+            # Last (the dearest check); a valid signature lands in the
+            # process-wide verified cache, so the mempool does not verify it again.
+            if not stx.verify_signature():
+                raise RejectMessage(f"tx {i} of the batch (0x{stx.hash.hex()}) has a bad signature", PENALTY_GARBAGE)

@@ -20,7 +20,17 @@ from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
 from node.errors import ConfigError, MempoolError, TxRejected
 from node.homecheck import open_home_state
-from node.inbound import MAX_TX_BATCH_BYTES, ConsensusInbound, TxBatchValidator, decode_tx_batch, punish, validator_peer_ids
+from node.inbound import (
+    MAX_TX_BATCH_FRAME,
+    PENALTY_GARBAGE,
+    ConsensusInbound,
+    TxBatchValidator,
+    decode_tx_batch,
+    punish,
+    tx_batch_frame_bytes,
+    tx_batch_item_bytes,
+    validator_peer_ids,
+)
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
 from node.risk.admin import AdminServer
@@ -34,7 +44,7 @@ from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
 from state.codec import encode
-from state.errors import StateError
+from state.errors import BadSignature, StateError, WrongChainId
 from state.genesis import Genesis
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
@@ -302,14 +312,9 @@ class Node:
         while True:
             await asyncio.sleep(interval)
             while self._gossip_out and self.p2p:
-                batch: list[bytes] = []
-                size = 0
-                while self._gossip_out and len(batch) < self.config.mempool.gossip_batch_txs:
-                    if size + len(self._gossip_out[0]) > MAX_TX_BATCH_BYTES and batch:
-                        break
-                    raw = self._gossip_out.popleft()
-                    batch.append(raw)
-                    size += len(raw)
+                batch = take_tx_batch(self._gossip_out, self.config.mempool.gossip_batch_txs)
+                if not batch:
+                    continue
                 try:
                     await self.p2p.publish(TX_TOPIC, encode([1, batch]))
                 except Exception:
@@ -337,6 +342,13 @@ class Node:
             except StateError:
                 if self.p2p:
                     self.p2p.penalize(peer, "malformed tx in batch", points=1)
+            except TxRejected as exc:
+                # A forged signature or another chain's tx is the sender's
+                # fault (the p2p validator checks both, so only a peer that
+                # skipped it gets here); fee, nonce and balance refusals are
+                # normal under gossip.
+                if isinstance(exc.__cause__, (BadSignature, WrongChainId)) and self.p2p:
+                    self.p2p.penalize(peer, f"invalid tx in batch: {exc}", points=PENALTY_GARBAGE)
             except MempoolError:
                 pass  # already known, or no longer executable here: normal under gossip
         # One batched scoring pass; a transaction our model dislikes is local
@@ -373,6 +385,26 @@ class Node:
             block.hash.hex()[:16],
             block.header.app_hash.hex()[:16],
         )
+
+
+def take_tx_batch(queue: collections.deque[bytes], max_txs: int) -> list[bytes]:
+    """Pop the next gossip batch off ``queue``: at most ``max_txs`` txs whose
+    encoded frame, framing included, is at most MAX_TX_BATCH_FRAME (what
+    every receiver accepts).  A tx too large for a frame of its own cannot
+    occur (genesis caps max_tx_bytes far below it) and is dropped, not sent."""
+    batch: list[bytes] = []
+    items = 0
+    while queue and len(batch) < max_txs:
+        item = tx_batch_item_bytes(queue[0])
+        if tx_batch_frame_bytes(len(batch) + 1, items + item) > MAX_TX_BATCH_FRAME:
+            if batch:
+                break
+            dropped = queue.popleft()
+            log.error("not gossiping a %d-byte tx: over the %d-byte batch frame", len(dropped), MAX_TX_BATCH_FRAME)
+            continue
+        batch.append(queue.popleft())
+        items += item
+    return batch
 
 
 def run_node(home: Home, config: NodeConfig | None = None) -> None:

@@ -41,7 +41,13 @@ from state.keyfile import write_private_file
 log = logging.getLogger("qenex.signguard")
 
 RECORD_VERSION = 1
-MAX_DIGESTS = 256  # per height: ~60 views of re-sendable messages; older ones are refused, never signed anew
+# Digests kept per height for exact re-sends.  Our PREPARE/COMMIT votes (at
+# most 2 per view) are kept apart so that view changes and proposals, the
+# many, never evict them: a re-send of the decided view's COMMIT must pass
+# however many views the height took.  Both lists are bounded; an evicted
+# digest is refused, never signed anew.
+MAX_DIGESTS = 256  # VIEW-CHANGE, PROPOSAL, NEW-VIEW
+MAX_VOTE_DIGESTS = 2 * 4096  # PREPARE and COMMIT of the last 4,096 views of the height
 
 
 class SignGuardError(NodeError):
@@ -106,7 +112,8 @@ class SignState:
     view: int = 0
     phase: Phase = Phase.NONE
     block_hash: bytes = b""
-    signed: tuple[bytes, ...] = ()  # digests signed at ``height``, oldest first
+    signed: tuple[bytes, ...] = ()  # VIEW-CHANGE/proposal digests signed at ``height``, oldest first
+    votes: tuple[bytes, ...] = ()  # our PREPARE/COMMIT digests at ``height``, oldest first
 
     @property
     def slot(self) -> tuple[int, int, int]:
@@ -115,7 +122,7 @@ class SignState:
 
 def check(state: SignState, request: SignRequest) -> str | None:
     """Why ``request`` may not be signed after ``state``, or None (pure)."""
-    if request.height == state.height and request.digest in state.signed:
+    if request.height == state.height and (request.digest in state.votes or request.digest in state.signed):
         return None
     slot = (request.height, request.view, int(request.phase))
     same_view = (request.height, request.view) == (state.height, state.view)
@@ -135,13 +142,18 @@ def check(state: SignState, request: SignRequest) -> str | None:
 
 def advance(state: SignState, request: SignRequest) -> SignState:
     """The state after signing an allowed ``request`` (pure)."""
-    signed = state.signed if request.height == state.height else ()
-    if request.digest not in signed:
-        signed = (signed + (request.digest,))[-MAX_DIGESTS:]
+    same_height = request.height == state.height
+    signed = state.signed if same_height else ()
+    votes = state.votes if same_height else ()
+    if request.digest not in signed and request.digest not in votes:
+        if request.phase in (Phase.PREPARE, Phase.COMMIT):
+            votes = (votes + (request.digest,))[-MAX_VOTE_DIGESTS:]
+        else:
+            signed = (signed + (request.digest,))[-MAX_DIGESTS:]
     slot = (request.height, request.view, int(request.phase))
     if slot > state.slot:
-        return SignState(request.height, request.view, request.phase, request.block_hash, signed)
-    return SignState(state.height, state.view, state.phase, state.block_hash, signed)
+        return SignState(request.height, request.view, request.phase, request.block_hash, signed, votes)
+    return SignState(state.height, state.view, state.phase, state.block_hash, signed, votes)
 
 
 class SignGuard:
@@ -198,6 +210,7 @@ class SignGuard:
             "phase": state.phase.name.lower(),
             "block_hash": "0x" + state.block_hash.hex(),
             "signed": ["0x" + d.hex() for d in state.signed],
+            "votes": ["0x" + d.hex() for d in state.votes],
         }
         try:
             write_private_file(self.path, (json.dumps(doc, indent=1) + "\n").encode())
@@ -241,7 +254,11 @@ def _parse(doc: Any) -> SignState:
     signed = doc["signed"]
     if not isinstance(signed, list) or len(signed) > MAX_DIGESTS:
         raise ValueError(f"signed must be a list of at most {MAX_DIGESTS} digests")
-    return SignState(doc["height"], doc["view"], phase, block_hash, tuple(_unhex(d) for d in signed))
+    votes = doc.get("votes", [])  # absent in records written before votes were kept apart
+    if not isinstance(votes, list) or len(votes) > MAX_VOTE_DIGESTS:
+        raise ValueError(f"votes must be a list of at most {MAX_VOTE_DIGESTS} digests")
+    return SignState(doc["height"], doc["view"], phase, block_hash, tuple(_unhex(d) for d in signed),
+                     tuple(_unhex(d) for d in votes))
 
 
 def _unhex(value: Any) -> bytes:

@@ -102,6 +102,9 @@ class Engine:
         self._stats = stats
         self._gossip_validators = dict(gossip_validators or {})
         self._bootstrap: list[PeerInfo] = [parse_peer_address(a) for a in config.bootstrap]
+        self._bootstrap_ids: frozenset[str] = frozenset(info.peer_id.to_base58() for info in self._bootstrap)
+        # Live inbound connections in arrival order (dict order), for the cap.
+        self._inbound: dict[INetConn, None] = {}
         self._scores = PeerScores(config.ban_threshold, config.ban_seconds, config.score_decay_per_s)
         self._dialing: set[ID] = set()
         self._sender_names: dict[bytes, str] = {}
@@ -224,6 +227,21 @@ class Engine:
             if not c.is_closed and getattr(c, "direction", None) == Direction.INBOUND
         )
 
+    def _protected(self, peer: str) -> bool:
+        """Validators (the direct allowlist) and bootstrap peers are never
+        kept out by the inbound cap: strangers holding every slot must not
+        lock consensus out."""
+        allowed = self.direct_allowed
+        return peer in self._bootstrap_ids or (allowed is not None and peer in allowed)
+
+    def _oldest_stranger(self, besides: INetConn) -> INetConn | None:
+        for conn in list(self._inbound):
+            if conn.is_closed:
+                self._inbound.pop(conn, None)
+            elif conn is not besides and not self._protected(conn.muxed_conn.peer_id.to_base58()):
+                return conn
+        return None
+
     def on_connected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
         if self._scores.is_banned(peer_id.to_base58(), trio.current_time()):
@@ -231,20 +249,32 @@ class Engine:
             self._spawn(self._disconnect, peer_id)
             return
         if getattr(conn, "direction", None) == Direction.INBOUND:
+            self._inbound[conn] = None
             live = self._inbound_count()
-            if live > self._config.max_inbound_connections:
-                self._stats.add("inbound_connections_refused")
-                logger.warning(
-                    "closing inbound connection from %s: %d inbound connections, cap %d",
-                    peer_id, live, self._config.max_inbound_connections,
-                )
-                self._spawn(self._close_conn, conn)
-                return
+            cap = self._config.max_inbound_connections
+            if live > cap:
+                if not self._protected(peer_id.to_base58()):
+                    self._stats.add("inbound_connections_refused")
+                    logger.warning("closing inbound connection from %s: %d inbound connections, cap %d",
+                                   peer_id, live, cap)
+                    self._inbound.pop(conn, None)
+                    self._spawn(self._close_conn, conn)
+                    return
+                # Make room: the oldest stranger goes (with none left, the
+                # protected peers, a bounded set, may exceed the cap).
+                victim = self._oldest_stranger(besides=conn)
+                if victim is not None:
+                    self._inbound.pop(victim, None)
+                    self._stats.add("inbound_strangers_evicted")
+                    logger.warning("closing inbound connection from stranger %s to admit protected peer %s (cap %d)",
+                                   victim.muxed_conn.peer_id, peer_id, cap)
+                    self._spawn(self._close_conn, victim)
         self._refresh_connected()
         logger.debug("connected to %s", peer_id)
 
     def on_disconnected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
+        self._inbound.pop(conn, None)
         self._refresh_connected(leaving=conn)
         if peer_id.to_base58() not in self.connected and self._links is not None:
             self._links.drop_peer(peer_id)

@@ -32,6 +32,7 @@ COUNTERS = (
     "direct_dropped_backpressure",
     "direct_refused_not_allowed",
     "inbound_connections_refused",
+    "inbound_strangers_evicted",
     "requests_in_refused_busy",
 )
 

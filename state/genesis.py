@@ -101,6 +101,11 @@ def _bytes(name: str, value: object, length: int) -> bytes:
     return value
 
 
+# The largest max_tx_bytes genesis may set: well below the p2p tx batch frame
+# (node/inbound.py, 257 KiB), so every valid tx gossips in a batch of its own.
+MAX_TX_BYTES_CEILING = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Params:
     """Consensus-critical parameters, fixed at genesis."""
@@ -120,7 +125,7 @@ class Params:
     def __post_init__(self) -> None:
         _int("max_block_txs", self.max_block_txs, 1, 100_000)
         _int("max_block_bytes", self.max_block_bytes, 1024, _MAX_BLOCK_BYTES_LIMIT)
-        _int("max_tx_bytes", self.max_tx_bytes, 256, self.max_block_bytes // 2)
+        _int("max_tx_bytes", self.max_tx_bytes, 256, min(self.max_block_bytes // 2, MAX_TX_BYTES_CEILING))
         _int("min_gas_price", self.min_gas_price, 0, MAX_AMOUNT)
         _int("epoch_length", self.epoch_length, 1, MAX_UINT64)
         _int("max_clock_drift_ms", self.max_clock_drift_ms, 0, MAX_UINT64)

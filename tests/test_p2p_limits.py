@@ -127,3 +127,38 @@ def test_bounded_inbox_delivers_in_batches() -> None:
     while scheduled:
         scheduled.pop()()
     assert delivered == list(range(150))
+
+
+async def test_strangers_holding_the_inbound_slots_do_not_lock_out_a_validator() -> None:
+    """Review: the cap exempted nobody, so idle strangers in every slot kept a
+    restarted validator out.  An allowlisted peer is admitted; the oldest
+    stranger is closed to make room."""
+    async def body() -> None:
+        victim, inbox = service(1, max_inbound_connections=2)
+        await victim.start()
+        strangers = [service(n, bootstrap=(victim.listen_addrs[0],))[0] for n in (2, 3)]
+        validator, _ = service(9, bootstrap=(victim.listen_addrs[0],))
+        victim.set_direct_peers([validator.peer_id])
+        async with stopping(victim, *strangers, validator):
+            for s in strangers:
+                await s.start()
+            await until(lambda: len(victim.connected_peers()) == 2, what="strangers in")
+            await validator.start()
+
+            async def delivered() -> bool:
+                try:
+                    await validator.send_direct(victim.peer_id, b"PREPARE")
+                except Exception:
+                    pass
+                await asyncio.sleep(0.25)
+                return bool(inbox.direct)
+
+            for _ in range(40):
+                if await delivered():
+                    break
+            assert validator.peer_id in victim.connected_peers(), "validator locked out by strangers"
+            assert inbox.direct and inbox.direct[0][0] == validator.peer_id
+            assert victim.stats().get("inbound_strangers_evicted", 0) >= 1
+            assert len(victim.connected_peers()) <= 2  # a stranger made room; the cap holds
+
+    await asyncio.wait_for(body(), 40)
