@@ -225,7 +225,9 @@ class BlockSync:
 
     async def _sync_round(self) -> None:
         ahead: list[tuple[int, str]] = []
-        for peer in self._net.connected_peers():
+        connected = self._net.connected_peers()
+        self._wasted = {p: n for p, n in self._wasted.items() if p in connected}  # forget peers that left
+        for peer in connected:
             try:
                 # The p2p layer refuses (and penalises) a longer answer at its header.
                 data = await self._net.request(
