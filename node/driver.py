@@ -85,6 +85,8 @@ class DriverHooks:
     broadcast: Callable[[bytes], Awaitable[None]]
     penalize: Callable[[str, str], None]
     request_sync: Callable[[int], None]
+    # Bans a peer for what no honest peer sends (a synced certificate that does not verify).
+    ban: Callable[[str, str], None] | None = None
     on_commit: Callable[[Block], None] = lambda block: None
     on_fatal: Callable[[BaseException], None] = lambda exc: None  # the node should stop
 
@@ -476,13 +478,10 @@ class ConsensusDriver:
         self._start_height(self.height, next_set)
 
     def _apply_synced(self, item: SyncedBlock) -> None:
-        """Verify a fetched block against its certificate and apply it."""
-        try:
-            block = Block.decode(item.block)
-            cert = CommitCertificate.decode(item.cert)
-        except Exception as exc:
-            self.hooks.penalize(item.peer, f"undecodable synced block: {exc}")
-            return
+        """Verify a fetched block against its certificate and apply it.  Both
+        arrive decoded (sync decodes them off the loop), so nothing here is
+        proportional to the block's size but its execution."""
+        block, cert = item.block, item.cert
         height = block.header.height
         if height != self.app.height + 1:
             return  # already have it (consensus or an earlier sync got there first)
@@ -494,7 +493,11 @@ class ConsensusDriver:
         try:
             cert.verify(self.app.chain_id, vset)
         except Exception as exc:
-            self.hooks.penalize(item.peer, f"synced block {height}: certificate does not verify: {exc}")
+            # No honest peer serves a certificate our validator set rejects at
+            # the height we asked for; a ban, so a slow liar cannot outpace the
+            # score's decay.
+            ban = self.hooks.ban or self.hooks.penalize
+            ban(item.peer, f"synced block {height}: certificate does not verify: {exc}")
             return
         problem = self._last_commit_problem(block)
         if problem:
@@ -502,6 +505,6 @@ class ConsensusDriver:
             return
         # A block that more than 2/3 of power committed must apply here: if it
         # does not, our own state is wrong and carrying on would be worse.
-        self.app.apply_block(block, item.cert)
+        self.app.apply_block(block, item.cert_bytes)
         log.info("synced block %d from %s", height, item.peer[-8:])
-        self.after_commit(block, item.cert)
+        self.after_commit(block, item.cert_bytes)

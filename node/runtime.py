@@ -39,7 +39,7 @@ from node.risk.hook import Assessment, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
 from node.rpc_server import RPCServer, connection_cap
-from node.sync import BLOCKS_PROTOCOL, STATUS_PROTOCOL, BlockSync
+from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
@@ -53,7 +53,8 @@ from state.types import Block, SignedTransaction
 log = logging.getLogger("qenex.node")
 
 TX_TOPIC = "qenex/txs/1"
-MAX_FRAME_BYTES = 8 * 1024 * 1024
+# A frame holds the largest consensus message or sync response (the largest block genesis allows, its certificate).
+MAX_FRAME_BYTES = max(8 * 1024 * 1024, MAX_RESPONSE_BYTES)
 SHUTDOWN_GRACE_S = 5.0
 MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
 MAX_NOFILE = 1 << 16  # the soft descriptor limit asked for at start-up (up to the hard limit)
@@ -156,6 +157,7 @@ class Node:
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,
                 penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
+                ban=lambda peer, reason: self.p2p.ban(peer, reason) if self.p2p else None,
                 request_sync=lambda height: self.sync.request(height) if self.sync else None,
                 on_commit=self._on_commit,
                 on_fatal=self._on_fatal,

@@ -11,10 +11,18 @@ Everything a peer sends is decoded canonically, within limits per message
 (a status is a few hundred bytes), and checked; a peer that answers garbage
 or with a block its certificate does not sign is penalised, and one over a
 decode limit is banned (``node.inbound.punish``). Blocks responses are
-decoded, and each block and certificate checked to decode, in a worker
-thread, so a hostile response never costs the event loop.
-Application happens on the driver's inbox (``SyncedBlock``), never here, so a
-synced block and a consensus commit can never race.
+decoded, once, in a worker thread, and must hold the consecutive heights
+asked for, each with a certificate for that block; the driver gets the
+decoded blocks and certificates, so a hostile response never costs the event
+loop. Application happens on the driver's inbox (``SyncedBlock``), never
+here, so a synced block and a consensus commit can never race.
+
+A peer's claimed height only orders peers that have not yet wasted a round:
+one whose answer did not move our height goes to the back, and the next peer
+is asked in the same round, so a liar cannot stall sync.
+
+Serving reads the stored block bytes (no transaction is decoded) off the
+loop, one request per peer at a time and ``MAX_SERVING`` in all.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consensus.messages import CommitCertificate
-from node.inbound import punish
+from consensus.messages import _LIMITS, CommitCertificate, MessageType
+from node.inbound import PENALTY_GARBAGE, punish
 from state.app import Application
 from state.codec import decode, encode
+from state.genesis import _MAX_BLOCK_BYTES_LIMIT
 from state.types import Block
 
 log = logging.getLogger("qenex.sync")
@@ -35,12 +44,23 @@ log = logging.getLogger("qenex.sync")
 STATUS_PROTOCOL = "/qenex/status/1"
 BLOCKS_PROTOCOL = "/qenex/blocks/1"
 MAX_BLOCKS_PER_REQUEST = 64
-MAX_RESPONSE_BYTES = 6 * 1024 * 1024
+# A response always has room for one block of the largest size any genesis
+# allows, with the largest certificate the consensus codec accepts; both
+# decode limits below and the p2p frame limit (node.runtime) derive from it.
+MAX_SYNC_BLOCK_BYTES = _MAX_BLOCK_BYTES_LIMIT
+MAX_CERT_BYTES = _LIMITS[MessageType.COMMIT_CERTIFICATE][0]
+# msgpack headers: the outer [1, [...]] at most 5 bytes, each [bin, bin] pair at most 11.
+RESPONSE_FRAMING_BYTES = 16 + 16 * MAX_BLOCKS_PER_REQUEST
+MAX_RESPONSE_BYTES = MAX_SYNC_BLOCK_BYTES + MAX_CERT_BYTES + RESPONSE_FRAMING_BYTES
 # [1, chain_id (<= 64 chars), height, hash]: about 110 bytes.
 MAX_STATUS_BYTES = 256
 MAX_BLOCKS_REQUEST_BYTES = 64
 # [1, [[block, cert], ...]] with at most MAX_BLOCKS_PER_REQUEST pairs.
 MAX_BLOCKS_RESPONSE_OBJECTS = 3 + 3 * MAX_BLOCKS_PER_REQUEST
+# Blocks requests served at once (one per peer): each holds up to a response in memory.
+MAX_SERVING = 4
+# How long a round waits for the driver to apply what one peer served.
+APPLY_WAIT_S = 5.0
 
 
 class PeerNetwork(Protocol):
@@ -57,15 +77,21 @@ class PeerNetwork(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SyncedBlock:
-    """Driver inbox item: a block fetched from ``peer`` with its certificate."""
+    """Driver inbox item: a block fetched from ``peer`` with its certificate,
+    decoded (in the sync worker) and checked to name each other's height and hash."""
 
-    block: bytes
-    cert: bytes
+    block: Block
+    cert: CommitCertificate
+    cert_bytes: bytes
     peer: str
 
 
 class BadSyncResponse(Exception):
     pass
+
+
+class SyncBusy(Exception):
+    """A blocks request refused unread: this peer's previous one, or MAX_SERVING in all, are being served."""
 
 
 def parse_status(data: bytes) -> tuple[str, int, bytes]:
@@ -90,15 +116,30 @@ def parse_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
     return pairs
 
 
-def check_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """parse_blocks, and every block and certificate decodes (within the
-    codec's limits). Stateless and thread-safe: runs in a worker thread. The
-    driver still verifies each certificate before applying its block."""
-    pairs = parse_blocks(data)
-    for block, cert in pairs:
-        Block.decode(block, max_bytes=MAX_RESPONSE_BYTES)
-        CommitCertificate.decode(cert)
-    return pairs
+def check_blocks(
+    data: bytes, start: int, max_block_bytes: int = MAX_SYNC_BLOCK_BYTES
+) -> list[tuple[Block, CommitCertificate, bytes]]:
+    """parse_blocks, then decode every block and certificate (within the
+    codec's limits) and require block ``i`` to be at height ``start + i``,
+    chained to block ``i - 1``, with a certificate for exactly that height and
+    hash. Stateless and thread-safe: runs in a worker thread. The driver
+    still verifies each certificate's signatures before applying its block."""
+    out: list[tuple[Block, CommitCertificate, bytes]] = []
+    for i, (raw, cert_raw) in enumerate(parse_blocks(data)):
+        block = Block.decode(raw, max_bytes=max_block_bytes)
+        cert = CommitCertificate.decode(cert_raw)
+        want = start + i
+        if block.header.height != want:
+            raise BadSyncResponse(f"blocks response item {i} is block {block.header.height}, not {want}")
+        if out and block.header.prev_hash != out[-1][0].hash:
+            raise BadSyncResponse(f"block {want} does not follow block {want - 1} of the same response")
+        if cert.height != want or cert.block_hash != block.hash:
+            raise BadSyncResponse(
+                f"certificate of item {i} signs block {cert.height} 0x{cert.block_hash.hex()[:16]}, "
+                f"not block {want} 0x{block.hash.hex()[:16]}"
+            )
+        out.append((block, cert, cert_raw))
+    return out
 
 
 class BlockSync:
@@ -108,6 +149,10 @@ class BlockSync:
         self._inbox = inbox
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._serving: set[str] = set()
+        # Peer -> answers in a row that did not move our height: such a peer
+        # is asked after every peer with fewer, whatever height it claims.
+        self._wasted: dict[str, int] = {}
         self.best_peer_height = 0
         self.syncing = False
 
@@ -123,16 +168,26 @@ class BlockSync:
         start, count = req[1], req[2]
         if not (isinstance(start, int) and isinstance(count, int) and start >= 1 and count >= 1):
             raise BadSyncResponse(f"bad blocks request range {start!r}, {count!r}")
+        if peer in self._serving or len(self._serving) >= MAX_SERVING:
+            raise SyncBusy(f"blocks request from {peer} refused: {len(self._serving)} being served")
+        end = min(start + min(count, MAX_BLOCKS_PER_REQUEST), self._app.height + 1)
+        self._serving.add(peer)
+        try:
+            # Stored blocks below the head never change, so a worker may read them.
+            return await asyncio.to_thread(self._blocks_response, start, end)
+        finally:
+            self._serving.discard(peer)
+
+    def _blocks_response(self, start: int, end: int) -> bytes:
         out: list[list[bytes]] = []
         size = 0
-        for height in range(start, min(start + min(count, MAX_BLOCKS_PER_REQUEST), self._app.height + 1)):
-            block = self._app.get_block(height)
+        for height in range(start, end):
+            raw = self._app.get_block_bytes(height)
             cert = self._app.get_commit_cert(height)
-            if block is None or cert is None:
+            if raw is None or cert is None:
                 break
-            raw = block.encode()
             size += len(raw) + len(cert)
-            if out and size > MAX_RESPONSE_BYTES - 64 * 1024:
+            if out and size > MAX_RESPONSE_BYTES - RESPONSE_FRAMING_BYTES:
                 break
             out.append([raw, cert])
         return encode([1, out])
@@ -170,7 +225,9 @@ class BlockSync:
 
     async def _sync_round(self) -> None:
         ahead: list[tuple[int, str]] = []
-        for peer in self._net.connected_peers():
+        connected = self._net.connected_peers()
+        self._wasted = {p: n for p, n in self._wasted.items() if p in connected}  # forget peers that left
+        for peer in connected:
             try:
                 # The p2p layer refuses (and penalises) a longer answer at its header.
                 data = await self._net.request(
@@ -194,38 +251,49 @@ class BlockSync:
             self.syncing = False
             return
         self.syncing = True
-        # Highest first; a peer that claims blocks it then does not serve is
-        # penalised and the next one is tried, so one liar cannot stall us.
-        for height, peer in sorted(ahead, key=lambda hp: (-hp[0], hp[1])):
-            start = self._app.height + 1
-            if height < start:
+        # Peers that have not wasted a round first, then the highest claim; a
+        # peer that serves nothing usable is penalised and the next one is
+        # tried in this same round, so one liar cannot stall us.
+        for height, peer in sorted(ahead, key=lambda hp: (self._wasted.get(hp[1], 0), -hp[0], hp[1])):
+            before = self._app.height
+            if height <= before:
                 continue
             self.best_peer_height = max(self.best_peer_height, height)
-            log.info("behind: at %d, peer %s at %d; fetching from %d", start - 1, peer[-8:], height, start)
-            try:
-                data = await self._net.request(
-                    peer, BLOCKS_PROTOCOL, encode([1, start, MAX_BLOCKS_PER_REQUEST]), timeout=10.0,
-                    max_response_bytes=MAX_RESPONSE_BYTES,
-                )
-            except Exception as exc:
-                self._net.penalize(peer, f"blocks request failed: {exc}")
-                continue
-            try:
-                # One request at a time, so at most one response decodes off the loop.
-                pairs = await asyncio.to_thread(check_blocks, data)
-            except Exception as exc:
-                punish(self._net, peer, "bad blocks response", exc)
-                continue
-            if not pairs:
-                self._net.penalize(peer, f"claimed height {height} but served no block from {start}", points=25)
-                continue
-            for block, cert in pairs:
-                await self._inbox.put(SyncedBlock(block, cert, peer))
-            # Let the driver apply them before asking again.
-            target = start + len(pairs) - 1
-            for _ in range(500):
-                if self._app.height >= target:
-                    break
-                await asyncio.sleep(0.01)
-            self._wake.set()  # keep going until caught up
-            return
+            if await self._fetch_from(peer, height, before + 1):
+                self._wasted.pop(peer, None)
+                self._wake.set()  # keep going until caught up
+                return
+            self._wasted[peer] = self._wasted.get(peer, 0) + 1
+
+    async def _fetch_from(self, peer: str, height: int, start: int) -> bool:
+        """Ask ``peer`` for blocks from ``start`` and hand them to the driver;
+        True if our height moved past ``start - 1`` while we waited."""
+        log.info("behind: at %d, peer %s at %d; fetching from %d", start - 1, peer[-8:], height, start)
+        try:
+            data = await self._net.request(
+                peer, BLOCKS_PROTOCOL, encode([1, start, MAX_BLOCKS_PER_REQUEST]), timeout=10.0,
+                max_response_bytes=MAX_RESPONSE_BYTES,
+            )
+        except Exception as exc:
+            self._net.penalize(peer, f"blocks request failed: {exc}")
+            return False
+        try:
+            # One request at a time, so at most one response decodes off the loop.
+            fetched = await asyncio.to_thread(check_blocks, data, start, self._app.params.max_block_bytes)
+        except Exception as exc:
+            punish(self._net, peer, f"bad blocks response from {start}", exc)
+            return False
+        if not fetched:
+            self._net.penalize(peer, f"claimed height {height} but served no block from {start}", PENALTY_GARBAGE)
+            return False
+        for block, cert, cert_bytes in fetched:
+            await self._inbox.put(SyncedBlock(block, cert, cert_bytes, peer))
+        # Let the driver apply them (it bans a peer whose certificate does not
+        # verify). The driver handles each inbox item without yielding, so once
+        # the inbox is empty ours are done with: applied or refused.
+        target = start + len(fetched) - 1
+        for _ in range(int(APPLY_WAIT_S / 0.01)):
+            await asyncio.sleep(0.01)
+            if self._app.height >= target or self._inbox.empty():
+                break
+        return self._app.height >= start

@@ -49,6 +49,7 @@ from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Pools, Position
 from state.types import (
+    BLOCK_VERSION,
     EMPTY_COMMIT,
     Block,
     BlockHeader,
@@ -477,6 +478,25 @@ class Application:
         if len(txs) != count:
             raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
         return Block(BlockHeader.from_wire(header_wire), txs, last_commit)
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        """``get_block(height).encode()`` without decoding a transaction: the
+        block's canonical encoding is spliced from the stored header, commit
+        and transaction bytes (block sync serves this to any peer)."""
+        if not 1 <= height <= self.height:
+            return None
+        raw = self._kv.get(keys.block_key(height))
+        if raw is None:
+            raise StateInvariantBroken(f"block {height} is missing below the head {self.height}")
+        _, header_wire, last_commit, count = _stored(keys.block_key(height), raw, 4)
+        txs = [v for _, v in self._kv.iterate(keys.block_tx_prefix(height))]
+        if len(txs) != count:
+            raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
+        # Block.to_wire() is [BLOCK_VERSION, header, [tx, ...], last_commit]; msgpack's smallest array header.
+        n = len(txs)
+        txs_header = bytes([0x90 | n]) if n < 16 else (
+            b"\xdc" + n.to_bytes(2, "big") if n <= 0xFFFF else b"\xdd" + n.to_bytes(4, "big"))
+        return b"".join((b"\x94", encode(BLOCK_VERSION), encode(header_wire), txs_header, *txs, encode(last_commit)))
 
     def get_block_by_hash(self, block_hash: bytes) -> Block | None:
         raw = self._kv.get(keys.block_hash_key(block_hash))

@@ -210,7 +210,7 @@ async def test_sync_skips_and_penalises_a_peer_that_claims_blocks_it_does_not_se
     task = asyncio.create_task(sync._sync_round())
     item = await asyncio.wait_for(inbox.get(), 5)
     task.cancel()
-    assert item.peer == "honest" and item.block == raw
+    assert item.peer == "honest" and item.block.encode() == raw
     assert peers.requests[:2] == ["liar", "honest"]
     assert peers.penalties and peers.penalties[0][0] == "liar"
 

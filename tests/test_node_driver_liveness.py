@@ -24,11 +24,12 @@ from consensus.validators import ValidatorSet
 from node.config import ConsensusSection, MempoolSection
 from node.driver import ConsensusDriver, DriverHooks
 from node.mempool import Mempool
-from node.sync import BlockSync, SyncedBlock, parse_blocks
+from node.sync import BlockSync, SyncedBlock, check_blocks
 from node.wal import WriteAheadLog
 from state.app import Application
 from state.codec import encode
 from state.crypto import sha256
+from state.errors import StateError
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
@@ -166,11 +167,15 @@ class Cluster:
             self.sync_wanted.discard(i)
             server = self.drivers[peers[0]].app
             block, cert = server.get_block(height), server.get_commit_cert(height)
-            me.inbox.put_nowait(SyncedBlock(junk(block.encode()), cert, f"n{self.byzantine}"))
+            try:  # BlockSync's worker-thread check refuses (and penalises) the junk
+                check_blocks(encode([1, [[junk(block.encode()), cert]]]), height)
+                raise AssertionError("junk passed the sync check")
+            except StateError as exc:
+                self.penalties.append((i, f"n{self.byzantine}", f"bad blocks response: {exc}"))
             serving = BlockSync(server, None, None)  # type: ignore[arg-type]  # serving needs no network
             served = await serving.serve_blocks(f"n{i}", encode([1, height, 1]))
-            for raw, certificate in parse_blocks(served):
-                me.inbox.put_nowait(SyncedBlock(raw, certificate, f"n{peers[0]}"))
+            for decoded, certificate, raw_cert in check_blocks(served, height):
+                me.inbox.put_nowait(SyncedBlock(decoded, certificate, raw_cert, f"n{peers[0]}"))
 
     async def heal(self, height: int = 1) -> int:
         """FIFO, nothing lost; when quiet: sync, rebroadcast, then the timers.  Returns the timer rounds used."""
