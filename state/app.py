@@ -15,7 +15,7 @@ against the previous block's time and, when the caller passes its own
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from state import keys
 from state.abc import KVStore
@@ -470,21 +470,11 @@ class Application:
     def get_block(self, height: int) -> Block | None:
         if not 1 <= height <= self.height:
             return None
-        raw = self._kv.get(keys.block_key(height))
-        if raw is None:
-            raise StateInvariantBroken(f"block {height} is missing below the head {self.height}")
-        _, header_wire, last_commit, count = _stored(keys.block_key(height), raw, 4)
-        txs = tuple(SignedTransaction.decode(v) for _, v in self._kv.iterate(keys.block_tx_prefix(height)))
-        if len(txs) != count:
-            raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
-        return Block(BlockHeader.from_wire(header_wire), txs, last_commit)
+        header_wire, last_commit, txs = self._stored_block(height)
+        return Block(BlockHeader.from_wire(header_wire), tuple(SignedTransaction.decode(v) for v in txs), last_commit)
 
-    def get_block_bytes(self, height: int) -> bytes | None:
-        """``get_block(height).encode()`` without decoding a transaction: the
-        block's canonical encoding is spliced from the stored header, commit
-        and transaction bytes (block sync serves this to any peer)."""
-        if not 1 <= height <= self.height:
-            return None
+    def _stored_block(self, height: int) -> tuple[Any, bytes, list[bytes]]:
+        """A committed block's stored header wire, commit bytes and transaction bytes."""
         raw = self._kv.get(keys.block_key(height))
         if raw is None:
             raise StateInvariantBroken(f"block {height} is missing below the head {self.height}")
@@ -492,6 +482,15 @@ class Application:
         txs = [v for _, v in self._kv.iterate(keys.block_tx_prefix(height))]
         if len(txs) != count:
             raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
+        return header_wire, last_commit, txs
+
+    def get_block_bytes(self, height: int) -> bytes | None:
+        """``get_block(height).encode()`` without decoding a transaction: the
+        block's canonical encoding is spliced from the stored header, commit
+        and transaction bytes (block sync serves this to any peer)."""
+        if not 1 <= height <= self.height:
+            return None
+        header_wire, last_commit, txs = self._stored_block(height)
         # Block.to_wire() is [BLOCK_VERSION, header, [tx, ...], last_commit]; msgpack's smallest array header.
         n = len(txs)
         txs_header = bytes([0x90 | n]) if n < 16 else (

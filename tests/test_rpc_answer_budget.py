@@ -11,22 +11,17 @@ connection that went away.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import OVER_BUDGET, Dispatcher, make_app
-from node.mempool import Mempool
-from node.risk.hook import RiskHook
 from node.rpc import FULL_BLOCK_TXS_PER_UNIT, RPC_COSTS, build_methods
 from node.rpc_server import RPCServer
 from node.runtime import Node
 from state.testing import dev_key, transfer
 from tests.test_pools_app import ALICE, new_chain
+from tests.test_rpc_fuzz import bare_node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,16 +33,7 @@ def _node() -> Node:
     sink = dev_key("sink").address
     nonce = chain.next_nonce(ALICE)
     chain.block([transfer(ALICE, nonce + i, sink, 1, chain_id=chain.app.chain_id) for i in range(TXS)])
-    node = Node.__new__(Node)
-    node.app = chain.app
-    node.mempool = Mempool(chain.app, MempoolSection())
-    node.risk = RiskHook(None, None, review=0.5, reject=0.9)
-    node.market_model = None
-    node.flagged, node._gossip_out = {}, collections.deque()
-    node.p2p = node.driver = node.sync = None
-    node.config = NodeConfig(name="budget")
-    node.node_key = dev_key("budget-node")
-    return node
+    return bare_node(chain.app, "budget")
 
 
 NODE = _node()

@@ -40,16 +40,21 @@ def _node() -> Node:
     assert run(chain, ALICE, PoolCreate("BBB", "CCC", 10 * E18, 10 * E18, 0)).ok
     for _ in range(3):
         chain.block()
+    return bare_node(chain.app, "fuzz")
+
+
+def bare_node(app, name: str) -> Node:
+    """A Node with just what the RPC methods read (no p2p, driver or sync), over ``app``."""
     node = Node.__new__(Node)
-    node.app = chain.app
-    node.mempool = Mempool(chain.app, MempoolSection())
+    node.app = app
+    node.mempool = Mempool(app, MempoolSection())
     node.risk = RiskHook(None, None, review=0.5, reject=0.9)
-    node.risk.attach(chain.app)
+    node.risk.attach(app)
     node.market_model = None
     node.flagged, node._gossip_out = {}, collections.deque()
     node.p2p = node.driver = node.sync = None
-    node.config = NodeConfig(name="fuzz")
-    node.node_key = dev_key("fuzz-node")
+    node.config = NodeConfig(name=name)
+    node.node_key = dev_key(f"{name}-node")
     return node
 
 
