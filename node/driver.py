@@ -253,16 +253,6 @@ class ConsensusDriver:
 
     # -- inputs -----------------------------------------------------------
 
-    def deliver_message(self, data: bytes, from_peer: str | None) -> None:
-        """A consensus frame from the network; garbage penalises the sender."""
-        try:
-            message = decode_message(data)
-        except Exception as exc:  # decode errors of every kind are the peer's fault
-            if from_peer:
-                self.hooks.penalize(from_peer, f"undecodable consensus message: {exc}")
-            return
-        self.inbox.put_nowait(ce.MessageReceived(message, from_peer))
-
     def engine_state(self) -> dict[str, Any]:
         state = self.engine.state if self.engine else None
         return {

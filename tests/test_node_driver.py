@@ -28,6 +28,12 @@ from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
 from state.types import Block
 
+
+def deliver(driver: ConsensusDriver, data: bytes, peer: str) -> None:
+    """A consensus frame as the runtime hands it over (node/inbound.py decodes, then the inbox)."""
+    driver.inbox.put_nowait(ce.MessageReceived(decode_message(data), peer))
+
+
 KEYS = [dev_key(f"driver-{i}") for i in range(4)]
 GENESIS = make_genesis(validators=KEYS)
 VSET = ValidatorSet([(k.public_key, 10) for k in KEYS])
@@ -236,13 +242,13 @@ async def test_next_height_messages_are_logged_so_a_restart_never_equivocates(tm
     h = Harness(me, kv, tmp_path / "wal")
     h.driver.start()
     await h.settle()
-    h.driver.deliver_message(Proposal.create(p1, CHAIN, 1, 0, b1.encode(), b1.hash).encode(), "p1")
+    deliver(h.driver, Proposal.create(p1, CHAIN, 1, 0, b1.encode(), b1.hash).encode(), "p1")
     await h.settle()
-    h.driver.deliver_message(Proposal.create(p2, CHAIN, 2, 0, b2a.encode(), b2a.hash).encode(), "p2")
+    deliver(h.driver, Proposal.create(p2, CHAIN, 2, 0, b2a.encode(), b2a.hash).encode(), "p2")
     for k in others:
-        h.driver.deliver_message(Vote.create(k, CHAIN, VoteKind.PREPARE, 2, 0, b2a.hash).encode(), "peer")
+        deliver(h.driver, Vote.create(k, CHAIN, VoteKind.PREPARE, 2, 0, b2a.hash).encode(), "peer")
     for k in others:
-        h.driver.deliver_message(Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, b1.hash).encode(), "peer")
+        deliver(h.driver, Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, b1.hash).encode(), "peer")
     await h.settle()
     assert h.driver.app.height == 1
     assert ("PREPARE", b2a.hash) in h.votes(2)
@@ -255,7 +261,7 @@ async def test_next_height_messages_are_logged_so_a_restart_never_equivocates(tm
     await again.settle()
     try:
         assert again.driver.engine.state.prepared_block_hash == b2a.hash
-        again.driver.deliver_message(Proposal.create(p2, CHAIN, 2, 0, b2b.encode(), b2b.hash).encode(), "p2")
+        deliver(again.driver, Proposal.create(p2, CHAIN, 2, 0, b2b.encode(), b2b.hash).encode(), "p2")
         await again.settle()
         assert {block for _, block in again.votes(2)} <= {b2a.hash}, "signed a conflicting vote after restart"
     finally:

@@ -33,6 +33,8 @@ from state.errors import StateError
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
+from tests.test_node_driver import deliver
+
 
 KEYS = [dev_key(f"liveness-{i}") for i in range(4)]
 GENESIS = make_genesis(validators=KEYS)
@@ -120,7 +122,7 @@ class Cluster:
         moved = [p for p in self.packets if not hold(*p)]
         self.packets = held
         for src, dst, message in moved:
-            self.drivers[dst].deliver_message(message.encode(), f"n{src}")
+            deliver(self.drivers[dst], message.encode(), f"n{src}")
         return bool(moved)
 
     def step(self, i: int) -> bool:
