@@ -385,10 +385,11 @@ def _encode(message: Message) -> bytes:
 # signature in 9 objects; a certificate's pairs 89 bytes in 3).  A VOTE is
 # 140 bytes; only messages that carry a block may be large.
 _VOTE_BYTES = 192
+MAX_COMMIT_CERTIFICATE_BYTES = 128 + MAX_VALIDATORS * 96  # block sync sizes its responses by it
 _LIMITS: dict[int, tuple[int, int]] = {
     MessageType.VOTE: (_VOTE_BYTES, 1),
     MessageType.EVIDENCE: (2 * _VOTE_BYTES + 16, 2),
-    MessageType.COMMIT_CERTIFICATE: (128 + MAX_VALIDATORS * 96, 3),
+    MessageType.COMMIT_CERTIFICATE: (MAX_COMMIT_CERTIFICATE_BYTES, 3),
     MessageType.PROPOSAL: (MAX_BLOCK_BYTES + 256, 1),
     MessageType.PREPARED_CERTIFICATE: (MAX_MESSAGE_BYTES, 3),
     MessageType.VIEW_CHANGE: (MAX_MESSAGE_BYTES, 4),

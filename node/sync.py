@@ -32,11 +32,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from consensus.messages import _LIMITS, CommitCertificate, MessageType
+from consensus.messages import MAX_COMMIT_CERTIFICATE_BYTES, CommitCertificate
 from node.inbound import PENALTY_GARBAGE, punish
 from state.app import Application
 from state.codec import decode, encode
-from state.genesis import _MAX_BLOCK_BYTES_LIMIT
+from state.genesis import MAX_BLOCK_BYTES_LIMIT
 from state.types import Block
 
 log = logging.getLogger("qenex.sync")
@@ -47,8 +47,8 @@ MAX_BLOCKS_PER_REQUEST = 64
 # A response always has room for one block of the largest size any genesis
 # allows, with the largest certificate the consensus codec accepts; both
 # decode limits below and the p2p frame limit (node.runtime) derive from it.
-MAX_SYNC_BLOCK_BYTES = _MAX_BLOCK_BYTES_LIMIT
-MAX_CERT_BYTES = _LIMITS[MessageType.COMMIT_CERTIFICATE][0]
+MAX_SYNC_BLOCK_BYTES = MAX_BLOCK_BYTES_LIMIT
+MAX_CERT_BYTES = MAX_COMMIT_CERTIFICATE_BYTES
 # msgpack headers: the outer [1, [...]] at most 5 bytes, each [bin, bin] pair at most 11.
 RESPONSE_FRAMING_BYTES = 16 + 16 * MAX_BLOCKS_PER_REQUEST
 MAX_RESPONSE_BYTES = MAX_SYNC_BLOCK_BYTES + MAX_CERT_BYTES + RESPONSE_FRAMING_BYTES

@@ -69,7 +69,7 @@ DEFAULT_GAS: Mapping[TxKind, int] = MappingProxyType(
 # Nobody may set pool reward rates unless genesis names an authority.
 NO_AUTHORITY = Address(bytes(ADDRESS_LEN))
 # Hard ceiling for max_block_bytes: a block must fit the codec's input limit with room for the commit.
-_MAX_BLOCK_BYTES_LIMIT = 7 * 1024 * 1024
+MAX_BLOCK_BYTES_LIMIT = 7 * 1024 * 1024
 
 
 def _bad(message: str) -> MalformedGenesis:
@@ -124,7 +124,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _int("max_block_txs", self.max_block_txs, 1, 100_000)
-        _int("max_block_bytes", self.max_block_bytes, 1024, _MAX_BLOCK_BYTES_LIMIT)
+        _int("max_block_bytes", self.max_block_bytes, 1024, MAX_BLOCK_BYTES_LIMIT)
         _int("max_tx_bytes", self.max_tx_bytes, 256, min(self.max_block_bytes // 2, MAX_TX_BYTES_CEILING))
         _int("min_gas_price", self.min_gas_price, 0, MAX_AMOUNT)
         _int("epoch_length", self.epoch_length, 1, MAX_UINT64)

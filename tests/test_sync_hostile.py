@@ -26,7 +26,7 @@ from node.sync import (
 )
 from state.app import Application
 from state.codec import decode, encode
-from state.genesis import _MAX_BLOCK_BYTES_LIMIT
+from state.genesis import MAX_BLOCK_BYTES_LIMIT
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import Chain, dev_key, make_genesis
@@ -245,12 +245,12 @@ async def test_one_blocks_request_per_peer_at_a_time_and_a_small_total():
 
 def test_the_largest_block_genesis_allows_fits_a_response_and_a_frame():
     cert_max = 128 + MAX_VALIDATORS * 96
-    assert MAX_RESPONSE_BYTES >= _MAX_BLOCK_BYTES_LIMIT + cert_max
+    assert MAX_RESPONSE_BYTES >= MAX_BLOCK_BYTES_LIMIT + cert_max
     assert runtime.MAX_FRAME_BYTES >= MAX_RESPONSE_BYTES
     header = BlockHeader(CHAIN, 5, 0, bytes(32), bytes(32), bytes(32), bytes(32), bytes(20), bytes(32))
     size = len(Block(header, (), b"").encode())
-    block = Block(header, (), b"\x00" * (_MAX_BLOCK_BYTES_LIMIT - size - 8))
-    assert 6.5 * 2**20 < block.size <= _MAX_BLOCK_BYTES_LIMIT
+    block = Block(header, (), b"\x00" * (MAX_BLOCK_BYTES_LIMIT - size - 8))
+    assert 6.5 * 2**20 < block.size <= MAX_BLOCK_BYTES_LIMIT
     cert = certify(5, block.hash)
     response = encode([1, [[block.encode(), cert.encode()]]])
     assert len(response) <= MAX_RESPONSE_BYTES
