@@ -70,6 +70,10 @@ async def test_direct_streams_only_from_allowed_peers_and_ban() -> None:
             await friend.start()
             await stranger.start()
             await until(lambda: len(victim.connected_peers()) == 2, what="connected")
+            # The dialers record the connection on their own threads: wait for
+            # both ends, or send_direct can race the dialer's bookkeeping.
+            await until(lambda: victim.peer_id in friend.connected_peers()
+                        and victim.peer_id in stranger.connected_peers(), what="dialers connected")
             victim.set_direct_peers([friend.peer_id])
             await friend.send_direct(victim.peer_id, b"from a friend")
             await stranger.send_direct(victim.peer_id, b"from a stranger")
