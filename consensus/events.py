@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from consensus.messages import CommitCertificate, Evidence, Message
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 
 
 @dataclass(frozen=True, slots=True)

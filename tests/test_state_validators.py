@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import state.codec as codec
-from consensus.errors import InvalidValidatorSet
-from consensus.validators import ValidatorSet
+from state.errors import InvalidValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey
 
 
