@@ -77,7 +77,6 @@ __all__ = [
     "Block",
     "Receipt",
     "ReceiptStatus",
-    "validators_hash",
     "tx_root",
     "check_symbol",
     "check_chain_id",
@@ -963,19 +962,6 @@ class Receipt:
     @classmethod
     def decode(cls, data: bytes) -> "Receipt":
         return cls.from_wire(decode(data, max_bytes=4096))
-
-
-# -- commitments shared with consensus/ -------------------------------------------
-
-
-def validators_hash(validators: Iterable[tuple[bytes, int]]) -> Hash:
-    """Commitment to a validator set of (pubkey, power), independent of input order.
-
-    SHA-256 of the canonical ``[[address, pubkey, power], ...]`` in address
-    order: the same bytes as consensus/'s ``ValidatorSet.hash()``.
-    """
-    ordered = sorted((address_of(pk), pk, power) for pk, power in validators)
-    return sha256(encode([[address, pk, power] for address, pk, power in ordered]))
 
 
 def tx_root(txs: Sequence[SignedTransaction]) -> Hash:
