@@ -38,6 +38,7 @@ from node.risk.errors import RiskRejected
 from node.risk.hook import Assessment, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
+from node.rpc_context import RpcContext
 from node.rpc_server import RPCServer, connection_cap
 from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
@@ -180,7 +181,8 @@ class Node:
         self._gossip_task = asyncio.create_task(self._gossip_loop(), name="tx-gossip")
 
         rpc = self.config.rpc
-        dispatcher = Dispatcher(build_methods(self), max_batch=rpc.max_batch, costs=RPC_COSTS)
+        rpc_context = self.rpc_context()
+        dispatcher = Dispatcher(build_methods(rpc_context), max_batch=rpc.max_batch, costs=RPC_COSTS)
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         cap = connection_cap(rpc.max_connections, soft_limit)
         self._rpc_server = RPCServer(
@@ -192,7 +194,7 @@ class Node:
                  rpc.listen_port, cap, soft_limit)
         risk = self.config.risk
         if risk.admin_port and risk.admin_token:
-            self._admin = AdminServer(self)
+            self._admin = AdminServer(self.risk, rpc_context.known_tx, risk.admin_token)
             await self._admin.start(risk.admin_host, risk.admin_port)
         log.info(
             "risk hook: %s",
@@ -238,6 +240,34 @@ class Node:
             await self._stop.wait()
         finally:
             await self.stop()
+
+    # -- RPC wiring -------------------------------------------------------
+
+    def rpc_context(self) -> RpcContext:
+        """What the RPC method tables may read and submit, over this node's parts.
+
+        Parts that change while the node runs are read at call time.
+        """
+        assert self.app is not None and self.mempool is not None
+        mempool = self.mempool
+        return RpcContext(
+            app=self.app,
+            node_name=self.config.name,
+            submit_raw_tx=lambda raw: self.submit_raw_tx(raw),
+            pending_nonce=mempool.pending_nonce,
+            pending_tx=mempool.get,
+            pending_entries=mempool.entries,
+            mempool_size=lambda: (len(mempool), mempool.size_bytes),
+            flagged_risk=lambda tx_hash: self.flagged.get(tx_hash),
+            peer_count=lambda: len(self.p2p.connected_peers()) if self.p2p else 0,
+            peer_id=lambda: self.p2p.peer_id if self.p2p else None,
+            validator_address=lambda: self.node_key.address if self.is_validator else None,
+            syncing=lambda: bool(self.sync and self.sync.syncing),
+            consensus_state=lambda: self.driver.engine_state() if self.driver else None,
+            validator_set=lambda: self.driver.validator_set if self.driver else None,
+            risk=self.risk,
+            market_model=self.market_model,
+        )
 
     # -- transactions -----------------------------------------------------
 

@@ -7,8 +7,6 @@ RPC view of the pool is arrival order without sorting it.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -193,6 +191,7 @@ def test_random_admissions_under_pressure_never_leave_a_gap(steps, max_txs):
 
 def test_get_mempool_lists_in_arrival_order_without_sorting_the_pool(monkeypatch):
     from node.rpc import build_methods
+    from tests.rpc_fixtures import rpc_context
 
     pool, order = _filled()
     rich = transfer(RICH, 0, SINK, 1, fee=1000 * FEE)
@@ -206,8 +205,7 @@ def test_get_mempool_lists_in_arrival_order_without_sorting_the_pool(monkeypatch
     monkeypatch.setattr(mempool_module, "sorted", no_sort, raising=False)
     assert [s.hash for s, _ in pool.entries()] == [s.hash for s in expected]
     assert [s.hash for s, _ in pool.entries(5)] == [s.hash for s in expected[:5]]
-    node = SimpleNamespace(mempool=pool, flagged={}, app=APP)
-    view = build_methods(node)["qenex_getMempool"](3)
+    view = build_methods(rpc_context(APP, mempool=pool))["qenex_getMempool"](3)
     assert view["size"] == len(expected) and [t["hash"] for t in view["txs"]] == ["0x" + s.hash.hex() for s in expected[:3]]
 
 

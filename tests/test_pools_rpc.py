@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from node.jsonrpc import RPCError
 from node.rpc_pools import pool_methods
 from state.crypto import address_to_text
 from state.types import PoolCreate, Swap
+from tests.rpc_fixtures import rpc_context
 from tests.test_pools_app import ALICE, BOB, E18, run, with_pool
 
 
@@ -20,7 +19,7 @@ def rpc():
     assert run(chain, ALICE, PoolCreate("BBB", "CCC", 10 * E18, 10 * E18, 0)).ok
     for _ in range(3):
         chain.block()
-    return pool_methods(SimpleNamespace(app=chain.app)), chain.app
+    return pool_methods(rpc_context(chain.app)), chain.app
 
 
 def test_pool_views(rpc):

@@ -59,7 +59,7 @@ def bare_node(app, name: str) -> Node:
 
 
 NODE = _node()
-METHODS = build_methods(NODE)
+METHODS = build_methods(NODE.rpc_context())
 DISPATCHER = Dispatcher(METHODS, costs=RPC_COSTS)
 APP = NODE.app
 HEAD = APP.get_block(APP.height)
