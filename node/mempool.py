@@ -32,8 +32,9 @@ from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from state import errors as state_errors
 from state.app import Application
+from state.blocks import Block
 from state.crypto import address_to_text
-from state.types import Block, SignedTransaction
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
 

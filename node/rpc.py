@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from node.errors import MempoolError
 from node.jsonrpc import RPCError, brief, charge, invalid_params
+from state.blocks import Block
 from state.crypto import address_from_text, address_to_text
 from state.errors import StateError
-from state.types import Block, SignedTransaction, check_symbol
+from state.payloads import check_symbol
+from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
     from node.runtime import Node

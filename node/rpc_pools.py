@@ -39,9 +39,9 @@ from state import amm
 from state.amounts import MAX_AMOUNT
 from state.crypto import address_to_text
 from state.errors import MalformedTransaction, PoolQueryError
+from state.payloads import check_symbol, pool_id
 from state.pool_queries import MAX_HOPS, Twap
 from state.pools import Observation, Pool
-from state.types import check_symbol, pool_id
 
 if TYPE_CHECKING:
     from node.runtime import Node

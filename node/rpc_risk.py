@@ -22,7 +22,7 @@ from node.rpc_pools import parse_pool
 from node.risk.features import FEATURE_NAMES
 from node.risk import market
 from state.errors import StateError
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
     from node.runtime import Node

@@ -37,7 +37,7 @@ from node.jsonrpc import Dispatcher, RPCError, invalid_params
 from node.rpc import parse_hex
 from node.risk.errors import RiskModelError
 from state.errors import StateError
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
     from node.runtime import Node
