@@ -2,7 +2,11 @@
 
 A payload sits inside a versioned transaction whose ``kind`` fixes its
 layout, so it carries no version of its own.  Its wire form is the array of
-its fields in a fixed order.
+the fields named in its ``WIRE`` tuple, in that order: ``WIRE`` is part of the
+consensus encoding, declared once per payload, and ``WireStruct`` derives
+``to_wire``/``from_wire`` from it.  The dataclass field order is not part of
+the encoding, so reordering a class body never changes bytes
+(``check_wire_fields`` ties the two together at import).
 
 Also here: the field checks every struct of the data model uses
 (``check_uint``, ``check_bytes``, ...), since payloads are their first users.
@@ -12,10 +16,12 @@ valid payload.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar, Union
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Mapping, Self, Union
 
 from state.amounts import MAX_AMOUNT, MAX_DECIMALS
 from state.crypto import ADDRESS_LEN, Address
@@ -44,6 +50,9 @@ __all__ = [
     "check_chain_id",
     "check_tx_kind",
     "wire_array",
+    "FieldCodec",
+    "WireStruct",
+    "check_wire_fields",
     "Transfer",
     "TokenCreate",
     "TokenMint",
@@ -163,14 +172,78 @@ def wire_array(name: str, wire: object, length: int, error: type[Exception] = Ma
     return wire
 
 
+# -- the wire form, declared once --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldCodec:
+    """A field whose wire form is not its value: how it is written, and how it is read back."""
+
+    to_wire: Callable[[Any], Any]
+    from_wire: Callable[[Any], Any]
+
+
+class WireStruct:
+    """Base of every payload: the wire form is ``[getattr(self, name) for name in WIRE]``.
+
+    ``WIRE`` (a literal tuple in each class) is the consensus order of the
+    fields; ``WIRE_NAME`` names the struct in decode errors ("transfer
+    payload"); ``WIRE_CODECS`` converts the few fields whose wire form is not
+    their value.  ``from_wire`` checks the array length and builds the object
+    by field name, so its own checks run as on any construction.
+    """
+
+    __slots__ = ()
+    WIRE: ClassVar[tuple[str, ...]]
+    WIRE_NAME: ClassVar[str]
+    WIRE_CODECS: ClassVar[Mapping[str, FieldCodec]] = MappingProxyType({})
+
+    def to_wire(self) -> list[Any]:
+        codecs = self.WIRE_CODECS
+        if not codecs:
+            return [getattr(self, name) for name in self.WIRE]
+        return [codecs[name].to_wire(getattr(self, name)) if name in codecs else getattr(self, name)
+                for name in self.WIRE]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> Self:
+        names = cls.WIRE
+        values = wire_array(cls.WIRE_NAME, wire, len(names))
+        codecs = cls.WIRE_CODECS
+        if codecs:
+            values = [codecs[name].from_wire(value) if name in codecs else value for name, value in zip(names, values)]
+        return cls(**dict(zip(names, values)))
+
+
+def check_wire_fields(cls: type) -> None:
+    """Raise TypeError unless ``cls.WIRE`` names every dataclass field of ``cls`` exactly once."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    wire = list(getattr(cls, "WIRE", ()))
+    problems = []
+    if duplicated := sorted({name for name in wire if wire.count(name) > 1}):
+        problems.append(f"lists {', '.join(duplicated)} twice")
+    if missing := [name for name in fields if name not in wire]:
+        problems.append(f"leaves out {', '.join(missing)}")
+    if extra := [name for name in wire if name not in fields]:
+        problems.append(f"names {', '.join(extra)}, which are not fields")
+    if stray := sorted(set(getattr(cls, "WIRE_CODECS", {})) - set(wire)):
+        problems.append(f"has codecs for {', '.join(stray)}, which are not in WIRE")
+    if not isinstance(getattr(cls, "WIRE_NAME", None), str):
+        problems.append("has no WIRE_NAME")
+    if problems:
+        raise TypeError(f"{cls.__name__}.WIRE {'; '.join(problems)}")
+
+
 # -- account and token payloads ----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Transfer:
+class Transfer(WireStruct):
     """Move ``amount`` base units of ``token`` from the sender to ``to``."""
 
     KIND: ClassVar[TxKind] = TxKind.TRANSFER
+    WIRE: ClassVar[tuple[str, ...]] = ("to", "token", "amount")
+    WIRE_NAME: ClassVar[str] = "transfer payload"
     to: Address
     token: str
     amount: int
@@ -180,19 +253,14 @@ class Transfer:
         check_symbol(self.token)
         check_uint("amount", self.amount, 1)
 
-    def to_wire(self) -> list[Any]:
-        return [self.to, self.token, self.amount]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "Transfer":
-        return cls(*wire_array("transfer payload", wire, 3))
-
 
 @dataclass(frozen=True, slots=True)
-class TokenCreate:
+class TokenCreate(WireStruct):
     """Create token ``symbol``; the sender becomes its issuer and receives ``initial_supply``."""
 
     KIND: ClassVar[TxKind] = TxKind.TOKEN_CREATE
+    WIRE: ClassVar[tuple[str, ...]] = ("symbol", "name", "decimals", "initial_supply")
+    WIRE_NAME: ClassVar[str] = "token create payload"
     symbol: str
     name: str
     decimals: int
@@ -204,19 +272,14 @@ class TokenCreate:
         check_uint("decimals", self.decimals, 0, MAX_DECIMALS)
         check_uint("initial_supply", self.initial_supply)
 
-    def to_wire(self) -> list[Any]:
-        return [self.symbol, self.name, self.decimals, self.initial_supply]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "TokenCreate":
-        return cls(*wire_array("token create payload", wire, 4))
-
 
 @dataclass(frozen=True, slots=True)
-class TokenMint:
+class TokenMint(WireStruct):
     """Mint ``amount`` of ``symbol`` to ``to``; only the token's issuer may."""
 
     KIND: ClassVar[TxKind] = TxKind.TOKEN_MINT
+    WIRE: ClassVar[tuple[str, ...]] = ("symbol", "to", "amount")
+    WIRE_NAME: ClassVar[str] = "token mint payload"
     symbol: str
     to: Address
     amount: int
@@ -226,15 +289,9 @@ class TokenMint:
         check_bytes("to", self.to, ADDRESS_LEN)
         check_uint("amount", self.amount, 1)
 
-    def to_wire(self) -> list[Any]:
-        return [self.symbol, self.to, self.amount]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "TokenMint":
-        return cls(*wire_array("token mint payload", wire, 3))
-
 
 # -- pool payloads (issue #3) -----------------------------------------------------
+
 
 def pool_id(token_a: str, token_b: str) -> str:
     """The id of the one pool of an unordered pair: the two symbols sorted, joined by ``/``."""
@@ -256,10 +313,12 @@ def _deadline(value: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class PoolCreate:
+class PoolCreate(WireStruct):
     """Create the pool of ``token_a``/``token_b`` with the sender's first deposit."""
 
     KIND: ClassVar[TxKind] = TxKind.POOL_CREATE
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "amount_a", "amount_b", "min_shares")
+    WIRE_NAME: ClassVar[str] = "pool create payload"
     token_a: str
     token_b: str
     amount_a: int
@@ -276,19 +335,14 @@ class PoolCreate:
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
 
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.amount_a, self.amount_b, self.min_shares]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "PoolCreate":
-        return cls(*wire_array("pool create payload", wire, 5))
-
 
 @dataclass(frozen=True, slots=True)
-class PoolAdd:
+class PoolAdd(WireStruct):
     """Deposit up to ``amount_a`` and ``amount_b`` at the pool's ratio; at least ``min_shares`` or fail."""
 
     KIND: ClassVar[TxKind] = TxKind.POOL_ADD
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "amount_a", "amount_b", "min_shares")
+    WIRE_NAME: ClassVar[str] = "pool add payload"
     token_a: str
     token_b: str
     amount_a: int
@@ -305,19 +359,14 @@ class PoolAdd:
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
 
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.amount_a, self.amount_b, self.min_shares]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "PoolAdd":
-        return cls(*wire_array("pool add payload", wire, 5))
-
 
 @dataclass(frozen=True, slots=True)
-class PoolRemove:
+class PoolRemove(WireStruct):
     """Burn ``shares`` for a pro-rata withdrawal of at least ``min_a`` and ``min_b``."""
 
     KIND: ClassVar[TxKind] = TxKind.POOL_REMOVE
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "shares", "min_a", "min_b")
+    WIRE_NAME: ClassVar[str] = "pool remove payload"
     token_a: str
     token_b: str
     shares: int
@@ -334,19 +383,14 @@ class PoolRemove:
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
 
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.shares, self.min_a, self.min_b]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "PoolRemove":
-        return cls(*wire_array("pool remove payload", wire, 5))
-
 
 @dataclass(frozen=True, slots=True)
-class Swap:
+class Swap(WireStruct):
     """Sell exactly ``amount_in`` of ``token_in`` for at least ``min_out`` of ``token_out``, by block ``deadline``."""
 
     KIND: ClassVar[TxKind] = TxKind.SWAP
+    WIRE: ClassVar[tuple[str, ...]] = ("token_in", "token_out", "amount_in", "min_out", "deadline")
+    WIRE_NAME: ClassVar[str] = "swap payload"
     token_in: str
     token_out: str
     amount_in: int
@@ -363,19 +407,19 @@ class Swap:
     def path(self) -> tuple[str, ...]:
         return (self.token_in, self.token_out)
 
-    def to_wire(self) -> list[Any]:
-        return [self.token_in, self.token_out, self.amount_in, self.min_out, self.deadline]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "Swap":
-        return cls(*wire_array("swap payload", wire, 5))
-
 
 @dataclass(frozen=True, slots=True)
-class SwapRoute:
+class SwapRoute(WireStruct):
     """Multi-hop exact-in swap along ``path`` (token symbols; each adjacent pair is a pool)."""
 
     KIND: ClassVar[TxKind] = TxKind.SWAP_ROUTE
+    WIRE: ClassVar[tuple[str, ...]] = ("path", "amount_in", "min_out", "deadline")
+    WIRE_NAME: ClassVar[str] = "swap route payload"
+    # The path is a tuple here and an array on the wire; reading hands the
+    # array to the constructor, whose check names a wrong one.
+    WIRE_CODECS: ClassVar[Mapping[str, FieldCodec]] = MappingProxyType(
+        {"path": FieldCodec(to_wire=list, from_wire=lambda value: value)}
+    )
     path: tuple[str, ...]
     amount_in: int
     min_out: int
@@ -396,74 +440,54 @@ class SwapRoute:
         check_uint("min_out", self.min_out)
         _deadline(self.deadline)
 
-    def to_wire(self) -> list[Any]:
-        return [list(self.path), self.amount_in, self.min_out, self.deadline]
 
-    @classmethod
-    def from_wire(cls, wire: object) -> "SwapRoute":
-        return cls(*wire_array("swap route payload", wire, 4))
+def _check_flash(token_a: str, token_b: str, token: str, amount: int) -> None:
+    _pair(token_a, token_b)
+    if token not in (token_a, token_b):
+        raise MalformedTransaction(f"flash token {token!r} is not in the pair {token_a}/{token_b}", field="token")
+    check_uint("amount", amount, 1)
 
 
 @dataclass(frozen=True, slots=True)
-class FlashBorrow:
+class FlashBorrow(WireStruct):
     """Batch operation: borrow ``amount`` of ``token`` from the pool of ``token_a``/``token_b``.
 
     The batch must give back ``ceil(amount·1000/997)`` with FlashRepay
     operations before it ends; meanwhile the pool accepts no other operation.
     """
 
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "token", "amount")
+    WIRE_NAME: ClassVar[str] = "flash borrow op"
     token_a: str
     token_b: str
     token: str
     amount: int
 
     def __post_init__(self) -> None:
-        _pair(self.token_a, self.token_b)
-        if self.token not in (self.token_a, self.token_b):
-            raise MalformedTransaction(
-                f"flash token {self.token!r} is not in the pair {self.token_a}/{self.token_b}", field="token"
-            )
-        check_uint("amount", self.amount, 1)
+        _check_flash(self.token_a, self.token_b, self.token, self.amount)
 
     @property
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
-
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.token, self.amount]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "FlashBorrow":
-        return cls(*wire_array("flash borrow op", wire, 4))
 
 
 @dataclass(frozen=True, slots=True)
-class FlashRepay:
+class FlashRepay(WireStruct):
     """Batch operation: pay ``amount`` of ``token`` back to the pool toward an outstanding flash loan."""
 
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "token", "amount")
+    WIRE_NAME: ClassVar[str] = "flash repay op"
     token_a: str
     token_b: str
     token: str
     amount: int
 
     def __post_init__(self) -> None:
-        _pair(self.token_a, self.token_b)
-        if self.token not in (self.token_a, self.token_b):
-            raise MalformedTransaction(
-                f"flash token {self.token!r} is not in the pair {self.token_a}/{self.token_b}", field="token"
-            )
-        check_uint("amount", self.amount, 1)
+        _check_flash(self.token_a, self.token_b, self.token, self.amount)
 
     @property
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
-
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.token, self.amount]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "FlashRepay":
-        return cls(*wire_array("flash repay op", wire, 4))
 
 
 BATCH_OP_TYPES: dict[BatchOpKind, type] = {
@@ -480,14 +504,39 @@ _BATCH_OP_KIND = {t: k for k, t in BATCH_OP_TYPES.items()}
 BatchOp = Union[Transfer, PoolAdd, PoolRemove, Swap, SwapRoute, FlashBorrow, FlashRepay]
 
 
+def _ops_to_wire(ops: tuple[BatchOp, ...]) -> list[Any]:
+    return [[int(_BATCH_OP_KIND[type(op)]), op.to_wire()] for op in ops]
+
+
+def _ops_from_wire(ops_wire: object) -> tuple[BatchOp, ...]:
+    if not isinstance(ops_wire, list):
+        raise MalformedTransaction("batch ops must be an array", field="ops")
+    ops = []
+    for i, item in enumerate(ops_wire):
+        kind, payload = wire_array(f"batch operation {i}", item, 2)
+        try:
+            op_kind = BatchOpKind(kind) if is_int(kind) else None
+        except ValueError:
+            op_kind = None
+        if op_kind is None:
+            raise MalformedTransaction(f"batch operation {i} has unknown kind {kind!r}", field="ops", value=kind)
+        ops.append(BATCH_OP_TYPES[op_kind].from_wire(payload))
+    return tuple(ops)
+
+
 @dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(WireStruct):
     """An atomic list of operations: all succeed (and every flash loan is repaid) or none happen.
 
     Wire: ``[[[op_kind, op_payload], ...]]``.  Swaps inside carry their own deadline.
     """
 
     KIND: ClassVar[TxKind] = TxKind.BATCH
+    WIRE: ClassVar[tuple[str, ...]] = ("ops",)
+    WIRE_NAME: ClassVar[str] = "batch payload"
+    WIRE_CODECS: ClassVar[Mapping[str, FieldCodec]] = MappingProxyType(
+        {"ops": FieldCodec(to_wire=_ops_to_wire, from_wire=_ops_from_wire)}
+    )
     ops: tuple[BatchOp, ...]
 
     def __post_init__(self) -> None:
@@ -498,32 +547,14 @@ class Batch:
                 raise MalformedTransaction(f"batch operation {i} is a {type(op).__name__}", field="ops")
         object.__setattr__(self, "ops", tuple(self.ops))
 
-    def to_wire(self) -> list[Any]:
-        return [[[int(_BATCH_OP_KIND[type(op)]), op.to_wire()] for op in self.ops]]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "Batch":
-        (ops_wire,) = wire_array("batch payload", wire, 1)
-        if not isinstance(ops_wire, list):
-            raise MalformedTransaction("batch ops must be an array", field="ops")
-        ops = []
-        for i, item in enumerate(ops_wire):
-            kind, payload = wire_array(f"batch operation {i}", item, 2)
-            try:
-                op_kind = BatchOpKind(kind) if is_int(kind) else None
-            except ValueError:
-                op_kind = None
-            if op_kind is None:
-                raise MalformedTransaction(f"batch operation {i} has unknown kind {kind!r}", field="ops", value=kind)
-            ops.append(BATCH_OP_TYPES[op_kind].from_wire(payload))
-        return cls(tuple(ops))
-
 
 @dataclass(frozen=True, slots=True)
-class RewardsClaim:
+class RewardsClaim(WireStruct):
     """Pay the sender the liquidity-mining rewards accrued on its shares of a pool."""
 
     KIND: ClassVar[TxKind] = TxKind.REWARDS_CLAIM
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b")
+    WIRE_NAME: ClassVar[str] = "rewards claim payload"
     token_a: str
     token_b: str
 
@@ -534,19 +565,14 @@ class RewardsClaim:
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
 
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "RewardsClaim":
-        return cls(*wire_array("rewards claim payload", wire, 2))
-
 
 @dataclass(frozen=True, slots=True)
-class SetRewardRate:
+class SetRewardRate(WireStruct):
     """Set a pool's liquidity-mining rate in QNX base units per block; only ``params.reward_authority`` may."""
 
     KIND: ClassVar[TxKind] = TxKind.SET_REWARD_RATE
+    WIRE: ClassVar[tuple[str, ...]] = ("token_a", "token_b", "rate")
+    WIRE_NAME: ClassVar[str] = "set reward rate payload"
     token_a: str
     token_b: str
     rate: int
@@ -558,13 +584,6 @@ class SetRewardRate:
     @property
     def pool(self) -> str:
         return pool_id(self.token_a, self.token_b)
-
-    def to_wire(self) -> list[Any]:
-        return [self.token_a, self.token_b, self.rate]
-
-    @classmethod
-    def from_wire(cls, wire: object) -> "SetRewardRate":
-        return cls(*wire_array("set reward rate payload", wire, 3))
 
 
 Payload = Union[
@@ -584,3 +603,6 @@ PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.REWARDS_CLAIM: RewardsClaim,
     TxKind.SET_REWARD_RATE: SetRewardRate,
 }
+
+for _payload_type in (*PAYLOAD_TYPES.values(), FlashBorrow, FlashRepay):
+    check_wire_fields(_payload_type)
