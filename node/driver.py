@@ -26,9 +26,9 @@ from node.sync import SyncedBlock
 from node.wal import WriteAheadLog
 from node.config import ConsensusSection
 from state.app import Application, BlockResult
+from state.blocks import Block
 from state.crypto import PrivateKey, address_to_text, sha256
 from state.errors import StateError
-from state.types import Block
 
 log = logging.getLogger("qenex.driver")
 

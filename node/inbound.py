@@ -32,7 +32,7 @@ from p2p import RejectMessage, peer_id_from_public_key
 from state.codec import decode
 from state.errors import DecodeLimitExceeded, StateError
 from state.genesis import MAX_TX_BYTES_CEILING
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.node")
 

@@ -1,7 +1,7 @@
 """The mempool: admission against pending state, fee-ordered reaping, recheck.
 
 Admission order (DESIGN.md): decode → size and chain id → signature (both in
-``check_tx_stateless``; valid signatures are cached by tx hash in state.types,
+``check_tx_stateless``; valid signatures are cached by tx hash in state.transactions,
 so block execution does not verify them again) → nonce and balance against
 pending state → insert. A sender's pending transactions must form a gap-free
 nonce run starting at its committed nonce; their summed outflows per token
@@ -32,8 +32,9 @@ from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from state import errors as state_errors
 from state.app import Application
+from state.blocks import Block
 from state.crypto import address_to_text
-from state.types import Block, SignedTransaction
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
 

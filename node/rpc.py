@@ -25,7 +25,8 @@ from node.rpc_params import hex0x, parse_address, parse_bool, parse_hex, parse_h
 from node.rpc_pools import pool_methods
 from node.rpc_risk import risk_methods
 from state.crypto import address_to_text
-from state.types import Block, SignedTransaction
+from state.blocks import Block
+from state.transactions import SignedTransaction
 
 # Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
 # by default): a batch may hold 100 cheap reads but only 10 path searches.

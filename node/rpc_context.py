@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from node.risk.hook import RiskHook
     from node.risk.market import MarketModel
     from state.app import Application
-    from state.types import SignedTransaction
+    from state.transactions import SignedTransaction
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from node.jsonrpc import brief, invalid_params
 from state.amounts import MAX_AMOUNT
 from state.crypto import address_from_text
 from state.errors import StateError
-from state.types import check_symbol, pool_id
+from state.payloads import check_symbol, pool_id
 
 MAX_HEIGHT = 2**64 - 1  # heights are u64 in the store's keys
 MAX_ADDRESS_CHARS = 90  # bech32's own limit

@@ -23,7 +23,7 @@ from node.risk.market import INDICATORS, MIN_OBSERVATIONS, indicators, pool_seri
 from node.rpc_context import RpcContext
 from node.rpc_params import hex0x, parse_hex, parse_pool
 from state.errors import PoolQueryError, StateError
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 NO_RISK_MODEL = -32021
 NO_MARKET_MODEL = -32022

@@ -44,12 +44,13 @@ from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, Bloc
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
+from state.blocks import Block
 from state.codec import encode
 from state.errors import BadSignature, StateError, WrongChainId
 from state.genesis import Genesis
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
-from state.types import Block, SignedTransaction
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.node")
 

@@ -5,8 +5,11 @@ Map (each module does one thing):
 * ``codec``     canonical msgpack; ``crypto`` Ed25519, addresses, digests;
   ``errors`` the exception tree (root ``StateError``).
 * ``amounts``   exact base-unit amounts and their decimal text.
-* ``types``     transactions, blocks, receipts; ``validators_hash`` and
-  ``tx_root`` (shared with consensus/).  Objects validate on construction.
+* ``payloads``  transaction kinds and their payloads, each with its wire
+  field order declared once (``WIRE``); the field checks.
+* ``transactions`` transactions, signed transactions (signature cache), receipts.
+* ``blocks``    headers and blocks; ``validators_hash`` and ``tx_root``.
+  Objects validate on construction (payloads <- transactions <- blocks).
 * ``merkle``    RFC 6962 tree and inclusion proofs (tx_root).
 * ``genesis``   the genesis document and consensus params.
 * ``abc``/``kv`` the key-value seam: ``MemoryKV`` (tests), ``LevelDBKV``.
@@ -27,7 +30,7 @@ Decisions other packages rely on:
   empty and of every later block non-empty (opaque to state/).
 * ``validators_hash`` in block h commits to the set that validates h
   (``Application.validators()`` before executing h), via
-  ``state.types.validators_hash``.
+  ``state.blocks.validators_hash``.
 * Fees of a block are credited to its proposer, which must be a validator,
   after the block's transactions have run.
 """

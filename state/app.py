@@ -20,6 +20,7 @@ from typing import Any, Iterable, NamedTuple
 from state import keys
 from state.abc import KVStore
 from state.amounts import QNX, QNX_DECIMALS
+from state.blocks import BLOCK_VERSION, EMPTY_COMMIT, Block, BlockHeader, Height, tx_root, validators_hash
 from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
 from state.errors import (
@@ -48,17 +49,7 @@ from state.ledger import (
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Pools, Position
-from state.types import (
-    BLOCK_VERSION,
-    EMPTY_COMMIT,
-    Block,
-    BlockHeader,
-    Height,
-    Receipt,
-    SignedTransaction,
-    tx_root,
-    validators_hash,
-)
+from state.transactions import Receipt, SignedTransaction
 
 HEAD_VERSION = 1
 BLOCK_RECORD_VERSION = 1
@@ -224,7 +215,7 @@ class Application:
     # -- pools (issue #3): committed state, read-only ------------------------------
     #
     # The API the RPC layer and the risk hook read.  Pool ids are "AAA/BBB"
-    # (symbols sorted); ``state.types.pool_id(a, b)`` builds one.  Amounts are
+    # (symbols sorted); ``state.payloads.pool_id(a, b)`` builds one.  Amounts are
     # base units; prices are exact (see state.pool_queries).
 
     def _pool_queries(self) -> PoolQueries:

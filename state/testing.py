@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Iterable
 from state.amounts import QNX
 from state.crypto import PrivateKey, sha256
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
-from state.types import SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer, TxKind
+from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
+from state.transactions import SignedTransaction, Transaction
 
 if TYPE_CHECKING:
     from state.app import Application, BlockResult
-    from state.types import Block
+    from state.blocks import Block
 
 TEST_CHAIN_ID = "qenex-test"
 TEST_GENESIS_TIME_MS = 1_700_000_000_000

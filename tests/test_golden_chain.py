@@ -24,14 +24,14 @@ from consensus.messages import Proposal, decode_message
 from consensus.messages import CommitCertificate
 from consensus.validators import ValidatorSet
 from state.errors import StateError
-from state.types import Block
+from state.blocks import Block
 from state.amounts import QNX
 from state.app import Application
 from state.crypto import PrivateKey, sha256
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID, TEST_GENESIS_TIME_MS, dev_key, signed
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,

@@ -18,8 +18,8 @@ from node.mempool import MAX_EVICTIONS, Mempool
 from state.app import Application
 from state.genesis import Params
 from state.kv import MemoryKV
+from state.payloads import TokenCreate, TxKind
 from state.testing import ONE_QNX, dev_key, make_genesis, signed, token_create, transfer
-from state.types import TokenCreate, TxKind
 
 VALIDATOR = dev_key("validator-0")
 SENDERS = [dev_key(f"spam-{i}") for i in range(12)]

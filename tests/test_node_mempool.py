@@ -10,8 +10,8 @@ from node.mempool import Mempool
 from state.app import Application
 from state.genesis import Params
 from state.kv import MemoryKV
+from state.payloads import TxKind
 from state.testing import ONE_QNX, TEST_GENESIS_TIME_MS, dev_key, make_genesis, transfer
-from state.types import TxKind
 
 ALICE, BOB, CAROL = dev_key("alice"), dev_key("bob"), dev_key("carol")
 VALIDATOR = dev_key("validator-0")

@@ -13,9 +13,7 @@ from state.app import Application
 from state.errors import AmountOutOfRange, DecodeError, IdenticalTokens, MalformedTransaction
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
-from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
-from state.testing import Chain, dev_key, make_genesis, signed
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,
@@ -24,11 +22,13 @@ from state.types import (
     PoolRemove,
     RewardsClaim,
     SetRewardRate,
-    SignedTransaction,
     Swap,
     SwapRoute,
     Transfer,
 )
+from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
+from state.testing import Chain, dev_key, make_genesis, signed
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 ALICE = dev_key("alice")

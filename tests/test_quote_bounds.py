@@ -21,9 +21,9 @@ from state.app import Application
 from state.errors import PoolQueryError
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
+from state.payloads import PoolCreate
 from state.pool_queries import MAX_HOPS, MAX_QUOTE_STEPS, PoolQueries
 from state.testing import Chain, dev_key, make_genesis
-from state.types import PoolCreate
 from tests.rpc_fixtures import rpc_context
 
 ALICE, VAL = dev_key("mesh-alice"), dev_key("mesh-val")

@@ -37,8 +37,9 @@ from state.errors import MalformedGenesis
 from state.genesis import MAX_TX_BYTES_CEILING, Genesis, Params
 from state.keyfile import load_keyfile
 from state.kv import LevelDBKV, MemoryKV
+from state.payloads import Batch, Transfer
 from state.testing import TEST_CHAIN_ID, ONE_QNX, dev_key, make_genesis, signed, transfer
-from state.types import Batch, SignedTransaction, Transfer
+from state.transactions import SignedTransaction
 
 SENDER = dev_key("hardening-sender")
 RECIPIENTS = [dev_key(f"hardening-r{i}").address for i in range(13)]

@@ -27,8 +27,8 @@ from node.risk.hook import RiskHook
 from node.rpc import RPC_COSTS, build_methods
 from node.runtime import Node
 from state.crypto import address_to_text
+from state.payloads import PoolCreate, Swap
 from state.testing import dev_key, transfer
-from state.types import PoolCreate, Swap
 from tests.test_pools_app import ALICE, BOB, E18, run, with_pool
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,6 +9,7 @@ import pytest
 from state import keys
 from state.amounts import MAX_AMOUNT, QNX
 from state.app import Application, BlockResult
+from state.blocks import Block, BlockHeader, tx_root
 from state.codec import encode
 from state.crypto import sha256
 from state.errors import (
@@ -24,8 +25,9 @@ from state.errors import (
 from state.genesis import GenesisToken, Params
 from state.kv import LevelDBKV, MemoryKV
 from state.merkle import verify_merkle_proof
+from state.payloads import TxKind
 from state.testing import ONE_QNX, dev_key, make_genesis, token_create, token_mint, transfer
-from state.types import Block, BlockHeader, SignedTransaction, TxKind, tx_root
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 VAL2 = dev_key("validator-1")

@@ -37,7 +37,7 @@ from node.jsonrpc import Dispatcher, RPCError, invalid_params
 from node.risk.errors import RiskModelError
 from node.rpc_params import hex0x, parse_hex
 from state.errors import StateError
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
     from node.risk.hook import RiskHook
