@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node.admission import Admission
 from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import INTERNAL_ERROR, Dispatcher
 from node.mempool import Mempool
@@ -52,6 +53,7 @@ def bare_node(app, name: str) -> Node:
     node.risk.attach(app)
     node.market_model = None
     node.flagged, node._gossip_out = {}, collections.deque()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
     node.p2p = node.driver = node.sync = None
     node.config = NodeConfig(name=name)
     node.node_key = dev_key(f"{name}-node")
