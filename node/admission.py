@@ -221,8 +221,9 @@ class Admission:
         """One scoring pass over the batch's candidates; a reject becomes the item's refusal."""
         if not items or self._risk is None:
             return
+        stxs = [item.stx for item in items]
         try:
-            assessments = self._risk.assess([item.stx for item in items if item.stx is not None])
+            assessments = self._risk.assess(stxs)  # type: ignore[arg-type]  (every survivor decoded)
             if len(assessments) != len(items):
                 raise RuntimeError(f"the risk hook returned {len(assessments)} assessments for {len(items)} txs")
         except Exception:
@@ -231,8 +232,8 @@ class Admission:
         for item, assessment in zip(items, assessments):
             item.assessment = assessment
             if assessment.decision == "reject":
-                assert item.stx is not None
-                item.refusal = self._rejection(assessment, self._mempool.needs_room(item.stx.size))
+                assert item.candidate is not None
+                item.refusal = self._rejection(assessment, self._mempool.needs_room(item.candidate.size))
 
     def _insert(self, item: _Item, policy: SourcePolicy) -> None:
         assert item.candidate is not None
