@@ -284,7 +284,7 @@ class Mempool:
                     needed=str(need),
                 )
         candidate = Candidate(stx=stx, size=size, price=self._price(stx), outflows=outflows, height=self._app.height,
-                              pending_before=count, spent_before=_nonzero(spent))
+                              pending_before=count, spent_before=spent)
         if draft is not None:
             draft.record(candidate)
         return candidate
@@ -295,7 +295,7 @@ class Mempool:
         account = self._accounts.get(c.stx.tx.sender)
         count, spent = (len(account.txs), account.spent) if account is not None else (0, {})
         return (self._app.height == c.height and c.stx.hash not in self._by_hash
-                and count == c.pending_before and _nonzero(spent) == c.spent_before)
+                and count == c.pending_before and spent == c.spent_before)
 
     def insert(self, candidate: Candidate) -> bytes:
         """Make room (evicting cheaper tails, never the sender's own) and add a checked transaction.
@@ -413,7 +413,7 @@ class Candidate:
     outflows: dict[str, int]
     height: int  # the committed height the check read
     pending_before: int  # the sender's pending transactions it follows (a batch's earlier ones included)
-    spent_before: dict[str, int]  # and their summed outflows (non-zero entries)
+    spent_before: dict[str, int]  # and their summed outflows (a spurious mismatch only costs a re-check)
 
 
 class Draft:
@@ -444,10 +444,6 @@ class Draft:
 
 def _known(tx_hash: bytes) -> AlreadyKnown:
     return AlreadyKnown(f"transaction 0x{tx_hash.hex()} is already in the mempool", hash="0x" + tx_hash.hex())
-
-
-def _nonzero(amounts: dict[str, int]) -> dict[str, int]:
-    return {token: amount for token, amount in amounts.items() if amount}
 
 
 def _show(price: Fraction) -> str:
