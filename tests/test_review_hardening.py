@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.admission import Admission
 from node.config import Home, MempoolSection, RiskSection
 from node.errors import StartRefused
 from node.genesis_tools import write_single_node_home
@@ -136,6 +137,8 @@ def gossip_node() -> tuple[Node, Net]:
     node.risk = RiskHook(None, None, review=0.5, reject=0.9, fallback="admit")
     node.risk.attach(app)
     node._gossip_out, node.p2p = collections.deque(), Net()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append,
+                               net=node.p2p)
     node.config = SimpleNamespace(risk=RiskSection())
     return node, node.p2p  # type: ignore[return-value]
 

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from click.testing import CliRunner
 
 from cli.main import cli
+from node.admission import Admission
 from node.config import Home, RiskSection
 from node.errors import ConfigError
 from node.genesis_tools import write_single_node_home
@@ -56,6 +57,7 @@ def _node(model_dir, tmp_path, *, review=0.5, reject=0.9, with_model=True, fallb
     node = Node.__new__(Node)
     node.app, node.mempool, node.risk, node.flagged = app, Mempool(app, MempoolSection()), hook, {}
     node._gossip_out, node.p2p = collections.deque(), None
+    node.admission = Admission(app, node.mempool, hook, flagged=node.flagged, relay=node._gossip_out.append)
     node.config = SimpleNamespace(risk=RiskSection(admin_token=TOKEN))
     return node
 

@@ -14,12 +14,12 @@ import asyncio
 import collections
 import json
 import logging
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node.admission import Admission
 from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import INTERNAL_ERROR, MAX_JSON_DEPTH, Dispatcher, json_depth_exceeds
 from node.mempool import Mempool
@@ -52,6 +52,7 @@ def bare_node(app, name: str) -> Node:
     node.risk.attach(app)
     node.market_model = None
     node.flagged, node._gossip_out = {}, collections.deque()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
     node.p2p = node.driver = node.sync = None
     node.config = NodeConfig(name=name)
     node.node_key = dev_key(f"{name}-node")
