@@ -6,7 +6,7 @@ thread, before gossipsub relays them), so both refuse the same bytes for the
 same reason.  Each check raises the state error that names the fault and
 carries its values; what the fault costs (an RPC error, a peer penalty) is
 the caller's policy.  Pure and thread-safe: the only shared state is the
-process-wide verified-signature cache in ``state.types``.
+process-wide verified-signature cache in ``state.transactions``.
 
 1. ``decode_tx``: bounded: the length is checked before anything is decoded
    (``TxTooLarge``), then the canonical codec (``DecodeError`` and its

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-import state.types
+import state.transactions
 from node.admission import GOSSIP, RPC, Admission, refusal_kind
 from node.config import MempoolSection
 from node.errors import AlreadyKnown, MempoolFull, TxRejected
@@ -220,14 +220,14 @@ def test_a_bad_signature_is_reported_before_a_wrong_nonce():
 def test_a_wrong_chain_id_is_reported_without_verifying_the_signature():
     bad = forged(transfer(ALICE, 0, SINK, 7, chain_id="other-chain"))
     rig = Rig()
-    with mock.patch.object(state.types, "verify", wraps=state.types.verify) as verify:
+    with mock.patch.object(state.transactions, "verify", wraps=state.transactions.verify) as verify:
         with pytest.raises(TxRejected, match="chain id 'other-chain'") as info:
             rig.admission.submit(bad.encode())
         (outcome,) = rig.gossip(bad.encode())
     assert info.value.data == {"reason": "WrongChainId"} and outcome.kind == "WrongChainId"
     assert verify.call_count == 0
     # and a right chain id does pay for the check
-    with mock.patch.object(state.types, "verify", wraps=state.types.verify) as verify:
+    with mock.patch.object(state.transactions, "verify", wraps=state.transactions.verify) as verify:
         with pytest.raises(TxRejected, match="bad signature"):
             rig.admission.submit(forged(transfer(ALICE, 0, SINK, 8)).encode())
     assert verify.call_count == 1
