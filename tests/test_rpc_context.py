@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.admission import Admission
 from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import NOT_FOUND, RPCError
 from node.mempool import Mempool
@@ -39,6 +40,7 @@ def _node(node_key=None) -> Node:
     node.risk.attach(app)
     node.market_model = None
     node.flagged, node._gossip_out = {}, collections.deque()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
     node.p2p = node.driver = node.sync = None
     node.config = NodeConfig(name="ctx")
     node.node_key = node_key or dev_key("ctx-observer")
