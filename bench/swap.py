@@ -36,8 +36,8 @@ from state.app import Application  # noqa: E402
 from state.codec import encode  # noqa: E402
 from state.genesis import GenesisToken, Params  # noqa: E402
 from state.kv import LevelDBKV, MemoryKV  # noqa: E402
+from state.payloads import PoolCreate, Swap, TokenCreate  # noqa: E402
 from state.testing import dev_key, make_genesis, signed  # noqa: E402
-from state.types import PoolCreate, Swap, TokenCreate  # noqa: E402
 
 E18 = 10**18
 

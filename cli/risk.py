@@ -13,7 +13,8 @@ import click
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
 from node.rpc_client import RPCClient
 from cli.tx import parse_address, sign_tx, token_decimals
-from state.types import Transfer, TxKind, parse_amount
+from state.amounts import parse_amount
+from state.payloads import Transfer, TxKind
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),

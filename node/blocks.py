@@ -27,7 +27,8 @@ from typing import Iterable
 
 from state.app import Application, BlockResult
 from state.errors import InvalidCommit, InvalidLastCommit, StateError
-from state.types import Block, SignedTransaction
+from state.blocks import Block
+from state.transactions import SignedTransaction
 from state.validators import ValidatorSet
 
 log = logging.getLogger("qenex.blocks")

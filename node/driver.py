@@ -29,7 +29,7 @@ from node.sync import SyncedBlock
 from node.wal import WriteAheadLog, event_to_record, height_of_log, record_to_event
 from state.app import Application
 from state.crypto import PrivateKey, address_to_text, sha256
-from state.types import Block
+from state.blocks import Block
 from state.validators import ValidatorSet
 
 log = logging.getLogger("qenex.driver")

@@ -29,10 +29,10 @@ from typing import Any
 from node.config import Home, NodeConfig, P2PSection, RiskSection, RPCSection
 from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
+from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
 from state.keyfile import save_keyfile
-from state.types import QNX_DECIMALS
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS

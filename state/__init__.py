@@ -5,10 +5,14 @@ Map (each module does one thing):
 * ``codec``     canonical msgpack; ``crypto`` Ed25519, addresses, digests;
   ``errors`` the exception tree (root ``StateError``).
 * ``amounts``   exact base-unit amounts and their decimal text.
-* ``types``     transactions, blocks, receipts, ``tx_root``.  Objects
-  validate on construction.
-* ``validators`` the validator set: members, hash, CometBFT proposer
-  priorities, ``updated(changes)``; consensus/ reads it, never makes one.
+* ``payloads``  transaction kinds and their payloads, each with its wire
+  field order declared once (``WIRE``); the field checks.
+* ``transactions`` transactions, signed transactions (signature cache), receipts.
+* ``blocks``    headers and blocks; ``tx_root``.
+  Objects validate on construction (payloads <- transactions <- blocks).
+* ``validators`` the validator set: members, hash (the header's
+  ``validators_hash``), CometBFT proposer priorities, ``updated(changes)``;
+  consensus/ reads sets, it never makes one.
 * ``merkle``    RFC 6962 tree and inclusion proofs (tx_root).
 * ``genesis``   the genesis document and consensus params.
 * ``abc``/``kv`` the seams: the key-value store (``MemoryKV`` for tests,

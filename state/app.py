@@ -27,6 +27,7 @@ from typing import Any, Iterable, NamedTuple
 from state import keys
 from state.abc import CommitVerifier, KVStore
 from state.amounts import QNX, QNX_DECIMALS
+from state.blocks import BLOCK_VERSION, EMPTY_COMMIT, Block, BlockHeader, Height, tx_root
 from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
 from state.errors import (
@@ -57,16 +58,7 @@ from state.ledger import (
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Pools, Position
-from state.types import (
-    BLOCK_VERSION,
-    EMPTY_COMMIT,
-    Block,
-    BlockHeader,
-    Height,
-    Receipt,
-    SignedTransaction,
-    tx_root,
-)
+from state.transactions import Receipt, SignedTransaction
 from state.validators import ValidatorSet
 
 HEAD_VERSION = 1
@@ -298,7 +290,7 @@ class Application:
     # -- pools (issue #3): committed state, read-only ------------------------------
     #
     # The API the RPC layer and the risk hook read.  Pool ids are "AAA/BBB"
-    # (symbols sorted); ``state.types.pool_id(a, b)`` builds one.  Amounts are
+    # (symbols sorted); ``state.payloads.pool_id(a, b)`` builds one.  Amounts are
     # base units; prices are exact (see state.pool_queries).
 
     def _pool_queries(self) -> PoolQueries:

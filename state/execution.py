@@ -34,26 +34,23 @@ from state.errors import (
 )
 from state.genesis import Params
 from state.ledger import Ledger, Overlay, TokenInfo
-from state.pools import FlashLoans, Pools
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,
     PoolAdd,
     PoolCreate,
     PoolRemove,
-    Receipt,
-    ReceiptStatus,
     RewardsClaim,
     SetRewardRate,
-    SignedTransaction,
     Swap,
     SwapRoute,
     TokenCreate,
     TokenMint,
-    Transaction,
     Transfer,
 )
+from state.pools import FlashLoans, Pools
+from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
 DOMAIN_APP_HASH = b"QENEX/apphash/v1"
 

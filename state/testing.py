@@ -15,11 +15,12 @@ from state.codec import decode, encode
 from state.crypto import PrivateKey, sha256
 from state.errors import DecodeError, InvalidCommit
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
-from state.types import SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer, TxKind
+from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
+from state.transactions import SignedTransaction, Transaction
 
 if TYPE_CHECKING:
     from state.app import Application, BlockResult
-    from state.types import Block
+    from state.blocks import Block
     from state.validators import ValidatorSet
 
 TEST_CHAIN_ID = "qenex-test"

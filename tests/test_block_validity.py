@@ -23,7 +23,7 @@ from state.errors import InvalidLastCommit, StateInvariantBroken
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis, transfer
-from state.types import Block
+from state.blocks import Block
 
 KEYS = [dev_key(f"validity-{i}") for i in range(4)]
 OUTSIDER = dev_key("validity-outsider")

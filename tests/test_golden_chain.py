@@ -29,7 +29,7 @@ from state.crypto import PrivateKey, sha256
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID, TEST_GENESIS_TIME_MS, dev_key, signed
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,

@@ -22,12 +22,12 @@ from node.mempool import Mempool
 from node.sync import BlockSync
 from node.wal import WriteAheadLog
 from state.app import Application
+from state.blocks import Block
 from state.codec import encode
 from state.crypto import sha256
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
-from state.types import Block
 
 
 def deliver(driver: ConsensusDriver, data: bytes, peer: str) -> None:

@@ -15,20 +15,8 @@ from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
 from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
 from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis, signed
-from state.types import (
-    Batch,
-    FlashBorrow,
-    FlashRepay,
-    PoolAdd,
-    PoolCreate,
-    PoolRemove,
-    RewardsClaim,
-    SetRewardRate,
-    SignedTransaction,
-    Swap,
-    SwapRoute,
-    Transfer,
-)
+from state.payloads import Batch, FlashBorrow, FlashRepay, PoolAdd, PoolCreate, PoolRemove, RewardsClaim, SetRewardRate, Swap, SwapRoute, Transfer
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 ALICE = dev_key("alice")

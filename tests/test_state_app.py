@@ -9,7 +9,7 @@ import pytest
 from state import keys
 from state.amounts import MAX_AMOUNT, QNX
 from state.app import Application, BlockResult
-from state.codec import encode
+from state.blocks import Block, BlockHeader, tx_root
 from state.crypto import sha256
 from state.errors import (
     BadSignature,
@@ -25,7 +25,8 @@ from state.genesis import GenesisToken, Params
 from state.kv import LevelDBKV, MemoryKV
 from state.merkle import verify_merkle_proof
 from state.testing import STUB_VERIFIER, ONE_QNX, dev_key, make_genesis, stub_cert, token_create, token_mint, transfer
-from state.types import Block, BlockHeader, SignedTransaction, TxKind, tx_root
+from state.payloads import TxKind
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 VAL2 = dev_key("validator-1")

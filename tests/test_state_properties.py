@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from state import keys
 from state.amounts import MAX_AMOUNT, QNX
 from state.app import Application
-from state.codec import decode, encode
+from state.blocks import Block
+from state.codec import decode
 from state.kv import MemoryKV
 from state.testing import STUB_VERIFIER, stub_cert, dev_key, make_genesis, token_create, token_mint, transfer
-from state.types import Block
 
 KEYS = [dev_key(f"prop-{i}") for i in range(4)]
 VAL = dev_key("validator-0")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from state.amounts import MAX_AMOUNT, format_amount, parse_amount
+from state.blocks import Block, BlockHeader
 from state.codec import encode
 from state.crypto import PrivateKey
 from state.errors import (
@@ -26,19 +27,9 @@ from state.errors import (
     WrongLength,
 )
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
+from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
 from state.testing import dev_key, transfer
-from state.types import (
-    Block,
-    BlockHeader,
-    Receipt,
-    ReceiptStatus,
-    SignedTransaction,
-    TokenCreate,
-    TokenMint,
-    Transaction,
-    Transfer,
-    TxKind,
-)
+from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
 addresses = st.binary(min_size=20, max_size=20)
 hashes = st.binary(min_size=32, max_size=32)

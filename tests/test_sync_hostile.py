@@ -26,12 +26,14 @@ from node.sync import (
     check_blocks,
 )
 from state.app import Application
+from state.blocks import Block, BlockHeader
 from state.codec import decode, encode
 from state.genesis import MAX_BLOCK_BYTES_LIMIT
 from state.kv import MemoryKV
+from state.payloads import Transfer
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import Chain, dev_key, make_genesis
-from state.types import Block, BlockHeader, SignedTransaction, Transfer
+from state.transactions import SignedTransaction
 from tests.test_node_driver import GENESIS, KEYS, VSET, Harness, key_of
 
 pytestmark = pytest.mark.timeout(60)

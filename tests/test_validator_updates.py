@@ -29,7 +29,6 @@ from state.execution import BlockRun
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
-from state.validators import ValidatorSet
 from tests.test_node_driver import deliver
 
 A, B, C, D, E = (dev_key(f"updates-{name}") for name in "ABCDE")

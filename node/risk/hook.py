@@ -34,7 +34,10 @@ from node.risk.features import FEATURE_NAMES, extract
 from node.risk.history import HistoryStore, TxEvent
 from node.risk.model import RiskModel
 from node.risk.store import ModelStore
-from state.types import QNX_DECIMALS, Block, SignedTransaction, Transfer
+from state.amounts import QNX_DECIMALS
+from state.blocks import Block
+from state.payloads import Transfer
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.risk")
 
