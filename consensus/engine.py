@@ -59,7 +59,7 @@ from consensus.messages import (
     Vote,
     VoteKind,
 )
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from consensus.verify import (
     check_new_view,
     check_proposal,

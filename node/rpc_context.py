@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
-    from consensus.validators import ValidatorSet
+    from state.validators import ValidatorSet
     from node.risk.hook import RiskHook
     from node.risk.market import MarketModel
     from state.app import Application

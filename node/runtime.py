@@ -15,7 +15,6 @@ import resource
 import signal
 from typing import Any
 
-from consensus.validators import ValidatorSet
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
 from node.admission import Admission
@@ -123,7 +122,6 @@ class Node:
             log.warning("%s", warning)
         self.mempool = Mempool(self.app, self.config.mempool)
         self.risk.attach(self.app)
-        genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
         signer = self.node_key if self.is_validator else None
 
         p2p_config = P2PConfig(
@@ -153,7 +151,6 @@ class Node:
             config=self.config.consensus,
             signer=signer,
             sign_guard=opened.sign_guard if signer else None,
-            genesis_validators=genesis_set,
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,
                 penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
@@ -263,7 +260,7 @@ class Node:
             validator_address=lambda: self.node_key.address if self.is_validator else None,
             syncing=lambda: bool(self.sync and self.sync.syncing),
             consensus_state=lambda: self.driver.engine_state() if self.driver else None,
-            validator_set=lambda: self.driver.validator_set if self.driver else None,
+            validator_set=lambda: self.app.validator_set(self.app.height + 1) if self.app else None,
             risk=self.risk,
             market_model=self.market_model,
         )

@@ -8,11 +8,15 @@ Map (each module does one thing):
 * ``payloads``  transaction kinds and their payloads, each with its wire
   field order declared once (``WIRE``); the field checks.
 * ``transactions`` transactions, signed transactions (signature cache), receipts.
-* ``blocks``    headers and blocks; ``validators_hash`` and ``tx_root``.
+* ``blocks``    headers and blocks; ``tx_root``.
   Objects validate on construction (payloads <- transactions <- blocks).
+* ``validators`` the validator set: members, hash (the header's
+  ``validators_hash``), CometBFT proposer priorities, ``updated(changes)``;
+  consensus/ reads sets, it never makes one.
 * ``merkle``    RFC 6962 tree and inclusion proofs (tx_root).
 * ``genesis``   the genesis document and consensus params.
-* ``abc``/``kv`` the key-value seam: ``MemoryKV`` (tests), ``LevelDBKV``.
+* ``abc``/``kv`` the seams: the key-value store (``MemoryKV`` for tests,
+  ``LevelDBKV``) and ``CommitVerifier`` (implemented by consensus/).
 * ``keys``      every key prefix, in one table.
 * ``ledger``    typed records over a write overlay (checked arithmetic).
 * ``execution`` inclusion checks, fees, per-kind effects, the app hash.
@@ -27,10 +31,14 @@ Decisions other packages rely on:
   seeded at height 0 by the genesis hash.  It commits to the whole state given
   genesis; no per-key state proofs are built.
 * ``prev_hash`` of block 1 is the genesis hash; ``last_commit`` of block 1 is
-  empty and of every later block non-empty (opaque to state/).
-* ``validators_hash`` in block h commits to the set that validates h
-  (``Application.validators()`` before executing h), via
-  ``state.blocks.validators_hash``.
+  empty and of every later block the parent's commit certificate, checked by
+  the application's ``CommitVerifier`` against the parent's validator set
+  (the bytes stay opaque to state/).
+* The application stores the validator set of every height
+  (``Application.validator_set(h)``); block h's ``validator_updates`` (empty
+  until staking) give the set of h + 1 as ``set_h.updated(updates).increment(1)``.
+  ``validators_hash`` in block h is ``ValidatorSet.hash()`` of the set that
+  signs h: the one implementation.
 * Fees of a block are credited to its proposer, which must be a validator,
   after the block's transactions have run.
 """

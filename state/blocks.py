@@ -12,10 +12,10 @@ past the decoding boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NewType, Sequence
+from typing import Any, NewType, Sequence
 
 from state.codec import DEFAULT_MAX_BYTES, decode, encode
-from state.crypto import ADDRESS_LEN, HASH_LEN, Address, Hash, address_of, sha256
+from state.crypto import ADDRESS_LEN, HASH_LEN, Address, Hash, sha256
 from state.errors import MalformedBlock, MalformedTransaction
 from state.merkle import merkle_root
 from state.payloads import MAX_UINT64, check_bytes, check_chain_id, check_uint, is_int, wire_array
@@ -28,7 +28,6 @@ __all__ = [
     "EMPTY_COMMIT",
     "BlockHeader",
     "Block",
-    "validators_hash",
     "tx_root",
 ]
 
@@ -169,16 +168,6 @@ class Block:
 
 
 # -- commitments a header carries ---------------------------------------------------
-
-
-def validators_hash(validators: Iterable[tuple[bytes, int]]) -> Hash:
-    """Commitment to a validator set of (pubkey, power), independent of input order.
-
-    SHA-256 of the canonical ``[[address, pubkey, power], ...]`` in address
-    order: the same bytes as consensus/'s ``ValidatorSet.hash()``.
-    """
-    ordered = sorted((address_of(pk), pk, power) for pk, power in validators)
-    return sha256(encode([[address, pk, power] for address, pk, power in ordered]))
 
 
 def tx_root(txs: Sequence[SignedTransaction]) -> Hash:

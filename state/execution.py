@@ -251,6 +251,7 @@ class BlockRun:
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
+        self.validator_updates: tuple[tuple[bytes, int], ...] = ()
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
         Pools(self.ledger, height=height, time_ms=time_ms).begin_block()
 
@@ -276,6 +277,12 @@ class BlockRun:
         self.txs.append(stx)
         self.receipts.append(receipt)
         return receipt
+
+    def end_block(self) -> tuple[tuple[bytes, int], ...]:
+        """After the last transaction: the validator set changes this block
+        makes, as (pubkey, power) with power 0 removing a member; they apply
+        from the next height.  None yet: staking (issue 10) fills this in."""
+        return ()
 
     def pay_proposer(self, proposer: bytes) -> None:
         if not self.fees:

@@ -2,7 +2,9 @@
 
 * state/ imports nothing from the project outside state/;
 * consensus/ imports only the parts of state's data model it uses (codec,
-  crypto, errors): no payloads, transactions or blocks, and never the store;
+  crypto, errors), the validator set it reads (state.validators) and the
+  verifier seam it implements (state.abc): no payloads, transactions or
+  blocks, and never the store;
 * p2p/ imports nothing from the project;
 * cli/ imports node/ and state/, never consensus/ or p2p/ directly;
 * consensus-critical code (state/, consensus/) imports no asyncio, no clock,
@@ -28,7 +30,7 @@ PROJECT = {"state", "consensus", "p2p", "node", "cli", "configs"}
 
 ALLOWED = {
     "state": {"state"},
-    "consensus": {"state.codec", "state.crypto", "state.errors", "consensus"},
+    "consensus": {"state.codec", "state.crypto", "state.errors", "state.validators", "state.abc", "consensus"},
     "p2p": {"p2p"},
     "cli": {"cli", "node", "state"},
     "node": PROJECT,

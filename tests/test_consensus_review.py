@@ -39,7 +39,7 @@ from consensus.messages import (
     Vote,
     decode_message,
 )
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey, sha256
 from tests.test_consensus_engine import (
     BLOCK_A,

@@ -13,21 +13,9 @@ from state.app import Application
 from state.errors import AmountOutOfRange, DecodeError, IdenticalTokens, MalformedTransaction
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
-from state.payloads import (
-    Batch,
-    FlashBorrow,
-    FlashRepay,
-    PoolAdd,
-    PoolCreate,
-    PoolRemove,
-    RewardsClaim,
-    SetRewardRate,
-    Swap,
-    SwapRoute,
-    Transfer,
-)
 from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
-from state.testing import Chain, dev_key, make_genesis, signed
+from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis, signed
+from state.payloads import Batch, FlashBorrow, FlashRepay, PoolAdd, PoolCreate, PoolRemove, RewardsClaim, SetRewardRate, Swap, SwapRoute, Transfer
 from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
@@ -53,7 +41,7 @@ def genesis(**params):
 
 
 def new_chain(**params) -> Chain:
-    return Chain(Application(MemoryKV(), genesis(**params)), VAL)
+    return Chain(Application(MemoryKV(), genesis(**params), commit_verifier=STUB_VERIFIER), VAL)
 
 
 def run(chain: Chain, key, payload):

@@ -66,20 +66,22 @@ def test_status_and_validators_read_the_node_at_call_time():
     assert status["node"] == "ctx" and status["height"] == 0
     assert (status["peers"], status["peer_id"], status["validator"], status["syncing"], status["consensus"]) == (
         0, None, None, False, None)
-    assert methods["qenex_getValidators"]() == {"height": 1, "total_power": "0", "validators": []}
+    genesis_set = node.app.validator_set(1)
+    assert methods["qenex_getValidators"]()["validators"] == [{
+        "address": address_to_text(VALIDATOR.address), "pubkey": "0x" + VALIDATOR.public_key.hex(),
+        "power": "10", "proposer_priority": str(genesis_set.priorities[0])}]
 
-    vset = SimpleNamespace(validators=[SimpleNamespace(address=VALIDATOR.address, pubkey=VALIDATOR.public_key,
-                                                       power=7)], priorities=[-3], total_power=7)
     node.p2p = SimpleNamespace(connected_peers=lambda: ["peer-a", "peer-b"], peer_id="peer-self")
     node.sync = SimpleNamespace(syncing=True)
-    node.driver = SimpleNamespace(engine_state=lambda: {"height": 1, "view": 0}, validator_set=vset)
+    node.driver = SimpleNamespace(engine_state=lambda: {"height": 1, "view": 0})
     status = methods["qenex_status"]()
     assert (status["peers"], status["peer_id"], status["syncing"], status["consensus"]) == (
         2, "peer-self", True, {"height": 1, "view": 0})
+    # The set is the application's, for the next height, read per call.
+    Chain(node.app, VALIDATOR).block([])
     validators = methods["qenex_getValidators"]()
-    assert validators["total_power"] == "7" and validators["validators"] == [{
-        "address": address_to_text(VALIDATOR.address), "pubkey": "0x" + VALIDATOR.public_key.hex(),
-        "power": "7", "proposer_priority": "-3"}]
+    assert validators["height"] == 2 and validators["total_power"] == "10"
+    assert validators["validators"][0]["proposer_priority"] == str(node.app.validator_set(2).priorities[0])
 
 
 def test_status_names_this_node_as_validator_only_when_its_key_is_in_the_set():
