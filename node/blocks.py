@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from state.app import Application, BlockResult
-from state.errors import InvalidCommit, InvalidLastCommit, StateError
+from state.errors import InvalidCommit, StateError, StateInvariantBroken
 from state.blocks import Block
 from state.transactions import SignedTransaction
 from state.validators import ValidatorSet
@@ -109,6 +109,8 @@ class BlockExecutor:
             return f"block height {block.header.height} is not {height}"
         try:
             self._execute(block, now)
+        except StateInvariantBroken:
+            raise  # our own store is wrong (e.g. an unreadable validator set): stop, do not blame the proposal
         except StateError as exc:
             return str(exc)
         return None
@@ -144,10 +146,13 @@ class BlockExecutor:
 
     def apply_synced(self, block: Block, cert_bytes: bytes) -> SyncRefused | None:
         """Verify a fetched block's certificate and apply the block; a SyncRefused
-        says why not (``ban`` for what no honest peer serves).
+        says why not (a ban: no honest peer serves a certificate our set rejects).
 
-        A block whose certificate verifies but that does not execute here means
-        our own state is wrong: InvalidBlock propagates and the node stops."""
+        A block whose certificate verifies but that does not execute here (its
+        last_commit included) was committed by more than 2/3 of power: either
+        more than 1/3 is Byzantine or our own state is wrong.  The peer that
+        served it is not at fault; InvalidBlock propagates and the node stops,
+        as a certified commit that does not execute does."""
         height = block.header.height
         try:
             self.app.verify_commit(height, block.hash, cert_bytes)
@@ -155,10 +160,7 @@ class BlockExecutor:
             # No honest peer serves a certificate our validator set rejects at the
             # height we asked for: a ban, so a slow liar cannot outpace the decay.
             return SyncRefused(f"synced block {height}: certificate does not verify: {exc}", ban=True)
-        try:
-            result = self._execute(block, None)
-        except InvalidLastCommit as exc:
-            return SyncRefused(f"synced block {height}: {exc.reason}", ban=False)
+        result = self._execute(block, None)
         self._commit(block, result, cert_bytes)
         return None
 

@@ -340,9 +340,10 @@ class ConsensusDriver:
         self._start_height(self.height)
 
     def _apply_synced(self, item: SyncedBlock) -> None:
-        """Apply a fetched block through the one block path.  Block and
-        certificate arrive decoded (sync decodes them off the loop), so nothing
-        here is proportional to the block's size but its execution."""
+        """Apply a fetched block through the one block path.  The block arrives
+        decoded (sync decodes it off the loop); here its certificate is decoded
+        once more by the verifier (bounded by the certificate limit) and the
+        block executed."""
         height = item.block.header.height
         if height != self.app.height + 1:
             return  # already have it (consensus or an earlier sync got there first)

@@ -68,8 +68,13 @@ class EvidencePool:
             self.refused += 1
             return False
         if len(self._items) >= self._max_items:
-            self.refused += 1
-            return False
+            # Full: the oldest evidence goes (it is the nearest to expiry), so a
+            # chronic equivocator cannot shut out fresh evidence until it ages.
+            oldest = min(self._items)
+            if oldest >= key:
+                self.refused += 1
+                return False
+            del self._items[oldest]
         log.warning("equivocation by %s at height %d", address_to_text(evidence.validator), evidence.height)
         self._items[key] = evidence
         return True

@@ -197,6 +197,10 @@ class Application:
                 batch[keys.validator_set_key(height)] = vset.encode()
             self._kv.write_batch(batch, sync=True)
         self._current = self._read_validator_set(nxt)
+        if self.height:
+            # The next block's last_commit is checked against the head's set:
+            # an unreadable one is found now, not as a verdict on a proposal.
+            self._vsets[self.height] = self._read_validator_set(self.height)
 
     def _read_validator_set(self, height: int) -> ValidatorSet:
         raw = self._kv.get(keys.validator_set_key(height))

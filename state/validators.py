@@ -62,7 +62,8 @@ def _div_trunc(a: int, b: int) -> int:
 class ValidatorSet:
     """An immutable validator set with proposer priorities, sorted by address."""
 
-    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries", "_walk")
+    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries", "_walk",
+                 "_hash")
 
     def __init__(self, entries: Iterable[tuple[bytes, int]]) -> None:
         validators = []
@@ -97,6 +98,7 @@ class ValidatorSet:
         self._proposer_index = proposer_index
         self._by_address = {v.address: i for i, v in enumerate(validators)}
         self._total = total
+        self._hash: bytes | None = None
         self._reset_walk()
 
     @classmethod
@@ -177,8 +179,11 @@ class ValidatorSet:
         return f"ValidatorSet([{members}], proposer={self.proposer.address.hex()[:8]})"
 
     def hash(self) -> bytes:
-        """SHA-256 over ``[address, pubkey, power]`` in address order (no priorities)."""
-        return bytes(sha256(codec.encode([[v.address, v.pubkey, v.power] for v in self._validators])))
+        """SHA-256 over ``[address, pubkey, power]`` in address order (no priorities): the
+        header's ``validators_hash``, the one implementation.  Memoised (the set is immutable)."""
+        if self._hash is None:
+            self._hash = bytes(sha256(codec.encode([[v.address, v.pubkey, v.power] for v in self._validators])))
+        return self._hash
 
     # -- changes ---------------------------------------------------------------
 

@@ -111,8 +111,10 @@ def import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
     ``if TYPE_CHECKING:`` alike.  Relative imports are resolved; ``from pkg import name``
     is an edge to ``pkg.name`` when that is a module, else to ``pkg``; an import of a
     name that is not a module (``import a.b.C``) is an edge to its longest module
-    prefix.  Importing ``a.b.c`` also runs ``a`` and ``a.b``, but a parent package is
-    in ``sys.modules`` before its children run, so that is not an edge."""
+    prefix.  Importing ``a.b.c`` also runs the packages ``a`` and ``a.b`` first, so
+    those are edges too, except for the importer's own ancestors (a package is in
+    ``sys.modules`` before its children run): an ``__init__`` that imports back into
+    its importer closes a circle."""
     files = {module_name(root, path): path for pkg in packages for path in sorted((root / pkg).rglob("*.py"))}
 
     def known(name: str) -> str | None:
@@ -141,8 +143,14 @@ def import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
                     targets.append(sub if sub in files else source)
             for target in targets:
                 resolved = known(target)
-                if resolved is not None and resolved != module:
-                    graph[module].add(resolved)
+                if resolved is None:
+                    continue
+                parts = resolved.split(".")
+                for depth in range(1, len(parts) + 1):
+                    ancestor = ".".join(parts[:depth])
+                    own = module == ancestor or module.startswith(ancestor + ".")
+                    if ancestor in files and not own:
+                        graph[module].add(ancestor)
     return graph
 
 
@@ -275,8 +283,8 @@ def test_the_cycle_check_counts_package_init_edges_and_passes_an_acyclic_tree(tm
     }
     root = _write_tree(tmp_path / "acyclic", files)
     graph = import_graph(root, ("pkg", "user"))
-    assert graph["pkg"] == {"pkg.api", "pkg.sub.deep"}
-    assert graph["pkg.api"] == {"pkg.models", "pkg.sub.deep"}
+    assert graph["pkg"] == {"pkg.api", "pkg.sub", "pkg.sub.deep"}
+    assert graph["pkg.api"] == {"pkg.models", "pkg.sub", "pkg.sub.deep"}  # pkg.sub's __init__ runs first
     assert graph["user.cli"] == {"pkg"}
     assert import_cycles(graph) == []
     # A module that imports a name from its own package's __init__ closes a
@@ -286,6 +294,21 @@ def test_the_cycle_check_counts_package_init_edges_and_passes_an_acyclic_tree(tm
     root = _write_tree(tmp_path / "through-init", files)
     cycles = import_cycles(import_graph(root, ("pkg", "user")))
     assert render_cycles(cycles) == "pkg -> pkg.api -> pkg"
+
+
+def test_the_cycle_check_sees_a_circle_through_the_targets_package_init(tmp_path):
+    # Review: app.x imports lib.leaf, which first runs lib/__init__, which imports
+    # lib.heavy, which imports app.x: a real circle (import app.x fails).
+    root = _write_tree(tmp_path, {
+        "app/__init__.py": "",
+        "app/x.py": "import lib.leaf\n",
+        "lib/__init__.py": "from lib import heavy\n",
+        "lib/leaf.py": "",
+        "lib/heavy.py": "def later():\n    from app import x\n",
+    })
+    graph = import_graph(root, ("app", "lib"))
+    assert graph["app.x"] == {"lib", "lib.leaf"}
+    assert render_cycles(import_cycles(graph)) == "app.x -> lib -> lib.heavy -> app.x"
 
 
 def test_the_project_has_no_import_cycle():

@@ -17,6 +17,7 @@ import pytest
 from consensus.messages import CommitCertificate, Vote, VoteKind
 from consensus.verify import CertificateVerifier
 from node.blocks import BlockExecutor
+from state import keys
 from state.app import Application
 from state.crypto import PrivateKey, sha256
 from state.errors import InvalidLastCommit, StateInvariantBroken
@@ -99,17 +100,31 @@ def test_a_certified_block_with_a_forged_last_commit_is_not_committed() -> None:
     assert blocks.app.height == 1
 
 
-def test_a_synced_block_with_a_genuine_certificate_but_a_forged_last_commit_is_refused() -> None:
+def test_a_synced_block_with_a_genuine_certificate_but_a_forged_last_commit_stops_the_node() -> None:
+    """Certified by a quorum yet invalid, as on the commit path: the peer that
+    served the certified chain is not at fault (no penalty for it, and no
+    walking through every honest peer); the node refuses the block and stops."""
     blocks, parent, genuine = chain_of_one()
     for name, (bad, words) in forgeries(parent, genuine).items():
         block = block_with_last_commit(blocks, bad)
-        refused = blocks.apply_synced(block, certify(block, KEYS[:3]))
-        assert refused is not None and not refused.ban, name
-        assert words in refused.reason and "last_commit" in refused.reason, (name, refused.reason)
+        with pytest.raises(InvalidLastCommit) as refused:
+            blocks.apply_synced(block, certify(block, KEYS[:3]))
+        assert words in str(refused.value) and "last_commit" in str(refused.value), name
         assert blocks.app.height == 1
     good = block_with_last_commit(blocks, genuine)
     assert blocks.apply_synced(good, certify(good, KEYS[1:])) is None
     assert blocks.app.height == 2
+
+
+def test_an_unreadable_validator_set_is_our_fault_not_the_proposals() -> None:
+    blocks, parent, genuine = chain_of_one()
+    good = block_with_last_commit(blocks, genuine)
+    blocks.app._vsets.clear()
+    blocks.app._kv.write_batch({keys.validator_set_key(1): b"\x91\x07"})  # damaged under a running node
+    with pytest.raises(StateInvariantBroken, match="validator set of height 1 is unreadable"):
+        blocks.validate(good.encode(), good.hash, 2)
+    with pytest.raises(StateInvariantBroken, match="validator set of height 1"):
+        Application(blocks.app._kv, GENESIS, commit_verifier=CertificateVerifier())  # and found at open
 
 
 def test_a_synced_block_whose_own_certificate_is_forged_is_a_ban() -> None:
