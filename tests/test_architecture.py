@@ -145,8 +145,10 @@ def import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
                 resolved = known(target)
                 if resolved is None:
                     continue
+                if resolved != module:
+                    graph[module].add(resolved)
                 parts = resolved.split(".")
-                for depth in range(1, len(parts) + 1):
+                for depth in range(1, len(parts)):
                     ancestor = ".".join(parts[:depth])
                     own = module == ancestor or module.startswith(ancestor + ".")
                     if ancestor in files and not own:
