@@ -17,6 +17,7 @@ from dataclasses import replace
 import pytest
 
 from node.config import Home
+from node.risk.features import N_FEATURES
 from state.crypto import PrivateKey, address_to_text
 from tests.localnet import LocalNet, running_localnet, wait_until
 
@@ -40,7 +41,7 @@ def net(tmp_path_factory):
 def test_every_node_loaded_the_testnet_model(net):
     for i in range(net.n):
         info = net.rpc(i).call("qenex_riskModel")
-        assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == 20
+        assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == N_FEATURES
 
 
 def test_ordinary_transfers_are_admitted_and_final(net):

@@ -162,7 +162,7 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> n
         tail = list(heights)[-20:]
         tail.append(h)
         f[10] = _burstiness(tail)
-        idle = h - heights[-1]
+        idle = max(h - heights[-1], 0)
         f[11] = _log1p10(idle)
         if s.sent >= 2:
             habit = max(heights[-1] - s.first_height, 1) / (s.sent - 1)

@@ -44,6 +44,8 @@ FEATURE_CACHE = 50_000
 REPLAY_BLOCKS = 5_000  # most blocks replayed at start-up (no stored history, or behind it)
 RISK_HISTORY_DIR = "risk-history"  # under HOME/data
 FALLBACKS = ("admit", "rules")
+_BALANCE_SHARE = FEATURE_NAMES.index("balance_share")
+_NEW_COUNTERPARTY = FEATURE_NAMES.index("new_counterparty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +267,8 @@ class RiskHook:
         return assessment, row
 
     def _fallback(self, stx: SignedTransaction, row: np.ndarray) -> Assessment:
-        if self.fallback == "rules" and row[1] > 0.9 and row[10] == 1.0:
-            top = [{"feature": "balance_share", "value": round(float(row[1]), 4), "contribution": None},
+        if self.fallback == "rules" and row[_BALANCE_SHARE] > 0.9 and row[_NEW_COUNTERPARTY] == 1.0:
+            top = [{"feature": "balance_share", "value": round(float(row[_BALANCE_SHARE]), 4), "contribution": None},
                    {"feature": "new_counterparty", "value": 1.0, "contribution": None}]
             return Assessment(stx.hash, "review", None, None, top)
         return Assessment(stx.hash, "admit", None, None)

@@ -49,6 +49,9 @@ class RiskModel:
     # (cal_x, cal_y), interpolated linearly; identity when empty.
     cal_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     cal_y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    # per-feature training range the network's input is clipped to (none when empty)
+    x_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    x_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def version(self) -> int:
@@ -63,7 +66,13 @@ class RiskModel:
         return float(self.meta.get("thresholds", {}).get("review", 0.5))
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        if len(self.x_lo):
+            # The network never saw values outside the training range: clip
+            # rather than extrapolate (a 1000x fee must not buy a low score);
+            # the forest sees the raw row, so such a value is still an anomaly.
+            x = np.clip(x, self.x_lo, self.x_hi)
+        return ((x - self.mean) / self.std).astype(np.float32)
 
     def calibrate(self, p: np.ndarray) -> np.ndarray:
         if len(self.cal_x) == 0:
@@ -90,33 +99,38 @@ class RiskModel:
         return self.score_parts(x)[0]
 
     def top_features(self, row: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
-        """The features that pushed this row's score up most, highest first, in score units.
+        """The features that pushed this row's score up most, highest first.
 
-        ``mlp`` is the network's gradient × (input − training mean), the
-        standardised input; ``anomaly`` is the feature's share of the
-        isolation forest's splits on this row's paths (weighted towards the
-        root: what made the row easy to isolate) times the anomaly part of
-        the score; both are scaled through the noisy-OR and the
-        calibration's slope at this row, and ``contribution`` is their sum.
-        Features that lowered the score are left out.
+        Contributions are in units of the raw score (before the calibration,
+        which is monotone: the order is the same, and a saturated calibrated
+        score would hide them): ``mlp`` is the network's gradient × (input −
+        training mean) in standardised units, through the noisy-OR;
+        ``anomaly`` is the feature's share of the isolation forest's splits
+        on this row's paths (weighted towards the root: what made the row
+        easy to isolate) times the anomaly part of the raw score;
+        ``contribution`` is their sum (all rows' contributions add up to the
+        raw score, p + w·a·(1 − p)).  Features that lowered the score are
+        left out.
         """
         row2 = np.atleast_2d(np.asarray(row, dtype=np.float32))
-        raw, p_arr, a_arr = self.raw_parts(row2)
-        r, p, a = float(raw[0]), float(p_arr[0]), float(a_arr[0])
-        slope = 1.0
-        if len(self.cal_x):
-            eps = 0.02
-            lo, hi = max(r - eps, 0.0), min(r + eps, 1.0)
-            slope = float((self.calibrate(np.array([hi])) - self.calibrate(np.array([lo])))[0]) / max(hi - lo, 1e-9)
+        _, p_arr, a_arr = self.raw_parts(row2)
+        p, a = float(p_arr[0]), float(a_arr[0])
         xs = self.standardise(row2)
-        mlp = (self.mlp.input_gradient(xs) * xs)[0] * (1.0 - ANOMALY_WEIGHT * a) * slope
-        forest = self.forest.feature_shares(row2)[0] * ANOMALY_WEIGHT * a * (1.0 - p) * slope
+        # d p / d logit = p (1 - p) vanishes when the network is sure; the
+        # logit's gradient × input ranks the reasons all the same, so scale
+        # it to the share of the score the network explains.
+        grad = self.mlp.input_gradient(xs)[0] / max(p * (1.0 - p), 1e-6)
+        logit_contrib = grad * xs[0]
+        positive = np.clip(logit_contrib, 0.0, None)
+        mlp = positive / max(positive.sum(), 1e-9) * p  # raw = p + w·a·(1 − p): p is the network's part
+        mlp = np.where(logit_contrib > 0, mlp, 0.0)
+        forest = self.forest.feature_shares(row2)[0] * ANOMALY_WEIGHT * a * (1.0 - p)
         total = mlp + forest
         order = np.argsort(-total)[:k]
         return [
             {"feature": FEATURE_NAMES[i], "value": round(float(row2[0, i]), 4),
              "contribution": round(float(total[i]), 4), "mlp": round(float(mlp[i]), 4),
-             "anomaly": round(float(forest[i]), 4)}
+             "anomaly": round(float(forest[i]), 4), "logit": round(float(logit_contrib[i]), 4)}
             for i in order
             if total[i] > 0
         ]
@@ -127,7 +141,8 @@ class RiskModel:
         meta = dict(self.meta, format=FORMAT, schema_hash=schema_hash(), feature_names=list(FEATURE_NAMES),
                     anomaly_weight=ANOMALY_WEIGHT)
         arrays = {"mean": self.mean, "std": self.std, "anomaly_range": np.array([self.anomaly_lo, self.anomaly_hi]),
-                  "cal_x": np.asarray(self.cal_x, np.float64), "cal_y": np.asarray(self.cal_y, np.float64)}
+                  "cal_x": np.asarray(self.cal_x, np.float64), "cal_y": np.asarray(self.cal_y, np.float64),
+                  "x_lo": np.asarray(self.x_lo, np.float32), "x_hi": np.asarray(self.x_hi, np.float32)}
         arrays.update(self.mlp.to_arrays("mlp_"))
         arrays.update(self.forest.to_arrays())
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
@@ -168,6 +183,9 @@ class RiskModel:
             cal_x, cal_y = arrays["cal_x"].astype(np.float64), arrays["cal_y"].astype(np.float64)
             if cal_x.shape != cal_y.shape or cal_x.ndim != 1 or np.any(np.diff(cal_x) < 0) or np.any(np.diff(cal_y) < 0):
                 raise ValueError("calibration map is not a non-decreasing function")
+            x_lo, x_hi = arrays["x_lo"].astype(np.float32), arrays["x_hi"].astype(np.float32)
+            if x_lo.shape != x_hi.shape or x_lo.shape not in ((0,), (N_FEATURES,)):
+                raise ValueError(f"input range shape {x_lo.shape}, expected ({N_FEATURES},)")
         except (KeyError, ValueError, IndexError) as exc:
             raise RiskModelError(f"risk model {path} is inconsistent: {exc}") from None
-        return cls(mean, std, mlp, forest, lo, hi, meta, cal_x, cal_y)
+        return cls(mean, std, mlp, forest, lo, hi, meta, cal_x, cal_y, x_lo, x_hi)

@@ -77,6 +77,7 @@ def fit(
     std = x.std(axis=0) + 1e-3
     mlp = MLP.init(MLP_SIZES, seed)
     xs = ((x - mean) / std).astype(np.float32)
+    x_lo, x_hi = x.min(axis=0).astype(np.float32), x.max(axis=0).astype(np.float32)
     pos_weight = float(min(10.0, max(1.0, (len(y) - y.sum()) / max(y.sum(), 1) / 4)))
     t0 = time.perf_counter()
     losses = mlp.fit(xs, y, epochs=epochs, seed=seed, pos_weight=pos_weight)
@@ -97,7 +98,7 @@ def fit(
         "data": "node.risk.synth.generate",
     }
     meta = {"thresholds": {"review": review, "reject": reject}, "training": info}
-    model = RiskModel(mean.astype(np.float32), std.astype(np.float32), mlp, forest, lo, hi, meta)
+    model = RiskModel(mean.astype(np.float32), std.astype(np.float32), mlp, forest, lo, hi, meta, x_lo=x_lo, x_hi=x_hi)
     if calibration is not None and len(calibration) and calibration.y.any():
         raw, _, _ = model.raw_parts(calibration.x)
         model.cal_x, model.cal_y = isotonic(raw, calibration.y)
