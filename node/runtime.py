@@ -31,7 +31,7 @@ from node.inbound import (
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
 from node.risk.admin import AdminServer
-from node.risk.hook import RiskHook
+from node.risk.hook import RISK_HISTORY_DIR, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
 from node.rpc_context import RpcContext
@@ -121,7 +121,9 @@ class Node:
                         + self.home.config_warnings(self.config)):
             log.warning("%s", warning)
         self.mempool = Mempool(self.app, self.config.mempool)
-        self.risk.attach(self.app)
+        # The risk history lives in the node's own LevelDB beside the state
+        # (not consensus state); attach loads it and replays only newer blocks.
+        self.risk.attach(self.app, history_path=self.home.data_dir / RISK_HISTORY_DIR)
         signer = self.node_key if self.is_validator else None
 
         p2p_config = P2PConfig(
@@ -220,6 +222,7 @@ class Node:
             await step("p2p", self.p2p.stop())
         if self.consensus_inbound:
             self.consensus_inbound.close()
+        self.risk.close()
         if self.kv:
             self.kv.close()
         if self.app is not None:  # a refused start said so in its one line

@@ -25,6 +25,7 @@ from node.mempool import Mempool
 from node.config import MempoolSection
 from node.risk.admin import NOT_LOCAL, UNAUTHORIZED, authorized, is_loopback, make_admin_app
 from node.risk.errors import RiskModelError, RiskRejected
+from node.risk.features import N_FEATURES
 from node.risk.hook import RiskHook
 from node.risk.store import ModelStore
 from node.rpc_risk import NO_RISK_MODEL, risk_methods
@@ -149,10 +150,10 @@ def test_risk_score_rpc_scores_without_submitting(model_dir, tmp_path):
     node = _node(model_dir, tmp_path)
     methods = risk_methods(_ctx(node))
     out = methods["qenex_riskScore"]("0x" + _drain().encode().hex())
-    assert out["decision"] == "reject" and out["model_version"] == 1 and len(out["features"]) == 20
+    assert out["decision"] == "reject" and out["model_version"] == 1 and len(out["features"]) == N_FEATURES
     assert out["top_features"] and len(node.mempool) == 0
     info = methods["qenex_riskModel"]()
-    assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == 20
+    assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == N_FEATURES
     with pytest.raises(RPCError) as bad:
         methods["qenex_riskScore"]("0xzz")
     assert bad.value.code == -32602

@@ -22,6 +22,8 @@ address (HTTP 403), -32032 no model / unknown transaction / bad version.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -84,7 +86,7 @@ def admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., 
             raise RPCError(RISK_ADMIN_ERROR, f"transaction {hash} is not known here: send it as raw")
         return stx
 
-    def feedback(label: Any, hash: Any = None, raw: Any = None, steps: Any = 30) -> dict[str, Any]:
+    async def feedback(label: Any, hash: Any = None, raw: Any = None, steps: Any = 30) -> dict[str, Any]:
         if label not in (0, 1) or isinstance(label, bool):
             raise invalid_params("label must be 1 (fraud) or 0 (legitimate)")
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 500:
@@ -97,10 +99,15 @@ def admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., 
             raise RPCError(RISK_ADMIN_ERROR, f"a {stx.tx.kind.name.lower()} transaction is not scored by the model")
         before = float(hook.model.score(row[None, :])[0])
         previous = hook.model.version
+        # Training and the model save run in a worker thread: the loop keeps
+        # scoring (with the current model) and committing meanwhile.
         try:
-            version = hook.feedback(row[None, :], np.array([label]), steps=steps)
+            updated, version = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(hook.train_feedback, row[None, :], np.array([label]), steps=steps))
         except (RiskModelError, OSError) as exc:
             raise RPCError(RISK_ADMIN_ERROR, f"could not save the updated model: {exc}") from None
+        hook.model = updated
+        log.info("risk model updated from feedback: version %d -> %d", previous, version)
         after = float(hook.model.score(row[None, :])[0])
         return {"version": version, "previous_version": previous, "hash": hex0x(stx.hash),
                 "score_before": round(before, 6), "score_after": round(after, 6)}
