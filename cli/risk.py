@@ -74,7 +74,8 @@ def train(out: Path, seed: int, accounts: int, blocks: int, epochs: int, review:
 def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review: float | None,
                  reject: float | None, lopo: bool, json_out: Path | None, as_json: bool) -> None:
     """Held-out report: per-pattern recall, false positives, calibration, fee ablation, leave-one-pattern-out, baselines."""
-    from node.risk.evaluate import (best_amount_threshold, best_share_threshold, evaluate, leave_one_pattern_out,
+    from node.risk.train import leave_one_pattern_out
+    from node.risk.evaluate import (best_amount_threshold, best_share_threshold, evaluate,
                                     render_table, write_plots)
     from node.risk.store import ModelStore
     from node.risk.synth import generate

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from node.genesis_tools import RISK_MODEL_DIR, _trained_risk_models
-from node.risk.evaluate import calibration_error, curves, evaluate, leave_one_pattern_out
+from node.risk.evaluate import calibration_error, curves, evaluate
+from node.risk.train import leave_one_pattern_out
 from node.risk.history import HistoryStore, TxEvent, account_from_wire, account_to_wire
 from node.risk.history_db import META, HistoryDB
 from node.risk.hook import RiskHook

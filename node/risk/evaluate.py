@@ -13,7 +13,7 @@ On populations the model never saw (other seeds, other behaviour mixes):
   claim;
 * fee ablation: every score again with the fee feature neutralised (set to
   the median fee), to show how much the model leans on the fee;
-* leave-one-pattern-out (``leave_one_pattern_out``): retrain without each
+* leave-one-pattern-out (``node.risk.train.leave_one_pattern_out``): retrain without each
   pattern and measure its recall: how the model does on a fraud it was
   never shown;
 * ROC and precision-recall curves as points in the JSON, and as PNG plots
@@ -29,7 +29,7 @@ import numpy as np
 
 from node.risk.features import FEATURE_NAMES, FEE_FEATURE
 from node.risk.model import RiskModel
-from node.risk.synth import FRAUD_PATTERNS, Dataset
+from node.risk.synth import Dataset
 
 ECE_BINS = 10
 CURVE_POINTS = 200
@@ -210,30 +210,6 @@ def evaluate(model: RiskModel, held_out: Dataset, amount_threshold: float,
         "false_positive_rate": round(float((ablated[normal] > review).mean()), 5),
     }
     out["curves"] = curves(y, scores)
-    return out
-
-
-def leave_one_pattern_out(train: Dataset, calibration: Dataset, held_out: Dataset, *, seed: int, epochs: int,
-                          trees: int, review: float, reject: float) -> dict[str, Any]:
-    """Per fraud pattern: train (and calibrate) without it, then its recall on the held-out data.
-
-    The held-out set keeps every pattern; only the omitted pattern's recall
-    is reported for each run (with the normal traffic's flag rate of that
-    run), so each number says how the model does on a fraud it never saw.
-    """
-    from node.risk.train import fit
-
-    out = {}
-    for name in FRAUD_PATTERNS:
-        model, _ = fit(train.subset(train.pattern != name), seed=seed, epochs=epochs, trees=trees, review=review,
-                       reject=reject, calibration=calibration.subset(calibration.pattern != name))
-        scores = model.score(held_out.x)
-        mask = held_out.pattern == name
-        normal = held_out.pattern == "normal"
-        out[name] = {"n": int(mask.sum()),
-                     "recall_review": round(float((scores[mask] > review).mean()), 4) if mask.any() else None,
-                     "recall_reject": round(float((scores[mask] > reject).mean()), 4) if mask.any() else None,
-                     "false_positive_rate": round(float((scores[normal] > review).mean()), 5)}
     return out
 
 
