@@ -76,8 +76,9 @@ class MempoolSection:
     max_bytes: int = 64 * 1024 * 1024
     max_per_account: int = 1000
     # The queued (future-nonce) area, beside the pending runs (node/mempool.py): at most this many
-    # transactions in all, this many per sender, each within this many nonces of the sender's next
-    # pending nonce; one not promoted within ``queued_max_blocks`` committed blocks is dropped.
+    # transactions in all, this many per sender (each a nonce its pending run could reach: below its
+    # committed nonce + max_per_account); one not promoted within ``queued_max_blocks`` committed
+    # blocks is dropped.
     max_queued: int = 5_000
     max_queued_per_account: int = 64
     queued_max_blocks: int = 600

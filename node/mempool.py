@@ -24,8 +24,8 @@ Eviction happens only in ``insert``: a transaction refused before it never
 costs anyone their place.
 
 Queued (future-nonce) transactions, geth's pending/queued split: a nonce
-above the sender's next pending one (by at most ``max_queued_per_account``)
-is held in a queued area, bounded per sender (``max_queued_per_account``)
+above the sender's next pending one, that its pending run could reach
+(below its committed nonce + ``max_per_account``), is held in a queued area, bounded per sender (``max_queued_per_account``)
 and in all (``max_queued``).  A queued transaction is never reaped, never
 counted by ``len()`` or the pending caps, and never relayed by us until it
 is promoted (geth does not broadcast queued transactions either; gossipsub
@@ -34,7 +34,8 @@ promoted into its sender's run, in nonce order, as soon as the gap fills:
 when the missing nonce is inserted and after a block commits; promotion
 rechecks what pending admission checks (per-account limit, summed outflows
 against the committed balance, room without evicting anyone); one whose
-balance no longer holds is dropped, one without room stays queued.  When
+balance no longer holds is dropped, one without room (or over the
+per-account limit) stays queued and is tried again after the next commit.  When
 the queued area is full, a newcomer evicts the cheapest queued transaction
 (fee per gas, the oldest first among equals) if it pays strictly more per
 gas, else it is refused MempoolFull; a queued transaction still unpromoted
@@ -117,6 +118,8 @@ class Mempool:
         self._qheap: list[tuple[Fraction, int, bytes]] = []
         # Promoted transactions not yet handed to the relay (``take_promoted``); bounded by max_queued.
         self._promoted: list[SignedTransaction] = []
+        # Senders whose next queued nonce waited for room or for their run to shrink: retried after a commit.
+        self._waiting: set[bytes] = set()
 
     # -- inspection -------------------------------------------------------
 
@@ -340,14 +343,14 @@ class Mempool:
             queued = self._queued.get(sender, {}).get(nonce) if nonce > expected else None
             if queued is not None:
                 return self._check_replacement(stx, size, queued, committed.balances, {}, draft)
-            if expected < nonce < expected + self._config.max_queued_per_account:
+            if expected < nonce < base + self._config.max_per_account:
                 return self._check_queued(stx, size, committed.balances, expected, draft)
             if nonce < committed.nonce:
                 why = "replayed"
             elif nonce < expected:
                 why = "already pending"
             else:
-                why = f"skips ahead more than {self._config.max_queued_per_account} nonces"
+                why = f"skips ahead: its pending run can reach at most nonce {base + self._config.max_per_account - 1}"
             raise TxRejected(
                 f"nonce {nonce} is not the next nonce {expected} for {address_to_text(sender)} ({why})",
                 reason="bad_nonce",
@@ -525,10 +528,10 @@ class Mempool:
             entry = run.get(nxt) if sender in self._queued else None
             if entry is None:
                 break
-            if account is not None and len(account.txs) >= self._config.max_per_account:
-                break  # stays queued until the run shrinks
-            if self.needs_room(entry.size):
-                break  # promotion evicts nobody: it waits for room
+            if (account is not None and len(account.txs) >= self._config.max_per_account) or \
+                    self.needs_room(entry.size):
+                self._waiting.add(sender)  # promotion evicts nobody: it waits for room, retried after a commit
+                break
             spent = account.spent if account is not None else {}
             if any(spent.get(t, 0) + a > state.balances.get(t, 0) for t, a in entry.outflows.items()):
                 self._unqueue(entry)  # not executable after its predecessors
@@ -639,7 +642,8 @@ class Mempool:
         senders = sorted({stx.tx.sender for stx in block.txs})
         dropped = sum(self._recheck(sender, committed) for sender in senders)
         self._expire_queued()
-        for sender in senders:
+        waiting, self._waiting = self._waiting, set()
+        for sender in sorted(waiting.union(senders)):
             self._settle_queued(sender)
         return dropped
 

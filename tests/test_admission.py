@@ -270,7 +270,7 @@ def _cases():
         "malformed": (b"\x92\x01\x02", "malformed"),
         "oversize": (b"\x00" * (Params().max_tx_bytes + 1), "too_large"),
         "fee": (transfer(CAROL, 0, SINK, 4, fee=FEE - 1).encode(), "FeeTooLow"),
-        "nonce": (transfer(CAROL, 100, SINK, 5).encode(), "bad_nonce"),  # beyond the queued window
+        "nonce": (transfer(CAROL, 5000, SINK, 5).encode(), "bad_nonce"),  # beyond the queued window
         "balance": (transfer(DAVE, 0, SINK, 2 * BALANCE).encode(), "insufficient_balance"),
     }
     return cases, {risky.hash: "reject", review.hash: "review"}

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import node.mempool as mempool_module
 from node.config import MempoolSection
 from node.admission import Admission
-from node.errors import AlreadyKnown, MempoolFull, MempoolError, TxRejected
+from node.errors import AlreadyKnown, MempoolFull, MempoolError
 from node.mempool import MAX_EVICTIONS, Mempool
 from state.app import Application
 from state.genesis import Params
