@@ -54,8 +54,8 @@ class RpcContext:
     queued_size: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def known_tx(self, tx_hash: bytes) -> "SignedTransaction | None":
-        """A transaction this node holds, pending or committed."""
-        stx = self.pending_tx(tx_hash)
+        """A transaction this node holds, pending, queued or committed."""
+        stx = self.pending_tx(tx_hash) or self.queued_tx(tx_hash)
         if stx is None:
             loc = self.app.get_tx(tx_hash)
             stx = loc.stx if loc is not None else None
