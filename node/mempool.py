@@ -116,7 +116,7 @@ class Mempool:
         self._queued_bytes = 0
         # Min-heap of (price, seq, hash) over queued entries, for eviction; stale items are skipped.
         self._qheap: list[tuple[Fraction, int, bytes]] = []
-        # Promoted transactions not yet handed to the relay (``take_promoted``); bounded by max_queued.
+        # Promoted transactions not yet handed to the relay (``take_promoted``); at most max_queued, the newest.
         self._promoted: list[SignedTransaction] = []
         # Senders whose next queued nonce waited for room or for their run to shrink: retried after a commit.
         self._waiting: set[bytes] = set()
@@ -488,11 +488,14 @@ class Mempool:
         self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
         self._queued_by_hash[c.stx.hash] = entry
         self._queued_bytes += c.size
-        heapq.heappush(self._qheap, (entry.price, entry.seq, c.stx.hash))
+        self._push_queued(entry)
+        return c.stx.hash
+
+    def _push_queued(self, entry: _Entry) -> None:
+        heapq.heappush(self._qheap, (entry.price, entry.seq, entry.stx.hash))
         if len(self._qheap) > 2 * len(self._queued_by_hash) + 64:
             self._qheap = [(e.price, e.seq, h) for h, e in self._queued_by_hash.items()]
             heapq.heapify(self._qheap)
-        return c.stx.hash
 
     def _cheapest_queued(self) -> _Entry | None:
         """The queued entry eviction takes first: lowest fee per gas, the oldest among equals."""
@@ -547,6 +550,8 @@ class Mempool:
             self._bytes += entry.size
             self._promoted.append(entry.stx)
             moved += 1
+        if len(self._promoted) > self._config.max_queued:  # nobody drains it (no relay): keep the newest
+            del self._promoted[:len(self._promoted) - self._config.max_queued]
         if moved:
             self._push_tail(sender)
         return moved
@@ -578,15 +583,13 @@ class Mempool:
         sender = c.stx.tx.sender
         queued = self._queued_by_hash.get(c.replaces)
         if queued is not None:
-            if self._queued_bytes + c.size - queued.size < 0:
-                raise AssertionError("queued byte count went negative")
             self._unqueue(queued)
             entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
                            height=self._app.height)
             self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
             self._queued_by_hash[c.stx.hash] = entry
             self._queued_bytes += c.size
-            heapq.heappush(self._qheap, (entry.price, entry.seq, c.stx.hash))
+            self._push_queued(entry)
             return c.stx.hash
         old = self._by_hash[c.replaces]
         if self._bytes - old.size + c.size > self._config.max_bytes:
