@@ -14,12 +14,14 @@ from node.admission import Admission
 from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from node.mempool import Mempool
+from node.risk.errors import RiskRejected
 from state.app import Application
 from state.codec import encode
 from state.genesis import Params
 from state.kv import MemoryKV
 from state.payloads import TxKind
 from state.testing import ONE_QNX, Chain, dev_key, make_genesis, transfer
+from tests.test_admission import ScriptedRisk
 
 ALICE, BOB, CAROL, DAVE = (dev_key(f"queue-{n}") for n in ("alice", "bob", "carol", "dave"))
 VALIDATOR = dev_key("queue-validator")
@@ -28,12 +30,13 @@ FEE = Params().min_fee(TxKind.TRANSFER)
 
 
 class Rig:
-    def __init__(self, **limits) -> None:
+    def __init__(self, risk=None, **limits) -> None:
         self.app = Application(MemoryKV(), make_genesis(validators=[VALIDATOR], funded=[ALICE, BOB, CAROL, DAVE],
                                                         balance=10 * ONE_QNX))
         self.pool = Mempool(self.app, MempoolSection(**limits))
         self.relayed: list[bytes] = []
-        self.admission = Admission(self.app, self.pool, None, flagged={}, relay=self.relayed.append)
+        self.flagged: dict[bytes, dict] = {}
+        self.admission = Admission(self.app, self.pool, risk, flagged=self.flagged, relay=self.relayed.append)
         self.chain = Chain(self.app, VALIDATOR)
 
     def submit(self, stx) -> bytes:
@@ -96,6 +99,17 @@ def test_a_gossip_promotion_of_an_rpc_queued_tx_relays_it():
     assert rig.relayed == []
     (outcome,) = rig.gossip(txs[0])
     assert outcome.admitted and rig.relayed == [txs[1].encode()]
+
+
+def test_a_queued_transaction_is_risk_scored_before_it_is_stored():
+    later, reviewed = transfer(ALICE, 1, SINK, 1), transfer(ALICE, 2, SINK, 2)
+    risk = ScriptedRisk({later.hash: "reject", reviewed.hash: "review"})
+    rig = Rig(risk)
+    with pytest.raises(RiskRejected):
+        rig.submit(later)
+    assert rig.pool.queued_count == 0 and risk.passes == [[later.hash]]
+    rig.submit(reviewed)
+    assert rig.pool.get_queued(reviewed.hash) is not None and reviewed.hash in rig.flagged
 
 
 def test_queued_transactions_are_never_reaped():
