@@ -335,7 +335,7 @@ class Mempool:
         expected = base + count
         nonce = stx.tx.nonce
         if nonce != expected:
-            in_pool = account is not None and base <= nonce < base + len(account.txs)
+            in_pool = account is not None and max(base, committed.nonce) <= nonce < base + len(account.txs)
             if in_pool:
                 assert account is not None
                 return self._check_replacement(stx, size, account.txs[nonce - base], committed.balances,
