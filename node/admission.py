@@ -3,6 +3,8 @@
 The steps, in order (DESIGN.md), each run over the whole batch before the
 next (a gossip frame is a batch; an RPC submission is a batch of one):
 
+0. a full pool's refusal that needs only the raw length
+   (pending and queued both full, or it can never fit)      ``Mempool.refuse_early``
 1. decode, bounded: the length before anything is decoded   ``txcheck.decode_tx``
 2. chain id and size                                        ``txcheck.check_envelope``
 3. the pool's free refusals: already pending, or full with
@@ -10,10 +12,17 @@ next (a gossip frame is a batch; an RPC submission is a batch of one):
 4. signature                                                ``txcheck.check_signature``
 5. fee, nonce, per-account limit and balance against
    pending state; a batch's earlier candidates count as
-   pending (a sender's run arrives in one batch)            ``Mempool.check`` + ``Draft``
+   pending (a sender's run arrives in one batch); a future
+   nonce is a queued candidate, a pending or queued nonce
+   a replacement                                            ``Mempool.check`` + ``Draft``
 6. risk: every survivor in one scoring pass                 ``RiskHook.assess``
-7. insert, evicting cheaper tails to make room              ``Mempool.insert``
-8. relay: queue the bytes for our own gossip (policy)
+7. insert, evicting cheaper tails to make room; queued
+   ones that now continue their sender's run are promoted   ``Mempool.insert``
+8. relay: queue the bytes for our own gossip (policy); a
+   queued transaction is not relayed until it is promoted,
+   and a promoted one is relayed whatever the source
+   unless it came in this same batch (gossipsub relays the
+   frame)
 
 Risk comes before the insert: a transaction the hook refuses never enters
 the pool, never evicts anything and is not flagged; a "review" is flagged
@@ -29,9 +38,9 @@ refusal itself.  Gossip-admitted transactions are not queued: gossipsub
 relays the frame the p2p thread's ``TxBatchValidator`` accepted, and that
 validator runs the same stateless functions (``node/txcheck.py``).
 
-Room for issue 12 stays inside this module and the mempool: a future-nonce
-queue is another verdict of ``Mempool.check``; a "mempool full" refusal
-before decoding is a step ahead of ``_decode``; fee-prioritised gossip
+Room for issue 12 stays inside this module and the mempool: the future-nonce
+queue is another verdict of ``Mempool.check``; the "mempool full" refusal
+before decoding is step 0; fee-prioritised gossip
 intake orders a batch's candidates before step 7; batched signature
 verification replaces step 4's loop over the batch.
 """
@@ -164,6 +173,7 @@ class Admission:
         """Run every step over the batch ``raws``, in order; one Outcome per transaction."""
         items = [_Item(raw) for raw in raws]
         steps: tuple[Callable[[_Item], None], ...] = (
+            self._refuse_early,
             self._decode,
             self._check_envelope,
             self._precheck_pool,
@@ -181,11 +191,19 @@ class Admission:
         for item in items:
             if item.refusal is None:
                 self._insert(item, policy)
+        batch = {item.stx.hash for item in items if item.stx is not None}
+        for stx in self._mempool.take_promoted():
+            if stx.hash not in batch or policy.relay:
+                self._relay(stx.encode())
         for item in items:
             if item.refusal is not None:
                 self._charge(policy, peer, item.refusal)
         return [Outcome(item.stx.hash if item.stx is not None else None, item.refusal, item.assessment)
                 for item in items]
+
+    def _refuse_early(self, item: _Item) -> None:
+        if isinstance(item.raw, (bytes, bytearray, memoryview)):
+            self._mempool.refuse_early(len(item.raw))
 
     def _decode(self, item: _Item) -> None:
         try:
@@ -244,7 +262,7 @@ class Admission:
             return
         if item.assessment is not None and item.assessment.decision == "review":
             self._flag(item.assessment)
-        if policy.relay:
+        if policy.relay and item.candidate.stx.hash in self._mempool:  # pending, not queued
             self._relay(item.candidate.stx.encode())
 
     # -- what refusals and reviews leave behind -----------------------------------

@@ -75,6 +75,16 @@ class MempoolSection:
     max_txs: int = 50_000
     max_bytes: int = 64 * 1024 * 1024
     max_per_account: int = 1000
+    # The queued (future-nonce) area, beside the pending runs (node/mempool.py): at most this many
+    # transactions in all, this many per sender (each a nonce its pending run could reach: below its
+    # committed nonce + max_per_account); one not promoted within ``queued_max_blocks`` committed
+    # blocks is dropped.
+    max_queued: int = 5_000
+    max_queued_per_account: int = 64
+    queued_max_blocks: int = 600
+    # A transaction replacing a pending or queued one (same sender, same nonce) pays at least this
+    # many percent more per gas.
+    replace_bump_percent: int = 10
     gossip_batch_txs: int = 500
     gossip_interval_ms: int = 50
 

@@ -22,6 +22,36 @@ more, or that no cheaper tail makes room for, is refused MempoolFull (by
 ``precheck``, before its signature is checked, when that is already clear).
 Eviction happens only in ``insert``: a transaction refused before it never
 costs anyone their place.
+
+Queued (future-nonce) transactions, geth's pending/queued split: a nonce
+above the sender's next pending one, that its pending run could reach
+(below its committed nonce + ``max_per_account``), is held in a queued area, bounded per sender (``max_queued_per_account``)
+and in all (``max_queued``).  A queued transaction is never reaped, never
+counted by ``len()`` or the pending caps, and never relayed by us until it
+is promoted (geth does not broadcast queued transactions either; gossipsub
+still relays the frame a peer's queued transaction arrived in).  It is
+promoted into its sender's run, in nonce order, as soon as the gap fills:
+when the missing nonce is inserted and after a block commits; promotion
+rechecks what pending admission checks (per-account limit, summed outflows
+against the committed balance, room without evicting anyone); one whose
+balance no longer holds is dropped, one without room (or over the
+per-account limit) stays queued and is tried again after the next commit.  When
+the queued area is full, a newcomer evicts the cheapest queued transaction
+(fee per gas, the oldest first among equals) if it pays strictly more per
+gas, else it is refused MempoolFull; a queued transaction still unpromoted
+``queued_max_blocks`` committed blocks after it arrived is dropped (age).
+
+Replacement: a transaction with the nonce of a pending or queued one of
+the same sender replaces it if it pays at least ``replace_bump_percent``
+percent more per gas (and strictly more); else it is refused TxRejected
+``replacement_underpriced``.  The old one leaves every index and count.
+
+``refuse_early`` is the one refusal that needs no decoding: the raw length
+can never fit, or both the pending area (count, or bytes with this length)
+and the queued area are full.  Then fee priority is given up for
+cheapness: at saturation even a higher-paying transaction is refused
+before it is decoded (while only the pending area is full, eviction by fee
+still works: deciding it needs the fee, hence a decode).
 """
 
 from __future__ import annotations
@@ -55,6 +85,7 @@ class _Entry:
     outflows: dict[str, int]
     price: Fraction  # fee per gas of its kind: what eviction compares
     flags: dict[str, object] = field(default_factory=dict)
+    height: int = 0  # the committed height when it entered (queued entries age by it)
 
 
 @dataclass(slots=True)
@@ -79,6 +110,16 @@ class Mempool:
         # Min-heap of (price, -seq, sender) for each sender's last pending entry; items whose entry is no
         # longer its sender's tail are skipped when popped and dropped when the heap is rebuilt.
         self._tails: list[tuple[Fraction, int, bytes]] = []
+        # The queued area: sender -> nonce -> entry; by hash in arrival order (so by height, for ageing).
+        self._queued: dict[bytes, dict[int, _Entry]] = {}
+        self._queued_by_hash: dict[bytes, _Entry] = {}
+        self._queued_bytes = 0
+        # Min-heap of (price, seq, hash) over queued entries, for eviction; stale items are skipped.
+        self._qheap: list[tuple[Fraction, int, bytes]] = []
+        # Promoted transactions not yet handed to the relay (``take_promoted``); at most max_queued, the newest.
+        self._promoted: list[SignedTransaction] = []
+        # Senders whose next queued nonce waited for room or for their run to shrink: retried after a commit.
+        self._waiting: set[bytes] = set()
 
     # -- inspection -------------------------------------------------------
 
@@ -93,8 +134,35 @@ class Mempool:
         return self._bytes
 
     def get(self, tx_hash: bytes) -> SignedTransaction | None:
+        """A pending transaction (queued ones: ``get_queued``)."""
         entry = self._by_hash.get(tx_hash)
         return entry.stx if entry else None
+
+    def get_queued(self, tx_hash: bytes) -> SignedTransaction | None:
+        entry = self._queued_by_hash.get(tx_hash)
+        return entry.stx if entry else None
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued_by_hash)
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def queued_for(self, address: bytes) -> int:
+        """How many queued transactions ``address`` has."""
+        return len(self._queued.get(address, ()))
+
+    def queued_entries(self) -> Iterator[tuple[SignedTransaction, int]]:
+        """Queued transactions in arrival order."""
+        for entry in self._queued_by_hash.values():
+            yield entry.stx, entry.size
+
+    def take_promoted(self) -> list[SignedTransaction]:
+        """The transactions promoted from queued to pending since the last call (for our own relay)."""
+        out, self._promoted = self._promoted, []
+        return out
 
     def pending_nonce(self, address: bytes) -> int | None:
         account = self._accounts.get(address)
@@ -208,12 +276,27 @@ class Mempool:
         """Would an entry of ``size`` bytes have to evict others to fit?"""
         return max(self._full(size)) > 0
 
+    def refuse_early(self, raw_len: int) -> None:
+        """The refusal that needs only the raw length, run before anything is decoded: MempoolFull if
+        ``raw_len`` bytes can never fit, or if both the pending area (count, or bytes with ``raw_len``)
+        and the queued area are full."""
+        if raw_len > self._config.max_bytes:
+            raise self._refuse_full(f"a {raw_len}-byte transaction can never fit in {self._config.max_bytes} bytes")
+        if self.needs_room(raw_len) and len(self._queued_by_hash) >= self._config.max_queued:
+            raise self._refuse_full(f"its {self._config.max_queued} queued slots are taken too "
+                                    "(refused before decoding)")
+
+    def _next_nonce(self, sender: bytes) -> int:
+        account = self._accounts.get(sender)
+        return account.base_nonce + len(account.txs) if account is not None else self._app.account(sender).nonce
+
     def precheck(self, stx: SignedTransaction, size: int) -> None:
-        """The refusals that cost nothing, run before the signature is verified: an already pending
-        transaction (AlreadyKnown), and a full pool with nothing pending cheaper (MempoolFull)."""
-        if stx.hash in self._by_hash:
+        """The refusals that cost nothing, run before the signature is verified: an already pending or
+        queued transaction (AlreadyKnown), and a full pool with nothing pending cheaper (MempoolFull)
+        for a transaction that would be the sender's next pending one."""
+        if stx.hash in self._by_hash or stx.hash in self._queued_by_hash:
             raise _known(stx.hash)
-        if self.needs_room(size):
+        if self.needs_room(size) and stx.tx.nonce == self._next_nonce(stx.tx.sender):
             price = self._price(stx)
             cheapest = self._cheapest_tail()
             if cheapest is None or cheapest[0] >= price:
@@ -233,7 +316,8 @@ class Mempool:
         outflows per token against the committed balance.  Room is made by ``insert``.
         """
         tx_hash = stx.hash
-        if tx_hash in self._by_hash or (draft is not None and tx_hash in draft.hashes):
+        if tx_hash in self._by_hash or tx_hash in self._queued_by_hash or (
+                draft is not None and tx_hash in draft.hashes):
             raise _known(tx_hash)
         minimum = self._app.params.min_fee(stx.tx.kind)
         if stx.tx.fee < minimum:
@@ -249,17 +333,28 @@ class Mempool:
         if draft is not None:
             count += draft.add_pending(sender, spent)
         expected = base + count
-        if stx.tx.nonce != expected:
-            if stx.tx.nonce < committed.nonce:
+        nonce = stx.tx.nonce
+        if nonce != expected:
+            in_pool = account is not None and max(base, committed.nonce) <= nonce < base + len(account.txs)
+            if in_pool:
+                assert account is not None
+                return self._check_replacement(stx, size, account.txs[nonce - base], committed.balances,
+                                               spent, draft)
+            queued = self._queued.get(sender, {}).get(nonce) if nonce > expected else None
+            if queued is not None:
+                return self._check_replacement(stx, size, queued, committed.balances, {}, draft)
+            if expected < nonce < base + self._config.max_per_account:
+                return self._check_queued(stx, size, committed.balances, expected, draft)
+            if nonce < committed.nonce:
                 why = "replayed"
-            elif stx.tx.nonce < expected:
+            elif nonce < expected:
                 why = "already pending"
             else:
-                why = "skips ahead"
+                why = f"skips ahead: its pending run can reach at most nonce {base + self._config.max_per_account - 1}"
             raise TxRejected(
-                f"nonce {stx.tx.nonce} is not the next nonce {expected} for {address_to_text(sender)} ({why})",
+                f"nonce {nonce} is not the next nonce {expected} for {address_to_text(sender)} ({why})",
                 reason="bad_nonce",
-                got=stx.tx.nonce,
+                got=nonce,
                 expected=expected,
             )
         if count >= self._config.max_per_account:
@@ -268,27 +363,75 @@ class Mempool:
                 f"(limit {self._config.max_per_account})",
                 limit=self._config.max_per_account,
             )
-        try:
-            outflows = self._app.tx_outflows(stx)
-        except state_errors.StateError as exc:
-            raise TxRejected(str(exc), reason=type(exc).__name__) from exc
-        for token, amount in sorted(outflows.items()):
-            have = committed.balances.get(token, 0)
-            need = spent.get(token, 0) + amount
-            if need > have:
-                raise TxRejected(
-                    f"insufficient {token} balance for {address_to_text(sender)}: "
-                    f"has {have}, pending transactions need {need}",
-                    reason="insufficient_balance",
-                    token=token,
-                    balance=str(have),
-                    needed=str(need),
-                )
+        outflows = self._outflows(stx)
+        self._check_balance(sender, committed.balances, spent, outflows)
         candidate = Candidate(stx=stx, size=size, price=self._price(stx), outflows=outflows, height=self._app.height,
                               pending_before=count, spent_before=spent)
         if draft is not None:
             draft.record(candidate)
         return candidate
+
+    def _outflows(self, stx: SignedTransaction) -> dict[str, int]:
+        try:
+            return self._app.tx_outflows(stx)
+        except state_errors.StateError as exc:
+            raise TxRejected(str(exc), reason=type(exc).__name__) from exc
+
+    @staticmethod
+    def _check_balance(sender: bytes, balances: dict[str, int], spent: dict[str, int],
+                       outflows: dict[str, int]) -> None:
+        for token, amount in sorted(outflows.items()):
+            have = balances.get(token, 0)
+            need = spent.get(token, 0) + amount
+            if need > have:
+                raise TxRejected(
+                    f"insufficient {token} balance for {address_to_text(sender)}: "
+                    f"has {have}, pending transactions need {need}",
+                    reason="insufficient_balance", token=token, balance=str(have), needed=str(need))
+
+    def _check_queued(self, stx: SignedTransaction, size: int, balances: dict[str, int], expected: int,
+                      draft: "Draft | None") -> Candidate:
+        """A future nonce: room in its sender's queue, and its own outflows within the committed balance
+        (the run before it is rechecked when it is promoted)."""
+        sender = stx.tx.sender
+        held = len(self._queued.get(sender, ()))
+        if held >= self._config.max_queued_per_account:
+            raise AccountLimitReached(
+                f"{address_to_text(sender)} already has {held} queued transactions "
+                f"(limit {self._config.max_queued_per_account}); its next nonce is {expected}",
+                limit=self._config.max_queued_per_account, queued=True)
+        outflows = self._outflows(stx)
+        self._check_balance(sender, balances, {}, outflows)
+        c = Candidate(stx=stx, size=size, price=self._price(stx), outflows=outflows, height=self._app.height,
+                      pending_before=-1, spent_before={}, queued=True)
+        if draft is not None:
+            draft.hashes.add(stx.hash)
+        return c
+
+    def _check_replacement(self, stx: SignedTransaction, size: int, old: _Entry, balances: dict[str, int],
+                           spent: dict[str, int], draft: "Draft | None") -> Candidate:
+        """Same sender, same nonce as ``old`` (pending, or queued with ``spent`` empty): it must pay at
+        least ``replace_bump_percent`` more per gas, and the run with it instead of ``old`` must fit."""
+        price = self._price(stx)
+        bump = self._config.replace_bump_percent
+        needed = old.price * (100 + bump) / 100
+        if price < needed or price <= old.price:
+            raise TxRejected(
+                f"replacement of 0x{old.stx.hash.hex()} (nonce {old.stx.tx.nonce}) pays {_show(price)} per gas; "
+                f"it must pay at least {bump}% more than {_show(old.price)}, and more",
+                reason="replacement_underpriced", fee=str(stx.tx.fee), old_fee=str(old.stx.tx.fee),
+                bump_percent=bump)
+        outflows = self._outflows(stx)
+        rest = dict(spent)  # the pending run (a batch's drafted candidates included) without ``old``
+        if old.stx.hash in self._by_hash:
+            for token, amount in old.outflows.items():
+                rest[token] = rest.get(token, 0) - amount
+        self._check_balance(stx.tx.sender, balances, rest, outflows)
+        c = Candidate(stx=stx, size=size, price=price, outflows=outflows, height=self._app.height,
+                      pending_before=-1, spent_before={}, replaces=old.stx.hash)
+        if draft is not None:
+            draft.hashes.add(stx.hash)
+        return c
 
     def _still_holds(self, c: Candidate) -> bool:
         """Is what ``check`` read for ``c`` still so?  Then its verdict stands (same committed state, same
@@ -305,7 +448,12 @@ class Mempool:
         was refused or evicted, a block committed), the check runs again and raises what it finds.  A
         refusal (MempoolFull included) changes nothing.
         """
-        c = candidate if self._still_holds(candidate) else self.check(candidate.stx, candidate.size)
+        simple = not candidate.queued and candidate.replaces is None
+        c = candidate if simple and self._still_holds(candidate) else self.check(candidate.stx, candidate.size)
+        if c.replaces is not None:
+            return self._replace(c)
+        if c.queued:
+            return self._enqueue(c)
         sender = c.stx.tx.sender
         if self.needs_room(c.size):
             self._evict_for(sender, c.price, c.size)
@@ -317,7 +465,147 @@ class Mempool:
         account.add_spend(c.outflows, +1)
         self._by_hash[c.stx.hash] = entry
         self._bytes += c.size
+        self._promote(sender, account)
         self._push_tail(sender)
+        return c.stx.hash
+
+    # -- the queued area ---------------------------------------------------
+
+    def _enqueue(self, c: Candidate) -> bytes:
+        if len(self._queued_by_hash) >= self._config.max_queued:
+            victim = self._cheapest_queued()
+            if victim is None or victim.price >= c.price:
+                shown = "nothing" if victim is None else _show(victim.price)
+                raise MempoolFull(
+                    f"the queued area is full ({len(self._queued_by_hash)} txs) and its fee per gas "
+                    f"{_show(c.price)} is not above the lowest queued {shown}",
+                    queued=len(self._queued_by_hash))
+            self._unqueue(victim)
+            log.debug("evicted queued 0x%s for a higher-paying one", victim.stx.hash.hex())
+        sender = c.stx.tx.sender
+        entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
+                       height=self._app.height)
+        self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
+        self._queued_by_hash[c.stx.hash] = entry
+        self._queued_bytes += c.size
+        self._push_queued(entry)
+        return c.stx.hash
+
+    def _push_queued(self, entry: _Entry) -> None:
+        heapq.heappush(self._qheap, (entry.price, entry.seq, entry.stx.hash))
+        if len(self._qheap) > 2 * len(self._queued_by_hash) + 64:
+            self._qheap = [(e.price, e.seq, h) for h, e in self._queued_by_hash.items()]
+            heapq.heapify(self._qheap)
+
+    def _cheapest_queued(self) -> _Entry | None:
+        """The queued entry eviction takes first: lowest fee per gas, the oldest among equals."""
+        while self._qheap:
+            price, seq, tx_hash = self._qheap[0]
+            entry = self._queued_by_hash.get(tx_hash)
+            if entry is not None and entry.seq == seq:
+                return entry
+            heapq.heappop(self._qheap)
+        return None
+
+    def _unqueue(self, entry: _Entry) -> None:
+        sender, nonce = entry.stx.tx.sender, entry.stx.tx.nonce
+        del self._queued_by_hash[entry.stx.hash]
+        self._queued_bytes -= entry.size
+        run = self._queued[sender]
+        del run[nonce]
+        if not run:
+            del self._queued[sender]
+
+    def _promote(self, sender: bytes, account: "_Account | None" = None) -> int:
+        """Move ``sender``'s queued transactions that continue its pending run into it, in nonce order,
+        checked as pending admission checks them; returns how many moved."""
+        run = self._queued.get(sender)
+        if not run:
+            return 0
+        account = account if account is not None else self._accounts.get(sender)
+        state = self._app.account(sender)
+        moved = 0
+        while True:
+            base = account.base_nonce if account is not None else state.nonce
+            nxt = base + (len(account.txs) if account is not None else 0)
+            entry = run.get(nxt) if sender in self._queued else None
+            if entry is None:
+                break
+            if (account is not None and len(account.txs) >= self._config.max_per_account) or \
+                    self.needs_room(entry.size):
+                self._waiting.add(sender)  # promotion evicts nobody: it waits for room, retried after a commit
+                break
+            spent = account.spent if account is not None else {}
+            if any(spent.get(t, 0) + a > state.balances.get(t, 0) for t, a in entry.outflows.items()):
+                self._unqueue(entry)  # not executable after its predecessors
+                log.debug("dropped queued 0x%s: balance no longer covers it", entry.stx.hash.hex())
+                break
+            self._unqueue(entry)
+            if account is None:
+                account = self._accounts[sender] = _Account(base_nonce=nxt)
+            entry.seq = next(self._seq)
+            account.txs.append(entry)
+            account.add_spend(entry.outflows, +1)
+            self._by_hash[entry.stx.hash] = entry
+            self._bytes += entry.size
+            self._promoted.append(entry.stx)
+            moved += 1
+        if len(self._promoted) > self._config.max_queued:  # nobody drains it (no relay): keep the newest
+            del self._promoted[:len(self._promoted) - self._config.max_queued]
+        if moved:
+            self._push_tail(sender)
+        return moved
+
+    def _settle_queued(self, sender: bytes) -> None:
+        """After a commit: drop ``sender``'s queued nonces now below its committed nonce, then promote."""
+        run = self._queued.get(sender)
+        if not run:
+            return
+        committed = self._app.account(sender).nonce
+        for nonce in sorted(n for n in run if n < committed):
+            self._unqueue(run[nonce])
+        self._promote(sender)
+
+    def _expire_queued(self) -> int:
+        """Drop queued entries older than ``queued_max_blocks`` (arrival order is height order)."""
+        dropped = 0
+        limit = self._app.height - self._config.queued_max_blocks
+        while self._queued_by_hash:
+            entry = next(iter(self._queued_by_hash.values()))
+            if entry.height > limit:
+                break
+            self._unqueue(entry)
+            dropped += 1
+        return dropped
+
+    def _replace(self, c: Candidate) -> bytes:
+        assert c.replaces is not None
+        sender = c.stx.tx.sender
+        queued = self._queued_by_hash.get(c.replaces)
+        if queued is not None:
+            self._unqueue(queued)
+            entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
+                           height=self._app.height)
+            self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
+            self._queued_by_hash[c.stx.hash] = entry
+            self._queued_bytes += c.size
+            self._push_queued(entry)
+            return c.stx.hash
+        old = self._by_hash[c.replaces]
+        if self._bytes - old.size + c.size > self._config.max_bytes:
+            raise self._refuse_full(f"the replacement of 0x{old.stx.hash.hex()} is {c.size - old.size} bytes larger")
+        account = self._accounts[sender]
+        index = account.txs.index(old)
+        entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
+                       height=self._app.height)
+        account.txs[index] = entry
+        account.add_spend(old.outflows, -1)
+        account.add_spend(c.outflows, +1)
+        del self._by_hash[old.stx.hash]
+        self._by_hash[c.stx.hash] = entry
+        self._bytes += c.size - old.size
+        self._push_tail(sender)
+        log.debug("replaced 0x%s (nonce %d) by 0x%s", old.stx.hash.hex(), old.stx.tx.nonce, c.stx.hash.hex())
         return c.stx.hash
 
     # -- block production -------------------------------------------------
@@ -354,7 +642,13 @@ class Mempool:
         removes their committed transactions (nonces now below the account's).
         """
         committed = {stx.hash for stx in block.txs}
-        return sum(self._recheck(sender, committed) for sender in sorted({stx.tx.sender for stx in block.txs}))
+        senders = sorted({stx.tx.sender for stx in block.txs})
+        dropped = sum(self._recheck(sender, committed) for sender in senders)
+        self._expire_queued()
+        waiting, self._waiting = self._waiting, set()
+        for sender in sorted(waiting.union(senders)):
+            self._settle_queued(sender)
+        return dropped
 
     def _drop(self, tx_hash: bytes) -> None:
         entry = self._by_hash.pop(tx_hash, None)
@@ -397,6 +691,10 @@ class Mempool:
 
     def remove_many(self, hashes: Iterable[bytes]) -> None:
         for tx_hash in hashes:
+            queued = self._queued_by_hash.get(tx_hash)
+            if queued is not None:
+                self._unqueue(queued)
+                continue
             entry = self._by_hash.get(tx_hash)
             if entry is not None:
                 sender = entry.stx.tx.sender
@@ -415,6 +713,8 @@ class Candidate:
     height: int  # the committed height the check read
     pending_before: int  # the sender's pending transactions it follows (a batch's earlier ones included)
     spent_before: dict[str, int]  # and their summed outflows (a spurious mismatch only costs a re-check)
+    queued: bool = False  # a future nonce: goes to the queued area
+    replaces: bytes | None = None  # the hash of the pending or queued transaction it replaces
 
 
 class Draft:

@@ -150,6 +150,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             "address": address_to_text(raw),
             "nonce": account.nonce,
             "pending_nonce": account.nonce if pending is None else pending,
+            "queued": ctx.queued_for(raw),  # future-nonce transactions waiting for a gap to fill
             "balances": {symbol: str(amount) for symbol, amount in sorted(account.balances.items())},
         }
 
@@ -190,6 +191,9 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         elif (stx := ctx.pending_tx(tx_hash)) is not None:
             out = tx_to_json(stx)
             out.update({"status": "pending", "committed": False, "height": None})
+        elif (stx := ctx.queued_tx(tx_hash)) is not None:
+            out = tx_to_json(stx)
+            out.update({"status": "queued", "committed": False, "height": None})
         else:
             raise RPCError(NOT_FOUND, f"transaction {hash} not found")
         if (flag := ctx.flagged_risk(tx_hash)) is not None:
@@ -233,7 +237,9 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
                 entry["risk"] = flag
             txs.append(entry)
         size, size_bytes = ctx.mempool_size()
-        return {"size": size, "bytes": size_bytes, "txs": txs}
+        queued, queued_bytes = ctx.queued_size()
+        # size, bytes and txs are the pending area; queued ones are counted, not listed
+        return {"size": size, "bytes": size_bytes, "txs": txs, "queued": queued, "queued_bytes": queued_bytes}
 
     def get_transaction_proof(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)

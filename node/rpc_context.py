@@ -48,10 +48,14 @@ class RpcContext:
     # Local policy the risk methods explain.
     risk: "RiskHook"
     market_model: "MarketModel | None"
+    # The mempool's queued (future-nonce) area: by hash, count per address, (transactions, bytes).
+    queued_tx: Callable[[bytes], "SignedTransaction | None"] = lambda _h: None
+    queued_for: Callable[[bytes], int] = lambda _a: 0
+    queued_size: Callable[[], tuple[int, int]] = lambda: (0, 0)
 
     def known_tx(self, tx_hash: bytes) -> "SignedTransaction | None":
-        """A transaction this node holds, pending or committed."""
-        stx = self.pending_tx(tx_hash)
+        """A transaction this node holds, pending, queued or committed."""
+        stx = self.pending_tx(tx_hash) or self.queued_tx(tx_hash)
         if stx is None:
             loc = self.app.get_tx(tx_hash)
             stx = loc.stx if loc is not None else None

@@ -257,6 +257,9 @@ class Node:
             pending_tx=mempool.get,
             pending_entries=mempool.entries,
             mempool_size=lambda: (len(mempool), mempool.size_bytes),
+            queued_tx=mempool.get_queued,
+            queued_for=mempool.queued_for,
+            queued_size=lambda: (mempool.queued_count, mempool.queued_bytes),
             flagged_risk=lambda tx_hash: self.flagged.get(tx_hash),
             peer_count=lambda: len(self.p2p.connected_peers()) if self.p2p else 0,
             peer_id=lambda: self.p2p.peer_id if self.p2p else None,
@@ -280,6 +283,8 @@ class Node:
         interval = self.config.mempool.gossip_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
+            if self.mempool is not None:  # queued transactions a commit promoted: relayed once pending
+                self._gossip_out.extend(stx.encode() for stx in self.mempool.take_promoted())
             while self._gossip_out and self.p2p:
                 batch = take_tx_batch(self._gossip_out, self.config.mempool.gossip_batch_txs)
                 if not batch:

@@ -270,7 +270,7 @@ def _cases():
         "malformed": (b"\x92\x01\x02", "malformed"),
         "oversize": (b"\x00" * (Params().max_tx_bytes + 1), "too_large"),
         "fee": (transfer(CAROL, 0, SINK, 4, fee=FEE - 1).encode(), "FeeTooLow"),
-        "nonce": (transfer(CAROL, 3, SINK, 5).encode(), "bad_nonce"),
+        "nonce": (transfer(CAROL, 5000, SINK, 5).encode(), "bad_nonce"),  # beyond the queued window
         "balance": (transfer(DAVE, 0, SINK, 2 * BALANCE).encode(), "insufficient_balance"),
     }
     return cases, {risky.hash: "reject", review.hash: "review"}
@@ -338,13 +338,16 @@ def test_a_batch_overdrawn_by_a_senders_run_refuses_the_overdraft():
     assert [o.kind for o in outcomes] == ["admitted", "admitted", "insufficient_balance"]
 
 
-def test_when_the_hook_rejects_a_runs_head_its_successors_leave_no_trace_either():
+def test_when_the_hook_rejects_a_runs_head_its_successors_wait_queued():
+    """Issue 12: the successors of a refused head are future nonces now, so they are queued (not pending,
+    not reaped, not relayed) until nonce 0 arrives; before the queue they were refused bad_nonce."""
     run = [transfer(ALICE, n, SINK, ONE_QNX) for n in range(3)]
     rig = Rig(ScriptedRisk({run[0].hash: "reject", run[1].hash: "review"}))
     outcomes = rig.gossip(*(stx.encode() for stx in run), transfer(BOB, 0, SINK, 1).encode())
-    assert [o.kind for o in outcomes] == ["RiskRejected", "bad_nonce", "bad_nonce", "admitted"]
-    assert rig.pool.pending_nonce(ALICE.address) is None and rig.flagged == {} and rig.net.penalties == []
-    assert len(rig.pool) == 1
+    assert [o.kind for o in outcomes] == ["RiskRejected", "admitted", "admitted", "admitted"]
+    assert rig.pool.pending_nonce(ALICE.address) is None and rig.net.penalties == []
+    assert len(rig.pool) == 1 and rig.pool.queued_for(ALICE.address) == 2
+    assert rig.pool.reap(10, 10**6) == [rig.pool.get(outcomes[3].tx_hash)]
 
 
 def test_a_bad_frame_costs_the_peer_and_admits_nothing():

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("args", [
     ["bench/swap.py", "state", "--blocks", "3", "--swaps", "20", "--traders", "4"],
     ["bench/consensus_sweep.py", "--kind", "lies", "-n", "2"],
+    ["bench/apply.py", "--blocks", "2", "--txs", "10", "--senders", "3"],
 ])
 def test_bench_script_runs(args: list[str]) -> None:
     done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)

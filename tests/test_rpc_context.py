@@ -55,7 +55,7 @@ def test_a_context_is_frozen_and_names_only_what_the_methods_use():
     assert {f.name for f in dataclasses.fields(RpcContext)} == {
         "app", "node_name", "submit_raw_tx", "pending_nonce", "pending_tx", "pending_entries", "mempool_size",
         "flagged_risk", "peer_count", "peer_id", "validator_address", "syncing", "consensus_state",
-        "validator_set", "risk", "market_model",
+        "validator_set", "risk", "market_model", "queued_tx", "queued_for", "queued_size",
     }
 
 
@@ -119,3 +119,27 @@ def test_known_tx_finds_committed_transactions_and_nothing_else():
     with pytest.raises(RPCError) as missing:
         build_methods(ctx)["qenex_getTransaction"]("0x" + "00" * 32)
     assert missing.value.code == NOT_FOUND
+
+
+def test_queued_transactions_show_as_queued():
+    """Issue 12: a future nonce is held queued; the views count it apart from the pending ones."""
+    node = _node()
+    ctx = node.rpc_context()
+    methods = build_methods(ctx)
+    later = transfer(ALICE, 1, BOB.address, 5, chain_id=node.app.chain_id)
+    assert methods["qenex_sendTransaction"]("0x" + later.encode().hex()) == {"hash": "0x" + later.hash.hex()}
+    assert later.hash not in node.mempool and list(node._gossip_out) == []  # queued: not relayed
+    account = methods["qenex_getAccount"](address_to_text(ALICE.address))
+    assert (account["nonce"], account["pending_nonce"], account["queued"]) == (0, 0, 1)
+    got = methods["qenex_getTransaction"]("0x" + later.hash.hex())
+    assert got["status"] == "queued" and got["committed"] is False and got["nonce"] == 1
+    view = methods["qenex_getMempool"](10)
+    assert (view["size"], view["txs"], view["queued"], view["queued_bytes"]) == (0, [], 1, later.size)
+    assert ctx.known_tx(later.hash) == later and methods["qenex_status"]()["mempool_size"] == 0
+    first = transfer(ALICE, 0, BOB.address, 5, chain_id=node.app.chain_id)
+    methods["qenex_sendTransaction"]("0x" + first.encode().hex())
+    assert methods["qenex_getTransaction"]("0x" + later.hash.hex())["status"] == "pending"
+    assert list(node._gossip_out) == [first.encode(), later.encode()]
+    account = methods["qenex_getAccount"](address_to_text(ALICE.address))
+    assert (account["pending_nonce"], account["queued"]) == (2, 0)
+    assert methods["qenex_getMempool"](10)["queued"] == 0
