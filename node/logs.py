@@ -94,10 +94,8 @@ def configure_logging(config: NodeConfig, home: Home | None, *, stream: Any = No
         path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.handlers.RotatingFileHandler(
             path, maxBytes=section.max_bytes, backupCount=section.backups, encoding="utf-8"))
+    remove_handlers()
     root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, _OWN_HANDLER, False)]:
-        root.removeHandler(old)
-        old.close()
     for handler in handlers:
         setattr(handler, _OWN_HANDLER, True)
         handler.setFormatter(formatter)
@@ -107,6 +105,14 @@ def configure_logging(config: NodeConfig, home: Home | None, *, stream: Any = No
     for name, level in section.levels:
         logging.getLogger(name).setLevel(getattr(logging, level.upper()))
     return context
+
+
+def remove_handlers() -> None:
+    """Take down the handlers configure_logging installed (a test, or a second configure)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _OWN_HANDLER, False)]:
+        root.removeHandler(old)
+        old.close()
 
 
 def log_file(config: NodeConfig, home: Home) -> Path | None:
