@@ -355,5 +355,5 @@ class ConsensusDriver:
             punish = (self.hooks.ban or self.hooks.penalize) if refused.ban else self.hooks.penalize
             punish(item.peer, refused.reason)
             return
-        log.info("synced block %d from %s", height, item.peer[-8:])
+        log.info("synced block %d from %s", height, item.peer[-8:], extra={"peer": item.peer})
         self.after_commit(item.block)

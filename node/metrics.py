@@ -45,8 +45,8 @@ _SECONDS_BLOCK = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _BYTES_BLOCK = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 _TXS_BLOCK = (0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000)
 
-# p2p stats() key -> (series suffix, labels).  Only what p2p already counts:
-# bytes are counted for direct (consensus) streams only.
+# p2p stats() key -> (kind, direction) labels.  Bytes: direct (consensus)
+# streams and gossip payloads; request/response bytes are not counted by p2p.
 P2P_MESSAGES = {
     "direct_frames_in": ("direct", "in"),
     "direct_frames_out": ("direct", "out"),
@@ -58,6 +58,8 @@ P2P_MESSAGES = {
 P2P_BYTES = {
     "direct_bytes_in": ("direct", "in"),
     "direct_bytes_out": ("direct", "out"),
+    "gossip_bytes_in": ("gossip", "in"),
+    "gossip_bytes_out": ("gossip", "out"),
 }
 
 
@@ -108,7 +110,7 @@ class NodeCollector(Collector):
         for key, labels in P2P_MESSAGES.items():
             messages.add_metric(labels, stats.get(key, 0))
         yield messages
-        traffic = CounterMetricFamily(PREFIX + "p2p_bytes", "Payload bytes by kind and direction (direct streams)",
+        traffic = CounterMetricFamily(PREFIX + "p2p_bytes", "Payload bytes by kind and direction (direct streams, gossip)",
                                       labels=("kind", "direction"))
         for key, labels in P2P_BYTES.items():
             traffic.add_metric(labels, stats.get(key, 0))

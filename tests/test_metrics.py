@@ -23,7 +23,8 @@ class FakeNode:
         self.mempool = (3, 912)
         self.stats = {"connected_peers": 3, "banned_peers": 1, "bans": 2, "penalties": 9,
                       "direct_frames_in": 40, "direct_frames_out": 41, "gossip_in": 5, "gossip_out": 6,
-                      "requests_in": 7, "requests_out": 8, "direct_bytes_in": 4000, "direct_bytes_out": 4100}
+                      "requests_in": 7, "requests_out": 8, "direct_bytes_in": 4000, "direct_bytes_out": 4100,
+                      "gossip_bytes_in": 300, "gossip_bytes_out": 310}
         self.syncing = False
         self.height = 6
 
@@ -59,6 +60,7 @@ def test_collector_reads_the_node_at_scrape_time():
     assert got[one("qenex_p2p_messages_total", kind="gossip", direction="out")] == 6
     assert got[one("qenex_p2p_messages_total", kind="request", direction="in")] == 7
     assert got[one("qenex_p2p_bytes_total", kind="direct", direction="out")] == 4100
+    assert got[one("qenex_p2p_bytes_total", kind="gossip", direction="in")] == 300
     assert got[one("qenex_sync_syncing")] == 0
     node.state["height"], node.mempool, node.syncing, node.stats = 8, (0, 0), True, {}
     got = samples(metrics)
