@@ -149,7 +149,6 @@ class LocalNet:
         )
 
 
-@contextlib.contextmanager
 def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """GET a Prometheus endpoint and parse it: {(sample name, labels): value}."""
     import urllib.request
@@ -162,6 +161,7 @@ def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[st
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+@contextlib.contextmanager
 def running_localnet(
     directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None
 ) -> Iterator[LocalNet]:
