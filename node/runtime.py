@@ -269,7 +269,6 @@ class Node:
             committed_height=lambda: self.app.height if self.app else 0,
         )
 
-
     def rpc_context(self) -> RpcContext:
         """What the RPC method tables may read and submit, over this node's parts.
 
