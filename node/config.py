@@ -113,6 +113,36 @@ class RiskSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """Prometheus endpoint (node.metrics): ``port`` 0 = off.  A host other
+    than loopback exposes the node's internals; refused unless
+    ``allow_non_loopback`` says so."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    allow_non_loopback: bool = False
+
+
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    """Logging (node.logs).  ``level`` "" = the top-level ``log_level``;
+    ``levels`` per logger name (``"qenex.p2p" = "debug"``); ``file``
+    relative to the home ("" = no file), rotated at ``max_bytes`` keeping
+    ``backups`` old files."""
+
+    format: str = "text"
+    level: str = ""
+    file: str = "logs/qenexd.log"
+    max_bytes: int = 10 * 1024 * 1024
+    backups: int = 5
+    levels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -121,10 +151,13 @@ class NodeConfig:
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     risk: RiskSection = field(default_factory=RiskSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    log: LogSection = field(default_factory=LogSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
         data["p2p"]["bootstrap"] = list(self.p2p.bootstrap)
+        data["log"]["levels"] = dict(self.log.levels)
         return tomli_w.dumps(data)
 
     @classmethod
@@ -135,7 +168,33 @@ class NodeConfig:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
         config = _build(cls, data, source)
         _check_risk(config.risk, source)
+        _check_metrics(config.metrics, source)
+        _check_log(config, source)
         return config
+
+
+def _check_metrics(metrics: MetricsSection, source: str) -> None:
+    if metrics.port > 65535:
+        raise ConfigError(f"{source}: metrics.port must be in 0..65535 (0 = off), got {metrics.port}")
+    if metrics.port and metrics.host not in LOOPBACK_HOSTS and not metrics.allow_non_loopback:
+        raise ConfigError(
+            f"{source}: metrics.host {metrics.host!r} is not a loopback address; metrics expose the node's "
+            f"internals: set metrics.allow_non_loopback = true to serve them there anyway"
+        )
+
+
+def _check_log(config: NodeConfig, source: str) -> None:
+    section = config.log
+    if section.format not in LOG_FORMATS:
+        raise ConfigError(f'{source}: log.format must be "text" or "json", got {section.format!r}')
+    for name, level in (("log_level", config.log_level), ("log.level", section.level or "INFO"),
+                        *((f"log.levels.{k!r}", v) for k, v in section.levels)):
+        if level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"{source}: {name} must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    if section.max_bytes < 4096:
+        raise ConfigError(f"{source}: log.max_bytes must be at least 4096, got {section.max_bytes}")
+    if not 1 <= section.backups <= 100:
+        raise ConfigError(f"{source}: log.backups must be in 1..100, got {section.backups}")
 
 
 def _check_risk(risk: RiskSection, source: str) -> None:
@@ -167,7 +226,11 @@ _SECTIONS = {
     "consensus": ConsensusSection,
     "mempool": MempoolSection,
     "risk": RiskSection,
+    "metrics": MetricsSection,
+    "log": LogSection,
 }
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
 def _build(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> Any:
@@ -183,11 +246,16 @@ def _build(cls: type, data: dict[str, Any], source: str, prefix: str = "") -> An
             kwargs[name] = _build(_SECTIONS[name], value, source, prefix=f"{name}.")
             continue
         default = getattr(cls(), name)
+        if cls is LogSection and name == "levels":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f'{source}: log.levels must be a table of logger = "level"')
+            kwargs[name] = tuple(sorted(value.items()))
+            continue
         if isinstance(default, tuple):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{source}: {prefix}{name} must be a list of strings")
             value = tuple(value)
-        elif isinstance(default, bool) or not isinstance(value, type(default)):
+        elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
             raise ConfigError(
                 f"{source}: {prefix}{name} must be {type(default).__name__}, got {type(value).__name__}"
             )

@@ -69,6 +69,7 @@ class ConsensusDriver:
     _replaying: bool = False
     _timers: dict[tuple[int, int], asyncio.TimerHandle] = field(default_factory=dict)
     view_change_commits: int = 0  # heights committed in a view > 0
+    views_left: int = 0  # views passed at heights already left (metrics: + the current view = view changes)
 
     def __post_init__(self) -> None:
         self.blocks = BlockExecutor(self.app)
@@ -212,6 +213,7 @@ class ConsensusDriver:
             "step": str(getattr(state, "step", "")),
             "primary": address_to_text(state.primary) if state is not None else None,
             "view_change_commits": self.view_change_commits,
+            "view_changes": self.views_left + getattr(state, "view", 0),
             "evidence": len(self.evidence),
         }
 
@@ -334,6 +336,7 @@ class ConsensusDriver:
         """Shared by consensus commits and block sync: the next height starts
         with the set the application stored for it."""
         self._last_commit_at = self._progress_at = time.monotonic()
+        self.views_left += getattr(self.engine.state, "view", 0) if self.engine else 0
         self.mempool.update(block)
         self.evidence.prune(self.height)
         self.hooks.on_commit(block)
@@ -352,5 +355,5 @@ class ConsensusDriver:
             punish = (self.hooks.ban or self.hooks.penalize) if refused.ban else self.hooks.penalize
             punish(item.peer, refused.reason)
             return
-        log.info("synced block %d from %s", height, item.peer[-8:])
+        log.info("synced block %d from %s", height, item.peer[-8:], extra={"peer": item.peer})
         self.after_commit(item.block)

@@ -188,6 +188,8 @@ class Dispatcher:
     max_batch_cost: int = 200
     max_in_flight: int = 16
     errors: ErrorLog = field(default_factory=lambda: ErrorLog(log))
+    # Called after every call with (method, seconds, ok); unknown names are reported as "unknown".
+    observe: Callable[[str, float, bool], None] | None = None
     _in_flight: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
     async def call(self, name: str, params: Any) -> Any:
@@ -211,6 +213,18 @@ class Dispatcher:
             result = await result
         return result
 
+    async def _observed_call(self, name: str, params: Any) -> Any:
+        if self.observe is None:
+            return await self.call(name, params)
+        started = time.perf_counter()
+        ok = False
+        try:
+            result = await self.call(name, params)
+            ok = True
+            return result
+        finally:
+            self.observe(name if name in self.methods else "unknown", time.perf_counter() - started, ok)
+
     async def handle_one(self, request: Any, budget: list[int] | None = None) -> dict[str, Any] | None:
         if not isinstance(request, dict):
             return _error(None, RPCError(INVALID_REQUEST, "a request must be a JSON object"))
@@ -230,7 +244,7 @@ class Dispatcher:
                     raise RPCError(OVER_BUDGET, f"batch work budget of {self.max_batch_cost} spent; send {method} "
                                    "in a later request")
                 budget[0] -= cost
-            result = await self.call(method, request.get("params"))
+            result = await self._observed_call(method, request.get("params"))
         except RPCError as exc:
             return None if is_notification else _error(request_id, exc)
         except Exception as exc:  # a bug in a method must not take the server down

@@ -17,8 +17,8 @@ from typing import Any
 
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
-from node.admission import Admission
-from node.errors import ConfigError
+from node.admission import Admission, refusal_kind
+from node.errors import ConfigError, MempoolError
 from node.homecheck import open_home_state
 from node.inbound import (
     MAX_TX_BATCH_FRAME,
@@ -29,7 +29,9 @@ from node.inbound import (
     validator_peer_ids,
 )
 from node.jsonrpc import Dispatcher, make_app
+from node.logs import ContextFilter, configure_logging
 from node.mempool import Mempool
+from node.metrics import MetricsServer, MetricsSource, NodeMetrics
 from node.risk.admin import AdminServer
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
 from node.risk.market import load_market_model
@@ -105,6 +107,10 @@ class Node:
         self._gossip_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.fatal: BaseException | None = None
+        self.metrics = NodeMetrics(self._metrics_source())
+        self._metrics_server: MetricsServer | None = None
+        self.risk.observer = self.metrics.observe_risk
+        self.log_context: ContextFilter | None = None  # set by run_node when it configured logging
 
     # -- lifecycle --------------------------------------------------------
 
@@ -117,6 +123,7 @@ class Node:
         # or sign record ahead of it, refuse to start (StartRefused, one line).
         opened = open_home_state(self.home, self.genesis, self.node_key.address)
         self.kv, self.app = opened.kv, opened.app
+        self.metrics.time_store_writes(self.kv)
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
                         + self.home.config_warnings(self.config)):
             log.warning("%s", warning)
@@ -162,6 +169,10 @@ class Node:
                 on_fatal=self._on_fatal,
             ),
         )
+        if self.log_context is not None:
+            driver = self.driver
+            self.log_context.context = lambda: (driver.height, getattr(driver.engine.state, "view", None)
+                                                if driver.engine else None)
         self.consensus_inbound = ConsensusInbound(self.p2p, self.driver.inbox.put_nowait)
         self.sync = BlockSync(self.app, self.p2p, self.driver.inbox)
         self.p2p.request_handlers[STATUS_PROTOCOL] = self.sync.serve_status
@@ -180,7 +191,8 @@ class Node:
 
         rpc = self.config.rpc
         rpc_context = self.rpc_context()
-        dispatcher = Dispatcher(build_methods(rpc_context), max_batch=rpc.max_batch, costs=RPC_COSTS)
+        dispatcher = Dispatcher(build_methods(rpc_context), max_batch=rpc.max_batch, costs=RPC_COSTS,
+                                observe=self.metrics.observe_rpc)
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         cap = connection_cap(rpc.max_connections, soft_limit)
         self._rpc_server = RPCServer(
@@ -190,6 +202,9 @@ class Node:
         await self._rpc_server.start()
         log.info("json-rpc on http://%s:%d/ (at most %d connections, %d descriptors)", rpc.listen_host,
                  rpc.listen_port, cap, soft_limit)
+        if self.config.metrics.port:
+            self._metrics_server = MetricsServer(self.metrics)
+            await self._metrics_server.start(self.config.metrics.host, self.config.metrics.port)
         risk = self.config.risk
         if risk.admin_port and risk.admin_token:
             self._admin = AdminServer(self.risk, rpc_context.known_tx, risk.admin_token)
@@ -211,6 +226,8 @@ class Node:
             await step("rpc", self._rpc_server.stop())
         if self._admin:
             await step("risk-admin", self._admin.stop())
+        if self._metrics_server:
+            await step("metrics", self._metrics_server.stop())
         if self._gossip_task:
             self._gossip_task.cancel()
         if self.sync:
@@ -240,7 +257,17 @@ class Node:
         finally:
             await self.stop()
 
-    # -- RPC wiring -------------------------------------------------------
+    # -- RPC and metrics wiring -------------------------------------------
+
+    def _metrics_source(self) -> MetricsSource:
+        """What a scrape reads; parts that start later are looked up at scrape time."""
+        return MetricsSource(
+            consensus_state=lambda: self.driver.engine_state() if self.driver else None,
+            mempool_size=lambda: (len(self.mempool), self.mempool.size_bytes) if self.mempool else (0, 0),
+            p2p_stats=lambda: self.p2p.stats() if self.p2p and self.p2p.running else {},
+            syncing=lambda: bool(self.sync and self.sync.syncing),
+            committed_height=lambda: self.app.height if self.app else 0,
+        )
 
     def rpc_context(self) -> RpcContext:
         """What the RPC method tables may read and submit, over this node's parts.
@@ -277,7 +304,13 @@ class Node:
         """Admit a locally submitted transaction (node/admission.py) and queue it for gossip; raises the
         MempoolError that refused it."""
         assert self.admission is not None
-        return self.admission.submit(raw)
+        try:
+            tx_hash = self.admission.submit(raw)
+        except MempoolError as exc:
+            self.metrics.observe_admission("rpc", refusal_kind(exc))
+            raise
+        self.metrics.observe_admission("rpc", None)
+        return tx_hash
 
     async def _gossip_loop(self) -> None:
         interval = self.config.mempool.gossip_interval_ms / 1000
@@ -296,7 +329,8 @@ class Node:
 
     def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
         if topic == TX_TOPIC and self.admission is not None:
-            self.admission.on_gossip_batch(peer, data)
+            for outcome in self.admission.on_gossip_batch(peer, data):
+                self.metrics.observe_admission("gossip", None if outcome.admitted else outcome.kind)
 
     def _on_direct(self, peer: str, data: bytes) -> None:
         if self.consensus_inbound:
@@ -316,6 +350,7 @@ class Node:
 
     def _on_commit(self, block: Block) -> None:
         self._update_direct_peers()
+        self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))
         try:
             self.risk.observe_block(block)
         except Exception:  # local policy: a history bug must never stop commits
@@ -351,13 +386,11 @@ def take_tx_batch(queue: collections.deque[bytes], max_txs: int) -> list[bytes]:
 
 def run_node(home: Home, config: NodeConfig | None = None) -> None:
     config = config or home.load_config()
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper(), logging.INFO),
-        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
-    )
+    log_context = configure_logging(config, home)
     limit = raise_descriptor_limit()
     log.debug("descriptor limit %d", limit)  # also in the json-rpc line once started
     node = Node(home, config)
+    node.log_context = log_context
     asyncio.run(node.run_until_signalled())
     if node.fatal is not None:
         raise SystemExit(f"node {config.name} halted: consensus driver failed: {node.fatal!r}")

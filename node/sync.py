@@ -234,12 +234,12 @@ class BlockSync:
                     peer, STATUS_PROTOCOL, b"\x01", timeout=2.0, max_response_bytes=MAX_STATUS_BYTES
                 )
             except Exception as exc:  # unreachable, slow or gone: not a fault by itself
-                log.debug("status from %s failed: %s", peer, exc)
+                log.debug("status from %s failed: %s", peer, exc, extra={"peer": peer})
                 continue
             try:
                 chain_id, height, _ = parse_status(data)
             except Exception as exc:
-                log.info("bad status reply from %s: %s", peer, exc)
+                log.info("bad status reply from %s: %s", peer, exc, extra={"peer": peer})
                 punish(self._net, peer, "bad status reply", exc)
                 continue
             if chain_id != self._app.chain_id:
@@ -268,7 +268,8 @@ class BlockSync:
     async def _fetch_from(self, peer: str, height: int, start: int) -> bool:
         """Ask ``peer`` for blocks from ``start`` and hand them to the driver;
         True if our height moved past ``start - 1`` while we waited."""
-        log.info("behind: at %d, peer %s at %d; fetching from %d", start - 1, peer[-8:], height, start)
+        log.info("behind: at %d, peer %s at %d; fetching from %d", start - 1, peer[-8:], height, start,
+                 extra={"peer": peer})
         try:
             data = await self._net.request(
                 peer, BLOCKS_PROTOCOL, encode([1, start, MAX_BLOCKS_PER_REQUEST]), timeout=10.0,

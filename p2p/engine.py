@@ -250,7 +250,7 @@ class Libp2pEngine:
     def on_connected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
         if self._scores.is_banned(peer_id.to_base58(), trio.current_time()):
-            logger.info("refusing banned peer %s", peer_id)
+            logger.info("refusing banned peer %s", peer_id, extra={"peer": str(peer_id)})
             self._spawn(self._disconnect, peer_id)
             return
         if getattr(conn, "direction", None) == Direction.INBOUND:
@@ -275,7 +275,7 @@ class Libp2pEngine:
                                    victim.muxed_conn.peer_id, peer_id, cap)
                     self._spawn(self._close_conn, victim)
         self._refresh_connected()
-        logger.debug("connected to %s", peer_id)
+        logger.debug("connected to %s", peer_id, extra={"peer": str(peer_id)})
 
     def on_disconnected(self, conn: INetConn) -> None:
         peer_id = conn.muxed_conn.peer_id
@@ -283,7 +283,7 @@ class Libp2pEngine:
         self._refresh_connected(leaving=conn)
         if peer_id.to_base58() not in self.connected and self._links is not None:
             self._links.drop_peer(peer_id)
-            logger.info("disconnected from %s", peer_id)
+            logger.info("disconnected from %s", peer_id, extra={"peer": str(peer_id)})
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
@@ -314,7 +314,7 @@ class Libp2pEngine:
     def _redial_tick(self) -> None:
         now = trio.current_time()
         for peer in self._scores.expire(now):
-            logger.info("ban on %s expired", peer)
+            logger.info("ban on %s expired", peer, extra={"peer": str(peer)})
             if self._pubsub is not None:
                 self._pubsub.remove_from_blacklist(ID.from_base58(peer))
         self.banned = frozenset(self._scores.banned(now))
@@ -338,7 +338,7 @@ class Libp2pEngine:
             self._refresh_connected()
         except Exception as exc:
             self._stats.add("dial_failures")
-            logger.debug("dial %s failed: %r", info.peer_id, exc)
+            logger.debug("dial %s failed: %r", info.peer_id, exc, extra={"peer": str(info.peer_id)})
         finally:
             self._dialing.discard(info.peer_id)
 
@@ -347,7 +347,7 @@ class Libp2pEngine:
     def report_fault(self, peer_id: ID, reason: str, points: int, exc: BaseException | None) -> None:
         self._stats.add("stream_faults")
         if exc is not None:
-            logger.warning("peer %s: %s", peer_id, reason, exc_info=exc)
+            logger.warning("peer %s: %s", peer_id, reason, exc_info=exc, extra={"peer": str(peer_id)})
         self.penalize(peer_id, reason, points)
 
     def _on_gossip_fault(self, peer_id: ID, reason: str, exc: BaseException) -> None:
@@ -359,13 +359,14 @@ class Libp2pEngine:
         peer = peer_id.to_base58()
         verdict = self._scores.penalize(peer, points, trio.current_time())
         self._stats.add("penalties")
-        logger.warning("penalised %s by %d for %s (score %.0f)", peer, points, reason, verdict.score)
+        logger.warning("penalised %s by %d for %s (score %.0f)", peer, points, reason, verdict.score,
+                       extra={"peer": str(peer)})
         if not verdict.banned:
             return
         self._stats.add("bans")
         self.banned = frozenset(self._scores.banned(trio.current_time()))
         self.connected = self.connected - {peer}
-        logger.warning("banning %s for %.0fs", peer, self._config.ban_seconds)
+        logger.warning("banning %s for %.0fs", peer, self._config.ban_seconds, extra={"peer": str(peer)})
         if self._links is not None:
             self._links.drop_peer(peer_id)
         if self._pubsub is not None and self._nursery is not None:
@@ -412,6 +413,7 @@ class Libp2pEngine:
                 self._stats.add("gossip_self_filtered")
                 continue
             self._stats.add("gossip_in")
+            self._stats.add("gossip_bytes_in", len(msg.data))
             try:
                 self._sink.gossip(topic, self._sender_name(msg.from_id), msg.data)
             except Exception:
@@ -428,6 +430,7 @@ class Libp2pEngine:
     async def publish(self, topic: str, data: bytes) -> None:
         await self._pubsub.publish(topic, data)  # type: ignore[union-attr]
         self._stats.add("gossip_out")
+        self._stats.add("gossip_bytes_out", len(data))  # published once; gossipsub's relaying is not counted
 
     # direct and request/response -----------------------------------------------
 

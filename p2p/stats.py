@@ -16,6 +16,8 @@ COUNTERS = (
     "direct_stream_failures",
     "gossip_in",
     "gossip_out",
+    "gossip_bytes_in",
+    "gossip_bytes_out",
     "gossip_self_filtered",
     "gossip_rejected",
     "requests_out",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from cli.testnet import spawn_node, stop_processes
-from node.genesis_tools import write_testnet
+from node.genesis_tools import PORTS_PER_NODE, write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ class LocalNet:
     def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1") -> None:
         self.dir = directory
         self.n = validators
-        base = free_port_range(2 * validators)
+        base = free_port_range(PORTS_PER_NODE * validators)
         self.manifest = write_testnet(
             directory, validators=validators, chain_id=chain_id, base_port=base,
             consensus_overrides=TEST_CONSENSUS,
@@ -118,6 +118,10 @@ class LocalNet:
     def url(self, i: int) -> str:
         return self.manifest["nodes"][i]["rpc"]
 
+    def scrape(self, i: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Node i's Prometheus samples, keyed by (name, labels)."""
+        return scrape(self.manifest["nodes"][i]["metrics"])
+
     def height(self, i: int) -> int:
         return int(self.rpc(i).call("qenex_status")["height"])
 
@@ -143,6 +147,18 @@ class LocalNet:
         return subprocess.run(
             [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
         )
+
+
+def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET a Prometheus endpoint and parse it: {(sample name, labels): value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        text = response.read().decode("utf-8")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 @contextlib.contextmanager

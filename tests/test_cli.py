@@ -47,11 +47,13 @@ def test_testnet_init_writes_the_manifest_other_work_relies_on(tmp_path):
     assert manifest["chain_id"]
     assert len(manifest["nodes"]) == 4
     for node in manifest["nodes"]:
-        assert set(node) >= {"name", "home", "rpc", "p2p"}
+        assert set(node) >= {"name", "home", "rpc", "p2p", "metrics"}
         assert node["rpc"].startswith("http://127.0.0.1:")
         assert node["p2p"].startswith("/ip4/127.0.0.1/tcp/") and "/p2p/" in node["p2p"]
         home = Home(tmp_path / "a" / node["home"])
         assert home.config_file.exists() and home.genesis_file.exists() and home.node_key_file.exists()
+        metrics = home.load_config().metrics  # on, on loopback, at the port the manifest names
+        assert node["metrics"] == f"http://127.0.0.1:{metrics.port}/metrics" and metrics.host == "127.0.0.1"
     for name in ("alice", "bob", "charlie"):
         account = manifest["accounts"][name]
         assert (tmp_path / "a" / account["keyfile"]).exists()
@@ -62,7 +64,9 @@ def test_testnet_init_writes_the_manifest_other_work_relies_on(tmp_path):
     # a second testnet with another base port shares no port with the first
     run("testnet", "init", "--dir", str(tmp_path / "b"), "--base-port", "32000")
     ports = lambda m: {int(n["rpc"].rsplit(":", 1)[1].strip("/")) for n in m["nodes"]} | {
-        int(n["p2p"].split("/")[4]) for n in m["nodes"]}
+        int(n["p2p"].split("/")[4]) for n in m["nodes"]} | {
+        int(n["metrics"].rsplit(":", 1)[1].split("/")[0]) for n in m["nodes"]}
+    assert len(ports(manifest)) == 12  # p2p, RPC and metrics: no two nodes, no two services share a port
     other = json.loads((tmp_path / "b" / "testnet.json").read_text())
     assert not ports(manifest) & ports(other)
 

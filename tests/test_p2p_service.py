@@ -167,6 +167,8 @@ async def test_gossip_reaches_every_peer_but_not_the_publisher() -> None:
                 assert received == expected
                 assert all(topic == TOPIC for topic, _, _ in inbox.gossip)
                 assert services[i].stats()["gossip_self_filtered"] >= 1
+                stats = services[i].stats()  # payload bytes, as counted for metrics: at least the real messages
+                assert stats["gossip_bytes_out"] >= len(b"real-0") and stats["gossip_bytes_in"] >= 2 * len(b"real-0")
             await asyncio.sleep(0.3)
             assert all(len(real(inbox)) == 2 for inbox in inboxes)  # no duplicates
 

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.metrics import NodeMetrics
 from node.admission import Admission
 from node.config import Home, MempoolSection, RiskSection
 from node.errors import StartRefused
@@ -133,6 +134,7 @@ class Net:
 def gossip_node() -> tuple[Node, Net]:
     app = Application(MemoryKV(), make_genesis(funded=[SENDER], balance=1_000_000 * ONE_QNX))
     node = Node.__new__(Node)
+    node.metrics = NodeMetrics(process=False)
     node.app, node.mempool, node.flagged = app, Mempool(app, MempoolSection()), {}
     node.risk = RiskHook(None, None, review=0.5, reject=0.9, fallback="admit")
     node.risk.attach(app)

@@ -34,6 +34,7 @@ from state.app import Application
 from state.codec import encode
 from state.kv import MemoryKV
 from state.testing import ONE_QNX, dev_key, make_genesis, transfer
+from node.metrics import NodeMetrics
 from tests.risk_fixtures import train_small
 from tests.rpc_fixtures import rpc_context
 
@@ -58,6 +59,7 @@ def _node(model_dir, tmp_path, *, review=0.5, reject=0.9, with_model=True, fallb
     node = Node.__new__(Node)
     node.app, node.mempool, node.risk, node.flagged = app, Mempool(app, MempoolSection()), hook, {}
     node._gossip_out, node.p2p = collections.deque(), None
+    node.metrics = NodeMetrics(process=False)
     node.admission = Admission(app, node.mempool, hook, flagged=node.flagged, relay=node._gossip_out.append)
     node.config = SimpleNamespace(risk=RiskSection(admin_token=TOKEN))
     return node

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.metrics import NodeMetrics
 from node.admission import Admission
 from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import NOT_FOUND, RPCError
@@ -34,6 +35,7 @@ VALIDATOR = dev_key("ctx-validator")
 def _node(node_key=None) -> Node:
     app = Application(MemoryKV(), make_genesis(validators=[VALIDATOR], funded=[ALICE]))
     node = Node.__new__(Node)
+    node.metrics = NodeMetrics(process=False)
     node.app = app
     node.mempool = Mempool(app, MempoolSection())
     node.risk = RiskHook(None, None, review=0.5, reject=0.9)

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from node.metrics import NodeMetrics
 from node.admission import Admission
 from node.config import MempoolSection, NodeConfig
 from node.jsonrpc import INTERNAL_ERROR, MAX_JSON_DEPTH, Dispatcher, json_depth_exceeds
@@ -46,6 +47,7 @@ def _node() -> Node:
 def bare_node(app, name: str) -> Node:
     """A Node with just what the RPC methods read (no p2p, driver or sync), over ``app``."""
     node = Node.__new__(Node)
+    node.metrics = NodeMetrics(process=False)
     node.app = app
     node.mempool = Mempool(app, MempoolSection())
     node.risk = RiskHook(None, None, review=0.5, reject=0.9)

@@ -78,6 +78,30 @@ def test_cli_transfer_finalizes_and_every_node_agrees_for_20_heights(net):
     assert json.loads(proof.stdout)["proof"]["verified"] is True
 
 
+def test_every_node_serves_metrics_and_the_series_move(net):
+    """testnet init turned metrics on for every node; two scrapes apart, the chain and the counters moved."""
+    def rpc_calls(samples, method):
+        return samples.get(("qenex_rpc_requests_total", frozenset({("method", method), ("outcome", "ok")})), 0)
+
+    before = [net.scrape(i) for i in range(net.n)]
+    for i in range(net.n):
+        net.rpc(i).call("qenex_getValidators")
+    net.wait_height(max(int(b[("qenex_chain_height", frozenset())]) for b in before) + 2)
+    for i, b in enumerate(before):
+        a = net.scrape(i)
+        assert a[("qenex_chain_height", frozenset())] > b[("qenex_chain_height", frozenset())], i
+        assert a[("qenex_blocks_committed_total", frozenset())] > b[("qenex_blocks_committed_total", frozenset())]
+        assert rpc_calls(a, "qenex_getValidators") == rpc_calls(b, "qenex_getValidators") + 1, i
+        assert a[("qenex_p2p_peers", frozenset())] == net.n - 1
+        out = ("qenex_p2p_messages_total", frozenset({("kind", "direct"), ("direction", "out")}))
+        assert a[out] > b[out]
+        assert a[("qenex_block_interval_seconds_count", frozenset())] >= 1
+        assert a[("qenex_store_write_batch_seconds_count", frozenset())] > b[("qenex_store_write_batch_seconds_count", frozenset())]
+        assert a[("process_resident_memory_bytes", frozenset())] > 0
+        assert ("qenex_consensus_view", frozenset()) in a and ("qenex_mempool_bytes", frozenset()) in a
+    assert json.loads((net.dir / "testnet.json").read_text())["nodes"][0]["metrics"].endswith("/metrics")
+
+
 def _oversize_amount_tx(net: LocalNet) -> bytes:
     """A transfer whose amount (2**128) does not fit: hand-packed, since our encoder refuses it."""
     key = load_keyfile(net.account_key("alice"), None)

@@ -24,10 +24,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -84,6 +85,8 @@ class RiskHook:
         self.model = model
         self.review = review
         self.reject = reject
+        # Told (decisions, seconds) after every assess (node.metrics); None: nobody listens.
+        self.observer: Callable[[list[str], float], None] | None = None
         self.fallback = fallback
         self.history = HistoryStore()
         self.history_db: HistoryDB | None = None
@@ -242,6 +245,14 @@ class RiskHook:
 
     def assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
         """Score a batch in one forward pass; decide admit / review / reject for each."""
+        if self.observer is None:
+            return self._assess(stxs)
+        started = time.perf_counter()
+        out = self._assess(stxs)
+        self.observer([a.decision for a in out], time.perf_counter() - started)
+        return out
+
+    def _assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
         rows = [self.features(s) for s in stxs]
         scored = [i for i, row in enumerate(rows) if row is not None]
         out = [Assessment(s.hash, "admit", None, None) for s in stxs]  # unscored kinds: admitted
