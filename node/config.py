@@ -103,6 +103,18 @@ class RiskSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SignerSection:
+    """Where the validator key lives: "local" (the node key in this home) or "remote" (``qenexd signer start``)."""
+
+    mode: str = "local"
+    address: str = ""  # unix:/path/to.sock or tcp://127.0.0.1:PORT
+    public_key: str = ""  # 0x-hex Ed25519 key the signer authenticates with
+    validator_public_key: str = ""  # 0x-hex validator key the signer holds (its signatures are checked)
+    timeout_ms: int = 2000
+    retry_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -111,6 +123,7 @@ class NodeConfig:
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     risk: RiskSection = field(default_factory=RiskSection)
+    signer: SignerSection = field(default_factory=SignerSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -125,6 +138,7 @@ class NodeConfig:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
         config = _build(cls, data, source)
         _check_risk(config.risk, source)
+        _check_signer(config.signer, source)
         return config
 
 
@@ -151,12 +165,33 @@ def _check_risk(risk: RiskSection, source: str) -> None:
         raise ConfigError(f"{source}: risk.admin_host must be a loopback address, got {risk.admin_host!r}")
 
 
+def _check_signer(signer: SignerSection, source: str) -> None:
+    if signer.mode not in ("local", "remote"):
+        raise ConfigError(f'{source}: signer.mode must be "local" or "remote", got {signer.mode!r}')
+    if signer.mode == "local":
+        return
+    if not signer.address.startswith(("unix:", "tcp://")):
+        raise ConfigError(f"{source}: signer.address must be unix:/path or tcp://127.0.0.1:PORT, "
+                          f"got {signer.address!r}")
+    for name in ("public_key", "validator_public_key"):
+        value = getattr(signer, name)
+        try:
+            ok = value.startswith("0x") and len(bytes.fromhex(value[2:])) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{source}: signer.{name} must be a 0x-hex 32-byte Ed25519 key, got {value!r}")
+    if signer.timeout_ms <= 0:
+        raise ConfigError(f"{source}: signer.timeout_ms must be positive")
+
+
 _SECTIONS = {
     "p2p": P2PSection,
     "rpc": RPCSection,
     "consensus": ConsensusSection,
     "mempool": MempoolSection,
     "risk": RiskSection,
+    "signer": SignerSection,
 }
 
 

@@ -243,6 +243,8 @@ class SignerServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
 
     def bind(self) -> str:
         """Bind and listen; returns the address text (the real port for tcp port 0)."""
@@ -285,11 +287,24 @@ class SignerServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True, name="signer-conn").start()
 
     def stop(self) -> None:
+        """Stop accepting and end every open connection (as a killed signer would)."""
         self._stop.set()
         if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
+            except OSError:
+                pass
             self._sock.close()
+        with self._open_lock:
+            for sock in list(self._open):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _serve(self, sock: socket.socket) -> None:
+        with self._open_lock:
+            self._open.add(sock)
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
             try:
@@ -315,6 +330,8 @@ class SignerServer:
         except SecretConnectionError as exc:
             log.info("node connection ended: %s", exc)
         finally:
+            with self._open_lock:
+                self._open.discard(sock)
             sock.close()
             self._slots.release()
 
