@@ -135,7 +135,7 @@ class Node:
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL
         # or sign record ahead of it, refuse to start (StartRefused, one line).
-        opened = open_home_state(self.home, self.genesis, self.node_key.address)
+        opened = open_home_state(self.home, self.genesis, address_of(self.validator_public_key))
         self.kv, self.app = opened.kv, opened.app
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
                         + self.home.config_warnings(self.config)):
