@@ -613,14 +613,17 @@ class Engine:
             for stale in [v for v in known if v < view]:
                 del known[stale]
         if send_view_change and self._me is not None:
-            assert self._signer is not None
-            digest = view_change_digest(self.chain_id, self._height, view, self._prepared)
-            sig = self._sign(Phase.VIEW_CHANGE, view, view_change_summary_hash(self._prepared), digest)
-            if sig is not None:
-                vc = ViewChange(self._height, view, self._prepared, self._me, sig)
-                self._store_view_change(vc)
-                self._broadcast(vc)
+            self._send_view_change(view)
         self._schedule_timeout()
+
+    def _send_view_change(self, view: int) -> None:
+        assert self._me is not None
+        digest = view_change_digest(self.chain_id, self._height, view, self._prepared)
+        sig = self._sign(Phase.VIEW_CHANGE, view, view_change_summary_hash(self._prepared), digest)
+        if sig is not None:
+            vc = ViewChange(self._height, view, self._prepared, self._me, sig)
+            self._store_view_change(vc)
+            self._broadcast(vc)
 
     def _on_rebroadcast(self) -> None:
         self._unchanged()  # it only re-sends and re-asks
@@ -656,6 +659,10 @@ class Engine:
         own_vc = self._view_changes.get(self._me, {}).get(view)
         if own_vc is not None and self._step == Step.VIEW_CHANGE:
             self._emit(Broadcast(own_vc))
+        elif own_vc is None and self._step == Step.VIEW_CHANGE and self._decided is None and view > 0:
+            # Our signer did not answer when we left for this view (down, or
+            # refused): ask again, or the view change may lack our power.
+            self._send_view_change(view)
         for kind in (VoteKind.PREPARE, VoteKind.COMMIT):
             vote = self._own_vote(kind, view)
             if vote is not None:
