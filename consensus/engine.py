@@ -223,6 +223,7 @@ class Engine:
         self._me: bytes | None = me if me is not None and me in vset else None
         self._view = 0
         self._step = Step.PROPOSE
+        self._view_change_unsigned: int | None = None  # a view we left without our signer's VIEW-CHANGE
         self._proposals: dict[int, Proposal] = {}  # the accepted proposal of each view
         self._new_views: dict[int, NewView] = {}  # the accepted NEW-VIEW of each view
         self._blocks: dict[bytes, list[tuple[bytes, bytes]]] = {}  # hash -> [(sha256(bytes), bytes)]
@@ -620,10 +621,13 @@ class Engine:
         assert self._me is not None
         digest = view_change_digest(self.chain_id, self._height, view, self._prepared)
         sig = self._sign(Phase.VIEW_CHANGE, view, view_change_summary_hash(self._prepared), digest)
-        if sig is not None:
-            vc = ViewChange(self._height, view, self._prepared, self._me, sig)
-            self._store_view_change(vc)
-            self._broadcast(vc)
+        if sig is None:
+            self._view_change_unsigned = view  # asked again on the next rebroadcast
+            return
+        self._view_change_unsigned = None
+        vc = ViewChange(self._height, view, self._prepared, self._me, sig)
+        self._store_view_change(vc)
+        self._broadcast(vc)
 
     def _on_rebroadcast(self) -> None:
         self._unchanged()  # it only re-sends and re-asks
@@ -659,9 +663,11 @@ class Engine:
         own_vc = self._view_changes.get(self._me, {}).get(view)
         if own_vc is not None and self._step == Step.VIEW_CHANGE:
             self._emit(Broadcast(own_vc))
-        elif own_vc is None and self._step == Step.VIEW_CHANGE and self._decided is None and view > 0:
+        elif (own_vc is None and self._step == Step.VIEW_CHANGE and self._decided is None
+              and self._view_change_unsigned == view):
             # Our signer did not answer when we left for this view (down, or
             # refused): ask again, or the view change may lack our power.
+            self._changed = True
             self._send_view_change(view)
         for kind in (VoteKind.PREPARE, VoteKind.COMMIT):
             vote = self._own_vote(kind, view)

@@ -64,11 +64,11 @@ class ConsensusSigner(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
 class KeySigner:
     """A bare key as a signer: signs every request (no slashing protection)."""
 
-    def __init__(self, key: PrivateKey) -> None:
-        self._key = key
+    _key: PrivateKey
 
     @property
     def address(self) -> Address:
