@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import keys, query, risk, testnet, tx
+from cli import keys, query, risk, signer, testnet, tx
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
 from node.genesis_tools import write_single_node_home
@@ -59,6 +59,7 @@ cli.add_command(keys.keys)
 cli.add_command(tx.tx)
 cli.add_command(query.query)
 cli.add_command(risk.risk)
+cli.add_command(signer.signer)
 
 
 def main() -> None:

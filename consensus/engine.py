@@ -58,7 +58,12 @@ from consensus.messages import (
     ViewChange,
     Vote,
     VoteKind,
+    new_view_digest,
+    proposal_digest,
+    view_change_digest,
+    vote_digest,
 )
+from consensus.signing import ConsensusSigner, Phase, SignRequest, as_signer, view_change_summary_hash
 from state.validators import ValidatorSet
 from consensus.verify import (
     check_new_view,
@@ -120,13 +125,14 @@ class Engine:
     def __init__(
         self,
         chain_id: str,
-        signer: PrivateKey | None,
+        signer: PrivateKey | ConsensusSigner | None,
         height: int,
         validator_set: ValidatorSet,
         timeouts: TimeoutConfig = TimeoutConfig(),
     ) -> None:
         self.chain_id = chain_id
-        self._signer = signer
+        self._signer = as_signer(signer)  # signs through slashing protection; may refuse
+        self.unsigned = 0  # requests the signer refused or could not answer (nothing sent)
         self._timeouts = timeouts
         self._started = False
         self._buffer: list[tuple[Message, str | None]] = []
@@ -217,6 +223,7 @@ class Engine:
         self._me: bytes | None = me if me is not None and me in vset else None
         self._view = 0
         self._step = Step.PROPOSE
+        self._view_change_unsigned: int | None = None  # a view we left without our signer's VIEW-CHANGE
         self._proposals: dict[int, Proposal] = {}  # the accepted proposal of each view
         self._new_views: dict[int, NewView] = {}  # the accepted NEW-VIEW of each view
         self._blocks: dict[bytes, list[tuple[bytes, bytes]]] = {}  # hash -> [(sha256(bytes), bytes)]
@@ -500,7 +507,9 @@ class Engine:
         self._building = None
         assert self._signer is not None and self._me is not None
         self._record_verdict(event.block_hash, bytes(sha256(event.block)), event.block, True)  # our own build
-        proposal = Proposal.create(self._signer, self.chain_id, self._height, view, event.block, event.block_hash)
+        proposal = self._signed_proposal(view, event.block, event.block_hash)
+        if proposal is None:
+            return  # not signed: the view times out and another primary proposes
         if view == 0:
             self._accept_proposal(proposal)
             self._broadcast(proposal)
@@ -605,11 +614,20 @@ class Engine:
             for stale in [v for v in known if v < view]:
                 del known[stale]
         if send_view_change and self._me is not None:
-            assert self._signer is not None
-            vc = ViewChange.create(self._signer, self.chain_id, self._height, view, self._prepared)
-            self._store_view_change(vc)
-            self._broadcast(vc)
+            self._send_view_change(view)
         self._schedule_timeout()
+
+    def _send_view_change(self, view: int) -> None:
+        assert self._me is not None
+        digest = view_change_digest(self.chain_id, self._height, view, self._prepared)
+        sig = self._sign(Phase.VIEW_CHANGE, view, view_change_summary_hash(self._prepared), digest)
+        if sig is None:
+            self._view_change_unsigned = view  # asked again on the next rebroadcast
+            return
+        self._view_change_unsigned = None
+        vc = ViewChange(self._height, view, self._prepared, self._me, sig)
+        self._store_view_change(vc)
+        self._broadcast(vc)
 
     def _on_rebroadcast(self) -> None:
         self._unchanged()  # it only re-sends and re-asks
@@ -645,6 +663,12 @@ class Engine:
         own_vc = self._view_changes.get(self._me, {}).get(view)
         if own_vc is not None and self._step == Step.VIEW_CHANGE:
             self._emit(Broadcast(own_vc))
+        elif (own_vc is None and self._step == Step.VIEW_CHANGE and self._decided is None
+              and self._view_change_unsigned == view):
+            # Our signer did not answer when we left for this view (down, or
+            # refused): ask again, or the view change may lack our power.
+            self._changed = True
+            self._send_view_change(view)
         for kind in (VoteKind.PREPARE, VoteKind.COMMIT):
             vote = self._own_vote(kind, view)
             if vote is not None:
@@ -745,7 +769,13 @@ class Engine:
 
     def _vote(self, kind: VoteKind, block_hash: bytes) -> None:
         assert self._signer is not None
-        vote = Vote.create(self._signer, self.chain_id, kind, self._height, self._view, block_hash)
+        phase = Phase.PREPARE if kind == VoteKind.PREPARE else Phase.COMMIT
+        digest = vote_digest(self.chain_id, kind, self._height, self._view, block_hash)
+        sig = self._sign(phase, self._view, block_hash, digest)
+        if sig is None:
+            return  # no vote: we follow the others' votes
+        assert self._me is not None
+        vote = Vote(VoteKind(kind), self._height, self._view, block_hash, self._me, sig)
         self._record_vote(vote)
         self._broadcast(vote)
 
@@ -794,18 +824,40 @@ class Engine:
         if block is None:
             return False
         assert self._signer is not None
-        proposal = Proposal.create(self._signer, self.chain_id, self._height, view, block, best.block_hash)
-        self._send_new_view(plan, proposal)
-        return True
+        proposal = self._signed_proposal(view, block, best.block_hash)
+        if proposal is None:
+            return False
+        return self._send_new_view(plan, proposal)
 
-    def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> None:
-        assert self._signer is not None
+    def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> bool:
         # The certificates prove hashes; the proposal carries the one block needed.
-        nv = NewView.create(self._signer, self.chain_id, tuple(vc.without_block() for vc in plan), proposal)
+        changes = tuple(vc.without_block() for vc in plan)
+        digest = new_view_digest(self.chain_id, proposal.height, proposal.view, proposal.block_hash, changes)
+        sig = self._sign(Phase.PROPOSAL, proposal.view, proposal.block_hash, digest)
+        if sig is None:
+            return False
+        nv = NewView(proposal.height, proposal.view, changes, proposal, sig)
         self._new_views[proposal.view] = nv
         self._accept_proposal(proposal)
         self._step = Step.PROPOSE
         self._broadcast(nv)
+        return True
+
+    # -- signing ---------------------------------------------------------------------
+
+    def _sign(self, phase: Phase, view: int, block_hash: bytes, digest: bytes) -> bytes | None:
+        """Our signature of ``digest``, or None when the signer refuses or cannot answer."""
+        assert self._signer is not None
+        signature = self._signer.sign_request(SignRequest(self._height, view, phase, block_hash, digest))
+        if signature is None:
+            self.unsigned += 1
+        return signature
+
+    def _signed_proposal(self, view: int, block: bytes, block_hash: bytes) -> Proposal | None:
+        assert self._me is not None
+        digest = proposal_digest(self.chain_id, self._height, view, block_hash, block)
+        sig = self._sign(Phase.PROPOSAL, view, block_hash, digest)
+        return None if sig is None else Proposal(self._height, view, block, block_hash, self._me, sig)
 
     # -- output ----------------------------------------------------------------------
 

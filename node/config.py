@@ -143,6 +143,18 @@ class LogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SignerSection:
+    """Where the validator key lives: "local" (the node key in this home) or "remote" (``qenexd signer start``)."""
+
+    mode: str = "local"
+    address: str = ""  # unix:/path/to.sock or tcp://127.0.0.1:PORT
+    public_key: str = ""  # 0x-hex Ed25519 key the signer authenticates with
+    validator_public_key: str = ""  # 0x-hex validator key the signer holds (its signatures are checked)
+    timeout_ms: int = 2000
+    retry_ms: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -153,6 +165,7 @@ class NodeConfig:
     risk: RiskSection = field(default_factory=RiskSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
+    signer: SignerSection = field(default_factory=SignerSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -170,6 +183,7 @@ class NodeConfig:
         _check_risk(config.risk, source)
         _check_metrics(config.metrics, source)
         _check_log(config, source)
+        _check_signer(config.signer, source)
         return config
 
 
@@ -220,6 +234,26 @@ def _check_risk(risk: RiskSection, source: str) -> None:
         raise ConfigError(f"{source}: risk.admin_host must be a loopback address, got {risk.admin_host!r}")
 
 
+def _check_signer(signer: SignerSection, source: str) -> None:
+    if signer.mode not in ("local", "remote"):
+        raise ConfigError(f'{source}: signer.mode must be "local" or "remote", got {signer.mode!r}')
+    if signer.mode == "local":
+        return
+    if not signer.address.startswith(("unix:", "tcp://")):
+        raise ConfigError(f"{source}: signer.address must be unix:/path or tcp://127.0.0.1:PORT, "
+                          f"got {signer.address!r}")
+    for name in ("public_key", "validator_public_key"):
+        value = getattr(signer, name)
+        try:
+            ok = value.startswith("0x") and len(bytes.fromhex(value[2:])) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"{source}: signer.{name} must be a 0x-hex 32-byte Ed25519 key, got {value!r}")
+    if signer.timeout_ms <= 0:
+        raise ConfigError(f"{source}: signer.timeout_ms must be positive")
+
+
 _SECTIONS = {
     "p2p": P2PSection,
     "rpc": RPCSection,
@@ -228,6 +262,7 @@ _SECTIONS = {
     "risk": RiskSection,
     "metrics": MetricsSection,
     "log": LogSection,
+    "signer": SignerSection,
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")

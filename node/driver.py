@@ -19,6 +19,7 @@ from typing import Any, Awaitable, Callable, NoReturn
 
 from consensus import events as ce
 from consensus.engine import Engine
+from consensus.signing import ConsensusSigner
 from node.blocks import BlockExecutor, now_ms
 from node.config import ConsensusSection
 from node.errors import WalError
@@ -54,7 +55,7 @@ class ConsensusDriver:
     mempool: Mempool
     wal: WriteAheadLog
     config: ConsensusSection
-    signer: PrivateKey | None
+    signer: PrivateKey | ConsensusSigner | None  # a bare key signs unguarded (tests); the node passes node.signer
     hooks: DriverHooks
     # Checked before any message signed with our key leaves (node/signguard.py).
     sign_guard: SignGuard | None = None

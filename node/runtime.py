@@ -39,11 +39,15 @@ from node.rpc import RPC_COSTS, build_methods
 from node.rpc_context import RpcContext
 from node.rpc_server import RPCServer, connection_cap
 from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, BlockSync
+from node.remote_signer import RemoteSigner, SignerAddress
+from node.signer import ConsensusSigner, LocalSigner
+from node.signguard import SignGuard
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
 from state.blocks import Block
 from state.codec import encode
+from state.crypto import address_of
 from state.errors import StateError
 from state.genesis import Genesis
 from state.keyfile import keyfile_warnings, load_keyfile
@@ -116,12 +120,28 @@ class Node:
 
     @property
     def is_validator(self) -> bool:
-        return any(v[0] == self.node_key.public_key for v in self.app.validators()) if self.app else False
+        return any(v[0] == self.validator_public_key for v in self.app.validators()) if self.app else False
+
+    @property
+    def validator_public_key(self) -> bytes:
+        """The key we validate with: the node key, or the remote signer's validator key."""
+        if self.config.signer.mode == "remote":
+            return bytes.fromhex(self.config.signer.validator_public_key[2:])
+        return self.node_key.public_key
+
+    def _make_signer(self, sign_guard: SignGuard) -> ConsensusSigner:
+        section = self.config.signer
+        if section.mode == "remote":
+            log.info("signing through the remote signer at %s", section.address)
+            return RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
+                                self.node_key, self.validator_public_key, self.app.chain_id,
+                                timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
+        return LocalSigner(self.node_key, sign_guard)
 
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL
         # or sign record ahead of it, refuse to start (StartRefused, one line).
-        opened = open_home_state(self.home, self.genesis, self.node_key.address)
+        opened = open_home_state(self.home, self.genesis, address_of(self.validator_public_key))
         self.kv, self.app = opened.kv, opened.app
         self.metrics.time_store_writes(self.kv)
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
@@ -131,7 +151,7 @@ class Node:
         # The risk history lives in the node's own LevelDB beside the state
         # (not consensus state); attach loads it and replays only newer blocks.
         self.risk.attach(self.app, history_path=self.home.data_dir / RISK_HISTORY_DIR)
-        signer = self.node_key if self.is_validator else None
+        signer = self._make_signer(opened.sign_guard) if self.is_validator else None
 
         p2p_config = P2PConfig(
             identity_seed=self.node_key.seed,
@@ -159,7 +179,7 @@ class Node:
             wal=WriteAheadLog(self.home.wal_file),
             config=self.config.consensus,
             signer=signer,
-            sign_guard=opened.sign_guard if signer else None,
+            # The signer checks slashing protection before it signs (node/signer.py).
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,
                 penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
@@ -290,7 +310,7 @@ class Node:
             flagged_risk=lambda tx_hash: self.flagged.get(tx_hash),
             peer_count=lambda: len(self.p2p.connected_peers()) if self.p2p else 0,
             peer_id=lambda: self.p2p.peer_id if self.p2p else None,
-            validator_address=lambda: self.node_key.address if self.is_validator else None,
+            validator_address=lambda: address_of(self.validator_public_key) if self.is_validator else None,
             syncing=lambda: bool(self.sync and self.sync.syncing),
             consensus_state=lambda: self.driver.engine_state() if self.driver else None,
             validator_set=lambda: self.app.validator_set(self.app.height + 1) if self.app else None,

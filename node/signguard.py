@@ -20,7 +20,9 @@ A request is allowed when
 
 Anything else would equivocate (same slot, another block) or go backwards
 (a lower slot never signed: the state or the WAL was rolled back) and is
-refused.  A later remote signer keeps this record on its side of the wire.
+refused.  The check runs before signing: ``node.signer.LocalSigner`` approves
+each request here before its key signs, and the remote signer process
+(``node.remote_signer``) keeps its own record on its side of the wire.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 from consensus.messages import NewView, Proposal, ViewChange, Vote, VoteKind
+from consensus.signing import Phase, SignRequest, view_change_summary_hash
 from node.errors import NodeError
-from state.codec import encode
-from state.crypto import address_to_text, sha256
+from state.crypto import address_to_text
 from state.keyfile import write_private_file
 
 log = logging.getLogger("qenex.signguard")
@@ -56,26 +57,6 @@ class SignGuardError(NodeError):
 
 class SignRefused(NodeError):
     """Signing this request could equivocate or go backwards."""
-
-
-class Phase(IntEnum):
-    NONE = -1
-    VIEW_CHANGE = 0
-    PROPOSAL = 1
-    PREPARE = 2
-    COMMIT = 3
-
-
-@dataclass(frozen=True, slots=True)
-class SignRequest:
-    height: int
-    view: int
-    phase: Phase
-    block_hash: bytes  # what the slot commits to (for a VIEW-CHANGE: a hash of its prepared summary)
-    digest: bytes  # the exact bytes signed
-
-    def describe(self) -> str:
-        return f"{self.phase.name} at (height {self.height}, view {self.view}) for 0x{self.block_hash.hex()[:16]}"
 
 
 def requests_for(message: Any, chain_id: str, me: bytes) -> list[SignRequest]:
@@ -100,9 +81,8 @@ def requests_for(message: Any, chain_id: str, me: bytes) -> list[SignRequest]:
     if isinstance(message, ViewChange):
         if message.validator != me:
             return []
-        summary = None if message.prepared is None else [message.prepared.view, message.prepared.block_hash]
-        return [SignRequest(message.height, message.new_view, Phase.VIEW_CHANGE, bytes(sha256(encode(summary))),
-                            message.digest(chain_id))]
+        return [SignRequest(message.height, message.new_view, Phase.VIEW_CHANGE,
+                            view_change_summary_hash(message.prepared), message.digest(chain_id))]
     return []
 
 
@@ -205,12 +185,7 @@ class SignGuard:
             "version": RECORD_VERSION,
             "chain_id": self.chain_id,
             "validator": address_to_text(self.validator),
-            "height": state.height,
-            "view": state.view,
-            "phase": state.phase.name.lower(),
-            "block_hash": "0x" + state.block_hash.hex(),
-            "signed": ["0x" + d.hex() for d in state.signed],
-            "votes": ["0x" + d.hex() for d in state.votes],
+            **_state_doc(state),
         }
         try:
             write_private_file(self.path, (json.dumps(doc, indent=1) + "\n").encode())
@@ -265,3 +240,74 @@ def _unhex(value: Any) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"expected 0x-hex, got {value!r}")
     return bytes.fromhex(value[2:])
+
+
+# -- interchange ---------------------------------------------------------------
+#
+# Like EIP-3076 (Web3Signer's slashing-protection interchange), protection
+# moves with the key as JSON.  An import never lowers the record: the result
+# is the higher of the two slots, with the digests of both kept when they are
+# at one height.  Two records naming different blocks at one slot mean the
+# key already signed twice; that import is refused.
+
+INTERCHANGE_FORMAT = "qenex-slashing-protection"
+INTERCHANGE_VERSION = 1
+
+
+def merge(ours: SignState, theirs: SignState) -> SignState:
+    """The record that protects against both ``ours`` and ``theirs`` (pure)."""
+    if ours.slot == theirs.slot and ours.block_hash != theirs.block_hash and ours.phase != Phase.NONE:
+        raise SignGuardError(
+            f"records disagree at {ours.phase.name} (height {ours.height}, view {ours.view}): "
+            f"0x{ours.block_hash.hex()[:16]} here, 0x{theirs.block_hash.hex()[:16]} imported; "
+            f"this key has signed both")
+    high, low = (ours, theirs) if ours.slot >= theirs.slot else (theirs, ours)
+    if low.height != high.height:
+        return high
+    signed = tuple(dict.fromkeys(low.signed + high.signed))[-MAX_DIGESTS:]
+    votes = tuple(dict.fromkeys(low.votes + high.votes))[-MAX_VOTE_DIGESTS:]
+    return SignState(high.height, high.view, high.phase, high.block_hash, signed, votes)
+
+
+def export_interchange(guard: SignGuard) -> dict[str, Any]:
+    return {
+        "format": INTERCHANGE_FORMAT,
+        "version": INTERCHANGE_VERSION,
+        "chain_id": guard.chain_id,
+        "validator": address_to_text(guard.validator),
+        "record": _state_doc(guard.state),
+    }
+
+
+def import_interchange(guard: SignGuard, doc: Any) -> SignState:
+    """Merge an interchange document into ``guard`` (fsynced); returns the new state. Bad input changes nothing."""
+    if not isinstance(doc, dict) or doc.get("format") != INTERCHANGE_FORMAT:
+        raise SignGuardError(f"not a {INTERCHANGE_FORMAT} document")
+    if doc.get("version") != INTERCHANGE_VERSION:
+        raise SignGuardError(f"unsupported interchange version {doc.get('version')!r}")
+    if doc.get("chain_id") != guard.chain_id:
+        raise SignGuardError(f"interchange is for chain {doc.get('chain_id')!r}, not {guard.chain_id!r}")
+    if doc.get("validator") != address_to_text(guard.validator):
+        raise SignGuardError(
+            f"interchange is for validator {doc.get('validator')!r}, not {address_to_text(guard.validator)}")
+    try:
+        theirs = _parse({"version": RECORD_VERSION, "chain_id": guard.chain_id, "validator": doc["validator"],
+                         **doc["record"]})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SignGuardError(f"interchange record is malformed: {exc!r}") from None
+    new = merge(guard.state, theirs)
+    if new != guard.state:
+        guard._persist(new)
+        guard._state = new
+    return new
+
+
+def _state_doc(state: SignState) -> dict[str, Any]:
+    return {
+        "height": state.height,
+        "view": state.view,
+        "phase": state.phase.name.lower(),
+        "block_hash": "0x" + state.block_hash.hex(),
+        "signed": ["0x" + d.hex() for d in state.signed],
+        "votes": ["0x" + d.hex() for d in state.votes],
+    }

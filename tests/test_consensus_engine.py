@@ -625,3 +625,66 @@ def test_observer_never_signs_but_commits() -> None:
 def test_nothing_happens_before_the_height_starts(event: Any) -> None:
     net = Net([1, 1, 1, 1])
     assert net.engine(net.primary()).handle(event) == []
+
+
+# -- a signer that may refuse ---------------------------------------------------------
+
+
+class _RefusingSigner:
+    """Signs like ``key`` until ``down`` is set; then answers None (no signature)."""
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = key
+        self.down = False
+        self.requests: list[Any] = []
+
+    @property
+    def address(self):
+        return self.key.address
+
+    @property
+    def public_key(self) -> bytes:
+        return self.key.public_key
+
+    def sign_request(self, request):
+        self.requests.append(request)
+        return None if self.down else self.key.sign(request.digest)
+
+
+def test_a_refused_signature_means_no_vote_and_the_engine_still_follows() -> None:
+    from consensus.signing import Phase
+
+    net = Net([1, 1, 1, 1])
+    primary = net.primary()
+    next_primary = net.vset.increment(1).proposer.address
+    me, b, c = sorted(net.backups(), key=lambda k: k.address == next_primary)
+    signer = _RefusingSigner(me)
+    engine = Engine(CHAIN, signer, 1, net.vset, TIMEOUTS)
+    commits = [net.vote(k, COMMIT) for k in (b, c, primary)]
+    run_steps(engine, [
+        TestStep("start", HeightStarted(1, net.vset), [ScheduleTimeout(1, 0, 2000)]),
+        TestStep("proposal", received(net.proposal(primary)), [ValidateProposal(1, 0, BLOCK_A, HASH_A)]),
+        TestStep("validated: signed through the signer", validated(1, 0, HASH_A, True),
+                 [Broadcast(net.vote(me, PREPARE))]),
+    ])
+    assert [(r.phase, r.height, r.view, r.block_hash) for r in signer.requests] == [(Phase.PREPARE, 1, 0, HASH_A)]
+    assert signer.requests[0].digest == net.vote(me, PREPARE).digest(CHAIN)
+    signer.down = True
+    run_steps(engine, [
+        TestStep("prepare b", received(net.vote(b, PREPARE)), []),
+        TestStep("prepare c: a COMMIT is due but not signed", received(net.vote(c, PREPARE)), []),
+        TestStep("commit b", received(commits[0]), []),
+        TestStep("commit c", received(commits[1]), []),
+        TestStep("commit of the primary: committed without our COMMIT", received(commits[2]),
+                 [CommitBlock(1, BLOCK_A, HASH_A, CommitCertificate.from_votes(1, 0, HASH_A, commits))],
+                 {"step": Step.COMMITTED}),
+        TestStep("next height", HeightStarted(2, net.vset.increment(1)), [ScheduleTimeout(2, 0, 2000)]),
+        TestStep("a timeout: no VIEW-CHANGE signed, only the next timer", TimeoutElapsed(2, 0),
+                 [ScheduleTimeout(2, 1, 3000)], {"view": 1}),
+    ])
+    assert engine.unsigned == 2
+    signer.down = False
+    actions = engine.handle(RebroadcastDue())  # the signer is back: the missing VIEW-CHANGE is signed now
+    sent = [a.message for a in actions if isinstance(a, Broadcast)]
+    assert [(type(m).__name__, m.new_view, m.validator) for m in sent] == [("ViewChange", 1, me.address)]
+    assert engine.handle(RebroadcastDue()) == [Broadcast(sent[0])]  # re-sent, not re-signed

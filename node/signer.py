@@ -1,0 +1,65 @@
+"""The node's validator signers: every consensus signature goes through one.
+
+The engine asks a ``consensus.signing.ConsensusSigner`` with a typed
+``SignRequest`` (phase, height, view, block hash, digest); the signer checks
+slashing protection *before* it signs and answers a signature or None.  None
+means "no vote": the engine sends nothing for that slot and keeps following
+the chain on the others' votes, so a refused or failed sign never crashes the
+driver.
+
+* ``LocalSigner``: the node key in the home and the sign-state record
+  (``node.signguard``) beside it; the record is fsynced before the signature
+  exists.
+* ``node.remote_signer.RemoteSigner``: the key and its record live in a
+  separate ``qenexd signer start`` process reached over an authenticated,
+  encrypted connection.  It never falls back to a local key.
+
+Signing stays deterministic (Ed25519): a WAL replay re-derives the same
+requests, which the record allows as identical re-signs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from consensus.signing import ConsensusSigner, SignRequest
+from node.signguard import SignGuard, SignGuardError, SignRefused
+from state.crypto import Address, PrivateKey
+
+log = logging.getLogger("qenex.signer")
+
+
+class LocalSigner:
+    """The key file in the home, behind the home's sign-state record."""
+
+    def __init__(self, key: PrivateKey, guard: SignGuard) -> None:
+        if guard.validator != key.address:
+            raise SignGuardError("the sign-state record belongs to another key")
+        self._key = key
+        self.guard = guard
+        self.refusals = 0
+        self.failures = 0
+
+    @property
+    def address(self) -> Address:
+        return self._key.address
+
+    @property
+    def public_key(self) -> bytes:
+        return self._key.public_key
+
+    def sign_request(self, request: SignRequest) -> bytes | None:
+        try:
+            self.guard.approve(request)  # durable before the signature exists
+        except SignRefused as exc:
+            self.refusals += 1
+            log.error("slashing protection refused to sign: %s", exc)
+            return None
+        except SignGuardError as exc:
+            self.failures += 1
+            log.critical("cannot record what we sign, so not signing: %s", exc)
+            return None
+        return self._key.sign(request.digest)
+
+
+__all__ = ["ConsensusSigner", "LocalSigner", "SignRequest"]

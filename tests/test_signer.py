@@ -1,0 +1,278 @@
+"""Signers: slashing protection checked before signing, the remote signer and its connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from consensus.messages import VoteKind, vote_digest
+from consensus.signing import Phase, SignRequest
+from node.remote_signer import (
+    FileBackend,
+    RemoteSigner,
+    SignerAddress,
+    SignerError,
+    SignerServer,
+    SignerService,
+)
+from node.secret_conn import SecretConnection, SecretConnectionError
+from node.signer import LocalSigner
+from node.signguard import SignGuard, SignGuardError, export_interchange, import_interchange
+from state.crypto import verify
+from state.keyfile import save_keyfile
+from state.testing import TEST_CHAIN_ID as CHAIN
+from state.testing import dev_key
+
+VALIDATOR = dev_key("signer-validator")
+NODE = dev_key("signer-node")
+STRANGER = dev_key("signer-stranger")
+IDENTITY = dev_key("signer-identity")
+X, Y = b"\x0a" * 32, b"\x0b" * 32
+
+
+def prepare(block_hash: bytes, height: int = 5, view: int = 0) -> SignRequest:
+    return SignRequest(height, view, Phase.PREPARE, block_hash,
+                       vote_digest(CHAIN, VoteKind.PREPARE, height, view, block_hash))
+
+
+@pytest.fixture
+def sockdir():
+    # AF_UNIX paths are limited to ~107 bytes: pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="qsig", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def running_signer(root: Path, known=(NODE.public_key,), key=VALIDATOR, identity=IDENTITY):
+    key_file = root / "validator_key.json"
+    if not key_file.exists():
+        save_keyfile(key_file, key, None)
+    state = root / "sign_state.json"
+    guard = (SignGuard.load if state.exists() else SignGuard.create)(state, CHAIN, key.address)
+    server = SignerServer(SignerService(FileBackend(key_file), guard), identity, list(known),
+                          SignerAddress.parse(f"unix:{root}/s.sock"))
+    where = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server, where
+    finally:
+        server.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+
+
+def client(where: str, identity=NODE, signer_key=IDENTITY.public_key) -> RemoteSigner:
+    return RemoteSigner(SignerAddress.parse(where), signer_key, identity, VALIDATOR.public_key, CHAIN,
+                        timeout_s=2.0, retry_s=0.0)
+
+
+# -- local ---------------------------------------------------------------------------
+
+
+def test_local_signer_refuses_equivocation_before_signing_and_allows_identical_re_signs(tmp_path):
+    guard = SignGuard.create(tmp_path / "s.json", CHAIN, VALIDATOR.address)
+    signer = LocalSigner(VALIDATOR, guard)
+    first = signer.sign_request(prepare(X))
+    assert first is not None and verify(VALIDATOR.public_key, prepare(X).digest, first)
+    before = (tmp_path / "s.json").read_bytes()
+    assert signer.sign_request(prepare(Y)) is None  # same slot, another block
+    assert signer.refusals == 1
+    assert (tmp_path / "s.json").read_bytes() == before  # a refusal changes nothing
+    assert signer.sign_request(prepare(X)) == first  # deterministic re-sign (a WAL replay)
+    # the record survives a restart: a new signer over the reloaded record refuses too
+    again = LocalSigner(VALIDATOR, SignGuard.load(tmp_path / "s.json", CHAIN, VALIDATOR.address))
+    assert again.sign_request(prepare(Y)) is None
+    assert again.sign_request(prepare(X, height=4)) is None  # backwards
+    assert again.sign_request(prepare(X)) == first
+
+
+def test_local_signer_needs_the_record_of_its_own_key(tmp_path):
+    guard = SignGuard.create(tmp_path / "s.json", CHAIN, STRANGER.address)
+    with pytest.raises(SignGuardError):
+        LocalSigner(VALIDATOR, guard)
+
+
+# -- interchange ------------------------------------------------------------------------
+
+
+def test_interchange_round_trip_moves_protection_with_the_key(tmp_path):
+    old = SignGuard.create(tmp_path / "old.json", CHAIN, VALIDATOR.address)
+    LocalSigner(VALIDATOR, old).sign_request(prepare(X))
+    doc = json.loads(json.dumps(export_interchange(old)))
+    new = SignGuard.create(tmp_path / "new.json", CHAIN, VALIDATOR.address)
+    import_interchange(new, doc)
+    assert new.state == old.state
+    moved = LocalSigner(VALIDATOR, SignGuard.load(tmp_path / "new.json", CHAIN, VALIDATOR.address))
+    assert moved.sign_request(prepare(Y)) is None
+    assert moved.sign_request(prepare(X)) is not None  # the exact re-send still passes
+
+
+def test_an_import_never_lowers_the_record_and_bad_documents_change_nothing(tmp_path):
+    backup = SignGuard.create(tmp_path / "backup.json", CHAIN, VALIDATOR.address)
+    LocalSigner(VALIDATOR, backup).sign_request(prepare(X, height=3))
+    old_doc = export_interchange(backup)
+    live = SignGuard.create(tmp_path / "live.json", CHAIN, VALIDATOR.address)
+    LocalSigner(VALIDATOR, live).sign_request(prepare(X, height=7))
+    import_interchange(live, old_doc)  # a restore from an older backup
+    assert live.state.height == 7
+    before = (tmp_path / "live.json").read_bytes()
+    for bad in ({"format": "x"}, {**old_doc, "chain_id": "other"},
+                {**old_doc, "validator": "qnx1wrong"}, {**old_doc, "record": {"height": -1}},
+                {**old_doc, "version": 9}):
+        with pytest.raises(SignGuardError):
+            import_interchange(live, bad)
+    assert (tmp_path / "live.json").read_bytes() == before
+
+
+def test_an_import_that_proves_a_double_sign_is_refused(tmp_path):
+    a = SignGuard.create(tmp_path / "a.json", CHAIN, VALIDATOR.address)
+    b = SignGuard.create(tmp_path / "b.json", CHAIN, VALIDATOR.address)
+    LocalSigner(VALIDATOR, a).sign_request(prepare(X))
+    LocalSigner(VALIDATOR, b).sign_request(prepare(Y))
+    with pytest.raises(SignGuardError, match="signed both"):
+        import_interchange(a, export_interchange(b))
+
+
+# -- remote --------------------------------------------------------------------------------
+
+
+def test_remote_signer_signs_refuses_equivocation_and_re_signs(sockdir):
+    with running_signer(sockdir) as (server, where):
+        remote = client(where)
+        assert remote.address == VALIDATOR.address
+        first = remote.sign_request(prepare(X))
+        assert first is not None and verify(VALIDATOR.public_key, prepare(X).digest, first)
+        assert remote.sign_request(prepare(Y)) is None
+        assert remote.refusals == 1 and server.service.refusals == 1
+        assert remote.sign_request(prepare(X)) == first
+        commit = SignRequest(5, 0, Phase.COMMIT, X, vote_digest(CHAIN, VoteKind.COMMIT, 5, 0, X))
+        assert remote.sign_request(commit) is not None
+        remote.close()
+    # the signer's record survives its restart
+    with running_signer(sockdir) as (server, where):
+        remote = client(where)
+        assert remote.sign_request(prepare(Y, height=5, view=0)) is None
+        assert remote.sign_request(prepare(X)) == first
+        remote.close()
+
+
+def test_the_signer_checks_a_vote_digest_against_the_described_slot(sockdir):
+    with running_signer(sockdir) as (server, where):
+        remote = client(where)
+        lie = SignRequest(9, 0, Phase.PREPARE, Y, prepare(X, height=5).digest)
+        assert remote.sign_request(lie) is None
+        assert server.service.guard.state.height == 0  # nothing recorded
+        remote.close()
+
+
+def test_unknown_node_key_is_refused_by_the_signer(sockdir):
+    with running_signer(sockdir) as (server, where):
+        stranger = client(where, identity=STRANGER)
+        assert stranger.sign_request(prepare(X)) is None
+        assert server.service.signed == 0 and server.service.guard.state.height == 0
+        assert server.rejected == 1
+
+
+def test_unknown_signer_key_is_refused_by_the_node(sockdir):
+    with running_signer(sockdir, identity=STRANGER) as (server, where):
+        remote = client(where)  # expects IDENTITY
+        assert remote.sign_request(prepare(X)) is None
+        assert remote.failures == 1
+        assert server.service.signed == 0
+
+
+def _raw(where: str) -> socket.socket:
+    sock = SignerAddress.parse(where).connect(2.0)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    try:
+        while True:
+            if not sock.recv(4096):
+                return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_garbage_tampered_and_oversize_frames_are_refused(sockdir):
+    with running_signer(sockdir) as (server, where):
+        # garbage in the handshake
+        sock = _raw(where)
+        sock.sendall(os.urandom(32) + struct.pack(">I", 200) + os.urandom(200))
+        assert _closed(sock)
+        sock.close()
+        # an authenticated node sending an oversize frame header: refused unread
+        sock = _raw(where)
+        conn = SecretConnection.handshake(sock, NODE, (IDENTITY.public_key,))
+        sock.sendall(struct.pack(">I", 10**6))
+        assert _closed(sock)
+        sock.close()
+        # a frame that fails authentication (a flipped byte)
+        sock = _raw(where)
+        conn = SecretConnection.handshake(sock, NODE, (IDENTITY.public_key,))
+        box = conn._send_box.encrypt(b'{"op": "public_key"}', (0).to_bytes(24, "big")).ciphertext
+        sock.sendall(struct.pack(">I", len(box)) + box[:-1] + bytes([box[-1] ^ 1]))
+        assert _closed(sock)
+        sock.close()
+        # a well-framed malformed request gets an error answer and records nothing
+        sock = _raw(where)
+        conn = SecretConnection.handshake(sock, NODE, (IDENTITY.public_key,))
+        for junk in (b"not json", b"[]", json.dumps({"op": "sign", "height": True}).encode()):
+            conn.send(junk)
+            answer = json.loads(conn.recv())
+            assert answer["ok"] is False and answer["refused"] is False
+        conn.send(b'{"op": "public_key"}')
+        assert json.loads(conn.recv())["public_key"] == "0x" + VALIDATOR.public_key.hex()
+        conn.close()
+        assert server.service.guard.state.height == 0
+        # our own side refuses to read an oversize frame too
+        with pytest.raises(SecretConnectionError, match="frame of"):
+            conn.send(b"x" * (conn.max_frame + 1))
+
+
+def test_an_absent_signer_means_no_signature_quickly(sockdir):
+    remote = client(f"unix:{sockdir}/absent.sock")
+    remote.retry_s = 60.0
+    assert remote.sign_request(prepare(X)) is None
+    assert remote.sign_request(prepare(X)) is None  # not retried within retry_s
+    assert remote.failures == 2
+
+
+def test_signer_addresses_are_unix_or_loopback_tcp():
+    assert SignerAddress.parse("tcp://127.0.0.1:9").target == ("127.0.0.1", 9)
+    assert SignerAddress.parse("unix:/tmp/x.sock").family == socket.AF_UNIX
+    for bad in ("tcp://10.0.0.1:9", "tcp://example.com:9", "udp://127.0.0.1:9", "unix:", "tcp://127.0.0.1:x"):
+        with pytest.raises(SignerError):
+            SignerAddress.parse(bad)
+
+
+def test_remote_signer_over_loopback_tcp(sockdir):
+    key_file = sockdir / "k.json"
+    save_keyfile(key_file, VALIDATOR, None)
+    guard = SignGuard.create(sockdir / "s.json", CHAIN, VALIDATOR.address)
+    server = SignerServer(SignerService(FileBackend(key_file), guard), IDENTITY, [NODE.public_key],
+                          SignerAddress.parse("tcp://127.0.0.1:0"))
+    where = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        remote = client(where)
+        assert remote.sign_request(prepare(X)) is not None
+        remote.close()
+    finally:
+        server.stop()
+        thread.join(5)
