@@ -13,9 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from click.testing import CliRunner
+
+from cli.main import cli as qenexd
 from cli.testnet import spawn_node, stop_processes
 from node.genesis_tools import write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
@@ -139,7 +143,24 @@ class LocalNet:
     def address(self, name: str) -> str:
         return self.manifest["accounts"][name]["address"]
 
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``qenexd ARGS`` run in this process by click's test runner.
+
+        The same command code, options and exit status a shell gets, without
+        a fresh interpreter per call (importing the CLI takes ~1.8 s, libp2p
+        most of it, and a test makes dozens of calls).  Its waits are bounded
+        by the CLI's own timeouts (RPC 10 s, ``--wait`` 60 s).  An uncaught
+        exception comes back as a traceback on stderr and status 1, as from
+        a process.  ``cli_process`` runs the real ``python -m cli.main``.
+        """
+        result = CliRunner().invoke(qenexd, list(args), prog_name="qenexd")
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(["qenexd", *args], result.exit_code, result.stdout, stderr)
+
+    def cli_process(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``python -m cli.main ARGS`` in a process of its own."""
         return subprocess.run(
             [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
         )

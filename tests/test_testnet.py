@@ -49,7 +49,7 @@ def _send(net: LocalNet, raw: bytes, node: int = 0):
 def test_cli_transfer_finalizes_and_every_node_agrees_for_20_heights(net):
     bob = net.address("bob")
     before = int(net.rpc(1).call("qenex_getAccount", bob)["balances"]["QNX"])
-    result = net.cli(
+    result = net.cli_process(  # the real `python -m cli.main`, once; other CLI calls run in-process
         "tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", "12.5",
         "--rpc", net.url(0), "--wait", "--json",
     )
