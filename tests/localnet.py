@@ -31,7 +31,7 @@ TEST_CONSENSUS = {
     "timeout_base_ms": 1500,
     "timeout_increment_ms": 500,
     "min_block_interval_ms": 50,
-    "empty_block_interval_ms": 250,
+    "empty_block_interval_ms": 100,
     "rebroadcast_ms": 500,
 }
 
