@@ -30,7 +30,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from state.keyfile import load_keyfile  # noqa: E402
-from state.types import Transaction, Transfer, TxKind  # noqa: E402
+from state.payloads import Transfer, TxKind  # noqa: E402
+from state.transactions import Transaction  # noqa: E402
 
 METHODS = [
     "qenex_status", "qenex_getAccount", "qenex_getBlock", "qenex_getTransaction", "qenex_sendTransaction",

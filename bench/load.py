@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from state.crypto import PrivateKey  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
-from state.types import SignedTransaction, Transaction, Transfer, TxKind  # noqa: E402
+from state.payloads import Transfer, TxKind  # noqa: E402
+from state.transactions import SignedTransaction, Transaction  # noqa: E402
 
 
 async def rpc(session: aiohttp.ClientSession, url: str, method: str, *params: object) -> object:

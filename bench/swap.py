@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from state.amounts import QNX  # noqa: E402
 from state.app import Application  # noqa: E402
-from state.codec import encode  # noqa: E402
 from state.genesis import GenesisToken, Params  # noqa: E402
 from state.kv import LevelDBKV, MemoryKV  # noqa: E402
-from state.testing import dev_key, make_genesis, signed  # noqa: E402
-from state.types import PoolCreate, Swap, TokenCreate  # noqa: E402
+from state.payloads import PoolCreate, Swap, TokenCreate  # noqa: E402
+from state.testing import STUB_VERIFIER, dev_key, make_genesis, signed, stub_cert  # noqa: E402
 
 E18 = 10**18
 
@@ -66,7 +65,8 @@ def bench_state(args: argparse.Namespace) -> None:
         (Path(args.leveldb) / tag).mkdir(parents=True, exist_ok=True)
         return LevelDBKV(Path(args.leveldb) / tag, create_if_missing=True)
 
-    proposer_app, validator_app = Application(store("proposer"), genesis), Application(store("validator"), genesis)
+    proposer_app = Application(store("proposer"), genesis)
+    validator_app = Application(store("validator"), genesis, commit_verifier=STUB_VERIFIER)
     nonces = {k.address: 0 for k in [lp, *traders]}
 
     def tx(key, payload):  # type: ignore[no-untyped-def]
@@ -76,7 +76,7 @@ def bench_state(args: argparse.Namespace) -> None:
 
     def commit(txs, time_ms):  # type: ignore[no-untyped-def]
         height = proposer_app.height + 1
-        last_commit = b"" if height == 1 else encode(["bench-cert", height - 1])
+        last_commit = proposer_app.get_commit_cert(height - 1) or b""
         t0 = time.perf_counter()
         block, built = proposer_app.build_block(txs, proposer=validator.address, time_ms=time_ms,
                                                 last_commit=last_commit)
@@ -92,8 +92,8 @@ def bench_state(args: argparse.Namespace) -> None:
         result = validator_app.execute_block(block)
         t3 = time.perf_counter()
         assert result.app_hash == built.app_hash, "validator disagrees with the proposer"
-        proposer_app.commit_block(block, built, encode(["bench-cert", height]))
-        validator_app.commit_block(block, result, encode(["bench-cert", height]))
+        proposer_app.commit_block(block, built, stub_cert(height, block.hash))
+        validator_app.commit_block(block, result, stub_cert(height, block.hash))
         t4 = time.perf_counter()
         return block, built, t1 - t0, t3 - t2, (t4 - t3) / 2, per_tx
 

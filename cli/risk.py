@@ -13,7 +13,8 @@ import click
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
 from node.rpc_client import RPCClient
 from cli.tx import parse_address, sign_tx, token_decimals
-from state.types import Transfer, TxKind, parse_amount
+from state.amounts import parse_amount
+from state.payloads import Transfer, TxKind
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -61,42 +62,57 @@ def train(out: Path, seed: int, accounts: int, blocks: int, epochs: int, review:
 @risk.command("eval")
 @model_option
 @click.option("--version", "version", default=None, type=int, help="Version to evaluate (default: current).")
-@click.option("--seed", default=None, type=int, help="Held-out data seed (default: training seed + 1000).")
+@click.option("--seed", default=None, type=int, help="First held-out data seed (default: training seed + 1000).")
 @click.option("--review", default=None, type=click.FloatRange(0, 1), help="Review threshold (default: the model's).")
 @click.option("--reject", default=None, type=click.FloatRange(0, 1), help="Reject threshold (default: the model's).")
+@click.option("--lopo/--no-lopo", default=True, show_default=True,
+              help="Leave-one-pattern-out: retrain without each fraud pattern (5 trainings).")
 @click.option("--out", "json_out", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the report as JSON here (default: MODEL/eval-vN.json).")
+              help="Write the report as JSON here (default: MODEL/eval-vN.json); ROC and PR PNGs beside it.")
 @json_option
 @handle_errors
 def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review: float | None,
-                 reject: float | None, json_out: Path | None, as_json: bool) -> None:
-    """Precision, recall, ROC-AUC and confusion matrices on held-out data, against the amount-threshold baseline."""
-    from node.risk.evaluate import best_amount_threshold, evaluate, render_table
+                 reject: float | None, lopo: bool, json_out: Path | None, as_json: bool) -> None:
+    """Held-out report: per-pattern recall, false positives, calibration, fee ablation, leave-one-pattern-out, baselines."""
+    from node.risk.train import leave_one_pattern_out
+    from node.risk.evaluate import (best_amount_threshold, best_share_threshold, evaluate,
+                                    render_table, write_plots)
     from node.risk.store import ModelStore
     from node.risk.synth import generate
-    from node.risk.train import HELD_OUT_OFFSET
+    from node.risk.train import CALIBRATION_OFFSET, HELD_OUT_OFFSET, POPULATIONS, populations, training_seeds
 
     model = ModelStore(model_dir).load(version)
     data = model.meta.get("data", {})
     train_seed = int(data.get("seed", 0))
     accounts, blocks = int(data.get("accounts", 200)), int(data.get("blocks", 1500))
+    n_pop = int(data.get("populations", POPULATIONS))
     thresholds = dict(model.meta.get("thresholds", {}))
     if review is not None:
         thresholds["review"] = review
     if reject is not None:
         thresholds["reject"] = reject
     model.meta["thresholds"] = thresholds
-    held_seed = train_seed + HELD_OUT_OFFSET if seed is None else seed
-    threshold = best_amount_threshold(generate(train_seed, accounts=accounts, blocks=blocks))
-    report = evaluate(model, generate(held_seed, accounts=accounts, blocks=blocks), threshold)
-    report["held_out_seed"] = held_seed
+    first = train_seed + HELD_OUT_OFFSET if seed is None else seed
+    held_seeds = [first + k for k in range(max(n_pop, 3))]
+    train = populations(training_seeds(train_seed, n_pop), accounts, blocks)
+    held = populations(held_seeds, accounts, blocks)
+    report = evaluate(model, held, best_amount_threshold(train), best_share_threshold(train))
+    report["held_out_seeds"] = held_seeds
+    if lopo:
+        training = model.meta.get("training", {})
+        calibration = generate(train_seed + CALIBRATION_OFFSET, accounts=accounts, blocks=blocks)
+        report["leave_one_pattern_out"] = leave_one_pattern_out(
+            train, calibration, held, seed=train_seed, epochs=int(training.get("epochs", 25)), trees=100,
+            review=thresholds.get("review", 0.5), reject=thresholds.get("reject", 0.9))
     json_out = json_out or model_dir / f"eval-v{model.version:04d}.json"
     json_out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    plots = write_plots(report, json_out.parent, json_out.stem)
     if as_json:
         emit(report, True)
     else:
         click.echo(render_table(report))
         click.echo(f"report written to {json_out}")
+        click.echo(plots if isinstance(plots, str) else "plots: " + ", ".join(str(p) for p in plots))
 
 
 @risk.command()

@@ -11,7 +11,7 @@ from cli.common import CLIError, emit, handle_errors, home_option, json_option, 
 from node.rpc_client import RPCClient
 from state.amounts import parse_amount
 from state.crypto import PrivateKey, address_from_text, address_to_text
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,
@@ -24,11 +24,10 @@ from state.types import (
     SwapRoute,
     TokenCreate,
     TokenMint,
-    SignedTransaction,
-    Transaction,
     Transfer,
     TxKind,
 )
+from state.transactions import SignedTransaction, Transaction
 
 
 def _common(func: Any) -> Any:

@@ -5,7 +5,7 @@ them.  This package imports only ``state``'s codec, crypto and errors.
 """
 
 from consensus.engine import Engine, EngineState, Step
-from consensus.errors import ConsensusError, InvalidCertificate, InvalidMessage, InvalidValidatorSet
+from consensus.errors import ConsensusError, InvalidCertificate, InvalidMessage
 from consensus.events import (
     Broadcast,
     BuildProposal,
@@ -35,7 +35,6 @@ from consensus.messages import (
     VoteKind,
     decode_message,
 )
-from consensus.validators import Validator, ValidatorSet
 
 __all__ = [
     "Engine", "EngineState", "Step", "TimeoutConfig",
@@ -44,6 +43,5 @@ __all__ = [
     "RequestSync", "PenalizePeer", "Redeliver",
     "Proposal", "Vote", "VoteKind", "PreparedCertificate", "ViewChange", "NewView", "CommitCertificate",
     "Evidence", "decode_message",
-    "Validator", "ValidatorSet",
-    "ConsensusError", "InvalidMessage", "InvalidCertificate", "InvalidValidatorSet",
+    "ConsensusError", "InvalidMessage", "InvalidCertificate",
 ]

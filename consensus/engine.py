@@ -59,7 +59,7 @@ from consensus.messages import (
     Vote,
     VoteKind,
 )
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from consensus.verify import (
     check_new_view,
     check_proposal,
@@ -499,8 +499,7 @@ class Engine:
             return
         self._building = None
         assert self._signer is not None and self._me is not None
-        self._validity[(event.block_hash, bytes(sha256(event.block)))] = True
-        self._valid_blocks.setdefault(event.block_hash, event.block)
+        self._record_verdict(event.block_hash, bytes(sha256(event.block)), event.block, True)  # our own build
         proposal = Proposal.create(self._signer, self.chain_id, self._height, view, event.block, event.block_hash)
         if view == 0:
             self._accept_proposal(proposal)
@@ -517,32 +516,56 @@ class Engine:
         if block is None:
             self._unchanged()
             return  # unasked, already answered, or for an earlier height
-        self._validity[key] = event.valid
-        if event.valid:
-            self._valid_blocks.setdefault(event.block_hash, block)
+        self._record_verdict(event.block_hash, event.block_digest, block, event.valid)
 
-    def _ask_validation(self, block_hash: bytes, block: bytes) -> None:
+    # -- asking the driver about blocks ------------------------------------------------
+    #
+    # Every question goes through _ask_validation and every answer through
+    # _record_verdict.  Two kinds of question: "are these exact bytes valid?"
+    # (_verdict, for the proposal we would PREPARE) and "which bytes of this
+    # hash are valid?" (_judged_block, for a certified hash whose candidates
+    # came with proposals and certificates: the commit and NEW-VIEW paths).
+
+    def _record_verdict(self, block_hash: bytes, digest: bytes, block: bytes, valid: bool) -> None:
+        self._validity[(block_hash, digest)] = valid
+        if valid:
+            self._valid_blocks.setdefault(block_hash, block)
+
+    def _ask_validation(self, block_hash: bytes, digest: bytes, block: bytes) -> None:
         """Send ``block`` to ValidateProposal unless it is being judged already."""
-        key = (block_hash, bytes(sha256(block)))
+        key = (block_hash, digest)
         if key not in self._validating:
             self._validating[key] = block
             self._emit(ValidateProposal(self._height, self._view, block, block_hash))
 
+    def _judging(self, block_hash: bytes) -> bool:
+        """Whether some bytes claimed for ``block_hash`` are with the driver now."""
+        return any(h == block_hash for h, _ in self._validating)
+
+    def _verdict(self, block_hash: bytes, block: bytes) -> bool | None:
+        """The driver's verdict on these exact bytes; None while unknown (and asked, once)."""
+        digest = bytes(sha256(block))
+        valid = self._validity.get((block_hash, digest))
+        if valid is None:
+            self._ask_validation(block_hash, digest, block)
+        return valid
+
     def _judged_block(self, block_hash: bytes) -> bytes | None:
         """Bytes of ``block_hash`` our driver found valid; else ask about the next unjudged candidate.
 
-        None while no candidate is known valid; at most one candidate per hash
-        is sent to the driver at a time.
+        A certificate signs the hash only, so a Byzantine validator can attach
+        other bytes to a genuine one: each candidate is tried in turn.  None
+        while no candidate is known valid; at most one candidate per hash is
+        sent to the driver at a time.
         """
         block = self._valid_blocks.get(block_hash)
         if block is not None:
             return block
-        if any(h == block_hash for h, _ in self._validating):
-            return None
-        for digest, candidate in self._blocks.get(block_hash, []):
-            if (block_hash, digest) not in self._validity:
-                self._ask_validation(block_hash, candidate)
-                return None
+        if not self._judging(block_hash):
+            for digest, candidate in self._blocks.get(block_hash, []):
+                if (block_hash, digest) not in self._validity:
+                    self._ask_validation(block_hash, digest, candidate)
+                    break
         return None
 
     # -- timers ----------------------------------------------------------------------
@@ -669,11 +692,9 @@ class Engine:
         driver fetches it by sync (CommitBlock with empty bytes).
         """
         block = self._judged_block(block_hash)
-        if block is not None:
-            return block
-        if any(h == block_hash for h, _ in self._validating):
-            return None
-        return b""
+        if block is None and not self._judging(block_hash):
+            return b""  # every candidate judged invalid, or none known
+        return block
 
     def _update_prepared(self) -> None:
         for kind, view, block_hash in self._quorums:
@@ -700,10 +721,9 @@ class Engine:
         if self._own_vote(VoteKind.PREPARE, self._view) is not None:
             self._step = Step.PREPARE  # e.g. our own vote came back before we made it (restart)
             return True
-        valid = self._validity.get((proposal.block_hash, bytes(sha256(proposal.block))))
+        valid = self._verdict(proposal.block_hash, proposal.block)
         if valid is None:
-            self._ask_validation(proposal.block_hash, proposal.block)
-            return False
+            return False  # asked; the answer comes back as ProposalValidated
         if not valid:
             return False  # wait for the timeout and a better primary
         self._vote(VoteKind.PREPARE, proposal.block_hash)
@@ -768,24 +788,15 @@ class Engine:
             self._building = view
             self._emit(BuildProposal(self._height, view))
             return True
-        block = self._validated_block(best.block_hash, plan)
+        # The plan's certificates are stored VIEW-CHANGEs, whose blocks became
+        # candidates when they were stored (_store_view_change).
+        block = self._judged_block(best.block_hash)
         if block is None:
             return False
         assert self._signer is not None
         proposal = Proposal.create(self._signer, self.chain_id, self._height, view, block, best.block_hash)
         self._send_new_view(plan, proposal)
         return True
-
-    def _validated_block(self, block_hash: bytes, plan: tuple[ViewChange, ...]) -> bytes | None:
-        """Bytes of ``block_hash`` our driver validated; ask it about a candidate if none.
-
-        A certificate's prepares sign the hash only, so a Byzantine validator
-        could attach other bytes to a genuine certificate: try each candidate.
-        """
-        for vc in plan:
-            if vc.prepared is not None and vc.prepared.block_hash == block_hash:
-                self._add_block(block_hash, vc.prepared.block)
-        return self._judged_block(block_hash)
 
     def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> None:
         assert self._signer is not None

@@ -7,10 +7,6 @@ class ConsensusError(Exception):
     """Root of every error raised by consensus/."""
 
 
-class InvalidValidatorSet(ConsensusError):
-    """A validator set is empty, has duplicates, bad powers or bad bytes."""
-
-
 class InvalidMessage(ConsensusError):
     """A consensus message is malformed, badly signed or breaks the protocol.
 

@@ -19,7 +19,8 @@ The driver's side of the contract, action by action:
   (fetch the block by sync if it does not match, or if ``block`` is empty:
   the engine sends only bytes it validated), apply it, store the
   certificate (the next block's ``last_commit``), then send
-  ``HeightStarted(height + 1, set.increment(1))``.
+  ``HeightStarted(height + 1, set)`` with the set the application stored for
+  ``height + 1`` (``Application.validator_set``; the engine never derives one).
 * ``ReportEvidence(evidence)``: keep/gossip it for inclusion in a block.
 * ``RequestSync(height)``: fetch blocks up to ``height`` with their commit
   certificates, ``CommitCertificate.verify`` each, apply, send HeightStarted.
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from consensus.messages import CommitCertificate, Evidence, Message
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 
 
 @dataclass(frozen=True, slots=True)

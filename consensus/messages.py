@@ -42,7 +42,7 @@ from state.crypto import (
 from state.errors import DecodeError, EncodeError
 
 from consensus.errors import InvalidCertificate, InvalidMessage
-from consensus.validators import MAX_VALIDATORS, ValidatorSet
+from state.validators import MAX_VALIDATORS, ValidatorSet
 
 MESSAGE_VERSION = 1
 MAX_HEIGHT = 2**63 - 1

@@ -6,10 +6,12 @@ reason; the engine turns that into PenalizePeer.
 
 from __future__ import annotations
 
-from consensus.errors import InvalidMessage
-from consensus.messages import NewView, PreparedCertificate, Proposal, ViewChange, Vote
-from consensus.validators import Validator, ValidatorSet
+from consensus.errors import ConsensusError, InvalidMessage
+from consensus.messages import CommitCertificate, NewView, PreparedCertificate, Proposal, ViewChange, Vote
+from state.abc import CommitVerifier
 from state.crypto import verify
+from state.errors import InvalidCommit
+from state.validators import Validator, ValidatorSet
 
 
 def check_signed(chain_id: str, vset: ValidatorSet, message: Proposal | Vote | ViewChange) -> Validator:
@@ -97,3 +99,27 @@ def _verify_as(vset: ValidatorSet, address: bytes, digest: bytes, signature: byt
 def signed_by_member(chain_id: str, vset: ValidatorSet, message: Proposal | Vote | ViewChange | NewView) -> bool:
     """Only the outer signature and membership: no proposer walk, no certificates."""
     return _verify_as(vset, message.signer, message.digest(chain_id), message.signature)
+
+
+class CertificateVerifier(CommitVerifier):
+    """The application's commit verifier (``state.abc.CommitVerifier``): a
+    block's ``last_commit``, and a synced block's own certificate, must be a
+    ``CommitCertificate`` of exactly that (height, block) with more than 2/3 of
+    the set's power in valid COMMIT signatures.  Decoding is bounded by the
+    message limits before anything is built; each signer is checked once."""
+
+    def verify_commit(
+        self, chain_id: str, validators: ValidatorSet, height: int, block_hash: bytes, commit: bytes
+    ) -> None:
+        try:
+            cert = CommitCertificate.decode(commit)
+        except ConsensusError as exc:
+            raise InvalidCommit(f"not a commit certificate: {exc}") from exc
+        if cert.height != height or cert.block_hash != block_hash:
+            raise InvalidCommit(
+                f"the certificate is for ({cert.height}, 0x{cert.block_hash.hex()[:16]}), "
+                f"not ({height}, 0x{bytes(block_hash).hex()[:16]})")
+        try:
+            cert.verify(chain_id, validators)
+        except ConsensusError as exc:
+            raise InvalidCommit(f"the certificate does not verify: {exc}") from exc

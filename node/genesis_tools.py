@@ -14,7 +14,6 @@ Paths inside testnet.json are relative to DIR.  Node i listens on
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import os
@@ -29,10 +28,10 @@ from typing import Any
 from node.config import Home, NodeConfig, P2PSection, RiskSection, RPCSection
 from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
+from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
 from state.keyfile import save_keyfile
-from state.types import QNX_DECIMALS
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
@@ -49,19 +48,39 @@ RISK_ENV = "QENEX_TESTNET_RISK"
 
 @functools.cache
 def _trained_risk_models() -> Path:
-    """The testnet's risk and market models (seeded, a few seconds to train).
+    """The testnet's risk and market models (seeded; about 15 s to train).
 
-    Trained once per process and copied to every node of every testnet made
-    in it: the seed fixes the result, so training again would only repeat it.
+    Trained once per machine and code version: the seed and the code fix the
+    result, so the trained files are kept in a cache directory keyed by a
+    hash of node/risk's sources and the seed (under the system temp dir,
+    ``qenexd-risk-<uid>/``) and copied to every node of every testnet.  A
+    clean clone trains them at its first ``testnet init``.
     """
+    import hashlib
+
     from node.risk.market import train_market  # numpy work: only when a testnet is made
     from node.risk.train import train_to_store
 
-    directory = Path(tempfile.mkdtemp(prefix="qenex-risk-"))
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    train_to_store(directory / RISK_MODEL_DIR, seed=RISK_SEED)
-    train_market(directory / MARKET_MODEL, seed=RISK_SEED)
-    return directory
+    sources = Path(__file__).resolve().parent / "risk"
+    digest = hashlib.sha256(str(RISK_SEED).encode())
+    for path in sorted(sources.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    cache = Path(tempfile.gettempdir()) / f"qenexd-risk-{os.getuid()}" / digest.hexdigest()[:20]
+    if (cache / MARKET_MODEL).is_file() and (cache / RISK_MODEL_DIR / "CURRENT").is_file():
+        return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="train-", dir=cache.parent))
+    try:
+        train_to_store(directory / RISK_MODEL_DIR, seed=RISK_SEED, evaluate_held_out=False)
+        train_market(directory / MARKET_MODEL, seed=RISK_SEED)
+        try:
+            directory.rename(cache)  # atomic: another process may have won the race, then use its copy
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return cache
 
 
 def _now_ms() -> int:

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consensus.verify import CertificateVerifier
 from node.config import Home
-from node.driver import record_to_event
 from node.errors import ConfigError, StartRefused, WalCorrupted
 from node.signguard import SignGuard, SignGuardError
-from node.wal import move_aside, read_records
+from node.wal import move_aside, read_records, record_to_event
 from state.app import Application
 from state.crypto import address_to_text
 from state.errors import GenesisMismatch, StateError, StoreNotFound
@@ -173,7 +173,7 @@ def _open_store(home: Home, path: Path, marker: dict[str, Any] | None) -> LevelD
 
 def _open_app(home: Home, kv: LevelDBKV, genesis: Genesis) -> Application:
     try:
-        return Application(kv, genesis, initialise=False)
+        return Application(kv, genesis, initialise=False, commit_verifier=CertificateVerifier())
     except StoreNotFound:
         raise StartRefused(
             f"state store {home.state_dir} is empty (no genesis record); a start never initialises a store"

@@ -8,8 +8,8 @@ frame costs the peer that sent it.
   the loop; a larger one (proposals, view changes) in one worker thread, at
   most ``MAX_DECODING_BYTES`` in flight; more is dropped and counted.
 * Tx batches are checked statelessly (codec, size, shape, chain id,
-  signature) in the p2p thread by ``TxBatchValidator`` before gossipsub
-  delivers or relays them.  A batch over ``MAX_TX_BATCH_FRAME`` is penalised,
+  signature: ``node/txcheck.py``, the functions admission runs too) in the
+  p2p thread by ``TxBatchValidator`` before gossipsub delivers or relays them.  A batch over ``MAX_TX_BATCH_FRAME`` is penalised,
   not banned: senders measure the encoded frame (``tx_batch_frame_bytes``)
   against that same constant, but a peer of another version may not.
 * Input over a decode limit (``DecodeLimitExceeded``: too large for its type,
@@ -30,9 +30,9 @@ from consensus import events as ce
 from consensus.messages import Message, decode_message
 from p2p import RejectMessage, peer_id_from_public_key
 from state.codec import decode
-from state.errors import DecodeLimitExceeded, StateError
+from node.txcheck import check_envelope, check_signature, decode_tx
+from state.errors import BadSignature, DecodeLimitExceeded, StateError, TxTooLarge, WrongChainId
 from state.genesis import MAX_TX_BYTES_CEILING
-from state.types import SignedTransaction
 
 log = logging.getLogger("qenex.node")
 
@@ -184,16 +184,19 @@ class TxBatchValidator:
         except (StateError, ValueError) as exc:
             raise RejectMessage(f"bad tx batch: {exc}", PENALTY_GARBAGE) from exc
         for i, raw in enumerate(txs):
-            if not isinstance(raw, bytes) or len(raw) > self._max_tx_bytes:
-                raise RejectMessage(f"tx {i} of the batch is not bytes of at most {self._max_tx_bytes}", PENALTY_GARBAGE)
+            # The same checks, in the same order, as admission's stateless steps (node/txcheck.py).
             try:
-                stx = SignedTransaction.decode(raw, max_bytes=self._max_tx_bytes)
+                stx = decode_tx(raw, self._max_tx_bytes)
+                check_envelope(stx, chain_id=self._chain_id, max_tx_bytes=self._max_tx_bytes)
+                # A valid signature lands in the process-wide verified cache: admission does not verify it again.
+                check_signature(stx)
+            except TxTooLarge as exc:
+                raise RejectMessage(f"tx {i} of the batch is too large: {exc}", PENALTY_GARBAGE) from exc
+            except WrongChainId as exc:
+                raise RejectMessage(f"tx {i} of the batch is for chain {exc.got!r}", PENALTY_GARBAGE) from exc
+            except BadSignature as exc:
+                raise RejectMessage(f"tx {i} of the batch (0x{exc.tx_hash.hex()}) has a bad signature",
+                                    PENALTY_GARBAGE) from exc
             except StateError as exc:
                 points = self._ban_points if over_limit(exc) else PENALTY_GARBAGE
                 raise RejectMessage(f"tx {i} of the batch is malformed: {exc}", points) from exc
-            if stx.tx.chain_id != self._chain_id:
-                raise RejectMessage(f"tx {i} of the batch is for chain {stx.tx.chain_id!r}", PENALTY_GARBAGE)
-            # Last (the dearest check); a valid signature lands in the
-            # process-wide verified cache, so the mempool does not verify it again.
-            if not stx.verify_signature():
-                raise RejectMessage(f"tx {i} of the batch (0x{stx.hash.hex()}) has a bad signature", PENALTY_GARBAGE)

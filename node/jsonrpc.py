@@ -43,6 +43,7 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+NOT_FOUND = -32004  # server error: the block, transaction, token or pool asked for does not exist
 OVER_BUDGET = -32005  # server error: the batch spent its work budget
 
 MAX_JSON_DEPTH = 32  # a real request nests 4-5 deep (batch, request, params, path)

@@ -1,13 +1,16 @@
-"""The mempool: admission against pending state, fee-ordered reaping, recheck.
+"""The mempool: pending transactions per sender, eviction, fee-ordered reaping, recheck.
 
-Admission order (DESIGN.md): decode → size and chain id → signature (both in
-``check_tx_stateless``; valid signatures are cached by tx hash in state.types,
-so block execution does not verify them again) → nonce and balance against
-pending state → insert. A sender's pending transactions must form a gap-free
-nonce run starting at its committed nonce; their summed outflows per token
-must fit in its committed balance. Pending inflows are ignored on purpose: a
-transaction is admitted only if it stays executable whatever order the others
-land in.
+Admission (``node/admission.py``) runs the steps in order and puts the risk
+hook between the two halves the pool offers: ``check`` (pure: duplicate,
+minimum fee, nonce and balance against pending state; returns a
+``Candidate``) and ``insert`` (makes room, adds).  ``precheck`` holds the
+refusals that cost nothing, run before the signature is verified.  A
+sender's pending transactions must form a gap-free nonce run starting at its
+committed nonce; their summed outflows per token must fit in its committed
+balance. Pending inflows are ignored on purpose: a transaction is admitted
+only if it stays executable whatever order the others land in.  A batch is
+checked through a ``Draft``, so a sender's run arriving in one gossip batch
+is checked as if its earlier transactions were pending already.
 
 When the pool is full (count or bytes), a valid newcomer evicts the cheapest
 *tails*: only a sender's highest pending nonce may go, so no run gets a gap,
@@ -15,8 +18,10 @@ and only a tail paying strictly less per gas than the newcomer (fee / gas of
 its kind, compared exactly); among equal prices the most recent goes first.
 The tails sit in a lazily cleaned min-heap, so admission costs O(log n) per
 eviction and at most ``MAX_EVICTIONS`` evictions; a newcomer that would need
-more, or that no cheaper tail makes room for, is refused MempoolFull before
-its signature is checked when that is already clear.
+more, or that no cheaper tail makes room for, is refused MempoolFull (by
+``precheck``, before its signature is checked, when that is already clear).
+Eviction happens only in ``insert``: a transaction refused before it never
+costs anyone their place.
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from state import errors as state_errors
 from state.app import Application
+from state.blocks import Block
 from state.crypto import address_to_text
-from state.types import Block, SignedTransaction
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
 
@@ -196,38 +202,53 @@ class Mempool:
         log.debug("evicted 0x%s (nonce %d, fee %d) for a higher-paying transaction",
                   entry.stx.hash.hex(), entry.stx.tx.nonce, entry.stx.tx.fee)
 
-    # -- admission --------------------------------------------------------
+    # -- admission: check (pure), then insert --------------------------------
 
-    def add(self, stx: SignedTransaction, size: int,
-            screen: Callable[[SignedTransaction], None] | None = None) -> bytes:
-        """Admit ``stx`` (``size`` = its encoded length) or raise a MempoolError.
+    def needs_room(self, size: int) -> bool:
+        """Would an entry of ``size`` bytes have to evict others to fit?"""
+        return max(self._full(size)) > 0
 
-        ``screen`` (the risk hook) runs after every validity check and before
-        any eviction, only when admitting ``stx`` would evict others: a
-        transaction it refuses (by raising) never costs anyone their place.
-        """
-        tx_hash = stx.hash
-        if tx_hash in self._by_hash:
-            raise AlreadyKnown(f"transaction 0x{tx_hash.hex()} is already in the mempool", hash="0x" + tx_hash.hex())
-        price = self._price(stx)
-        full = max(self._full(size)) > 0
-        if full:
-            # Refuse before paying for the signature when nothing pending is cheaper.
+    def precheck(self, stx: SignedTransaction, size: int) -> None:
+        """The refusals that cost nothing, run before the signature is verified: an already pending
+        transaction (AlreadyKnown), and a full pool with nothing pending cheaper (MempoolFull)."""
+        if stx.hash in self._by_hash:
+            raise _known(stx.hash)
+        if self.needs_room(size):
+            price = self._price(stx)
             cheapest = self._cheapest_tail()
             if cheapest is None or cheapest[0] >= price:
                 shown = "nothing" if cheapest is None else _show(cheapest[0])
                 raise self._refuse_full(f"its fee per gas {_show(price)} is not above the lowest pending {shown}")
-        try:
-            self._app.check_tx_stateless(stx)
-        except state_errors.StateError as exc:
+
+    def draft(self) -> "Draft":
+        """An overlay for checking a batch: each candidate checked through it is pending for the next."""
+        return Draft()
+
+    def check(self, stx: SignedTransaction, size: int, draft: "Draft | None" = None) -> Candidate:
+        """Check ``stx`` (``size`` = its encoded length, its signature already verified) against pending
+        state, as if the candidates already checked through ``draft`` were pending too; raise a
+        MempoolError, or return the Candidate that ``insert`` takes.  Changes nothing in the pool.
+
+        Duplicate, minimum fee, nonce (the sender's next), per-account limit, then the summed pending
+        outflows per token against the committed balance.  Room is made by ``insert``.
+        """
+        tx_hash = stx.hash
+        if tx_hash in self._by_hash or (draft is not None and tx_hash in draft.hashes):
+            raise _known(tx_hash)
+        minimum = self._app.params.min_fee(stx.tx.kind)
+        if stx.tx.fee < minimum:
+            exc = state_errors.FeeTooLow(stx.tx.fee, minimum)
             raise TxRejected(str(exc), reason=type(exc).__name__) from exc
 
         sender = stx.tx.sender
         account = self._accounts.get(sender)
         committed = self._app.account(sender)
-        if account is None:
-            account = _Account(base_nonce=committed.nonce)
-        expected = account.base_nonce + len(account.txs)
+        base = account.base_nonce if account is not None else committed.nonce
+        count = len(account.txs) if account is not None else 0
+        spent = dict(account.spent) if account is not None else {}
+        if draft is not None:
+            count += draft.add_pending(sender, spent)
+        expected = base + count
         if stx.tx.nonce != expected:
             if stx.tx.nonce < committed.nonce:
                 why = "replayed"
@@ -241,9 +262,9 @@ class Mempool:
                 got=stx.tx.nonce,
                 expected=expected,
             )
-        if len(account.txs) >= self._config.max_per_account:
+        if count >= self._config.max_per_account:
             raise AccountLimitReached(
-                f"{address_to_text(sender)} already has {len(account.txs)} pending transactions "
+                f"{address_to_text(sender)} already has {count} pending transactions "
                 f"(limit {self._config.max_per_account})",
                 limit=self._config.max_per_account,
             )
@@ -253,7 +274,7 @@ class Mempool:
             raise TxRejected(str(exc), reason=type(exc).__name__) from exc
         for token, amount in sorted(outflows.items()):
             have = committed.balances.get(token, 0)
-            need = account.spent.get(token, 0) + amount
+            need = spent.get(token, 0) + amount
             if need > have:
                 raise TxRejected(
                     f"insufficient {token} balance for {address_to_text(sender)}: "
@@ -263,19 +284,41 @@ class Mempool:
                     balance=str(have),
                     needed=str(need),
                 )
+        candidate = Candidate(stx=stx, size=size, price=self._price(stx), outflows=outflows, height=self._app.height,
+                              pending_before=count, spent_before=spent)
+        if draft is not None:
+            draft.record(candidate)
+        return candidate
 
-        if full:
-            if screen is not None:
-                screen(stx)
-            self._evict_for(sender, price, size)
-        entry = _Entry(stx=stx, size=size, seq=next(self._seq), outflows=outflows, price=price)
+    def _still_holds(self, c: Candidate) -> bool:
+        """Is what ``check`` read for ``c`` still so?  Then its verdict stands (same committed state, same
+        pending run of its sender, not pending itself) and ``insert`` need not repeat it."""
+        account = self._accounts.get(c.stx.tx.sender)
+        count, spent = (len(account.txs), account.spent) if account is not None else (0, {})
+        return (self._app.height == c.height and c.stx.hash not in self._by_hash
+                and count == c.pending_before and spent == c.spent_before)
+
+    def insert(self, candidate: Candidate) -> bytes:
+        """Make room (evicting cheaper tails, never the sender's own) and add a checked transaction.
+
+        If the pool moved since ``check`` in a way its verdict depended on (a batch's earlier candidate
+        was refused or evicted, a block committed), the check runs again and raises what it finds.  A
+        refusal (MempoolFull included) changes nothing.
+        """
+        c = candidate if self._still_holds(candidate) else self.check(candidate.stx, candidate.size)
+        sender = c.stx.tx.sender
+        if self.needs_room(c.size):
+            self._evict_for(sender, c.price, c.size)
+        account = self._accounts.get(sender)
+        if account is None:
+            account = self._accounts[sender] = _Account(base_nonce=c.stx.tx.nonce)  # nothing pending before it
+        entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price)
         account.txs.append(entry)
-        account.add_spend(outflows, +1)
-        self._accounts[sender] = account
-        self._by_hash[tx_hash] = entry
-        self._bytes += size
+        account.add_spend(c.outflows, +1)
+        self._by_hash[c.stx.hash] = entry
+        self._bytes += c.size
         self._push_tail(sender)
-        return tx_hash
+        return c.stx.hash
 
     # -- block production -------------------------------------------------
 
@@ -359,6 +402,49 @@ class Mempool:
                 sender = entry.stx.tx.sender
                 self._drop(tx_hash)
                 self._recheck(sender)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A transaction that passed ``Mempool.check``, with what ``insert`` needs and what the check read."""
+
+    stx: SignedTransaction
+    size: int
+    price: Fraction
+    outflows: dict[str, int]
+    height: int  # the committed height the check read
+    pending_before: int  # the sender's pending transactions it follows (a batch's earlier ones included)
+    spent_before: dict[str, int]  # and their summed outflows (a spurious mismatch only costs a re-check)
+
+
+class Draft:
+    """The candidates of one batch checked so far, pending for the checks after them: a sender's nonce
+    run arrives in one gossip batch.  Only ``Mempool.check`` reads and fills it; the pool never sees it."""
+
+    __slots__ = ("hashes", "_runs")
+
+    def __init__(self) -> None:
+        self.hashes: set[bytes] = set()
+        self._runs: dict[bytes, tuple[int, dict[str, int]]] = {}
+
+    def add_pending(self, sender: bytes, spent: dict[str, int]) -> int:
+        """Add ``sender``'s drafted outflows into ``spent``; return how many candidates of it are drafted."""
+        count, outflows = self._runs.get(sender, (0, {}))
+        for token, amount in outflows.items():
+            spent[token] = spent.get(token, 0) + amount
+        return count
+
+    def record(self, c: Candidate) -> None:
+        count, outflows = self._runs.get(c.stx.tx.sender, (0, {}))
+        merged = dict(outflows)
+        for token, amount in c.outflows.items():
+            merged[token] = merged.get(token, 0) + amount
+        self._runs[c.stx.tx.sender] = (count + 1, merged)
+        self.hashes.add(c.stx.hash)
+
+
+def _known(tx_hash: bytes) -> AlreadyKnown:
+    return AlreadyKnown(f"transaction 0x{tx_hash.hex()} is already in the mempool", hash="0x" + tx_hash.hex())
 
 
 def _show(price: Fraction) -> str:

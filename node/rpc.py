@@ -2,8 +2,12 @@
 
 Conventions (DESIGN.md): amounts are decimal strings of base units; hashes
 and bytes are 0x-hex; addresses are bech32 ``qnx1...`` text.  Every parameter
-is validated here, at the boundary, and a bad one is -32602 with a message
-naming it.
+is validated at the boundary (``node.rpc_params``), and a bad one is -32602
+with a message naming it.
+
+The tables read and submit through an ``RpcContext`` (``node.rpc_context``),
+which the runtime assembles; ``build_methods`` joins this module's methods
+with the pool (``node.rpc_pools``) and risk (``node.rpc_risk``) tables.
 """
 
 from __future__ import annotations
@@ -12,20 +16,17 @@ import asyncio
 import collections
 import dataclasses
 import enum
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from node.errors import MempoolError
-from node.jsonrpc import RPCError, brief, charge, invalid_params
-from state.crypto import address_from_text, address_to_text
-from state.errors import StateError
-from state.types import Block, SignedTransaction, check_symbol
-
-if TYPE_CHECKING:
-    from node.runtime import Node
-
-NOT_FOUND = -32004
-MAX_HEIGHT = 2**64 - 1  # heights are u64 in the store's keys
-MAX_ADDRESS_CHARS = 90  # bech32's own limit
+from node.jsonrpc import NOT_FOUND, RPCError, charge
+from node.rpc_context import RpcContext
+from node.rpc_params import hex0x, parse_address, parse_bool, parse_hex, parse_height, parse_int, parse_symbol
+from node.rpc_pools import pool_methods
+from node.rpc_risk import risk_methods
+from state.crypto import address_to_text
+from state.blocks import Block
+from state.transactions import SignedTransaction
 
 # Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
 # by default): a batch may hold 100 cheap reads but only 10 path searches.
@@ -47,50 +48,6 @@ RPC_COSTS = {
     "qenex_getMempool": 5,
     "qenex_getBlock": 2,
 }
-
-
-def hex0x(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def parse_hex(value: Any, name: str, *, length: int | None = None) -> bytes:
-    if not isinstance(value, str):
-        raise invalid_params(f"{name} must be a 0x-hex string, got {type(value).__name__}")
-    text = value[2:] if value.startswith(("0x", "0X")) else value
-    if length is not None and len(text) != 2 * length:
-        raise invalid_params(f"{name} must be {length} bytes (0x + {2 * length} hex digits), got {len(text)} characters")
-    if not text.isascii():
-        raise invalid_params(f"{name} is not valid hex: {brief(value)}")
-    try:
-        return bytes.fromhex(text)
-    except ValueError:
-        raise invalid_params(f"{name} is not valid hex: {brief(value)}") from None
-
-
-def parse_address(value: Any, name: str = "address") -> bytes:
-    if not isinstance(value, str):
-        raise invalid_params(f"{name} must be a qnx1... address string, got {type(value).__name__}")
-    if len(value) > MAX_ADDRESS_CHARS or not value.isascii():
-        raise invalid_params(f"{name} {brief(value)} is not a qnx1... address")
-    try:
-        return address_from_text(value)
-    except StateError as exc:
-        raise invalid_params(f"{name}: {exc}") from None
-
-
-def parse_height(value: Any, name: str = "height") -> int:
-    """A block height: an integer or a decimal string of ASCII digits, in [0, 2**64 - 1]."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_HEIGHT:
-        raise invalid_params(f'{name} must be an integer in [0, 2**64 - 1] or "latest", got {brief(value)}')
-    return value
-
-
-def parse_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise invalid_params(f"{name} must be true or false, got {brief(value)}")
-    return value
 
 
 def tx_to_json(stx: SignedTransaction) -> dict[str, Any]:
@@ -164,33 +121,31 @@ def receipt_to_json(receipt: Any) -> dict[str, Any]:
     }
 
 
-def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
-    def app():  # type: ignore[no-untyped-def]
-        assert node.app is not None
-        return node.app
+def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
+    """Every ``qenex_*`` method, over what ``ctx`` lets them read and submit."""
+    app = ctx.app
 
     def status() -> dict[str, Any]:
-        a = app()
+        validator = ctx.validator_address()
         return {
-            "chain_id": a.chain_id,
-            "node": node.config.name,
-            "height": a.height,
-            "latest_block_hash": hex0x(a.last_block_hash),
-            "latest_block_time_ms": a.last_time_ms,  # genesis time at height 0
-            "app_hash": hex0x(a.app_hash),
-            "peers": len(node.p2p.connected_peers()) if node.p2p else 0,
-            "peer_id": node.p2p.peer_id if node.p2p else None,
-            "validator": address_to_text(node.node_key.address) if node.is_validator else None,
-            "mempool_size": len(node.mempool) if node.mempool is not None else 0,
-            "syncing": bool(node.sync and node.sync.syncing),
-            "consensus": node.driver.engine_state() if node.driver else None,
+            "chain_id": app.chain_id,
+            "node": ctx.node_name,
+            "height": app.height,
+            "latest_block_hash": hex0x(app.last_block_hash),
+            "latest_block_time_ms": app.last_time_ms,  # genesis time at height 0
+            "app_hash": hex0x(app.app_hash),
+            "peers": ctx.peer_count(),
+            "peer_id": ctx.peer_id(),
+            "validator": address_to_text(validator) if validator is not None else None,
+            "mempool_size": ctx.mempool_size()[0],
+            "syncing": ctx.syncing(),
+            "consensus": ctx.consensus_state(),
         }
 
     def get_account(address: str) -> dict[str, Any]:
         raw = parse_address(address)
-        a = app()
-        account = a.account(raw)
-        pending = node.mempool.pending_nonce(raw) if node.mempool is not None else None
+        account = app.account(raw)
+        pending = ctx.pending_nonce(raw)
         return {
             "address": address_to_text(raw),
             "nonce": account.nonce,
@@ -202,12 +157,11 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     render_lock = asyncio.Lock()
 
     async def get_block(height: Any = "latest", full: Any = False) -> dict[str, Any]:
-        a = app()
-        number = a.height if height == "latest" else parse_height(height)
+        number = app.height if height == "latest" else parse_height(height)
         with_txs = parse_bool(full, "full")
-        block = a.get_block(number) if 1 <= number <= a.height else None
+        block = app.get_block(number) if 1 <= number <= app.height else None
         if block is None:
-            raise RPCError(NOT_FOUND, f"no block at height {number} (head is {a.height})")
+            raise RPCError(NOT_FOUND, f"no block at height {number} (head is {app.height})")
         # A committed block never changes: its answer is rendered once (a full
         # block of 5,000 batches takes seconds of bech32), in a worker thread
         # when large, one render at a time, and the batch pays for its size.
@@ -228,32 +182,30 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
 
     def get_transaction(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)
-        a = app()
-        loc = a.get_tx(tx_hash)
+        loc = app.get_tx(tx_hash)
         if loc is not None:
             out = tx_to_json(loc.stx)
             out.update(receipt_to_json(loc.receipt))
             out.update({"height": loc.height, "index": loc.index, "committed": True})
-        elif node.mempool is not None and (stx := node.mempool.get(tx_hash)) is not None:
+        elif (stx := ctx.pending_tx(tx_hash)) is not None:
             out = tx_to_json(stx)
             out.update({"status": "pending", "committed": False, "height": None})
         else:
             raise RPCError(NOT_FOUND, f"transaction {hash} not found")
-        if tx_hash in node.flagged:
-            out["risk"] = node.flagged[tx_hash]
+        if (flag := ctx.flagged_risk(tx_hash)) is not None:
+            out["risk"] = flag
         return out
 
     def send_transaction(raw: Any) -> dict[str, Any]:
         data = parse_hex(raw, "raw")
         try:
-            tx_hash = node.submit_raw_tx(data)
+            tx_hash = ctx.submit_raw_tx(data)
         except MempoolError as exc:
             raise RPCError(exc.code, str(exc), exc.data or None) from None
         return {"hash": hex0x(tx_hash)}
 
     def get_validators() -> dict[str, Any]:
-        a = app()
-        vset = node.driver.validator_set if node.driver else None
+        vset = ctx.validator_set()
         validators = []
         if vset is not None:
             for v, priority in zip(vset.validators, vset.priorities):
@@ -266,27 +218,26 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
                     }
                 )
         return {
-            "height": a.height + 1,
+            "height": app.height + 1,
             "total_power": str(vset.total_power) if vset else "0",
             "validators": validators,
         }
 
     def get_mempool(limit: Any = 100) -> dict[str, Any]:
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MEMPOOL_LIST_MAX:
-            raise invalid_params(f"limit must be an integer in [0, {MEMPOOL_LIST_MAX}], got {brief(limit)}")
-        assert node.mempool is not None
+        count = parse_int(limit, "limit", 0, MEMPOOL_LIST_MAX)
         txs = []
-        for stx, _size in node.mempool.entries(limit):  # arrival order, O(limit)
+        for stx, _size in ctx.pending_entries(count):  # arrival order, O(limit)
             entry = {"hash": hex0x(stx.hash), "sender": address_to_text(stx.tx.sender), "nonce": stx.tx.nonce,
                      "fee": str(stx.tx.fee), "kind": stx.tx.kind.name.lower()}
-            if stx.hash in node.flagged:
-                entry["risk"] = node.flagged[stx.hash]
+            if (flag := ctx.flagged_risk(stx.hash)) is not None:
+                entry["risk"] = flag
             txs.append(entry)
-        return {"size": len(node.mempool), "bytes": node.mempool.size_bytes, "txs": txs}
+        size, size_bytes = ctx.mempool_size()
+        return {"size": size, "bytes": size_bytes, "txs": txs}
 
     def get_transaction_proof(hash: Any) -> dict[str, Any]:
         tx_hash = parse_hex(hash, "hash", length=32)
-        proof = app().get_tx_proof(tx_hash)
+        proof = app.get_tx_proof(tx_hash)
         if proof is None:
             raise RPCError(NOT_FOUND, f"transaction {hash} is not in a committed block")
         return {
@@ -299,11 +250,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         }
 
     def get_token(symbol: Any) -> dict[str, Any]:
-        try:
-            check_symbol(symbol)
-        except StateError:
-            raise invalid_params(f"symbol {brief(symbol)} is not a token symbol (1-12 characters of A-Z and 0-9)") from None
-        info = app().token(symbol)
+        info = app.token(parse_symbol(symbol, "symbol"))
         if info is None:
             raise RPCError(NOT_FOUND, f"no token {symbol!r}")
         return {
@@ -315,7 +262,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         }
 
     def get_params() -> dict[str, Any]:
-        return app().params.to_json_obj()
+        return app.params.to_json_obj()
 
     methods = {
         "qenex_status": status,
@@ -330,10 +277,7 @@ def build_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         "qenex_getTransactionProof": get_transaction_proof,
     }
     # Feature areas register their own methods (each in its own module).
-    from node.rpc_pools import pool_methods
-    from node.rpc_risk import risk_methods
-
-    for extra in (pool_methods(node), risk_methods(node)):
+    for extra in (pool_methods(ctx), risk_methods(ctx)):
         clash = methods.keys() & extra.keys()
         if clash:
             raise RuntimeError(f"RPC methods registered twice: {sorted(clash)}")

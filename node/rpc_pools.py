@@ -1,11 +1,12 @@
 """JSON-RPC methods of the liquidity pools (issue #3).
 
-All read committed state through ``node.app`` (state.app.Application's pool
-methods).  Conventions: amounts, shares and raw fixed-point accumulators are
-decimal strings of integers; prices are exact decimal strings with 40
-significant digits computed on integers (``state.amm.decimal_ratio``); a pool
-is named ``"AAA/BBB"`` (either order is accepted; results use the sorted id).
-Every bad parameter is -32602 with a message naming it; an unknown pool or an
+All read committed state through the context's Application
+(``RpcContext.app``, its pool methods).  Conventions: amounts, shares and
+raw fixed-point accumulators are decimal strings of integers; prices are
+exact decimal strings with 40 significant digits computed on integers
+(``state.amm.decimal_ratio``); a pool is named ``"AAA/BBB"`` (either order
+is accepted; results use the sorted id).  Every bad parameter is -32602 with
+a message naming it (``node.rpc_params``); an unknown pool or an
 unanswerable range is -32004.
 
 | method | params | result |
@@ -31,59 +32,18 @@ only for blocks that changed the pool and carries it forward exactly
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
-from node.jsonrpc import RPCError, brief, invalid_params
-from node.rpc import NOT_FOUND, parse_address
+from node.jsonrpc import NOT_FOUND, RPCError, invalid_params
+from node.rpc_context import RpcContext
+from node.rpc_params import MAX_HEIGHT, parse_address, parse_amount_units, parse_int, parse_pool, parse_symbol
 from state import amm
-from state.amounts import MAX_AMOUNT
 from state.crypto import address_to_text
-from state.errors import MalformedTransaction, PoolQueryError
+from state.errors import PoolQueryError
 from state.pool_queries import MAX_HOPS, Twap
 from state.pools import Observation, Pool
-from state.types import check_symbol, pool_id
-
-if TYPE_CHECKING:
-    from node.runtime import Node
 
 MAX_HISTORY = 1000
-
-
-def parse_symbol(value: Any, name: str) -> str:
-    try:
-        return check_symbol(value)
-    except MalformedTransaction:
-        raise invalid_params(f"{name} {brief(value)} is not a token symbol (1-12 characters of A-Z and 0-9)") from None
-
-
-def parse_pool(value: Any, name: str = "pool") -> str:
-    if not isinstance(value, str) or value.count("/") != 1:
-        raise invalid_params(f'{name} must be a pool id like "AAA/BBB", got {brief(value)}')
-    a, b = value.split("/")
-    a, b = parse_symbol(a, name), parse_symbol(b, name)
-    if a == b:
-        raise invalid_params(f"{name} {brief(value)} names the same token twice")
-    return pool_id(a, b)
-
-
-def parse_amount_units(value: Any, name: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        amount = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 40:
-        amount = int(value)
-    else:
-        raise invalid_params(f"{name} must be a decimal string of base units, got {brief(value)}")
-    if not 1 <= amount <= MAX_AMOUNT:
-        raise invalid_params(f"{name} {amount} is outside [1, 2**128 - 1]")
-    return amount
-
-
-def parse_int(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise invalid_params(f"{name} must be an integer in [{low}, {high}], got {brief(value)}")
-    return value
 
 
 def _ratio(num: int, den: int) -> str | None:
@@ -144,23 +104,20 @@ def twap_to_json(twap: Twap) -> dict[str, Any]:
     }
 
 
-def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
-    def app():  # type: ignore[no-untyped-def]
-        assert node.app is not None
-        return node.app
+def pool_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
+    app = ctx.app
 
     def require_pool(pid: str) -> Pool:
-        pool = app().pool(pid)
+        pool = app.pool(pid)
         if pool is None:
             raise RPCError(NOT_FOUND, f"pool {pid} does not exist")
         return pool
 
     def get_pool(pool: Any) -> dict[str, Any]:
-        return pool_to_json(require_pool(parse_pool(pool)), app().height)
+        return pool_to_json(require_pool(parse_pool(pool)), app.height)
 
     def list_pools() -> dict[str, Any]:
-        a = app()
-        return {"height": a.height, "pools": [pool_to_json(p, a.height) for p in a.pools()]}
+        return {"height": app.height, "pools": [pool_to_json(p, app.height) for p in app.pools()]}
 
     def quote_swap(token_in: Any, token_out: Any, amount_in: Any, path: Any = None, max_hops: Any = 3) -> dict[str, Any]:
         t_in, t_out = parse_symbol(token_in, "token_in"), parse_symbol(token_out, "token_out")
@@ -176,7 +133,7 @@ def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             if route[0] != t_in or route[-1] != t_out or len(set(route)) != len(route):
                 raise invalid_params(f"path must run from {t_in} to {t_out} without revisiting a token")
         try:
-            q = app().quote_swap(t_in, t_out, amount, path=route, max_hops=hops)
+            q = app.quote_swap(t_in, t_out, amount, path=route, max_hops=hops)
         except PoolQueryError as exc:
             raise RPCError(NOT_FOUND, str(exc)) from None
         spot_num, spot_den = 1, 1
@@ -195,25 +152,24 @@ def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             "price_impact_bps": q.price_impact_bps,
             "spot_price": amm.decimal_ratio(spot_num, spot_den),
             "execution_price": _ratio(q.amount_out, q.amount_in) or "0",
-            "height": app().height,
+            "height": app.height,
         }
 
     def get_twap(pool: Any, from_height: Any = None, to_height: Any = None, window_seconds: Any = None) -> dict[str, Any]:
         pid = parse_pool(pool)
         require_pool(pid)
-        a = app()
         try:
             if window_seconds is not None:
                 if from_height is not None or to_height is not None:
                     raise invalid_params("give either window_seconds or from_height/to_height, not both")
                 seconds = parse_int(window_seconds, "window_seconds", 1, 10**12)
-                twap = a.pool_twap_window(pid, seconds * 1000)
+                twap = app.pool_twap_window(pid, seconds * 1000)
             else:
                 if from_height is None:
                     raise invalid_params("from_height (with to_height) or window_seconds is required")
-                start = parse_int(from_height, "from_height", 0, 2**64 - 1)
-                end = a.height if to_height is None else parse_int(to_height, "to_height", 0, 2**64 - 1)
-                twap = a.pool_twap(pid, start, end)
+                start = parse_int(from_height, "from_height", 0, MAX_HEIGHT)
+                end = app.height if to_height is None else parse_int(to_height, "to_height", 0, MAX_HEIGHT)
+                twap = app.pool_twap(pid, start, end)
         except PoolQueryError as exc:
             raise RPCError(NOT_FOUND, str(exc)) from None
         return twap_to_json(twap)
@@ -222,7 +178,7 @@ def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
         owner = parse_address(address)
         pid = parse_pool(pool)
         p = require_pool(pid)
-        pos = app().pool_position(owner, pid)
+        pos = app.pool_position(owner, pid)
         amount0 = pos.shares * p.reserve0 // p.total_shares
         amount1 = pos.shares * p.reserve1 // p.total_shares
         return {
@@ -238,17 +194,16 @@ def pool_methods(node: "Node") -> dict[str, Callable[..., Any]]:
     def get_pool_history(pool: Any, from_height: Any = None, to_height: Any = None, limit: Any = MAX_HISTORY) -> dict[str, Any]:
         pid = parse_pool(pool)
         p = require_pool(pid)
-        a = app()
         count = parse_int(limit, "limit", 1, MAX_HISTORY)
-        end = a.height if to_height is None else parse_int(to_height, "to_height", 0, 2**64 - 1)
+        end = app.height if to_height is None else parse_int(to_height, "to_height", 0, MAX_HEIGHT)
         start = max(end - count + 1, p.created_height) if from_height is None else parse_int(
-            from_height, "from_height", 0, 2**64 - 1
+            from_height, "from_height", 0, MAX_HEIGHT
         )
         if start > end:
             raise invalid_params(f"from_height {start} is above to_height {end}")
         end = min(end, start + count - 1)
-        observations = a.pool_history(pid, start, end)
-        return {"pool": pid, "height": a.height, "observations": [observation_to_json(o) for o in observations]}
+        observations = app.pool_history(pid, start, end)
+        return {"pool": pid, "height": app.height, "observations": [observation_to_json(o) for o in observations]}
 
     return {
         "qenex_getPool": get_pool,

@@ -15,18 +15,15 @@ import resource
 import signal
 from typing import Any
 
-from consensus.validators import ValidatorSet
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
-from node.errors import ConfigError, MempoolError, TxRejected
+from node.admission import Admission
+from node.errors import ConfigError
 from node.homecheck import open_home_state
 from node.inbound import (
     MAX_TX_BATCH_FRAME,
-    PENALTY_GARBAGE,
     ConsensusInbound,
     TxBatchValidator,
-    decode_tx_batch,
-    punish,
     tx_batch_frame_bytes,
     tx_batch_item_bytes,
     validator_peer_ids,
@@ -34,21 +31,21 @@ from node.inbound import (
 from node.jsonrpc import Dispatcher, make_app
 from node.mempool import Mempool
 from node.risk.admin import AdminServer
-from node.risk.errors import RiskRejected
-from node.risk.hook import Assessment, RiskHook
+from node.risk.hook import RISK_HISTORY_DIR, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
+from node.rpc_context import RpcContext
 from node.rpc_server import RPCServer, connection_cap
 from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, BlockSync
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
+from state.blocks import Block
 from state.codec import encode
-from state.errors import BadSignature, StateError, WrongChainId
+from state.errors import StateError
 from state.genesis import Genesis
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
-from state.types import Block, SignedTransaction
 
 log = logging.getLogger("qenex.node")
 
@@ -56,7 +53,6 @@ TX_TOPIC = "qenex/txs/1"
 # A frame holds the largest consensus message or sync response (the largest block genesis allows, its certificate).
 MAX_FRAME_BYTES = max(8 * 1024 * 1024, MAX_RESPONSE_BYTES)
 SHUTDOWN_GRACE_S = 5.0
-MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
 MAX_NOFILE = 1 << 16  # the soft descriptor limit asked for at start-up (up to the hard limit)
 
 
@@ -97,12 +93,13 @@ class Node:
         self.kv: LevelDBKV | None = None
         self.app: Application | None = None
         self.mempool: Mempool | None = None
+        self.admission: Admission | None = None
         self.p2p: P2PService | None = None
         self.driver: ConsensusDriver | None = None
         self.sync: BlockSync | None = None
         self.consensus_inbound: ConsensusInbound | None = None
         self._validator_keys: frozenset[bytes] = frozenset()
-        self.flagged: dict[bytes, dict[str, Any]] = {}
+        self.flagged: dict[bytes, dict[str, Any]] = {}  # risk reviews, written by admission, shown by the RPC
         self._rpc_server: RPCServer | None = None
         self._gossip_out: collections.deque[bytes] = collections.deque()
         self._gossip_task: asyncio.Task[None] | None = None
@@ -124,8 +121,9 @@ class Node:
                         + self.home.config_warnings(self.config)):
             log.warning("%s", warning)
         self.mempool = Mempool(self.app, self.config.mempool)
-        self.risk.attach(self.app)
-        genesis_set = ValidatorSet([(pk, power) for pk, power in self.app.validators()])
+        # The risk history lives in the node's own LevelDB beside the state
+        # (not consensus state); attach loads it and replays only newer blocks.
+        self.risk.attach(self.app, history_path=self.home.data_dir / RISK_HISTORY_DIR)
         signer = self.node_key if self.is_validator else None
 
         p2p_config = P2PConfig(
@@ -145,6 +143,8 @@ class Node:
                 TX_TOPIC: TxBatchValidator(self.app.chain_id, self.app.params.max_tx_bytes, p2p_config.ban_threshold)
             },
         )
+        self.admission = Admission(self.app, self.mempool, self.risk, flagged=self.flagged,
+                                   relay=self._gossip_out.append, net=self.p2p)
         self._update_direct_peers()
         self.driver = ConsensusDriver(
             app=self.app,
@@ -153,7 +153,6 @@ class Node:
             config=self.config.consensus,
             signer=signer,
             sign_guard=opened.sign_guard if signer else None,
-            genesis_validators=genesis_set,
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,
                 penalize=lambda peer, reason: self.p2p.penalize(peer, reason) if self.p2p else None,
@@ -180,7 +179,8 @@ class Node:
         self._gossip_task = asyncio.create_task(self._gossip_loop(), name="tx-gossip")
 
         rpc = self.config.rpc
-        dispatcher = Dispatcher(build_methods(self), max_batch=rpc.max_batch, costs=RPC_COSTS)
+        rpc_context = self.rpc_context()
+        dispatcher = Dispatcher(build_methods(rpc_context), max_batch=rpc.max_batch, costs=RPC_COSTS)
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         cap = connection_cap(rpc.max_connections, soft_limit)
         self._rpc_server = RPCServer(
@@ -192,7 +192,7 @@ class Node:
                  rpc.listen_port, cap, soft_limit)
         risk = self.config.risk
         if risk.admin_port and risk.admin_token:
-            self._admin = AdminServer(self)
+            self._admin = AdminServer(self.risk, rpc_context.known_tx, risk.admin_token)
             await self._admin.start(risk.admin_host, risk.admin_port)
         log.info(
             "risk hook: %s",
@@ -222,6 +222,7 @@ class Node:
             await step("p2p", self.p2p.stop())
         if self.consensus_inbound:
             self.consensus_inbound.close()
+        self.risk.close()
         if self.kv:
             self.kv.close()
         if self.app is not None:  # a refused start said so in its one line
@@ -239,75 +240,41 @@ class Node:
         finally:
             await self.stop()
 
+    # -- RPC wiring -------------------------------------------------------
+
+    def rpc_context(self) -> RpcContext:
+        """What the RPC method tables may read and submit, over this node's parts.
+
+        Parts that change while the node runs are read at call time.
+        """
+        assert self.app is not None and self.mempool is not None
+        mempool = self.mempool
+        return RpcContext(
+            app=self.app,
+            node_name=self.config.name,
+            submit_raw_tx=lambda raw: self.submit_raw_tx(raw),
+            pending_nonce=mempool.pending_nonce,
+            pending_tx=mempool.get,
+            pending_entries=mempool.entries,
+            mempool_size=lambda: (len(mempool), mempool.size_bytes),
+            flagged_risk=lambda tx_hash: self.flagged.get(tx_hash),
+            peer_count=lambda: len(self.p2p.connected_peers()) if self.p2p else 0,
+            peer_id=lambda: self.p2p.peer_id if self.p2p else None,
+            validator_address=lambda: self.node_key.address if self.is_validator else None,
+            syncing=lambda: bool(self.sync and self.sync.syncing),
+            consensus_state=lambda: self.driver.engine_state() if self.driver else None,
+            validator_set=lambda: self.app.validator_set(self.app.height + 1) if self.app else None,
+            risk=self.risk,
+            market_model=self.market_model,
+        )
+
     # -- transactions -----------------------------------------------------
 
     def submit_raw_tx(self, raw: bytes) -> bytes:
-        """Decode and admit a locally submitted transaction; gossip it."""
-        assert self.app is not None and self.mempool is not None
-        limit = self.app.params.max_tx_bytes
-        if len(raw) > limit:
-            raise TxRejected(f"transaction of {len(raw)} bytes exceeds the limit of {limit}", reason="too_large")
-        try:
-            stx = SignedTransaction.decode(raw, max_bytes=limit)
-        except StateError as exc:
-            raise TxRejected(f"malformed transaction: {exc}", reason="malformed") from exc
-        except RecursionError:  # nesting deeper than the codec's checks can walk: malformed, not a bug
-            raise TxRejected("malformed transaction: nested too deep", reason="malformed") from None
-        tx_hash = self.mempool.add(stx, len(raw), screen=self._screen_before_eviction)
-        # Risk hook after every validity check (DESIGN.md admission order): a
-        # refused transaction is taken straight back out; it is the sender's
-        # last pending one, so no other pending transaction depends on it.
-        self._apply_risk([stx], raise_on_reject=True)
-        self._gossip_out.append(raw)
-        return tx_hash
-
-    def _screen_before_eviction(self, stx: SignedTransaction) -> None:
-        """Score a newcomer that would evict others before it does; raises RiskRejected on reject.
-
-        It is scored again once admitted (with itself pending), as every admission is.
-        """
-        try:
-            (assessment,) = self.risk.assess([stx])
-        except Exception:
-            log.exception("risk scoring failed; admitting unscored")
-            return
-        if assessment.decision == "reject":
-            raise self._rejection(assessment, "; it may not evict pending transactions")
-
-    def _rejection(self, a: Assessment, note: str = "") -> RiskRejected:
-        reasons = ", ".join(f["feature"] for f in a.top_features) or "overall score"
-        return RiskRejected(
-            f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: score {a.score:.3f} > "
-            f"{self.risk.reject} (model v{a.model_version}; top features: {reasons}){note}",
-            score=round(a.score or 0.0, 6),
-            threshold=self.risk.reject,
-            model_version=a.model_version,
-            top_features=a.top_features,
-        )
-
-    def _apply_risk(self, admitted: list[SignedTransaction], *, raise_on_reject: bool = False) -> list[Assessment]:
-        """Score freshly admitted transactions in one batch; drop rejects, flag reviews.
-
-        With ``raise_on_reject`` (the RPC path, one transaction) a reject
-        raises RiskRejected; gossip batches drop theirs quietly.
-        """
-        assert self.mempool is not None
-        try:
-            assessments = self.risk.assess(admitted)
-        except Exception:
-            log.exception("risk scoring failed; admitting unscored")  # local policy must not halt the node
-            return []
-        rejected = [a for a in assessments if a.decision == "reject"]
-        for a in assessments:
-            if a.decision == "review":
-                self.flagged[a.tx_hash] = a.to_json()
-                while len(self.flagged) > MAX_FLAGGED:
-                    del self.flagged[next(iter(self.flagged))]
-        if rejected:
-            self.mempool.remove_many(reversed([a.tx_hash for a in rejected]))
-            if raise_on_reject:
-                raise self._rejection(rejected[0])
-        return assessments
+        """Admit a locally submitted transaction (node/admission.py) and queue it for gossip; raises the
+        MempoolError that refused it."""
+        assert self.admission is not None
+        return self.admission.submit(raw)
 
     async def _gossip_loop(self) -> None:
         interval = self.config.mempool.gossip_interval_ms / 1000
@@ -323,40 +290,8 @@ class Node:
                     log.warning("tx gossip publish failed", exc_info=True)
 
     def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
-        if topic != TX_TOPIC or self.mempool is None or self.app is None:
-            return
-        try:
-            txs = decode_tx_batch(data)  # the p2p thread's validator checked it; cheap to redo
-        except Exception as exc:
-            if self.p2p:
-                punish(self.p2p, peer, "bad tx batch", exc)
-            return
-        admitted: list[SignedTransaction] = []
-        for raw in txs:
-            if not isinstance(raw, bytes) or len(raw) > self.app.params.max_tx_bytes:
-                if self.p2p:
-                    self.p2p.penalize(peer, "oversize or non-bytes tx in batch", points=1)
-                continue
-            try:
-                stx = SignedTransaction.decode(raw, max_bytes=self.app.params.max_tx_bytes)
-                self.mempool.add(stx, len(raw), screen=self._screen_before_eviction)
-                admitted.append(stx)
-            except StateError:
-                if self.p2p:
-                    self.p2p.penalize(peer, "malformed tx in batch", points=1)
-            except TxRejected as exc:
-                # A forged signature or another chain's tx is the sender's
-                # fault (the p2p validator checks both, so only a peer that
-                # skipped it gets here); fee, nonce and balance refusals are
-                # normal under gossip.
-                if isinstance(exc.__cause__, (BadSignature, WrongChainId)) and self.p2p:
-                    self.p2p.penalize(peer, f"invalid tx in batch: {exc}", points=PENALTY_GARBAGE)
-            except MempoolError:
-                pass  # already known, or no longer executable here: normal under gossip
-        # One batched scoring pass; a transaction our model dislikes is local
-        # policy, not the peer's fault: no penalty.
-        if admitted:
-            self._apply_risk(admitted)
+        if topic == TX_TOPIC and self.admission is not None:
+            self.admission.on_gossip_batch(peer, data)
 
     def _on_direct(self, peer: str, data: bytes) -> None:
         if self.consensus_inbound:

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 from consensus.messages import MAX_COMMIT_CERTIFICATE_BYTES, CommitCertificate
 from node.inbound import PENALTY_GARBAGE, punish
 from state.app import Application
+from state.blocks import Block
 from state.codec import decode, encode
 from state.genesis import MAX_BLOCK_BYTES_LIMIT
-from state.types import Block
 
 log = logging.getLogger("qenex.sync")
 

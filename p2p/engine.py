@@ -59,7 +59,7 @@ class Started:
 
 
 class _ConnectionWatcher(INotifee):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Libp2pEngine) -> None:
         self._engine = engine
 
     # Exceptions here would escape into the swarm's notify nursery.
@@ -89,7 +89,12 @@ class _ConnectionWatcher(INotifee):
         pass
 
 
-class Engine:
+class Libp2pEngine:
+    """The libp2p host and everything running on it in the trio thread (see the module docstring).
+
+    Not to be confused with ``consensus.engine.Engine``, the PBFT state machine.
+    """
+
     def __init__(
         self,
         config: P2PConfig,

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from p2p.bridge import TrioThread
 from p2p.config import P2PConfig
-from p2p.engine import AppSink, Engine, GossipValidator, Started
+from p2p.engine import AppSink, GossipValidator, Libp2pEngine, Started
 from p2p.errors import FrameTooLarge, NotConnected, RequestFailed, RequestTooLarge, ServiceNotRunning
 from p2p.framing import encode_frame
 from p2p.identity import parse_peer_id, peer_id_from_seed
@@ -59,7 +59,7 @@ class P2PService:
             "direct", config.inbound_direct_frames, config.inbound_direct_bytes,
             self._schedule, self._deliver_direct, self._dropped,
         )
-        self._engine = Engine(
+        self._engine = Libp2pEngine(
             config,
             AppSink(gossip=self._gossip_from_trio, direct=self._direct_from_trio, request=self._request_from_trio),
             self._stats,

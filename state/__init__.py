@@ -5,11 +5,18 @@ Map (each module does one thing):
 * ``codec``     canonical msgpack; ``crypto`` Ed25519, addresses, digests;
   ``errors`` the exception tree (root ``StateError``).
 * ``amounts``   exact base-unit amounts and their decimal text.
-* ``types``     transactions, blocks, receipts; ``validators_hash`` and
-  ``tx_root`` (shared with consensus/).  Objects validate on construction.
+* ``payloads``  transaction kinds and their payloads, each with its wire
+  field order declared once (``WIRE``); the field checks.
+* ``transactions`` transactions, signed transactions (signature cache), receipts.
+* ``blocks``    headers and blocks; ``tx_root``.
+  Objects validate on construction (payloads <- transactions <- blocks).
+* ``validators`` the validator set: members, hash (the header's
+  ``validators_hash``), CometBFT proposer priorities, ``updated(changes)``;
+  consensus/ reads sets, it never makes one.
 * ``merkle``    RFC 6962 tree and inclusion proofs (tx_root).
 * ``genesis``   the genesis document and consensus params.
-* ``abc``/``kv`` the key-value seam: ``MemoryKV`` (tests), ``LevelDBKV``.
+* ``abc``/``kv`` the seams: the key-value store (``MemoryKV`` for tests,
+  ``LevelDBKV``) and ``CommitVerifier`` (implemented by consensus/).
 * ``keys``      every key prefix, in one table.
 * ``ledger``    typed records over a write overlay (checked arithmetic).
 * ``execution`` inclusion checks, fees, per-kind effects, the app hash.
@@ -24,10 +31,14 @@ Decisions other packages rely on:
   seeded at height 0 by the genesis hash.  It commits to the whole state given
   genesis; no per-key state proofs are built.
 * ``prev_hash`` of block 1 is the genesis hash; ``last_commit`` of block 1 is
-  empty and of every later block non-empty (opaque to state/).
-* ``validators_hash`` in block h commits to the set that validates h
-  (``Application.validators()`` before executing h), via
-  ``state.types.validators_hash``.
+  empty and of every later block the parent's commit certificate, checked by
+  the application's ``CommitVerifier`` against the parent's validator set
+  (the bytes stay opaque to state/).
+* The application stores the validator set of every height
+  (``Application.validator_set(h)``); block h's ``validator_updates`` (empty
+  until staking) give the set of h + 1 as ``set_h.updated(updates).increment(1)``.
+  ``validators_hash`` in block h is ``ValidatorSet.hash()`` of the set that
+  signs h: the one implementation.
 * Fees of a block are credited to its proposer, which must be a validator,
   after the block's transactions have run.
 """

@@ -1,14 +1,24 @@
-"""The seams of state/: the key-value store the application runs on.
+"""The seams of state/: the key-value store the application runs on, and the
+commit verifier it checks certificates with.
 
-Two implementations live in ``state.kv``: ``MemoryKV`` (the test twin) and
-``LevelDBKV`` (plyvel).  The application needs exactly these operations, and
-an atomic batch is the only way it writes.
+Two store implementations live in ``state.kv``: ``MemoryKV`` (the test twin)
+and ``LevelDBKV`` (plyvel).  The application needs exactly these operations,
+and an atomic batch is the only way it writes.
+
+A commit certificate is opaque to state/ (its format and signatures belong
+to consensus/), yet whether a block's ``last_commit`` certifies its parent is
+part of the block's validity.  ``CommitVerifier`` is that seam: consensus/
+implements it (``consensus.verify.CertificateVerifier``), the node hands it to
+the application, and state/ still imports nothing outside itself.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from state.validators import ValidatorSet
 
 
 class KVReader(ABC):
@@ -39,3 +49,14 @@ class KVStore(KVReader):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class CommitVerifier(ABC):
+    @abstractmethod
+    def verify_commit(
+        self, chain_id: str, validators: "ValidatorSet", height: int, block_hash: bytes, commit: bytes
+    ) -> None:
+        """Return if ``commit`` proves that more than 2/3 of ``validators``' power
+        committed block ``block_hash`` at ``height`` on ``chain_id``; otherwise
+        raise ``state.errors.InvalidCommit`` with the specific reason.  The cost
+        must be bounded by the size of ``commit`` and of the set."""

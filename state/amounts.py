@@ -1,7 +1,7 @@
 """Token amounts: integers of base units, converted exactly to and from text.
 
 No floats: "12.5" with 6 decimals is 12_500_000 base units, computed on
-digits.  Re-exported by ``state.types``.
+digits.
 """
 
 from __future__ import annotations

@@ -1,11 +1,18 @@
 """The deterministic application: the one way to apply a block.
 
 ``execute_block`` validates and runs a block on an overlay and returns a
-``BlockResult`` (receipts, app hash, write set) without writing;
-``commit_block`` writes that result, the block and its indexes in one synced
-batch.  A proposer gets the same pair from ``build_block``, so each node
-executes a block once and commits the cached result (the node keys it by
-block hash).  ``apply_block`` does both, for block sync.
+``BlockResult`` (receipts, app hash, write set, the next validator set)
+without writing; ``commit_block`` writes that result, the block and its
+indexes in one synced batch.  A proposer gets the same pair from
+``build_block``, so each node executes a block once and commits the cached
+result (the node keys it by block hash).  ``apply_block`` does both, for
+block sync.
+
+The application owns the validator set: it stores the set that signs each
+height (``validator_set(h)``, past heights included), checks a block's
+``last_commit`` against its parent's set through the ``CommitVerifier`` it
+was given (``state.abc``), and derives the next height's set from the
+block's ``validator_updates`` (``ValidatorSet.updated(...).increment(1)``).
 
 Nothing here reads a clock: a block's time enters as a header field, checked
 against the previous block's time and, when the caller passes its own
@@ -18,14 +25,18 @@ from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
 from state import keys
-from state.abc import KVStore
+from state.abc import CommitVerifier, KVStore
 from state.amounts import QNX, QNX_DECIMALS
+from state.blocks import BLOCK_VERSION, EMPTY_COMMIT, Block, BlockHeader, Height, tx_root
 from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
 from state.errors import (
     GenesisMismatch,
     InvalidBlock,
+    InvalidCommit,
     InvalidKey,
+    InvalidLastCommit,
+    InvalidValidatorSet,
     InvalidTransaction,
     MalformedTransaction,
     StateInvariantBroken,
@@ -43,22 +54,12 @@ from state.ledger import (
     _stored,
     read_account,
     read_tokens,
-    read_validators,
 )
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Pools, Position
-from state.types import (
-    BLOCK_VERSION,
-    EMPTY_COMMIT,
-    Block,
-    BlockHeader,
-    Height,
-    Receipt,
-    SignedTransaction,
-    tx_root,
-    validators_hash,
-)
+from state.transactions import Receipt, SignedTransaction
+from state.validators import ValidatorSet
 
 HEAD_VERSION = 1
 BLOCK_RECORD_VERSION = 1
@@ -77,6 +78,9 @@ class BlockResult:
     receipts: tuple[Receipt, ...]
     state_writes: tuple[tuple[bytes, bytes | None], ...]  # sorted; what app_hash commits to
     fees: int
+    # (pubkey, power) changes the block made (power 0 removes); empty until staking
+    validator_updates: tuple[tuple[bytes, int], ...]
+    next_validators: ValidatorSet  # the set that signs the next height
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,14 @@ class _Head:
         return encode([HEAD_VERSION, self.height, self.block_hash, self.app_hash, self.time_ms])
 
 
+def genesis_validator_set(genesis: Genesis) -> ValidatorSet:
+    """The set that signs height 1."""
+    return ValidatorSet([(v.pubkey, v.power) for v in genesis.validators])
+
+
+_VSET_CACHE = 64  # decoded past sets kept (sync and evidence read recent ones)
+
+
 def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
     """The state keys a genesis document creates, sorted."""
     overlay = Overlay(EMPTY)
@@ -122,11 +134,18 @@ def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
 
 
 class Application:
-    def __init__(self, kv: KVStore, genesis: Genesis, *, initialise: bool = True) -> None:
+    def __init__(self, kv: KVStore, genesis: Genesis, *, initialise: bool = True,
+                 commit_verifier: CommitVerifier | None = None) -> None:
         """Open the application on ``kv``; an empty store gets the genesis state
         only with ``initialise`` (a node's start passes False: only ``init``
-        creates a chain, so an emptied store is refused, never re-created)."""
+        creates a chain, so an emptied store is refused, never re-created).
+
+        ``commit_verifier`` checks commit certificates (the node passes
+        consensus/'s); without one, validating a block above height 1 fails
+        closed (StateInvariantBroken), it is never skipped."""
         self._kv = kv
+        self._verifier = commit_verifier
+        self._vsets: dict[int, ValidatorSet] = {}
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.params: Params = genesis.params
@@ -138,7 +157,7 @@ class Application:
         elif stored != genesis.hash:
             raise GenesisMismatch(stored, genesis.hash)
         self._head = self._read_head()
-        self._load_validators()
+        self._open_validator_sets()
 
     # -- startup ----------------------------------------------------------------
 
@@ -152,6 +171,7 @@ class Application:
         batch[keys.META_GENESIS_HASH] = self.genesis.hash
         batch[keys.META_GENESIS] = self.genesis.encode()
         batch[keys.META_HEAD] = head.encode()
+        batch[keys.validator_set_key(1)] = genesis_validator_set(self.genesis).encode()
         self._kv.write_batch(batch, sync=True)
 
     def _read_head(self) -> _Head:
@@ -161,11 +181,35 @@ class Application:
         _, height, block_hash, app_hash, time_ms = _stored(keys.META_HEAD, raw, 5)
         return _Head(Height(height), Hash(block_hash), Hash(app_hash), time_ms)
 
-    def _load_validators(self) -> None:
-        infos = read_validators(self._kv)
-        self._validators = [(v.pubkey, v.power) for v in infos]
-        self._validator_addresses = frozenset(v.address for v in infos)
-        self._validators_hash = validators_hash(self._validators)
+    def _open_validator_sets(self) -> None:
+        """Load the set of the next height.  A store written before sets were
+        stored per height (no record for the next height) gets them derived
+        from genesis, which was the rule while sets could not change: one
+        batch, written once."""
+        nxt = self.height + 1
+        if self._kv.get(keys.validator_set_key(nxt)) is None:
+            if self.height and any(self._kv.iterate(keys.VALIDATOR_SET)):
+                raise StateInvariantBroken(f"the validator set of height {nxt} is missing")
+            vset = genesis_validator_set(self.genesis)
+            batch = {keys.validator_set_key(1): vset.encode()}
+            for height in range(2, nxt + 1):
+                vset = vset.increment(1)
+                batch[keys.validator_set_key(height)] = vset.encode()
+            self._kv.write_batch(batch, sync=True)
+        self._current = self._read_validator_set(nxt)
+        if self.height:
+            # The next block's last_commit is checked against the head's set:
+            # an unreadable one is found now, not as a verdict on a proposal.
+            self._vsets[self.height] = self._read_validator_set(self.height)
+
+    def _read_validator_set(self, height: int) -> ValidatorSet:
+        raw = self._kv.get(keys.validator_set_key(height))
+        if raw is None:
+            raise StateInvariantBroken(f"the validator set of height {height} is missing")
+        try:
+            return ValidatorSet.decode(raw)
+        except InvalidValidatorSet as exc:
+            raise StateInvariantBroken(f"the stored validator set of height {height} is unreadable: {exc}") from exc
 
     # -- committed head -----------------------------------------------------------
 
@@ -190,11 +234,37 @@ class Application:
 
     def validators(self) -> list[tuple[bytes, int]]:
         """(pubkey, power) of the set that validates the next block, sorted by address."""
-        return list(self._validators)
+        return [(v.pubkey, v.power) for v in self._current]
 
     @property
     def validators_hash(self) -> Hash:
-        return self._validators_hash
+        """The hash of the set that signs the next block (its header carries it)."""
+        return Hash(self._current.hash())
+
+    def validator_set(self, height: int) -> ValidatorSet | None:
+        """The set (with proposer priorities) that signs ``height``, for
+        1 <= height <= self.height + 1; None outside that range."""
+        if height == self.height + 1:
+            return self._current
+        if not 1 <= height <= self.height:
+            return None
+        vset = self._vsets.get(height)
+        if vset is None:
+            vset = self._read_validator_set(height)
+            if len(self._vsets) >= _VSET_CACHE:
+                del self._vsets[next(iter(self._vsets))]
+            self._vsets[height] = vset
+        return vset
+
+    def verify_commit(self, height: int, block_hash: bytes, commit: bytes) -> None:
+        """Raise InvalidCommit unless ``commit`` certifies ``block_hash`` at
+        ``height`` by the set that signs ``height`` (through the verifier)."""
+        vset = self.validator_set(height)
+        if vset is None:
+            raise InvalidCommit(f"no validator set is known for height {height}")
+        if self._verifier is None:
+            raise StateInvariantBroken("this application was opened without a commit verifier")
+        self._verifier.verify_commit(self.chain_id, vset, height, block_hash, commit)
 
     # -- mempool support ----------------------------------------------------------
 
@@ -224,7 +294,7 @@ class Application:
     # -- pools (issue #3): committed state, read-only ------------------------------
     #
     # The API the RPC layer and the risk hook read.  Pool ids are "AAA/BBB"
-    # (symbols sorted); ``state.types.pool_id(a, b)`` builds one.  Amounts are
+    # (symbols sorted); ``state.payloads.pool_id(a, b)`` builds one.  Amounts are
     # base units; prices are exact (see state.pool_queries).
 
     def _pool_queries(self) -> PoolQueries:
@@ -273,7 +343,7 @@ class Application:
         return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height, time_ms=time_ms)
 
     def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
-        if len(proposer) != ADDRESS_LEN or proposer not in self._validator_addresses:
+        if len(proposer) != ADDRESS_LEN or proposer not in self._current:
             shown = address_to_text(proposer) if len(proposer) == ADDRESS_LEN else f"0x{proposer.hex()}"
             raise InvalidBlock(f"proposer {shown} is not a validator", height=height)
         if time_ms <= self.last_time_ms:
@@ -281,15 +351,16 @@ class Application:
                 f"time {time_ms} ms is not after the previous block's {self.last_time_ms} ms", height=height
             )
         if height == 1 and last_commit != EMPTY_COMMIT:
-            raise InvalidBlock("block 1 must carry an empty last_commit", height=height)
+            raise InvalidLastCommit("block 1 must carry an empty last_commit", height=height)
         if height > 1 and not last_commit:
-            raise InvalidBlock("last_commit (the previous block's commit certificate) is empty", height=height)
+            raise InvalidLastCommit("last_commit (the previous block's commit certificate) is empty", height=height)
 
     def _overhead(self, header: BlockHeader, last_commit: bytes) -> int:
         # An empty block's size, plus up to 4 more bytes for a longer txs array header.
         return len(encode([1, header.to_wire(), [], last_commit])) + 4
 
     def _finish(self, run: BlockRun, proposer: bytes) -> tuple[list[tuple[bytes, bytes | None]], Hash]:
+        run.validator_updates = run.end_block()
         run.pay_proposer(proposer)
         writes = run.overlay.changes(self._kv)
         for key, _ in writes:
@@ -378,7 +449,7 @@ class Application:
                 height=height,
             )
         if h.last_commit_hash != sha256(block.last_commit):
-            raise InvalidBlock("last_commit_hash does not match last_commit", height=height)
+            raise InvalidLastCommit("last_commit_hash does not match last_commit", height=height)
         if h.validators_hash != self.validators_hash:
             raise InvalidBlock(
                 f"validators_hash 0x{h.validators_hash.hex()} is not 0x{self.validators_hash.hex()}", height=height
@@ -394,6 +465,14 @@ class Application:
             raise InvalidBlock(
                 f"tx_root 0x{h.tx_root.hex()} is not the transactions' root 0x{root.hex()}", height=height
             )
+        if height > 1:
+            # The commit record on chain must be one a light client can trust:
+            # the parent's certificate, by the parent's validator set.
+            try:
+                self.verify_commit(height - 1, h.prev_hash, block.last_commit)
+            except InvalidCommit as exc:
+                raise InvalidLastCommit(f"last_commit does not certify the parent block: {exc}",
+                                        height=height) from exc
 
         run = self._new_run(height, h.time_ms)
         for index, stx in enumerate(block.txs):
@@ -411,6 +490,11 @@ class Application:
     def _result(
         self, block: Block, run: BlockRun, writes: list[tuple[bytes, bytes | None]], app_hash: Hash
     ) -> BlockResult:
+        updates = tuple(run.validator_updates)
+        try:
+            next_validators = self._current.updated(updates).increment(1)
+        except InvalidValidatorSet as exc:
+            raise InvalidBlock(f"the block's validator updates are invalid: {exc}", height=run.height) from exc
         return BlockResult(
             height=Height(run.height),
             block_hash=block.hash,
@@ -419,6 +503,8 @@ class Application:
             receipts=tuple(run.receipts),
             state_writes=tuple(writes),
             fees=run.fees,
+            validator_updates=updates,
+            next_validators=next_validators,
         )
 
     def commit_block(self, block: Block, result: BlockResult, commit_cert: bytes) -> None:
@@ -451,13 +537,16 @@ class Application:
             batch[keys.receipt_key(height, index)] = receipt.encode()
             batch[keys.tx_index_key(stx.hash)] = encode([TX_INDEX_VERSION, height, index])
         batch[keys.commit_cert_key(height)] = commit_cert
+        batch[keys.validator_set_key(height + 1)] = result.next_validators.encode()
         head = _Head(Height(height), block.hash, result.app_hash, block.header.time_ms)
         batch[keys.META_HEAD] = head.encode()
         self._kv.write_batch(batch, sync=True)
-        # Only now, with the batch on disk, does the in-memory head move.
+        # Only now, with the batch on disk, do the in-memory head and set move.
         self._head = head
-        if any(key[:1] == keys.VALIDATOR for key, _ in result.state_writes):
-            self._load_validators()
+        self._vsets[height] = self._current
+        if len(self._vsets) > _VSET_CACHE:
+            del self._vsets[next(iter(self._vsets))]
+        self._current = result.next_validators
 
     def apply_block(self, block: Block, commit_cert: bytes) -> BlockResult:
         """execute_block + commit_block (block sync)."""
@@ -551,6 +640,7 @@ __all__ = [
     "BlockResult",
     "TxLocation",
     "TxProof",
+    "genesis_validator_set",
     "Account",
     "TokenInfo",
     "ValidatorInfo",

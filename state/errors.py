@@ -122,6 +122,14 @@ class MalformedGenesis(DecodeError):
     """A genesis document is unreadable or inconsistent."""
 
 
+class InvalidValidatorSet(StateError):
+    """A validator set is empty, has duplicates, bad powers or bad bytes."""
+
+
+class InvalidCommit(StateError):
+    """A commit certificate does not prove its block: the verifier's specific reason."""
+
+
 # -- amounts ----------------------------------------------------------------
 
 
@@ -387,6 +395,10 @@ class InvalidBlock(StateError):
         super().__init__(reason if height is None else f"block {height}: {reason}")
         self.reason = reason
         self.height = height
+
+
+class InvalidLastCommit(InvalidBlock):
+    """A block's ``last_commit`` is missing or does not certify its parent."""
 
 
 class GenesisMismatch(StateError):

@@ -34,26 +34,23 @@ from state.errors import (
 )
 from state.genesis import Params
 from state.ledger import Ledger, Overlay, TokenInfo
-from state.pools import FlashLoans, Pools
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,
     PoolAdd,
     PoolCreate,
     PoolRemove,
-    Receipt,
-    ReceiptStatus,
     RewardsClaim,
     SetRewardRate,
-    SignedTransaction,
     Swap,
     SwapRoute,
     TokenCreate,
     TokenMint,
-    Transaction,
     Transfer,
 )
+from state.pools import FlashLoans, Pools
+from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
 DOMAIN_APP_HASH = b"QENEX/apphash/v1"
 
@@ -254,6 +251,7 @@ class BlockRun:
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
+        self.validator_updates: tuple[tuple[bytes, int], ...] = ()
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
         Pools(self.ledger, height=height, time_ms=time_ms).begin_block()
 
@@ -279,6 +277,12 @@ class BlockRun:
         self.txs.append(stx)
         self.receipts.append(receipt)
         return receipt
+
+    def end_block(self) -> tuple[tuple[bytes, int], ...]:
+        """After the last transaction: the validator set changes this block
+        makes, as (pubkey, power) with power 0 removing a member; they apply
+        from the next height.  None yet: staking (issue 10) fills this in."""
+        return ()
 
     def pay_proposer(self, proposer: bytes) -> None:
         if not self.fees:

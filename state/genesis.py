@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from state.amounts import MAX_AMOUNT, QNX, QNX_DECIMALS
+from state.amounts import MAX_AMOUNT, MAX_DECIMALS, QNX, QNX_DECIMALS
 from state.codec import decode, encode
 from state.crypto import (
     ADDRESS_LEN,
@@ -30,7 +30,7 @@ from state.crypto import (
     domain_digest,
 )
 from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction
-from state.types import MAX_DECIMALS, MAX_NAME_LEN, MAX_UINT64, TxKind, check_chain_id, check_symbol
+from state.payloads import MAX_NAME_LEN, MAX_UINT64, TxKind, check_chain_id, check_symbol
 
 GENESIS_VERSION = 1
 PARAMS_VERSION = 2

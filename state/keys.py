@@ -23,6 +23,7 @@ depend on the block hash, which depends on the app hash).
 | ``R``  | R + height(8) + index(4)              | the Receipt's canonical bytes                   | no     |
 | ``X``  | X + tx hash(32)                       | [1, height, index]                              | no     |
 | ``C``  | C + height(8)                         | commit certificate of that height (opaque)      | no     |
+| ``V``  | V + height(8)                         | the validator set that signs that height, with its proposer priorities (``ValidatorSet.encode()``); written for height h + 1 in block h's batch | no |
 | ``M``  | M + name                              | metadata: head, genesis hash, genesis document  | no     |
 
 ``(64)`` marks a 64-byte big-endian unsigned integer: fixed point values
@@ -55,6 +56,7 @@ BLOCK_TX = b"T"
 RECEIPT = b"R"
 TX_INDEX = b"X"
 COMMIT_CERT = b"C"
+VALIDATOR_SET = b"V"
 META = b"M"
 
 META_HEAD = META + b"head"  # [1, height, last block hash, app hash, last time_ms]
@@ -136,6 +138,10 @@ def tx_index_key(tx_hash: bytes) -> bytes:
 
 def commit_cert_key(height: int) -> bytes:
     return COMMIT_CERT + _height(height)
+
+
+def validator_set_key(height: int) -> bytes:
+    return VALIDATOR_SET + _height(height)
 
 
 def encode_height(height: int) -> bytes:

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 from state import amm, keys
 from state.abc import KVStore
+from state.blocks import BlockHeader
 from state.errors import PoolQueryError, StateInvariantBroken
 from state.ledger import Ledger, _stored
 from state.pools import Observation, Pool, Pools, observation_from
-from state.types import BlockHeader
 
 MAX_HOPS = 3
 # The best-path search is bounded whatever the pool graph looks like (pools

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+from state.abc import CommitVerifier
 from state.amounts import QNX
+from state.codec import decode, encode
 from state.crypto import PrivateKey, sha256
+from state.errors import DecodeError, InvalidCommit
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
-from state.types import SignedTransaction, TokenCreate, TokenMint, Transaction, Transfer, TxKind
+from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
+from state.transactions import SignedTransaction, Transaction
 
 if TYPE_CHECKING:
     from state.app import Application, BlockResult
-    from state.types import Block
+    from state.blocks import Block
+    from state.validators import ValidatorSet
 
 TEST_CHAIN_ID = "qenex-test"
 TEST_GENESIS_TIME_MS = 1_700_000_000_000
@@ -107,6 +112,29 @@ def signed(key: PrivateKey, nonce: int, payload: object, *, fee: int | None = No
     return Transaction(chain_id, kind, key.public_key, nonce, fee, payload).sign(key)  # type: ignore[arg-type]
 
 
+def stub_cert(height: int, block_hash: bytes) -> bytes:
+    """A stand-in commit certificate for state's own tests (``StubCommitVerifier`` accepts it)."""
+    return encode(["test-cert", height, bytes(block_hash)])
+
+
+class StubCommitVerifier(CommitVerifier):
+    """Accepts exactly ``stub_cert(height, block_hash)``: state's tests check a
+    block's last_commit without consensus/ (the node uses consensus/'s)."""
+
+
+    def verify_commit(self, chain_id: str, validators: "ValidatorSet", height: int, block_hash: bytes,
+                      commit: bytes) -> None:
+        try:
+            got = decode(commit)
+        except DecodeError as exc:
+            raise InvalidCommit(f"not a test certificate: {exc}") from exc
+        if got != ["test-cert", height, bytes(block_hash)]:
+            raise InvalidCommit(f"test certificate {got!r} does not certify ({height}, 0x{bytes(block_hash).hex()[:16]})")
+
+
+STUB_VERIFIER = StubCommitVerifier()
+
+
 class Chain:
     """An Application driven block by block, as a single validator would (for tests and benchmarks).
 
@@ -128,14 +156,12 @@ class Chain:
         return signed(key, self.next_nonce(key), payload, chain_id=self.app.chain_id, params=self.app.params, **kw)  # type: ignore[arg-type]
 
     def block(self, txs: Iterable[SignedTransaction] = (), *, time_ms: int | None = None) -> tuple["Block", "BlockResult"]:
-        """Build, execute (as a validator would, on the same app) and commit one block."""
-        from state.codec import encode
-
+        """Build and commit one block; its last_commit is the stored ``stub_cert`` of its parent."""
         app = self.app
-        last_commit = b"" if app.height == 0 else encode(["test-cert", app.height])
+        last_commit = b"" if app.height == 0 else (app.get_commit_cert(app.height) or b"")
         when = time_ms if time_ms is not None else app.last_time_ms + self.block_ms
         block, result = app.build_block(list(txs), proposer=self.proposer.address, time_ms=when,
                                         last_commit=last_commit)
-        app.commit_block(block, result, encode(["test-cert", block.height]))
+        app.commit_block(block, result, stub_cert(block.height, block.hash))
         self.nonces.clear()
         return block, result

@@ -60,7 +60,7 @@ from consensus.engine import (
     ValidateProposal,
 )
 from consensus.messages import CommitCertificate, Message, NewView, Proposal, ViewChange, Vote, VoteKind, decode_message
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey, sha256
 
 CHAIN = "qenex-sim"

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from node.risk.train import train_to_store
 
-SMALL = {"seed": 3, "accounts": 120, "blocks": 900, "epochs": 20}
+# One training population, small: the suite stays fast (about 2 s).
+SMALL = {"seed": 3, "accounts": 120, "blocks": 900, "epochs": 20, "populations_n": 1}
 
 
 @functools.cache
@@ -18,7 +19,7 @@ def _trained_small() -> Path:
     # Seeded: training again would only repeat the same bytes (seconds of numpy each time).
     directory = Path(tempfile.mkdtemp(prefix="qenex-risk-small-"))
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    train_to_store(directory / "store", **SMALL)
+    train_to_store(directory / "store", **SMALL, evaluate_held_out=False)
     return directory / "store"
 
 
@@ -26,3 +27,15 @@ def train_small(directory: Path) -> Path:
     """``directory`` holding the small model store (version 1), a copy of its own to change."""
     shutil.copytree(_trained_small(), directory, dirs_exist_ok=True)
     return directory
+
+
+def commit(app, txs, proposer=None):
+    """Build and commit a block of ``txs`` on a test Application (fake commit certificate)."""
+    from state.codec import encode
+    from state.testing import dev_key
+
+    proposer = proposer or dev_key("validator-0")
+    block, result = app.build_block(list(txs), proposer=proposer.address, time_ms=app.last_time_ms + 1000,
+                                    last_commit=app.get_commit_cert(app.height) or b"")
+    app.commit_block(block, result, encode(["test-cert", block.height]))
+    return block

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from state import codec
+from state.blocks import Block
 from state.codec import DEFAULT_MAX_OBJECTS, MAX_DEPTH, decode, encode, scan
 from state.errors import DecodeError, DecodeLimitExceeded, EncodeError
-from state.types import Block, SignedTransaction
+from state.transactions import SignedTransaction
 
 
 def nested_empty_arrays(size: int) -> bytes:

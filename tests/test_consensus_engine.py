@@ -42,7 +42,7 @@ from consensus.messages import (
     Vote,
     VoteKind,
 )
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey, sha256
 
 CHAIN = "qenex-test"

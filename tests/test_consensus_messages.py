@@ -22,7 +22,7 @@ from consensus.messages import (
     VoteKind,
     decode_message,
 )
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey, sha256
 
 CHAIN = "qenex-test"

@@ -20,9 +20,11 @@ from consensus.engine import (
     Engine,
     HeightStarted,
     ProposalValidated,
+    RebroadcastDue,
     Redeliver,
     ReportEvidence,
     RequestSync,
+    ScheduleTimeout,
     TimeoutElapsed,
     ValidateProposal,
 )
@@ -37,8 +39,8 @@ from consensus.messages import (
     Vote,
     decode_message,
 )
-from consensus.validators import ValidatorSet
-from state.crypto import PrivateKey
+from state.validators import ValidatorSet
+from state.crypto import PrivateKey, sha256
 from tests.test_consensus_engine import (
     BLOCK_A,
     BLOCK_B,
@@ -303,3 +305,34 @@ def test_the_sync_high_water_mark_resets_each_height() -> None:
     assert engine.handle(received(net.vote(b, PREPARE, height=7))) == []  # asked already at this height
     engine.handle(HeightStarted(2, net.vset.increment(1)))
     assert engine.handle(received(net.vote(b, PREPARE, height=7))) == [RequestSync(6)]
+
+
+# -- 6. a NEW-VIEW re-proposes only bytes this engine validated ---------------------------------
+
+
+def test_a_new_primary_tries_each_candidate_of_a_certified_hash_one_at_a_time() -> None:
+    """A prepared certificate signs the hash only: a Byzantine validator can attach other bytes to a
+    genuine one.  The NEW-VIEW path asks about the candidates as the commit path does, one at a time."""
+    net = Net([1, 1, 1, 1])
+    me = net.primary(1)
+    byzantine, honest = [k for k in net.keys if k.address not in (me.address, net.primary(0).address)]
+    junk = b"other bytes under A's hash"
+    engine = started(net.engine(me), net)
+    signers = [net.primary(0), byzantine, honest]
+    vc_me = net.view_change(me, 1)
+    vc_junk = net.view_change(byzantine, 1, net.prepared(signers, data=junk))
+    vc_genuine = net.view_change(honest, 1, net.prepared(signers))
+    plan = tuple(sorted([vc_me, vc_junk, vc_genuine], key=lambda vc: vc.validator))
+    new_view = NewView.create(me, CHAIN, tuple(vc.without_block() for vc in plan), net.proposal(me, view=1))
+    steps = [
+        (TimeoutElapsed(1, 0), [Broadcast(vc_me), ScheduleTimeout(1, 1, 3000)]),
+        (received(vc_junk), []),
+        (received(vc_genuine), [ValidateProposal(1, 1, junk, HASH_A)]),  # first candidate first
+        (RebroadcastDue(), [ValidateProposal(1, 1, junk, HASH_A), Broadcast(vc_me)]),  # still one at a time
+        (ProposalValidated(1, 1, HASH_A, False, block_digest=bytes(sha256(junk))), [ValidateProposal(1, 1, BLOCK_A, HASH_A)]),
+        (ProposalValidated(1, 1, HASH_A, True, block_digest=HASH_A),
+         [Broadcast(new_view), Broadcast(net.vote(me, PREPARE, view=1))]),
+    ]
+    for number, (event, expected) in enumerate(steps):
+        assert engine.handle(event) == expected, number
+    assert engine.state.proposal_hash == HASH_A and engine.state.view == 1

@@ -21,17 +21,15 @@ from typing import Any
 from consensus import events as ce
 from consensus.engine import Engine
 from consensus.messages import Proposal, decode_message
-from consensus.messages import CommitCertificate
-from consensus.validators import ValidatorSet
-from state.errors import StateError
-from state.types import Block
+from consensus.verify import CertificateVerifier
+from node.blocks import BlockExecutor
 from state.amounts import QNX
 from state.app import Application
 from state.crypto import PrivateKey, sha256
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID, TEST_GENESIS_TIME_MS, dev_key, signed
-from state.types import (
+from state.payloads import (
     Batch,
     FlashBorrow,
     FlashRepay,
@@ -113,53 +111,10 @@ def block_plan() -> list[list[Any]]:
     ]
 
 
-class BlockExecutor:
-    """What the driver does with blocks today (replaced by the node's own executor in the seams refactor)."""
-
-    def __init__(self, app: Application) -> None:
-        self.app = app
-        self.results: dict[bytes, Any] = {}
-        self.last_cert = b""
-
-    def validator_set_for(self, height: int) -> ValidatorSet:
-        vset = ValidatorSet([(v.pubkey, v.power) for v in GENESIS.validators])
-        return vset.increment(height - 1) if height > 1 else vset
-
-    def build(self, txs: list[Any], *, proposer: bytes, time_ms: int) -> Block:
-        block, result = self.app.build_block(txs, proposer=proposer, time_ms=time_ms, last_commit=self.last_cert)
-        self.results[block.hash] = (block, result)
-        return block
-
-    def validate(self, raw: bytes, block_hash: bytes, height: int) -> str | None:
-        try:
-            block = Block.decode(raw)
-        except StateError as exc:
-            return str(exc)
-        if block.hash != block_hash or block.header.height != height:
-            return "not that block"
-        if height > 1:
-            cert = CommitCertificate.decode(block.last_commit)
-            assert cert.height == height - 1 and cert.block_hash == block.header.prev_hash
-            cert.verify(self.app.chain_id, self.validator_set_for(height - 1))
-        try:
-            result = self.app.execute_block(block)
-        except StateError as exc:
-            return str(exc)
-        self.results[block.hash] = (block, result)
-        return None
-
-    def commit_certified(self, height: int, block_hash: bytes, raw: bytes, cert: CommitCertificate) -> Block | None:
-        block, result = self.results[block_hash]
-        self.app.commit_block(block, result, cert.encode())
-        self.results.clear()
-        self.last_cert = cert.encode()
-        return block
-
-
 class Validator:
     def __init__(self, key: PrivateKey) -> None:
         self.key = key
-        self.app = Application(MemoryKV(), GENESIS)
+        self.app = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
         self.blocks = BlockExecutor(self.app)
         self.engine: Engine | None = None
 
@@ -204,7 +159,7 @@ def run_chain() -> tuple[list[tuple[int, int, str, str]], Application]:
                                                       problem or "", block_digest=bytes(sha256(action.block)))))
             elif isinstance(action, ce.CommitBlock):
                 block = node.blocks.commit_certified(action.height, action.block_hash, action.block,
-                                                     action.certificate)
+                                                     action.certificate.encode())
                 assert block is not None, f"validator {i} could not commit height {action.height}"
                 committed[i].append((action.height, action.certificate.view, block.hash.hex(),
                                      node.app.app_hash.hex()))

@@ -7,21 +7,20 @@ RPC view of the pool is arrival order without sorting it.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import node.mempool as mempool_module
 from node.config import MempoolSection
-from node.errors import MempoolFull, MempoolError
+from node.admission import Admission
+from node.errors import AlreadyKnown, MempoolFull, MempoolError, TxRejected
 from node.mempool import MAX_EVICTIONS, Mempool
 from state.app import Application
 from state.genesis import Params
 from state.kv import MemoryKV
+from state.payloads import TokenCreate, TxKind
 from state.testing import ONE_QNX, dev_key, make_genesis, signed, token_create, transfer
-from state.types import TokenCreate, TxKind
 
 VALIDATOR = dev_key("validator-0")
 SENDERS = [dev_key(f"spam-{i}") for i in range(12)]
@@ -36,7 +35,8 @@ def _pool(**limits) -> Mempool:
 
 
 def _add(pool: Mempool, stx) -> bytes:
-    return pool.add(stx, len(stx.encode()))
+    """Check (pure), then insert: the mempool's half of admission."""
+    return pool.insert(pool.check(stx, len(stx.encode())))
 
 
 def _runs(pool: Mempool) -> dict[bytes, list[int]]:
@@ -158,7 +158,10 @@ def test_a_full_pool_refuses_a_cheap_newcomer_before_checking_its_signature():
     forged = transfer(SENDERS[10], 0, SINK, 1)
     forged = type(forged)(forged.tx, bytes(64))  # garbage signature
     with pytest.raises(MempoolFull):
-        _add(pool, forged)
+        pool.precheck(forged, len(forged.encode()))  # admission runs it before the signature step
+    admission = Admission(APP, pool, None, flagged={}, relay=lambda raw: None)
+    with pytest.raises(MempoolFull):
+        admission.submit(forged.encode())
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -193,6 +196,7 @@ def test_random_admissions_under_pressure_never_leave_a_gap(steps, max_txs):
 
 def test_get_mempool_lists_in_arrival_order_without_sorting_the_pool(monkeypatch):
     from node.rpc import build_methods
+    from tests.rpc_fixtures import rpc_context
 
     pool, order = _filled()
     rich = transfer(RICH, 0, SINK, 1, fee=1000 * FEE)
@@ -206,30 +210,40 @@ def test_get_mempool_lists_in_arrival_order_without_sorting_the_pool(monkeypatch
     monkeypatch.setattr(mempool_module, "sorted", no_sort, raising=False)
     assert [s.hash for s, _ in pool.entries()] == [s.hash for s in expected]
     assert [s.hash for s, _ in pool.entries(5)] == [s.hash for s in expected[:5]]
-    node = SimpleNamespace(mempool=pool, flagged={}, app=APP)
-    view = build_methods(node)["qenex_getMempool"](3)
+    view = build_methods(rpc_context(APP, mempool=pool))["qenex_getMempool"](3)
     assert view["size"] == len(expected) and [t["hash"] for t in view["txs"]] == ["0x" + s.hash.hex() for s in expected[:3]]
 
 
-def test_a_newcomer_the_screen_refuses_evicts_nobody() -> None:
+def test_check_is_pure_and_only_insert_evicts() -> None:
     """Review finding: a transaction the risk hook refuses had already evicted others, for free
-    (it is never included, so the same nonce could be reused to empty the pool)."""
+    (it is never included, so the same nonce could be reused to empty the pool).  Eviction now happens
+    only in insert, which admission calls after the risk hook (tests/test_admission.py)."""
     pool = _pool(max_txs=len(SENDERS))
     for key in SENDERS:
         _add(pool, transfer(key, 0, SINK, 1, chain_id=APP.chain_id))
     before = [stx.hash for stx, _ in pool.entries()]
-    screened: list = []
-
-    def refuse(stx) -> None:
-        screened.append(stx.hash)
-        raise MempoolError("refused by the screen")
-
     for i in range(5):
         rich = transfer(RICH, 0, SINK, 2 + i, fee=10 * FEE, chain_id=APP.chain_id)
-        with pytest.raises(MempoolError, match="refused by the screen"):
-            pool.add(rich, len(rich.encode()), screen=refuse)
-    assert [stx.hash for stx, _ in pool.entries()] == before and len(screened) == 5
-    # Not full: the screen is not consulted here (the hook scores every admission afterwards).
-    roomy = _pool(max_txs=100)
-    roomy.add(rich, len(rich.encode()), screen=refuse)
-    assert len(roomy) == 1 and len(screened) == 5
+        pool.precheck(rich, len(rich.encode()))
+        candidate = pool.check(rich, len(rich.encode()))
+        assert pool.needs_room(candidate.size)
+    assert [stx.hash for stx, _ in pool.entries()] == before and pool.pending_nonce(RICH.address) is None
+    pool.insert(candidate)
+    assert len(pool) == len(SENDERS) and rich.hash in pool and before[-1] not in pool
+
+
+def test_a_stale_candidate_is_checked_again_at_insert() -> None:
+    """insert trusts check's verdict only while what it read holds."""
+    pool = _pool()
+    first, second = transfer(RICH, 0, SINK, 1), transfer(RICH, 1, SINK, 1)
+    draft = pool.draft()
+    c0, c1 = pool.check(first, len(first.encode()), draft), pool.check(second, len(second.encode()), draft)
+    with pytest.raises(TxRejected, match="nonce 1 is not the next nonce 0 .*skips ahead"):
+        pool.insert(c1)  # its predecessor never went in
+    assert len(pool) == 0
+    pool.insert(c0)
+    pool.insert(c1)
+    assert pool.pending_nonce(RICH.address) == 2
+    with pytest.raises(AlreadyKnown):
+        pool.insert(c1)
+    assert len(pool) == 2

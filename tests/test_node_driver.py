@@ -12,21 +12,22 @@ import asyncio
 import time
 from pathlib import Path
 
+from consensus.verify import CertificateVerifier
 from consensus import events as ce
 from consensus.messages import CommitCertificate, Proposal, Vote, VoteKind, decode_message
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from node.config import ConsensusSection, MempoolSection
 from node.driver import ConsensusDriver, DriverHooks, event_to_record
 from node.mempool import Mempool
 from node.sync import BlockSync
 from node.wal import WriteAheadLog
 from state.app import Application
+from state.blocks import Block
 from state.codec import encode
 from state.crypto import sha256
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import dev_key, make_genesis
-from state.types import Block
 
 
 def deliver(driver: ConsensusDriver, data: bytes, peer: str) -> None:
@@ -52,7 +53,7 @@ class Harness:
         async def broadcast(data: bytes) -> None:
             self.sent.append(decode_message(data))
 
-        app = Application(kv, GENESIS)
+        app = Application(kv, GENESIS, commit_verifier=CertificateVerifier())
         self.driver = ConsensusDriver(
             app=app,
             mempool=Mempool(app, MempoolSection()),
@@ -60,7 +61,6 @@ class Harness:
             # long timers and intervals: nothing fires on its own during a test
             config=ConsensusSection(timeout_base_ms=600_000, rebroadcast_ms=600_000, empty_block_interval_ms=600_000),
             signer=me,
-            genesis_validators=VSET,
             hooks=DriverHooks(broadcast=broadcast, penalize=lambda p, r: self.penalties.append((p, r)),
                               request_sync=self.syncs.append),
         )
@@ -74,7 +74,7 @@ class Harness:
 
 
 def _block1(proposer, time_ms: int | None = None) -> tuple[bytes, bytes]:
-    block, _ = Application(MemoryKV(), GENESIS).build_block(
+    block, _ = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier()).build_block(
         [], proposer=proposer.address, time_ms=time_ms or int(time.time() * 1000), last_commit=b"")
     return block.encode(), block.hash
 
@@ -151,7 +151,7 @@ async def test_proposal_whose_last_commit_is_not_the_parents_certificate_is_inva
     primary = key_of(VSET.proposer_for(0).address)
     me = next(k for k in KEYS if k is not primary)
     kv = MemoryKV()
-    app = Application(kv, GENESIS)
+    app = Application(kv, GENESIS, commit_verifier=CertificateVerifier())
     raw, block_hash = _block1(primary)
     votes = [Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, block_hash) for k in KEYS[:3]]
     cert = CommitCertificate.from_votes(1, 0, block_hash, votes)
@@ -203,13 +203,13 @@ class _Peers:
 
 async def test_sync_skips_and_penalises_a_peer_that_claims_blocks_it_does_not_serve():
     primary = key_of(VSET.proposer_for(0).address)
-    serving = Application(MemoryKV(), GENESIS)
+    serving = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
     raw, block_hash = _block1(primary)
     block1 = Block.decode(raw)
     cert = CommitCertificate.from_votes(1, 0, block_hash, [Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, block_hash)
                                                            for k in KEYS[:3]])
     serving.commit_block(block1, serving.execute_block(block1), cert.encode())
-    lagging = Application(MemoryKV(), GENESIS)
+    lagging = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
     inbox: asyncio.Queue = asyncio.Queue()
     peers = _Peers(lagging, serving)
     sync = BlockSync(lagging, peers, inbox)
@@ -230,7 +230,7 @@ async def test_next_height_messages_are_logged_so_a_restart_never_equivocates(tm
     me = next(k for k in KEYS if k not in (p1, p2))
     others = [k for k in KEYS if k is not me]
     now = int(time.time() * 1000)
-    chain = Application(MemoryKV(), GENESIS)
+    chain = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
     b1, r1 = chain.build_block([], proposer=p1.address, time_ms=now, last_commit=b"")
     cert1 = CommitCertificate.from_votes(1, 0, b1.hash, [Vote.create(k, CHAIN, VoteKind.COMMIT, 1, 0, b1.hash)
                                                          for k in others])

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from typing import Any, Callable
 
+from consensus.verify import CertificateVerifier
 from consensus import events as ce
 from consensus.messages import Message, Proposal, ViewChange, Vote, VoteKind, decode_message
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from node.config import ConsensusSection, MempoolSection
 from node.driver import ConsensusDriver, DriverHooks
 from node.mempool import Mempool
@@ -64,7 +65,7 @@ class Cluster:
         self.isolated: int | None = None
         self.drivers: list[ConsensusDriver] = []
         for i, key in enumerate(KEYS):
-            app = Application(MemoryKV(), GENESIS)
+            app = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
 
             async def broadcast(data: bytes, i: int = i) -> None:
                 self.outbox.append((i, data))
@@ -73,7 +74,7 @@ class Cluster:
                 app=app, mempool=Mempool(app, MempoolSection()), wal=WriteAheadLog(tmp_path / f"wal{i}"),
                 config=ConsensusSection(timeout_base_ms=600_000, rebroadcast_ms=600_000,
                                         min_block_interval_ms=0, empty_block_interval_ms=0),
-                signer=key, genesis_validators=VSET,
+                signer=key,
                 hooks=DriverHooks(broadcast=broadcast,
                                   penalize=lambda p, r, i=i: self.penalties.append((i, p, r)),
                                   request_sync=lambda h, i=i: self.sync_wanted.add(i))))

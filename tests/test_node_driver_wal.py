@@ -7,7 +7,7 @@ from __future__ import annotations
 from consensus.engine import Broadcast, Engine, HeightStarted, MessageReceived, ProposalValidated, TimeoutElapsed
 from consensus.events import ProposalBuilt, TimeoutConfig
 from consensus.messages import Proposal, Vote, VoteKind
-from consensus.validators import ValidatorSet
+from state.validators import ValidatorSet
 from node.driver import event_to_record, record_to_event
 from node.wal import WriteAheadLog
 from state.crypto import PrivateKey, sha256

@@ -1,17 +1,19 @@
-"""Mempool admission, ordering, limits and recheck, on the real application."""
+"""Mempool checks, ordering, limits and recheck, on the real application (the whole admission
+pipeline, risk hook included, is tests/test_admission.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from node.admission import Admission
 from node.config import MempoolSection
 from node.errors import AccountLimitReached, AlreadyKnown, MempoolFull, TxRejected
 from node.mempool import Mempool
 from state.app import Application
 from state.genesis import Params
 from state.kv import MemoryKV
+from state.payloads import TxKind
 from state.testing import ONE_QNX, TEST_GENESIS_TIME_MS, dev_key, make_genesis, transfer
-from state.types import TxKind
 
 ALICE, BOB, CAROL = dev_key("alice"), dev_key("bob"), dev_key("carol")
 VALIDATOR = dev_key("validator-0")
@@ -24,7 +26,13 @@ def _setup(**limits):
 
 
 def _add(pool, stx):
-    return pool.add(stx, len(stx.encode()))
+    """The mempool's own contract: check (pure), then insert."""
+    return pool.insert(pool.check(stx, len(stx.encode())))
+
+
+def _admit(app, pool, stx):
+    """Through the admission pipeline (stateless checks first), without a risk hook."""
+    return Admission(app, pool, None, flagged={}, relay=lambda raw: None).submit(stx.encode())
 
 
 def test_admits_a_sequential_run_and_reaps_it_in_nonce_order():
@@ -58,7 +66,7 @@ def test_reap_orders_by_fee_across_senders_but_never_breaks_a_nonce_run():
 def test_rejections_are_specific_and_leave_the_pool_unchanged(make, fragment):
     app, pool = _setup()
     with pytest.raises(TxRejected, match=fragment):
-        _add(pool, make())
+        _admit(app, pool, make())
     assert len(pool) == 0 and pool.size_bytes == 0 and pool.pending_nonce(ALICE.address) is None
 
 
@@ -69,7 +77,8 @@ def test_bad_signature_is_rejected():
     stx = transfer(ALICE, 0, CAROL.address, 1)
     forged = replace(stx, signature=bytes(64))
     with pytest.raises(TxRejected, match="signature"):
-        _add(pool, forged)
+        _admit(app, pool, forged)
+    assert len(pool) == 0
 
 
 def test_pending_spend_counts_against_the_balance():

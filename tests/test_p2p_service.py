@@ -100,6 +100,9 @@ async def start_star(count: int, **overrides: object) -> tuple[list[P2PService],
         inboxes.append(inbox)
         await service.start()
     await until(lambda: len(hub.connected_peers()) == count - 1, what="star connected")
+    # Each end records a connection on its own thread: wait for the spokes'
+    # view too, or a spoke's send_direct can race its own bookkeeping.
+    await until(lambda: all(hub.peer_id in s.connected_peers() for s in services[1:]), what="spokes connected")
     return services, inboxes
 
 

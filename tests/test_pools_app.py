@@ -14,21 +14,9 @@ from state.errors import AmountOutOfRange, DecodeError, IdenticalTokens, Malform
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
 from state.pools import REWARDS_ESCROW, REWARDS_RESERVE, pool_account
-from state.testing import Chain, dev_key, make_genesis, signed
-from state.types import (
-    Batch,
-    FlashBorrow,
-    FlashRepay,
-    PoolAdd,
-    PoolCreate,
-    PoolRemove,
-    RewardsClaim,
-    SetRewardRate,
-    SignedTransaction,
-    Swap,
-    SwapRoute,
-    Transfer,
-)
+from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis, signed
+from state.payloads import Batch, FlashBorrow, FlashRepay, PoolAdd, PoolCreate, PoolRemove, RewardsClaim, SetRewardRate, Swap, SwapRoute, Transfer
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 ALICE = dev_key("alice")
@@ -53,7 +41,7 @@ def genesis(**params):
 
 
 def new_chain(**params) -> Chain:
-    return Chain(Application(MemoryKV(), genesis(**params)), VAL)
+    return Chain(Application(MemoryKV(), genesis(**params), commit_verifier=STUB_VERIFIER), VAL)
 
 
 def run(chain: Chain, key, payload):

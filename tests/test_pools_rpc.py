@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from node.jsonrpc import RPCError
 from node.rpc_pools import pool_methods
 from state.crypto import address_to_text
-from state.types import PoolCreate, Swap
+from state.payloads import PoolCreate, Swap
+from tests.rpc_fixtures import rpc_context
 from tests.test_pools_app import ALICE, BOB, E18, run, with_pool
 
 
@@ -20,7 +19,7 @@ def rpc():
     assert run(chain, ALICE, PoolCreate("BBB", "CCC", 10 * E18, 10 * E18, 0)).ok
     for _ in range(3):
         chain.block()
-    return pool_methods(SimpleNamespace(app=chain.app)), chain.app
+    return pool_methods(rpc_context(chain.app)), chain.app
 
 
 def test_pool_views(rpc):
@@ -81,8 +80,9 @@ def test_batch_transactions_render_as_json_with_amounts_as_strings():
     import json
 
     from node.rpc import tx_to_json
+    from state.payloads import Batch, FlashBorrow, FlashRepay, Transfer, TxKind
     from state.testing import dev_key
-    from state.types import Batch, FlashBorrow, FlashRepay, Transaction, Transfer, TxKind
+    from state.transactions import Transaction
 
     key = dev_key("json")
     ops = (FlashBorrow("AAA", "BBB", "AAA", 1000), FlashRepay("AAA", "BBB", "AAA", 1004),

@@ -27,9 +27,9 @@ from state.genesis import (
     Params,
 )
 from state.kv import MemoryKV
+from state.payloads import MAX_NAME_LEN, PoolCreate, Swap, TokenCreate, TxKind
 from state.pools import REWARDS_ESCROW, REWARDS_RESERVE
 from state.testing import ONE_QNX, Chain, dev_key, make_genesis
-from state.types import MAX_NAME_LEN, PoolCreate, Swap, TokenCreate, TxKind
 
 VAL = dev_key("validator-0")
 MESHER = dev_key("mesher")

@@ -10,7 +10,6 @@ what the exhaustive search found.
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -22,9 +21,10 @@ from state.app import Application
 from state.errors import PoolQueryError
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
+from state.payloads import PoolCreate
 from state.pool_queries import MAX_HOPS, MAX_QUOTE_STEPS, PoolQueries
 from state.testing import Chain, dev_key, make_genesis
-from state.types import PoolCreate
+from tests.rpc_fixtures import rpc_context
 
 ALICE, VAL = dev_key("mesh-alice"), dev_key("mesh-val")
 MESH = tuple(f"T{i:02d}" for i in range(30))
@@ -128,7 +128,7 @@ def test_quote_rpc_refuses_more_than_three_hops_on_a_real_mesh():
         _, result = chain.block([chain.tx(ALICE, PoolCreate(a, b, 10**21, 10**21 + i, 0))
                                  for i, (a, b) in enumerate(pairs[start:start + 100])])
         assert all(r.ok for r in result.receipts)
-    methods = pool_methods(SimpleNamespace(app=chain.app))
+    methods = pool_methods(rpc_context(chain.app))
     with pytest.raises(RPCError) as info:
         methods["qenex_quoteSwap"](MESH[0], MESH[-1], str(10**18), None, 4)
     assert info.value.code == -32602 and "max_hops" in info.value.message

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from node.admission import Admission
 from node.config import Home, MempoolSection, RiskSection
 from node.errors import StartRefused
 from node.genesis_tools import write_single_node_home
@@ -37,8 +38,9 @@ from state.errors import MalformedGenesis
 from state.genesis import MAX_TX_BYTES_CEILING, Genesis, Params
 from state.keyfile import load_keyfile
 from state.kv import LevelDBKV, MemoryKV
+from state.payloads import Batch, Transfer
 from state.testing import TEST_CHAIN_ID, ONE_QNX, dev_key, make_genesis, signed, transfer
-from state.types import Batch, SignedTransaction, Transfer
+from state.transactions import SignedTransaction
 
 SENDER = dev_key("hardening-sender")
 RECIPIENTS = [dev_key(f"hardening-r{i}").address for i in range(13)]
@@ -135,6 +137,8 @@ def gossip_node() -> tuple[Node, Net]:
     node.risk = RiskHook(None, None, review=0.5, reject=0.9, fallback="admit")
     node.risk.attach(app)
     node._gossip_out, node.p2p = collections.deque(), Net()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append,
+                               net=node.p2p)
     node.config = SimpleNamespace(risk=RiskSection())
     return node, node.p2p  # type: ignore[return-value]
 

@@ -7,12 +7,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from node.jsonrpc import RPCError
+from node.jsonrpc import NOT_FOUND, RPCError
 from node.risk.errors import RiskModelError
 from node.risk.market import (
-    INDICATORS, MIN_OBSERVATIONS, NO_MARKET_MODEL, POOL_HISTORY_TOO_SHORT, MarketModel, evaluate_market,
-    indicators, pool_series, render_market, rpc_methods, synthetic_series, train_market,
+    INDICATORS, MIN_OBSERVATIONS, MarketModel, evaluate_market, indicators, pool_series, render_market,
+    synthetic_series, train_market,
 )
+from node.rpc_risk import NO_MARKET_MODEL, POOL_HISTORY_TOO_SHORT, risk_methods
+from state.errors import PoolQueryError
+from tests.rpc_fixtures import rpc_context
 
 
 @pytest.fixture(scope="module")
@@ -56,24 +59,40 @@ def test_training_reports_model_and_both_baselines_and_round_trips(trained, tmp_
         MarketModel.load(bad)
 
 
-def _fake_node(model, prices):
+def _fake_app(prices):
     obs = [SimpleNamespace(height=h + 1, reserve0=10**6, reserve1=int(p * 10**6)) for h, p in enumerate(prices)]
-    app = SimpleNamespace(height=len(obs), pool_history=lambda pid, a, b: [o for o in obs if a <= o.height <= b])
-    return SimpleNamespace(app=app, market_model=model)
+
+    def pool_history(pid, a, b):
+        if pid != "QNX/USD":
+            raise PoolQueryError(f"pool {pid} does not exist")
+        return [o for o in obs if a <= o.height <= b]
+
+    return SimpleNamespace(height=len(obs), pool_history=pool_history)
+
+
+def _predict(model, prices):
+    return risk_methods(rpc_context(_fake_app(prices), market_model=model))["qenex_predictPrice"]
 
 
 def test_predict_price_rpc(trained):
     path, _ = trained
     model = MarketModel.load(path)
     prices = synthetic_series(9, 80)[0]
-    node = _fake_node(model, prices)
-    series, volumes = pool_series(node.app, "QNX/USD")
+    series, volumes = pool_series(_fake_app(prices), "QNX/USD")
     assert len(series) == 60 and volumes[0] == 0.0
-    out = rpc_methods(node)["qenex_predictPrice"]("QNX/USD")
+    out = _predict(model, prices)("USD/QNX")  # either order names the pool
+    assert out["pool"] == "QNX/USD"
     assert 0 <= out["probability_up"] <= 1 and out["model_version"] == 1 and len(out["indicators"]) == 15
     with pytest.raises(RPCError) as short:
-        rpc_methods(_fake_node(model, prices[:5]))["qenex_predictPrice"]("QNX/USD")
+        _predict(model, prices[:5])("QNX/USD")
     assert short.value.code == POOL_HISTORY_TOO_SHORT
     with pytest.raises(RPCError) as none:
-        rpc_methods(_fake_node(None, prices))["qenex_predictPrice"]("QNX/USD")
+        _predict(None, prices)("QNX/USD")
     assert none.value.code == NO_MARKET_MODEL
+    with pytest.raises(RPCError) as unknown:
+        _predict(model, prices)("QNX/EUR")
+    assert unknown.value.code == NOT_FOUND and "EUR/QNX" in unknown.value.message  # the sorted id
+    for bad in (None, 7, "QNX", "qnx/usd", "QNX/QNX"):
+        with pytest.raises(RPCError) as invalid:
+            _predict(model, prices)(bad)
+        assert invalid.value.code == -32602

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from click.testing import CliRunner
 
 from cli.main import cli
+from node.admission import Admission
 from node.config import Home, RiskSection
 from node.errors import ConfigError
 from node.genesis_tools import write_single_node_home
@@ -24,6 +25,7 @@ from node.mempool import Mempool
 from node.config import MempoolSection
 from node.risk.admin import NOT_LOCAL, UNAUTHORIZED, authorized, is_loopback, make_admin_app
 from node.risk.errors import RiskModelError, RiskRejected
+from node.risk.features import N_FEATURES
 from node.risk.hook import RiskHook
 from node.risk.store import ModelStore
 from node.rpc_risk import NO_RISK_MODEL, risk_methods
@@ -33,6 +35,7 @@ from state.codec import encode
 from state.kv import MemoryKV
 from state.testing import ONE_QNX, dev_key, make_genesis, transfer
 from tests.risk_fixtures import train_small
+from tests.rpc_fixtures import rpc_context
 
 ALICE, BOB, MALLORY = dev_key("alice"), dev_key("bob"), dev_key("mallory")
 BALANCE = 1_000_000 * ONE_QNX
@@ -55,8 +58,14 @@ def _node(model_dir, tmp_path, *, review=0.5, reject=0.9, with_model=True, fallb
     node = Node.__new__(Node)
     node.app, node.mempool, node.risk, node.flagged = app, Mempool(app, MempoolSection()), hook, {}
     node._gossip_out, node.p2p = collections.deque(), None
+    node.admission = Admission(app, node.mempool, hook, flagged=node.flagged, relay=node._gossip_out.append)
     node.config = SimpleNamespace(risk=RiskSection(admin_token=TOKEN))
     return node
+
+
+def _ctx(node):
+    """The RPC context over the parts the RPC and admin methods read."""
+    return rpc_context(node.app, mempool=node.mempool, flagged=node.flagged, risk=node.risk)
 
 
 def _ordinary(nonce=0):
@@ -119,7 +128,7 @@ def test_kinds_the_model_was_not_trained_on_are_admitted_unscored(model_dir, tmp
     stx = token_create(ALICE, 0, "USD", 10**12)
     assert node.risk.features(stx) is None
     assert node.submit_raw_tx(stx.encode()) in node.mempool and stx.hash not in node.flagged
-    out = risk_methods(node)["qenex_riskScore"]("0x" + stx.encode().hex())
+    out = risk_methods(_ctx(node))["qenex_riskScore"]("0x" + stx.encode().hex())
     assert out["decision"] == "admit" and out["scored"] is False
     node.risk.observe_block(SimpleNamespace(header=SimpleNamespace(height=1), txs=[stx]))
     assert node.risk.history.get(ALICE.address) is None
@@ -139,12 +148,12 @@ def test_committed_blocks_update_the_history_incrementally(model_dir, tmp_path):
 
 def test_risk_score_rpc_scores_without_submitting(model_dir, tmp_path):
     node = _node(model_dir, tmp_path)
-    methods = risk_methods(node)
+    methods = risk_methods(_ctx(node))
     out = methods["qenex_riskScore"]("0x" + _drain().encode().hex())
-    assert out["decision"] == "reject" and out["model_version"] == 1 and len(out["features"]) == 20
+    assert out["decision"] == "reject" and out["model_version"] == 1 and len(out["features"]) == N_FEATURES
     assert out["top_features"] and len(node.mempool) == 0
     info = methods["qenex_riskModel"]()
-    assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == 20
+    assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == N_FEATURES
     with pytest.raises(RPCError) as bad:
         methods["qenex_riskScore"]("0xzz")
     assert bad.value.code == -32602
@@ -154,7 +163,7 @@ def test_without_a_model_the_fallback_policy_applies(model_dir, tmp_path):
     admit = _node(model_dir, tmp_path, with_model=False)
     assert admit.submit_raw_tx(_drain().encode()) in admit.mempool and not admit.flagged
     with pytest.raises(RPCError) as err:
-        risk_methods(admit)["qenex_riskScore"]("0x" + _ordinary().encode().hex())
+        risk_methods(_ctx(admit))["qenex_riskScore"]("0x" + _ordinary().encode().hex())
     assert err.value.code == NO_RISK_MODEL
     rules = _node(model_dir, tmp_path / "r", with_model=False, fallback="rules")
     drained = rules.submit_raw_tx(_drain().encode())
@@ -209,7 +218,7 @@ def _rpc(method, params):
 
 def test_admin_refuses_a_non_local_address_even_with_the_token(model_dir, tmp_path):
     node = _node(model_dir, tmp_path)
-    app = make_admin_app(node, TOKEN)
+    app = make_admin_app(node.risk, _ctx(node).known_tx, TOKEN)
     handler = app.router.routes()._routes[0].handler if hasattr(app.router.routes(), "_routes") else None
     handler = handler or next(iter(app.router.routes())).handler
     transport = mock.Mock()
@@ -227,7 +236,7 @@ def test_admin_feedback_needs_the_token_changes_scores_creates_a_version_and_rol
     before_similar = node.risk.assess([similar])[0].score
 
     async def scenario():
-        async with TestClient(TestServer(make_admin_app(node, TOKEN))) as client:
+        async with TestClient(TestServer(make_admin_app(node.risk, _ctx(node).known_tx, TOKEN))) as client:
             for headers in ({}, {"Authorization": "Bearer wrong"}):
                 r = await client.post("/", json=_rpc("risk_feedback", {"label": 0, "raw": "0x" + drain.encode().hex()}),
                                       headers=headers)
@@ -263,7 +272,7 @@ def test_admin_server_binds_loopback_and_serves_with_the_token(model_dir, tmp_pa
     port = free_port_range(1)
 
     async def scenario():
-        server = AdminServer(node)
+        server = AdminServer(node.risk, _ctx(node).known_tx, TOKEN)
         await server.start("127.0.0.1", port)
         try:
             async with aiohttp.ClientSession() as session:

@@ -46,7 +46,7 @@ def _batch(n: int, method: str = "qenex_getBlock", params: list | None = None) -
 
 
 async def test_a_batch_of_full_blocks_is_charged_for_their_size() -> None:
-    dispatcher = Dispatcher(build_methods(NODE), costs=RPC_COSTS)
+    dispatcher = Dispatcher(build_methods(NODE.rpc_context()), costs=RPC_COSTS)
     answers = await dispatcher.handle_payload(_batch(50))
     served = [a for a in answers if "result" in a]
     refused = [a for a in answers if "error" in a]
@@ -66,7 +66,7 @@ async def test_a_batch_of_full_blocks_is_charged_for_their_size() -> None:
 
 
 async def test_a_committed_block_is_rendered_once() -> None:
-    methods = build_methods(NODE)
+    methods = build_methods(NODE.rpc_context())
     first = await methods["qenex_getBlock"](HEIGHT, True)
     second = await methods["qenex_getBlock"](str(HEIGHT), True)
     assert first is second and first["num_txs"] == TXS

@@ -94,8 +94,8 @@ async def test_the_driver_never_sends_a_vote_the_guard_refuses(tmp_path):
     shown another valid proposal Y for (1, 0) by a Byzantine primary: the
     engine (knowing nothing) signs PREPARE Y; the guard keeps it in."""
     from consensus import events as ce
+    from state.blocks import Block
     from state.kv import MemoryKV
-    from state.types import Block
     from tests.test_node_driver import KEYS, VSET, Harness, _block1, key_of
 
     primary = key_of(VSET.proposer_for(0).address)

@@ -9,7 +9,7 @@ import pytest
 from state import keys
 from state.amounts import MAX_AMOUNT, QNX
 from state.app import Application, BlockResult
-from state.codec import encode
+from state.blocks import Block, BlockHeader, tx_root
 from state.crypto import sha256
 from state.errors import (
     BadSignature,
@@ -24,8 +24,9 @@ from state.errors import (
 from state.genesis import GenesisToken, Params
 from state.kv import LevelDBKV, MemoryKV
 from state.merkle import verify_merkle_proof
-from state.testing import ONE_QNX, dev_key, make_genesis, token_create, token_mint, transfer
-from state.types import Block, BlockHeader, SignedTransaction, TxKind, tx_root
+from state.testing import STUB_VERIFIER, ONE_QNX, dev_key, make_genesis, stub_cert, token_create, token_mint, transfer
+from state.payloads import TxKind
+from state.transactions import SignedTransaction
 
 VAL = dev_key("validator-0")
 VAL2 = dev_key("validator-1")
@@ -43,7 +44,7 @@ def genesis(**kw):
 
 
 def new_app(kv=None, **kw) -> Application:
-    return Application(kv if kv is not None else MemoryKV(), genesis(**kw))
+    return Application(kv if kv is not None else MemoryKV(), genesis(**kw), commit_verifier=STUB_VERIFIER)
 
 
 def state_snapshot(app: Application) -> dict[bytes, bytes]:
@@ -54,8 +55,8 @@ def diff(before: dict[bytes, bytes], after: dict[bytes, bytes]) -> set[bytes]:
     return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
-def cert(height: int) -> bytes:
-    return encode(["test-cert", height])
+def cert(block: Block) -> bytes:
+    return stub_cert(block.height, block.hash)
 
 
 def last_commit(app: Application) -> bytes:
@@ -70,7 +71,7 @@ def build(app: Application, txs, *, proposer=VAL, time_ms=None) -> tuple[Block, 
 
 def commit(app: Application, txs, **kw) -> tuple[Block, BlockResult]:
     block, result = build(app, txs, **kw)
-    app.commit_block(block, result, cert(block.height))
+    app.commit_block(block, result, cert(block))
     return block, result
 
 
@@ -382,7 +383,7 @@ def test_last_commit_rules():
         app.execute_block(Block(dataclasses.replace(block.header, last_commit_hash=sha256(b"x")), (), b"x"))
     commit(app, [])
     block, _ = build(app, [])
-    assert block.last_commit == cert(1) and block.header.last_commit_hash == sha256(cert(1))
+    assert block.last_commit == last_commit(app) and block.header.last_commit_hash == sha256(last_commit(app))
     with pytest.raises(InvalidBlock):  # block 2 must carry one
         app.execute_block(Block(dataclasses.replace(block.header, last_commit_hash=sha256(b"")), (), b""))
     with pytest.raises(InvalidBlock):
@@ -395,7 +396,7 @@ def test_proposer_must_be_a_validator():
         build(app, [], proposer=ALICE)
     block, _ = build(app, [transfer(ALICE, 0, BOB.address, 1)], proposer=VAL2)
     result = app.execute_block(block)
-    app.commit_block(block, result, cert(1))
+    app.commit_block(block, result, cert(block))
     assert app.account(VAL2.address).balances == {QNX: FEE}
 
 
@@ -425,8 +426,8 @@ def test_proposer_and_validator_compute_the_same_result():
         wire = Block.decode(block.encode())
         executed = validator.execute_block(wire)
         assert executed == built
-        proposer.commit_block(block, built, cert(block.height))
-        validator.commit_block(wire, executed, cert(block.height))
+        proposer.commit_block(block, built, cert(block))
+        validator.commit_block(wire, executed, cert(block))
         assert proposer.app_hash == validator.app_hash
 
 
@@ -434,11 +435,11 @@ def test_a_stale_result_cannot_be_committed():
     app = new_app()
     b1, r1 = build(app, [transfer(ALICE, 0, BOB.address, 1)])
     b1_alt, r1_alt = build(app, [transfer(BOB, 0, ALICE.address, 1)], time_ms=app.last_time_ms + 7)
-    app.commit_block(b1, r1, cert(1))
+    app.commit_block(b1, r1, cert(b1))
     with pytest.raises(StateInvariantBroken):
-        app.commit_block(b1_alt, r1_alt, cert(1))
+        app.commit_block(b1_alt, r1_alt, cert(b1_alt))
     with pytest.raises(StateInvariantBroken):
-        app.commit_block(b1_alt, r1, cert(1))
+        app.commit_block(b1_alt, r1, cert(b1_alt))
     b2, r2 = build(app, [])
     with pytest.raises(StateInvariantBroken):
         app.commit_block(b2, r2, b"")  # a committed block has a certificate
@@ -461,7 +462,7 @@ def _scripted_blocks(app: Application, rounds: int):
 def test_two_apps_fed_the_same_blocks_agree_at_every_height():
     a, b = new_app(), new_app()
     for block in _scripted_blocks(a, 6):
-        result = b.apply_block(Block.decode(block.encode()), cert(block.height))
+        result = b.apply_block(Block.decode(block.encode()), cert(block))
         assert result.app_hash == a.app_hash == b.app_hash
     assert a.account(CAROL.address) == b.account(CAROL.address)
     assert {k: v for k, v in a._kv.iterate()} == {k: v for k, v in b._kv.iterate()}
@@ -505,7 +506,7 @@ def test_a_failed_commit_writes_nothing_and_the_head_stays():
     block, result = build(app, [transfer(ALICE, 1, CAROL.address, 5)])
     kv.fail = True
     with pytest.raises(StoreError):
-        app.commit_block(block, result, cert(2))
+        app.commit_block(block, result, cert(block))
     assert dict(kv.iterate()) == before
     assert (app.height, app.app_hash, app.last_block_hash, app.last_time_ms) == head
     assert app.get_tx(block.txs[0].hash) is None
@@ -513,7 +514,7 @@ def test_a_failed_commit_writes_nothing_and_the_head_stays():
     kv.fail = False
     again = new_app(kv)
     assert (again.height, again.app_hash) == head[:2]
-    again.commit_block(block, again.execute_block(block), cert(2))
+    again.commit_block(block, again.execute_block(block), cert(block))
     assert again.height == 2 and again.account(CAROL.address).balances == {QNX: 5}
 
 
@@ -552,7 +553,7 @@ def test_block_tx_and_proof_queries():
     assert app.get_block(1) == block
     assert app.get_block_by_hash(block.hash) == block
     assert app.get_block_by_hash(bytes(32)) is None
-    assert app.get_commit_cert(1) == cert(1)
+    assert app.get_commit_cert(1) == cert(block)
     for i, stx in enumerate(txs):
         loc = app.get_tx(stx.hash)
         assert (loc.height, loc.index, loc.stx, loc.receipt) == (1, i, stx, result.receipts[i])
@@ -587,7 +588,7 @@ def test_leveldb_store_survives_reopen(tmp_path):
 
     memory = new_app()
     for block in blocks:
-        memory.apply_block(block, cert(block.height))
+        memory.apply_block(block, cert(block))
     assert memory.app_hash == head[1]
 
 

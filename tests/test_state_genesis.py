@@ -10,8 +10,8 @@ from state.amounts import MAX_AMOUNT
 from state.crypto import address_to_text
 from state.errors import MalformedGenesis
 from state.genesis import DEFAULT_GAS, Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
+from state.payloads import TxKind
 from state.testing import dev_key, make_genesis
-from state.types import TxKind
 
 A, B = dev_key("a"), dev_key("b")
 

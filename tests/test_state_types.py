@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from state.amounts import MAX_AMOUNT, format_amount, parse_amount
+from state.blocks import Block, BlockHeader
 from state.codec import encode
 from state.crypto import PrivateKey
 from state.errors import (
@@ -26,20 +27,9 @@ from state.errors import (
     WrongLength,
 )
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
+from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
 from state.testing import dev_key, transfer
-from state.types import (
-    Block,
-    BlockHeader,
-    Receipt,
-    ReceiptStatus,
-    SignedTransaction,
-    TokenCreate,
-    TokenMint,
-    Transaction,
-    Transfer,
-    TxKind,
-    validators_hash,
-)
+from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
 addresses = st.binary(min_size=20, max_size=20)
 hashes = st.binary(min_size=32, max_size=32)
@@ -281,20 +271,6 @@ def test_malformed_blocks():
         Block.decode(encode([1, header.to_wire(), [["junk"]], b""]))
     with pytest.raises(MalformedBlock):
         BlockHeader("c", 0, 0, *[b"\x00" * 32] * 4, b"\x00" * 20, b"\x00" * 32)
-
-
-def test_validators_hash_ignores_input_order():
-    vals = [(dev_key(i).public_key, i + 1) for i in range(4)]
-    assert validators_hash(vals) == validators_hash(list(reversed(vals)))
-    assert validators_hash(vals) != validators_hash([(pk, p + 1) for pk, p in vals])
-
-
-def test_validators_hash_formula_is_the_one_consensus_uses():
-    from state.crypto import address_of, sha256
-
-    vals = [(dev_key(i).public_key, i + 1) for i in range(3)]
-    expected = sha256(encode(sorted([address_of(pk), pk, power] for pk, power in vals)))
-    assert validators_hash(vals) == expected
 
 
 # -- amounts ----------------------------------------------------------------------

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import node.sync as sync_mod
+from consensus.verify import CertificateVerifier
 from consensus.messages import CommitCertificate, Vote, VoteKind
-from consensus.validators import MAX_VALIDATORS
+from state.validators import MAX_VALIDATORS
 from node import runtime
 from node.inbound import over_limit
 from node.sync import (
@@ -25,12 +26,14 @@ from node.sync import (
     check_blocks,
 )
 from state.app import Application
+from state.blocks import Block, BlockHeader
 from state.codec import decode, encode
 from state.genesis import MAX_BLOCK_BYTES_LIMIT
 from state.kv import MemoryKV
+from state.payloads import Transfer
 from state.testing import TEST_CHAIN_ID as CHAIN
 from state.testing import Chain, dev_key, make_genesis
-from state.types import Block, BlockHeader, SignedTransaction, Transfer
+from state.transactions import SignedTransaction
 from tests.test_node_driver import GENESIS, KEYS, VSET, Harness, key_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,7 +46,7 @@ def certify(height: int, block_hash: bytes, keys=KEYS[:3]) -> CommitCertificate:
 
 def certified_chain(n: int) -> Application:
     """An app holding blocks 1..n, each with a certificate from 3 of the 4 validators."""
-    app = Application(MemoryKV(), GENESIS)
+    app = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
     vset, last_commit, now = VSET, b"", int(time.time() * 1000) - 60_000
     for height in range(1, n + 1):
         proposer = key_of(vset.proposer_for(0).address)
@@ -194,7 +197,7 @@ async def test_a_synced_block_is_decoded_once_and_not_on_the_loop(tmp_path, monk
 def full_blocks_app() -> tuple[Application, list[int]]:
     validator = dev_key("validator-0")
     senders = [dev_key(f"s{i}") for i in range(20)]
-    app = Application(MemoryKV(), make_genesis(validators=[validator], funded=senders))
+    app = Application(MemoryKV(), make_genesis(validators=[validator], funded=senders), commit_verifier=CertificateVerifier())
     chain = Chain(app, validator)
     sizes = [0, 1, 15, 16, 20]  # around msgpack's fixarray / array16 boundary
     for n in sizes:

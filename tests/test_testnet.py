@@ -14,10 +14,12 @@ import msgpack
 import pytest
 
 from node.rpc_client import RPCClientError
+from state.amounts import QNX_DECIMALS
 from state.crypto import address_from_text
 from state.genesis import Params
 from state.keyfile import load_keyfile
-from state.types import QNX_DECIMALS, SignedTransaction, Transaction, Transfer, TxKind
+from state.payloads import Transfer, TxKind
+from state.transactions import SignedTransaction, Transaction
 from tests.localnet import LocalNet, running_localnet, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

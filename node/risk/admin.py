@@ -22,6 +22,8 @@ address (HTTP 403), -32032 no model / unknown transaction / bad version.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import ipaddress
 import json
@@ -34,13 +36,17 @@ from aiohttp import web
 from node.config import MIN_ADMIN_TOKEN_LEN
 from node.errors import ConfigError
 from node.jsonrpc import Dispatcher, RPCError, invalid_params
-from node.rpc import parse_hex
 from node.risk.errors import RiskModelError
+from node.rpc_params import hex0x, parse_hex
 from state.errors import StateError
-from state.types import SignedTransaction
+from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
-    from node.runtime import Node
+    from node.risk.hook import RiskHook
+
+# A transaction this node holds (pending or committed) by hash, or None
+# (node.rpc_context.RpcContext.known_tx): all the admin API reads of the node.
+FindTx = Callable[[bytes], "SignedTransaction | None"]
 
 log = logging.getLogger("qenex.risk.admin")
 
@@ -66,9 +72,7 @@ def authorized(header: str | None, token: str) -> bool:
     return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
 
 
-def admin_methods(node: "Node") -> dict[str, Callable[..., Any]]:
-    hook = node.risk
-
+def admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., Any]]:
     def locate(hash: Any, raw: Any) -> SignedTransaction:
         if raw is not None:
             try:
@@ -77,16 +81,12 @@ def admin_methods(node: "Node") -> dict[str, Callable[..., Any]]:
                 raise invalid_params(f"raw: {exc}") from None
         if hash is None:
             raise invalid_params("give the transaction as hash or raw")
-        tx_hash = parse_hex(hash, "hash")
-        stx = node.mempool.get(tx_hash) if node.mempool is not None else None
-        if stx is None and node.app is not None:
-            loc = node.app.get_tx(tx_hash)
-            stx = loc.stx if loc is not None else None
+        stx = find_tx(parse_hex(hash, "hash"))
         if stx is None:
             raise RPCError(RISK_ADMIN_ERROR, f"transaction {hash} is not known here: send it as raw")
         return stx
 
-    def feedback(label: Any, hash: Any = None, raw: Any = None, steps: Any = 30) -> dict[str, Any]:
+    async def feedback(label: Any, hash: Any = None, raw: Any = None, steps: Any = 30) -> dict[str, Any]:
         if label not in (0, 1) or isinstance(label, bool):
             raise invalid_params("label must be 1 (fraud) or 0 (legitimate)")
         if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 500:
@@ -99,12 +99,17 @@ def admin_methods(node: "Node") -> dict[str, Callable[..., Any]]:
             raise RPCError(RISK_ADMIN_ERROR, f"a {stx.tx.kind.name.lower()} transaction is not scored by the model")
         before = float(hook.model.score(row[None, :])[0])
         previous = hook.model.version
+        # Training and the model save run in a worker thread: the loop keeps
+        # scoring (with the current model) and committing meanwhile.
         try:
-            version = hook.feedback(row[None, :], np.array([label]), steps=steps)
+            updated, version = await asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(hook.train_feedback, row[None, :], np.array([label]), steps=steps))
         except (RiskModelError, OSError) as exc:
             raise RPCError(RISK_ADMIN_ERROR, f"could not save the updated model: {exc}") from None
+        hook.model = updated
+        log.info("risk model updated from feedback: version %d -> %d", previous, version)
         after = float(hook.model.score(row[None, :])[0])
-        return {"version": version, "previous_version": previous, "hash": "0x" + stx.hash.hex(),
+        return {"version": version, "previous_version": previous, "hash": hex0x(stx.hash),
                 "score_before": round(before, 6), "score_after": round(after, 6)}
 
     def versions() -> dict[str, Any]:
@@ -151,23 +156,23 @@ def make_admin_handler(dispatcher: Dispatcher, token: str) -> Callable[[web.Requ
     return handle
 
 
-def make_admin_app(node: "Node", token: str) -> web.Application:
-    dispatcher = Dispatcher(admin_methods(node), max_batch=10)
+def make_admin_app(hook: "RiskHook", find_tx: FindTx, token: str) -> web.Application:
+    dispatcher = Dispatcher(admin_methods(hook, find_tx), max_batch=10)
     app = web.Application(client_max_size=MAX_ADMIN_REQUEST)
     app.router.add_post("/", make_admin_handler(dispatcher, token))
     return app
 
 
 class AdminServer:
-    def __init__(self, node: "Node") -> None:
-        self._node = node
+    def __init__(self, hook: "RiskHook", find_tx: FindTx, token: str) -> None:
+        self._hook, self._find_tx, self._token = hook, find_tx, token
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> None:
-        token = self._node.config.risk.admin_token
+        token = self._token
         if len(token) < MIN_ADMIN_TOKEN_LEN:
             raise ConfigError(f"risk.admin_token must be at least {MIN_ADMIN_TOKEN_LEN} characters, got {len(token)}")
-        self._runner = web.AppRunner(make_admin_app(self._node, token), access_log=None)
+        self._runner = web.AppRunner(make_admin_app(self._hook, self._find_tx, token), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         log.info("risk admin json-rpc on http://%s:%d/ (token required)", host, port)

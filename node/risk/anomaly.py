@@ -92,6 +92,29 @@ class IsolationForest:
         leaves = node - self.feature.shape[1]
         return self.leaf_value[tree_ix, leaves].mean(axis=0)
 
+    def feature_shares(self, x: np.ndarray) -> np.ndarray:
+        """Per row, each feature's share (summing to 1) of the splits on its paths, weighted 1/(depth+1).
+
+        A feature that splits a row off near the root shortens its path most,
+        so it is what made the row anomalous; padding splits (threshold +inf)
+        are not counted.
+        """
+        trees = self.feature.shape[0]
+        n_features = x.shape[1]
+        out = np.zeros((len(x), n_features), dtype=np.float64)
+        node = np.zeros((trees, len(x)), dtype=np.int64)
+        tree_ix = np.arange(trees)[:, None]
+        row_ix = np.broadcast_to(np.arange(len(x))[None, :], node.shape)
+        for d in range(self.depth):
+            f = self.feature[tree_ix, node]
+            t = self.threshold[tree_ix, node]
+            real = np.isfinite(t)
+            np.add.at(out, (row_ix[real], f[real]), 1.0 / (d + 1))
+            go_right = x[row_ix, f] >= t
+            node = 2 * node + 1 + go_right
+        total = out.sum(axis=1, keepdims=True)
+        return out / np.where(total > 0, total, 1.0)
+
     def score(self, x: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1]: 2^(-E[h] / c(n)); above ~0.6 is unusual."""
         return np.power(2.0, -self.path_lengths(x) / float(c_factor(np.array([self.sample_size]))[0]))

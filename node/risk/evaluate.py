@@ -1,20 +1,38 @@
-"""Held-out evaluation of a risk model against a rule-based amount-threshold baseline.
+"""Held-out evaluation of a risk model, built so that it cannot flatter.
 
-The baseline flags a transaction whose amount exceeds a threshold; the
-threshold is the one that maximises F1 on the *training* data, so the
-comparison on the held-out set is fair.  Metrics: precision, recall, F1,
-ROC-AUC and the confusion matrix at the model's review and reject
-thresholds.
+On populations the model never saw (other seeds, other behaviour mixes):
+
+* precision, recall, F1, ROC-AUC and the confusion matrix at the review and
+  reject thresholds, against two naive baselines (an amount threshold and
+  the balance-share rule of the ``rules`` fallback), each cut chosen on the
+  *training* data;
+* recall per fraud pattern at both thresholds, and the false-positive rate
+  on normal traffic (per kind of normal behaviour too);
+* calibration: expected calibration error (10 equal-width bins) and the
+  reliability table, so "0.5" and "0.9" can be checked against what they
+  claim;
+* fee ablation: every score again with the fee feature neutralised (set to
+  the median fee), to show how much the model leans on the fee;
+* leave-one-pattern-out (``node.risk.train.leave_one_pattern_out``): retrain without each
+  pattern and measure its recall: how the model does on a fraud it was
+  never shown;
+* ROC and precision-recall curves as points in the JSON, and as PNG plots
+  when matplotlib is installed (``pip install qenexd[plots]``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from node.risk.features import FEATURE_NAMES, FEE_FEATURE
 from node.risk.model import RiskModel
 from node.risk.synth import Dataset
+
+ECE_BINS = 10
+CURVE_POINTS = 200
 
 
 def roc_auc_score(y: np.ndarray, scores: np.ndarray) -> float:
@@ -67,54 +85,199 @@ def best_amount_threshold(train: Dataset) -> float:
     return best
 
 
-def evaluate(model: RiskModel, held_out: Dataset, amount_threshold: float) -> dict[str, Any]:
+def fee_neutralised(x: np.ndarray) -> np.ndarray:
+    out = np.array(x, copy=True)
+    out[:, FEE_FEATURE] = 0.0  # log10(fee / median fee) = 0: every fee is the median fee
+    return out
+
+
+def calibration_error(y: np.ndarray, scores: np.ndarray, bins: int = ECE_BINS) -> dict[str, Any]:
+    """Expected calibration error over equal-width bins, and the reliability table."""
+    y = np.asarray(y, np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    table = []
+    ece = 0.0
+    for b in range(bins):
+        mask = index == b
+        n = int(mask.sum())
+        if not n:
+            continue
+        mean_score, rate = float(scores[mask].mean()), float(y[mask].mean())
+        ece += n / len(y) * abs(mean_score - rate)
+        table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": n, "mean_score": round(mean_score, 4),
+                      "fraud_rate": round(rate, 4)})
+    above = {}
+    for t in (0.5, 0.9):
+        mask = scores > t
+        above[str(t)] = round(float(y[mask].mean()), 4) if mask.any() else None
+    return {"ece": round(ece, 4), "bins": table, "fraud_rate_above": above}
+
+
+def curves(y: np.ndarray, scores: np.ndarray, points: int = CURVE_POINTS) -> dict[str, list[list[float]]]:
+    """ROC (fpr, tpr) and precision-recall (recall, precision) points, thinned to about ``points`` each."""
+    y = np.asarray(y).astype(bool)
+    order = np.argsort(-scores, kind="mergesort")
+    ys, ss = y[order], scores[order]
+    tp = np.cumsum(ys)
+    fp = np.cumsum(~ys)
+    last = np.r_[np.flatnonzero(np.diff(ss)), len(ss) - 1]  # one point per distinct threshold
+    tp, fp = tp[last], fp[last]
+    pos, neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    tpr, fpr = tp / pos, fp / neg
+    precision = tp / np.maximum(tp + fp, 1)
+    keep = np.unique(np.linspace(0, len(tpr) - 1, min(points, len(tpr))).astype(int))
+    roc = [[0.0, 0.0]] + [[round(float(fpr[i]), 5), round(float(tpr[i]), 5)] for i in keep]
+    pr = [[round(float(tpr[i]), 5), round(float(precision[i]), 5)] for i in keep]
+    return {"roc": roc, "pr": pr}
+
+
+def per_pattern(patterns: np.ndarray, scores: np.ndarray, review: float, reject: float) -> dict[str, Any]:
+    out = {}
+    for name in sorted(set(patterns.tolist()) - {"normal"}):
+        mask = patterns == name
+        out[name] = {
+            "n": int(mask.sum()),
+            "recall_review": round(float((scores[mask] > review).mean()), 4),
+            "recall_reject": round(float((scores[mask] > reject).mean()), 4),
+        }
+    return out
+
+
+def best_share_threshold(train: Dataset) -> float:
+    """The balance-share cut (new receivers only, as the ``rules`` fallback) that maximises F1 on the training data."""
+    share = train.x[:, FEATURE_NAMES.index("balance_share")] * train.x[:, FEATURE_NAMES.index("new_counterparty")]
+    best, best_f1 = 0.9, -1.0
+    for t in np.linspace(0.05, 0.95, 19):
+        f1 = metrics_at(train.y, share, float(t))["f1"]
+        if f1 > best_f1:
+            best, best_f1 = float(t), f1
+    return best
+
+
+def evaluate(model: RiskModel, held_out: Dataset, amount_threshold: float,
+             share_threshold: float = 0.9) -> dict[str, Any]:
     scores = model.score(held_out.x)
     y = held_out.y
+    review, reject = model.review_threshold, model.reject_threshold
+    share = held_out.x[:, FEATURE_NAMES.index("balance_share")] * held_out.x[:, FEATURE_NAMES.index("new_counterparty")]
     out: dict[str, Any] = {
         "samples": len(y),
         "positives": int(y.sum()),
         "model": {
             "version": model.version,
             "roc_auc": round(float(roc_auc_score(y, scores)), 4),
-            "review": metrics_at(y, scores, model.review_threshold),
-            "reject": metrics_at(y, scores, model.reject_threshold),
+            "review": metrics_at(y, scores, review),
+            "reject": metrics_at(y, scores, reject),
         },
         "baseline": {
             "rule": f"amount > {amount_threshold:.4g}",
             "roc_auc": round(float(roc_auc_score(y, held_out.amount)), 4),
             "at_threshold": metrics_at(y, held_out.amount, amount_threshold),
         },
+        "baseline_share": {
+            "rule": f"new receiver and balance share > {share_threshold:.2f}",
+            "roc_auc": round(float(roc_auc_score(y, share)), 4),
+            "at_threshold": metrics_at(y, share, share_threshold),
+        },
     }
-    per_pattern = {}
-    for name in sorted(set(held_out.pattern.tolist()) - {"normal"}):
-        mask = held_out.pattern == name
-        per_pattern[name] = {
-            "n": int(mask.sum()),
-            "recall_review": round(float((scores[mask] > model.review_threshold).mean()), 4),
-            "recall_reject": round(float((scores[mask] > model.reject_threshold).mean()), 4),
-        }
+    out["per_pattern"] = per_pattern(held_out.pattern, scores, review, reject)
     normal = held_out.pattern == "normal"
-    out["per_pattern"] = per_pattern
-    out["normal_flag_rate"] = round(float((scores[normal] > model.review_threshold).mean()), 4)
+    out["normal_flag_rate"] = round(float((scores[normal] > review).mean()), 4)
+    out["false_positive_rate"] = {"review": round(float((scores[normal] > review).mean()), 5),
+                                  "reject": round(float((scores[normal] > reject).mean()), 5)}
+    if held_out.kind is not None:
+        by_kind = {}
+        for kind in sorted(set(held_out.kind[normal].tolist())):
+            mask = normal & (held_out.kind == kind)
+            by_kind[kind.split(":", 1)[-1]] = {"n": int(mask.sum()),
+                                               "flagged": round(float((scores[mask] > review).mean()), 4),
+                                               "refused": round(float((scores[mask] > reject).mean()), 4)}
+        out["normal_by_kind"] = by_kind
+        fraud_kinds = {}
+        for kind in sorted(set(held_out.kind[~normal].tolist())):
+            mask = ~normal & (held_out.kind == kind)
+            fraud_kinds[kind] = {"n": int(mask.sum()),
+                                 "recall_review": round(float((scores[mask] > review).mean()), 4),
+                                 "recall_reject": round(float((scores[mask] > reject).mean()), 4)}
+        out["fraud_by_kind"] = fraud_kinds
+    out["calibration"] = calibration_error(y, scores)
+    ablated = model.score(fee_neutralised(held_out.x))
+    out["fee_ablation"] = {
+        "roc_auc": round(float(roc_auc_score(y, ablated)), 4),
+        "review": metrics_at(y, ablated, review),
+        "per_pattern": per_pattern(held_out.pattern, ablated, review, reject),
+        "false_positive_rate": round(float((ablated[normal] > review).mean()), 5),
+    }
+    out["curves"] = curves(y, scores)
     return out
+
+
+def write_plots(report: dict[str, Any], directory: Path, stem: str) -> list[Path] | str:
+    """ROC and precision-recall PNGs next to the JSON report; a reason string if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'qenexd[plots]'): curves are in the JSON only"
+    written = []
+    for key, (xl, yl, title) in {"roc": ("false-positive rate", "true-positive rate", "ROC"),
+                                 "pr": ("recall", "precision", "precision-recall")}.items():
+        pts = np.array(report["curves"][key])
+        fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
+        ax.plot(pts[:, 0], pts[:, 1], lw=1.5)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(f"{title} (held-out, AUC {report['model']['roc_auc']:.3f})" if key == "roc" else title)
+        ax.grid(alpha=0.3)
+        path = directory / f"{stem}-{key}.png"
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
 
 
 def render_table(report: dict[str, Any]) -> str:
     m, b = report["model"], report["baseline"]
     lines = [
         f"held-out samples: {report['samples']} ({report['positives']} fraud)",
-        f"{'':28}{'precision':>10}{'recall':>8}{'F1':>8}{'ROC-AUC':>9}   tp/fp/fn/tn",
+        f"{'':44}{'precision':>10}{'recall':>8}{'F1':>8}{'ROC-AUC':>9}   tp/fp/fn/tn",
     ]
 
     def row(name: str, r: dict[str, Any], auc: float) -> str:
         c = r["confusion"]
-        return (f"{name:28}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{auc:>9.3f}   "
+        return (f"{name:44}{r['precision']:>10.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{auc:>9.3f}   "
                 f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}")
 
     lines.append(row(f"model v{m['version']} review>{m['review']['threshold']}", m["review"], m["roc_auc"]))
     lines.append(row(f"model v{m['version']} reject>{m['reject']['threshold']}", m["reject"], m["roc_auc"]))
     lines.append(row(f"baseline {b['rule']}", b["at_threshold"], b["roc_auc"]))
+    if "baseline_share" in report:
+        s = report["baseline_share"]
+        lines.append(row(f"baseline {s['rule']}", s["at_threshold"], s["roc_auc"]))
+    if "fee_ablation" in report:
+        fa = report["fee_ablation"]
+        lines.append(row("model, fee neutralised, review", fa["review"], fa["roc_auc"]))
     lines.append("recall by pattern (review / reject): " + ", ".join(
-        f"{k} {v['recall_review']:.2f}/{v['recall_reject']:.2f}" for k, v in report["per_pattern"].items()))
-    lines.append(f"normal transactions flagged for review: {report['normal_flag_rate']:.4f}")
+        f"{k} {v['recall_review']:.3f}/{v['recall_reject']:.3f}" for k, v in report["per_pattern"].items()))
+    if "fee_ablation" in report:
+        lines.append("  with the fee neutralised:            " + ", ".join(
+            f"{k} {v['recall_review']:.3f}/{v['recall_reject']:.3f}"
+            for k, v in report["fee_ablation"]["per_pattern"].items()))
+    if "leave_one_pattern_out" in report:
+        lines.append("  trained without the pattern:         " + ", ".join(
+            f"{k} {v['recall_review']:.3f}/{v['recall_reject']:.3f}"
+            for k, v in report["leave_one_pattern_out"].items() if v["recall_review"] is not None))
+    fpr = report.get("false_positive_rate", {"review": report["normal_flag_rate"], "reject": float("nan")})
+    lines.append(f"normal transactions flagged for review: {fpr['review']:.4%}, refused: {fpr['reject']:.4%}")
+    if "normal_by_kind" in report:
+        lines.append("  flagged by kind: " + ", ".join(
+            f"{k} {v['flagged']:.4f} (n={v['n']})" for k, v in report["normal_by_kind"].items()))
+    if "calibration" in report:
+        c = report["calibration"]
+        lines.append(f"calibration: ECE {c['ece']:.4f}; fraud rate among scores > 0.5: "
+                     f"{c['fraud_rate_above']['0.5']}, > 0.9: {c['fraud_rate_above']['0.9']}")
     return "\n".join(lines)

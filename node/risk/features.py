@@ -1,37 +1,52 @@
-"""The risk hook's fixed 20-dimensional feature vector.
+"""The risk hook's fixed-length feature vector (schema 2: 28 numbers).
 
 One row per transaction, computed from the transaction (a ``TxEvent``), the
 sender's committed balance of the token, how many of the sender's
 transactions are already pending, and the incremental ``HistoryStore``.
-``height`` is the height the transaction would land at (head + 1).
+``height`` is the height the transaction would land at (head + 1).  What a
+takeover, a mule or wash trading looks like *whatever the fee*: the share of
+the balance, the counterparty's novelty, the receiver's age and fan-in, the
+velocity against the sender's own baseline, the amount against its history,
+the quiet time before it, round trips.
 
-==  =====================  ===============================================================
- #  name                   meaning
-==  =====================  ===============================================================
- 0  amount_log             log10(1 + amount in whole units)
- 1  balance_share          amount / committed balance of that token, clipped to [0, 1]
- 2  amount_vs_mean         log10 of amount over the sender's mean past amount, [-5, 5]; 0 if none
- 3  amount_zscore          z-score of log amount against the sender's past, [-5, 5]; 0 if < 3 sends
- 4  sender_age_log         log10(1 + blocks since the sender first appeared); 0 if new
- 5  sender_sent_log        log10(1 + transactions the sender has sent)
- 6  velocity_10            log10(1 + sends in the last 10 blocks + pending ones)
- 7  velocity_100           log10(1 + sends in the last 100 blocks + pending ones)
- 8  burstiness             (σ-μ)/(σ+μ) of the gaps between recent sends, [-1, 1]; 0 if < 3
- 9  idle_log               log10(1 + blocks since the sender's last send); 0 if never sent
-10  new_counterparty       1 if the sender never sent to this receiver before
-11  fanout_100             log10(1 + distinct receivers the sender paid in the last 100 blocks)
-12  receiver_fanin_100     log10(1 + distinct senders that paid the receiver in the last 100 blocks)
-13  receiver_is_new        1 if the receiver has no on-chain history
-14  round_trip             1 if the receiver paid the sender in the last 100 blocks, or (swaps)
-                           the sender made the opposite trade on this pool in the last 100 blocks
-15  passthrough            (amount + what the sender sent in the last 20 blocks) / what it received
-                           in the last 20 blocks, [0, 2]; 0 if it received nothing
-16  token_native           1 if the token is QNX
-17  is_swap                1 for swaps (pool trades)
-18  pool_price_impact      swaps: amount_in / (committed reserve_in + amount_in) of the first hop's
-                           pool (Application.pool); 0 for transfers and unknown pools
-19  fee_vs_median          log10 of the fee over the median fee of recent committed txs, [-3, 3]
-==  =====================  ===============================================================
+==  =======================  ==========================================================
+ #  name                     meaning
+==  =======================  ==========================================================
+ 0  amount_log               log10(1 + amount in whole units)
+ 1  balance_share            amount / committed balance of that token, clipped to [0, 1]
+ 2  amount_vs_mean           log10 of amount over the sender's mean past amount, [-5, 5]; 0 if none
+ 3  amount_zscore            z-score of log amount against the sender's past, [-5, 5]; 0 if < 3 sends
+ 4  amount_vs_max            log10 of amount over the sender's largest past amount, [-5, 5]; 0 if none
+ 5  sender_age_log           log10(1 + blocks since the sender first appeared); 0 if new
+ 6  sender_sent_log          log10(1 + transactions the sender has sent)
+ 7  velocity_10              log10(1 + sends in the last 10 blocks + pending ones)
+ 8  velocity_100             log10(1 + sends in the last 100 blocks + pending ones)
+ 9  velocity_vs_baseline     log10 of (1 + sends in the last 10 blocks + pending) over
+                             (1 + what the sender's lifetime rate predicts for 10 blocks), [-3, 3]
+10  burstiness               (σ-μ)/(σ+μ) of the gaps between recent sends, [-1, 1]; 0 if < 3
+11  idle_log                 log10(1 + blocks since the sender's last send); 0 if never sent
+12  idle_vs_habit            log10 of (1 + blocks since the last send) over (1 + the sender's mean
+                             gap between sends), [-3, 3]; 0 if < 2 sends
+13  new_counterparty         1 if the sender never sent to this receiver before
+14  new_receivers_recent     share of the sender's recent sends that went to a first-time receiver
+15  fanout_100               log10(1 + distinct receivers the sender paid in the last 100 blocks)
+16  receiver_fanin_100       log10(1 + distinct senders that paid the receiver in the last 100 blocks)
+17  receiver_is_new          1 if the receiver has no history here
+18  receiver_unfunded        1 if the receiver has no history and no committed account (never seen)
+19  receiver_age_log         log10(1 + blocks since the receiver first appeared); 0 if new
+20  round_trip               1 if the receiver paid the sender in the last 100 blocks, or (swaps)
+                             the sender made the opposite trade on this pool in the last 100 blocks
+21  passthrough              (amount + what the sender sent in the last 20 blocks) / what it received
+                             in the last 20 blocks, [0, 2]; 0 if it received nothing
+22  token_native             1 if the token is QNX
+23  is_swap                  1 for swaps (pool trades)
+24  pool_price_impact        swaps: amount_in / (committed reserve_in + amount_in) of the first hop's
+                             pool (Application.pool); 0 for transfers and unknown pools
+25  fee_vs_median            log10 of the fee over the median fee of recent committed txs, [-3, 3]
+26  pending_log              log10(1 + the sender's transactions already pending)
+27  pending_vs_peak          log10 of (1 + pending) over the most the sender ever sent in one block
+                             (at least 1), [-3, 3]: a payroll run is its habit, a takeover burst is not
+==  =======================  ==========================================================
 
 The schema hash (names + version) is stored in every model file; a node
 refuses a model trained on another schema.
@@ -47,31 +62,40 @@ import numpy as np
 
 from node.risk.history import AccountHistory, HistoryStore, TxEvent
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 FEATURE_NAMES: tuple[str, ...] = (
     "amount_log",
     "balance_share",
     "amount_vs_mean",
     "amount_zscore",
+    "amount_vs_max",
     "sender_age_log",
     "sender_sent_log",
     "velocity_10",
     "velocity_100",
+    "velocity_vs_baseline",
     "burstiness",
     "idle_log",
+    "idle_vs_habit",
     "new_counterparty",
+    "new_receivers_recent",
     "fanout_100",
     "receiver_fanin_100",
     "receiver_is_new",
+    "receiver_unfunded",
+    "receiver_age_log",
     "round_trip",
     "passthrough",
     "token_native",
     "is_swap",
     "pool_price_impact",
     "fee_vs_median",
+    "pending_log",
+    "pending_vs_peak",
 )
 N_FEATURES = len(FEATURE_NAMES)
-assert N_FEATURES == 20
+FEE_FEATURE = FEATURE_NAMES.index("fee_vs_median")
+assert N_FEATURES == 28
 
 
 def schema_hash() -> str:
@@ -106,48 +130,76 @@ def _recent_distinct(table: dict[bytes, int], since: int) -> int:
 
 
 def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> np.ndarray:
-    """The feature row of ``ev`` (float32, length 20)."""
+    """The feature row of ``ev`` (float32, length N_FEATURES)."""
     s: AccountHistory | None = store.get(ev.sender)
     r: AccountHistory | None = store.get(ev.receiver)
     h = ev.height
-    la = math.log10(1.0 + ev.amount)
-    f = np.zeros(N_FEATURES, dtype=np.float32)
+    log10 = math.log10
+    la = log10(1.0 + ev.amount)
+    f = [0.0] * N_FEATURES
     f[0] = la
     f[1] = _clip(ev.amount / balance, 0.0, 1.0) if balance > 0 else 1.0
+    recent10 = pending
     if s is not None and s.sent:
         mean_amount = s.amount_sum / s.sent
-        f[2] = _clip(math.log10((1.0 + ev.amount) / (1.0 + mean_amount)), -5, 5)
+        f[2] = _clip(log10((1.0 + ev.amount) / (1.0 + mean_amount)), -5, 5)
+        f[4] = _clip(log10((1.0 + ev.amount) / (1.0 + s.max_amount)), -5, 5)
         if s.sent >= 3:
             mu = s.log_sum / s.sent
             var = max(s.log_sq / s.sent - mu * mu, 0.0)
             f[3] = _clip((la - mu) / math.sqrt(var + 0.01), -5, 5)
-        heights = list(s.sent_heights)
-        f[6] = _log1p10(sum(1 for x in heights if x > h - 10) + pending)
-        f[7] = _log1p10(sum(1 for x in heights if x > h - 100) + pending)
-        f[8] = _burstiness(heights[-20:] + [h])
-        f[9] = _log1p10(h - heights[-1])
-        f[11] = _log1p10(_recent_distinct(s.sent_to, h - 100))
+        heights = s.sent_heights
+        n10 = n100 = 0
+        for x in reversed(heights):
+            if x <= h - 100:
+                break
+            n100 += 1
+            if x > h - 10:
+                n10 += 1
+        recent10 = n10 + pending
+        f[7] = _log1p10(recent10)
+        f[8] = _log1p10(n100 + pending)
+        tail = list(heights)[-20:]
+        tail.append(h)
+        f[10] = _burstiness(tail)
+        idle = max(h - heights[-1], 0)
+        f[11] = _log1p10(idle)
+        if s.sent >= 2:
+            habit = max(heights[-1] - s.first_height, 1) / (s.sent - 1)
+            f[12] = _clip(log10((1.0 + idle) / (1.0 + habit)), -3, 3)
+        f[14] = sum(s.new_flags) / len(s.new_flags) if s.new_flags else 0.0
+        f[15] = _log1p10(_recent_distinct(s.sent_to, h - 100))
     else:
-        f[6] = f[7] = _log1p10(pending)
+        f[7] = f[8] = _log1p10(pending)
     if s is not None:
-        f[4] = _log1p10(h - s.first_height)
-        f[5] = _log1p10(s.sent)
-    f[10] = 0.0 if s is not None and ev.receiver in s.sent_to else 1.0
+        age = h - s.first_height
+        f[5] = _log1p10(age)
+        f[6] = _log1p10(s.sent)
+        expected = 10.0 * s.sent / max(age, 10)
+        f[9] = _clip(log10((1.0 + recent10) / (1.0 + expected)), -3, 3)
+    else:
+        f[9] = _clip(log10(1.0 + pending), -3, 3)
+    f[13] = 0.0 if s is not None and ev.receiver in s.sent_to else 1.0
     if r is not None:
-        f[12] = _log1p10(_recent_distinct(r.received_from, h - 100))
-    f[13] = 1.0 if r is None else 0.0
+        f[16] = _log1p10(_recent_distinct(r.received_from, h - 100))
+        f[19] = _log1p10(h - r.first_height)
+    f[17] = 1.0 if r is None else 0.0
+    f[18] = 1.0 if r is None and not ev.receiver_funded else 0.0
     if ev.is_swap:
-        f[14] = 1.0 if s is not None and s.trades.get(ev.reverse_key, -10**9) > h - 100 else 0.0
+        f[20] = 1.0 if s is not None and s.trades.get(ev.reverse_key, -10**9) > h - 100 else 0.0
     elif s is not None:
-        f[14] = 1.0 if s.received_from.get(ev.receiver, -10**9) > h - 100 else 0.0
+        f[20] = 1.0 if s.received_from.get(ev.receiver, -10**9) > h - 100 else 0.0
     if s is not None:
         inflow = sum(a for hh, a in s.received if hh > h - 20)
         outflow = ev.amount + sum(a for hh, a in s.sent_recent if hh > h - 20)
-        f[15] = _clip(outflow / inflow, 0.0, 2.0) if inflow > 0 else 0.0
-    f[16] = 1.0 if ev.token == "QNX" else 0.0
-    f[17] = 1.0 if ev.is_swap else 0.0
-    f[18] = _clip(ev.pool_impact, 0.0, 1.0)
+        f[21] = _clip(outflow / inflow, 0.0, 2.0) if inflow > 0 else 0.0
+    f[22] = 1.0 if ev.token == "QNX" else 0.0
+    f[23] = 1.0 if ev.is_swap else 0.0
+    f[24] = _clip(ev.pool_impact, 0.0, 1.0)
     median = store.fee_median()
     # Relative only: real fees are ~1e-14 QNX, so no absolute epsilon here.
-    f[19] = _clip(math.log10(max(ev.fee, median * 1e-3) / median), -3, 3) if median > 0 else 0.0
-    return f
+    f[25] = _clip(log10(max(ev.fee, median * 1e-3) / median), -3, 3) if median > 0 else 0.0
+    f[26] = _log1p10(pending)
+    peak = s.peak_block_sends if s is not None else 0
+    f[27] = _clip(log10((1.0 + pending) / max(peak, 1)), -3, 3)
+    return np.array(f, dtype=np.float32)

@@ -1,7 +1,8 @@
 """The node side of the risk hook: chain types → features → decisions.
 
 ``RiskHook`` owns the incremental history (fed by ``observe_block`` on each
-commit), the loaded model and the admission policy.  It is local policy
+commit and persisted right after it in the node's own LevelDB,
+node.risk.history_db), the loaded model and the admission policy.  It is local policy
 only: nothing here is consulted when a block is validated or executed.
 
 Only transfers and swaps (single- and multi-hop) are scored: the model is
@@ -24,7 +25,7 @@ import copy
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,15 +33,22 @@ import numpy as np
 
 from node.risk.features import FEATURE_NAMES, extract
 from node.risk.history import HistoryStore, TxEvent
+from node.risk.history_db import HistoryDB, HistoryDBError
 from node.risk.model import RiskModel
 from node.risk.store import ModelStore
-from state.types import QNX_DECIMALS, Block, SignedTransaction, Transfer
+from state.amounts import QNX_DECIMALS
+from state.blocks import Block
+from state.payloads import Transfer
+from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.risk")
 
 FEATURE_CACHE = 50_000
-REPLAY_BLOCKS = 5_000
+REPLAY_BLOCKS = 5_000  # most blocks replayed at start-up (no stored history, or behind it)
+RISK_HISTORY_DIR = "risk-history"  # under HOME/data
 FALLBACKS = ("admit", "rules")
+_BALANCE_SHARE = FEATURE_NAMES.index("balance_share")
+_NEW_COUNTERPARTY = FEATURE_NAMES.index("new_counterparty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,8 @@ class RiskHook:
         self.reject = reject
         self.fallback = fallback
         self.history = HistoryStore()
+        self.history_db: HistoryDB | None = None
+        self.startup: dict[str, Any] = {}  # how attach recovered the history (loaded, replayed, seconds)
         self._app: Any = None
         self._decimals: dict[str, int] = {"QNX": QNX_DECIMALS}
         self._features: OrderedDict[bytes, np.ndarray] = OrderedDict()
@@ -95,13 +105,58 @@ class RiskHook:
 
     # -- chain → events ------------------------------------------------------
 
-    def attach(self, app: Any) -> None:
-        """Bind to the application and rebuild the history from the last committed blocks."""
+    def attach(self, app: Any, history_path: Path | None = None) -> None:
+        """Bind to the application and recover the history.
+
+        With ``history_path`` (the node: ``HOME/data/risk-history``) the
+        stored history is loaded and only blocks committed after its height
+        are replayed (at most REPLAY_BLOCKS); a damaged or foreign store, or
+        one ahead of the chain (restored state), is cleared and rebuilt from
+        the last REPLAY_BLOCKS blocks.  Without it (tests, tools) the history
+        is rebuilt from those blocks as before.  Local policy: a store that
+        cannot be opened at all is logged and the node runs without it.
+        """
+        import time
+
+        started = time.perf_counter()
         self._app = app
-        for height in range(max(1, app.height - REPLAY_BLOCKS + 1), app.height + 1):
+        loaded_height = 0
+        if history_path is not None:
+            try:
+                self.history_db = HistoryDB(history_path)
+            except Exception as exc:
+                log.warning("risk history store %s cannot be opened (%s): history kept in memory only",
+                            history_path, exc)
+            if self.history_db is not None:
+                try:
+                    stored = self.history_db.stored_height()
+                    if stored is not None and stored > app.height:
+                        raise HistoryDBError(f"it is at height {stored}, ahead of the chain at {app.height}")
+                    loaded_height = self.history_db.load(self.history)
+                except Exception as exc:
+                    log.warning("risk history store %s is unusable (%s): rebuilding it from recent blocks",
+                                history_path, exc)
+                    self.history = HistoryStore()
+                    loaded_height = 0
+                    self.history_db.clear()
+        first = max(loaded_height + 1, app.height - REPLAY_BLOCKS + 1, 1)
+        replayed = 0
+        for height in range(first, app.height + 1):
             block = app.get_block(height)
             if block is not None:
-                self.observe_block(block)
+                self._fold(block)
+                replayed += 1
+        if self.history_db is not None and replayed:
+            self.history_db.flush(self.history)
+        self.startup = {"loaded_height": loaded_height, "accounts": len(self.history.accounts),
+                        "replayed_blocks": replayed, "seconds": round(time.perf_counter() - started, 4)}
+        log.info("risk history: %d accounts loaded to height %d, %d blocks replayed, %.3f s",
+                 len(self.history.accounts), loaded_height, replayed, self.startup["seconds"])
+
+    def close(self) -> None:
+        if self.history_db is not None:
+            self.history_db.close()
+            self.history_db = None
 
     def _decimals_of(self, token: str) -> int:
         if token not in self._decimals:
@@ -156,21 +211,32 @@ class RiskHook:
         account = self._app.account(stx.tx.sender)
         balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
         pending = max(0, stx.tx.nonce - account.nonce)
+        if not ev.is_swap and self.history.get(ev.receiver) is None:
+            # never in the history: is it at least an account the chain knows (genesis-funded, say)?
+            receiver = self._app.account(ev.receiver)
+            if receiver.nonce or receiver.balances:
+                ev = replace(ev, receiver_funded=True)
         row = extract(ev, balance, pending, self.history)
         self._features[stx.hash] = row
         if len(self._features) > FEATURE_CACHE:
             self._features.popitem(last=False)
         return row
 
-    def observe_block(self, block: Block) -> None:
+    def _fold(self, block: Block) -> bool:
         height = block.header.height
         if height <= self.history.height:
-            return  # replayed commit: already folded in
+            return False  # replayed commit: already folded in
         for stx in block.txs:
             ev = self.event(stx, height)
             if ev is not None:
                 self.history.observe(ev)
         self.history.touch_height(height)
+        return True
+
+    def observe_block(self, block: Block) -> None:
+        """Fold a committed block into the history and persist what it changed (right after the commit)."""
+        if self._fold(block) and self.history_db is not None:
+            self.history_db.flush(self.history)
 
     # -- decisions -----------------------------------------------------------
 
@@ -204,30 +270,42 @@ class RiskHook:
         return assessment, row
 
     def _fallback(self, stx: SignedTransaction, row: np.ndarray) -> Assessment:
-        if self.fallback == "rules" and row[1] > 0.9 and row[10] == 1.0:
-            top = [{"feature": "balance_share", "value": round(float(row[1]), 4), "contribution": None},
+        if self.fallback == "rules" and row[_BALANCE_SHARE] > 0.9 and row[_NEW_COUNTERPARTY] == 1.0:
+            top = [{"feature": "balance_share", "value": round(float(row[_BALANCE_SHARE]), 4), "contribution": None},
                    {"feature": "new_counterparty", "value": 1.0, "contribution": None}]
             return Assessment(stx.hash, "review", None, None, top)
         return Assessment(stx.hash, "admit", None, None)
 
     # -- online learning -----------------------------------------------------
 
-    def feedback(self, rows: np.ndarray, labels: np.ndarray, *, steps: int = 30, lr: float = 0.05) -> int:
-        """SGD steps on labelled rows; save as a new version and switch to it.  Returns the version."""
+    def train_feedback(self, rows: np.ndarray, labels: np.ndarray, *, steps: int = 30,
+                       lr: float = 0.05) -> tuple[RiskModel, int]:
+        """SGD steps on labelled rows, saved as a new version; returns (model, version) without switching.
+
+        Reads the current model and writes files only: safe to run in a
+        worker thread while the loop keeps scoring with the current model.
+        """
         if self.model is None or self.store is None:
             raise ValueError("no risk model is loaded: nothing to update")
-        updated = copy.deepcopy(self.model)
+        base = self.model
+        updated = copy.deepcopy(base)
         xs = updated.standardise(np.atleast_2d(rows))
         y = np.asarray(labels, dtype=np.float32)
         for _ in range(steps):
             updated.mlp.sgd_step(xs, y, lr)
         feedback_log = list(updated.meta.get("feedback", []))[-99:]
         feedback_log.append({"samples": int(len(y)), "positives": int(y.sum()), "steps": steps, "lr": lr,
-                             "from_version": self.model.version})
+                             "from_version": base.version})
         updated.meta["feedback"] = feedback_log
-        version = self.store.save_new(updated, parent=self.model.version)
+        version = self.store.save_new(updated, parent=base.version)
+        return updated, version
+
+    def feedback(self, rows: np.ndarray, labels: np.ndarray, *, steps: int = 30, lr: float = 0.05) -> int:
+        """train_feedback, then switch to the new version.  Returns the version."""
+        previous = self.model.version if self.model is not None else None
+        updated, version = self.train_feedback(rows, labels, steps=steps, lr=lr)
         self.model = updated
-        log.info("risk model updated from feedback: version %d -> %d", feedback_log[-1]["from_version"], version)
+        log.info("risk model updated from feedback: version %s -> %d", previous, version)
         return version
 
     def switch_to(self, version: int) -> int:
@@ -246,4 +324,4 @@ class RiskHook:
         return version
 
 
-__all__ = ["RiskHook", "Assessment", "FEATURE_NAMES", "FALLBACKS", "pool_pseudo_address"]
+__all__ = ["RiskHook", "Assessment", "FEATURE_NAMES", "FALLBACKS", "RISK_HISTORY_DIR", "pool_pseudo_address"]

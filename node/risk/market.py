@@ -37,15 +37,12 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 import numpy as np
 
 from node.risk.errors import RiskModelError
 from node.risk.nn import MLP
-
-if TYPE_CHECKING:
-    from node.runtime import Node
 
 INDICATORS: tuple[str, ...] = (
     "ret_1", "ret_3", "ret_5", "ret_10", "ret_20", "sma_cross", "price_vs_sma10", "ema_cross", "rsi_14",
@@ -54,8 +51,6 @@ INDICATORS: tuple[str, ...] = (
 MARKET_SIZES = (15, 32, 16, 8, 1)
 MIN_OBSERVATIONS = 21
 FORMAT = "qenex-market-model/1"
-NO_MARKET_MODEL = -32022
-POOL_HISTORY_TOO_SHORT = -32023
 
 
 def _ema(p: np.ndarray, span: int) -> float:
@@ -237,7 +232,7 @@ def render_market(report: dict[str, Any]) -> str:
     ])
 
 
-# -- node side ------------------------------------------------------------------------
+# -- the model's input from the chain (its RPC is node.rpc_risk) -----------------------
 
 
 def pool_series(app: Any, pool_id: str, last: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -248,30 +243,3 @@ def pool_series(app: Any, pool_id: str, last: int = 60) -> tuple[np.ndarray, np.
     r0 = np.array([o.reserve0 for o in obs], dtype=np.float64)
     volumes = np.concatenate([[0.0], np.abs(np.diff(r0)) / r0[1:]]) if len(r0) else np.zeros(0)
     return prices, volumes
-
-
-def rpc_methods(node: "Node") -> dict[str, Callable[..., Any]]:
-    from node.jsonrpc import RPCError, invalid_params
-    from state.errors import StateError
-
-    def predict_price(pool: Any) -> dict[str, Any]:
-        if not isinstance(pool, str):
-            raise invalid_params('pool must be a pool id such as "QNX/USD"')
-        model = getattr(node, "market_model", None)
-        if model is None:
-            raise RPCError(NO_MARKET_MODEL, "no market model is loaded ([risk] market_model)")
-        assert node.app is not None
-        try:
-            prices, volumes = pool_series(node.app, pool)
-        except StateError as exc:
-            raise RPCError(-32004, str(exc)) from None
-        if len(prices) < MIN_OBSERVATIONS:
-            raise RPCError(POOL_HISTORY_TOO_SHORT,
-                           f"pool {pool} has {len(prices)} observations; the predictor needs {MIN_OBSERVATIONS}")
-        x = indicators(prices, volumes)
-        p = float(model.predict(x)[0])
-        return {"pool": pool, "height": node.app.height, "price": float(prices[-1]), "probability_up": round(p, 6),
-                "model_version": model.version,
-                "indicators": {n: round(float(v), 6) for n, v in zip(INDICATORS, x)}}
-
-    return {"qenex_predictPrice": predict_price}

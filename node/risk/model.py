@@ -1,11 +1,14 @@
-"""The risk model: standardiser + MLP (20→64→32→16→1) + isolation forest.
+"""The risk model: standardiser + MLP (28→64→32→16→1) + isolation forest + calibration.
 
-Combined score (noisy-OR): ``1 - (1 - p) * (1 - w * a)`` where ``p`` is the
+Raw score (noisy-OR): ``r = 1 - (1 - p) * (1 - w * a)`` where ``p`` is the
 MLP's fraud probability, ``a`` the forest's anomaly score rescaled to [0, 1]
-on the training data (its 90th percentile → 0, 99.9th → 1) and ``w`` the
-anomaly weight (0.5).  So the supervised network can reject on its own,
-while an anomaly no label covers can at most reach ``w``: review, not reject,
-at the default thresholds.
+on the normal training rows (its 90th percentile → 0, 99.9th → 1) and ``w``
+the anomaly weight (0.5), so an anomaly no label covers still raises the
+score.  The score is ``calibrate(r)``: an isotonic map fitted on a
+population neither part trained on, so a score of 0.5 means "about half of
+the transactions scored so were fraud" and 0.9 "nine in ten" (on the
+synthetic populations, at their fraud rate; the held-out check of that is
+the evaluation's calibration error).
 
 File format: one ``.npz`` (loaded with ``allow_pickle=False``) holding the
 arrays and a ``meta`` array of UTF-8 JSON: format, version, feature schema
@@ -42,6 +45,13 @@ class RiskModel:
     anomaly_lo: float
     anomaly_hi: float
     meta: dict[str, Any] = field(default_factory=dict)
+    # Isotonic calibration of the raw score: a non-decreasing map through
+    # (cal_x, cal_y), interpolated linearly; identity when empty.
+    cal_x: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    cal_y: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    # per-feature training range the network's input is clipped to (none when empty)
+    x_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    x_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     @property
     def version(self) -> int:
@@ -56,30 +66,73 @@ class RiskModel:
         return float(self.meta.get("thresholds", {}).get("review", 0.5))
 
     def standardise(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        if len(self.x_lo):
+            # The network never saw values outside the training range: clip
+            # rather than extrapolate (a 1000x fee must not buy a low score);
+            # the forest sees the raw row, so such a value is still an anomaly.
+            x = np.clip(x, self.x_lo, self.x_hi)
+        return ((x - self.mean) / self.std).astype(np.float32)
 
-    def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(combined, mlp probability, rescaled anomaly) for the rows of raw features ``x``."""
+    def calibrate(self, p: np.ndarray) -> np.ndarray:
+        if len(self.cal_x) == 0:
+            return p
+        return np.interp(p, self.cal_x, self.cal_y)
+
+    def anomaly(self, x: np.ndarray) -> np.ndarray:
+        raw = self.forest.score(x)
+        return np.clip((raw - self.anomaly_lo) / max(self.anomaly_hi - self.anomaly_lo, 1e-6), 0.0, 1.0)
+
+    def raw_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(raw noisy-OR score, mlp probability, rescaled anomaly) for the rows of raw features ``x``."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float32))
         p = self.mlp.predict(self.standardise(x))
-        raw = self.forest.score(x)
-        a = np.clip((raw - self.anomaly_lo) / max(self.anomaly_hi - self.anomaly_lo, 1e-6), 0.0, 1.0)
-        combined = 1.0 - (1.0 - p) * (1.0 - ANOMALY_WEIGHT * a)
-        return combined, p, a
+        a = self.anomaly(x)
+        return 1.0 - (1.0 - p) * (1.0 - ANOMALY_WEIGHT * a), p, a
+
+    def score_parts(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(calibrated score, mlp probability, rescaled anomaly) for the rows of raw features ``x``."""
+        raw, p, a = self.raw_parts(x)
+        return self.calibrate(raw), p, a
 
     def score(self, x: np.ndarray) -> np.ndarray:
         return self.score_parts(x)[0]
 
     def top_features(self, row: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
-        """Gradient × (input − training mean) attributions of the MLP, highest first."""
-        xs = self.standardise(np.atleast_2d(row))
-        contrib = (self.mlp.input_gradient(xs) * xs)[0]
-        order = np.argsort(-contrib)[:k]
+        """The features that pushed this row's score up most, highest first.
+
+        Contributions are in units of the raw score (before the calibration,
+        which is monotone: the order is the same, and a saturated calibrated
+        score would hide them): ``mlp`` is the network's gradient × (input −
+        training mean) in standardised units, through the noisy-OR;
+        ``anomaly`` is the feature's share of the isolation forest's splits
+        on this row's paths (weighted towards the root: what made the row
+        easy to isolate) times the anomaly part of the raw score;
+        ``contribution`` is their sum (all rows' contributions add up to the
+        raw score, p + w·a·(1 − p)).  Features that lowered the score are
+        left out.
+        """
+        row2 = np.atleast_2d(np.asarray(row, dtype=np.float32))
+        _, p_arr, a_arr = self.raw_parts(row2)
+        p, a = float(p_arr[0]), float(a_arr[0])
+        xs = self.standardise(row2)
+        # d p / d logit = p (1 - p) vanishes when the network is sure; the
+        # logit's gradient × input ranks the reasons all the same, so scale
+        # it to the share of the score the network explains.
+        grad = self.mlp.input_gradient(xs)[0] / max(p * (1.0 - p), 1e-6)
+        logit_contrib = grad * xs[0]
+        positive = np.clip(logit_contrib, 0.0, None)
+        mlp = positive / max(positive.sum(), 1e-9) * p  # raw = p + w·a·(1 − p): p is the network's part
+        mlp = np.where(logit_contrib > 0, mlp, 0.0)
+        forest = self.forest.feature_shares(row2)[0] * ANOMALY_WEIGHT * a * (1.0 - p)
+        total = mlp + forest
+        order = np.argsort(-total)[:k]
         return [
-            {"feature": FEATURE_NAMES[i], "value": round(float(np.atleast_2d(row)[0, i]), 4),
-             "contribution": round(float(contrib[i]), 4)}
+            {"feature": FEATURE_NAMES[i], "value": round(float(row2[0, i]), 4),
+             "contribution": round(float(total[i]), 4), "mlp": round(float(mlp[i]), 4),
+             "anomaly": round(float(forest[i]), 4), "logit": round(float(logit_contrib[i]), 4)}
             for i in order
-            if contrib[i] > 0
+            if total[i] > 0
         ]
 
     # -- persistence -------------------------------------------------------
@@ -87,7 +140,9 @@ class RiskModel:
     def save(self, path: Path) -> None:
         meta = dict(self.meta, format=FORMAT, schema_hash=schema_hash(), feature_names=list(FEATURE_NAMES),
                     anomaly_weight=ANOMALY_WEIGHT)
-        arrays = {"mean": self.mean, "std": self.std, "anomaly_range": np.array([self.anomaly_lo, self.anomaly_hi])}
+        arrays = {"mean": self.mean, "std": self.std, "anomaly_range": np.array([self.anomaly_lo, self.anomaly_hi]),
+                  "cal_x": np.asarray(self.cal_x, np.float64), "cal_y": np.asarray(self.cal_y, np.float64),
+                  "x_lo": np.asarray(self.x_lo, np.float32), "x_hi": np.asarray(self.x_hi, np.float32)}
         arrays.update(self.mlp.to_arrays("mlp_"))
         arrays.update(self.forest.to_arrays())
         arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
@@ -125,6 +180,12 @@ class RiskModel:
             if mean.shape != (N_FEATURES,) or std.shape != (N_FEATURES,):
                 raise ValueError(f"standardiser shape {mean.shape}, expected ({N_FEATURES},)")
             lo, hi = (float(v) for v in arrays["anomaly_range"])
+            cal_x, cal_y = arrays["cal_x"].astype(np.float64), arrays["cal_y"].astype(np.float64)
+            if cal_x.shape != cal_y.shape or cal_x.ndim != 1 or np.any(np.diff(cal_x) < 0) or np.any(np.diff(cal_y) < 0):
+                raise ValueError("calibration map is not a non-decreasing function")
+            x_lo, x_hi = arrays["x_lo"].astype(np.float32), arrays["x_hi"].astype(np.float32)
+            if x_lo.shape != x_hi.shape or x_lo.shape not in ((0,), (N_FEATURES,)):
+                raise ValueError(f"input range shape {x_lo.shape}, expected ({N_FEATURES},)")
         except (KeyError, ValueError, IndexError) as exc:
             raise RiskModelError(f"risk model {path} is inconsistent: {exc}") from None
-        return cls(mean, std, mlp, forest, lo, hi, meta)
+        return cls(mean, std, mlp, forest, lo, hi, meta, cal_x, cal_y, x_lo, x_hi)

@@ -1,32 +1,45 @@
 """Seeded synthetic transaction histories with labelled fraud patterns.
 
-A small economy runs for ``blocks`` blocks.  Normal behaviour:
+A small economy runs for ``blocks`` blocks.  Each seed also draws its own
+behaviour mix (how many merchants, payroll and exchange accounts, traders,
+whether a high-rate cluster of genesis accounts pays itself) and its own fee
+distribution, and every transaction, fraudulent or not, draws its fee from
+that one distribution: the fee says nothing about the label, so a model
+cannot learn to lean on it.
+
+Normal behaviour:
 
 * households: genesis-funded, half active from the start and half joining
-  later with no history at all; lognormal balances, pay a few regular counterparties small
-  shares of their balance at Poisson-like times, sometimes someone new,
-  sometimes a large purchase (30-70 % of balance), sometimes a tiny test
-  payment;
+  later with no history at all; lognormal balances, pay a few regular
+  counterparties small shares of their balance at Poisson-like times,
+  sometimes someone new, sometimes a large purchase (20-60 % of balance),
+  sometimes a tiny test payment, and rarely move nearly everything to a new
+  address of their own (a legitimate "drain": the one takeover signal alone
+  is not proof);
 * merchants: receive from many (legitimate fan-in) and pay suppliers;
-* payroll/exchange accounts: pay many known receivers in bursts (legitimate
-  fan-out and velocity);
+* payroll accounts: pay many known receivers in bursts (fan-out, velocity);
+* an exchange hot wallet: deposits from many, withdrawals every block to
+  many, a third of them to never-seen addresses, each a small share;
+* a load cluster: genesis-funded accounts paying each other several times a
+  block from their first block on (a benchmark's traffic);
 * traders: swap on pools, sometimes back and forth, at small price impact;
 * micropayment streams: a service funds a fresh account that pays it back
   in many tiny payments, several per block (one counterparty, unlike dust).
 
 Fraud patterns (label 1), injected at random heights:
 
-* ``drain``   — an established account empties its balance to a fresh
-  address: one transfer of 85-100 %, or two or three of 60-100 % of what is
-  left, often with a high fee;
-* ``burst``   — a taken-over account fires 10-40 transfers within 1-3 blocks
+* ``drain``  — an established account empties its balance to a fresh
+  address.  Plain (one transfer of 90-100 %), or with a second takeover
+  signal: split into two or three rapid parts, preceded by quick probes to
+  fresh addresses, after a dormancy far longer than the account's habit, or
+  to a thief address that collects several victims;
+* ``burst``  — a taken-over account fires 10-40 transfers within 1-3 blocks
   to mostly new receivers;
-* ``mule``    — a fresh account collects from many senders (fan-in) and
-  forwards almost all of it within a few blocks, split over fresh
-  addresses (fan-out);
-* ``wash``    — an account swaps back and forth on one pool at high price
+* ``mule``   — a fresh account collects from many senders (fan-in) and
+  forwards almost all of it within a few blocks, split over fresh addresses;
+* ``wash``   — an account swaps back and forth on one pool at high price
   impact, or two accounts bounce the same amount between them;
-* ``dust``    — a fresh account sends tiny amounts to many existing accounts.
+* ``dust``   — a fresh account sends tiny amounts to many existing accounts.
 
 Features are computed exactly as the node does: per block, every row sees
 the history committed before that block plus the sender's earlier
@@ -44,18 +57,31 @@ from node.risk.features import N_FEATURES, extract
 from node.risk.history import HistoryStore, TxEvent
 
 PATTERNS = ("normal", "drain", "burst", "mule", "wash", "dust")
+FRAUD_PATTERNS = PATTERNS[1:]
 POOLS = ("QNX/USD", "QNX/ETH")
 
 
 @dataclass
 class Dataset:
-    x: np.ndarray  # (n, 20) float32 features
+    x: np.ndarray  # (n, N_FEATURES) float32 features
     y: np.ndarray  # (n,) 0/1 labels
     pattern: np.ndarray  # (n,) pattern names (str)
     amount: np.ndarray  # (n,) amount in whole units: input of the rule baseline
+    kind: np.ndarray | None = None  # (n,) finer sub-kind ("drain:plain", "normal:exchange", ...)
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        return Dataset(self.x[mask], self.y[mask], self.pattern[mask], self.amount[mask],
+                       None if self.kind is None else self.kind[mask])
+
+
+def concat(parts: list[Dataset]) -> Dataset:
+    kinds = [p.kind if p.kind is not None else np.array([""] * len(p)) for p in parts]
+    return Dataset(np.vstack([p.x for p in parts]), np.concatenate([p.y for p in parts]),
+                   np.concatenate([p.pattern for p in parts]), np.concatenate([p.amount for p in parts]),
+                   np.concatenate(kinds))
 
 
 def _addr(tag: str, i: int) -> bytes:
@@ -66,103 +92,166 @@ def _addr(tag: str, i: int) -> bytes:
 class _Planned:
     sender: bytes
     receiver: bytes
-    amount: float
+    amount: float  # > 0: whole units; < 0: that share of the sender's balance at the time
     token: str = "QNX"
-    fee_mult: float = 1.0
     pattern: str = "normal"
+    kind: str = "normal"
     swap: str = ""  # "pool:dir" for swaps
     impact: float = 0.0
 
 
-def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: float = 0.004) -> Dataset:
+def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: float = 0.006) -> Dataset:
     """A labelled history.  Same arguments, same dataset (bit for bit)."""
     rng = np.random.default_rng(seed)
     store = HistoryStore()
     balances: dict[tuple[bytes, str], float] = {}
-    fresh = iter(range(10**9))
+    funded: set[bytes] = set()  # addresses the chain knows (genesis or received something)
+    fresh_counter = iter(range(10**9))
 
     def new_address() -> bytes:
-        return _addr(f"fresh{seed}", next(fresh))
+        return _addr(f"fresh{seed}", next(fresh_counter))
 
-    n_merchants = max(3, accounts // 20)
-    n_payroll = max(2, accounts // 40)
-    n_traders = max(4, accounts // 10)
+    # The seed's behaviour mix and fee distribution.
+    n_merchants = max(3, int(accounts * rng.uniform(0.03, 0.08)))
+    n_payroll = max(1, int(accounts * rng.uniform(0.01, 0.04)))
+    n_traders = max(4, int(accounts * rng.uniform(0.05, 0.15)))
+    n_exchange = int(rng.integers(0, 3))
+    n_cluster = int(rng.choice([0, 0, 10, 20, 40]))
+    fee_levels = np.array([1.0, 1.5, 2.0, 5.0, 10.0])
+    fee_probs = rng.dirichlet(np.array([6.0, 1.0, 1.0, 0.5, 0.5]))
     households = [_addr(f"h{seed}", i) for i in range(accounts)]
     merchants = [_addr(f"m{seed}", i) for i in range(n_merchants)]
     payroll = [_addr(f"p{seed}", i) for i in range(n_payroll)]
     traders = [_addr(f"t{seed}", i) for i in range(n_traders)]
-    everyone = households + merchants + payroll + traders
+    exchanges = [_addr(f"x{seed}", i) for i in range(n_exchange)]
+    cluster = [_addr(f"c{seed}", i) for i in range(n_cluster)]
+    regular = households + merchants + payroll + traders  # the Poisson-rate actors
+    everyone = regular + exchanges + cluster
     for a in everyone:
         balances[(a, "QNX")] = float(10 ** rng.uniform(2, 6.5))
         balances[(a, "USD")] = float(10 ** rng.uniform(1, 4)) if rng.random() < 0.3 else 0.0
-    friends = {a: list(rng.choice(len(everyone), size=int(rng.integers(2, 8)), replace=False)) for a in everyone}
-    rate = {a: float(rng.uniform(0.005, 0.05)) for a in households}
-    rate.update({a: 0.2 for a in merchants})
-    rate.update({a: 0.01 for a in payroll})
-    rate.update({a: 0.08 for a in traders})
+        funded.add(a)
+    for a in exchanges:
+        balances[(a, "QNX")] = float(10 ** rng.uniform(6, 7.5))
+    friends = {a: [int(i) for i in rng.choice(len(regular), size=int(rng.integers(2, 8)), replace=False)]
+               for a in regular}
+    rate = np.array([float(rng.uniform(0.005, 0.05)) for _ in households] + [0.2] * n_merchants
+                    + [0.01] * n_payroll + [0.08] * n_traders)
     share = {a: float(10 ** rng.uniform(-2.5, -1)) for a in everyone}
     # Half the households are genesis-funded newcomers that only start later:
     # a first transaction with no history at all is ordinary (every account
     # on a fresh chain starts that way).
-    starts = {a: (1 if rng.random() < 0.5 else int(rng.integers(1, blocks))) for a in everyone}
+    starts = np.array([1 if rng.random() < 0.5 else int(rng.integers(1, blocks)) for _ in regular])
+    cluster_start = int(rng.integers(1, max(2, blocks // 2)))
+    cluster_end = cluster_start + int(rng.integers(100, 300))  # a benchmark run, not forever
+    is_trader = np.zeros(len(regular), bool)
+    is_trader[len(households) + n_merchants + n_payroll:] = True
+    is_payroll = np.zeros(len(regular), bool)
+    is_payroll[len(households) + n_merchants: len(households) + n_merchants + n_payroll] = True
+    last_sent: dict[bytes, int] = {}
+    sends: dict[bytes, int] = {}
     pending: list[tuple[int, _Planned]] = []  # (height, planned) injected by fraud scenarios
+    thieves: list[bytes] = []  # thief addresses that collect several victims
 
     rows: list[np.ndarray] = []
     ys: list[int] = []
     pats: list[str] = []
+    kinds: list[str] = []
     amounts: list[float] = []
     base_fee = 0.001
 
-    def plan_fraud(h: int) -> None:
-        kind = PATTERNS[1 + int(rng.integers(0, 5))]
-        if kind == "drain":
-            victim = households[int(rng.integers(0, len(households)))]
+    def established(h: int) -> list[bytes]:
+        return [a for a in households if sends.get(a, 0) >= 3 and balances[(a, "QNX")] > 1]
+
+    def plan_drain(h: int) -> None:
+        pool = established(h)
+        if not pool:
+            return
+        variant = str(rng.choice(["plain", "plain", "split", "probe", "dormant", "collector"]))
+        if variant == "dormant":
+            # the account that has been quiet longest relative to its own habit
+            def quiet(a: bytes) -> float:
+                gap = (h - starts[households.index(a)]) / max(sends.get(a, 1), 1)
+                return (h - last_sent.get(a, h)) / max(gap, 1.0)
+            candidates = sorted(pool, key=quiet)[-5:]
+            victim = candidates[int(rng.integers(0, len(candidates)))]
+            if quiet(victim) < 3:
+                variant = "plain"
+        else:
+            victim = pool[int(rng.integers(0, len(pool)))]
+        if variant == "collector":
+            if not thieves or rng.random() < 0.3:
+                thieves.append(new_address())
+            thief = thieves[int(rng.integers(0, len(thieves)))]
+        else:
             thief = new_address()
-            parts = int(rng.choice([1, 1, 2, 3]))
-            fee = float(rng.choice([1.0, 3.0, 10.0]))
+        kind = f"drain:{variant}"
+        if variant == "split":
+            parts = int(rng.integers(2, 4))
             for k in range(parts):
-                frac = float(rng.uniform(0.85, 1.0)) if parts == 1 else float(rng.uniform(0.6, 1.0))
-                pending.append((h + k, _Planned(victim, thief, -frac, fee_mult=fee, pattern="drain")))
+                frac = float(rng.uniform(0.6, 0.85)) if k < parts - 1 else float(rng.uniform(0.9, 1.0))
+                pending.append((h + int(rng.integers(0, 2)) * k, _Planned(victim, thief, -frac, pattern="drain", kind=kind)))
+        elif variant == "probe":
+            for _ in range(int(rng.integers(2, 5))):
+                # the thief's quick test sends: a short burst from the taken-over key
+                pending.append((h, _Planned(victim, new_address(), float(10 ** rng.uniform(-3, 0)), pattern="burst",
+                                            kind="burst:probe")))
+            pending.append((h, _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)), pattern="drain", kind=kind)))
+        else:
+            pending.append((h, _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)), pattern="drain", kind=kind)))
+
+    def plan_fraud(h: int) -> None:
+        # drains are one or a few rows each, the others tens: draw drains more often
+        kind = FRAUD_PATTERNS[int(rng.choice(len(FRAUD_PATTERNS), p=[0.6, 0.1, 0.1, 0.1, 0.1]))]
+        if kind == "drain":
+            plan_drain(h)
         elif kind == "burst":
-            victim = everyone[int(rng.integers(0, len(everyone)))]
+            victim = regular[int(rng.integers(0, len(regular)))]
             n = int(rng.integers(10, 40))
             span = int(rng.integers(1, 4))
-            for k in range(n):
+            for _ in range(n):
                 to = new_address() if rng.random() < 0.8 else everyone[int(rng.integers(0, len(everyone)))]
-                pending.append((h + int(rng.integers(0, span)), _Planned(victim, to, -0.02, pattern="burst")))
+                pending.append((h + int(rng.integers(0, span)), _Planned(victim, to, -0.02, pattern="burst", kind="burst")))
         elif kind == "mule":
             mule = new_address()
-            senders = [everyone[int(i)] for i in rng.choice(len(everyone), size=int(rng.integers(4, 12)), replace=False)]
+            senders = [regular[int(i)] for i in rng.choice(len(regular), size=int(rng.integers(4, 12)), replace=False)]
             for k, s in enumerate(senders):
-                pending.append((h + k // 3, _Planned(s, mule, -float(rng.uniform(0.05, 0.3)), pattern="mule_in")))
+                pending.append((h + k // 3, _Planned(s, mule, -float(rng.uniform(0.05, 0.3)), pattern="mule_in",
+                                                     kind="normal:mule_victim")))
             out_h = h + len(senders) // 3 + int(rng.integers(1, 4))
             n_out = int(rng.integers(3, 8))
             for k in range(n_out):  # equal parts of ~95 % of what came in
-                pending.append((out_h + k // 3, _Planned(mule, new_address(), -0.95 / (n_out - k), pattern="mule")))
+                pending.append((out_h + k // 3, _Planned(mule, new_address(), -0.95 / (n_out - k), pattern="mule",
+                                                         kind="mule")))
         elif kind == "wash":
             if rng.random() < 0.6:
                 w = traders[int(rng.integers(0, len(traders)))] if rng.random() < 0.5 else new_address()
-                if (w, "QNX") not in balances or balances[(w, "QNX")] < 1:
+                if balances.get((w, "QNX"), 0.0) < 1:
                     balances[(w, "QNX")] = float(10 ** rng.uniform(3, 5))
+                    funded.add(w)
                 pool = POOLS[int(rng.integers(0, len(POOLS)))]
                 for k in range(int(rng.integers(4, 12))):
                     d = k % 2
                     pending.append((h + k, _Planned(w, _addr("pool", POOLS.index(pool)), -0.5, pattern="wash",
-                                                    swap=f"{pool}:{d}", impact=float(rng.uniform(0.05, 0.3)))))
+                                                    kind="wash:pool", swap=f"{pool}:{d}",
+                                                    impact=float(rng.uniform(0.05, 0.3)))))
             else:
                 a, b = new_address(), new_address()
                 amt = float(10 ** rng.uniform(2, 4))
                 balances[(a, "QNX")] = amt * 1.2
                 balances[(b, "QNX")] = amt * 0.2
+                funded.update((a, b))
                 for k in range(int(rng.integers(4, 10))):
                     s, r = (a, b) if k % 2 == 0 else (b, a)
-                    pending.append((h + k, _Planned(s, r, amt, pattern="wash")))
+                    pending.append((h + k, _Planned(s, r, amt, pattern="wash", kind="wash:bounce")))
         else:  # dust
             prober = new_address()
             balances[(prober, "QNX")] = float(rng.uniform(1, 10))
+            funded.add(prober)
             for k in range(int(rng.integers(10, 30))):
                 target = everyone[int(rng.integers(0, len(everyone)))]
-                pending.append((h + k // 8, _Planned(prober, target, float(10 ** rng.uniform(-6, -3)), pattern="dust")))
+                pending.append((h + k // 8, _Planned(prober, target, float(10 ** rng.uniform(-6, -3)), pattern="dust",
+                                                     kind="dust")))
 
     streams: list[tuple[bytes, bytes, int, int]] = []  # (streamer, payee, first, last height)
 
@@ -173,76 +262,104 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
         if rng.random() < 0.015:
             payee = (payroll + merchants)[int(rng.integers(0, len(payroll) + len(merchants)))]
             streamer = new_address()
-            planned.append(_Planned(payee, streamer, float(10 ** rng.uniform(-12, 1))))
+            planned.append(_Planned(payee, streamer, float(10 ** rng.uniform(-12, 1)), kind="normal:stream"))
             streams.append((streamer, payee, h + 1, h + int(rng.integers(5, 60))))
         for streamer, payee, first, last in streams:
             if first <= h <= last:
                 for _ in range(int(rng.integers(0, 3))):
-                    tiny = float(10 ** rng.uniform(-18, -13))
-                    planned.append(_Planned(streamer, payee, tiny, fee_mult=float(rng.choice([1, 1, 2]))))
+                    planned.append(_Planned(streamer, payee, float(10 ** rng.uniform(-18, -13)), kind="normal:stream"))
         streams[:] = [st for st in streams if st[3] >= h]
-        for a in everyone:
-            if h < starts[a] or rng.random() >= (rate[a] if h > starts[a] else 0.5):
-                continue
+        # The exchange: deposits arrive through the households' purchases
+        # below (it is a merchant to them); withdrawals every block.
+        for x in exchanges:
+            for _ in range(int(rng.poisson(2.0))):
+                to = new_address() if rng.random() < 0.33 else regular[int(rng.integers(0, len(regular)))]
+                planned.append(_Planned(x, to, balances[(x, "QNX")] * float(10 ** rng.uniform(-5, -2.5)),
+                                        kind="normal:exchange"))
+        if cluster and cluster_start <= h <= cluster_end:
+            for c in cluster:
+                for _ in range(int(rng.integers(0, 4))):
+                    to = cluster[int(rng.integers(0, len(cluster)))]
+                    if to != c:
+                        planned.append(_Planned(c, to, balances[(c, "QNX")] * float(10 ** rng.uniform(-4, -2)),
+                                                kind="normal:cluster"))
+        active = (h >= starts) & (rng.random(len(regular)) < np.where(h > starts, rate, 0.5))
+        for i in np.flatnonzero(active):
+            a = regular[i]
             bal = balances[(a, "QNX")]
-            if a in traders and rng.random() < 0.6:
+            if is_trader[i] and rng.random() < 0.6:
                 pool = POOLS[int(rng.integers(0, len(POOLS)))]
                 d = int(rng.integers(0, 2))
                 planned.append(_Planned(a, _addr("pool", POOLS.index(pool)), bal * share[a] * rng.uniform(0.5, 2),
-                                        swap=f"{pool}:{d}", impact=float(10 ** rng.uniform(-4, -1.7))))
+                                        kind="normal:trade", swap=f"{pool}:{d}", impact=float(10 ** rng.uniform(-4, -1.7))))
                 continue
-            if a in payroll:
-                for f in friends[a] + list(rng.choice(len(everyone), size=int(rng.integers(5, 20)))):
-                    planned.append(_Planned(a, everyone[int(f)], bal * 0.005 * rng.uniform(0.5, 1.5)))
+            if is_payroll[i]:
+                for f in friends[a] + [int(j) for j in rng.choice(len(regular), size=int(rng.integers(5, 20)))]:
+                    planned.append(_Planned(a, regular[f], bal * 0.005 * rng.uniform(0.5, 1.5), kind="normal:payroll"))
                 continue
             roll = rng.random()
             if roll < 0.75:
-                to = everyone[int(rng.choice(friends[a]))]
+                to = regular[int(rng.choice(friends[a]))]
             elif roll < 0.97:
-                to = merchants[int(rng.integers(0, len(merchants)))] if rng.random() < 0.5 else new_address()
+                r2 = rng.random()
+                if exchanges and r2 < 0.2:
+                    to = exchanges[int(rng.integers(0, len(exchanges)))]
+                else:
+                    to = merchants[int(rng.integers(0, len(merchants)))] if r2 < 0.6 else new_address()
             else:
                 to = new_address()
             amount = bal * share[a] * float(rng.lognormal(0, 0.6))
+            kind = "normal:payment"
             if roll > 0.985:
-                amount = bal * float(rng.uniform(0.3, 0.7))  # a large purchase: legitimate
+                amount = bal * float(rng.uniform(0.2, 0.6))  # a large purchase: legitimate
+                kind = "normal:purchase"
             elif roll < 0.02:
                 amount = float(10 ** rng.uniform(-18, -2))  # a test payment before a real one: legitimate
-            token = "USD" if balances[(a, "USD")] > 0 and rng.random() < 0.2 else "QNX"
+                kind = "normal:test"
+            elif roll < 0.0205 and sends.get(a, 0) >= 3:
+                to, amount, kind = new_address(), bal * float(rng.uniform(0.9, 1.0)), "normal:move_all"
+            token = "USD" if balances[(a, "USD")] > 0 and rng.random() < 0.2 and kind == "normal:payment" else "QNX"
             if token == "USD":
                 amount = balances[(a, "USD")] * share[a] * float(rng.lognormal(0, 0.6))
-            planned.append(_Planned(a, to, amount, token=token, fee_mult=float(rng.choice([1, 1, 1, 2]))))
-        if rng.random() < fraud_rate * len(everyone) / 20:
+            planned.append(_Planned(a, to, amount, token=token, kind=kind))
+        if rng.random() < fraud_rate * len(regular) / 20:
             plan_fraud(h)
         planned += [p for ph, p in pending if ph == h]
         pending[:] = [(ph, p) for ph, p in pending if ph > h]
 
         block_events: list[TxEvent] = []
         in_block: dict[bytes, int] = {}
-        for p in planned:
+        fee_mults = fee_levels[rng.choice(len(fee_levels), size=len(planned), p=fee_probs)] if planned else []
+        for p, fee_mult in zip(planned, fee_mults):
             bal = balances.get((p.sender, p.token), 0.0)
             amount = p.amount if p.amount >= 0 else -p.amount * bal
             amount = min(amount, bal)
             if amount <= 0:
                 continue
-            fee = base_fee * p.fee_mult * float(rng.uniform(0.9, 1.1))
+            fee = base_fee * float(fee_mult) * float(rng.uniform(0.9, 1.1))
             ev = TxEvent(
                 sender=p.sender, receiver=p.receiver, token=p.token, amount=amount, fee=fee, height=h,
                 is_swap=bool(p.swap), trade_key=p.swap,
                 reverse_key=(p.swap[:-1] + str(1 - int(p.swap[-1]))) if p.swap else "",
-                pool_impact=p.impact,
+                pool_impact=p.impact, receiver_funded=bool(p.swap) or p.receiver in funded,
             )
             rows.append(extract(ev, bal, in_block.get(p.sender, 0), store))
             fraud = p.pattern not in ("normal", "mule_in")
             ys.append(int(fraud))
             pats.append(p.pattern if fraud else "normal")
+            kinds.append(p.kind)
             amounts.append(amount)
             in_block[p.sender] = in_block.get(p.sender, 0) + 1
             balances[(p.sender, p.token)] = bal - amount
             if not p.swap:
                 balances[(p.receiver, p.token)] = balances.get((p.receiver, p.token), 0.0) + amount
+                funded.add(p.receiver)
+            sends[p.sender] = sends.get(p.sender, 0) + 1
+            last_sent[p.sender] = h
             block_events.append(ev)
         for ev in block_events:
             store.observe(ev)
         store.touch_height(h)
     x = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, N_FEATURES), np.float32)
-    return Dataset(x, np.array(ys, dtype=np.int8), np.array(pats), np.array(amounts, dtype=np.float64))
+    return Dataset(x, np.array(ys, dtype=np.int8), np.array(pats), np.array(amounts, dtype=np.float64),
+                   np.array(kinds))

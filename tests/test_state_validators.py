@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import state.codec as codec
-from consensus.errors import InvalidValidatorSet
-from consensus.validators import ValidatorSet
+from state.errors import InvalidValidatorSet
+from state.validators import ValidatorSet
 from state.crypto import PrivateKey
 
 
@@ -158,3 +158,15 @@ def _unsorted_rows() -> list[list[object]]:
 def test_bad_encodings_are_refused(data: bytes) -> None:
     with pytest.raises(InvalidValidatorSet):
         ValidatorSet.decode(data)
+
+
+def test_the_hash_ignores_input_order_and_is_the_headers_formula() -> None:
+    """One implementation of validators_hash: SHA-256 of [[address, pubkey, power], ...] in address order."""
+    from state.codec import encode
+    from state.crypto import address_of, sha256
+    from state.testing import dev_key
+
+    vals = [(dev_key(i).public_key, i + 1) for i in range(4)]
+    assert ValidatorSet(vals).hash() == ValidatorSet(list(reversed(vals))).hash()
+    assert ValidatorSet(vals).hash() != ValidatorSet([(pk, p + 1) for pk, p in vals]).hash()
+    assert ValidatorSet(vals).hash() == sha256(encode(sorted([address_of(pk), pk, power] for pk, power in vals)))

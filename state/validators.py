@@ -1,5 +1,12 @@
 """Validator sets and CometBFT's weighted round-robin proposer selection.
 
+The one owner of a validator set's definition: its members, its hash (the
+header's ``validators_hash``), its proposer priorities and its encoding.  The
+application (``state.app``) stores the set that signs each height and derives
+the next one with ``updated(changes).increment(1)``, as CometBFT's
+``state/execution.go`` does with ``UpdateWithChangeSet`` and
+``IncrementProposerPriority``; consensus/ reads sets, it never makes them.
+
 The priority algorithm follows CometBFT's ``types/validator_set.go`` step by
 step, integers only: each ``increment(times)`` first rescales priorities so
 their spread is at most ``2 * total_power`` and centres them on zero, then
@@ -23,9 +30,7 @@ from typing import Any
 
 import state.codec as codec
 from state.crypto import PUBKEY_LEN, address_of, sha256
-from state.errors import DecodeError
-
-from consensus.errors import InvalidValidatorSet
+from state.errors import DecodeError, InvalidValidatorSet
 
 VALIDATOR_SET_VERSION = 1
 # CometBFT's MaxTotalVotingPower: leaves headroom in int64 for priorities.
@@ -57,7 +62,8 @@ def _div_trunc(a: int, b: int) -> int:
 class ValidatorSet:
     """An immutable validator set with proposer priorities, sorted by address."""
 
-    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries", "_walk")
+    __slots__ = ("_validators", "_priorities", "_proposer_index", "_by_address", "_total", "_primaries", "_walk",
+                 "_hash")
 
     def __init__(self, entries: Iterable[tuple[bytes, int]]) -> None:
         validators = []
@@ -92,6 +98,7 @@ class ValidatorSet:
         self._proposer_index = proposer_index
         self._by_address = {v.address: i for i, v in enumerate(validators)}
         self._total = total
+        self._hash: bytes | None = None
         self._reset_walk()
 
     @classmethod
@@ -172,8 +179,63 @@ class ValidatorSet:
         return f"ValidatorSet([{members}], proposer={self.proposer.address.hex()[:8]})"
 
     def hash(self) -> bytes:
-        """SHA-256 over ``[address, pubkey, power]`` in address order (no priorities)."""
-        return bytes(sha256(codec.encode([[v.address, v.pubkey, v.power] for v in self._validators])))
+        """SHA-256 over ``[address, pubkey, power]`` in address order (no priorities): the
+        header's ``validators_hash``, the one implementation.  Memoised (the set is immutable)."""
+        if self._hash is None:
+            self._hash = bytes(sha256(codec.encode([[v.address, v.pubkey, v.power] for v in self._validators])))
+        return self._hash
+
+    # -- changes ---------------------------------------------------------------
+
+    def updated(self, changes: Iterable[tuple[bytes, int]]) -> "ValidatorSet":
+        """The set after ``changes`` of (pubkey, power): power 0 removes a member,
+        a new key joins, a member's power is replaced.  CometBFT's
+        ``UpdateWithChangeSet``: members keep their priority, a newcomer starts
+        at ``-(total + total // 8)`` of the new total power (so it does not
+        propose at once); the next ``increment`` rescales and centres, and picks
+        the proposer.  No change returns ``self``.
+
+        Raises InvalidValidatorSet: a malformed key, a key changed twice, a
+        negative or non-integer power, removing a non-member, or a result that is
+        empty or over the limits.
+        """
+        wanted: dict[bytes, tuple[bytes, int]] = {}
+        for change in changes:
+            if not (isinstance(change, tuple) and len(change) == 2):
+                raise InvalidValidatorSet(f"validator update {change!r} is not (pubkey, power)")
+            pubkey, power = change
+            if not isinstance(pubkey, bytes) or len(pubkey) != PUBKEY_LEN:
+                raise InvalidValidatorSet(f"validator update key {pubkey!r} is not {PUBKEY_LEN} bytes")
+            if not _is_int(power) or power < 0:
+                raise InvalidValidatorSet(f"validator update power {power!r} must be an integer >= 0")
+            address = bytes(address_of(pubkey))
+            if address in wanted:
+                raise InvalidValidatorSet(f"validator {address.hex()} is updated twice in one change set")
+            if power == 0 and address not in self._by_address:
+                raise InvalidValidatorSet(f"validator {address.hex()} cannot be removed: not in the set")
+            wanted[address] = (pubkey, power)
+        if not wanted:
+            return self
+        members: dict[bytes, tuple[Validator, int | None]] = {
+            v.address: (v, p) for v, p in zip(self._validators, self._priorities)}
+        for address, (pubkey, power) in wanted.items():
+            if power == 0:
+                del members[address]
+            else:
+                priority = members[address][1] if address in members else None
+                members[address] = (Validator(address, pubkey, power), priority)
+        if not members:
+            raise InvalidValidatorSet("the update would remove every validator")
+        total = sum(v.power for v, _ in members.values())
+        if total > MAX_TOTAL_POWER:
+            raise InvalidValidatorSet(f"total power {total} exceeds {MAX_TOTAL_POWER}")
+        newcomer = _clip(-(total + (total >> 3)))
+        ordered = sorted(members.items())
+        return ValidatorSet._make(
+            tuple(v for _, (v, _p) in ordered),
+            tuple(newcomer if p is None else p for _, (_v, p) in ordered),
+            0,
+        )
 
     # -- proposer selection --------------------------------------------------
 

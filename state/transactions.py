@@ -1,0 +1,274 @@
+"""Transactions, signed transactions and receipts.
+
+``Transaction`` is ``[version, chain_id, kind, sender_pubkey, nonce, fee,
+payload]``; its ``kind`` fixes the payload's layout (``state.payloads``).
+``SignedTransaction`` is ``[tx, signature]``, signed over a domain-separated
+digest of the transaction's canonical bytes.  ``Receipt`` is the outcome of an
+included transaction.  Top-level structs lead with a version int.
+
+Objects validate their fields on construction, so no invalid Transaction
+exists past the decoding boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from state.codec import decode, encode
+from state.crypto import (
+    DOMAIN_TX,
+    HASH_LEN,
+    PUBKEY_LEN,
+    SIGNATURE_LEN,
+    Address,
+    Hash,
+    PrivateKey,
+    address_of,
+    domain_digest,
+    sha256,
+    verify,
+)
+from state.errors import InvalidKey, MalformedBlock, MalformedTransaction, TxTooLarge
+from state.payloads import (
+    MAX_UINT64,
+    PAYLOAD_TYPES,
+    Payload,
+    TxKind,
+    check_bytes,
+    check_chain_id,
+    check_tx_kind,
+    check_uint,
+    is_int,
+    wire_array,
+)
+
+__all__ = [
+    "TX_VERSION",
+    "RECEIPT_VERSION",
+    "MAX_TX_BYTES_LIMIT",
+    "MAX_REASON_LEN",
+    "Transaction",
+    "SignedTransaction",
+    "Receipt",
+    "ReceiptStatus",
+]
+
+TX_VERSION = 1
+RECEIPT_VERSION = 1
+
+MAX_REASON_LEN = 512
+# Hard ceiling for a single encoded transaction, whatever the chain params say.
+MAX_TX_BYTES_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    chain_id: str
+    kind: TxKind
+    sender_pubkey: bytes
+    nonce: int
+    fee: int
+    payload: Payload
+    _sender: Address = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        check_chain_id(self.chain_id)
+        kind = check_tx_kind(self.kind)
+        object.__setattr__(self, "kind", kind)
+        check_bytes("sender_pubkey", self.sender_pubkey, PUBKEY_LEN)
+        check_uint("nonce", self.nonce, 0, MAX_UINT64)
+        check_uint("fee", self.fee)
+        expected = PAYLOAD_TYPES[kind]
+        if type(self.payload) is not expected:
+            raise MalformedTransaction(
+                f"kind {kind.name} needs a {expected.__name__} payload, got {type(self.payload).__name__}",
+                field="payload",
+                value=type(self.payload).__name__,
+            )
+        object.__setattr__(self, "_sender", address_of(self.sender_pubkey))
+
+    @property
+    def sender(self) -> Address:
+        return self._sender
+
+    def to_wire(self) -> list[Any]:
+        return [
+            TX_VERSION,
+            self.chain_id,
+            int(self.kind),
+            self.sender_pubkey,
+            self.nonce,
+            self.fee,
+            self.payload.to_wire(),
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Transaction":
+        version, chain_id, kind, sender_pubkey, nonce, fee, payload = wire_array("transaction", wire, 7)
+        if version != TX_VERSION or not is_int(version):
+            raise MalformedTransaction(f"unsupported transaction version {version!r}", field="version", value=version)
+        kind = check_tx_kind(kind)
+        return cls(chain_id, kind, sender_pubkey, nonce, fee, PAYLOAD_TYPES[kind].from_wire(payload))
+
+    def signing_digest(self) -> Hash:
+        return domain_digest(DOMAIN_TX, encode(self.to_wire()))
+
+    def sign(self, key: PrivateKey) -> "SignedTransaction":
+        if key.public_key != self.sender_pubkey:
+            raise InvalidKey("the signing key does not match the transaction's sender_pubkey")
+        return SignedTransaction(self, key.sign(self.signing_digest()))
+
+
+class _VerifiedHashes:
+    """A bounded set of hashes of transactions whose signature verified."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._recent: dict[bytes, None] = {}
+        self._older: dict[bytes, None] = {}
+
+    def seen(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._recent or tx_hash in self._older
+
+    def add(self, tx_hash: bytes) -> None:
+        # Two generations: when the recent one fills, it becomes the older one.
+        if len(self._recent) >= self._capacity:
+            self._older, self._recent = self._recent, {}
+        self._recent[tx_hash] = None
+
+
+_VERIFIED = _VerifiedHashes(capacity=200_000)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTransaction:
+    tx: Transaction
+    signature: bytes
+    _encoded: bytes = field(init=False, repr=False, compare=False)
+    _hash: Hash = field(init=False, repr=False, compare=False)
+    _sig_ok: list[bool] = field(init=False, repr=False, compare=False)  # one-slot cache
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tx, Transaction):
+            raise MalformedTransaction(f"tx must be a Transaction, got {type(self.tx).__name__}", field="tx")
+        check_bytes("signature", self.signature, SIGNATURE_LEN)
+        encoded = encode([self.tx.to_wire(), self.signature])
+        object.__setattr__(self, "_encoded", encoded)
+        object.__setattr__(self, "_hash", sha256(encoded))
+        object.__setattr__(self, "_sig_ok", [])
+
+    def to_wire(self) -> list[Any]:
+        return [self.tx.to_wire(), self.signature]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "SignedTransaction":
+        tx_wire, signature = wire_array("signed transaction", wire, 2)
+        return cls(Transaction.from_wire(tx_wire), signature)
+
+    def encode(self) -> bytes:
+        return self._encoded
+
+    @property
+    def size(self) -> int:
+        return len(self._encoded)
+
+    @property
+    def hash(self) -> Hash:
+        return self._hash
+
+    def verify_signature(self) -> bool:
+        """Ed25519 check of the signature over ``tx.signing_digest()``.
+
+        Cached per object and, for valid signatures, process-wide by tx hash:
+        the hash covers the body and the signature, so a hit means the very
+        same bytes verified before (in the mempool, usually) and the answer
+        cannot differ.  This is what keeps a validator from verifying every
+        transaction twice.
+        """
+        if not self._sig_ok:
+            ok = _VERIFIED.seen(self._hash) or verify(self.tx.sender_pubkey, self.tx.signing_digest(), self.signature)
+            if ok:
+                _VERIFIED.add(self._hash)
+            self._sig_ok.append(ok)
+        return self._sig_ok[0]
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_bytes: int = MAX_TX_BYTES_LIMIT) -> "SignedTransaction":
+        """Decode untrusted bytes; raises TxTooLarge, DecodeError or a MalformedTransaction subclass."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise MalformedTransaction(f"expected bytes, got {type(data).__name__}")
+        if len(data) > max_bytes:
+            raise TxTooLarge(len(data), max_bytes)
+        return cls.from_wire(decode(data, max_bytes=max_bytes))
+
+
+# -- receipts ---------------------------------------------------------------------
+
+
+class ReceiptStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+_STATUS_TO_WIRE = {ReceiptStatus.OK: 1, ReceiptStatus.FAILED: 0}
+_STATUS_FROM_WIRE = {v: k for k, v in _STATUS_TO_WIRE.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Outcome of an included transaction.  ``reason`` is ``""`` when ok, else ``"<code>: <detail>"``."""
+
+    tx_hash: Hash
+    height: int
+    index: int
+    status: ReceiptStatus
+    reason: str
+    gas_used: int
+    fee: int
+
+    def __post_init__(self) -> None:
+        try:
+            check_bytes("tx_hash", self.tx_hash, HASH_LEN)
+            check_uint("height", self.height, 1, MAX_UINT64)
+            check_uint("index", self.index, 0, MAX_UINT64)
+            check_uint("gas_used", self.gas_used, 0, MAX_UINT64)
+            check_uint("fee", self.fee)
+            if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_LEN:
+                raise MalformedTransaction(f"reason must be text of at most {MAX_REASON_LEN} characters")
+            object.__setattr__(self, "status", ReceiptStatus(self.status))
+        except (MalformedTransaction, ValueError) as exc:
+            raise MalformedBlock(f"receipt {exc}") from None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is ReceiptStatus.OK
+
+    def to_wire(self) -> list[Any]:
+        return [
+            RECEIPT_VERSION,
+            self.tx_hash,
+            self.height,
+            self.index,
+            _STATUS_TO_WIRE[self.status],
+            self.reason,
+            self.gas_used,
+            self.fee,
+        ]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "Receipt":
+        version, tx_hash, height, index, status, reason, gas_used, fee = wire_array("receipt", wire, 8, MalformedBlock)
+        if version != RECEIPT_VERSION or not is_int(version):
+            raise MalformedBlock(f"unsupported receipt version {version!r}")
+        if not is_int(status) or status not in _STATUS_FROM_WIRE:
+            raise MalformedBlock(f"unknown receipt status {status!r}")
+        return cls(tx_hash, height, index, _STATUS_FROM_WIRE[status], reason, gas_used, fee)
+
+    def encode(self) -> bytes:
+        return encode(self.to_wire())
+
+    @classmethod
+    def decode(cls, data: bytes) -> "Receipt":
+        return cls.from_wire(decode(data, max_bytes=4096))
