@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from cli.main import cli as qenexd
 from cli.testnet import spawn_node, stop_processes
 from node.genesis_tools import write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
+from tests.ports import free_port_range
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,28 +34,6 @@ TEST_CONSENSUS = {
     "empty_block_interval_ms": 100,
     "rebroadcast_ms": 500,
 }
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base, base + count):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_range(count: int) -> int:
-    """A base port with ``count`` consecutive free ports (ephemeral-style)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        base = max(20000, min(base, 60000 - count))
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
