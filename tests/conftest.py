@@ -1,14 +1,14 @@
 """Suite-wide test configuration: how pytest-xdist shares out the tests.
 
-``make test`` runs ``pytest -n 2 --dist loadfile``: each module runs whole on
-one worker (its module fixtures are built once), and every module that
-starts testnets (it uses ``tests.localnet``'s ``running_localnet`` or
-``LocalNet``) or trains the testnet's risk models (``test_cli``'s ``testnet
-init``) counts as one and the same module.
-So one worker runs the testnets one after another, as a plain ``pytest``
-does (never two testnets of four processes on two cores at once, and the
-risk models are trained once), starting with them, while the other worker
-takes the in-process tests.
+``make test`` runs ``pytest -n 2 --dist loadfile`` (plain ``-n 2`` does the
+same here): each module runs whole on one worker (its module fixtures are
+built once), and every module that starts testnets (it uses
+``tests.localnet``'s ``running_localnet`` or ``LocalNet``) or trains the
+testnet's risk models (``test_cli``'s ``testnet init``) counts as one and
+the same module.  So one worker runs the testnets one after another, as a
+plain ``pytest`` does (never two testnets of four processes on two cores at
+once, and the risk models are trained once), starting with them, while the
+other worker takes the in-process tests.
 
 (``--dist loadgroup`` with ``xdist_group`` marks would say this, but on
 pytest 9.2 xdist's group suffix on the node id no longer takes effect and
@@ -41,7 +41,10 @@ def starts_testnets(module: str) -> bool:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    if config.getvalue("dist") != "loadfile":
+    # Plain ``-n 2`` means "load": tests shared out one by one, which splits
+    # modules whose tests build on each other (test_risk_testnet's history)
+    # across two testnets.  This suite is shared out by module either way.
+    if config.getvalue("dist") not in ("load", "loadfile"):
         return None
     from xdist.scheduler import LoadFileScheduling
 
