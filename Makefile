@@ -20,8 +20,9 @@ testnet: install
 	@test -f $(TESTNET_DIR)/testnet.json || $(BIN)/qenexd testnet init --validators 4 --dir $(TESTNET_DIR)
 	$(BIN)/qenexd testnet start --dir $(TESTNET_DIR)
 
+# Two workers; the testnet tests stay on one of them (tests/conftest.py).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

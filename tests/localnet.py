@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from click.testing import CliRunner
+
+from cli.main import cli as qenexd
 from cli.testnet import spawn_node, stop_processes
 from node.genesis_tools import PORTS_PER_NODE, write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
+from tests.ports import free_port_range
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,31 +31,9 @@ TEST_CONSENSUS = {
     "timeout_base_ms": 1500,
     "timeout_increment_ms": 500,
     "min_block_interval_ms": 50,
-    "empty_block_interval_ms": 250,
+    "empty_block_interval_ms": 100,
     "rebroadcast_ms": 500,
 }
-
-
-def _ports_free(base: int, count: int) -> bool:
-    for port in range(base, base + count):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def free_port_range(count: int) -> int:
-    """A base port with ``count`` consecutive free ports (ephemeral-style)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        base = max(20000, min(base, 60000 - count))
-        if _ports_free(base, count):
-            return base
-    raise RuntimeError("no free port range found")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
@@ -143,7 +125,24 @@ class LocalNet:
     def address(self, name: str) -> str:
         return self.manifest["accounts"][name]["address"]
 
-    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``qenexd ARGS`` run in this process by click's test runner.
+
+        The same command code, options and exit status a shell gets, without
+        a fresh interpreter per call (importing the CLI takes ~1.8 s, libp2p
+        most of it, and a test makes dozens of calls).  Its waits are bounded
+        by the CLI's own timeouts (RPC 10 s, ``--wait`` 60 s).  An uncaught
+        exception comes back as a traceback on stderr and status 1, as from
+        a process.  ``cli_process`` runs the real ``python -m cli.main``.
+        """
+        result = CliRunner().invoke(qenexd, list(args), prog_name="qenexd")
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        return subprocess.CompletedProcess(["qenexd", *args], result.exit_code, result.stdout, stderr)
+
+    def cli_process(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """``python -m cli.main ARGS`` in a process of its own."""
         return subprocess.run(
             [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
         )

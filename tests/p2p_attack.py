@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Callable
 
 import trio
 
@@ -96,10 +97,14 @@ def _attacker(seed: int, victim_addr: str, status_reply: bytes | None, max_frame
     )
 
 
-async def _expensive_attack(victim_addr: str, duration_s: float) -> dict[str, object]:
+async def _expensive_attack(victim_addr: str, duration_s: float, min_s: float,
+                            done: Callable[[list[str]], bool] | None) -> dict[str, object]:
     """Three hostile peers for duration_s: one sends 1 MiB proposal-typed
     frames of nested empty arrays; two answer the victim's status requests,
-    one with a 200-byte reply of 200 objects, one with 8 MiB of them."""
+    one with a 200-byte reply of 200 objects, one with 8 MiB of them.
+
+    With ``done``, the attack ends early, after at least min_s, once
+    ``done(attacker_ids)`` holds (say, the victim has banned them all)."""
     victim_id = victim_addr.rsplit("/p2p/", 1)[1]
     big = nested_empty_arrays(1024 * 1024)
     frame = b"\x93\x01\x01" + big  # claims to be a PROPOSAL: the type with the largest limits
@@ -108,12 +113,16 @@ async def _expensive_attack(victim_addr: str, duration_s: float) -> dict[str, ob
     huge_status = _attacker(93, victim_addr, nested_empty_arrays(8 * 1024 * 1024), 9 * 1024 * 1024)
     peers = (consensus, small_status, huge_status)
     sent = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     try:
         for peer in peers:
             await peer.start()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + duration_s
+        start = loop.time()
+        deadline = start + duration_s
         while loop.time() < deadline:
+            if done is not None and loop.time() >= start + min_s and done([p.peer_id for p in peers]):
+                break
             if victim_id in consensus.connected_peers():
                 try:
                     await consensus.send_direct(victim_id, frame)
@@ -126,8 +135,10 @@ async def _expensive_attack(victim_addr: str, duration_s: float) -> dict[str, ob
     return {
         "consensus_frames_sent": sent,
         "attacker_ids": [p.peer_id for p in peers],
+        "seconds": round(loop.time() - start, 1),
     }
 
 
-def expensive_attack(victim_addr: str, duration_s: float) -> dict[str, object]:
-    return asyncio.run(asyncio.wait_for(_expensive_attack(victim_addr, duration_s), duration_s + 30))
+def expensive_attack(victim_addr: str, duration_s: float, *, min_s: float = 0.0,
+                     done: Callable[[list[str]], bool] | None = None) -> dict[str, object]:
+    return asyncio.run(asyncio.wait_for(_expensive_attack(victim_addr, duration_s, min_s, done), duration_s + 30))

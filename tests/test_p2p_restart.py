@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 
 import pytest
 
 from p2p import P2PConfig, P2PService
+from tests.ports import free_port
 
 ECHO = "/test/echo/1.0.0"
 
@@ -32,12 +32,6 @@ async def main():
 
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def spawn(port: int) -> tuple[asyncio.subprocess.Process, dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -21,6 +20,7 @@ from p2p import (
     ServiceNotRunning,
     peer_id_from_seed,
 )
+from tests.ports import free_port
 
 TOPIC = "txs"
 ECHO = "/test/echo/1.0.0"
@@ -104,12 +104,6 @@ async def start_star(count: int, **overrides: object) -> tuple[list[P2PService],
     # view too, or a spoke's send_direct can race its own bookkeeping.
     await until(lambda: all(hub.peer_id in s.connected_peers() for s in services[1:]), what="spokes connected")
     return services, inboxes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_start_reports_identity_and_address() -> None:
