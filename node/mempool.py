@@ -482,10 +482,12 @@ class Mempool:
                     queued=len(self._queued_by_hash))
             self._unqueue(victim)
             log.debug("evicted queued 0x%s for a higher-paying one", victim.stx.hash.hex())
-        sender = c.stx.tx.sender
+        return self._store_queued(c)
+
+    def _store_queued(self, c: Candidate) -> bytes:
         entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
                        height=self._app.height)
-        self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
+        self._queued.setdefault(c.stx.tx.sender, {})[c.stx.tx.nonce] = entry
         self._queued_by_hash[c.stx.hash] = entry
         self._queued_bytes += c.size
         self._push_queued(entry)
@@ -584,13 +586,7 @@ class Mempool:
         queued = self._queued_by_hash.get(c.replaces)
         if queued is not None:
             self._unqueue(queued)
-            entry = _Entry(stx=c.stx, size=c.size, seq=next(self._seq), outflows=c.outflows, price=c.price,
-                           height=self._app.height)
-            self._queued.setdefault(sender, {})[c.stx.tx.nonce] = entry
-            self._queued_by_hash[c.stx.hash] = entry
-            self._queued_bytes += c.size
-            self._push_queued(entry)
-            return c.stx.hash
+            return self._store_queued(c)
         old = self._by_hash[c.replaces]
         if self._bytes - old.size + c.size > self._config.max_bytes:
             raise self._refuse_full(f"the replacement of 0x{old.stx.hash.hex()} is {c.size - old.size} bytes larger")
