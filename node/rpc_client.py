@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import time
@@ -44,6 +45,8 @@ class RPCClient:
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RPCUnavailable(f"cannot reach node at {self.url}: {reason}") from None
+        except http.client.HTTPException as exc:  # a cut or garbled answer (BadStatusLine, IncompleteRead)
+            raise RPCUnavailable(f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
         if not raw:
             return None
         try:
