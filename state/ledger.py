@@ -181,15 +181,3 @@ def read_tokens(kv: KVStore) -> list[TokenInfo]:
         assert info is not None
         out.append(info)
     return out
-
-
-def read_validators(kv: KVStore) -> list[ValidatorInfo]:
-    """The validator set, sorted by address (the store's key order)."""
-    out = []
-    for key, raw in kv.iterate(keys.VALIDATOR):
-        _, pubkey, power, name = _stored(key, raw, 4)
-        info = ValidatorInfo(name, pubkey, power)
-        if keys.validator_key(info.address) != key:
-            raise StateInvariantBroken(f"validator record under 0x{key.hex()} holds another validator's key")
-        out.append(info)
-    return out

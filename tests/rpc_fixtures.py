@@ -50,3 +50,28 @@ def rpc_context(
         risk=risk,
         market_model=market_model,
     )
+
+
+def bare_node(app: Any, name: str, *, node_key: Any = None) -> Any:
+    """A Node with just what the RPC methods read (no p2p, driver or sync), over ``app``."""
+    import collections
+
+    from node.admission import Admission
+    from node.config import MempoolSection, NodeConfig
+    from node.metrics import NodeMetrics
+    from node.runtime import Node
+    from state.testing import dev_key
+
+    node = Node.__new__(Node)
+    node.metrics = NodeMetrics(process=False)
+    node.app = app
+    node.mempool = Mempool(app, MempoolSection())
+    node.risk = RiskHook(None, None, review=0.5, reject=0.9)
+    node.risk.attach(app)
+    node.market_model = None
+    node.flagged, node._gossip_out = {}, collections.deque()
+    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
+    node.p2p = node.driver = node.sync = None
+    node.config = NodeConfig(name=name)
+    node.node_key = node_key or dev_key(f"{name}-node")
+    return node

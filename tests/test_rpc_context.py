@@ -8,18 +8,13 @@ start-up stays true.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from types import SimpleNamespace
 
 import pytest
 
-from node.metrics import NodeMetrics
-from node.admission import Admission
-from node.config import MempoolSection, NodeConfig
+from tests.rpc_fixtures import bare_node
 from node.jsonrpc import NOT_FOUND, RPCError
-from node.mempool import Mempool
-from node.risk.hook import RiskHook
 from node.rpc import build_methods
 from node.rpc_context import RpcContext
 from node.runtime import Node
@@ -34,19 +29,7 @@ VALIDATOR = dev_key("ctx-validator")
 
 def _node(node_key=None) -> Node:
     app = Application(MemoryKV(), make_genesis(validators=[VALIDATOR], funded=[ALICE]))
-    node = Node.__new__(Node)
-    node.metrics = NodeMetrics(process=False)
-    node.app = app
-    node.mempool = Mempool(app, MempoolSection())
-    node.risk = RiskHook(None, None, review=0.5, reject=0.9)
-    node.risk.attach(app)
-    node.market_model = None
-    node.flagged, node._gossip_out = {}, collections.deque()
-    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
-    node.p2p = node.driver = node.sync = None
-    node.config = NodeConfig(name="ctx")
-    node.node_key = node_key or dev_key("ctx-observer")
-    return node
+    return bare_node(app, "ctx", node_key=node_key or dev_key("ctx-observer"))
 
 
 def test_a_context_is_frozen_and_names_only_what_the_methods_use():

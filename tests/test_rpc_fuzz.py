@@ -11,7 +11,6 @@ or a specific error, never -32603.
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 
@@ -19,17 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from node.metrics import NodeMetrics
-from node.admission import Admission
-from node.config import MempoolSection, NodeConfig
+from tests.rpc_fixtures import bare_node
 from node.jsonrpc import INTERNAL_ERROR, MAX_JSON_DEPTH, Dispatcher, json_depth_exceeds
-from node.mempool import Mempool
-from node.risk.hook import RiskHook
 from node.rpc import RPC_COSTS, build_methods
 from node.runtime import Node
 from state.crypto import address_to_text
 from state.payloads import PoolCreate, Swap
-from state.testing import dev_key, transfer
+from state.testing import transfer
 from tests.test_pools_app import ALICE, BOB, E18, run, with_pool
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,23 +37,6 @@ def _node() -> Node:
     for _ in range(3):
         chain.block()
     return bare_node(chain.app, "fuzz")
-
-
-def bare_node(app, name: str) -> Node:
-    """A Node with just what the RPC methods read (no p2p, driver or sync), over ``app``."""
-    node = Node.__new__(Node)
-    node.metrics = NodeMetrics(process=False)
-    node.app = app
-    node.mempool = Mempool(app, MempoolSection())
-    node.risk = RiskHook(None, None, review=0.5, reject=0.9)
-    node.risk.attach(app)
-    node.market_model = None
-    node.flagged, node._gossip_out = {}, collections.deque()
-    node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
-    node.p2p = node.driver = node.sync = None
-    node.config = NodeConfig(name=name)
-    node.node_key = dev_key(f"{name}-node")
-    return node
 
 
 NODE = _node()
