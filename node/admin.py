@@ -64,7 +64,8 @@ ADMIN_ERROR = -32036
 MAX_ADMIN_REQUEST = 256 * 1024
 MAX_PEER_ID_CHARS = 128
 _BASE58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]+")
-SUMMARY_CHARS = 400  # a params summary in the audit log, at most
+SUMMARY_ITEMS = 8  # params kept in an audit entry's summary
+SUMMARY_STRING = 128  # longer strings are kept as their length
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +153,22 @@ def admin_methods(ctx: AdminContext, shutdown: _Shutdown) -> tuple[dict[str, Cal
     return methods, frozenset(changing)
 
 
-def summarize(method: str, params: Any) -> dict[str, Any]:
-    """What the audit log keeps of a call's params: bounded, and a raw transaction only by its length."""
+def _brief_value(key: str, value: Any) -> Any:
+    if isinstance(value, str):
+        return f"<{len(value)} chars>" if key == "raw" or len(value) > SUMMARY_STRING else value
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**63):
+        return value
+    return f"<{type(value).__name__}>"
+
+
+def summarize(params: Any) -> dict[str, Any]:
+    """What the audit log keeps of a call's params: at most 8 scalars (strings up to SUMMARY_STRING
+    characters), a raw transaction only by its length, anything nested by its type."""
     if isinstance(params, dict):
-        shown = {str(k)[:40]: (f"<{len(v)} chars>" if k == "raw" and isinstance(v, str) else v)
-                 for k, v in list(params.items())[:8]}
-    else:
-        shown = params
-    text = brief(shown)
-    return {"params": text[:SUMMARY_CHARS]} if shown not in (None, [], {}) else {}
+        return {str(k)[:40]: _brief_value(str(k), v) for k, v in list(params.items())[:SUMMARY_ITEMS]}
+    if isinstance(params, list):
+        return {"args": [_brief_value("", v) for v in params[:SUMMARY_ITEMS]]} if params else {}
+    return {} if params is None else {"params": f"<{type(params).__name__}>"}
 
 
 def _refusal(status: int, code: int, message: str, request_id: Any = None) -> web.Response:
@@ -179,7 +187,7 @@ class AdminAPI:
         self._token = token
         self.totp = totp
         self.audit = audit
-        self.limiter = limiter or FailureLimiter()
+        self.limiter = limiter if limiter is not None else FailureLimiter()  # (an empty one is falsy)
         self._shutdown = _Shutdown()
         methods, self.state_changing = admin_methods(ctx, self._shutdown)
         self._dispatcher = Dispatcher(methods, max_batch=1, max_in_flight=4)
@@ -234,7 +242,7 @@ class AdminAPI:
                                 "the admin API takes one JSON-RPC call per request (no batches)", fail=False)
         method, request_id = call.get("method"), call.get("id")
         action = method[:64] if isinstance(method, str) else "http"
-        params = summarize(action, call.get("params"))
+        params = summarize(call.get("params"))
         if method in self.state_changing:
             refused = self._check_totp(actor, action, params, request.headers.get(OTP_HEADER), request_id)
             if refused is not None:
