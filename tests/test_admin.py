@@ -309,3 +309,26 @@ def test_cli_reads_url_and_token_from_the_home_and_sends_the_code(tmp_path):
         assert result.exit_code == 0, result.output
         assert CliRunner().invoke(cli, ["admin", "ban", PEER, "--home", str(home.root)]).exit_code == 2  # --otp
     assert seen == [("http://127.0.0.1:26799/", TOKEN, "admin_ban", [PEER], "123456")]
+
+
+def test_mempool_flush_drops_pending_and_queued_and_the_pool_keeps_working():
+    from node.config import MempoolSection
+    from node.mempool import Mempool
+    from state.app import Application
+    from state.kv import MemoryKV
+    from state.testing import ONE_QNX, make_genesis, transfer
+
+    alice, bob = dev_key("flush-alice"), dev_key("flush-bob")
+    app = Application(MemoryKV(), make_genesis(funded=[alice, bob]))
+    pool = Mempool(app, MempoolSection())
+    for stx in (transfer(alice, 0, bob.address, ONE_QNX), transfer(alice, 1, bob.address, ONE_QNX),
+                transfer(alice, 5, bob.address, ONE_QNX)):
+        pool.insert(pool.check(stx, len(stx.encode())))
+    assert (len(pool), pool.queued_count) == (2, 1)
+    pending, queued = pool.flush()
+    assert (len(pending), len(queued)) == (2, 1)
+    assert (len(pool), pool.size_bytes, pool.queued_count, pool.queued_bytes) == (0, 0, 0, 0)
+    assert pool.reap(100, 10**6) == [] and pool.pending_nonce(alice.address) is None
+    again = transfer(alice, 0, bob.address, ONE_QNX)
+    pool.insert(pool.check(again, len(again.encode())))
+    assert [s.hash for s in pool.reap(100, 10**6)] == [again.hash]
