@@ -40,6 +40,15 @@ def _write(path, lines):
     path.write_bytes(b"".join(line + b"\n" for line in lines))
 
 
+def _tampered(tmp_path, edit):
+    """Five entries, ``edit(lines)`` applied to the file, then verified."""
+    log = _log(tmp_path)
+    lines = _lines(log.path)
+    edit(lines)
+    _write(log.path, lines)
+    return verify_log(log.path, KEY.public_key)
+
+
 def test_entries_chain_and_verify(tmp_path):
     log = _log(tmp_path)
     report = verify_log(log.path, KEY.public_key)
@@ -57,13 +66,12 @@ def test_entries_chain_and_verify(tmp_path):
 
 
 def test_an_edited_entry_is_found_at_its_line(tmp_path):
-    log = _log(tmp_path)
-    lines = _lines(log.path)
-    doc = json.loads(lines[2])
-    doc["params"]["peer"] = "someone-else"
-    lines[2] = canonical(doc)  # canonical, same seq and prev_hash: only the signature can tell
-    _write(log.path, lines)
-    report = verify_log(log.path, KEY.public_key)
+    def edit(lines):
+        doc = json.loads(lines[2])
+        doc["params"]["peer"] = "someone-else"
+        lines[2] = canonical(doc)  # canonical, same seq and prev_hash: only the signature can tell
+
+    report = _tampered(tmp_path, edit)
     assert (report.broken_line, report.broken_seq, report.entries) == (3, 3, 2)
     assert "signature" in report.reason
 
@@ -83,30 +91,24 @@ def test_a_re_signed_edit_breaks_the_next_entrys_link(tmp_path):
 
 
 def test_a_deleted_entry_is_found_where_it_was(tmp_path):
-    log = _log(tmp_path)
-    lines = _lines(log.path)
-    del lines[1]
-    _write(log.path, lines)
-    report = verify_log(log.path, KEY.public_key)
+    report = _tampered(tmp_path, lambda lines: lines.pop(1))
     assert (report.broken_line, report.broken_seq, report.entries) == (2, 3, 1)
     assert "seq 3" in report.reason
 
 
 def test_reordered_entries_are_found_at_the_first_moved_one(tmp_path):
-    log = _log(tmp_path)
-    lines = _lines(log.path)
-    lines[1], lines[3] = lines[3], lines[1]
-    _write(log.path, lines)
-    report = verify_log(log.path, KEY.public_key)
+    def swap(lines):
+        lines[1], lines[3] = lines[3], lines[1]
+
+    report = _tampered(tmp_path, swap)
     assert (report.broken_line, report.broken_seq) == (2, 4)
 
 
 def test_a_rewritten_but_equivalent_line_is_refused(tmp_path):
-    log = _log(tmp_path)
-    lines = _lines(log.path)
-    lines[0] = json.dumps(json.loads(lines[0]), indent=1).replace("\n", " ").encode()
-    _write(log.path, lines)
-    report = verify_log(log.path, KEY.public_key)
+    def reformat(lines):
+        lines[0] = json.dumps(json.loads(lines[0]), indent=1).replace("\n", " ").encode()
+
+    report = _tampered(tmp_path, reformat)
     assert report.broken_line == 1 and "canonical" in report.reason
 
 
