@@ -332,3 +332,16 @@ def test_mempool_flush_drops_pending_and_queued_and_the_pool_keeps_working():
     again = transfer(alice, 0, bob.address, ONE_QNX)
     pool.insert(pool.check(again, len(again.encode())))
     assert [s.hash for s in pool.reap(100, 10**6)] == [again.hash]
+
+
+def test_the_old_risk_feedback_command_calls_the_admin_api_with_the_code():
+    seen = []
+    with mock.patch("cli.risk.admin_call", lambda *a: seen.append(a) or {"version": 2}):
+        runner = CliRunner()
+        ok = runner.invoke(cli, ["risk", "feedback", "--admin", "http://127.0.0.1:1/", "--token", TOKEN,
+                                 "--otp", "654321", "--hash", "0x" + "ab" * 32, "--label", "legit"])
+        assert ok.exit_code == 0, ok.output
+        assert runner.invoke(cli, ["risk", "feedback", "--token", TOKEN, "--hash", "0x00",
+                                   "--label", "fraud"]).exit_code == 2  # --otp is required now
+    assert seen == [("http://127.0.0.1:1/", TOKEN, "risk_feedback",
+                     {"label": 0, "steps": 30, "hash": "0x" + "ab" * 32}, "654321")]
