@@ -10,6 +10,7 @@ from node.genesis_tools import RISK_MODEL_DIR, _trained_risk_models
 from node.risk.evaluate import calibration_error, curves, evaluate
 from node.risk.train import leave_one_pattern_out
 from node.risk.history import HistoryStore, TxEvent, account_from_wire, account_to_wire
+from node.risk.features import N_FEATURES
 from node.risk.history_db import META, HistoryDB
 from node.risk.hook import RiskHook
 from node.risk.store import ModelStore
@@ -184,7 +185,7 @@ def test_reasons_carry_values_and_contributions_that_add_up_to_the_raw_score(tes
     data = generate(77, accounts=60, blocks=300)
     fraud = data.x[data.y == 1][:20]
     for row in fraud:
-        top = testnet_model.top_features(row, k=28)
+        top = testnet_model.top_features(row, k=N_FEATURES)
         raw = float(testnet_model.raw_parts(row[None, :])[0][0])
         assert all({"feature", "value", "contribution", "mlp", "anomaly"} <= set(t) for t in top)
         assert sum(t["contribution"] for t in top) == pytest.approx(raw, abs=0.01)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from node.risk.features import FEATURE_NAMES, extract
+from node.risk.features import FEATURE_NAMES, UNSEEN_FEATURE, extract
 from node.risk.history import HistoryStore, TxEvent
 from node.risk.history_db import HistoryDB, HistoryDBError
 from node.risk.model import RiskModel
@@ -45,6 +45,12 @@ from state.transactions import SignedTransaction
 log = logging.getLogger("qenex.risk")
 
 FEATURE_CACHE = 50_000
+# What the hook remembers of the transactions it admitted and that are not
+# committed yet (feature pending_to_unseen): per sender, nonce -> "pays a
+# never-seen address", at most PENDING_PER_SENDER nonces for each of at most
+# PENDING_SENDERS senders (least recently scored dropped first).
+PENDING_PER_SENDER = 64
+PENDING_SENDERS = 20_000
 REPLAY_BLOCKS = 5_000  # most blocks replayed at start-up (no stored history, or behind it)
 RISK_HISTORY_DIR = "risk-history"  # under HOME/data
 FALLBACKS = ("admit", "rules")
@@ -94,6 +100,7 @@ class RiskHook:
         self._app: Any = None
         self._decimals: dict[str, int] = {"QNX": QNX_DECIMALS}
         self._features: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._pending: OrderedDict[bytes, dict[int, bool]] = OrderedDict()
 
     @classmethod
     def from_config(cls, section: Any, base: Path) -> "RiskHook":
@@ -214,19 +221,49 @@ class RiskHook:
         account = self._app.account(stx.tx.sender)
         balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
         pending = max(0, stx.tx.nonce - account.nonce)
+        unseen = self._pending_unseen(stx.tx.sender, account.nonce, stx.tx.nonce) if pending else 0
         if not ev.is_swap and self.history.get(ev.receiver) is None:
             # never in the history: is it at least an account the chain knows (genesis-funded, say)?
             receiver = self._app.account(ev.receiver)
             if receiver.nonce or receiver.balances:
                 ev = replace(ev, receiver_funded=True)
-        row = extract(ev, balance, pending, self.history)
+        row = extract(ev, balance, pending, self.history, unseen)
         self._features[stx.hash] = row
         if len(self._features) > FEATURE_CACHE:
             self._features.popitem(last=False)
         return row
 
+    def _pending_unseen(self, sender: bytes, committed: int, nonce: int) -> int:
+        """How many of the admitted, uncommitted nonces in [committed, nonce) of ``sender`` pay a never-seen address."""
+        known = self._pending.get(sender)
+        if not known:
+            return 0
+        return sum(1 for n, unseen in known.items() if unseen and committed <= n < nonce)
+
+    def _remember_pending(self, stx: SignedTransaction, row: np.ndarray) -> None:
+        sender = stx.tx.sender
+        known = self._pending.pop(sender, None) or {}
+        self._pending[sender] = known  # most recently scored last
+        known[stx.tx.nonce] = bool(row[UNSEEN_FEATURE])
+        if len(known) > PENDING_PER_SENDER:
+            del known[min(known)]
+        if len(self._pending) > PENDING_SENDERS:
+            self._pending.popitem(last=False)
+
+    def _forget_pending(self, stx: SignedTransaction) -> None:
+        known = self._pending.get(stx.tx.sender)
+        if known is not None:
+            known.pop(stx.tx.nonce, None)
+
     def _fold(self, block: Block) -> bool:
         height = block.header.height
+        for stx in block.txs:  # committed: no longer pending
+            known = self._pending.get(stx.tx.sender)
+            if known:
+                for n in [n for n in known if n <= stx.tx.nonce]:
+                    del known[n]
+                if not known:
+                    del self._pending[stx.tx.sender]
         if height <= self.history.height:
             return False  # replayed commit: already folded in
         for stx in block.txs:
@@ -243,17 +280,30 @@ class RiskHook:
 
     # -- decisions -----------------------------------------------------------
 
-    def assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
-        """Score a batch in one forward pass; decide admit / review / reject for each."""
-        if self.observer is None:
-            return self._assess(stxs)
-        started = time.perf_counter()
-        out = self._assess(stxs)
-        self.observer([a.decision for a in out], time.perf_counter() - started)
+    def assess(self, stxs: Sequence[SignedTransaction], *, admitting: bool = True) -> list[Assessment]:
+        """Score a batch in one forward pass; decide admit / review / reject for each.
+
+        ``admitting`` (admission's call): the ones not refused are remembered
+        as pending for their sender's later nonces (pending_to_unseen); a
+        score query (``explain``) passes False and leaves no trace.
+        """
+        started = time.perf_counter() if self.observer is not None else 0.0
+        rows = []
+        for stx in stxs:  # one at a time: a sender's run in one batch sees its earlier members as pending
+            row = self.features(stx)
+            rows.append(row)
+            if admitting and row is not None:
+                self._remember_pending(stx, row)
+        out = self._assess(stxs, rows)
+        if admitting:
+            for stx, a in zip(stxs, out):
+                if a.decision == "reject":
+                    self._forget_pending(stx)
+        if self.observer is not None:
+            self.observer([a.decision for a in out], time.perf_counter() - started)
         return out
 
-    def _assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
-        rows = [self.features(s) for s in stxs]
+    def _assess(self, stxs: Sequence[SignedTransaction], rows: list[np.ndarray | None]) -> list[Assessment]:
         scored = [i for i, row in enumerate(rows) if row is not None]
         out = [Assessment(s.hash, "admit", None, None) for s in stxs]  # unscored kinds: admitted
         if not scored:
@@ -272,7 +322,7 @@ class RiskHook:
         return out
 
     def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray | None]:
-        assessment = self.assess([stx])[0]
+        assessment = self.assess([stx], admitting=False)[0]
         row = self.features(stx)
         if self.model is not None and row is not None and not assessment.top_features:
             assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,

@@ -1,4 +1,4 @@
-"""The risk model: standardiser + MLP (28→64→32→16→1) + isolation forest + calibration.
+"""The risk model: standardiser + MLP (29→64→32→16→1) + isolation forest + calibration.
 
 Raw score (noisy-OR): ``r = 1 - (1 - p) * (1 - w * a)`` where ``p`` is the
 MLP's fraud probability, ``a`` the forest's anomaly score rescaled to [0, 1]
@@ -116,10 +116,11 @@ class RiskModel:
         _, p_arr, a_arr = self.raw_parts(row2)
         p, a = float(p_arr[0]), float(a_arr[0])
         xs = self.standardise(row2)
-        # d p / d logit = p (1 - p) vanishes when the network is sure; the
-        # logit's gradient × input ranks the reasons all the same, so scale
-        # it to the share of the score the network explains.
-        grad = self.mlp.input_gradient(xs)[0] / max(p * (1.0 - p), 1e-6)
+        # d p / d logit = p (1 - p) vanishes when the network is sure (and is
+        # 0 once float32 saturates); the logit's gradient × input ranks the
+        # reasons all the same, so scale it to the share of the score the
+        # network explains.
+        grad = self.mlp.logit_gradient(xs)[0]
         logit_contrib = grad * xs[0]
         positive = np.clip(logit_contrib, 0.0, None)
         mlp = positive / max(positive.sum(), 1e-9) * p  # raw = p + w·a·(1 − p): p is the network's part

@@ -43,7 +43,9 @@ Fraud patterns (label 1), injected at random heights:
 
 Features are computed exactly as the node does: per block, every row sees
 the history committed before that block plus the sender's earlier
-transactions in the block as pending ones.
+transactions in the block as pending ones (and which of those paid a
+never-seen address, as the node's hook remembers of the transactions it
+admitted).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.risk.features import N_FEATURES, extract
+from node.risk.features import N_FEATURES, UNSEEN_FEATURE, extract
 from node.risk.history import HistoryStore, TxEvent
 
 PATTERNS = ("normal", "drain", "burst", "mule", "wash", "dust")
@@ -329,6 +331,7 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
 
         block_events: list[TxEvent] = []
         in_block: dict[bytes, int] = {}
+        in_block_unseen: dict[bytes, int] = {}  # of those, paying a never-seen address
         fee_mults = fee_levels[rng.choice(len(fee_levels), size=len(planned), p=fee_probs)] if planned else []
         for p, fee_mult in zip(planned, fee_mults):
             bal = balances.get((p.sender, p.token), 0.0)
@@ -343,7 +346,10 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 reverse_key=(p.swap[:-1] + str(1 - int(p.swap[-1]))) if p.swap else "",
                 pool_impact=p.impact, receiver_funded=bool(p.swap) or p.receiver in funded,
             )
-            rows.append(extract(ev, bal, in_block.get(p.sender, 0), store))
+            row = extract(ev, bal, in_block.get(p.sender, 0), store, in_block_unseen.get(p.sender, 0))
+            rows.append(row)
+            if row[UNSEEN_FEATURE]:
+                in_block_unseen[p.sender] = in_block_unseen.get(p.sender, 0) + 1
             fraud = p.pattern not in ("normal", "mule_in")
             ys.append(int(fraud))
             pats.append(p.pattern if fraud else "normal")
