@@ -36,10 +36,10 @@ def model(store):
 # -- features ----------------------------------------------------------------------
 
 
-def test_feature_vector_is_29_named_floats_and_schema_hash_is_stable():
-    assert N_FEATURES == 29 == len(set(FEATURE_NAMES))
+def test_feature_vector_is_31_named_floats_and_schema_hash_is_stable():
+    assert N_FEATURES == 31 == len(set(FEATURE_NAMES))
     row = extract(TxEvent(A, B, "QNX", 5.0, 0.001, 1), 100.0, 0, HistoryStore())
-    assert row.shape == (29,) and row.dtype == np.float32 and np.isfinite(row).all()
+    assert row.shape == (31,) and row.dtype == np.float32 and np.isfinite(row).all()
     assert schema_hash() == schema_hash() and len(schema_hash()) == 64
 
 
@@ -124,7 +124,7 @@ def test_mlp_learns_a_separable_problem_and_has_the_issue_shape():
     mlp.fit(x, y, epochs=10)
     assert mlp.sizes == (20, 64, 32, 16, 1)
     from node.risk.model import MLP_SIZES
-    assert MLP_SIZES == (29, 64, 32, 16, 1)
+    assert MLP_SIZES == (31, 64, 32, 16, 1)
     assert ((mlp.predict(x) > 0.5) == y).mean() > 0.95
 
 
@@ -228,7 +228,7 @@ def test_model_beats_the_amount_threshold_baseline_on_held_out_data(store, model
 
 def test_training_is_fast_enough():
     data = generate(5, accounts=60, blocks=400)
-    mlp = MLP.init((29, 64, 32, 16, 1), seed=0)
+    mlp = MLP.init((31, 64, 32, 16, 1), seed=0)
     started = time.perf_counter()
     mlp.fit(data.x, data.y.astype(np.float32), epochs=5)
     rate = 5 * len(data) / (time.perf_counter() - started)

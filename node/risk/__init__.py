@@ -1,7 +1,7 @@
 """The mempool risk hook (issue #4): features, models, training, evaluation, admin.
 
 Local admission policy only: nothing here takes part in block validation.
-Map: history (incremental per-account summaries) → features (29-number row)
+Map: history (incremental per-account summaries) → features (31-number row)
 → model (MLP + isolation forest, .npz without pickle) in a versioned
 store → hook (node-side decisions) → admin (the feedback JSON-RPC server);
 the public methods are node/rpc_risk.py.  synth / train / evaluate generate

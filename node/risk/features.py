@@ -1,4 +1,4 @@
-"""The risk hook's fixed-length feature vector (schema 3: 30 numbers).
+"""The risk hook's fixed-length feature vector (schema 3: 31 numbers).
 
 One row per transaction, computed from the transaction (a ``TxEvent``), the
 sender's committed balance of the token, how many of the sender's
@@ -54,6 +54,8 @@ the quiet time before it, round trips.
 29  drained_share            (amount + what the sender's pending transactions move of this token) /
                              committed balance, clipped to [0, 1]: a drain split over several
                              transactions, or fanned out to several addresses, before any commits
+30  balance_log              log10(1 + the sender's committed balance of the token, whole units): a
+                             dust prober holds little; a benchmark's genesis-funded sender holds a lot
 ==  =======================  ==========================================================
 
 The schema hash (names + version) is stored in every model file; a node
@@ -103,10 +105,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "pending_vs_peak",
     "pending_to_unseen",
     "drained_share",
+    "balance_log",
 )
 N_FEATURES = len(FEATURE_NAMES)
 FEE_FEATURE = FEATURE_NAMES.index("fee_vs_median")
-assert N_FEATURES == 30
+assert N_FEATURES == 31
 UNSEEN_FEATURE = FEATURE_NAMES.index("receiver_unfunded")
 
 
@@ -234,4 +237,5 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
     f[28] = _log1p10(min(known.unseen, pending))
     drained = ev.amount + known.outflow
     f[29] = _clip(drained / balance, 0.0, 1.0) if balance > 0 else 1.0
+    f[30] = _log1p10(balance)
     return np.array(f, dtype=np.float32)

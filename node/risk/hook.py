@@ -224,9 +224,14 @@ class RiskHook:
         # neither scored nor folded into the history (see UNSCORED_KINDS).
         return None
 
-    def features(self, stx: SignedTransaction) -> np.ndarray | None:
-        """The feature row of a transfer or swap (cached by hash); None for unscored kinds."""
-        cached = self._features.get(stx.hash)
+    def features(self, stx: SignedTransaction, *, cache: bool = True) -> np.ndarray | None:
+        """The feature row of a transfer or swap (cached by hash); None for unscored kinds.
+
+        ``cache=False`` (score queries): computed afresh and not kept, so a
+        query made before the sender's earlier transactions were admitted
+        does not stand in for the row admission computes later.
+        """
+        cached = self._features.get(stx.hash) if cache else None
         if cached is not None:
             return cached
         assert self._app is not None
@@ -245,9 +250,10 @@ class RiskHook:
         pending = max(0, stx.tx.nonce - account.nonce)
         known = self._pending_summary(stx.tx.sender, account.nonce, stx.tx.nonce, ev.token) if pending else NO_PENDING
         row = extract(ev, balance, pending, self.history, known)
-        self._features[stx.hash] = row
-        if len(self._features) > FEATURE_CACHE:
-            self._features.popitem(last=False)
+        if cache:
+            self._features[stx.hash] = row
+            if len(self._features) > FEATURE_CACHE:
+                self._features.popitem(last=False)
         return row
 
     def _pending_summary(self, sender: bytes, committed: int, nonce: int, token: str) -> Pending:
@@ -322,7 +328,7 @@ class RiskHook:
         started = time.perf_counter() if self.observer is not None else 0.0
         rows = []
         for stx in stxs:  # one at a time: a sender's run in one batch sees its earlier members as pending
-            row = self.features(stx)
+            row = self.features(stx, cache=admitting)
             rows.append(row)
             if admitting and row is not None:
                 self._remember_pending(stx, row)
@@ -357,7 +363,7 @@ class RiskHook:
 
     def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray | None]:
         assessment = self.assess([stx], admitting=False)[0]
-        row = self.features(stx)
+        row = self.features(stx, cache=False)
         if self.model is not None and row is not None and not assessment.top_features:
             assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,
                                     assessment.model_version, self.model.top_features(row),

@@ -1,4 +1,4 @@
-"""The risk model: standardiser + MLP (29→64→32→16→1) + isolation forest + calibration.
+"""The risk model: standardiser + MLP (31→64→32→16→1) + isolation forest + calibration.
 
 Raw score (noisy-OR): ``r = 1 - (1 - p) * (1 - w * a)`` where ``p`` is the
 MLP's fraud probability, ``a`` the forest's anomaly score rescaled to [0, 1]

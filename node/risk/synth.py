@@ -22,7 +22,8 @@ Normal behaviour:
 * an exchange hot wallet: deposits from many, withdrawals every block to
   many, a third of them to never-seen addresses, each a small share;
 * a load cluster: genesis-funded accounts paying each other several times a
-  block from their first block on (a benchmark's traffic);
+  block from their first block on, small shares or token amounts down to
+  one base unit (a benchmark's traffic);
 * traders: swap on pools, sometimes back and forth, at small price impact;
 * micropayment streams: a service funds a fresh account that pays it back
   in many tiny payments, several per block (one counterparty, unlike dust).
@@ -295,8 +296,10 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 for _ in range(int(rng.integers(0, 4))):
                     to = cluster[int(rng.integers(0, len(cluster)))]
                     if to != c:
-                        planned.append(_Planned(c, to, balances[(c, "QNX")] * float(10 ** rng.uniform(-4, -2)),
-                                                kind="normal:cluster"))
+                        # a benchmark's amounts: a small share, or a token amount (down to one base unit)
+                        amount = (balances[(c, "QNX")] * float(10 ** rng.uniform(-8, -2)) if rng.random() < 0.6
+                                  else float(10 ** rng.uniform(-18, -6)))
+                        planned.append(_Planned(c, to, amount, kind="normal:cluster"))
         active = (h >= starts) & (rng.random(len(regular)) < np.where(h > starts, rate, 0.5))
         for i in np.flatnonzero(active):
             a = regular[i]
