@@ -94,7 +94,7 @@ def test_generator_is_seeded_and_holds_every_fraud_pattern():
     present = set(big.pattern.tolist())
     assert set(PATTERNS) <= present, present
     assert ((big.pattern != "normal") == (big.y == 1)).all()
-    assert 0.01 < big.y.mean() < 0.2
+    assert 0.005 < big.y.mean() < 0.2
 
 
 def test_fraud_patterns_have_their_signatures():
@@ -105,7 +105,8 @@ def test_fraud_patterns_have_their_signatures():
 
     assert mean("drain", "balance_share") > 0.6 > mean("normal", "balance_share")
     assert mean("dust", "amount_log") < 0.01 < mean("normal", "amount_log")
-    assert mean("wash", "round_trip") > 0.5 > mean("normal", "round_trip")
+    payments = d.x[d.kind == "normal:payment", FEATURE_NAMES.index("round_trip")].mean()
+    assert mean("wash", "round_trip") > 0.5 > payments  # (a load cluster pays itself round robin: round trips)
     assert mean("burst", "velocity_vs_baseline") > mean("normal", "velocity_vs_baseline")
     assert mean("burst", "pending_vs_peak") > mean("normal", "pending_vs_peak")
     assert mean("drain", "receiver_unfunded") > 0.5 > mean("normal", "receiver_unfunded")
