@@ -145,6 +145,9 @@ def test_model_scores_are_in_unit_interval_and_batched_equals_single(model):
     assert ((0 <= batch) & (batch <= 1)).all()
     singles = np.array([model.score(row[None, :])[0] for row in data.x[:50]])
     assert np.allclose(singles, batch[:50], atol=1e-6)
+    # admission's single-row path: the same score, network probability and anomaly part
+    parts = np.array(model.score_parts(data.x[:200])).T
+    assert np.allclose([model.score_one(row) for row in data.x[:200]], parts, atol=1e-5)
 
 
 def test_save_load_round_trip_is_exact_and_pickle_free(store, model, tmp_path):

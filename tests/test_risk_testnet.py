@@ -51,14 +51,21 @@ def test_every_node_loaded_the_testnet_model(net):
         assert info["loaded"] and info["version"] == 1 and len(info["feature_names"]) == N_FEATURES
 
 
-def test_ordinary_transfers_are_admitted_and_final(net):
-    # Also alice's history: three small payments to bob, as an owner would make.
-    bob = net.address("bob")
-    for amount in ("12.5", "3", "7.25"):
-        result = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", bob, "--amount", amount,
-                         "--rpc", net.url(2), "--wait", "--json")
+def _pay(net, sender, receiver, amounts, node):
+    """Ordinary payments through the CLI, each final; the committed records as node ``node`` has them."""
+    records = []
+    for amount in amounts:
+        result = net.cli("tx", "transfer", "--from", str(net.account_key(sender)), "--to", net.address(receiver),
+                         "--amount", amount, "--rpc", net.url(node), "--wait", "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["status"] == "ok"
+        records.append(net.rpc(node).call("qenex_getTransaction", json.loads(result.stdout)["hash"]))
+    return records
+
+
+def test_ordinary_transfers_are_admitted_and_final(net):
+    # Also alice's history: three small payments to bob, as an owner would make.
+    _pay(net, "alice", "bob", ("12.5", "3", "7.25"), 2)
 
 
 def test_a_drain_at_the_normal_fee_is_flagged_and_a_strict_node_refuses_it_with_score_and_reasons(net):
@@ -141,12 +148,7 @@ def _send(net, i, stx):
 def test_a_drain_with_a_second_takeover_signal_is_refused_at_default_thresholds(net):
     # bob's ordinary history: payments to charlie, a known counterparty,
     # admitted by a default node without a flag.
-    charlie = net.address("charlie")
-    for amount in ("4", "6.5", "2"):
-        result = net.cli("tx", "transfer", "--from", str(net.account_key("bob")), "--to", charlie, "--amount", amount,
-                         "--rpc", net.url(3), "--wait", "--json")
-        assert result.returncode == 0, result.stderr
-        record = net.rpc(3).call("qenex_getTransaction", json.loads(result.stdout)["hash"])
+    for record in _pay(net, "bob", "charlie", ("4", "6.5", "2"), 3):
         assert record["status"] == "ok" and "risk" not in record, record
     bob = load_keyfile(net.account_key("bob"), None)
     account = net.rpc(3).call("qenex_getAccount", net.address("bob"))
