@@ -22,7 +22,7 @@ Trains the default seeded model in a temporary directory, then measures
   rebuilding it by replaying the last 5,000 blocks (what a node without the
   store does).
 
-Prints p50/p99 in microseconds.  Issue 14's bars: full hook under 150 us
+Prints p50/p90/p99 in microseconds.  Issue 14's bars: full hook under 150 us
 p99 single and under 50 us per transaction batched; the risk part of a
 start-up with a 10,000-block history under 2 s.
 """
@@ -51,8 +51,10 @@ from state.testing import ONE_QNX, dev_key, make_genesis, transfer  # noqa: E402
 
 
 def percentiles(samples_s: list[float]) -> str:
+    # p90 too: on an oversubscribed machine a 4 ms scheduler slice lands in p99
     us = np.array(samples_s) * 1e6
-    return f"p50 {np.percentile(us, 50):8.1f} us   p99 {np.percentile(us, 99):8.1f} us"
+    p50, p90, p99 = np.percentile(us, [50, 90, 99])
+    return f"p50 {p50:8.1f} us   p90 {p90:8.1f} us   p99 {p99:8.1f} us"
 
 
 def clear_caches(hook: RiskHook) -> None:
