@@ -133,7 +133,8 @@ def load_dev_accounts(directory: Path) -> list[PrivateKey]:
         raise ValueError(f"{path} does not exist: create the testnet with `qenexd testnet init --accounts N`") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != DEV_ACCOUNTS_FORMAT or not isinstance(doc.get("accounts"), list):
+    if (not isinstance(doc, dict) or doc.get("format") != DEV_ACCOUNTS_FORMAT
+            or not isinstance(doc.get("accounts"), list)):
         raise ValueError(f"{path} is not a {DEV_ACCOUNTS_FORMAT} file")
     keys = []
     for i, entry in enumerate(doc["accounts"]):

@@ -46,7 +46,8 @@ class IsolationForest:
         n_leaves = self.leaf_value.shape[1]
         tree = np.arange(trees)[:, None]
         left = 2 * np.arange(n_internal)[None, :] + 1
-        child = np.where(left < n_internal, tree * n_internal + left, trees * n_internal + tree * n_leaves + left - n_internal)
+        leaf = trees * n_internal + tree * n_leaves + left - n_internal
+        child = np.where(left < n_internal, tree * n_internal + left, leaf)
         self._child = child.ravel().astype(np.intp)
         self._feat = self.feature.ravel().astype(np.intp)
         self._thr = self.threshold.ravel()

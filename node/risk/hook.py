@@ -47,8 +47,9 @@ log = logging.getLogger("qenex.risk")
 FEATURE_CACHE = 50_000
 # What the hook remembers of the transactions it admitted and that are not
 # committed yet (features pending_to_unseen, drained_share): per sender,
-# nonce -> (pays a never-seen address, token, amount), at most PENDING_PER_SENDER nonces for each of at most
-# PENDING_SENDERS senders (least recently scored dropped first).
+# nonce -> (pays a never-seen address, token, amount), at most
+# PENDING_PER_SENDER nonces for each of at most PENDING_SENDERS senders
+# (least recently scored dropped first).
 PENDING_PER_SENDER = 64
 PENDING_SENDERS = 20_000
 ACCOUNT_CACHE = 20_000  # committed accounts read at the current height (cleared when it moves)
