@@ -174,8 +174,16 @@ async def send_raw(host: str, port: int, data: bytes) -> tuple[int, bytes]:
 
 
 async def height(session: aiohttp.ClientSession, url: str) -> int:
-    async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "qenex_status"}) as r:
-        return int((await r.json())["result"]["height"])
+    # A pooled keep-alive connection may have been closed by the server (its
+    # connection cap evicts idle ones, which the fuzz fills): one fresh retry.
+    for attempt in (1, 2):
+        try:
+            async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "qenex_status"}) as r:
+                return int((await r.json())["result"]["height"])
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def block_rate(session: aiohttp.ClientSession, url: str, seconds: float) -> float:
