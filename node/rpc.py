@@ -155,10 +155,10 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         raw = parse_address(address)
         view = state_at(app, height)
         account = view.account(raw)
-        if view.height == app.height:
+        if height is None or height == "latest":
             pending = ctx.pending_nonce(raw)
             pending_nonce, queued = account.nonce if pending is None else pending, ctx.queued_for(raw)
-        else:  # the mempool has no view of a past height
+        else:  # a height asked for is answered the same on every node, whatever its head and mempool
             pending_nonce, queued = None, None
         return {
             "address": address_to_text(raw),

@@ -28,13 +28,13 @@ from typing import Iterable, Iterator, Mapping
 
 from state import keys
 from state.abc import KVStore
-from state.codec import encode
 from state.crypto import ADDRESS_LEN
 from state.errors import InvalidKey, StateInvariantBroken
-from state.ledger import Account, Ledger, TokenInfo, _stored, read_account, read_tokens
+from state.ledger import Account, Ledger, TokenInfo, read_account, read_tokens
 from state.pools import Pool, Pools, Position
 
-INDEX_VERSION = 1
+_INDEX_VERSION = b"\x01"
+_TERMINATOR = b"\x00\x00"  # ends every escaped key (keys.escape_key)
 DEFAULT_HISTORY_BLOCKS = 10_000
 # Pruning work per committed block: index records read, and changelog entries deleted
 # (the last height pruned may take it past this by at most one block's writes).
@@ -60,7 +60,7 @@ def _entries_of(key: bytes) -> bytes:
 def _key_of_entry(entry: bytes) -> bytes:
     """The state key of a changelog entry's key (``U + escape(key) + height(8)``)."""
     body = entry[len(keys.CHANGELOG):-8]
-    if len(entry) < len(keys.CHANGELOG) + 10 or not body.endswith(b"\x00\x00"):
+    if len(entry) < len(keys.CHANGELOG) + 10 or not body.endswith(_TERMINATOR):
         raise StateInvariantBroken(f"malformed changelog key 0x{entry.hex()}")
     return body[:-2].replace(b"\x00\xff", b"\x00")
 
@@ -74,14 +74,28 @@ def _before(entry: bytes, raw: bytes) -> bytes | None:
 
 
 def record(batch: dict[bytes, bytes | None], height: int, changes: Iterable[tuple[bytes, bytes | None]]) -> int:
-    """Add block ``height``'s changelog to its commit ``batch``: (state key, value before the block)."""
-    changed = []
+    """Add block ``height``'s changelog to its commit ``batch``: (state key, value before the block).
+
+    The index record is a version byte and the escaped keys end to end: each ends with the
+    only 0x00 0x00 it holds (``keys.escape_key``), so pruning splits it in one pass."""
+    suffix = keys.encode_height(height)
+    escaped = []
     for key, before in changes:
-        batch[keys.changelog_key(key, height)] = _ABSENT if before is None else _PRESENT + before
-        changed.append(key)
-    if changed:
-        batch[keys.changelog_index_key(height)] = encode([INDEX_VERSION, changed])
-    return len(changed)
+        esc = keys.escape_key(key)
+        batch[keys.CHANGELOG + esc + suffix] = _ABSENT if before is None else _PRESENT + before
+        escaped.append(esc)
+    if escaped:
+        batch[keys.changelog_index_key(height)] = _INDEX_VERSION + b"".join(escaped)
+    return len(escaped)
+
+
+def _indexed_entries(index_key: bytes, raw: bytes, height: int) -> list[bytes]:
+    """The changelog entry keys an index record names."""
+    bodies = raw[1:].split(_TERMINATOR)
+    if raw[:1] != _INDEX_VERSION or bodies[-1] != b"" or not all(b and b[0] for b in bodies[:-1]):
+        raise StateInvariantBroken(f"malformed changelog index under 0x{index_key.hex()}")
+    suffix = _TERMINATOR + keys.encode_height(height)
+    return [keys.CHANGELOG + body + suffix for body in bodies[:-1]]
 
 
 def prune(kv: KVStore, batch: dict[bytes, bytes | None], oldest: int, target: int, *,
@@ -94,11 +108,10 @@ def prune(kv: KVStore, batch: dict[bytes, bytes | None], oldest: int, target: in
         index_key = keys.changelog_index_key(height)
         raw = kv.get(index_key)
         if raw is not None:
-            _, changed = _stored(index_key, raw, 2)
-            for key in changed:
-                batch[keys.changelog_key(key, height)] = None
+            entries = _indexed_entries(index_key, raw, height)
+            batch.update(dict.fromkeys(entries))
             batch[index_key] = None
-            deleted += len(changed)
+            deleted += len(entries)
         oldest = height
         heights += 1
     return oldest

@@ -25,7 +25,7 @@ depend on the block hash, which depends on the app hash).
 | ``C``  | C + height(8)                         | commit certificate of that height (opaque)      | no     |
 | ``V``  | V + height(8)                         | the validator set that signs that height, with its proposer priorities (``ValidatorSet.encode()``); written for height h + 1 in block h's batch | no |
 | ``U``  | U + escaped state key + height(8)     | the value the key held before block ``height`` (0x00: absent; 0x01 + value), state.history | no |
-| ``W``  | W + height(8)                         | [1, [state keys block ``height`` changed]] (absent if none), state.history | no |
+| ``W``  | W + height(8)                         | 0x01 + the escaped state keys block ``height`` changed, end to end (absent if none), state.history | no |
 | ``M``  | M + name                              | metadata: head, genesis hash, genesis document  | no     |
 
 ``(64)`` marks a 64-byte big-endian unsigned integer: fixed point values

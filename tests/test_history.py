@@ -199,7 +199,7 @@ def test_pruning_keeps_the_window_and_deletes_a_bounded_amount_per_block(monkeyp
         assert app.oldest_height == app.height - 2
     entries, indexed = changelog_sizes(kv)
     assert indexed == [app.height - 1, app.height]  # empty blocks change nothing and index nothing
-    assert entries == sum(len(history._stored(keys.changelog_index_key(h), kv.get(keys.changelog_index_key(h)), 2)[1])
+    assert entries == sum(len(history._indexed_entries(keys.changelog_index_key(h), kv.get(keys.changelog_index_key(h)), h))
                           for h in indexed)
     assert keys.decode_height(kv.get(keys.META_HISTORY_OLDEST)) == app.oldest_height
 
@@ -210,7 +210,8 @@ def test_key_budget_spreads_a_large_backlog(monkeypatch: pytest.MonkeyPatch) -> 
     chain = Chain(app, VALIDATOR)
     for i in range(12):
         chain.block([chain.tx(USERS[j], Transfer(USERS[(j + 1) % 4].address, QNX, 1 + i)) for j in range(4)])
-    widest = max(len(history._stored(k, v, 2)[1]) for k, v in kv.iterate(keys.CHANGELOG_INDEX))
+    widest = max(len(history._indexed_entries(k, v, keys.decode_height(k[1:])))
+                 for k, v in kv.iterate(keys.CHANGELOG_INDEX))
     monkeypatch.setattr(history, "PRUNE_MAX_KEYS", 5)
     app.set_history_blocks(1)
     while app.oldest_height < app.height - 1:
@@ -298,6 +299,7 @@ def test_rpc_answers_at_past_heights(rpc: Any) -> None:
         pool = methods["qenex_getPool"](POOL_IDS[0], height)
         assert (pool["height"], pool["reserve0"]) == (number, str(expected[number]["pool"][0].reserve0))
     assert methods["qenex_getAccount"](address_to_text(bob), 4)["pending_nonce"] is None
+    assert methods["qenex_getAccount"](address_to_text(bob), 7)["pending_nonce"] is None  # asked for: no mempool
     assert methods["qenex_getAccount"](address_to_text(bob))["pending_nonce"] == expected[7]["accounts"][1].nonce
 
 
