@@ -2,21 +2,35 @@
 
 ``write_testnet`` lays out::
 
-    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p, metrics}, dev accounts
+    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p, metrics, admin}, dev accounts
     DIR/nodeI/config/...        one home per validator (see node.config.Home)
     DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
     DIR/nodeI/config/market.npz its copy of the pool price predictor (likewise)
     DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
+    DIR/accounts.json           with ``accounts=N``: N more genesis-funded dev accounts for load
+                                generators (format below; ``load_dev_accounts`` reads it)
+
+``accounts.json`` (``DEV_ACCOUNTS_FORMAT``), DEV-ONLY: the keys are derived
+from a public seed, so anyone can spend these accounts on any chain that
+funds them::
+
+    {"format": "qenex-dev-accounts/1", "warning": "...",
+     "seed": "qenex-dev-accounts", "derivation": "ed25519 seed = sha256(utf8(seed + '/' + str(index)))",
+     "token": "QNX", "balance": "<base units, a decimal string>",
+     "accounts": [{"index": 0, "address": "qnx1...", "secret": "<64 hex: the ed25519 seed>"}, ...]}
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
 ``base_port + 2*i`` (p2p) and ``base_port + 2*i + 1`` (RPC), and serves
-Prometheus metrics on ``base_port + 2*N + i`` (N validators; ``testnet_ports``),
-all on 127.0.0.1: a testnet takes 3*N consecutive ports.
+Prometheus metrics on ``base_port + 2*N + i`` (N validators; ``testnet_ports``)
+and its admin API on ``base_port + 3*N + i`` (token in its node.toml; state
+changes also need ``qenexd admin enroll --home DIR/nodeI``), all on
+127.0.0.1: a testnet takes 4*N consecutive ports.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -27,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from node.config import Home, MetricsSection, NodeConfig, P2PSection, RiskSection, RPCSection
+from node.config import AdminSection, Home, MetricsSection, NodeConfig, P2PSection, RiskSection, RPCSection
 from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
 from state.amounts import QNX_DECIMALS
@@ -37,6 +51,12 @@ from state.keyfile import save_keyfile
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
+# ``testnet init --accounts N``: N funded accounts for load generators (bench/load.py)
+DEV_ACCOUNTS_FILE = "accounts.json"
+DEV_ACCOUNTS_FORMAT = "qenex-dev-accounts/1"
+DEV_ACCOUNTS_SEED = "qenex-dev-accounts"  # public: these keys are for local testnets only
+LOAD_BALANCE = 100_000 * 10**QNX_DECIMALS
+MAX_LOAD_ACCOUNTS = 10_000  # genesis stays a few MB
 VALIDATOR_BALANCE = 10_000 * 10**QNX_DECIMALS
 DEFAULT_POWER = 100
 RISK_MODEL_DIR = "risk"  # under each node's config dir
@@ -58,7 +78,6 @@ def _trained_risk_models() -> Path:
     ``qenexd-risk-<uid>/``) and copied to every node of every testnet.  A
     clean clone trains them at its first ``testnet init``.
     """
-    import hashlib
 
     from node.risk.market import train_market  # numpy work: only when a testnet is made
     from node.risk.train import train_to_store
@@ -83,6 +102,53 @@ def _trained_risk_models() -> Path:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return cache
+
+
+def dev_account_key(index: int, seed: str = DEV_ACCOUNTS_SEED) -> PrivateKey:
+    """Dev account ``index`` of ``seed``: ed25519 seed sha256(utf8(f"{seed}/{index}")).  DEV ONLY."""
+    return PrivateKey(hashlib.sha256(f"{seed}/{index}".encode()).digest())
+
+
+def dev_accounts_document(keys: list[PrivateKey], seed: str, balance: int) -> dict[str, Any]:
+    return {
+        "format": DEV_ACCOUNTS_FORMAT,
+        "warning": "DEV ONLY: these keys are derived from a public seed; never fund them on a real chain",
+        "seed": seed,
+        "derivation": "ed25519 seed = sha256(utf8(seed + '/' + str(index)))",
+        "token": "QNX",
+        "balance": str(balance),
+        "accounts": [{"index": i, "address": address_to_text(k.address), "secret": k.seed.hex()}
+                     for i, k in enumerate(keys)],
+    }
+
+
+def load_dev_accounts(directory: Path) -> list[PrivateKey]:
+    """The funded dev accounts of the testnet in ``directory`` (its accounts.json), in index order.
+
+    Raises ValueError naming the file and the entry when it is missing, of
+    another format, or an entry's secret does not give its address.
+    """
+    path = Path(directory) / DEV_ACCOUNTS_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist: create the testnet with `qenexd testnet init --accounts N`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from None
+    if (not isinstance(doc, dict) or doc.get("format") != DEV_ACCOUNTS_FORMAT
+            or not isinstance(doc.get("accounts"), list)):
+        raise ValueError(f"{path} is not a {DEV_ACCOUNTS_FORMAT} file")
+    keys = []
+    for i, entry in enumerate(doc["accounts"]):
+        try:
+            key = PrivateKey(bytes.fromhex(entry["secret"]))
+            ok = entry["index"] == i and address_to_text(key.address) == entry["address"]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: account entry {i} is malformed ({exc})") from None
+        if not ok:
+            raise ValueError(f"{path}: account entry {i}'s secret does not give its address {entry.get('address')!r}")
+        keys.append(key)
+    return keys
 
 
 def _now_ms() -> int:
@@ -132,12 +198,13 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
     }
 
 
-PORTS_PER_NODE = 3  # p2p, RPC, metrics
+PORTS_PER_NODE = 4  # p2p, RPC, metrics, admin
 
 
-def testnet_ports(base_port: int, validators: int) -> list[tuple[int, int, int]]:
-    """(p2p, rpc, metrics) for each node: the first two interleaved as before, metrics after them all."""
-    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * validators + i) for i in range(validators)]
+def testnet_ports(base_port: int, validators: int) -> list[tuple[int, int, int, int]]:
+    """(p2p, rpc, metrics, admin) for each node: the first two interleaved as before, then metrics, then admin."""
+    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * validators + i,
+             base_port + 3 * validators + i) for i in range(validators)]
 
 
 def write_testnet(
@@ -149,9 +216,12 @@ def write_testnet(
     host: str = "127.0.0.1",
     powers: list[int] | None = None,
     consensus_overrides: dict[str, int] | None = None,
+    accounts: int = 0,
 ) -> dict[str, Any]:
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
+    if not 0 <= accounts <= MAX_LOAD_ACCOUNTS:
+        raise ValueError(f"--accounts {accounts} is outside [0, {MAX_LOAD_ACCOUNTS}]")
     powers = powers or [DEFAULT_POWER] * validators
     if len(powers) != validators:
         raise ValueError(f"{len(powers)} powers given for {validators} validators")
@@ -159,8 +229,10 @@ def write_testnet(
     node_keys = [PrivateKey.generate() for _ in range(validators)]
     account_keys = {name: PrivateKey.generate() for name in DEV_ACCOUNTS}
 
-    accounts = [GenesisAccount(address=k.address, balances={"QNX": DEV_BALANCE}) for k in account_keys.values()]
-    accounts += [GenesisAccount(address=k.address, balances={"QNX": VALIDATOR_BALANCE}) for k in node_keys]
+    load_keys = [dev_account_key(i) for i in range(accounts)]
+    funded = [GenesisAccount(address=k.address, balances={"QNX": DEV_BALANCE}) for k in account_keys.values()]
+    funded += [GenesisAccount(address=k.address, balances={"QNX": VALIDATOR_BALANCE}) for k in node_keys]
+    funded += [GenesisAccount(address=k.address, balances={"QNX": LOAD_BALANCE}) for k in load_keys]
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=_now_ms(),
@@ -168,26 +240,25 @@ def write_testnet(
             GenesisValidator(name=f"node{i}", pubkey=k.public_key, power=powers[i]) for i, k in enumerate(node_keys)
         ),
         tokens=(),
-        accounts=tuple(accounts),
+        accounts=tuple(funded),
         params=Params(),
     )
 
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")
     model_src = _trained_risk_models() if with_risk else None
     ports = testnet_ports(base_port, validators)
-    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, _, _), k in zip(ports, node_keys)]
+    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, *_), k in zip(ports, node_keys)]
     nodes = []
     for i, key in enumerate(node_keys):
-        p2p_port, rpc_port, metrics_port = ports[i]
+        p2p_port, rpc_port, metrics_port, admin_port = ports[i]
         config = NodeConfig(
             name=f"node{i}",
             p2p=P2PSection(listen_host=host, listen_port=p2p_port,
                            bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
             metrics=MetricsSection(host=host, port=metrics_port),
-            # The admin API stays off (admin_port 0) until an operator picks a port.
-            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL, admin_token=secrets.token_hex(32))
-            if with_risk else RiskSection(),
+            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL) if with_risk else RiskSection(),
+            admin=AdminSection(host=host, port=admin_port, token=secrets.token_hex(32)),
         )
         if consensus_overrides:
             config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
@@ -195,7 +266,7 @@ def write_testnet(
         if model_src is not None:
             shutil.copytree(model_src, Home(directory / f"node{i}").config_dir, dirs_exist_ok=True)
         nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i],
-                      "metrics": f"http://{host}:{metrics_port}/metrics"})
+                      "metrics": f"http://{host}:{metrics_port}/metrics", "admin": f"http://{host}:{admin_port}/"})
 
     keys_dir = directory / "keys"
     keys_dir.mkdir(exist_ok=True)
@@ -210,5 +281,11 @@ def write_testnet(
         "accounts": account_info,
         "note": "Dev account key files under keys/ are UNENCRYPTED: for local testing only.",
     }
+    if load_keys:
+        path = directory / DEV_ACCOUNTS_FILE
+        path.write_text(json.dumps(dev_accounts_document(load_keys, DEV_ACCOUNTS_SEED, LOAD_BALANCE), indent=1) + "\n")
+        path.chmod(0o600)
+        manifest["load_accounts"] = {"file": DEV_ACCOUNTS_FILE, "count": len(load_keys),
+                                     "balance": str(LOAD_BALANCE)}
     (directory / "testnet.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
