@@ -53,9 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--blocks", type=int, default=20)
     ap.add_argument("--txs", type=int, default=2000, help="transfers per block")
     ap.add_argument("--senders", type=int, default=2000, help="genesis-funded sending accounts")
+    ap.add_argument("--history-blocks", type=int, default=10_000,
+                    help="the validator's retention window (state.history; below --blocks, pruning runs too)")
     args = ap.parse_args(argv)
-    if min(args.blocks, args.txs, args.senders) < 1:
-        raise SystemExit("--blocks, --txs and --senders must be at least 1")
+    if min(args.blocks, args.txs, args.senders) < 1 or args.history_blocks < 0:
+        raise SystemExit("--blocks, --txs and --senders must be at least 1, --history-blocks at least 0")
 
     validator = dev_key("apply-validator")
     senders = [dev_key(f"apply-sender-{i}") for i in range(args.senders)]
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="qenex-apply-") as tmp:
         store = LevelDBKV(Path(tmp) / "validator", create_if_missing=True)
         try:
-            app = Application(store, genesis, commit_verifier=STUB_VERIFIER)
+            app = Application(store, genesis, commit_verifier=STUB_VERIFIER, history_blocks=args.history_blocks)
             rss_start = rss_mib()
             for block, app_hash in blocks:
                 t0 = time.perf_counter()
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         return f"p50 {percentile(values, 0.5) * 1000:8.1f} ms  p99 {percentile(values, 0.99) * 1000:8.1f} ms"
 
     print(f"block execution on LevelDB: {args.blocks} blocks x {args.txs} transfers from {args.senders} senders, "
-          f"signatures verified beforehand (setup {prep_s:.1f} s, not timed)")
+          f"signatures verified beforehand (setup {prep_s:.1f} s, not timed), history_blocks {args.history_blocks}")
     print(f"  execute_block {total / exec_s:10.0f} transfers/s   per block {ms(exec_times)}")
     print(f"  commit_block  {total / commit_s:10.0f} transfers/s   per block {ms(commit_times)}")
     print(f"  both          {total / (exec_s + commit_s):10.0f} transfers/s   per block {ms(both)}")

@@ -170,6 +170,15 @@ class SignerSection:
 
 
 @dataclass(frozen=True, slots=True)
+class StateSection:
+    """The state store.  ``history_blocks``: how many blocks back the state can be
+    queried (``qenex_getAccount`` etc. with a height; state.history); 0 = archive,
+    every height kept.  Lowering it prunes the older history gradually."""
+
+    history_blocks: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -182,6 +191,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     signer: SignerSection = field(default_factory=SignerSection)
+    state: StateSection = field(default_factory=StateSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -201,6 +211,8 @@ class NodeConfig:
         _check_metrics(config.metrics, source)
         _check_log(config, source)
         _check_signer(config.signer, source)
+        if config.state.history_blocks >= 2**63:
+            raise ConfigError(f"{source}: state.history_blocks must be below 2**63 (0 = keep every height)")
         return config
 
     @property
@@ -306,6 +318,7 @@ _SECTIONS = {
     "metrics": MetricsSection,
     "log": LogSection,
     "signer": SignerSection,
+    "state": StateSection,
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")

@@ -45,6 +45,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 NOT_FOUND = -32004  # server error: the block, transaction, token or pool asked for does not exist
 OVER_BUDGET = -32005  # server error: the batch spent its work budget
+HEIGHT_PRUNED = -32006  # server error: the state at that height is older than the node keeps ([state] history_blocks)
 
 MAX_JSON_DEPTH = 32  # a real request nests 4-5 deep (batch, request, params, path)
 TRACEBACK_INTERVAL_S = 60.0

@@ -19,9 +19,18 @@ import enum
 from typing import Any, Callable
 
 from node.errors import MempoolError
-from node.jsonrpc import NOT_FOUND, RPCError, charge
+from node.jsonrpc import NOT_FOUND, RPCError, charge, invalid_params
 from node.rpc_context import RpcContext
-from node.rpc_params import hex0x, parse_address, parse_bool, parse_hex, parse_height, parse_int, parse_symbol
+from node.rpc_params import (
+    hex0x,
+    parse_address,
+    parse_bool,
+    parse_hex,
+    parse_height,
+    parse_int,
+    parse_symbol,
+    state_at,
+)
 from node.rpc_pools import pool_methods
 from node.rpc_risk import risk_methods
 from state.crypto import address_to_text
@@ -142,15 +151,21 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             "consensus": ctx.consensus_state(),
         }
 
-    def get_account(address: str) -> dict[str, Any]:
+    def get_account(address: str, height: Any = None) -> dict[str, Any]:
         raw = parse_address(address)
-        account = app.account(raw)
-        pending = ctx.pending_nonce(raw)
+        view = state_at(app, height)
+        account = view.account(raw)
+        if height is None or height == "latest":
+            pending = ctx.pending_nonce(raw)
+            pending_nonce, queued = account.nonce if pending is None else pending, ctx.queued_for(raw)
+        else:  # a height asked for is answered the same on every node, whatever its head and mempool
+            pending_nonce, queued = None, None
         return {
             "address": address_to_text(raw),
+            "height": view.height,
             "nonce": account.nonce,
-            "pending_nonce": account.nonce if pending is None else pending,
-            "queued": ctx.queued_for(raw),  # future-nonce transactions waiting for a gap to fill
+            "pending_nonce": pending_nonce,
+            "queued": queued,  # future-nonce transactions waiting for a gap to fill
             "balances": {symbol: str(amount) for symbol, amount in sorted(account.balances.items())},
         }
 
@@ -208,8 +223,22 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             raise RPCError(exc.code, str(exc), exc.data or None) from None
         return {"hash": hex0x(tx_hash)}
 
-    def get_validators() -> dict[str, Any]:
+    def get_validators(height: Any = None) -> dict[str, Any]:
+        """The set that signs ``height`` (default and "latest": the next block's).  Sets are kept
+        for every height (sync and evidence need them), so the state's retention window does
+        not apply; height 0 has no block to sign."""
+        number = app.height + 1
         vset = ctx.validator_set()
+        if height is not None and height != "latest":
+            number = parse_height(height)
+            if number == 0:
+                raise invalid_params("height 0 is the genesis state and no block is signed at it: "
+                                     "the genesis validators sign height 1")
+            if number > app.height + 1:
+                raise RPCError(NOT_FOUND, f"height {number} is above the next height {app.height + 1}: "
+                                          f"its validator set is not known yet",
+                               {"height": number, "head": app.height})
+            vset = app.validator_set(number)
         validators = []
         if vset is not None:
             for v, priority in zip(vset.validators, vset.priorities):
@@ -222,7 +251,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
                     }
                 )
         return {
-            "height": app.height + 1,
+            "height": number,
             "total_power": str(vset.total_power) if vset else "0",
             "validators": validators,
         }
@@ -255,11 +284,15 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             "proof": [hex0x(p) for p in proof.proof],
         }
 
-    def get_token(symbol: Any) -> dict[str, Any]:
-        info = app.token(parse_symbol(symbol, "symbol"))
+    def get_token(symbol: Any, height: Any = None) -> dict[str, Any]:
+        name = parse_symbol(symbol, "symbol")
+        view = state_at(app, height)
+        info = view.token(name)
         if info is None:
-            raise RPCError(NOT_FOUND, f"no token {symbol!r}")
+            raise RPCError(NOT_FOUND, f"no token {name!r}" + ("" if view.height == app.height else
+                                                               f" at height {view.height}"))
         return {
+            "height": view.height,
             "symbol": info.symbol,
             "name": info.name,
             "decimals": info.decimals,

@@ -9,13 +9,17 @@ without importing another RPC module.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.jsonrpc import brief, invalid_params
+from node.jsonrpc import HEIGHT_PRUNED, NOT_FOUND, RPCError, brief, invalid_params
 from state.amounts import MAX_AMOUNT
 from state.crypto import address_from_text
-from state.errors import StateError
+from state.errors import HeightAboveHead, HeightPruned, StateError
 from state.payloads import check_symbol, pool_id
+
+if TYPE_CHECKING:
+    from state.app import Application
+    from state.history import StateView
 
 MAX_HEIGHT = 2**64 - 1  # heights are u64 in the store's keys
 MAX_ADDRESS_CHARS = 90  # bech32's own limit
@@ -67,6 +71,19 @@ def parse_height(value: Any, name: str = "height") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_HEIGHT:
         raise invalid_params(f'{name} must be an integer in [0, 2**64 - 1] or "latest", got {brief(value)}')
     return value
+
+
+def state_at(app: "Application", height: Any, name: str = "height") -> "StateView":
+    """The committed state at ``height`` (None or "latest": the head): -32602 for a malformed
+    height, -32004 above the head, -32006 below the oldest height kept (``data`` names it)."""
+    number = app.height if height is None or height == "latest" else parse_height(height, name)
+    try:
+        return app.at(number)
+    except HeightAboveHead as exc:
+        raise RPCError(NOT_FOUND, f"{name}: {exc}", {"height": number, "head": exc.head}) from None
+    except HeightPruned as exc:
+        raise RPCError(HEIGHT_PRUNED, f"{name}: {exc}",
+                       {"height": number, "oldest_height": exc.oldest, "head": exc.head}) from None
 
 
 def parse_bool(value: Any, name: str) -> bool:

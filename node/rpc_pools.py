@@ -11,7 +11,7 @@ unanswerable range is -32004.
 
 | method | params | result |
 |---|---|---|
-| ``qenex_getPool`` | pool | pool object (below) |
+| ``qenex_getPool`` | pool, height? (integer or "latest") | pool object (below) at that height |
 | ``qenex_listPools`` | — | ``{height, pools: [pool object]}`` |
 | ``qenex_quoteSwap`` | token_in, token_out, amount_in, path? (2-4 symbols), max_hops? (1-3, default 3) | ``{amount_in, amount_out, path, pools, amounts, fees, fee, price_impact_bps, spot_price, execution_price}`` |
 | ``qenex_getTwap`` | pool, from_height?, to_height?, window_seconds? | ``{pool, from_height, to_height, from_time_ms, to_time_ms, elapsed_ms, price0, price1, cumulative0_delta, cumulative1_delta}`` |
@@ -36,7 +36,15 @@ from typing import Any, Callable
 
 from node.jsonrpc import NOT_FOUND, RPCError, invalid_params
 from node.rpc_context import RpcContext
-from node.rpc_params import MAX_HEIGHT, parse_address, parse_amount_units, parse_int, parse_pool, parse_symbol
+from node.rpc_params import (
+    MAX_HEIGHT,
+    parse_address,
+    parse_amount_units,
+    parse_int,
+    parse_pool,
+    parse_symbol,
+    state_at,
+)
 from state import amm
 from state.crypto import address_to_text
 from state.errors import PoolQueryError
@@ -113,8 +121,14 @@ def pool_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             raise RPCError(NOT_FOUND, f"pool {pid} does not exist")
         return pool
 
-    def get_pool(pool: Any) -> dict[str, Any]:
-        return pool_to_json(require_pool(parse_pool(pool)), app.height)
+    def get_pool(pool: Any, height: Any = None) -> dict[str, Any]:
+        pid = parse_pool(pool)
+        view = state_at(app, height)
+        found = view.pool(pid)
+        if found is None:
+            raise RPCError(NOT_FOUND, f"pool {pid} does not exist" + ("" if view.height == app.height else
+                                                                       f" at height {view.height}"))
+        return pool_to_json(found, view.height)
 
     def list_pools() -> dict[str, Any]:
         return {"height": app.height, "pools": [pool_to_json(p, app.height) for p in app.pools()]}

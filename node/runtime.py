@@ -147,6 +147,7 @@ class Node:
         # or sign record ahead of it, refuse to start (StartRefused, one line).
         opened = open_home_state(self.home, self.genesis, address_of(self.validator_public_key))
         self.kv, self.app = opened.kv, opened.app
+        self.app.set_history_blocks(self.config.state.history_blocks)
         self.audit = AuditLog(self.home.audit_file, self.node_key)
         self.metrics.time_store_writes(self.kv)
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)

@@ -14,6 +14,10 @@ height (``validator_set(h)``, past heights included), checks a block's
 was given (``state.abc``), and derives the next height's set from the
 block's ``validator_updates`` (``ValidatorSet.updated(...).increment(1)``).
 
+State at past heights (``at(h)``) is read through the changelog each commit
+writes and prunes in its own batch (``state.history``), within a retention
+window of ``history_blocks`` blocks (0 keeps every height).
+
 Nothing here reads a clock: a block's time enters as a header field, checked
 against the previous block's time and, when the caller passes its own
 ``now_ms``, against ``params.max_clock_drift_ms``.
@@ -24,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
-from state import keys
+from state import history, keys
 from state.abc import CommitVerifier, KVStore
 from state.amounts import QNX, QNX_DECIMALS
 from state.blocks import BLOCK_VERSION, EMPTY_COMMIT, Block, BlockHeader, Height, tx_root
@@ -32,9 +36,10 @@ from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
 from state.errors import (
     GenesisMismatch,
+    HeightAboveHead,
+    HeightPruned,
     InvalidBlock,
     InvalidCommit,
-    InvalidKey,
     InvalidLastCommit,
     InvalidValidatorSet,
     InvalidTransaction,
@@ -52,12 +57,11 @@ from state.ledger import (
     TokenInfo,
     ValidatorInfo,
     _stored,
-    read_account,
-    read_tokens,
 )
+from state.history import DEFAULT_HISTORY_BLOCKS, StateAt, StateView
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
-from state.pools import Observation, Pool, Pools, Position
+from state.pools import Observation, Pool, Position
 from state.transactions import Receipt, SignedTransaction
 from state.validators import ValidatorSet
 
@@ -77,6 +81,7 @@ class BlockResult:
     app_hash: Hash
     receipts: tuple[Receipt, ...]
     state_writes: tuple[tuple[bytes, bytes | None], ...]  # sorted; what app_hash commits to
+    prior_values: tuple[bytes | None, ...]  # each written key's value before the block (state.history)
     fees: int
     # (pubkey, power) changes the block made (power 0 removes); empty until staking
     validator_updates: tuple[tuple[bytes, int], ...]
@@ -135,15 +140,19 @@ def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
 
 class Application:
     def __init__(self, kv: KVStore, genesis: Genesis, *, initialise: bool = True,
-                 commit_verifier: CommitVerifier | None = None) -> None:
+                 commit_verifier: CommitVerifier | None = None,
+                 history_blocks: int = DEFAULT_HISTORY_BLOCKS) -> None:
         """Open the application on ``kv``; an empty store gets the genesis state
         only with ``initialise`` (a node's start passes False: only ``init``
         creates a chain, so an emptied store is refused, never re-created).
 
         ``commit_verifier`` checks commit certificates (the node passes
         consensus/'s); without one, validating a block above height 1 fails
-        closed (StateInvariantBroken), it is never skipped."""
+        closed (StateInvariantBroken), it is never skipped.
+
+        ``history_blocks``: how many blocks back ``at(height)`` can read (0 = every height)."""
         self._kv = kv
+        self.set_history_blocks(history_blocks)
         self._verifier = commit_verifier
         self._vsets: dict[int, ValidatorSet] = {}
         self.genesis = genesis
@@ -158,6 +167,10 @@ class Application:
             raise GenesisMismatch(stored, genesis.hash)
         self._head = self._read_head()
         self._open_validator_sets()
+        # A store from before the changelog records it from the first block it commits.
+        stored_oldest = history.read_oldest(kv)
+        self._history_recorded = stored_oldest is not None
+        self._history_oldest = self.height if stored_oldest is None else stored_oldest
 
     # -- startup ----------------------------------------------------------------
 
@@ -171,6 +184,7 @@ class Application:
         batch[keys.META_GENESIS_HASH] = self.genesis.hash
         batch[keys.META_GENESIS] = self.genesis.encode()
         batch[keys.META_HEAD] = head.encode()
+        batch[keys.META_HISTORY_OLDEST] = keys.encode_height(0)
         batch[keys.validator_set_key(1)] = genesis_validator_set(self.genesis).encode()
         self._kv.write_batch(batch, sync=True)
 
@@ -277,19 +291,49 @@ class Application:
     def tx_outflows(self, stx: SignedTransaction) -> dict[str, int]:
         return outflows(stx.tx)
 
+    # -- state at past heights (state.history) ----------------------------------------
+
+    @property
+    def history_blocks(self) -> int:
+        return self._history_blocks
+
+    def set_history_blocks(self, blocks: int) -> None:
+        """The retention window: ``at`` reads back ``blocks`` blocks (0 = every height).  A smaller
+        window than before is pruned down gradually, a bounded amount per committed block."""
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks < 2**63:
+            raise StateInvariantBroken(f"history_blocks must be an integer in [0, 2**63), got {blocks!r}")
+        self._history_blocks = blocks
+
+    @property
+    def oldest_height(self) -> Height:
+        """The lowest height whose state ``at`` can read."""
+        return Height(self._history_oldest)
+
+    def at(self, height: int) -> StateView:
+        """The committed state at the end of block ``height`` (0: genesis), for
+        ``oldest_height <= height <= self.height``; raises HeightAboveHead or HeightPruned."""
+        if height > self.height:
+            raise HeightAboveHead(height, head=self.height, oldest=self._history_oldest)
+        if height < self._history_oldest:
+            raise HeightPruned(height, head=self.height, oldest=self._history_oldest)
+        if height == self.height:
+            return StateView(self._kv, height)
+        return StateView(StateAt(self._kv, height), height)
+
     # -- state queries (committed) -------------------------------------------------
+
+    def _head_view(self) -> StateView:
+        return StateView(self._kv, self.height)
 
     def account(self, address: bytes) -> Account:
         """Committed nonce and non-zero balances of ``address`` (zero nonce and {} if unknown)."""
-        if not isinstance(address, bytes) or len(address) != ADDRESS_LEN:
-            raise InvalidKey(f"address must be {ADDRESS_LEN} bytes, got {address!r}")
-        return read_account(self._kv, address)
+        return self._head_view().account(address)
 
     def token(self, symbol: str) -> TokenInfo | None:
-        return Ledger(self._kv).token(symbol)
+        return self._head_view().token(symbol)
 
     def tokens(self) -> list[TokenInfo]:
-        return read_tokens(self._kv)
+        return self._head_view().tokens()
 
     # -- pools (issue #3): committed state, read-only ------------------------------
     #
@@ -302,16 +346,15 @@ class Application:
 
     def pool(self, pool_id: str) -> Pool | None:
         """The pool record (reserves, shares, reward rate and index, cumulative prices), or None."""
-        return Pools(Ledger(self._kv)).get(pool_id)
+        return self._head_view().pool(pool_id)
 
     def pools(self) -> list[Pool]:
         """Every pool, in id order."""
-        store = Pools(Ledger(self._kv))
-        return [p for p in (store.get(pid) for pid in store.ids()) if p is not None]
+        return self._head_view().pools()
 
     def pool_position(self, address: bytes, pool_id: str) -> Position:
         """``address``'s shares of a pool; ``.pending(pool.reward_index)`` is its claimable reward."""
-        return Pools(Ledger(self._kv)).position(address, pool_id)
+        return self._head_view().pool_position(address, pool_id)
 
     def pool_observation(self, pool_id: str, height: int) -> Observation | None:
         return self._pool_queries().observation(pool_id, height)
@@ -359,14 +402,15 @@ class Application:
         # An empty block's size, plus up to 4 more bytes for a longer txs array header.
         return len(encode([1, header.to_wire(), [], last_commit])) + 4
 
-    def _finish(self, run: BlockRun, proposer: bytes) -> tuple[list[tuple[bytes, bytes | None]], Hash]:
+    def _finish(self, run: BlockRun, proposer: bytes) -> tuple[list[tuple[bytes, bytes | None, bytes | None]], Hash]:
+        """(key, prior value, new value) of every state key the block changed, sorted; the app hash."""
         run.validator_updates = run.end_block()
         run.pay_proposer(proposer)
-        writes = run.overlay.changes(self._kv)
-        for key, _ in writes:
+        changes = run.overlay.changes_with_prior(self._kv)
+        for key, _, _ in changes:
             if not keys.is_state_key(key):
                 raise StateInvariantBroken(f"execution wrote non-state key 0x{key.hex()}")
-        return writes, app_hash_of(self.app_hash, run.height, writes)
+        return changes, app_hash_of(self.app_hash, run.height, [(k, v) for k, _, v in changes])
 
     def build_block(
         self,
@@ -405,7 +449,7 @@ class Application:
             except InvalidTransaction:
                 continue
             budget -= stx.size
-        writes, app_hash = self._finish(run, proposer)
+        changes, app_hash = self._finish(run, proposer)
         header = BlockHeader(
             self.chain_id,
             height,
@@ -422,7 +466,7 @@ class Application:
             raise StateInvariantBroken(
                 f"built a block of {block.size} bytes over the limit {self.params.max_block_bytes}"
             )
-        return block, self._result(block, run, writes, app_hash)
+        return block, self._result(block, run, changes, app_hash)
 
     def execute_block(self, block: Block, *, now_ms: int | None = None) -> BlockResult:
         """Validator side: validate and run ``block`` on the committed state; writes nothing.
@@ -482,13 +526,13 @@ class Application:
                 raise InvalidBlock(
                     f"transaction {index} (0x{stx.hash.hex()}) may not be included: {exc}", height=height
                 ) from exc
-        writes, app_hash = self._finish(run, h.proposer)
+        changes, app_hash = self._finish(run, h.proposer)
         if h.app_hash != app_hash:
             raise InvalidBlock(f"app_hash 0x{h.app_hash.hex()} is not the computed 0x{app_hash.hex()}", height=height)
-        return self._result(block, run, writes, app_hash)
+        return self._result(block, run, changes, app_hash)
 
     def _result(
-        self, block: Block, run: BlockRun, writes: list[tuple[bytes, bytes | None]], app_hash: Hash
+        self, block: Block, run: BlockRun, changes: list[tuple[bytes, bytes | None, bytes | None]], app_hash: Hash
     ) -> BlockResult:
         updates = tuple(run.validator_updates)
         try:
@@ -501,7 +545,8 @@ class Application:
             prev_app_hash=self.app_hash,
             app_hash=app_hash,
             receipts=tuple(run.receipts),
-            state_writes=tuple(writes),
+            state_writes=tuple((k, v) for k, _, v in changes),
+            prior_values=tuple(prior for _, prior, _ in changes),
             fees=run.fees,
             validator_updates=updates,
             next_validators=next_validators,
@@ -526,6 +571,8 @@ class Application:
             raise StateInvariantBroken("a block is committed with a non-empty commit certificate")
         if len(result.receipts) != len(block.txs):
             raise StateInvariantBroken("result receipts do not match the block's transactions")
+        if len(result.prior_values) != len(result.state_writes):
+            raise StateInvariantBroken("result prior values do not match its state writes")
 
         batch: dict[bytes, bytes | None] = dict(result.state_writes)
         batch[keys.block_key(height)] = encode(
@@ -540,13 +587,26 @@ class Application:
         batch[keys.validator_set_key(height + 1)] = result.next_validators.encode()
         head = _Head(Height(height), block.hash, result.app_hash, block.header.time_ms)
         batch[keys.META_HEAD] = head.encode()
+        oldest = self._record_history(batch, height, result)
         self._kv.write_batch(batch, sync=True)
-        # Only now, with the batch on disk, do the in-memory head and set move.
+        # Only now, with the batch on disk, do the in-memory head, history and set move.
         self._head = head
+        self._history_oldest, self._history_recorded = oldest, True
         self._vsets[height] = self._current
         if len(self._vsets) > _VSET_CACHE:
             del self._vsets[next(iter(self._vsets))]
         self._current = result.next_validators
+
+    def _record_history(self, batch: dict[bytes, bytes | None], height: int, result: BlockResult) -> int:
+        """Add block ``height``'s changelog and this block's share of pruning to its batch; the new oldest."""
+        history.record(batch, height, zip((k for k, _ in result.state_writes), result.prior_values))
+        oldest = self._history_oldest
+        if self._history_blocks:
+            oldest = history.prune(self._kv, batch, oldest, height - self._history_blocks,
+                                   max_heights=history.PRUNE_MAX_HEIGHTS, max_keys=history.PRUNE_MAX_KEYS)
+        if oldest != self._history_oldest or not self._history_recorded:
+            batch[keys.META_HISTORY_OLDEST] = keys.encode_height(oldest)
+        return oldest
 
     def apply_block(self, block: Block, commit_cert: bytes) -> BlockResult:
         """execute_block + commit_block (block sync)."""

@@ -31,6 +31,8 @@ broken invariants are StateInvariantBroken and should halt the node):
     │   │   FlashLoanNotRepaid, NoFlashLoan, BatchOpFailed, NotRewardAuthority, PoolAccountTransfer
     ├── InvalidBlock                     a proposed / synced block is invalid
     ├── GenesisMismatch                  store was initialised with another genesis
+    ├── HeightUnavailable                the state at a height cannot be read
+    │   ├── HeightAboveHead, HeightPruned
     └── StateInvariantBroken             a bug or a corrupt store: halt
 """
 
@@ -412,6 +414,29 @@ class GenesisMismatch(StateError):
 
 class PoolQueryError(StateError):
     """A pool query (history, TWAP, quote) cannot be answered; the message says which argument."""
+
+
+class HeightUnavailable(StateError):
+    """The state at ``height`` cannot be read (state.history)."""
+
+    def __init__(self, message: str, *, height: int, head: int, oldest: int) -> None:
+        super().__init__(message)
+        self.height = height
+        self.head = head
+        self.oldest = oldest
+
+
+class HeightAboveHead(HeightUnavailable):
+    def __init__(self, height: int, *, head: int, oldest: int) -> None:
+        super().__init__(f"height {height} is above the head {head}", height=height, head=head, oldest=oldest)
+
+
+class HeightPruned(HeightUnavailable):
+    def __init__(self, height: int, *, head: int, oldest: int) -> None:
+        super().__init__(
+            f"the state at height {height} is no longer kept: the oldest available height is {oldest} (head {head})",
+            height=height, head=head, oldest=oldest,
+        )
 
 
 class StateInvariantBroken(StateError):

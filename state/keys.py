@@ -24,6 +24,8 @@ depend on the block hash, which depends on the app hash).
 | ``X``  | X + tx hash(32)                       | [1, height, index]                              | no     |
 | ``C``  | C + height(8)                         | commit certificate of that height (opaque)      | no     |
 | ``V``  | V + height(8)                         | the validator set that signs that height, with its proposer priorities (``ValidatorSet.encode()``); written for height h + 1 in block h's batch | no |
+| ``U``  | U + escaped state key + height(8)     | the value the key held before block ``height`` (0x00: absent; 0x01 + value), state.history | no |
+| ``W``  | W + height(8)                         | 0x01 + the escaped state keys block ``height`` changed, end to end (absent if none), state.history | no |
 | ``M``  | M + name                              | metadata: head, genesis hash, genesis document  | no     |
 
 ``(64)`` marks a 64-byte big-endian unsigned integer: fixed point values
@@ -57,11 +59,14 @@ RECEIPT = b"R"
 TX_INDEX = b"X"
 COMMIT_CERT = b"C"
 VALIDATOR_SET = b"V"
+CHANGELOG = b"U"
+CHANGELOG_INDEX = b"W"
 META = b"M"
 
 META_HEAD = META + b"head"  # [1, height, last block hash, app hash, last time_ms]
 META_GENESIS_HASH = META + b"genesis_hash"
 META_GENESIS = META + b"genesis"  # the genesis document's canonical bytes
+META_HISTORY_OLDEST = META + b"history_oldest"  # height(8): the lowest height whose state can be read back
 
 
 def _height(height: int) -> bytes:
@@ -142,6 +147,21 @@ def commit_cert_key(height: int) -> bytes:
 
 def validator_set_key(height: int) -> bytes:
     return VALIDATOR_SET + _height(height)
+
+
+def escape_key(key: bytes) -> bytes:
+    """``key`` with each 0x00 as 0x00 0xFF, then 0x00 0x00: order-preserving and
+    self-terminating, so ``escape_key(k) + height(8)`` sorts by key, then height,
+    and no other key's entries share ``escape_key(k)`` as a prefix."""
+    return key.replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+
+
+def changelog_key(key: bytes, height: int) -> bytes:
+    return CHANGELOG + escape_key(key) + _height(height)
+
+
+def changelog_index_key(height: int) -> bytes:
+    return CHANGELOG_INDEX + _height(height)
 
 
 def encode_height(height: int) -> bytes:

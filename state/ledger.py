@@ -99,7 +99,16 @@ class Overlay(KVReader):
 
     def changes(self, base: KVReader) -> list[tuple[bytes, bytes | None]]:
         """Writes that differ from ``base``, sorted by key: the canonical write set."""
-        return [(k, self.writes[k]) for k in sorted(self.writes) if base.get(k) != self.writes[k]]
+        return [(k, v) for k, _, v in self.changes_with_prior(base)]
+
+    def changes_with_prior(self, base: KVReader) -> list[tuple[bytes, bytes | None, bytes | None]]:
+        """``changes(base)`` as (key, value in ``base``, new value): what state.history records."""
+        out = []
+        for key in sorted(self.writes):
+            value, prior = self.writes[key], base.get(key)
+            if prior != value:
+                out.append((key, prior, value))
+        return out
 
 
 class Ledger:

@@ -70,8 +70,12 @@ def test_cli_transfer_finalizes_and_every_node_agrees_for_20_heights(net):
         blocks = [net.rpc(i).call("qenex_getBlock", height) for i in range(net.n)]
         assert len({b["hash"] for b in blocks}) == 1, f"nodes disagree on the block at {height}"
         assert len({b["app_hash"] for b in blocks}) == 1, f"nodes disagree on the app hash at {height}"
-    accounts = [net.rpc(i).call("qenex_getAccount", net.address("alice")) for i in range(net.n)]
+    accounts = [net.rpc(i).call("qenex_getAccount", net.address("alice"), top) for i in range(net.n)]
     assert len({json.dumps(a, sort_keys=True) for a in accounts}) == 1
+    # state at past heights (state/history.py): bob before and after the transfer, the same on every node
+    for height, balance in ((out["height"] - 1, before), (out["height"], expected)):
+        answers = [net.rpc(i).call("qenex_getAccount", bob, height) for i in range(net.n)]
+        assert {int(a["balances"]["QNX"]) for a in answers} == {balance}, f"bob at height {height}"
 
     proof = net.cli("query", "tx", out["hash"], "--proof", "--json", "--rpc", net.url(2))
     assert proof.returncode == 0, proof.stderr
