@@ -9,6 +9,8 @@ A node's home holds everything it owns::
     HOME/data/initialised.json  marker written by init: this home has a store
     HOME/data/sign_state.json   what this validator signed last (node.signguard)
     HOME/data/consensus.wal     consensus write-ahead log
+    HOME/data/restored.json     written by ``qenexd snapshot restore`` (node.snapshot, node.homecheck)
+    HOME/snapshots/             snapshots the node takes every ``[snapshot] interval_blocks``
     HOME/keyring/NAME.json      user keys (``qenexd keys``)
 
 Files that may hold secrets (node.toml with the admin token, keys, the sign
@@ -155,6 +157,16 @@ class SignerSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotSection:
+    """Periodic state snapshots (node.snapshot) into ``HOME/snapshots/``:
+    one every ``interval_blocks`` committed blocks (0 = off), the last
+    ``keep`` kept."""
+
+    interval_blocks: int = 0
+    keep: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -166,6 +178,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     signer: SignerSection = field(default_factory=SignerSection)
+    snapshot: SnapshotSection = field(default_factory=SnapshotSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -184,6 +197,8 @@ class NodeConfig:
         _check_metrics(config.metrics, source)
         _check_log(config, source)
         _check_signer(config.signer, source)
+        if config.snapshot.keep < 1:
+            raise ConfigError(f"{source}: snapshot.keep must be at least 1, got {config.snapshot.keep}")
         return config
 
 
@@ -263,6 +278,7 @@ _SECTIONS = {
     "metrics": MetricsSection,
     "log": LogSection,
     "signer": SignerSection,
+    "snapshot": SnapshotSection,
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -341,6 +357,14 @@ class Home:
     @property
     def sign_state_file(self) -> Path:
         return self.data_dir / "sign_state.json"
+
+    @property
+    def restore_note(self) -> Path:
+        return self.data_dir / "restored.json"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
 
     @property
     def keyring_dir(self) -> Path:

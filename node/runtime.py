@@ -13,6 +13,8 @@ import collections
 import logging
 import resource
 import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 from node.config import Home, NodeConfig
@@ -42,6 +44,7 @@ from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, Bloc
 from node.remote_signer import RemoteSigner, SignerAddress
 from node.signer import ConsensusSigner, LocalSigner
 from node.signguard import SignGuard
+from node.snapshot import default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from state.app import Application
@@ -115,6 +118,9 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         self.risk.observer = self.metrics.observe_risk
         self.log_context: ContextFilter | None = None  # set by run_node when it configured logging
+        self._snapshot_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self._periodic_snapshot: asyncio.Task[dict[str, Any]] | None = None
+        self._snapshot_abort = threading.Event()  # set at shutdown: a worker stops writing
 
     # -- lifecycle --------------------------------------------------------
 
@@ -259,6 +265,9 @@ class Node:
             await step("p2p", self.p2p.stop())
         if self.consensus_inbound:
             self.consensus_inbound.close()
+        if self._snapshot_tasks:  # a worker reads the store: it must end before the store closes
+            self._snapshot_abort.set()
+            await step("snapshots", asyncio.wait(set(self._snapshot_tasks)))
         self.risk.close()
         if self.kv:
             self.kv.close()
@@ -318,6 +327,59 @@ class Node:
             market_model=self.market_model,
         )
 
+    # -- snapshots ----------------------------------------------------------
+
+    async def admin_snapshot(self, out_path: str | None = None) -> dict[str, Any]:
+        """Snapshot the state at the committed head into ``out_path`` (relative
+        paths are under HOME/snapshots/; default snapshot-<height>.qsnap there)
+        and return its manifest with ``path``.  The LevelDB snapshot is taken
+        here, between two commits; the file is written in a worker thread, so
+        the loop and later commits go on meanwhile."""
+        return await self._start_snapshot(out_path)
+
+    def _start_snapshot(self, out_path: str | None) -> asyncio.Task[dict[str, Any]]:
+        assert self.kv is not None and self.app is not None, "the node is not started"
+        if out_path is None:
+            target, overwrite = default_snapshot_path(self.home, self.app.height), True
+        else:
+            target, overwrite = self.home.snapshots_dir / Path(out_path), False  # an absolute path stays absolute
+        view = self.kv.snapshot()
+
+        def work() -> dict[str, Any]:
+            try:
+                manifest = write_snapshot(view, target, abort=self._snapshot_abort, overwrite=overwrite)
+            finally:
+                view.close()
+            return {"path": str(target), **manifest.to_json_obj()}
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(work), name="snapshot")
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+        return task
+
+    def _maybe_periodic_snapshot(self, height: int) -> None:
+        section = self.config.snapshot
+        if not section.interval_blocks or height % section.interval_blocks:
+            return
+        if self._periodic_snapshot is not None and not self._periodic_snapshot.done():
+            log.warning("snapshot at height %d skipped: the previous one is still being written", height)
+            return
+        task = self._start_snapshot(None)
+        self._periodic_snapshot = task
+
+        def finished(done: asyncio.Task[dict[str, Any]]) -> None:
+            if done.cancelled():
+                return
+            exc = done.exception()
+            if exc is not None:
+                log.warning("snapshot at height %d failed: %s", height, exc)
+                return
+            pruned = prune_snapshots(self.home.snapshots_dir, section.keep)
+            log.info("snapshot at height %d written to %s (%d keys)%s", height, done.result()["path"],
+                     done.result()["key_count"], f"; removed {len(pruned)} older" if pruned else "")
+
+        task.add_done_callback(finished)
+
     # -- transactions -----------------------------------------------------
 
     def submit_raw_tx(self, raw: bytes) -> bytes:
@@ -370,6 +432,7 @@ class Node:
 
     def _on_commit(self, block: Block) -> None:
         self._update_direct_peers()
+        self._maybe_periodic_snapshot(block.header.height)
         self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))
         try:
             self.risk.observe_block(block)
