@@ -337,3 +337,70 @@ def test_snapshot_config_and_pruning(tmp_path):
     assert [p.name for p in gone] == ["snapshot-000000000010.qsnap", "snapshot-000000000020.qsnap"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "mine.qsnap", "snapshot-000000000030.qsnap", "snapshot-000000000040.qsnap"]
+
+
+def _stripped_node(chain: ChainHome, config: NodeConfig):
+    """A Node with only what its snapshot methods read (no p2p, driver or RPC)."""
+    import threading
+
+    from node.runtime import Node
+
+    node = Node.__new__(Node)
+    node.home, node.config = chain.home, config
+    node.kv = LevelDBKV(chain.home.state_dir)
+    node.app = Application(node.kv, chain.genesis, initialise=False, commit_verifier=CertificateVerifier())
+    node._snapshot_tasks, node._periodic_snapshot, node._snapshot_abort = set(), None, threading.Event()
+    return node
+
+
+def _commit_on(node, chain: ChainHome) -> None:
+    app = node.app
+    block, result = app.build_block([], proposer=chain.key.address, time_ms=app.last_time_ms + 1000,
+                                    last_commit=app.get_commit_cert(app.height) or b"")
+    app.commit_block(block, result, chain.certify(block))
+
+
+def test_admin_snapshot_is_the_state_when_it_was_asked_for(chain):
+    import asyncio
+
+    node = _stripped_node(chain, NodeConfig())
+
+    async def scenario():
+        task = asyncio.ensure_future(node.admin_snapshot(None))
+        await asyncio.sleep(0)  # the LevelDB snapshot is taken; the file is written in a worker thread
+        _commit_on(node, chain)  # a commit while the worker runs
+        return await task
+
+    try:
+        doc = asyncio.run(scenario())
+    finally:
+        node.kv.close()
+    assert doc["height"] == 5 and Path(doc["path"]) == chain.home.snapshots_dir / "snapshot-000000000005.qsnap"
+    assert verify_snapshot(Path(doc["path"])).app_hash == chain.app_hashes[5]
+
+
+def test_periodic_snapshots_skip_while_one_runs_and_keep_the_last_k(chain):
+    import asyncio
+
+    from node.config import SnapshotSection
+
+    node = _stripped_node(chain, NodeConfig(snapshot=SnapshotSection(interval_blocks=2, keep=2)))
+
+    async def scenario():
+        for _ in range(5):  # heights 6..10
+            _commit_on(node, chain)
+            node._maybe_periodic_snapshot(node.app.height)
+            if node.app.height == 6:
+                first = node._periodic_snapshot
+                node._maybe_periodic_snapshot(6)  # the one just started is still running: skipped
+                assert node._periodic_snapshot is first
+            while node._snapshot_tasks:
+                await asyncio.wait(set(node._snapshot_tasks))
+            await asyncio.sleep(0)  # done callbacks (pruning) run
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        node.kv.close()
+    assert sorted(p.name for p in chain.home.snapshots_dir.iterdir()) == [
+        "snapshot-000000000008.qsnap", "snapshot-000000000010.qsnap"]
