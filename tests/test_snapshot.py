@@ -404,3 +404,14 @@ def test_periodic_snapshots_skip_while_one_runs_and_keep_the_last_k(chain):
         node.kv.close()
     assert sorted(p.name for p in chain.home.snapshots_dir.iterdir()) == [
         "snapshot-000000000008.qsnap", "snapshot-000000000010.qsnap"]
+
+
+def test_the_snapshot_benchmark_runs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench/snapshot.py", "--blocks", "3", "--txs", "2"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "verify (with replay)" in done.stdout
