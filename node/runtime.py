@@ -364,7 +364,11 @@ class Node:
         if self._periodic_snapshot is not None and not self._periodic_snapshot.done():
             log.warning("snapshot at height %d skipped: the previous one is still being written", height)
             return
-        task = self._start_snapshot(None)
+        try:
+            task = self._start_snapshot(None)
+        except Exception as exc:  # a snapshot never stops commits
+            log.warning("snapshot at height %d not started: %s", height, exc)
+            return
         self._periodic_snapshot = task
 
         def finished(done: asyncio.Task[dict[str, Any]]) -> None:

@@ -58,7 +58,8 @@ from typing import Any, Iterator
 from consensus.verify import CertificateVerifier
 from node.blocks import BlockExecutor
 from node.config import Home
-from node.errors import NodeError
+from node.errors import NodeError, StartRefused
+from node.homecheck import probe_application, read_sign_height, write_marker_if_missing, write_restore_note
 from state import keys
 from state.app import Application
 from state.codec import decode
@@ -520,13 +521,10 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
     (kept, never deleted), the new one renamed into ``data/state``, the WAL
     renamed ``consensus.wal.pre-restore-N`` (it describes a height the store no
     longer has), and ``data/restored.json`` written.  The sign-state record is
-    never touched: it keeps the validator from signing anything at or below what
+    never touched (nor created: the note warns when there is none): it keeps the validator from signing anything at or below what
     it signed before, and the start-up check accepts a record above the store
     only as the note describes (``node.homecheck``).
     """
-    from node.errors import StartRefused
-    from node.homecheck import probe_application, read_sign_height, write_marker_if_missing, write_restore_note
-
     genesis = _home_genesis(home)
     reader = SnapshotReader(path)
     m = reader.manifest
@@ -599,8 +597,14 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
                 kv.close()
             probes.close()
             if (home.state_dir / "CURRENT").is_file():
-                # Last check: no node runs on the store (LevelDB refuses a held LOCK before it writes anything).
-                _open_stopped_store(home.state_dir, "state store", "stop the node before restoring").close()
+                # Last check: no node runs on the store (LevelDB refuses a held LOCK before it writes anything;
+                # a store that fails later in its open is not in use, and is being replaced).
+                try:
+                    _open_stopped_store(home.state_dir, "state store", "stop the node before restoring").close()
+                except StoreInUse:
+                    raise
+                except SnapshotRefused:
+                    pass
         except BaseException:
             if build is not None:
                 shutil.rmtree(build, ignore_errors=True)
@@ -627,6 +631,9 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
         "replaced_store": str(replaced) if replaced else None,
         "wal_moved_to": str(wal_moved) if wal_moved else None,
     }
+    if not home.sign_state_file.exists():
+        note["warning"] = (f"{home.sign_state_file} does not exist and a restore never creates one: copy this "
+                           "validator's record there (or run `qenexd init` for a new validator) before starting")
     write_restore_note(home, note)
     write_marker_if_missing(home, genesis)
     return note

@@ -415,3 +415,17 @@ def test_the_snapshot_benchmark_runs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "verify (with replay)" in done.stdout
+
+
+def test_a_damaged_store_is_replaced_only_with_force(chain, snap):
+    (chain.home.state_dir / "CURRENT").unlink()  # the store is lost: the reason to restore
+    before = files(chain.home.root)
+    with pytest.raises(SnapshotRefused, match="unreadable.*--force"):
+        restore_snapshot(chain.home, snap)
+    with pytest.raises(SnapshotRefused, match="no readable store to take blocks from"):
+        restore_snapshot(chain.home, snap, height=6, force=True)
+    assert files(chain.home.root) == before
+    assert restore_snapshot(chain.home, snap, force=True)["height"] == 5
+    state = chain.open()
+    assert state.app.app_hash == chain.app_hashes[5]
+    state.kv.close()
