@@ -308,6 +308,8 @@ def test_cli_create_verify_restore(chain, tmp_path):
     verified = runner.invoke(qenexd, ["snapshot", "verify", doc["path"], "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.stdout)["app_hash"] == "0x" + chain.app_hashes[5].hex()
+    again = runner.invoke(qenexd, ["snapshot", "create", "--home", str(chain.home.root), "--out", doc["path"]])
+    assert again.exit_code == 1 and "already exists" in again.stderr
     refused = runner.invoke(qenexd, ["snapshot", "restore", "--home", str(chain.home.root), doc["path"]])
     assert refused.exit_code == 1 and "--force" in refused.stderr and "\n" not in refused.stderr.strip()
     bad = tmp_path / "bad.qsnap"
