@@ -19,7 +19,10 @@ from typing import Any
 
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
+from node.admin import ADMIN_ERROR, AdminAPI, AdminContext, AdminServer
+from node.admin_auth import TotpVerifier
 from node.admission import Admission, refusal_kind
+from node.audit import AuditLog
 from node.errors import ConfigError, MempoolError
 from node.homecheck import open_home_state
 from node.inbound import (
@@ -30,11 +33,10 @@ from node.inbound import (
     tx_batch_item_bytes,
     validator_peer_ids,
 )
-from node.jsonrpc import Dispatcher, make_app
+from node.jsonrpc import Dispatcher, RPCError, invalid_params, make_app
 from node.logs import ContextFilter, configure_logging
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
-from node.risk.admin import AdminServer
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
@@ -44,9 +46,10 @@ from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, Bloc
 from node.remote_signer import RemoteSigner, SignerAddress
 from node.signer import ConsensusSigner, LocalSigner
 from node.signguard import SignGuard
-from node.snapshot import default_snapshot_path, prune_snapshots, write_snapshot
+from node.snapshot import SnapshotError, SnapshotRefused, default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
+from p2p.errors import InvalidPeerId, ServiceNotRunning
 from state.app import Application
 from state.blocks import Block
 from state.codec import encode
@@ -99,6 +102,7 @@ class Node:
         self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
         self.market_model = load_market_model(self.config.risk.market_model, home.config_dir)
         self._admin: AdminServer | None = None
+        self.audit: AuditLog | None = None  # opened at start (node.audit): admin calls and signer refusals
         self.kv: LevelDBKV | None = None
         self.app: Application | None = None
         self.mempool: Mempool | None = None
@@ -142,13 +146,14 @@ class Node:
             return RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
                                 self.node_key, self.validator_public_key, self.app.chain_id,
                                 timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
-        return LocalSigner(self.node_key, sign_guard)
+        return LocalSigner(self.node_key, sign_guard, audit=self.audit)
 
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL
         # or sign record ahead of it, refuse to start (StartRefused, one line).
         opened = open_home_state(self.home, self.genesis, address_of(self.validator_public_key))
         self.kv, self.app = opened.kv, opened.app
+        self.audit = AuditLog(self.home.audit_file, self.node_key)
         self.metrics.time_store_writes(self.kv)
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
                         + self.home.config_warnings(self.config)):
@@ -231,10 +236,18 @@ class Node:
         if self.config.metrics.port:
             self._metrics_server = MetricsServer(self.metrics)
             await self._metrics_server.start(self.config.metrics.host, self.config.metrics.port)
+        admin = self.config.admin_settings()
+        if self.config.uses_legacy_admin_keys:
+            log.warning("%s: [risk] admin_host/admin_port/admin_token are deprecated: move them to [admin] "
+                        "host/port/token", self.home.config_file)
+        if admin.port and admin.token:
+            totp = TotpVerifier(self.home.admin_totp_file, self.home.admin_totp_used_file)
+            self._admin = AdminServer(AdminAPI(self.admin_context(rpc_context), admin.token, totp, self.audit))
+            await self._admin.start(admin.host, admin.port)
+            if not totp.enrolled:
+                log.warning("admin API: no TOTP secret yet, so state-changing calls are refused: run "
+                            "`qenexd admin enroll --home %s`", self.home.root)
         risk = self.config.risk
-        if risk.admin_port and risk.admin_token:
-            self._admin = AdminServer(self.risk, rpc_context.known_tx, risk.admin_token)
-            await self._admin.start(risk.admin_host, risk.admin_port)
         log.info(
             "risk hook: %s",
             f"model v{self.risk.model.version} (review > {risk.review_threshold}, reject > {risk.reject_threshold})"
@@ -251,7 +264,7 @@ class Node:
         if self._rpc_server:
             await step("rpc", self._rpc_server.stop())
         if self._admin:
-            await step("risk-admin", self._admin.stop())
+            await step("admin", self._admin.stop())
         if self._metrics_server:
             await step("metrics", self._metrics_server.stop())
         if self._gossip_task:
@@ -327,15 +340,67 @@ class Node:
             market_model=self.market_model,
         )
 
+    def admin_context(self, rpc_context: RpcContext) -> AdminContext:
+        """What the admin API (node/admin.py) may read and do on this node."""
+        return AdminContext(
+            status=self._admin_status,
+            peers=lambda: {"connected": self.p2p.connected_peers() if self.p2p else [],
+                           "banned": self.p2p.banned_peers() if self.p2p else []},
+            ban=lambda peer: self._p2p_call("ban", peer, "banned by the operator (admin_ban)"),
+            unban=lambda peer: self._p2p_call("unban", peer),
+            flush_mempool=self._flush_mempool,
+            request_stop=self._stop.set,  # the signal path: run_until_signalled then stops in order
+            snapshot=self.admin_snapshot,
+            risk=self.risk,
+            find_tx=rpc_context.known_tx,
+        )
+
+    def _admin_status(self) -> dict[str, Any]:
+        assert self.app is not None and self.mempool is not None
+        return {"name": self.config.name, "chain_id": self.app.chain_id, "height": self.app.height,
+                "validator": self.is_validator, "peers": len(self.p2p.connected_peers()) if self.p2p else 0,
+                "mempool": {"pending": len(self.mempool), "queued": self.mempool.queued_count},
+                "syncing": bool(self.sync and self.sync.syncing),
+                "risk_model": self.risk.model.version if self.risk.model else None,
+                "totp_enrolled": self.home.admin_totp_file.exists(),
+                "audit_seq": self.audit.seq if self.audit else 0}
+
+    def _p2p_call(self, what: str, peer: str, *args: str) -> Any:
+        if self.p2p is None:
+            raise ValueError("the p2p service is not running")
+        try:
+            return getattr(self.p2p, what)(peer, *args)
+        except (InvalidPeerId, ServiceNotRunning) as exc:
+            raise ValueError(str(exc)) from None
+
+    def _flush_mempool(self) -> dict[str, Any]:
+        assert self.mempool is not None
+        pending, queued = self.mempool.flush()
+        for tx_hash in pending:
+            self.flagged.pop(tx_hash, None)
+        self._gossip_out.clear()
+        log.warning("mempool flushed by the operator: %d pending, %d queued dropped", len(pending), len(queued))
+        return {"pending_dropped": len(pending), "queued_dropped": len(queued)}
+
     # -- snapshots ----------------------------------------------------------
 
-    async def admin_snapshot(self, out_path: str | None = None) -> dict[str, Any]:
+    async def admin_snapshot(self, out_path: str | None = None, **unknown: Any) -> dict[str, Any]:
         """Snapshot the state at the committed head into ``out_path`` (relative
-        paths are under HOME/snapshots/; default snapshot-<height>.qsnap there)
-        and return its manifest with ``path``.  The LevelDB snapshot is taken
-        here, between two commits; the file is written in a worker thread, so
-        the loop and later commits go on meanwhile."""
-        return await self._start_snapshot(out_path)
+        paths are under HOME/snapshots/; default snapshot-<height>.qsnap there,
+        replaced if present; a named file is never overwritten) and return its
+        manifest with ``path``.  The LevelDB snapshot is taken here, between two
+        commits; the file is written in a worker thread, so the loop and later
+        commits go on meanwhile.  Errors are JSON-RPC errors (the admin API's)."""
+        if unknown:
+            raise invalid_params(f"admin_snapshot takes only out_path, got {sorted(unknown)}")
+        if out_path is not None and (not isinstance(out_path, str) or not out_path or "\x00" in out_path):
+            raise invalid_params("out_path must be a non-empty path")
+        try:
+            return await self._start_snapshot(out_path)
+        except SnapshotRefused as exc:
+            raise invalid_params(str(exc)) from None
+        except (SnapshotError, StateError, OSError) as exc:
+            raise RPCError(ADMIN_ERROR, f"snapshot failed: {exc}") from None
 
     def _start_snapshot(self, out_path: str | None) -> asyncio.Task[dict[str, Any]]:
         assert self.kv is not None and self.app is not None, "the node is not started"

@@ -431,3 +431,20 @@ def test_a_damaged_store_is_replaced_only_with_force(chain, snap):
     state = chain.open()
     assert state.app.app_hash == chain.app_hashes[5]
     state.kv.close()
+
+
+def test_admin_snapshot_errors_are_specific_rpc_errors(chain, snap):
+    import asyncio
+
+    from node.jsonrpc import INVALID_PARAMS, RPCError
+
+    node = _stripped_node(chain, NodeConfig())
+    try:
+        for kwargs, fragment in (({"out_path": str(snap)}, "already exists"), ({"dir": "/x"}, "only out_path"),
+                                 ({"out_path": 7}, "non-empty path")):
+            with pytest.raises(RPCError, match=fragment) as err:
+                asyncio.run(node.admin_snapshot(**kwargs))
+            assert err.value.code == INVALID_PARAMS
+        assert snap.stat().st_size > 0 and read_manifest(snap).height == 5  # the named file was not replaced
+    finally:
+        node.kv.close()
