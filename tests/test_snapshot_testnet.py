@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from node.admin_auth import totp_now
 from node.config import Home, SnapshotSection
 from tests.localnet import LocalNet, running_localnet, wait_until
 
@@ -39,6 +40,18 @@ def test_a_validator_restored_to_an_earlier_height_rejoins_on_the_same_chain(tmp
         in_use = net.cli("snapshot", "create", "--home", str(net.home(0)))
         assert in_use.returncode == 1 and "qenexd admin snapshot" in in_use.stderr
         assert len(in_use.stderr.strip().splitlines()) == 1
+        enrolled = net.cli("admin", "enroll", "--home", str(net.home(0)), "--json")
+        assert enrolled.returncode == 0, enrolled.stderr
+        live = net.cli("admin", "snapshot", "--home", str(net.home(0)), "--json",
+                       "--otp", totp_now(json.loads(enrolled.stdout)["secret"]),
+                       "--params", json.dumps({"out_path": "live.qsnap"}))
+        assert live.returncode == 0, live.stderr
+        live_doc = json.loads(live.stdout)
+        assert live_doc["path"] == str(Home(net.home(0)).snapshots_dir / "live.qsnap")
+        checked = net.cli("snapshot", "verify", live_doc["path"], "--json")
+        assert checked.returncode == 0, checked.stderr
+        assert json.loads(checked.stdout)["app_hash"] == net.rpc(0).call("qenex_getBlock",
+                                                                         live_doc["height"])["app_hash"]
 
         net.kill(VICTIM, signal.SIGTERM)
         created = net.cli("snapshot", "create", "--home", str(home.root), "--out", str(tmp_path / "stopped.qsnap"),
