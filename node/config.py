@@ -12,6 +12,8 @@ A node's home holds everything it owns::
     HOME/data/audit.log         signed, hash-chained audit log (node.audit)
     HOME/config/admin_totp.json the admin API's TOTP secret (``qenexd admin enroll``; node.admin_auth)
     HOME/data/admin_totp_used.json  the last TOTP time step accepted (no replay across restarts)
+    HOME/data/restored.json     written by ``qenexd snapshot restore`` (node.snapshot, node.homecheck)
+    HOME/snapshots/             snapshots the node takes every ``[snapshot] interval_blocks``
     HOME/keyring/NAME.json      user keys (``qenexd keys``)
 
 Files that may hold secrets (node.toml with the admin token, keys, the sign
@@ -179,6 +181,16 @@ class StateSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotSection:
+    """Periodic state snapshots (node.snapshot) into ``HOME/snapshots/``:
+    one every ``interval_blocks`` committed blocks (0 = off), the last
+    ``keep`` kept."""
+
+    interval_blocks: int = 0
+    keep: int = 3
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     name: str = "node"
     log_level: str = "INFO"
@@ -192,6 +204,7 @@ class NodeConfig:
     log: LogSection = field(default_factory=LogSection)
     signer: SignerSection = field(default_factory=SignerSection)
     state: StateSection = field(default_factory=StateSection)
+    snapshot: SnapshotSection = field(default_factory=SnapshotSection)
 
     def to_toml(self) -> str:
         data = asdict(self)
@@ -213,6 +226,8 @@ class NodeConfig:
         _check_signer(config.signer, source)
         if config.state.history_blocks >= 2**63:
             raise ConfigError(f"{source}: state.history_blocks must be below 2**63 (0 = keep every height)")
+        if config.snapshot.keep < 1:
+            raise ConfigError(f"{source}: snapshot.keep must be at least 1, got {config.snapshot.keep}")
         return config
 
     @property
@@ -319,6 +334,7 @@ _SECTIONS = {
     "log": LogSection,
     "signer": SignerSection,
     "state": StateSection,
+    "snapshot": SnapshotSection,
 }
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
@@ -409,6 +425,14 @@ class Home:
     @property
     def admin_totp_used_file(self) -> Path:
         return self.data_dir / "admin_totp_used.json"
+
+    @property
+    def restore_note(self) -> Path:
+        return self.data_dir / "restored.json"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
 
     @property
     def keyring_dir(self) -> Path:

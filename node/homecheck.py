@@ -14,7 +14,14 @@ one line and before anything in the home is written, when
   heights it already finalized);
 * the sign-state record is missing from a home that had one, belongs to
   another key or chain, or shows a signature above the store's next height
-  (the state was rolled back under a validator that already voted there).
+  (the state was rolled back under a validator that already voted there) —
+  unless ``qenexd snapshot restore`` rolled it back on purpose: its note
+  ``data/restored.json`` names the record's height at the restore and the
+  restored height, and while the record still shows exactly that height
+  (the validator has signed nothing since) and the store is at or above the
+  restored height, the start goes on with a warning.  The record is kept, so
+  the validator still signs nothing at or below what it signed before: it
+  follows the chain by sync until it passes that height.
 
 A home made before the marker existed (store present, no marker) is opened
 and given its marker and sign-state record, with a warning.
@@ -22,6 +29,7 @@ and given its marker and sign-state record, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +37,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from consensus.verify import CertificateVerifier
 from node.config import Home
@@ -78,6 +86,41 @@ def _write_marker(home: Home, genesis: Genesis) -> None:
     write_private_file(home.init_marker, (json.dumps(doc, indent=1) + "\n").encode())
 
 
+def write_marker_if_missing(home: Home, genesis: Genesis) -> None:
+    """A restore into a home that had no store leaves it with the marker a start expects."""
+    if not home.init_marker.exists():
+        _write_marker(home, genesis)
+
+
+def write_restore_note(home: Home, note: dict[str, Any]) -> None:
+    write_private_file(home.restore_note, (json.dumps(note, indent=1, sort_keys=True) + "\n").encode())
+
+
+def read_sign_height(home: Home) -> int | None:
+    """The height in the home's sign-state record (None without a readable one), for the restore note."""
+    try:
+        height = json.loads(home.sign_state_file.read_text()).get("height")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return height if isinstance(height, int) and not isinstance(height, bool) else None
+
+
+def _restore_allows(home: Home, signed: int, store_height: int) -> str | None:
+    """The warning under which a deliberate restore lets a start go on with ``signed`` above the store."""
+    try:
+        note = json.loads(home.restore_note.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(note, dict):
+        return None
+    restored, at_restore = note.get("height"), note.get("sign_state_height")
+    if not isinstance(restored, int) or at_restore != signed or store_height < restored:
+        return None
+    return (f"{home.root} was restored from a snapshot to height {restored} ({home.restore_note}); its sign-state "
+            f"record is kept at height {signed}: this validator signs nothing at or below it and follows the chain "
+            "by sync until it passes it")
+
+
 def _read_marker(home: Home) -> dict[str, Any] | None:
     if not home.init_marker.exists():
         return None
@@ -117,6 +160,15 @@ def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState
 
 
 def _probe_height(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -> int:
+    with probe_application(home, genesis, marker) as app:
+        return app.height
+
+
+@contextlib.contextmanager
+def probe_application(home: Home, genesis: Genesis, marker: dict[str, Any] | None = None) -> Iterator[Application]:
+    """The application over a probe copy of the home's store: reads it as it
+    is, changing nothing in it (``qenexd snapshot restore`` reads its blocks
+    this way too).  Raises StartRefused with the specific reason."""
     if not (home.state_dir / "CURRENT").is_file():
         _open_store(home, home.state_dir, marker)  # raises the specific refusal, touching nothing
     # Beside the real store (data/state may be a symlink or a mount on another
@@ -149,7 +201,7 @@ def _probe_height(home: Home, genesis: Genesis, marker: dict[str, Any] | None) -
             raise StartRefused(f"cannot build the start-up probe of state store {real} in {probe}: {exc}") from None
         kv = _open_store(home, probe, marker)
         try:
-            return _open_app(home, kv, genesis).height
+            yield _open_app(home, kv, genesis)
         finally:
             kv.close()
     finally:
@@ -227,6 +279,9 @@ def _open_sign_guard(home: Home, genesis: Genesis, validator: bytes, store_heigh
         raise StartRefused(f"{exc}; it keeps this validator from double signing: restore it") from None
     signed = guard.state.height
     if signed > store_height + 1:
+        allowed = _restore_allows(home, signed, store_height)
+        if allowed is not None:
+            return guard, [allowed]
         raise StartRefused(
             f"sign-state record {path} shows {guard.state.phase.name} signed at height {signed} by "
             f"{address_to_text(validator)} but the state store is at {store_height}: the state was rolled back; "

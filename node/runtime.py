@@ -13,11 +13,13 @@ import collections
 import logging
 import resource
 import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
-from node.admin import AdminAPI, AdminContext, AdminServer
+from node.admin import ADMIN_ERROR, AdminAPI, AdminContext, AdminServer
 from node.admin_auth import TotpVerifier
 from node.admission import Admission, refusal_kind
 from node.audit import AuditLog
@@ -31,7 +33,7 @@ from node.inbound import (
     tx_batch_item_bytes,
     validator_peer_ids,
 )
-from node.jsonrpc import Dispatcher, make_app
+from node.jsonrpc import Dispatcher, RPCError, invalid_params, make_app
 from node.logs import ContextFilter, configure_logging
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
@@ -44,6 +46,7 @@ from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, Bloc
 from node.remote_signer import RemoteSigner, SignerAddress
 from node.signer import ConsensusSigner, LocalSigner
 from node.signguard import SignGuard
+from node.snapshot import SnapshotError, SnapshotRefused, default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
 from p2p.errors import InvalidPeerId, ServiceNotRunning
@@ -119,6 +122,9 @@ class Node:
         self._metrics_server: MetricsServer | None = None
         self.risk.observer = self.metrics.observe_risk
         self.log_context: ContextFilter | None = None  # set by run_node when it configured logging
+        self._snapshot_tasks: set[asyncio.Task[dict[str, Any]]] = set()
+        self._periodic_snapshot: asyncio.Task[dict[str, Any]] | None = None
+        self._snapshot_abort = threading.Event()  # set at shutdown: a worker stops writing
 
     # -- lifecycle --------------------------------------------------------
 
@@ -273,6 +279,9 @@ class Node:
             await step("p2p", self.p2p.stop())
         if self.consensus_inbound:
             self.consensus_inbound.close()
+        if self._snapshot_tasks:  # a worker reads the store: it must end before the store closes
+            self._snapshot_abort.set()
+            await step("snapshots", asyncio.wait(set(self._snapshot_tasks)))
         self.risk.close()
         if self.kv:
             self.kv.close()
@@ -342,7 +351,7 @@ class Node:
             unban=lambda peer: self._p2p_call("unban", peer),
             flush_mempool=self._flush_mempool,
             request_stop=self._stop.set,  # the signal path: run_until_signalled then stops in order
-            snapshot=getattr(self, "admin_snapshot", None),  # node/snapshot.py's hook, once it exists
+            snapshot=self.admin_snapshot,
             risk=self.risk,
             find_tx=rpc_context.known_tx,
         )
@@ -373,6 +382,73 @@ class Node:
         self._gossip_out.clear()
         log.warning("mempool flushed by the operator: %d pending, %d queued dropped", len(pending), len(queued))
         return {"pending_dropped": len(pending), "queued_dropped": len(queued)}
+
+    # -- snapshots ----------------------------------------------------------
+
+    async def admin_snapshot(self, out_path: str | None = None, **unknown: Any) -> dict[str, Any]:
+        """Snapshot the state at the committed head into ``out_path`` (relative
+        paths are under HOME/snapshots/; default snapshot-<height>.qsnap there,
+        replaced if present; a named file is never overwritten) and return its
+        manifest with ``path``.  The LevelDB snapshot is taken here, between two
+        commits; the file is written in a worker thread, so the loop and later
+        commits go on meanwhile.  Errors are JSON-RPC errors (the admin API's)."""
+        if unknown:
+            raise invalid_params(f"admin_snapshot takes only out_path, got {sorted(unknown)}")
+        if out_path is not None and (not isinstance(out_path, str) or not out_path or "\x00" in out_path):
+            raise invalid_params("out_path must be a non-empty path")
+        try:
+            return await self._start_snapshot(out_path)
+        except SnapshotRefused as exc:
+            raise invalid_params(str(exc)) from None
+        except (SnapshotError, StateError, OSError) as exc:
+            raise RPCError(ADMIN_ERROR, f"snapshot failed: {exc}") from None
+
+    def _start_snapshot(self, out_path: str | None) -> asyncio.Task[dict[str, Any]]:
+        assert self.kv is not None and self.app is not None, "the node is not started"
+        if out_path is None:
+            target, overwrite = default_snapshot_path(self.home, self.app.height), True
+        else:
+            target, overwrite = self.home.snapshots_dir / Path(out_path), False  # an absolute path stays absolute
+        view = self.kv.snapshot()
+
+        def work() -> dict[str, Any]:
+            try:
+                manifest = write_snapshot(view, target, abort=self._snapshot_abort, overwrite=overwrite)
+            finally:
+                view.close()
+            return {"path": str(target), **manifest.to_json_obj()}
+
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(work), name="snapshot")
+        self._snapshot_tasks.add(task)
+        task.add_done_callback(self._snapshot_tasks.discard)
+        return task
+
+    def _maybe_periodic_snapshot(self, height: int) -> None:
+        section = self.config.snapshot
+        if not section.interval_blocks or height % section.interval_blocks:
+            return
+        if self._periodic_snapshot is not None and not self._periodic_snapshot.done():
+            log.warning("snapshot at height %d skipped: the previous one is still being written", height)
+            return
+        try:
+            task = self._start_snapshot(None)
+        except Exception as exc:  # a snapshot never stops commits
+            log.warning("snapshot at height %d not started: %s", height, exc)
+            return
+        self._periodic_snapshot = task
+
+        def finished(done: asyncio.Task[dict[str, Any]]) -> None:
+            if done.cancelled():
+                return
+            exc = done.exception()
+            if exc is not None:
+                log.warning("snapshot at height %d failed: %s", height, exc)
+                return
+            pruned = prune_snapshots(self.home.snapshots_dir, section.keep)
+            log.info("snapshot at height %d written to %s (%d keys)%s", height, done.result()["path"],
+                     done.result()["key_count"], f"; removed {len(pruned)} older" if pruned else "")
+
+        task.add_done_callback(finished)
 
     # -- transactions -----------------------------------------------------
 
@@ -426,6 +502,7 @@ class Node:
 
     def _on_commit(self, block: Block) -> None:
         self._update_direct_peers()
+        self._maybe_periodic_snapshot(block.header.height)
         self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))
         try:
             self.risk.observe_block(block)

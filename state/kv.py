@@ -76,6 +76,70 @@ class MemoryKV(KVStore):
         return len(self._live())
 
 
+def _scan(source, prefix: bytes, path: str) -> Iterator[tuple[bytes, bytes]]:  # type: ignore[no-untyped-def]
+    """Keys of a plyvel DB or snapshot under ``prefix`` in order, checksums verified.
+
+    plyvel's ordinary iterator ends quietly when LevelDB's iterator turns
+    invalid on an error (it reads the status only while valid), and a
+    block LevelDB cannot read is skipped: a scan would silently miss keys.
+    The raw iterator checks the status after every step, so a damaged
+    block raises StoreError instead.
+    """
+    import plyvel
+
+    it = source.raw_iterator(verify_checksums=True)
+    try:
+        if prefix:
+            it.seek(prefix)
+        else:
+            it.seek_to_first()
+        while it.valid():
+            key = it.key()
+            if not key.startswith(prefix):
+                break
+            yield key, it.value()
+            it.next()
+    except plyvel.Error as exc:
+        raise StoreError(f"LevelDB read from {path} failed: {_text(exc)}") from exc
+    except RuntimeError as exc:  # plyvel: the database was closed under the scan
+        raise StoreClosed(f"LevelDB at {path} was closed during a scan: {exc}") from exc
+    finally:
+        it.close()
+
+
+class LevelDBSnapshot:
+    """A point-in-time read view of a LevelDBKV (``LevelDBKV.snapshot``)."""
+
+    def __init__(self, snap, path: str) -> None:  # type: ignore[no-untyped-def]
+        self._snap = snap
+        self.path = path
+
+    def get(self, key: bytes) -> bytes | None:
+        import plyvel
+
+        try:
+            return self._snap.get(key, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
+        except RuntimeError as exc:
+            raise StoreClosed(f"LevelDB at {self.path} was closed under a snapshot: {exc}") from exc
+
+    def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        return _scan(self._snap, prefix, self.path)
+
+    def close(self) -> None:
+        try:
+            self._snap.close()
+        except RuntimeError:
+            pass  # the database is closed already, which released the snapshot
+
+    def __enter__(self) -> "LevelDBSnapshot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class LevelDBKV(KVStore):
     """LevelDB via plyvel.  One process owns the directory (LevelDB's LOCK file).
 
@@ -156,32 +220,15 @@ class LevelDBKV(KVStore):
             raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
 
     def iterate(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Keys in order, checksums verified.
+        """Keys in order, checksums verified (see ``_scan``)."""
+        return _scan(self._live(), prefix, self.path)
 
-        plyvel's ordinary iterator ends quietly when LevelDB's iterator turns
-        invalid on an error (it reads the status only while valid), and a
-        block LevelDB cannot read is skipped: a scan would silently miss keys.
-        The raw iterator checks the status after every step, so a damaged
-        block raises StoreError instead.
-        """
-        import plyvel
-
-        it = self._live().raw_iterator(verify_checksums=True)
-        try:
-            if prefix:
-                it.seek(prefix)
-            else:
-                it.seek_to_first()
-            while it.valid():
-                key = it.key()
-                if not key.startswith(prefix):
-                    break
-                yield key, it.value()
-                it.next()
-        except plyvel.Error as exc:
-            raise StoreError(f"LevelDB read from {self.path} failed: {_text(exc)}") from exc
-        finally:
-            it.close()
+    def snapshot(self) -> "LevelDBSnapshot":
+        """A consistent read view of the store as it is now (a LevelDB
+        snapshot): writes made later, block commits included, do not show
+        in it.  Taking one is cheap; reading it may happen in another thread
+        while the store is written.  Close it when done (it pins old tables)."""
+        return LevelDBSnapshot(self._live().snapshot(), self.path)
 
     def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         with self._live().iterator(start=start, stop=stop, reverse=reverse) as it:
