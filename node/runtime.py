@@ -386,8 +386,8 @@ class Node:
     # -- snapshots ----------------------------------------------------------
 
     async def admin_snapshot(self, out_path: str | None = None, **unknown: Any) -> dict[str, Any]:
-        """Snapshot the state at the committed head into ``out_path`` (relative
-        paths are under HOME/snapshots/; default snapshot-<height>.qsnap there,
+        """Snapshot the state at the committed head into ``out_path`` (a plain
+        file name under HOME/snapshots/; default snapshot-<height>.qsnap there,
         replaced if present; a named file is never overwritten) and return its
         manifest with ``path``.  The LevelDB snapshot is taken here, between two
         commits; the file is written in a worker thread, so the loop and later
@@ -408,7 +408,13 @@ class Node:
         if out_path is None:
             target, overwrite = default_snapshot_path(self.home, self.app.height), True
         else:
-            target, overwrite = self.home.snapshots_dir / Path(out_path), False  # an absolute path stays absolute
+            # A file name under HOME/snapshots/ only: an admin call must not write where the node user can
+            # (a config file, another home's store).
+            name = Path(out_path)
+            if name.is_absolute() or len(name.parts) != 1 or name.name in (".", ".."):
+                raise SnapshotRefused(f"out_path must be a plain file name under {self.home.snapshots_dir}, "
+                                      f"got {out_path!r}")
+            target, overwrite = self.home.snapshots_dir / name, False
         view = self.kv.snapshot()
 
         def work() -> dict[str, Any]:

@@ -432,8 +432,29 @@ def _check_head(reader: SnapshotReader, kv: LevelDBKV) -> Genesis:
     return Genesis.decode(kv.get(keys.META_GENESIS) or b"")
 
 
-def _replay_check(reader: SnapshotReader, kv: LevelDBKV, genesis: Genesis, scratch: Path) -> None:
-    """Re-execute blocks 1..S from genesis in a scratch store and compare every record with ``kv``."""
+def _is_history(key: bytes) -> bool:
+    """A record of the node-local past-height index (state.history), not of the state itself: its extent
+    depends on the source node's ``history_blocks`` window and age, so replay cannot reproduce it."""
+    return key.startswith((keys.CHANGELOG, keys.CHANGELOG_INDEX)) or key == keys.META_HISTORY_OLDEST
+
+
+def _write_chunked(kv: LevelDBKV, puts: Iterator[tuple[bytes, bytes | None]], chunk: int = 10_000) -> None:
+    batch: dict[bytes, bytes | None] = {}
+    for k, v in puts:
+        batch[k] = v
+        if len(batch) >= chunk:
+            kv.write_batch(batch, sync=False)
+            batch = {}
+    kv.write_batch(batch, sync=True)  # also makes the earlier unsynced batches durable
+
+
+def _replay_check(reader: SnapshotReader, kv: LevelDBKV, genesis: Genesis, scratch: Path, *,
+                  adopt_history: bool = False) -> None:
+    """Re-execute blocks 1..S from genesis in a scratch store and compare every state record with ``kv``.
+
+    The past-height index is not compared (it is node-local, see ``_is_history``); with
+    ``adopt_history`` (restore) the snapshot's index is replaced by the replay's, so what the restored
+    node answers about past heights was recomputed here, never taken on trust from the file."""
     where = str(reader.path)
     source = Application(kv, genesis, initialise=False, commit_verifier=CertificateVerifier())
     replay_kv = LevelDBKV(scratch, create_if_missing=True)
@@ -441,7 +462,8 @@ def _replay_check(reader: SnapshotReader, kv: LevelDBKV, genesis: Genesis, scrat
         replay = BlockExecutor(Application(replay_kv, genesis, commit_verifier=CertificateVerifier()))
         for height in range(1, reader.manifest.height + 1):
             _apply(replay, source, height, where)
-        mine, theirs = kv.iterate(), replay_kv.iterate()
+        mine = (r for r in kv.iterate() if not _is_history(r[0]))
+        theirs = (r for r in replay_kv.iterate() if not _is_history(r[0]))
         while True:
             a, b = next(mine, None), next(theirs, None)
             if a is None and b is None:
@@ -451,6 +473,10 @@ def _replay_check(reader: SnapshotReader, kv: LevelDBKV, genesis: Genesis, scrat
                 raise SnapshotCorrupt(
                     f"snapshot {where}: record 0x{key.hex()[:80]} is not what replaying blocks 1..{reader.manifest.height} "
                     "from its genesis gives (tampered state)")
+        if adopt_history:
+            # plyvel iterates a snapshot of the store, so deleting as it goes is safe
+            _write_chunked(kv, ((k, None) for k, _ in kv.iterate() if _is_history(k)))
+            _write_chunked(kv, ((k, v) for k, v in replay_kv.iterate() if _is_history(k)))
     finally:
         replay_kv.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -585,7 +611,7 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
             try:
                 if _check_head(reader, kv).hash != genesis.hash:  # the manifest said so; the records must too
                     raise SnapshotMismatch(f"snapshot {path}: its genesis record is not this home's genesis")
-                _replay_check(reader, kv, genesis, build / "replay")
+                _replay_check(reader, kv, genesis, build / "replay", adopt_history=True)
                 restored = BlockExecutor(Application(kv, genesis, initialise=False,
                                                      commit_verifier=CertificateVerifier()))
                 for h in range(m.height + 1, target + 1):

@@ -73,11 +73,12 @@ class ChainHome:
         vote = Vote.create(self.key, self.genesis.chain_id, VoteKind.COMMIT, block.header.height, 0, block.hash)
         return CommitCertificate.from_votes(block.header.height, 0, block.hash, [vote]).encode()
 
-    def commit(self, count: int) -> int:
+    def commit(self, count: int, history_blocks: int = 10_000) -> int:
         """Commit ``count`` blocks with a transfer each (the node must be stopped); returns the height."""
         kv = LevelDBKV(self.home.state_dir)
         try:
-            app = Application(kv, self.genesis, initialise=False, commit_verifier=CertificateVerifier())
+            app = Application(kv, self.genesis, initialise=False, commit_verifier=CertificateVerifier(),
+                              history_blocks=history_blocks)
             for _ in range(count):
                 tx = transfer(self.key, self.nonce, PrivateKey.generate().address, 10**15 + self.nonce,
                               chain_id=self.genesis.chain_id)
@@ -440,11 +441,45 @@ def test_admin_snapshot_errors_are_specific_rpc_errors(chain, snap):
 
     node = _stripped_node(chain, NodeConfig())
     try:
-        for kwargs, fragment in (({"out_path": str(snap)}, "already exists"), ({"dir": "/x"}, "only out_path"),
-                                 ({"out_path": 7}, "non-empty path")):
+        chain.home.snapshots_dir.mkdir(parents=True, exist_ok=True)
+        kept = chain.home.snapshots_dir / "kept.qsnap"
+        shutil.copy(snap, kept)
+        for kwargs, fragment in (({"out_path": "kept.qsnap"}, "already exists"), ({"dir": "/x"}, "only out_path"),
+                                 ({"out_path": 7}, "non-empty path"), ({"out_path": str(snap) + "2"}, "plain file name"),
+                                 ({"out_path": "../escape.qsnap"}, "plain file name"), ({"out_path": ".."}, "plain file name")):
             with pytest.raises(RPCError, match=fragment) as err:
                 asyncio.run(node.admin_snapshot(**kwargs))
             assert err.value.code == INVALID_PARAMS
-        assert snap.stat().st_size > 0 and read_manifest(snap).height == 5  # the named file was not replaced
+        assert kept.stat().st_size > 0 and read_manifest(kept).height == 5  # the named file was not replaced
+        assert not Path(str(snap) + "2").exists() and not (chain.home.root / "escape.qsnap").exists()
     finally:
         node.kv.close()
+
+
+def test_the_past_height_index_is_recomputed_on_restore_not_trusted(chain, tmp_path):
+    """The changelog (state.history) depends on the source's window: a node with a 2-block window
+    snapshots fine, and a forged changelog record in the file never reaches the restored home."""
+    chain.commit(4, history_blocks=2)
+    _, path = create_from_home(chain.home, tmp_path / "s9.qsnap")
+    assert verify_snapshot(path).height == 9
+    records = chain.records()
+    forged_key = next(k for k in records if k.startswith(keys.CHANGELOG))
+    kv = LevelDBKV(chain.home.state_dir)
+    try:
+        kv.write_batch({forged_key: b"\x01forged"})
+    finally:
+        kv.close()
+    _, forged = create_from_home(chain.home, tmp_path / "forged.qsnap")
+    assert verify_snapshot(forged).height == 9  # the index is node-local: not part of what verify proves
+    twin = chain.fresh_twin(tmp_path / "twin")
+    restore_snapshot(twin, forged)
+    restored = LevelDBKV(twin.state_dir)
+    try:
+        history = {k: v for k, v in restored.iterate() if k.startswith(keys.CHANGELOG)}
+        assert history.get(forged_key) != b"\x01forged"
+        state = Application(restored, chain.genesis, initialise=False, commit_verifier=CertificateVerifier())
+        independent = chain.independent.app
+        for h in range(1, 10):  # the restore replayed from genesis: every height is readable again
+            assert state.at(h).account(chain.key.address) == independent.at(h).account(chain.key.address)
+    finally:
+        restored.close()
