@@ -21,11 +21,21 @@ Signer home::
     DIR/sign_state.json      slashing protection (node.signguard format)
     DIR/audit.log            refused requests (node.audit), signed with the identity key
 
-Wire requests are JSON inside the encrypted frames::
+Wire requests are JSON inside the encrypted frames (protocol version 2;
+a request of another version is refused, not guessed at)::
 
-    {"op": "sign", "chain_id", "height", "view", "phase", "block_hash", "digest"}
+    {"op": "sign", "v": 2, "chain_id", "height", "view", "phase", "block_hash",
+     + "block_sha"      (proposal: sha256 of the block)
+     | "view_changes"   (new view: [sha256(view change) ...], at most MAX_VALIDATORS)
+     | "prepared"       (view change: null or [view, block_hash] of its certificate)}
     -> {"ok": true, "signature": "0x.."} | {"ok": false, "refused": bool, "error": ".."}
-    {"op": "public_key"} -> {"ok": true, "public_key": "0x.."}
+    {"op": "public_key", "v": 2} -> {"ok": true, "public_key": "0x.."}
+
+No digest is sent: the signer recomputes it from these fields with the
+``consensus.messages`` functions (``consensus.signing.derive_digest``) and
+signs only that, so a node key can obtain signatures of consensus messages
+for the slots the record allows and nothing else (never a transaction: those
+are signed in another domain).
 
 Signing backends
 ----------------
@@ -61,8 +71,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from consensus.messages import VoteKind, vote_digest
-from consensus.signing import Phase, SignRequest
+from consensus.signing import DigestMismatch, Phase, SignRequest, check_digest, derive_digest
 from node.audit import AUDIT_FILE_NAME, AuditLog
 from node.errors import NodeError
 from node.secret_conn import SecretConnection, SecretConnectionError, UnknownPeer
@@ -70,11 +79,16 @@ from node.signer import audit_refusal
 from node.signguard import SignGuard, SignGuardError, SignRefused
 from state.crypto import Address, PrivateKey, address_of, verify
 from state.keyfile import load_keyfile, write_private_file
+from state.validators import MAX_VALIDATORS
 
 log = logging.getLogger("qenex.remote_signer")
 
 SIGNER_CONFIG_VERSION = 1
-MAX_REQUEST_BYTES = 4096  # a sign request is a few hundred bytes
+PROTOCOL_VERSION = 2  # 2: the digest's inputs are sent, not the digest
+MAX_VIEW_CHANGE_HASHES = MAX_VALIDATORS  # a NEW-VIEW carries at most one view change per validator
+# A sign request is a few hundred bytes, a NEW-VIEW's adds 70 per view-change hash.
+MAX_REQUEST_BYTES = 1024 + 72 * MAX_VIEW_CHANGE_HASHES
+AUTH_FRAME_BYTES = 256  # the handshake's frames (96 bytes) before the peer is known
 HANDSHAKE_TIMEOUT_S = 5.0
 IDLE_TIMEOUT_S = 300.0
 MAX_CONNECTIONS = 4
@@ -175,12 +189,17 @@ class SignerService:
             doc = json.loads(data)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
+            if doc.get("v") != PROTOCOL_VERSION:
+                raise ValueError(f"protocol version {doc.get('v')!r} is not {PROTOCOL_VERSION} "
+                                 "(upgrade the node and the signer together)")
             op = doc.get("op")
             if op == "public_key":
                 return _answer(ok=True, public_key="0x" + self.backend.public_key.hex())
             if op != "sign":
                 raise ValueError(f"unknown op {op!r}")
             request = self._request(doc)
+        except DigestMismatch as exc:
+            return _answer(ok=False, refused=True, error=f"refused: {exc}")
         except (ValueError, TypeError, KeyError) as exc:
             return _answer(ok=False, refused=False, error=f"malformed request: {exc}")
         with self._lock:
@@ -200,25 +219,55 @@ class SignerService:
         return _answer(ok=True, signature="0x" + signature.hex())
 
     def _request(self, doc: dict[str, Any]) -> SignRequest:
+        """The request ``doc`` describes, its digest recomputed here (none is read from the wire)."""
         if doc.get("chain_id") != self.guard.chain_id:
             raise ValueError(f"chain {doc.get('chain_id')!r} is not {self.guard.chain_id!r}")
-        height, view = doc["height"], doc["view"]
-        for name, value in (("height", height), ("view", view)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        height, view = _uint(doc["height"], "height"), _uint(doc["view"], "view")
         phase = Phase[str(doc["phase"]).upper()]
         if phase == Phase.NONE:
             raise ValueError("phase none is not signable")
-        block_hash, digest = _unhex(doc["block_hash"], 32), _unhex(doc["digest"], 32)
-        if phase in (Phase.PREPARE, Phase.COMMIT):
-            # A vote's digest is derived from its fields: check, so that a
-            # vote's slot cannot be misdescribed to the record.  (A proposal's
-            # and a view change's digests cover the block / certificate, which
-            # are not sent: there the record binds the described slot.)
-            kind = VoteKind.PREPARE if phase == Phase.PREPARE else VoteKind.COMMIT
-            if vote_digest(self.guard.chain_id, kind, height, view, block_hash) != digest:
-                raise ValueError("the digest is not that of the described vote")
-        return SignRequest(height, view, phase, block_hash, digest)
+        known = {"op", "v", "chain_id", "height", "view", "phase", "block_hash", "block_sha", "view_changes",
+                 "prepared"}
+        if set(doc) - known:
+            raise ValueError(f"unknown fields {sorted(set(doc) - known)!r:.80}")
+        block_sha = None if doc.get("block_sha") is None else _unhex(doc["block_sha"], 32)
+        view_changes = None
+        if doc.get("view_changes") is not None:
+            hashes = doc["view_changes"]
+            if not isinstance(hashes, list) or not 1 <= len(hashes) <= MAX_VIEW_CHANGE_HASHES:
+                raise ValueError(f"view_changes must be a list of 1 to {MAX_VIEW_CHANGE_HASHES} hashes")
+            view_changes = tuple(_unhex(h, 32) for h in hashes)
+        prepared = None
+        if doc.get("prepared") is not None:
+            summary = doc["prepared"]
+            if not isinstance(summary, list) or len(summary) != 2:
+                raise ValueError("prepared must be null or [view, block_hash]")
+            prepared = (_uint(summary[0], "prepared view"), _unhex(summary[1], 32))
+        partial = SignRequest(height, view, phase, _unhex(doc["block_hash"], 32), b"", block_sha, view_changes,
+                              prepared)
+        digest = derive_digest(self.guard.chain_id, partial)  # DigestMismatch: fields that do not fit the phase
+        return SignRequest(height, view, phase, partial.block_hash, digest, block_sha, view_changes, prepared)
+
+
+def request_doc(chain_id: str, request: SignRequest) -> dict[str, Any]:
+    """The wire form of ``request`` (protocol 2): the digest's inputs, never the digest."""
+    doc: dict[str, Any] = {"op": "sign", "v": PROTOCOL_VERSION, "chain_id": chain_id, "height": request.height,
+                           "view": request.view, "phase": request.phase.name.lower(),
+                           "block_hash": "0x" + request.block_hash.hex()}
+    if request.block_sha is not None:
+        doc["block_sha"] = "0x" + request.block_sha.hex()
+    if request.view_changes is not None:
+        doc["view_changes"] = ["0x" + h.hex() for h in request.view_changes]
+    if request.phase == Phase.VIEW_CHANGE:
+        doc["prepared"] = None if request.prepared is None else [request.prepared[0],
+                                                                 "0x" + request.prepared[1].hex()]
+    return doc
+
+
+def _uint(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r:.40}")
+    return value
 
 
 def _answer(**fields: Any) -> bytes:
@@ -316,7 +365,7 @@ class SignerServer:
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
             try:
                 conn = SecretConnection.handshake(sock, self.identity, self.known_nodes,
-                                                  max_frame=MAX_REQUEST_BYTES)
+                                                  max_frame=AUTH_FRAME_BYTES)
             except UnknownPeer as exc:
                 self.rejected += 1
                 log.error("refused a node: %s", exc)
@@ -325,7 +374,8 @@ class SignerServer:
                 self.rejected += 1
                 log.warning("handshake failed: %s", exc)
                 return
-            sock.settimeout(IDLE_TIMEOUT_S)  # frames above MAX_REQUEST_BYTES are refused unread
+            conn.max_frame = MAX_REQUEST_BYTES  # known node: frames above this are refused unread
+            sock.settimeout(IDLE_TIMEOUT_S)
             log.info("node %s connected", conn.peer_key.hex()[:16])
             while not self._stop.is_set():
                 try:
@@ -377,9 +427,13 @@ class RemoteSigner:
         if self._conn is None and time.monotonic() < self._retry_at:
             self.failures += 1
             return None  # down: tried recently
-        doc = {"op": "sign", "chain_id": self.chain_id, "height": request.height, "view": request.view,
-               "phase": request.phase.name.lower(), "block_hash": "0x" + request.block_hash.hex(),
-               "digest": "0x" + request.digest.hex()}
+        try:
+            check_digest(self.chain_id, request)
+        except DigestMismatch as exc:
+            self.refusals += 1
+            log.error("not sending a malformed sign request to the remote signer: %s", exc)
+            return None
+        doc = request_doc(self.chain_id, request)
         try:
             answer = self._call(doc)
         except (SecretConnectionError, OSError, ValueError) as exc:
@@ -403,7 +457,8 @@ class RemoteSigner:
         if self._conn is None:
             sock = self.address_of_signer.connect(self.timeout_s)
             try:
-                self._conn = SecretConnection.handshake(sock, self.identity, (self.signer_key,))
+                self._conn = SecretConnection.handshake(sock, self.identity, (self.signer_key,),
+                                                        max_frame=MAX_REQUEST_BYTES)
             except BaseException:
                 sock.close()
                 raise

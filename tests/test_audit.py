@@ -14,7 +14,7 @@ from consensus.signing import Phase, SignRequest
 from node.audit import AuditError, AuditLog, canonical, verify_log
 from node.config import Home
 from node.genesis_tools import write_single_node_home
-from node.remote_signer import FileBackend, SignerHome, SignerService
+from node.remote_signer import FileBackend, SignerHome, SignerService, request_doc
 from node.signer import LocalSigner
 from node.signguard import SignGuard
 from state.keyfile import load_keyfile, save_keyfile
@@ -169,9 +169,7 @@ def test_the_remote_signer_audits_refusals_in_its_own_log_with_its_own_key(tmp_p
 
     def ask(block_hash):
         request = _prepare(block_hash)
-        return json.loads(service.handle(json.dumps(
-            {"op": "sign", "chain_id": CHAIN, "height": 5, "view": 0, "phase": "prepare",
-             "block_hash": "0x" + block_hash.hex(), "digest": "0x" + request.digest.hex()}).encode(), "0xnodekey"))
+        return json.loads(service.handle(json.dumps(request_doc(CHAIN, request)).encode(), "0xnodekey"))
 
     assert ask(b"\x0a" * 32)["ok"]
     refused = ask(b"\x0b" * 32)
