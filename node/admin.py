@@ -2,22 +2,32 @@
 
 Every request, in this order (each refusal is a JSON-RPC error body):
 
-1. a source address still blocked by its failures (``node.admin_auth.FailureLimiter``)
-   gets **429** (-32033) before its credentials are read;
-2. a source that is not a loopback address gets **403** (-32031), whatever it
-   sends (the bind is loopback too; this catches relays and misconfiguration);
-3. ``Authorization: Bearer <[admin] token>`` missing or wrong: **401** (-32030);
-4. one call per request (a TOTP code is good for one action, so batches are
+1. a source that is not a loopback address gets **403** (-32031), whatever it
+   sends (the bind is loopback too; this guards against a misconfigured bind,
+   not against a local relay, which connects from loopback);
+2. ``Authorization: Bearer <[admin] token>`` compared first, in constant time.
+   Missing, wrong or not UTF-8: **401** (-32030), counted against the source
+   (``node.admin_auth.FailureLimiter``; every loopback address is one source),
+   and once the source is blocked, **429** (-32033) before anything is
+   compared.  The valid token is never blocked by this limiter, so a local
+   user without the token cannot lock the operator out;
+3. one call per request (a TOTP code is good for one action, so batches are
    refused, -32600); a state-changing method also needs ``X-Qenex-Otp:
    <6 digits>``: missing, malformed, wrong or already used: **401** (-32030);
-   no secret enrolled yet: **401** (-32034, "run qenexd admin enroll").
+   no secret enrolled yet: **401** (-32034, "run qenexd admin enroll").  Wrong
+   and replayed codes spend the node-wide TOTP budget
+   (``node.admin_auth.TotpAttempts``): past it, **429** (-32033) until it
+   refills; only a successful TOTP call resets it, a read-only call does not;
+4. a state-changing call that passed is first written to the audit log
+   (outcome ``started``); if that write fails it does not run: **503**
+   (-32037).  Its result is a second entry.
 
-Failures in 2, 3 and 4 count against the source.  Every request is one
-entry in the audit log (``node.audit``): actor (source address), action
-(method), a params summary (never the token or the code: they travel in
-headers), outcome.  The exception: of the 429s one source earns in one block
-window, the first is written and the rest are counted into the next 429
-entry (``suppressed``), so a flood costs one fsync per window, not per request.
+Every request is an entry in the audit log (``node.audit``): actor (source
+address), action (method), a params summary bounded by its encoded size
+(``summarize``: never the token or the code, they travel in headers),
+outcome.  The exception: of the 429s one source earns in one block window,
+the first is written and the rest are counted into the next 429 entry
+(``suppressed``), so a flood costs one fsync per window, not per request.
 
 Methods (read-only: token only; state-changing: token and TOTP):
 
