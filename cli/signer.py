@@ -67,7 +67,7 @@ def init(home: Path, chain_id: str, listen: str, node_keys: tuple[str, ...], val
     identity = PrivateKey.generate()
     save_keyfile(sh.identity_key_file, identity, None)
     sh.write_config(chain_id, listen, keys)
-    sh.open_guard(chain_id, key.address)
+    sh.open_guard(chain_id, key.address, create=True)
     emit({
         "home": str(home),
         "validator": address_to_text(key.address),
@@ -94,11 +94,11 @@ def start(home: Path) -> None:
     server.serve_forever()
 
 
-def _guard(home: Path):  # type: ignore[no-untyped-def]
+def _guard(home: Path, *, create: bool = False):  # type: ignore[no-untyped-def]
     sh = SignerHome(home)
     config = sh.load_config()
     key = load_keyfile(sh.validator_key_file, os.environ.get(PASSWORD_ENV))
-    return sh.open_guard(config["chain_id"], address_of(key.public_key))
+    return sh.open_guard(config["chain_id"], address_of(key.public_key), create=create)
 
 
 @signer.command("export-protection")
@@ -125,6 +125,7 @@ def import_protection(home: Path, source: Path, as_json: bool) -> None:
         doc = json.loads(source.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SignGuardError(f"{source} is not JSON: {exc}") from None
-    state = import_interchange(_guard(home), doc)
+    with SignerHome(home).lock():  # not under a running signer, which holds the record
+        state = import_interchange(_guard(home, create=True), doc)  # restoring a lost record starts here
     emit({"height": state.height, "view": state.view, "phase": state.phase.name.lower(),
           "block_hash": "0x" + state.block_hash.hex()}, as_json)

@@ -60,6 +60,7 @@ file backend.  ``SignerService`` takes any backend; only
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
@@ -89,9 +90,11 @@ MAX_VIEW_CHANGE_HASHES = MAX_VALIDATORS  # a NEW-VIEW carries at most one view c
 # A sign request is a few hundred bytes, a NEW-VIEW's adds 70 per view-change hash.
 MAX_REQUEST_BYTES = 1024 + 72 * MAX_VIEW_CHANGE_HASHES
 AUTH_FRAME_BYTES = 256  # the handshake's frames (96 bytes) before the peer is known
-HANDSHAKE_TIMEOUT_S = 5.0
+HANDSHAKE_TIMEOUT_S = 2.0  # a connection not authenticated by then is dropped
 IDLE_TIMEOUT_S = 300.0
-MAX_CONNECTIONS = 4
+MAX_CONNECTIONS = 4  # authenticated node connections (the oldest gives way to a new one)
+MAX_PREAUTH = 4  # connections still in the handshake (the oldest is dropped for a new one)
+LOCK_FILE_NAME = "LOCK"
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -270,6 +273,25 @@ def _uint(value: Any, name: str) -> int:
     return value
 
 
+def _socket_is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False  # refused: nobody listens, the file is stale
+    finally:
+        probe.close()
+    return True
+
+
+def _drop(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # its thread's read fails at once and it cleans up
+    except OSError:
+        pass
+
+
 def _answer(**fields: Any) -> bytes:
     return json.dumps(fields).encode()
 
@@ -298,9 +320,11 @@ class SignerServer:
         self.rejected = 0
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._preauth: list[socket.socket] = []  # oldest first
+        self._authed: list[socket.socket] = []  # oldest first
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.home_lock: Any = None  # SignerHome.lock(): held until stop()
 
     def bind(self) -> str:
         """Bind and listen; returns the address text (the real port for tcp port 0)."""
@@ -308,6 +332,8 @@ class SignerServer:
         if self.address.family == socket.AF_UNIX:
             path = Path(self.address.target)
             if path.is_socket():
+                if _socket_is_live(path):
+                    raise SignerError(f"a signer is already listening on {path}: refusing to start a second one")
                 path.unlink()  # a stale socket of an earlier run
             old = os.umask(0o177)
             try:
@@ -336,10 +362,12 @@ class SignerServer:
                 if self._stop.is_set():
                     break
                 raise
-            if not self._slots.acquire(blocking=False):
-                log.warning("refusing a connection: %d already open", MAX_CONNECTIONS)
-                conn.close()
-                continue
+            with self._open_lock:
+                if len(self._preauth) >= MAX_PREAUTH:
+                    log.warning("%d connections still in the handshake: dropping the oldest", MAX_PREAUTH)
+                    _drop(self._preauth.pop(0))
+                self._preauth.append(conn)
+                self._open.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True, name="signer-conn").start()
 
     def stop(self) -> None:
@@ -353,14 +381,12 @@ class SignerServer:
             self._sock.close()
         with self._open_lock:
             for sock in list(self._open):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _drop(sock)
+        if self.home_lock is not None:
+            self.home_lock.close()  # releases the flock
+            self.home_lock = None
 
     def _serve(self, sock: socket.socket) -> None:
-        with self._open_lock:
-            self._open.add(sock)
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
             try:
@@ -374,6 +400,14 @@ class SignerServer:
                 self.rejected += 1
                 log.warning("handshake failed: %s", exc)
                 return
+            with self._open_lock:
+                if sock not in self._preauth:
+                    return  # dropped for a newer connection while it authenticated
+                self._preauth.remove(sock)
+                if len(self._authed) >= MAX_CONNECTIONS:
+                    log.warning("%d node connections open: dropping the oldest", MAX_CONNECTIONS)
+                    _drop(self._authed.pop(0))
+                self._authed.append(sock)
             conn.max_frame = MAX_REQUEST_BYTES  # known node: frames above this are refused unread
             sock.settimeout(IDLE_TIMEOUT_S)
             log.info("node %s connected", conn.peer_key.hex()[:16])
@@ -389,8 +423,10 @@ class SignerServer:
         finally:
             with self._open_lock:
                 self._open.discard(sock)
+                for group in (self._preauth, self._authed):
+                    if sock in group:
+                        group.remove(sock)
             sock.close()
-            self._slots.release()
 
 
 # -- the node's client --------------------------------------------------------------
@@ -543,17 +579,43 @@ class SignerHome:
             raise SignerError(f"{self.config_file} names no node public key: no node could connect")
         return doc
 
-    def open_guard(self, chain_id: str, validator: bytes) -> SignGuard:
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE_NAME
+
+    def open_guard(self, chain_id: str, validator: bytes, *, create: bool = False) -> SignGuard:
+        """The home's record; only ``create`` (``signer init``, ``import-protection``) makes a missing one."""
         if self.sign_state_file.exists():
             return SignGuard.load(self.sign_state_file, chain_id, validator)
+        if not create:
+            raise SignerError(f"{self.sign_state_file} is missing: refusing to sign without the slashing-protection "
+                              f"record (restore it, or `qenexd signer import-protection --home {self.root} FILE`)")
         return SignGuard.create(self.sign_state_file, chain_id, validator)
 
+    def lock(self) -> Any:
+        """An exclusive flock on HOME/LOCK, held while the returned file stays open (one signer per home)."""
+        handle = open(self.lock_file, "a+b")  # noqa: SIM115 (kept open for the process's life)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise SignerError(f"another signer is running on {self.root} ({self.lock_file} is locked)") from None
+        return handle
+
     def build_server(self, password: str | None = None) -> SignerServer:
+        """The home's server; it holds the home's lock until ``stop()``."""
         config = self.load_config()
-        backend = FileBackend(self.validator_key_file, password)
-        guard = self.open_guard(config["chain_id"], address_of(backend.public_key))
-        identity = load_keyfile(self.identity_key_file, None)
-        # The audit log is signed with the signer's identity key, not the validator key.
-        audit = AuditLog(self.audit_file, identity)
-        return SignerServer(SignerService(backend, guard, audit), identity, config["node_public_keys"],
-                            SignerAddress.parse(config["listen"]))
+        home_lock = self.lock()
+        try:
+            backend = FileBackend(self.validator_key_file, password)
+            guard = self.open_guard(config["chain_id"], address_of(backend.public_key))
+            identity = load_keyfile(self.identity_key_file, None)
+            # The audit log is signed with the signer's identity key, not the validator key.
+            audit = AuditLog(self.audit_file, identity)
+            server = SignerServer(SignerService(backend, guard, audit), identity, config["node_public_keys"],
+                                  SignerAddress.parse(config["listen"]))
+        except BaseException:
+            home_lock.close()
+            raise
+        server.home_lock = home_lock
+        return server

@@ -162,7 +162,7 @@ def test_the_remote_signer_audits_refusals_in_its_own_log_with_its_own_key(tmp_p
     save_keyfile(home.validator_key_file, validator, None)
     save_keyfile(home.identity_key_file, identity, None)
     home.write_config(CHAIN, "tcp://127.0.0.1:0", [KEY.public_key])
-    home.open_guard(CHAIN, validator.address)
+    home.open_guard(CHAIN, validator.address, create=True)
     server = home.build_server()  # opens HOME/audit.log with the identity key
     service: SignerService = server.service
     assert isinstance(server.service.backend, FileBackend)

@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cli.main import cli
 from consensus.messages import (
     PreparedCertificate,
     ViewChange,
@@ -25,6 +27,8 @@ from consensus.messages import (
 )
 from consensus.signing import Phase, SignRequest
 from node.remote_signer import (
+    MAX_CONNECTIONS,
+    MAX_PREAUTH,
     MAX_REQUEST_BYTES,
     MAX_VIEW_CHANGE_HASHES,
     PROTOCOL_VERSION,
@@ -32,6 +36,7 @@ from node.remote_signer import (
     RemoteSigner,
     SignerAddress,
     SignerError,
+    SignerHome,
     SignerServer,
     SignerService,
 )
@@ -382,3 +387,82 @@ def test_remote_signer_over_loopback_tcp(sockdir):
     finally:
         server.stop()
         thread.join(5)
+
+
+def test_idle_unauthenticated_connections_never_keep_the_node_out(sockdir):
+    """Review 16 (signer_slots): four idle TCP connections held every slot, so the node could not reconnect."""
+    key_file = sockdir / "k.json"
+    save_keyfile(key_file, VALIDATOR, None)
+    guard = SignGuard.create(sockdir / "s.json", CHAIN, VALIDATOR.address)
+    server = SignerServer(SignerService(FileBackend(key_file), guard), IDENTITY, [NODE.public_key],
+                          SignerAddress.parse("tcp://127.0.0.1:0"))
+    where = server.bind()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = where[len("tcp://"):].rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port))) for _ in range(MAX_PREAUTH + MAX_CONNECTIONS + 2)]
+    try:
+        remote = client(where)
+        assert remote.sign_request(prepare(X)) is not None  # the oldest idle connection gave way
+        # more known-node connections than slots: the oldest gives way, the newest is served
+        others = [client(where) for _ in range(MAX_CONNECTIONS)]
+        assert all(o.sign_request(prepare(X)) is not None for o in others)
+        for o in others + [remote]:
+            o.close()
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+        thread.join(5)
+
+
+def _signer_home(root: Path) -> SignerHome:
+    result = CliRunner().invoke(cli, ["signer", "init", "--home", str(root), "--chain-id", CHAIN, "--listen",
+                                      f"unix:{root}/s.sock", "--node-public-key", NODE.public_key.hex(), "--json"])
+    assert result.exit_code == 0, result.output
+    return SignerHome(root)
+
+
+def test_one_signer_per_home_and_a_live_socket_is_never_taken_over(sockdir):
+    """Review 16 (two_signers): a second `signer start` unlinked the live socket and signed with its own record."""
+    home = _signer_home(sockdir / "h")
+    first = home.build_server()
+    try:
+        with pytest.raises(SignerError, match="another signer is running"):
+            home.build_server()
+        result = CliRunner().invoke(cli, ["signer", "start", "--home", str(home.root)])
+        assert result.exit_code != 0 and "another signer is running" in result.output
+        with pytest.raises(SignerError, match="another signer is running"):
+            home.lock()
+        first.bind()
+    finally:
+        first.stop()
+    # a second server (another home's copy) on the same live socket path refuses to bind
+    with running_signer(sockdir) as (server, where):
+        copy = SignerServer(server.service, IDENTITY, [NODE.public_key], SignerAddress.parse(where))
+        with pytest.raises(SignerError, match="already listening"):
+            copy.bind()
+        assert client(where).sign_request(prepare(X)) is not None  # the first still serves
+    # stopped: the home's lock is free and a stale socket file is replaced
+    second = home.build_server()
+    try:
+        assert second.bind() == f"unix:{home.root}/s.sock"
+    finally:
+        second.stop()
+
+
+def test_start_refuses_a_home_without_its_sign_state_and_import_restores_it(sockdir):
+    """Review 16 (signer_missing_state): `signer start` silently created an empty record."""
+    home = _signer_home(sockdir / "h")
+    exported = sockdir / "protection.json"
+    assert CliRunner().invoke(cli, ["signer", "export-protection", "--home", str(home.root), "--out",
+                                    str(exported)]).exit_code == 0
+    home.sign_state_file.unlink()
+    with pytest.raises(SignerError, match="import-protection"):
+        home.build_server()
+    result = CliRunner().invoke(cli, ["signer", "start", "--home", str(home.root)])
+    assert result.exit_code != 0 and "import-protection" in result.output and not home.sign_state_file.exists()
+    assert len(result.output.strip().splitlines()) == 1
+    assert CliRunner().invoke(cli, ["signer", "import-protection", "--home", str(home.root),
+                                    str(exported)]).exit_code == 0
+    home.build_server().stop()
