@@ -64,6 +64,9 @@ def init(home: Path, chain_id: str, listen: str, node_keys: tuple[str, ...], val
         save_keyfile(sh.validator_key_file, key, None)
     elif load_keyfile(sh.validator_key_file, os.environ.get(PASSWORD_ENV)).public_key != key.public_key:
         raise CLIError(f"{sh.validator_key_file} holds another key; refusing to replace a validator key")
+    if sh.identity_key_file.exists() and sh.audit_file.exists():
+        raise CLIError(f"{sh.audit_file} is signed with the current identity key: move it aside before "
+                       "replacing the identity (a new key could not verify it)")
     identity = PrivateKey.generate()
     save_keyfile(sh.identity_key_file, identity, None)
     sh.write_config(chain_id, listen, keys)
