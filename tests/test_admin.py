@@ -4,20 +4,21 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import socket
 from unittest import mock
 
 import aiohttp
 import pyotp
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from click.testing import CliRunner
 
 from cli.main import cli
 from node.admin import (AUDIT_UNAVAILABLE, NOT_AVAILABLE, NOT_ENROLLED, NOT_LOCAL, RATE_LIMITED, SUMMARY_ITEMS,
                         SUMMARY_MAX_BYTES, UNAUTHORIZED, AdminAPI, AdminContext, AdminServer, is_loopback,
-                        make_admin_app, summarize)
+                        summarize)
 from node.admin_auth import (FREE_FAILURES, LOOPBACK_SOURCE, OTP_HEADER, TOTP_ATTEMPTS_PER_STEP, TOTP_FREE_FAILURES,
                              FailureLimiter, TotpAttempts, TotpVerifier, enroll, source_key, token_matches, totp_now)
 from node.audit import MAX_LINE_BYTES, AuditLog, canonical, verify_log
@@ -266,20 +267,40 @@ def test_backoff_doubles_and_the_table_is_bounded():
     assert limiter.blocked_for("10.0.0.2") == limiter.blocked_for("10.200.0.1")  # now counted as overflow
 
 
-def test_a_non_loopback_address_is_refused_403_and_audited(setup):
+def _non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (e.g. eth0's), or None."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # UDP: no packet is sent, the kernel only picks a route
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+async def test_a_non_loopback_client_is_refused_403_and_audited_on_a_real_socket(setup):
+    """The server is bound, wrongly, on a non-loopback address of this machine: a client from it gets 403
+    whatever credentials it sends (the check guards a misconfigured bind; a relay on the same host would
+    connect from loopback and is not caught by it)."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to bind")
     api, node, secret, clocks, _ = setup
-    app = make_admin_app(api)
-    handler = next(iter(app.router.routes())).handler
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        ("203.0.113.7", 40000) if name == "peername" else default)
-    request = make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {TOKEN}",
-                                                        OTP_HEADER: totp_now(secret, clocks.wall)},
-                                  transport=transport, app=app)
-    response = asyncio.run(handler(request))
-    assert response.status == 403 and json.loads(response.body)["error"]["code"] == NOT_LOCAL
+    port = free_port_range(1)
+    server = AdminServer(api)
+    await server.start(address, port)
+    try:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            status, body = await Client(session, f"http://{address}:{port}/").post(
+                "admin_flush_mempool", otp=totp_now(secret, clocks.wall))
+    finally:
+        await server.stop()
+    assert status == 403 and body["error"]["code"] == NOT_LOCAL and node.flushed == 0
     entry = _entries(api)[-1]
-    assert entry["actor"] == "203.0.113.7" and entry["outcome"]["status"] == 403
+    assert entry["actor"] == address and entry["outcome"]["status"] == 403
     assert is_loopback("::1") and not is_loopback("10.0.0.1") and not is_loopback(None)
     assert token_matches(f"Bearer {TOKEN}", TOKEN) and not token_matches("Bearer a", "a")
 
