@@ -11,6 +11,7 @@ import click
 from cli.common import CLIError, emit, handle_errors, json_option
 from node.audit import export_entries, verify_log
 from node.config import Home
+from cli.signer import public_key_hex
 from node.remote_signer import SignerHome
 from state.keyfile import load_keyfile
 
@@ -43,32 +44,22 @@ def log_path(home: Path) -> Path:
     return signer.audit_file if signer.config_file.exists() else Home(home).audit_file
 
 
-def _public_key(text: str) -> bytes:
-    try:
-        raw = bytes.fromhex(text.removeprefix("0x"))
-    except ValueError:
-        raise CLIError(f"--public-key {text!r} is not hex") from None
-    if len(raw) != 32:
-        raise CLIError(f"--public-key must be 32 bytes (64 hex digits), got {len(raw)}")
-    return raw
-
-
 @audit.command()
 @home_required
-@click.option("--public-key", "public_key_hex", help="0x-hex key the entries are signed with: verify without "
+@click.option("--public-key", "public_key_text", help="0x-hex key the entries are signed with: verify without "
               "reading the home's private key file (e.g. on another machine holding a copy of the log).")
 @click.option("--expect-seq", type=click.IntRange(min=1), help="An anchor kept elsewhere: this seq ...")
 @click.option("--expect-head", help="... must still have this line hash (a head printed by an earlier verify).")
 @json_option
 @handle_errors
-def verify(home: Path, public_key_hex: str | None, expect_seq: int | None, expect_head: str | None,
+def verify(home: Path, public_key_text: str | None, expect_seq: int | None, expect_head: str | None,
            as_json: bool) -> None:
     """Check every entry's chain link and signature; exit 1 at the first broken entry or a missed anchor,
     2 on a torn tail."""
     if (expect_seq is None) != (expect_head is None):
         raise CLIError("--expect-seq and --expect-head go together")
-    if public_key_hex is not None:
-        path, public_key = log_path(home), _public_key(public_key_hex)
+    if public_key_text is not None:
+        path, public_key = log_path(home), public_key_hex(public_key_text)
     else:
         path, public_key = log_and_key(home)
     anchor = None if expect_seq is None or expect_head is None else (expect_seq, expect_head)

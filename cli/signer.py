@@ -25,7 +25,8 @@ def signer() -> None:
     """A separate signer process holding the validator key (remote signing)."""
 
 
-def _key_hex(text: str) -> bytes:
+def public_key_hex(text: str) -> bytes:
+    """A 0x-hex (or bare hex) 32-byte Ed25519 public key from the command line."""
     try:
         raw = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
@@ -53,7 +54,7 @@ def init(home: Path, chain_id: str, listen: str, node_keys: tuple[str, ...], val
     if sh.config_file.exists() and not force:
         raise CLIError(f"{sh.config_file} already exists (use --force to overwrite)")
     home.mkdir(parents=True, exist_ok=True)
-    keys = [_key_hex(k) for k in node_keys]
+    keys = [public_key_hex(k) for k in node_keys]
     if validator_key is not None:
         key = load_keyfile(validator_key, os.environ.get(PASSWORD_ENV))
     elif sh.validator_key_file.exists():

@@ -182,13 +182,18 @@ def test_the_remote_signer_audits_refusals_in_its_own_log_with_its_own_key(tmp_p
     assert result.exit_code == 0 and "1 entries verify" in result.output
 
 
-def test_cli_verify_and_export_on_a_node_home(tmp_path):
+def _node_home_with_log(tmp_path, entries):
     home = Home(tmp_path / "node")
     write_single_node_home(home, chain_id="audit-1", name="n0", p2p_port=0, rpc_port=0)
     key = load_keyfile(home.node_key_file, None)
     log = AuditLog(home.audit_file, key)
-    for i in range(3):
+    for i in range(entries):
         log.append("127.0.0.1", "admin_status", {}, {"status": 200, "result": "ok", "i": i})
+    return home, key
+
+
+def test_cli_verify_and_export_on_a_node_home(tmp_path):
+    home, _ = _node_home_with_log(tmp_path, 3)
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["entries"] == 3
@@ -210,12 +215,7 @@ def test_cli_verify_and_export_on_a_node_home(tmp_path):
 
 
 def test_verify_with_a_public_key_only_and_against_an_anchor(tmp_path):
-    home = Home(tmp_path / "node")
-    write_single_node_home(home, chain_id="audit-1", name="n0", p2p_port=0, rpc_port=0)
-    key = load_keyfile(home.node_key_file, None)
-    log = AuditLog(home.audit_file, key)
-    for i in range(4):
-        log.append("127.0.0.1", "admin_status", {}, {"status": 200, "result": "ok", "i": i})
+    home, key = _node_home_with_log(tmp_path, 4)
     lines = _lines(home.audit_file)
     anchor_seq, anchor_head = 3, line_hash(lines[2])  # as an operator kept it after an earlier verify
     home.node_key_file.unlink()  # verifying needs no private key file

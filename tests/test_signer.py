@@ -371,49 +371,46 @@ def test_signer_addresses_are_unix_or_loopback_tcp():
             SignerAddress.parse(bad)
 
 
-def test_remote_signer_over_loopback_tcp(sockdir):
-    key_file = sockdir / "k.json"
+@contextmanager
+def tcp_signer(root: Path):
+    key_file = root / "k.json"
     save_keyfile(key_file, VALIDATOR, None)
-    guard = SignGuard.create(sockdir / "s.json", CHAIN, VALIDATOR.address)
+    guard = SignGuard.create(root / "s.json", CHAIN, VALIDATOR.address)
     server = SignerServer(SignerService(FileBackend(key_file), guard), IDENTITY, [NODE.public_key],
                           SignerAddress.parse("tcp://127.0.0.1:0"))
     where = server.bind()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        remote = client(where)
-        assert remote.sign_request(prepare(X)) is not None
-        remote.close()
+        yield server, where
     finally:
         server.stop()
         thread.join(5)
+
+
+def test_remote_signer_over_loopback_tcp(sockdir):
+    with tcp_signer(sockdir) as (server, where):
+        remote = client(where)
+        assert remote.sign_request(prepare(X)) is not None
+        remote.close()
 
 
 def test_idle_unauthenticated_connections_never_keep_the_node_out(sockdir):
     """Review 16 (signer_slots): four idle TCP connections held every slot, so the node could not reconnect."""
-    key_file = sockdir / "k.json"
-    save_keyfile(key_file, VALIDATOR, None)
-    guard = SignGuard.create(sockdir / "s.json", CHAIN, VALIDATOR.address)
-    server = SignerServer(SignerService(FileBackend(key_file), guard), IDENTITY, [NODE.public_key],
-                          SignerAddress.parse("tcp://127.0.0.1:0"))
-    where = server.bind()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    host, port = where[len("tcp://"):].rsplit(":", 1)
-    idle = [socket.create_connection((host, int(port))) for _ in range(MAX_PREAUTH + MAX_CONNECTIONS + 2)]
-    try:
-        remote = client(where)
-        assert remote.sign_request(prepare(X)) is not None  # the oldest idle connection gave way
-        # more known-node connections than slots: the oldest gives way, the newest is served
-        others = [client(where) for _ in range(MAX_CONNECTIONS)]
-        assert all(o.sign_request(prepare(X)) is not None for o in others)
-        for o in others + [remote]:
-            o.close()
-    finally:
-        for sock in idle:
-            sock.close()
-        server.stop()
-        thread.join(5)
+    with tcp_signer(sockdir) as (server, where):
+        host, port = where[len("tcp://"):].rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port))) for _ in range(MAX_PREAUTH + MAX_CONNECTIONS + 2)]
+        try:
+            remote = client(where)
+            assert remote.sign_request(prepare(X)) is not None  # the oldest idle connection gave way
+            # more known-node connections than slots: the oldest gives way, the newest is served
+            others = [client(where) for _ in range(MAX_CONNECTIONS)]
+            assert all(o.sign_request(prepare(X)) is not None for o in others)
+            for o in others + [remote]:
+                o.close()
+        finally:
+            for sock in idle:
+                sock.close()
 
 
 def _signer_home(root: Path) -> SignerHome:
