@@ -25,7 +25,8 @@ def signer() -> None:
     """A separate signer process holding the validator key (remote signing)."""
 
 
-def _key_hex(text: str) -> bytes:
+def public_key_hex(text: str) -> bytes:
+    """A 0x-hex (or bare hex) 32-byte Ed25519 public key from the command line."""
     try:
         raw = bytes.fromhex(text.removeprefix("0x"))
     except ValueError:
@@ -53,7 +54,7 @@ def init(home: Path, chain_id: str, listen: str, node_keys: tuple[str, ...], val
     if sh.config_file.exists() and not force:
         raise CLIError(f"{sh.config_file} already exists (use --force to overwrite)")
     home.mkdir(parents=True, exist_ok=True)
-    keys = [_key_hex(k) for k in node_keys]
+    keys = [public_key_hex(k) for k in node_keys]
     if validator_key is not None:
         key = load_keyfile(validator_key, os.environ.get(PASSWORD_ENV))
     elif sh.validator_key_file.exists():
@@ -64,10 +65,13 @@ def init(home: Path, chain_id: str, listen: str, node_keys: tuple[str, ...], val
         save_keyfile(sh.validator_key_file, key, None)
     elif load_keyfile(sh.validator_key_file, os.environ.get(PASSWORD_ENV)).public_key != key.public_key:
         raise CLIError(f"{sh.validator_key_file} holds another key; refusing to replace a validator key")
+    if sh.identity_key_file.exists() and sh.audit_file.exists():
+        raise CLIError(f"{sh.audit_file} is signed with the current identity key: move it aside before "
+                       "replacing the identity (a new key could not verify it)")
     identity = PrivateKey.generate()
     save_keyfile(sh.identity_key_file, identity, None)
     sh.write_config(chain_id, listen, keys)
-    sh.open_guard(chain_id, key.address)
+    sh.open_guard(chain_id, key.address, create=True)
     emit({
         "home": str(home),
         "validator": address_to_text(key.address),
@@ -94,11 +98,11 @@ def start(home: Path) -> None:
     server.serve_forever()
 
 
-def _guard(home: Path):  # type: ignore[no-untyped-def]
+def _guard(home: Path, *, create: bool = False):  # type: ignore[no-untyped-def]
     sh = SignerHome(home)
     config = sh.load_config()
     key = load_keyfile(sh.validator_key_file, os.environ.get(PASSWORD_ENV))
-    return sh.open_guard(config["chain_id"], address_of(key.public_key))
+    return sh.open_guard(config["chain_id"], address_of(key.public_key), create=create)
 
 
 @signer.command("export-protection")
@@ -125,6 +129,7 @@ def import_protection(home: Path, source: Path, as_json: bool) -> None:
         doc = json.loads(source.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise SignGuardError(f"{source} is not JSON: {exc}") from None
-    state = import_interchange(_guard(home), doc)
+    with SignerHome(home).lock():  # not under a running signer, which holds the record
+        state = import_interchange(_guard(home, create=True), doc)  # restoring a lost record starts here
     emit({"height": state.height, "view": state.view, "phase": state.phase.name.lower(),
           "block_hash": "0x" + state.block_hash.hex()}, as_json)

@@ -58,12 +58,8 @@ from consensus.messages import (
     ViewChange,
     Vote,
     VoteKind,
-    new_view_digest,
-    proposal_digest,
-    view_change_digest,
-    vote_digest,
 )
-from consensus.signing import ConsensusSigner, Phase, SignRequest, as_signer, view_change_summary_hash
+from consensus.signing import ConsensusSigner, SignRequest, as_signer
 from state.validators import ValidatorSet
 from consensus.verify import (
     check_new_view,
@@ -619,8 +615,7 @@ class Engine:
 
     def _send_view_change(self, view: int) -> None:
         assert self._me is not None
-        digest = view_change_digest(self.chain_id, self._height, view, self._prepared)
-        sig = self._sign(Phase.VIEW_CHANGE, view, view_change_summary_hash(self._prepared), digest)
+        sig = self._sign(SignRequest.view_change(self.chain_id, self._height, view, self._prepared))
         if sig is None:
             self._view_change_unsigned = view  # asked again on the next rebroadcast
             return
@@ -769,9 +764,7 @@ class Engine:
 
     def _vote(self, kind: VoteKind, block_hash: bytes) -> None:
         assert self._signer is not None
-        phase = Phase.PREPARE if kind == VoteKind.PREPARE else Phase.COMMIT
-        digest = vote_digest(self.chain_id, kind, self._height, self._view, block_hash)
-        sig = self._sign(phase, self._view, block_hash, digest)
+        sig = self._sign(SignRequest.vote(self.chain_id, kind, self._height, self._view, block_hash))
         if sig is None:
             return  # no vote: we follow the others' votes
         assert self._me is not None
@@ -832,8 +825,8 @@ class Engine:
     def _send_new_view(self, plan: tuple[ViewChange, ...], proposal: Proposal) -> bool:
         # The certificates prove hashes; the proposal carries the one block needed.
         changes = tuple(vc.without_block() for vc in plan)
-        digest = new_view_digest(self.chain_id, proposal.height, proposal.view, proposal.block_hash, changes)
-        sig = self._sign(Phase.PROPOSAL, proposal.view, proposal.block_hash, digest)
+        sig = self._sign(SignRequest.new_view(self.chain_id, proposal.height, proposal.view, proposal.block_hash,
+                                              changes))
         if sig is None:
             return False
         nv = NewView(proposal.height, proposal.view, changes, proposal, sig)
@@ -845,18 +838,17 @@ class Engine:
 
     # -- signing ---------------------------------------------------------------------
 
-    def _sign(self, phase: Phase, view: int, block_hash: bytes, digest: bytes) -> bytes | None:
-        """Our signature of ``digest``, or None when the signer refuses or cannot answer."""
+    def _sign(self, request: SignRequest) -> bytes | None:
+        """Our signature of ``request.digest``, or None when the signer refuses or cannot answer."""
         assert self._signer is not None
-        signature = self._signer.sign_request(SignRequest(self._height, view, phase, block_hash, digest))
+        signature = self._signer.sign_request(request)
         if signature is None:
             self.unsigned += 1
         return signature
 
     def _signed_proposal(self, view: int, block: bytes, block_hash: bytes) -> Proposal | None:
         assert self._me is not None
-        digest = proposal_digest(self.chain_id, self._height, view, block_hash, block)
-        sig = self._sign(Phase.PROPOSAL, view, block_hash, digest)
+        sig = self._sign(SignRequest.proposal(self.chain_id, self._height, view, block_hash, block))
         return None if sig is None else Proposal(self._height, view, block, block_hash, self._me, sig)
 
     # -- output ----------------------------------------------------------------------

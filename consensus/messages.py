@@ -72,7 +72,12 @@ class VoteKind(IntEnum):
 
 
 def proposal_digest(chain_id: str, height: int, view: int, block_hash: bytes, block: bytes) -> bytes:
-    payload = [chain_id, MessageType.PROPOSAL.value, height, view, block_hash, bytes(sha256(block))]
+    return proposal_digest_of(chain_id, height, view, block_hash, bytes(sha256(block)))
+
+
+def proposal_digest_of(chain_id: str, height: int, view: int, block_hash: bytes, block_sha: bytes) -> bytes:
+    """``proposal_digest`` from ``sha256(block)`` (what a remote signer is sent instead of the block)."""
+    payload = [chain_id, MessageType.PROPOSAL.value, height, view, block_hash, block_sha]
     return bytes(domain_digest(DOMAIN_PROPOSAL, codec.encode(payload)))
 
 
@@ -82,16 +87,32 @@ def vote_digest(chain_id: str, kind: VoteKind, height: int, view: int, block_has
 
 
 def view_change_digest(chain_id: str, height: int, new_view: int, prepared: "PreparedCertificate | None") -> bytes:
-    summary = None if prepared is None else [prepared.view, prepared.block_hash]
-    payload = [chain_id, MessageType.VIEW_CHANGE.value, height, new_view, summary]
+    summary = None if prepared is None else (prepared.view, prepared.block_hash)
+    return view_change_digest_of(chain_id, height, new_view, summary)
+
+
+def view_change_digest_of(chain_id: str, height: int, new_view: int, summary: tuple[int, bytes] | None) -> bytes:
+    """``view_change_digest`` from the prepared summary ``(view, block_hash)`` or None."""
+    payload = [chain_id, MessageType.VIEW_CHANGE.value, height, new_view,
+               None if summary is None else [summary[0], summary[1]]]
     return bytes(domain_digest(DOMAIN_VOTE, codec.encode(payload)))
+
+
+def view_change_hashes(view_changes: tuple["ViewChange", ...]) -> tuple[bytes, ...]:
+    """What a NEW-VIEW signature covers of its view changes: the hash of each one's encoding."""
+    return tuple(bytes(sha256(vc.encode())) for vc in view_changes)
 
 
 def new_view_digest(
     chain_id: str, height: int, view: int, block_hash: bytes, view_changes: tuple["ViewChange", ...]
 ) -> bytes:
-    digests = [bytes(sha256(vc.encode())) for vc in view_changes]
-    payload = [chain_id, MessageType.NEW_VIEW.value, height, view, block_hash, digests]
+    return new_view_digest_of(chain_id, height, view, block_hash, view_change_hashes(view_changes))
+
+
+def new_view_digest_of(chain_id: str, height: int, view: int, block_hash: bytes,
+                       hashes: tuple[bytes, ...]) -> bytes:
+    """``new_view_digest`` from the view changes' hashes (``view_change_hashes``)."""
+    payload = [chain_id, MessageType.NEW_VIEW.value, height, view, block_hash, list(hashes)]
     return bytes(domain_digest(DOMAIN_PROPOSAL, codec.encode(payload)))
 
 

@@ -2,22 +2,32 @@
 
 Every request, in this order (each refusal is a JSON-RPC error body):
 
-1. a source address still blocked by its failures (``node.admin_auth.FailureLimiter``)
-   gets **429** (-32033) before its credentials are read;
-2. a source that is not a loopback address gets **403** (-32031), whatever it
-   sends (the bind is loopback too; this catches relays and misconfiguration);
-3. ``Authorization: Bearer <[admin] token>`` missing or wrong: **401** (-32030);
-4. one call per request (a TOTP code is good for one action, so batches are
+1. a source that is not a loopback address gets **403** (-32031), whatever it
+   sends (the bind is loopback too; this guards against a misconfigured bind,
+   not against a local relay, which connects from loopback);
+2. ``Authorization: Bearer <[admin] token>`` compared first, in constant time.
+   Missing, wrong or not UTF-8: **401** (-32030), counted against the source
+   (``node.admin_auth.FailureLimiter``; every loopback address is one source),
+   and once the source is blocked, **429** (-32033) before anything is
+   compared.  The valid token is never blocked by this limiter, so a local
+   user without the token cannot lock the operator out;
+3. one call per request (a TOTP code is good for one action, so batches are
    refused, -32600); a state-changing method also needs ``X-Qenex-Otp:
    <6 digits>``: missing, malformed, wrong or already used: **401** (-32030);
-   no secret enrolled yet: **401** (-32034, "run qenexd admin enroll").
+   no secret enrolled yet: **401** (-32034, "run qenexd admin enroll").  Wrong
+   and replayed codes spend the node-wide TOTP budget
+   (``node.admin_auth.TotpAttempts``): past it, **429** (-32033) until it
+   refills; only a successful TOTP call resets it, a read-only call does not;
+4. a state-changing call that passed is first written to the audit log
+   (outcome ``started``); if that write fails it does not run: **503**
+   (-32037).  Its result is a second entry.
 
-Failures in 2, 3 and 4 count against the source.  Every request is one
-entry in the audit log (``node.audit``): actor (source address), action
-(method), a params summary (never the token or the code: they travel in
-headers), outcome.  The exception: of the 429s one source earns in one block
-window, the first is written and the rest are counted into the next 429
-entry (``suppressed``), so a flood costs one fsync per window, not per request.
+Every request is an entry in the audit log (``node.audit``): actor (source
+address), action (method), a params summary bounded by its encoded size
+(``summarize``: never the token or the code, they travel in headers),
+outcome.  The exception: of the 429s one source earns in one block window,
+the first is written and the rest are counted into the next 429 entry
+(``suppressed``), so a flood costs one fsync per window, not per request.
 
 Methods (read-only: token only; state-changing: token and TOTP):
 
@@ -41,8 +51,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from aiohttp import web
 
-from node.admin_auth import OTP_HEADER, TOTP_DIGITS, AdminAuthError, FailureLimiter, NotEnrolled, TotpVerifier, token_matches
-from node.audit import AuditError, AuditLog
+from node.admin_auth import (OTP_HEADER, TOTP_DIGITS, AdminAuthError, FailureLimiter, NotEnrolled, TotpAttempts,
+                              TotpVerifier, source_key, token_matches)
+from node.audit import AuditError, AuditLog, canonical
 from node.config import MIN_ADMIN_TOKEN_LEN
 from node.errors import ConfigError
 from node.jsonrpc import (INTERNAL_ERROR, INVALID_REQUEST, MAX_JSON_DEPTH, PARSE_ERROR, Dispatcher, RPCError, brief,
@@ -60,12 +71,16 @@ RATE_LIMITED = -32033
 NOT_ENROLLED = -32034
 NOT_AVAILABLE = -32035
 ADMIN_ERROR = -32036
+AUDIT_UNAVAILABLE = -32037
 
 MAX_ADMIN_REQUEST = 256 * 1024
 MAX_PEER_ID_CHARS = 128
 _BASE58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]+")
 SUMMARY_ITEMS = 8  # params kept in an audit entry's summary
 SUMMARY_STRING = 128  # longer strings are kept as their length
+SUMMARY_STRING_BYTES = 256  # and a kept string is cut to this many encoded bytes
+SUMMARY_KEY_BYTES = 40
+SUMMARY_MAX_BYTES = 2 + SUMMARY_ITEMS * (SUMMARY_KEY_BYTES + SUMMARY_STRING_BYTES + 6)  # keys/values/quotes/:,
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +168,39 @@ def admin_methods(ctx: AdminContext, shutdown: _Shutdown) -> tuple[dict[str, Cal
     return methods, frozenset(changing)
 
 
+def _bounded_str(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` whose canonical-JSON encoding (ASCII, as node.audit writes it) fits
+    ``max_bytes``; a cut string ends with "…" (counted)."""
+    if len(text) <= max_bytes and len(canonical(text)) - 2 <= max_bytes:
+        return text
+    budget, used, kept = max_bytes - 6, 0, []  # "\u2026" is 6 bytes
+    for ch in text[:max_bytes]:
+        cost = len(canonical(ch)) - 2
+        if used + cost > budget:
+            break
+        used += cost
+        kept.append(ch)
+    return "".join(kept) + "\u2026"
+
+
 def _brief_value(key: str, value: Any) -> Any:
     if isinstance(value, str):
-        return f"<{len(value)} chars>" if key == "raw" or len(value) > SUMMARY_STRING else value
+        if key == "raw" or len(value) > SUMMARY_STRING:
+            return f"<{len(value)} chars>"
+        return _bounded_str(value, SUMMARY_STRING_BYTES)
     if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**63):
         return value
     return f"<{type(value).__name__}>"
 
 
 def summarize(params: Any) -> dict[str, Any]:
-    """What the audit log keeps of a call's params: at most 8 scalars (strings up to SUMMARY_STRING
-    characters), a raw transaction only by its length, anything nested by its type."""
+    """What the audit log keeps of a call's params: at most 8 scalars, keys up to SUMMARY_KEY_BYTES and
+    strings up to SUMMARY_STRING characters and SUMMARY_STRING_BYTES encoded bytes (so a summary encodes to
+    at most SUMMARY_MAX_BYTES whatever the characters), a raw transaction only by its length, anything
+    nested by its type."""
     if isinstance(params, dict):
-        return {str(k)[:40]: _brief_value(str(k), v) for k, v in list(params.items())[:SUMMARY_ITEMS]}
+        return {_bounded_str(str(k), SUMMARY_KEY_BYTES): _brief_value(str(k), v)
+                for k, v in list(params.items())[:SUMMARY_ITEMS]}
     if isinstance(params, list):
         return {"args": [_brief_value("", v) for v in params[:SUMMARY_ITEMS]]} if params else {}
     return {} if params is None else {"params": f"<{type(params).__name__}>"}
@@ -180,7 +215,7 @@ class AdminAPI:
     """The request handler: limiter, loopback, token, TOTP, dispatch, audit."""
 
     def __init__(self, ctx: AdminContext, token: str, totp: TotpVerifier, audit: AuditLog,
-                 limiter: FailureLimiter | None = None) -> None:
+                 limiter: FailureLimiter | None = None, totp_attempts: TotpAttempts | None = None) -> None:
         if len(token) < MIN_ADMIN_TOKEN_LEN:
             raise ConfigError(f"admin token must be at least {MIN_ADMIN_TOKEN_LEN} characters, got {len(token)}")
         self._ctx = ctx
@@ -188,6 +223,7 @@ class AdminAPI:
         self.totp = totp
         self.audit = audit
         self.limiter = limiter if limiter is not None else FailureLimiter()  # (an empty one is falsy)
+        self.totp_attempts = totp_attempts if totp_attempts is not None else TotpAttempts()
         self._shutdown = _Shutdown()
         methods, self.state_changing = admin_methods(ctx, self._shutdown)
         self._dispatcher = Dispatcher(methods, max_batch=1, max_in_flight=4)
@@ -198,10 +234,10 @@ class AdminAPI:
         except AuditError as exc:
             log.error("%s", exc)
 
-    def _refuse(self, actor: str, action: str, params: dict[str, Any], status: int, code: int, message: str,
-                *, fail: bool = True, request_id: Any = None) -> web.Response:
+    def _refuse(self, actor: str, source: str, action: str, params: dict[str, Any], status: int, code: int,
+                message: str, *, fail: bool = True, request_id: Any = None) -> web.Response:
         if fail:
-            self.limiter.failed(actor)
+            self.limiter.failed(source)
         self._record(actor, action, params, {"status": status, "code": code, "result": "refused",
                                              "reason": message[:200]})
         log.warning("admin %s from %s refused (%d): %s", action, actor, status, message)
@@ -209,49 +245,54 @@ class AdminAPI:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         actor = request.remote or "unknown"
-        wait = self.limiter.blocked_for(actor)
-        if wait > 0:
-            suppressed = self.limiter.note_blocked(actor)
-            if suppressed is not None:
-                self._record(actor, "http", {"suppressed_before": suppressed},
-                             {"status": 429, "code": RATE_LIMITED, "result": "refused",
-                              "reason": f"blocked for {wait:.0f} s more"})
-            return _refusal(429, RATE_LIMITED, f"too many failed attempts from {actor}: retry in {wait:.0f} s")
+        source = source_key(request.remote)
         if not is_loopback(request.remote):
-            return self._refuse(actor, "http", {}, 403, NOT_LOCAL,
-                                f"the admin API only serves local clients, not {request.remote}")
+            refused = self._blocked(actor, source)
+            return refused or self._refuse(actor, source, "http", {}, 403, NOT_LOCAL,
+                                           f"the admin API only serves local clients, not {request.remote}")
+        # The token first (constant time): a valid one is never blocked by the token-failure limiter.
         if not token_matches(request.headers.get("Authorization"), self._token):
-            return self._refuse(actor, "http", {}, 401, UNAUTHORIZED,
-                                "missing or wrong admin token (Authorization: Bearer <token>)")
+            refused = self._blocked(actor, source)
+            return refused or self._refuse(actor, source, "http", {}, 401, UNAUTHORIZED,
+                                           "missing or wrong admin token (Authorization: Bearer <token>)")
         if request.method != "POST" or request.path != "/":
-            return self._refuse(actor, "http", {"request": f"{request.method} {request.path[:80]}"}, 404,
-                                INVALID_REQUEST, "the admin API is JSON-RPC by POST /", fail=False)
+            return self._refuse(actor, source, "http", {"request": _bounded_str(f"{request.method} {request.path}",
+                                                                               SUMMARY_STRING_BYTES)},
+                                404, INVALID_REQUEST, "the admin API is JSON-RPC by POST /", fail=False)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return self._refuse(actor, "http", {}, 413, INVALID_REQUEST,
+            return self._refuse(actor, source, "http", {}, 413, INVALID_REQUEST,
                                 f"request body over {MAX_ADMIN_REQUEST} bytes", fail=False)
         try:
             if json_depth_exceeds(body, MAX_JSON_DEPTH):
                 raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}")
             call = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            return self._refuse(actor, "http", {}, 200, PARSE_ERROR, f"parse error: {str(exc)[:100]}", fail=False)
+            return self._refuse(actor, source, "http", {}, 200, PARSE_ERROR, f"parse error: {str(exc)[:100]}",
+                                fail=False)
         if not isinstance(call, dict):
-            return self._refuse(actor, "http", {}, 200, INVALID_REQUEST,
+            return self._refuse(actor, source, "http", {}, 200, INVALID_REQUEST,
                                 "the admin API takes one JSON-RPC call per request (no batches)", fail=False)
         method, request_id = call.get("method"), call.get("id")
-        action = method[:64] if isinstance(method, str) else "http"
+        action = _bounded_str(method, 64) if isinstance(method, str) else "http"
         params = summarize(call.get("params"))
         if method in self.state_changing:
-            refused = self._check_totp(actor, action, params, request.headers.get(OTP_HEADER), request_id)
+            refused = self._check_totp(actor, source, action, params, request.headers.get(OTP_HEADER), request_id)
             if refused is not None:
                 return refused
-        self.limiter.succeeded(actor)
+            # Write-ahead: the call runs only once the log holds it (fail closed).
+            try:
+                self.audit.append(actor, action, params, {"result": "started"})
+            except AuditError as exc:
+                log.error("refusing %s: %s", action, exc)
+                return _refusal(503, AUDIT_UNAVAILABLE, f"the audit log cannot be written, so {action} was not "
+                                "run (see the node log)", request_id)
         answer = await self._dispatcher.handle_one(call)
         error = (answer or {}).get("error")
         outcome = ({"status": 200, "result": "ok"} if error is None else
-                   {"status": 200, "code": error["code"], "result": "error", "reason": str(error["message"])[:200]})
+                   {"status": 200, "code": error["code"], "result": "error",
+                    "reason": _bounded_str(str(error["message"]), 400)})
         if error is not None and error["code"] == INTERNAL_ERROR:
             outcome["reason"] = "internal error"
         self._record(actor, action, params, outcome)
@@ -265,26 +306,48 @@ class AdminAPI:
             self._ctx.request_stop()
         return response
 
-    def _check_totp(self, actor: str, action: str, params: dict[str, Any], code: str | None,
+    def _blocked(self, actor: str, source: str) -> web.Response | None:
+        """429 for a source blocked by its failures (only asked for requests without the valid token)."""
+        wait = self.limiter.blocked_for(source)
+        if wait <= 0:
+            return None
+        suppressed = self.limiter.note_blocked(source)
+        if suppressed is not None:
+            self._record(actor, "http", {"suppressed_before": suppressed},
+                         {"status": 429, "code": RATE_LIMITED, "result": "refused",
+                          "reason": f"blocked for {wait:.0f} s more"})
+        return _refusal(429, RATE_LIMITED, f"too many failed attempts from {source}: retry in {wait:.0f} s")
+
+    def _check_totp(self, actor: str, source: str, action: str, params: dict[str, Any], code: str | None,
                     request_id: Any) -> web.Response | None:
         if code is None:
-            return self._refuse(actor, action, params, 401, UNAUTHORIZED,
+            return self._refuse(actor, source, action, params, 401, UNAUTHORIZED,
                                 f"{action} changes state: send a TOTP code in the {OTP_HEADER} header",
-                                request_id=request_id)
+                                fail=False, request_id=request_id)
+        wait = self.totp_attempts.wait_for()
+        if wait > 0:
+            return self._refuse(actor, source, action, params, 429, RATE_LIMITED,
+                                f"too many TOTP attempts: retry in {wait:.0f} s", fail=False, request_id=request_id)
         try:
             verdict = self.totp.check(code.strip())
         except NotEnrolled as exc:
-            return self._refuse(actor, action, params, 401, NOT_ENROLLED, str(exc), fail=False, request_id=request_id)
+            return self._refuse(actor, source, action, params, 401, NOT_ENROLLED, str(exc), fail=False,
+                                request_id=request_id)
         except AdminAuthError as exc:
             log.error("%s", exc)
-            return self._refuse(actor, action, params, 500, INTERNAL_ERROR, "the TOTP record is unusable: see the "
-                                "node log", fail=False, request_id=request_id)
+            return self._refuse(actor, source, action, params, 500, INTERNAL_ERROR, "the TOTP record is unusable: "
+                                "see the node log", fail=False, request_id=request_id)
+        if verdict.reason == "malformed":
+            return self._refuse(actor, source, action, params, 401, UNAUTHORIZED,
+                                f"the TOTP code must be {TOTP_DIGITS} digits", fail=False, request_id=request_id)
         if verdict.ok:
+            self.totp_attempts.succeeded()
             params["totp_step"] = verdict.step  # which step was spent (not the code)
             return None
-        why = {"malformed": f"the TOTP code must be {TOTP_DIGITS} digits", "wrong": "wrong TOTP code",
-               "replayed": "this TOTP code was already used: wait for the next one"}[verdict.reason]
-        return self._refuse(actor, action, params, 401, UNAUTHORIZED, why, request_id=request_id)
+        self.totp_attempts.failed()
+        why = {"wrong": "wrong TOTP code", "replayed": "this TOTP code was already used: wait for the next one"}
+        return self._refuse(actor, source, action, params, 401, UNAUTHORIZED, why[verdict.reason], fail=False,
+                            request_id=request_id)
 
 
 def make_admin_app(api: AdminAPI) -> web.Application:

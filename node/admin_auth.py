@@ -11,19 +11,30 @@
   that step or an earlier one is refused, across restarts too.  The secret
   is read per state-changing call (after the token was checked), so an
   enrolment takes effect without a restart.
-* ``FailureLimiter``: each source address may fail ``FREE_FAILURES`` times;
-  every later failure blocks it for ``BASE_BLOCK_S * 2**(n - FREE_FAILURES)``
-  seconds (capped at ``MAX_BLOCK_S``), during which it is answered 429 before
-  its credentials are looked at.  A success clears the source; a source quiet
-  for ``FORGET_S`` is forgotten.  The table holds at most ``MAX_SOURCES``;
-  when it is full, new sources share one overflow entry, so cycling through
-  127.0.0.0/8 source addresses buys no extra guesses.
+* ``FailureLimiter`` (credential failures without a valid token): each
+  source may fail ``FREE_FAILURES`` times; every later failure blocks it for
+  ``BASE_BLOCK_S * 2**(n - FREE_FAILURES)`` seconds (capped at
+  ``MAX_BLOCK_S``), during which a request without the valid token is
+  answered 429.  Sources are keyed by ``source_key``: every loopback address
+  (127.0.0.0/8, ::1) is ONE source, so cycling through 127.0.0.0/8 buys no
+  extra guesses.  A source quiet for ``FORGET_S`` is forgotten.  The table
+  holds at most ``MAX_SOURCES``; when it is full, new sources share one
+  overflow entry.  The valid token is checked first and is never blocked by
+  this limiter, so a local user without the token cannot lock the operator out.
+* ``TotpAttempts`` (TOTP failures, node-wide, not per source): at most
+  ``TOTP_ATTEMPTS_PER_STEP`` wrong codes are answered per 30 s step (then
+  429 until the next step), and every consecutive failure after
+  ``TOTP_FREE_FAILURES`` blocks TOTP for ``TOTP_STEP_S * 2**(n -
+  TOTP_FREE_FAILURES - 1)`` s (capped at ``TOTP_MAX_BLOCK_S``): a guesser gets
+  3 codes, then one per doubling block, about 24 a day at the cap.  Only a successful TOTP call resets the count, so a
+  token holder's read-only calls buy no extra guesses.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
+import ipaddress
 import json
 import time
 from collections import OrderedDict
@@ -51,6 +62,11 @@ MAX_BLOCK_S = 300.0
 FORGET_S = 900.0
 MAX_SOURCES = 1024
 OVERFLOW_SOURCE = "*overflow*"
+LOOPBACK_SOURCE = "loopback"  # every loopback address counts as this one source
+
+TOTP_ATTEMPTS_PER_STEP = 3
+TOTP_FREE_FAILURES = 3
+TOTP_MAX_BLOCK_S = 3600.0
 
 
 class AdminAuthError(NodeError):
@@ -62,10 +78,28 @@ class NotEnrolled(AdminAuthError):
 
 
 def token_matches(header: str | None, token: str) -> bool:
-    """``Authorization: Bearer <token>``; a configured token below the minimum length never matches."""
+    """``Authorization: Bearer <token>``; a configured token below the minimum length never matches.
+
+    The header may hold any bytes (aiohttp decodes them with surrogateescape): they are compared as the
+    bytes that arrived, so a non-UTF-8 header is a wrong token, not an exception."""
     if len(token) < MIN_ADMIN_TOKEN_LEN or not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
+    given = header[len("Bearer "):].strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, token.encode())
+
+
+def source_key(remote: str | None) -> str:
+    """The limiter's key for a client address: all of 127.0.0.0/8 and ::1 (also IPv4-mapped) are one source."""
+    if not remote:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(remote.split("%")[0])
+    except ValueError:
+        return remote[:64]
+    mapped = getattr(address, "ipv4_mapped", None)
+    if address.is_loopback or (mapped is not None and mapped.is_loopback):
+        return LOOPBACK_SOURCE
+    return str(address)
 
 
 # -- enrolment ---------------------------------------------------------------------
@@ -197,6 +231,7 @@ class FailureLimiter:
         return len(self._sources)
 
     def _key(self, source: str) -> str:
+        source = source_key(source)
         return source if source in self._sources or len(self._sources) < self._max else OVERFLOW_SOURCE
 
     def blocked_for(self, source: str) -> float:
@@ -221,6 +256,7 @@ class FailureLimiter:
         """Record a failure; returns the block it earned (0 while free failures remain)."""
         now = self._clock()
         self._forget(now)
+        source = source_key(source)
         if source not in self._sources and len(self._sources) >= self._max:
             source = OVERFLOW_SOURCE
             if source not in self._sources:  # the table is full of others: make room for the shared entry
@@ -236,6 +272,7 @@ class FailureLimiter:
         return block
 
     def succeeded(self, source: str) -> None:
+        source = source_key(source)
         if source in self._sources:
             del self._sources[source]
 
@@ -245,3 +282,42 @@ class FailureLimiter:
             if now - entry.last < FORGET_S or now < entry.blocked_until:
                 break
             del self._sources[key]
+
+
+# -- TOTP attempts, node-wide ----------------------------------------------------------
+
+
+class TotpAttempts:
+    """A node-wide budget of TOTP guesses: a cap of failures per time step and a backoff that only a TOTP
+    success resets (a valid code is never spent by this: successes are not counted)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.failures = 0  # consecutive, node-wide
+        self.blocked_until = 0.0
+        self._step = -1
+        self._in_step = 0  # failures in ``_step``
+
+    def wait_for(self) -> float:
+        """Seconds until a code may be checked (0: now)."""
+        now = self._clock()
+        step = int(now) // TOTP_STEP_S
+        wait = self.blocked_until - now
+        if step == self._step and self._in_step >= TOTP_ATTEMPTS_PER_STEP:
+            wait = max(wait, (step + 1) * TOTP_STEP_S - now)
+        return max(0.0, wait)
+
+    def failed(self) -> None:
+        now = self._clock()
+        step = int(now) // TOTP_STEP_S
+        if step != self._step:
+            self._step, self._in_step = step, 0
+        self._in_step += 1
+        self.failures += 1
+        if self.failures > TOTP_FREE_FAILURES:
+            self.blocked_until = now + min(TOTP_MAX_BLOCK_S,
+                                           TOTP_STEP_S * 2.0 ** (self.failures - TOTP_FREE_FAILURES - 1))
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.blocked_until = 0.0

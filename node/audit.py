@@ -33,6 +33,7 @@ itself in the chain.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -170,12 +171,15 @@ class VerifyReport:
     broken_seq: int | None = None  # its seq when it had one
     reason: str = ""
     torn_tail: int = 0  # bytes of an unterminated final line (a crash during an append)
+    anchor_fault: str = ""  # why an expected (seq, head) anchor was not found ("" when it was, or none asked)
 
     @property
     def ok(self) -> bool:
-        return self.broken_line is None and not self.torn_tail
+        return self.broken_line is None and not self.torn_tail and not self.anchor_fault
 
     def describe(self) -> str:
+        if self.anchor_fault and self.broken_line is None and not self.torn_tail:
+            return f"ANCHOR MISSED: {self.anchor_fault} ({self.entries} entries verify, head {self.head})"
         if self.broken_line is not None:
             seq = f"seq {self.broken_seq}" if self.broken_seq is not None else "no readable seq"
             return (f"BROKEN at line {self.broken_line} ({seq}): {self.reason}; "
@@ -196,10 +200,22 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield number, raw[:-1] if terminated else raw, terminated
 
 
-def verify_log(path: Path, public_key: bytes) -> VerifyReport:
-    """Check every entry's form, seq, chain link and signature, in order; stops at the first broken one."""
+def verify_log(path: Path, public_key: bytes, anchor: tuple[int, str] | None = None) -> VerifyReport:
+    """Check every entry's form, seq, chain link and signature, in order; stops at the first broken one.
+
+    ``anchor`` (seq, line hash), e.g. a head printed by an earlier verify and kept elsewhere: the log must
+    still hold that entry, unchanged (a log cut back below it, or rewritten and re-signed, fails)."""
+    report = _verify(path, public_key, anchor)
+    if anchor is not None and report.broken_line is None and report.entries < anchor[0]:
+        fault = f"the log has {report.entries} entries, the anchor is at seq {anchor[0]} (entries were cut off)"
+        return dataclasses.replace(report, anchor_fault=fault)
+    return report
+
+
+def _verify(path: Path, public_key: bytes, anchor: tuple[int, str] | None) -> VerifyReport:
     head = genesis_hash(public_key)
     entries = 0
+    fault = ""
     if not path.exists():
         return VerifyReport(0, head)
     for number, line, terminated in read_lines(path):
@@ -219,7 +235,9 @@ def verify_log(path: Path, public_key: bytes) -> VerifyReport:
             return VerifyReport(entries, head, number, seq, reason)
         entries += 1
         head = line_hash(line)
-    return VerifyReport(entries, head)
+        if anchor is not None and entries == anchor[0] and head != anchor[1].lower():
+            fault = f"entry seq {entries} has hash {head}, not the anchor's {anchor[1]}"
+    return VerifyReport(entries, head, anchor_fault=fault)
 
 
 def _entry_fault(doc: dict[str, Any], line: bytes, want_seq: int, want_prev: str, public_key: bytes) -> str:

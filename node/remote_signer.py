@@ -21,11 +21,21 @@ Signer home::
     DIR/sign_state.json      slashing protection (node.signguard format)
     DIR/audit.log            refused requests (node.audit), signed with the identity key
 
-Wire requests are JSON inside the encrypted frames::
+Wire requests are JSON inside the encrypted frames (protocol version 2;
+a request of another version is refused, not guessed at)::
 
-    {"op": "sign", "chain_id", "height", "view", "phase", "block_hash", "digest"}
+    {"op": "sign", "v": 2, "chain_id", "height", "view", "phase", "block_hash",
+     + "block_sha"      (proposal: sha256 of the block)
+     | "view_changes"   (new view: [sha256(view change) ...], at most MAX_VALIDATORS)
+     | "prepared"       (view change: null or [view, block_hash] of its certificate)}
     -> {"ok": true, "signature": "0x.."} | {"ok": false, "refused": bool, "error": ".."}
-    {"op": "public_key"} -> {"ok": true, "public_key": "0x.."}
+    {"op": "public_key", "v": 2} -> {"ok": true, "public_key": "0x.."}
+
+No digest is sent: the signer recomputes it from these fields with the
+``consensus.messages`` functions (``consensus.signing.derive_digest``) and
+signs only that, so a node key can obtain signatures of consensus messages
+for the slots the record allows and nothing else (never a transaction: those
+are signed in another domain).
 
 Signing backends
 ----------------
@@ -50,6 +60,7 @@ file backend.  ``SignerService`` takes any backend; only
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
@@ -61,8 +72,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from consensus.messages import VoteKind, vote_digest
-from consensus.signing import Phase, SignRequest
+from consensus.signing import DigestMismatch, Phase, SignRequest, check_digest, derive_digest
 from node.audit import AUDIT_FILE_NAME, AuditLog
 from node.errors import NodeError
 from node.secret_conn import SecretConnection, SecretConnectionError, UnknownPeer
@@ -70,14 +80,21 @@ from node.signer import audit_refusal
 from node.signguard import SignGuard, SignGuardError, SignRefused
 from state.crypto import Address, PrivateKey, address_of, verify
 from state.keyfile import load_keyfile, write_private_file
+from state.validators import MAX_VALIDATORS
 
 log = logging.getLogger("qenex.remote_signer")
 
 SIGNER_CONFIG_VERSION = 1
-MAX_REQUEST_BYTES = 4096  # a sign request is a few hundred bytes
-HANDSHAKE_TIMEOUT_S = 5.0
+PROTOCOL_VERSION = 2  # 2: the digest's inputs are sent, not the digest
+MAX_VIEW_CHANGE_HASHES = MAX_VALIDATORS  # a NEW-VIEW carries at most one view change per validator
+# A sign request is a few hundred bytes, a NEW-VIEW's adds 70 per view-change hash.
+MAX_REQUEST_BYTES = 1024 + 72 * MAX_VIEW_CHANGE_HASHES
+AUTH_FRAME_BYTES = 256  # the handshake's frames (96 bytes) before the peer is known
+HANDSHAKE_TIMEOUT_S = 2.0  # a connection not authenticated by then is dropped
 IDLE_TIMEOUT_S = 300.0
-MAX_CONNECTIONS = 4
+MAX_CONNECTIONS = 4  # authenticated node connections (the oldest gives way to a new one)
+MAX_PREAUTH = 4  # connections still in the handshake (the oldest is dropped for a new one)
+LOCK_FILE_NAME = "LOCK"
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -175,12 +192,17 @@ class SignerService:
             doc = json.loads(data)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
+            if doc.get("v") != PROTOCOL_VERSION:
+                raise ValueError(f"protocol version {doc.get('v')!r} is not {PROTOCOL_VERSION} "
+                                 "(upgrade the node and the signer together)")
             op = doc.get("op")
             if op == "public_key":
                 return _answer(ok=True, public_key="0x" + self.backend.public_key.hex())
             if op != "sign":
                 raise ValueError(f"unknown op {op!r}")
             request = self._request(doc)
+        except DigestMismatch as exc:
+            return _answer(ok=False, refused=True, error=f"refused: {exc}")
         except (ValueError, TypeError, KeyError) as exc:
             return _answer(ok=False, refused=False, error=f"malformed request: {exc}")
         with self._lock:
@@ -200,25 +222,74 @@ class SignerService:
         return _answer(ok=True, signature="0x" + signature.hex())
 
     def _request(self, doc: dict[str, Any]) -> SignRequest:
+        """The request ``doc`` describes, its digest recomputed here (none is read from the wire)."""
         if doc.get("chain_id") != self.guard.chain_id:
             raise ValueError(f"chain {doc.get('chain_id')!r} is not {self.guard.chain_id!r}")
-        height, view = doc["height"], doc["view"]
-        for name, value in (("height", height), ("view", view)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        height, view = _uint(doc["height"], "height"), _uint(doc["view"], "view")
         phase = Phase[str(doc["phase"]).upper()]
         if phase == Phase.NONE:
             raise ValueError("phase none is not signable")
-        block_hash, digest = _unhex(doc["block_hash"], 32), _unhex(doc["digest"], 32)
-        if phase in (Phase.PREPARE, Phase.COMMIT):
-            # A vote's digest is derived from its fields: check, so that a
-            # vote's slot cannot be misdescribed to the record.  (A proposal's
-            # and a view change's digests cover the block / certificate, which
-            # are not sent: there the record binds the described slot.)
-            kind = VoteKind.PREPARE if phase == Phase.PREPARE else VoteKind.COMMIT
-            if vote_digest(self.guard.chain_id, kind, height, view, block_hash) != digest:
-                raise ValueError("the digest is not that of the described vote")
-        return SignRequest(height, view, phase, block_hash, digest)
+        known = {"op", "v", "chain_id", "height", "view", "phase", "block_hash", "block_sha", "view_changes",
+                 "prepared"}
+        if set(doc) - known:
+            raise ValueError(f"unknown fields {sorted(set(doc) - known)!r:.80}")
+        block_sha = None if doc.get("block_sha") is None else _unhex(doc["block_sha"], 32)
+        view_changes = None
+        if doc.get("view_changes") is not None:
+            hashes = doc["view_changes"]
+            if not isinstance(hashes, list) or not 1 <= len(hashes) <= MAX_VIEW_CHANGE_HASHES:
+                raise ValueError(f"view_changes must be a list of 1 to {MAX_VIEW_CHANGE_HASHES} hashes")
+            view_changes = tuple(_unhex(h, 32) for h in hashes)
+        prepared = None
+        if doc.get("prepared") is not None:
+            summary = doc["prepared"]
+            if not isinstance(summary, list) or len(summary) != 2:
+                raise ValueError("prepared must be null or [view, block_hash]")
+            prepared = (_uint(summary[0], "prepared view"), _unhex(summary[1], 32))
+        partial = SignRequest(height, view, phase, _unhex(doc["block_hash"], 32), b"", block_sha, view_changes,
+                              prepared)
+        digest = derive_digest(self.guard.chain_id, partial)  # DigestMismatch: fields that do not fit the phase
+        return SignRequest(height, view, phase, partial.block_hash, digest, block_sha, view_changes, prepared)
+
+
+def request_doc(chain_id: str, request: SignRequest) -> dict[str, Any]:
+    """The wire form of ``request`` (protocol 2): the digest's inputs, never the digest."""
+    doc: dict[str, Any] = {"op": "sign", "v": PROTOCOL_VERSION, "chain_id": chain_id, "height": request.height,
+                           "view": request.view, "phase": request.phase.name.lower(),
+                           "block_hash": "0x" + request.block_hash.hex()}
+    if request.block_sha is not None:
+        doc["block_sha"] = "0x" + request.block_sha.hex()
+    if request.view_changes is not None:
+        doc["view_changes"] = ["0x" + h.hex() for h in request.view_changes]
+    if request.phase == Phase.VIEW_CHANGE:
+        doc["prepared"] = None if request.prepared is None else [request.prepared[0],
+                                                                 "0x" + request.prepared[1].hex()]
+    return doc
+
+
+def _uint(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r:.40}")
+    return value
+
+
+def _socket_is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False  # refused: nobody listens, the file is stale
+    finally:
+        probe.close()
+    return True
+
+
+def _drop(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # its thread's read fails at once and it cleans up
+    except OSError:
+        pass
 
 
 def _answer(**fields: Any) -> bytes:
@@ -249,9 +320,11 @@ class SignerServer:
         self.rejected = 0
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._preauth: list[socket.socket] = []  # oldest first
+        self._authed: list[socket.socket] = []  # oldest first
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self.home_lock: Any = None  # SignerHome.lock(): held until stop()
 
     def bind(self) -> str:
         """Bind and listen; returns the address text (the real port for tcp port 0)."""
@@ -259,6 +332,8 @@ class SignerServer:
         if self.address.family == socket.AF_UNIX:
             path = Path(self.address.target)
             if path.is_socket():
+                if _socket_is_live(path):
+                    raise SignerError(f"a signer is already listening on {path}: refusing to start a second one")
                 path.unlink()  # a stale socket of an earlier run
             old = os.umask(0o177)
             try:
@@ -287,10 +362,12 @@ class SignerServer:
                 if self._stop.is_set():
                     break
                 raise
-            if not self._slots.acquire(blocking=False):
-                log.warning("refusing a connection: %d already open", MAX_CONNECTIONS)
-                conn.close()
-                continue
+            with self._open_lock:
+                if len(self._preauth) >= MAX_PREAUTH:
+                    log.warning("%d connections still in the handshake: dropping the oldest", MAX_PREAUTH)
+                    _drop(self._preauth.pop(0))
+                self._preauth.append(conn)
+                self._open.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True, name="signer-conn").start()
 
     def stop(self) -> None:
@@ -304,19 +381,17 @@ class SignerServer:
             self._sock.close()
         with self._open_lock:
             for sock in list(self._open):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                _drop(sock)
+        if self.home_lock is not None:
+            self.home_lock.close()  # releases the flock
+            self.home_lock = None
 
     def _serve(self, sock: socket.socket) -> None:
-        with self._open_lock:
-            self._open.add(sock)
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT_S)
             try:
                 conn = SecretConnection.handshake(sock, self.identity, self.known_nodes,
-                                                  max_frame=MAX_REQUEST_BYTES)
+                                                  max_frame=AUTH_FRAME_BYTES)
             except UnknownPeer as exc:
                 self.rejected += 1
                 log.error("refused a node: %s", exc)
@@ -325,7 +400,16 @@ class SignerServer:
                 self.rejected += 1
                 log.warning("handshake failed: %s", exc)
                 return
-            sock.settimeout(IDLE_TIMEOUT_S)  # frames above MAX_REQUEST_BYTES are refused unread
+            with self._open_lock:
+                if sock not in self._preauth:
+                    return  # dropped for a newer connection while it authenticated
+                self._preauth.remove(sock)
+                if len(self._authed) >= MAX_CONNECTIONS:
+                    log.warning("%d node connections open: dropping the oldest", MAX_CONNECTIONS)
+                    _drop(self._authed.pop(0))
+                self._authed.append(sock)
+            conn.max_frame = MAX_REQUEST_BYTES  # known node: frames above this are refused unread
+            sock.settimeout(IDLE_TIMEOUT_S)
             log.info("node %s connected", conn.peer_key.hex()[:16])
             while not self._stop.is_set():
                 try:
@@ -339,8 +423,10 @@ class SignerServer:
         finally:
             with self._open_lock:
                 self._open.discard(sock)
+                for group in (self._preauth, self._authed):
+                    if sock in group:
+                        group.remove(sock)
             sock.close()
-            self._slots.release()
 
 
 # -- the node's client --------------------------------------------------------------
@@ -377,9 +463,13 @@ class RemoteSigner:
         if self._conn is None and time.monotonic() < self._retry_at:
             self.failures += 1
             return None  # down: tried recently
-        doc = {"op": "sign", "chain_id": self.chain_id, "height": request.height, "view": request.view,
-               "phase": request.phase.name.lower(), "block_hash": "0x" + request.block_hash.hex(),
-               "digest": "0x" + request.digest.hex()}
+        try:
+            check_digest(self.chain_id, request)
+        except DigestMismatch as exc:
+            self.refusals += 1
+            log.error("not sending a malformed sign request to the remote signer: %s", exc)
+            return None
+        doc = request_doc(self.chain_id, request)
         try:
             answer = self._call(doc)
         except (SecretConnectionError, OSError, ValueError) as exc:
@@ -403,7 +493,8 @@ class RemoteSigner:
         if self._conn is None:
             sock = self.address_of_signer.connect(self.timeout_s)
             try:
-                self._conn = SecretConnection.handshake(sock, self.identity, (self.signer_key,))
+                self._conn = SecretConnection.handshake(sock, self.identity, (self.signer_key,),
+                                                        max_frame=MAX_REQUEST_BYTES)
             except BaseException:
                 sock.close()
                 raise
@@ -488,17 +579,43 @@ class SignerHome:
             raise SignerError(f"{self.config_file} names no node public key: no node could connect")
         return doc
 
-    def open_guard(self, chain_id: str, validator: bytes) -> SignGuard:
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE_NAME
+
+    def open_guard(self, chain_id: str, validator: bytes, *, create: bool = False) -> SignGuard:
+        """The home's record; only ``create`` (``signer init``, ``import-protection``) makes a missing one."""
         if self.sign_state_file.exists():
             return SignGuard.load(self.sign_state_file, chain_id, validator)
+        if not create:
+            raise SignerError(f"{self.sign_state_file} is missing: refusing to sign without the slashing-protection "
+                              f"record (restore it, or `qenexd signer import-protection --home {self.root} FILE`)")
         return SignGuard.create(self.sign_state_file, chain_id, validator)
 
+    def lock(self) -> Any:
+        """An exclusive flock on HOME/LOCK, held while the returned file stays open (one signer per home)."""
+        handle = open(self.lock_file, "a+b")  # noqa: SIM115 (kept open for the process's life)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise SignerError(f"another signer is running on {self.root} ({self.lock_file} is locked)") from None
+        return handle
+
     def build_server(self, password: str | None = None) -> SignerServer:
+        """The home's server; it holds the home's lock until ``stop()``."""
         config = self.load_config()
-        backend = FileBackend(self.validator_key_file, password)
-        guard = self.open_guard(config["chain_id"], address_of(backend.public_key))
-        identity = load_keyfile(self.identity_key_file, None)
-        # The audit log is signed with the signer's identity key, not the validator key.
-        audit = AuditLog(self.audit_file, identity)
-        return SignerServer(SignerService(backend, guard, audit), identity, config["node_public_keys"],
-                            SignerAddress.parse(config["listen"]))
+        home_lock = self.lock()
+        try:
+            backend = FileBackend(self.validator_key_file, password)
+            guard = self.open_guard(config["chain_id"], address_of(backend.public_key))
+            identity = load_keyfile(self.identity_key_file, None)
+            # The audit log is signed with the signer's identity key, not the validator key.
+            audit = AuditLog(self.audit_file, identity)
+            server = SignerServer(SignerService(backend, guard, audit), identity, config["node_public_keys"],
+                                  SignerAddress.parse(config["listen"]))
+        except BaseException:
+            home_lock.close()
+            raise
+        server.home_lock = home_lock
+        return server

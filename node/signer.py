@@ -1,8 +1,10 @@
 """The node's validator signers: every consensus signature goes through one.
 
 The engine asks a ``consensus.signing.ConsensusSigner`` with a typed
-``SignRequest`` (phase, height, view, block hash, digest); the signer checks
-slashing protection *before* it signs and answers a signature or None.  None
+``SignRequest`` (phase, height, view, block hash, digest and the digest's
+inputs); the signer re-derives the digest from the inputs
+(``consensus.signing.derive_digest``), checks slashing protection *before*
+it signs and answers a signature or None.  None
 means "no vote": the engine sends nothing for that slot and keeps following
 the chain on the others' votes, so a refused or failed sign never crashes the
 driver.
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from consensus.signing import ConsensusSigner, SignRequest
+from consensus.signing import ConsensusSigner, DigestMismatch, SignRequest, check_digest
 from node.signguard import SignGuard, SignGuardError, SignRefused
 from state.crypto import Address, PrivateKey
 
@@ -68,6 +70,13 @@ class LocalSigner:
 
     def sign_request(self, request: SignRequest) -> bytes | None:
         try:
+            digest = check_digest(self.guard.chain_id, request)  # signs only what the fields derive
+        except DigestMismatch as exc:
+            self.refusals += 1
+            log.error("refused to sign a malformed request: %s", exc)
+            audit_refusal(self.audit, "consensus", request, exc)
+            return None
+        try:
             self.guard.approve(request)  # durable before the signature exists
         except SignRefused as exc:
             self.refusals += 1
@@ -79,7 +88,7 @@ class LocalSigner:
             log.critical("cannot record what we sign, so not signing: %s", exc)
             audit_refusal(self.audit, "consensus", request, exc, "sign_record_failed")
             return None
-        return self._key.sign(request.digest)
+        return self._key.sign(digest)
 
 
 __all__ = ["ConsensusSigner", "LocalSigner", "SignRequest"]

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consensus.messages import NewView, Proposal, ViewChange, Vote, VoteKind
-from consensus.signing import Phase, SignRequest, view_change_summary_hash
+from consensus.messages import NewView, Proposal, ViewChange, Vote
+from consensus.signing import Phase, SignRequest
 from node.errors import NodeError
 from state.crypto import address_to_text
 from state.keyfile import write_private_file
@@ -64,25 +64,22 @@ def requests_for(message: Any, chain_id: str, me: bytes) -> list[SignRequest]:
     if isinstance(message, Vote):
         if message.validator != me:
             return []
-        phase = Phase.PREPARE if message.kind == VoteKind.PREPARE else Phase.COMMIT
-        return [SignRequest(message.height, message.view, phase, message.block_hash, message.digest(chain_id))]
+        return [SignRequest.vote(chain_id, message.kind, message.height, message.view, message.block_hash)]
     if isinstance(message, Proposal):
         if message.proposer != me:
             return []
-        return [SignRequest(message.height, message.view, Phase.PROPOSAL, message.block_hash,
-                            message.digest(chain_id))]
+        return [SignRequest.proposal(chain_id, message.height, message.view, message.block_hash, message.block)]
     if isinstance(message, NewView):
         if message.proposal.proposer != me:
             return []
         return requests_for(message.proposal, chain_id, me) + [
-            SignRequest(message.height, message.view, Phase.PROPOSAL, message.proposal.block_hash,
-                        message.digest(chain_id))
+            SignRequest.new_view(chain_id, message.height, message.view, message.proposal.block_hash,
+                                 message.view_changes)
         ]
     if isinstance(message, ViewChange):
         if message.validator != me:
             return []
-        return [SignRequest(message.height, message.new_view, Phase.VIEW_CHANGE,
-                            view_change_summary_hash(message.prepared), message.digest(chain_id))]
+        return [SignRequest.view_change(chain_id, message.height, message.new_view, message.prepared)]
     return []
 
 

@@ -4,22 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
+import socket
 from unittest import mock
 
 import aiohttp
 import pyotp
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from click.testing import CliRunner
 
 from cli.main import cli
-from node.admin import (NOT_AVAILABLE, NOT_ENROLLED, NOT_LOCAL, RATE_LIMITED, UNAUTHORIZED, AdminAPI, AdminContext,
-                        AdminServer, is_loopback, make_admin_app)
-from node.admin_auth import (FREE_FAILURES, OTP_HEADER, FailureLimiter, TotpVerifier, enroll, token_matches,
-                             totp_now)
-from node.audit import AuditLog, verify_log
+from node.admin import (AUDIT_UNAVAILABLE, NOT_AVAILABLE, NOT_ENROLLED, NOT_LOCAL, RATE_LIMITED, SUMMARY_ITEMS,
+                        SUMMARY_MAX_BYTES, UNAUTHORIZED, AdminAPI, AdminContext, AdminServer, is_loopback,
+                        summarize)
+from node.admin_auth import (FREE_FAILURES, LOOPBACK_SOURCE, OTP_HEADER, TOTP_ATTEMPTS_PER_STEP, TOTP_FREE_FAILURES,
+                             FailureLimiter, TotpAttempts, TotpVerifier, enroll, source_key, token_matches, totp_now)
+from node.audit import MAX_LINE_BYTES, AuditLog, canonical, verify_log
 from node.config import ConfigError, Home, NodeConfig
 from node.genesis_tools import write_single_node_home
 from state.testing import dev_key
@@ -73,7 +75,8 @@ def setup(tmp_path):
     (tmp_path / "data").mkdir(exist_ok=True)
     audit = AuditLog(tmp_path / "data" / "audit.log", KEY)
     node = FakeNode()
-    api = AdminAPI(node.context(), TOKEN, totp, audit, FailureLimiter(clock=lambda: clocks.mono))
+    api = AdminAPI(node.context(), TOKEN, totp, audit, FailureLimiter(clock=lambda: clocks.mono),
+                   TotpAttempts(clock=lambda: clocks.wall))
     return api, node, secret, clocks, tmp_path
 
 
@@ -137,11 +140,11 @@ async def test_token_then_totp_each_refusal_audited(setup):
     assert node.banned == [PEER]  # once: the replay did nothing
 
     entries = _entries(api)
-    assert [(e["action"], e["outcome"]["status"]) for e in entries] == [
+    assert [(e["action"], e["outcome"].get("status", e["outcome"]["result"])) for e in entries] == [
         ("http", 401), ("http", 401), ("admin_status", 200), ("admin_ban", 401), ("admin_ban", 401),
-        ("admin_ban", 401), ("admin_ban", 200), ("admin_ban", 401)]
+        ("admin_ban", 401), ("admin_ban", "started"), ("admin_ban", 200), ("admin_ban", 401)]
     assert all(e["actor"] == "127.0.0.1" for e in entries)
-    assert entries[6]["params"]["totp_step"] == int(clocks.wall) // 30
+    assert entries[6]["params"]["totp_step"] == entries[7]["params"]["totp_step"] == int(clocks.wall) // 30
     text = api.audit.path.read_text()
     assert TOKEN not in text and code not in text.replace(str(int(clocks.wall) // 30), "")
     assert verify_log(api.audit.path, KEY.public_key).ok
@@ -154,7 +157,8 @@ async def test_a_used_code_stays_used_after_a_restart_and_the_window_is_one_step
     # A restarted node: fresh verifier and limiter over the same files.
     restarted = AdminAPI(node.context(), TOKEN, TotpVerifier(api.totp.secret_file, api.totp.used_file,
                                                              clock=lambda: clocks.wall),
-                         AuditLog(api.audit.path, KEY), FailureLimiter(clock=lambda: clocks.mono))
+                         AuditLog(api.audit.path, KEY), FailureLimiter(clock=lambda: clocks.mono),
+                         TotpAttempts(clock=lambda: clocks.wall))
     status, body = await _serve(restarted, lambda c: c.post("admin_flush_mempool", otp=code))
     assert status == 401 and "already used" in body["error"]["message"]
     # The previous step's code is still inside the window, but it is older than the step spent: refused too.
@@ -169,57 +173,134 @@ async def test_a_used_code_stays_used_after_a_restart_and_the_window_is_one_step
     assert node.flushed == 2
 
 
-async def test_brute_force_is_answered_429_without_checking_credentials(setup):
+async def test_token_guessing_is_answered_429_but_never_locks_out_the_valid_token(setup):
+    """Review 16 (lockout, loopback_cycling): six bad tokens from any loopback address blocked every
+    loopback client, the operator included; and each 127.0.0.0/8 address had its own free failures."""
     api, node, secret, clocks, _ = setup
+
+    async def from_source(c, host, **kw):
+        connector = aiohttp.TCPConnector(local_addr=(host, 0))
+        async with aiohttp.ClientSession(connector=connector) as other:
+            return await Client(other, c.url).post(**kw)
 
     async def scenario(c):
         statuses = [(await c.post("admin_status", token="z" * 40))[0] for _ in range(FREE_FAILURES + 1)]
-        # Blocked now: even the right token (and a right code) gets 429, and nothing runs.
-        blocked = [await c.post("admin_flush_mempool", otp=totp_now(secret, clocks.wall)) for _ in range(3)]
-        clocks.mono += 1.5  # past the first block (1 s)
-        after = await c.post("admin_status")
-        return statuses, blocked, after
+        # Blocked now: a request without the valid token gets 429 before anything is compared, from every
+        # loopback address (one source) ...
+        blocked = [await c.post("admin_status", token="z" * 40) for _ in range(2)]
+        blocked.append(await from_source(c, "127.0.0.2", method="admin_status", token="z" * 40))
+        # ... but the operator's valid token and code go through.
+        operator = await from_source(c, "127.0.0.3", method="admin_flush_mempool", otp=totp_now(secret, clocks.wall))
+        return statuses, blocked, operator
 
-    statuses, blocked, after = await _serve(api, scenario)
-    assert statuses == [401] * FREE_FAILURES + [401]
-    assert all(s == 429 and b["error"]["code"] == RATE_LIMITED for s, b in blocked)
-    assert node.flushed == 0
-    assert after[0] == 200, after
+    statuses, blocked, operator = await _serve(api, scenario)
+    assert statuses == [401] * (FREE_FAILURES + 1)
+    assert all(s == 429 and b["error"]["code"] == RATE_LIMITED for s, b in blocked), blocked
+    assert operator[0] == 200 and node.flushed == 1, operator
     entries = _entries(api)
-    limited = [e for e in entries if e["outcome"]["status"] == 429]
+    limited = [e for e in entries if e["outcome"].get("status") == 429]
     assert len(limited) == 1 and limited[0]["params"] == {"suppressed_before": 0}  # 3 answered, 1 written
-    assert [e["outcome"]["status"] for e in entries].count(401) == FREE_FAILURES + 1
+    assert [e["outcome"].get("status") for e in entries].count(401) == FREE_FAILURES + 1
+    assert {e["actor"] for e in entries} == {"127.0.0.1", "127.0.0.3"}  # 429s are counted, not each written
+    assert verify_log(api.audit.path, KEY.public_key).ok
+
+
+def test_every_loopback_address_is_one_source():
+    assert {source_key(a) for a in ("127.0.0.1", "127.0.3.9", "127.255.255.254", "::1", "::ffff:127.0.0.5")} == {
+        LOOPBACK_SOURCE}
+    assert source_key("10.0.0.1") == "10.0.0.1" and source_key(None) == "unknown"
+    # the reviewer's cycling of 1,100 loopback addresses now earns FREE_FAILURES free failures in all
+    now = [0.0]
+    limiter = FailureLimiter(clock=lambda: now[0])
+    free = 0
+    for i in range(1100):
+        source = source_key(f"127.0.{i // 250}.{i % 250 + 1}")
+        if limiter.blocked_for(source) > 0:
+            continue
+        limiter.failed(source)
+        free += 1
+    assert free == FREE_FAILURES + 1  # the last of them earned the block
+
+
+async def test_totp_guessing_hits_the_node_wide_cap_and_read_only_calls_do_not_reset_it(setup):
+    """Review 16 (totp_bruteforce): a token-valid read-only call cleared the failure count, so TOTP
+    guessing was unlimited."""
+    api, node, secret, clocks, _ = setup
+    good = {totp_now(secret, clocks.wall + 30 * k) for k in range(-1, 5)}
+    wrong = (f"{i:06d}" for i in range(1000) if f"{i:06d}" not in good)
+    clocks.wall = (int(clocks.wall) // 30) * 30  # the start of a step
+
+    async def scenario(c):
+        first = []
+        for _ in range(TOTP_ATTEMPTS_PER_STEP + 2):
+            first.append((await c.post("admin_flush_mempool", otp=next(wrong)))[0])
+            assert (await c.post("admin_status"))[0] == 200  # token-only calls pass and reset nothing
+        right_now = await c.post("admin_flush_mempool", otp=totp_now(secret, clocks.wall))
+        clocks.wall += 30  # next step: one more failure is answered, and it earns a block
+        second = [(await c.post("admin_flush_mempool", otp=next(wrong)))[0] for _ in range(2)]
+        clocks.wall += 31  # past that block (30 s): the right code works and resets the count
+        ok = await c.post("admin_flush_mempool", otp=totp_now(secret, clocks.wall))
+        after = [(await c.post("admin_flush_mempool", otp=next(wrong)))[0] for _ in range(TOTP_FREE_FAILURES)]
+        return first, right_now, second, ok, after
+
+    first, right_now, second, ok, after = await _serve(api, scenario)
+    assert first == [401] * TOTP_ATTEMPTS_PER_STEP + [429, 429]
+    assert right_now[0] == 429 and "TOTP attempts" in right_now[1]["error"]["message"]  # capped, even right
+    assert second == [401, 429]
+    assert ok[0] == 200 and node.flushed == 1
+    assert after == [401] * TOTP_FREE_FAILURES
+    assert api.totp_attempts.failures == TOTP_FREE_FAILURES
     assert verify_log(api.audit.path, KEY.public_key).ok
 
 
 def test_backoff_doubles_and_the_table_is_bounded():
     now = [0.0]
     limiter = FailureLimiter(clock=lambda: now[0], max_sources=4)
-    blocks = [limiter.failed("127.0.0.2") for _ in range(FREE_FAILURES + 4)]
+    blocks = [limiter.failed("10.0.0.2") for _ in range(FREE_FAILURES + 4)]
     assert blocks == [0.0] * FREE_FAILURES + [1.0, 2.0, 4.0, 8.0]
     for i in range(100):
-        limiter.failed(f"127.1.0.{i}")
+        limiter.failed(f"10.1.0.{i}")
     assert len(limiter) <= 4
     # Sources beyond the table share one overflow entry: their failures add up, so they are blocked together.
-    assert limiter.blocked_for("127.9.9.9") > 0
-    limiter.succeeded("127.0.0.2")
-    assert limiter.blocked_for("127.0.0.2") == limiter.blocked_for("127.200.0.1")  # now counted as overflow
+    assert limiter.blocked_for("10.9.9.9") > 0
+    limiter.succeeded("10.0.0.2")
+    assert limiter.blocked_for("10.0.0.2") == limiter.blocked_for("10.200.0.1")  # now counted as overflow
 
 
-def test_a_non_loopback_address_is_refused_403_and_audited(setup):
+def _non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback (e.g. eth0's), or None."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))  # UDP: no packet is sent, the kernel only picks a route
+        address = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+async def test_a_non_loopback_client_is_refused_403_and_audited_on_a_real_socket(setup):
+    """The server is bound, wrongly, on a non-loopback address of this machine: a client from it gets 403
+    whatever credentials it sends (the check guards a misconfigured bind; a relay on the same host would
+    connect from loopback and is not caught by it)."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to bind")
     api, node, secret, clocks, _ = setup
-    app = make_admin_app(api)
-    handler = next(iter(app.router.routes())).handler
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: (
-        ("203.0.113.7", 40000) if name == "peername" else default)
-    request = make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {TOKEN}",
-                                                        OTP_HEADER: totp_now(secret, clocks.wall)},
-                                  transport=transport, app=app)
-    response = asyncio.run(handler(request))
-    assert response.status == 403 and json.loads(response.body)["error"]["code"] == NOT_LOCAL
+    port = free_port_range(1)
+    server = AdminServer(api)
+    await server.start(address, port)
+    try:
+        connector = aiohttp.TCPConnector(local_addr=(address, 0))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            status, body = await Client(session, f"http://{address}:{port}/").post(
+                "admin_flush_mempool", otp=totp_now(secret, clocks.wall))
+    finally:
+        await server.stop()
+    assert status == 403 and body["error"]["code"] == NOT_LOCAL and node.flushed == 0
     entry = _entries(api)[-1]
-    assert entry["actor"] == "203.0.113.7" and entry["outcome"]["status"] == 403
+    assert entry["actor"] == address and entry["outcome"]["status"] == 403
     assert is_loopback("::1") and not is_loopback("10.0.0.1") and not is_loopback(None)
     assert token_matches(f"Bearer {TOKEN}", TOKEN) and not token_matches("Bearer a", "a")
 
@@ -345,3 +426,66 @@ def test_the_old_risk_feedback_command_calls_the_admin_api_with_the_code():
                                    "--label", "fraud"]).exit_code == 2  # --otp is required now
     assert seen == [("http://127.0.0.1:1/", TOKEN, "risk_feedback",
                      {"label": 0, "steps": 30, "hash": "0x" + "ab" * 32}, "654321")]
+
+
+async def test_a_summary_is_bounded_by_its_encoded_bytes_so_every_refusal_is_audited(setup):
+    """Review 16 (audit_bypass a): astral characters (12 bytes each in canonical JSON) made a summary over
+    the line limit, and the refusal was answered but never written."""
+    api, node, secret, clocks, _ = setup
+    pad = {("\U0001F600" * 39) + str(i): "\U0001F600" * 128 for i in range(SUMMARY_ITEMS + 2)}
+    summary = summarize(pad)
+    assert len(canonical(summary)) <= SUMMARY_MAX_BYTES < MAX_LINE_BYTES // 4
+    assert len(canonical(summarize(["\U0001F600" * 128] * 20))) <= SUMMARY_MAX_BYTES
+    before = api.audit.seq
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "admin_flush_mempool", "params": pad})
+    status, answer = await _serve(api, lambda c: c.post("admin_flush_mempool", otp="000000", body=body))
+    assert status == 401 and api.audit.seq == before + 1
+    assert _entries(api)[-1]["outcome"]["reason"] == "wrong TOTP code"
+
+
+async def test_a_state_changing_call_runs_only_after_its_audit_entry_is_written(setup):
+    """Review 16 (audit_bypass b): with the log unwritable the call still ran (fail-open)."""
+    api, node, secret, clocks, tmp_path = setup
+    log_path = api.audit.path
+    api.audit.append("test", "setup", {}, {})
+    os.rename(log_path, tmp_path / "audit.moved")
+    os.symlink("/dev/null", log_path)  # append refuses to follow it: the same path as ENOSPC / EIO
+
+    async def scenario(c):
+        return (await c.post("admin_flush_mempool", otp=totp_now(secret, clocks.wall)),
+                await c.post("admin_status"))
+
+    (status, body), (read_status, _) = await _serve(api, scenario)
+    assert status == 503 and body["error"]["code"] == AUDIT_UNAVAILABLE
+    assert "audit log cannot be written" in body["error"]["message"] and node.flushed == 0
+    assert read_status == 200  # read-only calls are still answered (their entry is best effort)
+
+
+async def test_a_non_utf8_authorization_header_is_a_wrong_token(setup):
+    """Review 16 (header_bytes): non-UTF-8 header bytes raised: a plain 500, no audit entry, not counted."""
+    api, node, secret, clocks, _ = setup
+    port = free_port_range(1)
+    server = AdminServer(api)
+    await server.start("127.0.0.1", port)
+    body = b'{"jsonrpc":"2.0","id":1,"method":"admin_flush_mempool"}'
+    answers = []
+    try:
+        for header in (b"Authorization: Bearer \xff\xfe" + b"a" * 40,
+                       b"Authorization: Bearer " + TOKEN.encode() + b"\r\nX-Qenex-Otp: 12345\xff"):
+            request = (b"POST / HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nContent-Length: %d\r\n"
+                       b"Connection: close\r\n\r\n" % len(body) + body)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            await writer.drain()
+            answers.append(await reader.read())
+            writer.close()
+    finally:
+        await server.stop()
+    for raw in answers:
+        head, _, payload = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 401"), head
+        assert json.loads(payload)["error"]["code"] == UNAUTHORIZED
+    entries = _entries(api)
+    assert [e["outcome"]["status"] for e in entries] == [401, 401]
+    assert entries[0]["outcome"]["reason"].startswith("missing or wrong admin token")
+    assert api.limiter.blocked_for("127.0.0.1") == 0 and len(api.limiter) == 1  # the bad token was counted

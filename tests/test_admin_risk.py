@@ -69,5 +69,5 @@ async def test_feedback_needs_token_and_totp_trains_a_version_and_rolls_back(mod
     assert after_similar < before_similar - 0.2  # a similar transaction moved too
     assert node.risk.model.version == 1 and ModelStore(tmp_path / "models").current_version() == 1
     entries = [line for line in audit.path.read_text().splitlines()]
-    assert len(entries) == 7 and '"raw":"<' in entries[2]  # the raw transaction is summarised by its length
+    assert len(entries) == 11 and '"raw":"<' in entries[2]  # 4 calls ran: each a "started" entry before, a result after; raw by length
     assert verify_log(audit.path, audit.public_key).ok

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from cli.main import cli
 from consensus.messages import VoteKind, vote_digest
 from consensus.signing import Phase, SignRequest
-from node.audit import AuditError, AuditLog, canonical, verify_log
+from node.audit import AuditError, AuditLog, canonical, line_hash, verify_log
 from node.config import Home
 from node.genesis_tools import write_single_node_home
-from node.remote_signer import FileBackend, SignerHome, SignerService
+from node.remote_signer import FileBackend, SignerHome, SignerService, request_doc
 from node.signer import LocalSigner
 from node.signguard import SignGuard
 from state.keyfile import load_keyfile, save_keyfile
@@ -162,16 +162,14 @@ def test_the_remote_signer_audits_refusals_in_its_own_log_with_its_own_key(tmp_p
     save_keyfile(home.validator_key_file, validator, None)
     save_keyfile(home.identity_key_file, identity, None)
     home.write_config(CHAIN, "tcp://127.0.0.1:0", [KEY.public_key])
-    home.open_guard(CHAIN, validator.address)
+    home.open_guard(CHAIN, validator.address, create=True)
     server = home.build_server()  # opens HOME/audit.log with the identity key
     service: SignerService = server.service
     assert isinstance(server.service.backend, FileBackend)
 
     def ask(block_hash):
         request = _prepare(block_hash)
-        return json.loads(service.handle(json.dumps(
-            {"op": "sign", "chain_id": CHAIN, "height": 5, "view": 0, "phase": "prepare",
-             "block_hash": "0x" + block_hash.hex(), "digest": "0x" + request.digest.hex()}).encode(), "0xnodekey"))
+        return json.loads(service.handle(json.dumps(request_doc(CHAIN, request)).encode(), "0xnodekey"))
 
     assert ask(b"\x0a" * 32)["ok"]
     refused = ask(b"\x0b" * 32)
@@ -184,13 +182,18 @@ def test_the_remote_signer_audits_refusals_in_its_own_log_with_its_own_key(tmp_p
     assert result.exit_code == 0 and "1 entries verify" in result.output
 
 
-def test_cli_verify_and_export_on_a_node_home(tmp_path):
+def _node_home_with_log(tmp_path, entries):
     home = Home(tmp_path / "node")
     write_single_node_home(home, chain_id="audit-1", name="n0", p2p_port=0, rpc_port=0)
     key = load_keyfile(home.node_key_file, None)
     log = AuditLog(home.audit_file, key)
-    for i in range(3):
+    for i in range(entries):
         log.append("127.0.0.1", "admin_status", {}, {"status": 200, "result": "ok", "i": i})
+    return home, key
+
+
+def test_cli_verify_and_export_on_a_node_home(tmp_path):
+    home, _ = _node_home_with_log(tmp_path, 3)
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), "--json"])
     assert ok.exit_code == 0 and json.loads(ok.output)["entries"] == 3
@@ -209,3 +212,47 @@ def test_cli_verify_and_export_on_a_node_home(tmp_path):
     torn = runner.invoke(cli, ["audit", "verify", "--home", str(home.root)])
     assert torn.exit_code == 2 and "TORN TAIL" in torn.output
     assert runner.invoke(cli, ["audit", "verify", "--home", str(tmp_path)]).exit_code == 1  # not a home
+
+
+def test_verify_with_a_public_key_only_and_against_an_anchor(tmp_path):
+    home, key = _node_home_with_log(tmp_path, 4)
+    lines = _lines(home.audit_file)
+    anchor_seq, anchor_head = 3, line_hash(lines[2])  # as an operator kept it after an earlier verify
+    home.node_key_file.unlink()  # verifying needs no private key file
+    runner = CliRunner()
+    pub = ["--public-key", "0x" + key.public_key.hex()]
+    ok = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), *pub, "--expect-seq", str(anchor_seq),
+                             "--expect-head", anchor_head])
+    assert ok.exit_code == 0, ok.output
+    wrong_key = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), "--public-key",
+                                    "0x" + OTHER.public_key.hex()])
+    assert wrong_key.exit_code == 1
+    # cut back to two entries on a line boundary: the chain still verifies, the anchor does not
+    _write(home.audit_file, lines[:2])
+    cut = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), *pub, "--expect-seq", "3",
+                              "--expect-head", anchor_head])
+    assert cut.exit_code == 1 and "ANCHOR MISSED" in cut.output and "cut off" in cut.output
+    # rewritten from scratch and re-signed by the key holder: the anchor's hash is gone
+    rewritten = AuditLog(tmp_path / "other.log", key)
+    for i in range(4):
+        rewritten.append("127.0.0.1", "admin_status", {}, {"status": 200, "result": "ok", "i": -i})
+    assert not verify_log(rewritten.path, key.public_key, (3, anchor_head)).ok
+    assert verify_log(rewritten.path, key.public_key).ok
+    bad = runner.invoke(cli, ["audit", "verify", "--home", str(home.root), "--expect-seq", "3"])
+    assert bad.exit_code != 0 and "go together" in bad.output
+
+
+def test_signer_init_force_refuses_to_replace_the_identity_that_signs_an_audit_log(tmp_path):
+    root = tmp_path / "signer"
+    args = ["signer", "init", "--home", str(root), "--chain-id", CHAIN, "--listen", "tcp://127.0.0.1:0",
+            "--node-public-key", KEY.public_key.hex()]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    identity = (root / "identity_key.json").read_bytes()
+    AuditLog(SignerHome(root).audit_file, load_keyfile(root / "identity_key.json", None)).append(
+        "x", "sign_refused", {}, {})
+    refused = runner.invoke(cli, [*args, "--force"])
+    assert refused.exit_code != 0 and "move it aside" in refused.output
+    assert (root / "identity_key.json").read_bytes() == identity
+    (root / "audit.log").rename(root / "audit.old")
+    assert runner.invoke(cli, [*args, "--force"]).exit_code == 0

@@ -13,23 +13,42 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from consensus.messages import VoteKind, vote_digest
+from cli.main import cli
+from consensus.messages import (
+    PreparedCertificate,
+    ViewChange,
+    VoteKind,
+    new_view_digest,
+    proposal_digest,
+    proposal_digest_of,
+    vote_digest,
+)
 from consensus.signing import Phase, SignRequest
 from node.remote_signer import (
+    MAX_CONNECTIONS,
+    MAX_PREAUTH,
+    MAX_REQUEST_BYTES,
+    MAX_VIEW_CHANGE_HASHES,
+    PROTOCOL_VERSION,
     FileBackend,
     RemoteSigner,
     SignerAddress,
     SignerError,
+    SignerHome,
     SignerServer,
     SignerService,
 )
 from node.secret_conn import SecretConnection, SecretConnectionError
 from node.signer import LocalSigner
 from node.signguard import SignGuard, SignGuardError, export_interchange, import_interchange
-from state.crypto import verify
+from state import transactions as T
+from state.codec import encode
+from state.crypto import DOMAIN_PROPOSAL, DOMAIN_TX, DOMAIN_VOTE, domain_digest, sha256, verify
 from state.keyfile import save_keyfile
 from state.testing import TEST_CHAIN_ID as CHAIN
+from state.payloads import Transfer, TxKind
 from state.testing import dev_key
 
 VALIDATOR = dev_key("signer-validator")
@@ -176,6 +195,98 @@ def test_the_signer_checks_a_vote_digest_against_the_described_slot(sockdir):
         remote.close()
 
 
+def _raw_node_conn(where: str) -> SecretConnection:
+    """An authenticated node connection that bypasses RemoteSigner's own checks (a hostile node key)."""
+    return SecretConnection.handshake(_raw(where), NODE, (IDENTITY.public_key,), max_frame=MAX_REQUEST_BYTES)
+
+
+def _ask(conn: SecretConnection, doc: dict) -> dict:
+    conn.send(json.dumps(doc).encode())
+    return json.loads(conn.recv())
+
+
+def test_the_signer_re_derives_every_digest_and_never_signs_a_raw_one(sockdir):
+    """Review 16 (signer_oracle): a PROPOSAL/VIEW_CHANGE label carried any digest (a conflicting COMMIT, a tx)."""
+    evil = vote_digest(CHAIN, VoteKind.COMMIT, 5, 0, Y)
+    thief_tx = T.Transaction(CHAIN, TxKind.TRANSFER, VALIDATOR.public_key, 0, 1,
+                             Transfer(dev_key("thief").address, "QNX", 10**18))
+    tx_digest = bytes(thief_tx.signing_digest())
+    with running_signer(sockdir) as (server, where):
+        conn = _raw_node_conn(where)
+        base = {"op": "sign", "v": PROTOCOL_VERSION, "chain_id": CHAIN, "height": 5, "block_hash": "0x" + X.hex()}
+        # protocol 1 (a raw digest) is refused, however it is labelled
+        for digest in (evil, tx_digest):
+            answer = _ask(conn, {**base, "v": 1, "view": 1, "phase": "proposal", "digest": "0x" + digest.hex()})
+            assert answer["ok"] is False and "protocol version" in answer["error"]
+            answer = _ask(conn, {**base, "view": 1, "phase": "proposal", "digest": "0x" + digest.hex()})
+            assert answer["ok"] is False and "unknown fields" in answer["error"]
+        # a PROPOSAL label: the signature is of the proposal digest the fields derive, never of ``evil``
+        answer = _ask(conn, {**base, "view": 1, "phase": "proposal", "block_sha": "0x" + evil.hex()})
+        sig = bytes.fromhex(answer["signature"][2:])
+        assert verify(VALIDATOR.public_key, proposal_digest_of(CHAIN, 5, 1, X, evil), sig)
+        assert not verify(VALIDATOR.public_key, evil, sig) and not verify(VALIDATOR.public_key, tx_digest, sig)
+        # a VIEW_CHANGE whose block hash is not its prepared summary's hash is refused, recording nothing
+        before = server.service.guard.state
+        answer = _ask(conn, {**base, "view": 2, "phase": "view_change", "prepared": None})
+        assert answer["ok"] is False and answer["refused"] and "prepared summary" in answer["error"]
+        # fields of another phase are refused
+        answer = _ask(conn, {**base, "view": 2, "phase": "commit", "block_sha": "0x" + X.hex()})
+        assert answer["ok"] is False and "carries block_sha" in answer["error"]
+        assert server.service.guard.state == before
+        conn.close()
+    # the cap on a NEW-VIEW's view-change hashes is checked before any is decoded
+    service = server.service
+    over = {"op": "sign", "v": PROTOCOL_VERSION, "chain_id": CHAIN, "height": 6, "view": 1, "phase": "proposal",
+            "block_hash": "0x" + X.hex(), "view_changes": ["0x" + X.hex()] * (MAX_VIEW_CHANGE_HASHES + 1)}
+    answer = json.loads(service.handle(json.dumps(over).encode()))
+    assert answer["ok"] is False and f"1 to {MAX_VIEW_CHANGE_HASHES} hashes" in answer["error"]
+
+
+def test_every_message_type_signs_through_the_remote_signer_as_its_message_verifies(sockdir):
+    """The requests the engine builds (SignRequest.vote/proposal/new_view/view_change) re-derive on the signer."""
+    block = b"a block"
+    block_hash = bytes(sha256(block))
+    with running_signer(sockdir) as (server, where):
+        remote = client(where)
+        vc_prepared = PreparedCertificate(5, 0, b"", block_hash, ())
+        vc = SignRequest.view_change(CHAIN, 5, 1, vc_prepared)
+        sig_vc = remote.sign_request(vc)
+        assert sig_vc is not None
+        change = ViewChange(5, 1, vc_prepared, VALIDATOR.address, sig_vc)
+        assert verify(VALIDATOR.public_key, change.digest(CHAIN), sig_vc)
+        proposal = remote.sign_request(SignRequest.proposal(CHAIN, 5, 1, block_hash, block))
+        assert verify(VALIDATOR.public_key, proposal_digest(CHAIN, 5, 1, block_hash, block), proposal)
+        nv = remote.sign_request(SignRequest.new_view(CHAIN, 5, 1, block_hash, (change,)))
+        assert verify(VALIDATOR.public_key, new_view_digest(CHAIN, 5, 1, block_hash, (change,)), nv)
+        for kind in (VoteKind.PREPARE, VoteKind.COMMIT):
+            sig = remote.sign_request(SignRequest.vote(CHAIN, kind, 5, 1, block_hash))
+            assert verify(VALIDATOR.public_key, vote_digest(CHAIN, kind, 5, 1, block_hash), sig)
+        # a request whose digest its fields do not derive is not even sent
+        lie = SignRequest(5, 1, Phase.PROPOSAL, block_hash, vote_digest(CHAIN, VoteKind.COMMIT, 5, 1, Y),
+                          block_sha=bytes(sha256(block)))
+        assert remote.sign_request(lie) is None and server.service.signed == 5
+        remote.close()
+
+
+def test_consensus_digests_and_transaction_digests_are_in_distinct_domains():
+    """No consensus sign request can yield a transaction signature: different domain tags, length-prefixed."""
+    assert len({DOMAIN_TX, DOMAIN_VOTE, DOMAIN_PROPOSAL}) == 3
+    payload = b"same payload"
+    assert len({bytes(domain_digest(d, payload)) for d in (DOMAIN_TX, DOMAIN_VOTE, DOMAIN_PROPOSAL)}) == 3
+    # the tag is length-prefixed: moving bytes between tag and payload changes the digest
+    assert domain_digest(DOMAIN_VOTE, b"x" + payload) != domain_digest(DOMAIN_VOTE + b"x", payload)
+    tx = T.Transaction(CHAIN, TxKind.TRANSFER, VALIDATOR.public_key, 0, 1, Transfer(NODE.address, "QNX", 1))
+    assert bytes(tx.signing_digest()) == bytes(domain_digest(DOMAIN_TX, encode(tx.to_wire())))
+
+
+def test_the_local_signer_refuses_a_request_whose_digest_its_fields_do_not_derive(tmp_path):
+    guard = SignGuard.create(tmp_path / "ss.json", CHAIN, VALIDATOR.address)
+    signer = LocalSigner(VALIDATOR, guard)
+    lie = SignRequest(5, 1, Phase.VIEW_CHANGE, Y, vote_digest(CHAIN, VoteKind.COMMIT, 5, 0, Y))
+    assert signer.sign_request(lie) is None and signer.refusals == 1 and guard.state.height == 0
+    assert signer.sign_request(SignRequest.view_change(CHAIN, 5, 1, None)) is not None
+
+
 def test_unknown_node_key_is_refused_by_the_signer(sockdir):
     with running_signer(sockdir) as (server, where):
         stranger = client(where, identity=STRANGER)
@@ -235,7 +346,7 @@ def test_garbage_tampered_and_oversize_frames_are_refused(sockdir):
             conn.send(junk)
             answer = json.loads(conn.recv())
             assert answer["ok"] is False and answer["refused"] is False
-        conn.send(b'{"op": "public_key"}')
+        conn.send(b'{"op": "public_key", "v": 2}')
         assert json.loads(conn.recv())["public_key"] == "0x" + VALIDATOR.public_key.hex()
         conn.close()
         assert server.service.guard.state.height == 0
@@ -260,19 +371,95 @@ def test_signer_addresses_are_unix_or_loopback_tcp():
             SignerAddress.parse(bad)
 
 
-def test_remote_signer_over_loopback_tcp(sockdir):
-    key_file = sockdir / "k.json"
+@contextmanager
+def tcp_signer(root: Path):
+    key_file = root / "k.json"
     save_keyfile(key_file, VALIDATOR, None)
-    guard = SignGuard.create(sockdir / "s.json", CHAIN, VALIDATOR.address)
+    guard = SignGuard.create(root / "s.json", CHAIN, VALIDATOR.address)
     server = SignerServer(SignerService(FileBackend(key_file), guard), IDENTITY, [NODE.public_key],
                           SignerAddress.parse("tcp://127.0.0.1:0"))
     where = server.bind()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        remote = client(where)
-        assert remote.sign_request(prepare(X)) is not None
-        remote.close()
+        yield server, where
     finally:
         server.stop()
         thread.join(5)
+
+
+def test_remote_signer_over_loopback_tcp(sockdir):
+    with tcp_signer(sockdir) as (server, where):
+        remote = client(where)
+        assert remote.sign_request(prepare(X)) is not None
+        remote.close()
+
+
+def test_idle_unauthenticated_connections_never_keep_the_node_out(sockdir):
+    """Review 16 (signer_slots): four idle TCP connections held every slot, so the node could not reconnect."""
+    with tcp_signer(sockdir) as (server, where):
+        host, port = where[len("tcp://"):].rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port))) for _ in range(MAX_PREAUTH + MAX_CONNECTIONS + 2)]
+        try:
+            remote = client(where)
+            assert remote.sign_request(prepare(X)) is not None  # the oldest idle connection gave way
+            # more known-node connections than slots: the oldest gives way, the newest is served
+            others = [client(where) for _ in range(MAX_CONNECTIONS)]
+            assert all(o.sign_request(prepare(X)) is not None for o in others)
+            for o in others + [remote]:
+                o.close()
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def _signer_home(root: Path) -> SignerHome:
+    result = CliRunner().invoke(cli, ["signer", "init", "--home", str(root), "--chain-id", CHAIN, "--listen",
+                                      f"unix:{root}/s.sock", "--node-public-key", NODE.public_key.hex(), "--json"])
+    assert result.exit_code == 0, result.output
+    return SignerHome(root)
+
+
+def test_one_signer_per_home_and_a_live_socket_is_never_taken_over(sockdir):
+    """Review 16 (two_signers): a second `signer start` unlinked the live socket and signed with its own record."""
+    home = _signer_home(sockdir / "h")
+    first = home.build_server()
+    try:
+        with pytest.raises(SignerError, match="another signer is running"):
+            home.build_server()
+        result = CliRunner().invoke(cli, ["signer", "start", "--home", str(home.root)])
+        assert result.exit_code != 0 and "another signer is running" in result.output
+        with pytest.raises(SignerError, match="another signer is running"):
+            home.lock()
+        first.bind()
+    finally:
+        first.stop()
+    # a second server (another home's copy) on the same live socket path refuses to bind
+    with running_signer(sockdir) as (server, where):
+        copy = SignerServer(server.service, IDENTITY, [NODE.public_key], SignerAddress.parse(where))
+        with pytest.raises(SignerError, match="already listening"):
+            copy.bind()
+        assert client(where).sign_request(prepare(X)) is not None  # the first still serves
+    # stopped: the home's lock is free and a stale socket file is replaced
+    second = home.build_server()
+    try:
+        assert second.bind() == f"unix:{home.root}/s.sock"
+    finally:
+        second.stop()
+
+
+def test_start_refuses_a_home_without_its_sign_state_and_import_restores_it(sockdir):
+    """Review 16 (signer_missing_state): `signer start` silently created an empty record."""
+    home = _signer_home(sockdir / "h")
+    exported = sockdir / "protection.json"
+    assert CliRunner().invoke(cli, ["signer", "export-protection", "--home", str(home.root), "--out",
+                                    str(exported)]).exit_code == 0
+    home.sign_state_file.unlink()
+    with pytest.raises(SignerError, match="import-protection"):
+        home.build_server()
+    result = CliRunner().invoke(cli, ["signer", "start", "--home", str(home.root)])
+    assert result.exit_code != 0 and "import-protection" in result.output and not home.sign_state_file.exists()
+    assert len(result.output.strip().splitlines()) == 1
+    assert CliRunner().invoke(cli, ["signer", "import-protection", "--home", str(home.root),
+                                    str(exported)]).exit_code == 0
+    home.build_server().stop()
