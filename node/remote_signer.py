@@ -186,6 +186,17 @@ class SignerService:
         self.signed = 0
         self._lock = threading.Lock()  # one check-record-sign at a time
 
+    def _audit_mismatch(self, peer: str, doc: dict[str, Any], exc: Exception) -> None:
+        """An audit entry for a request refused before it became a SignRequest; never raises."""
+        if self.audit is None:
+            return
+        params = {name: doc[name] for name in ("height", "view", "phase")
+                  if isinstance(doc.get(name), (int, str)) and len(str(doc[name])) <= 32}
+        try:
+            self.audit.append(peer, "sign_refused", params, {"result": "refused", "reason": str(exc)[:200]})
+        except Exception as failure:  # the refusal stands whatever the log does
+            log.error("could not audit a sign refusal: %s", failure)
+
     def handle(self, data: bytes, peer: str = "unknown") -> bytes:
         """One request from ``peer`` (the node's connection key, hex: the audit log's actor)."""
         try:
@@ -202,6 +213,9 @@ class SignerService:
                 raise ValueError(f"unknown op {op!r}")
             request = self._request(doc)
         except DigestMismatch as exc:
+            self.refusals += 1
+            log.error("refused to sign a request whose inputs do not give its slot: %s", exc)
+            self._audit_mismatch(peer, doc, exc)
             return _answer(ok=False, refused=True, error=f"refused: {exc}")
         except (ValueError, TypeError, KeyError) as exc:
             return _answer(ok=False, refused=False, error=f"malformed request: {exc}")

@@ -463,3 +463,23 @@ def test_start_refuses_a_home_without_its_sign_state_and_import_restores_it(sock
     assert CliRunner().invoke(cli, ["signer", "import-protection", "--home", str(home.root),
                                     str(exported)]).exit_code == 0
     home.build_server().stop()
+
+
+def test_a_request_whose_inputs_do_not_give_its_slot_is_audited(tmp_path):
+    """Every signer refusal is in the audit log, including one refused before it is a SignRequest."""
+    from node.audit import AuditLog, export_entries, verify_log
+
+    key_file = tmp_path / "validator_key.json"
+    save_keyfile(key_file, VALIDATOR, None)
+    guard = SignGuard.create(tmp_path / "sign_state.json", CHAIN, VALIDATOR.address)
+    audit = AuditLog(tmp_path / "audit.log", IDENTITY)
+    service = SignerService(FileBackend(key_file), guard, audit)
+    bad = {"op": "sign", "v": PROTOCOL_VERSION, "chain_id": CHAIN, "height": 5, "view": 2, "phase": "view_change",
+           "block_hash": "0x" + X.hex(), "prepared": None}
+    answer = json.loads(service.handle(json.dumps(bad).encode(), peer="node-a"))
+    assert answer["ok"] is False and answer["refused"] and "prepared summary" in answer["error"]
+    assert service.refusals == 1
+    entries = [e for e in export_entries(tmp_path / "audit.log") if isinstance(e, dict)]
+    assert [(e["actor"], e["action"], e["params"]) for e in entries] == [
+        ("node-a", "sign_refused", {"height": 5, "view": 2, "phase": "view_change"})]
+    assert verify_log(tmp_path / "audit.log", IDENTITY.public_key).ok
