@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import click
 
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
-from node.rpc_client import RPCClient
-from cli.tx import parse_address, sign_tx, token_decimals
-from state.amounts import parse_amount
-from state.payloads import Transfer, TxKind
+from cli.tx import fee_units
+from node import txbuild
+from node.client import Call, Client, RPCClientError, RPCUnavailable
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -129,15 +126,15 @@ def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review:
 def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | None, amount: str | None,
           token: str, fee: str | None, as_json: bool) -> None:
     """Score one transaction on a node (qenex_riskScore) without submitting it."""
-    client = RPCClient(rpc)
+    client = Client(rpc)
     if raw is None:
         if not (sender and to and amount):
             raise CLIError("give --raw, or --from, --to and --amount to build a transfer")
+        txbuild.address(to, "--to")
         key = resolve_key(sender, home)
-        payload = Transfer(to=parse_address(to, "--to"), token=token,
-                           amount=parse_amount(amount, token_decimals(client, token)))
-        raw = "0x" + sign_tx(client, key, TxKind.TRANSFER, payload, fee=fee).encode().hex()
-    out = client.call("qenex_riskScore", raw)
+        stx = client.sign(key, txbuild.transfer(to, client.units(token, amount), token), fee=fee_units(fee))
+        raw = "0x" + stx.encode().hex()
+    out = client.risk_score(raw)
 
     def human(r: dict[str, Any]) -> str:
         if not r.get("scored", True):
@@ -215,19 +212,13 @@ def feedback(admin_url: str, token: str, tx_hash: str | None, raw: str | None, l
 
 
 def admin_call(url: str, token: str, method: str, params: Any) -> Any:
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
-                                                              "Authorization": f"Bearer {token}"})
+    """One call to a node's risk admin API (its own JSON-RPC server, behind a bearer token)."""
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            reply = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        reply = json.loads(exc.read() or b"{}")
-    except (urllib.error.URLError, OSError) as exc:
-        raise CLIError(f"cannot reach the risk admin API at {url}: {getattr(exc, 'reason', exc)}") from None
-    if "error" in reply:
-        raise CLIError(f"risk admin refused [{reply['error'].get('code')}]: {reply['error'].get('message')}")
-    return reply.get("result")
+        return Client(url, timeout=30, headers={"Authorization": f"Bearer {token}"}).request(Call(method, params))
+    except RPCUnavailable as exc:
+        raise CLIError(f"cannot reach the risk admin API at {url}: {exc}") from None
+    except RPCClientError as exc:
+        raise CLIError(f"risk admin refused [{exc.code}]: {exc}") from None
 
 
 @risk.command("market-train")
