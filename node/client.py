@@ -348,7 +348,10 @@ class Client(_Reads):
                     self._drop()
                     raise RPCUnavailable(
                         f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
-                except (OSError, TimeoutError) as exc:
+                except TimeoutError:
+                    self._drop()
+                    raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
+                except OSError as exc:
                     self._drop()
                     raise RPCUnavailable(f"cannot reach node at {self.url}: {exc}") from None
                 except RPCUnavailable:
@@ -501,12 +504,12 @@ class AsyncClient(_Reads):
                 if len(raw) > self.max_response_bytes:
                     raise RPCUnavailable(f"{self.url} answered more than {self.max_response_bytes} bytes")
                 status = r.status
+        except TimeoutError:  # asyncio's and aiohttp's timeouts (both are TimeoutError, an OSError)
+            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
         except aiohttp.ClientConnectorError as exc:
             raise RPCUnavailable(f"cannot reach node at {self.url}: {exc.os_error or exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise RPCUnavailable(f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
-        except asyncio.TimeoutError:
-            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
         return _decode_body(self.url, status, raw)
 
     async def call(self, method: str, *params: Any) -> Any:
@@ -621,12 +624,12 @@ class Subscription:
                 reply = self._decode(message)
                 if isinstance(reply, dict) and reply.get("id") == 1:
                     break
+        except TimeoutError:
+            await self._close_socket()
+            raise RPCUnavailable(f"{url} did not answer qenex_subscribe within {self.client.timeout:g} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             await self._close_socket()
             raise RPCUnavailable(f"cannot subscribe at {url}: {type(exc).__name__}: {exc}") from None
-        except asyncio.TimeoutError:
-            await self._close_socket()
-            raise RPCUnavailable(f"{url} did not answer qenex_subscribe within {self.client.timeout:g} s") from None
         except BaseException:
             await self._close_socket()
             raise

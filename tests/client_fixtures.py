@@ -18,7 +18,7 @@ from node.jsonrpc import Dispatcher, make_app
 from node.rpc import RPC_COSTS, build_methods
 from node.rpc_server import RPCServer
 from state.app import Application
-from state.genesis import GenesisToken
+from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
 from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis
 from tests.rpc_fixtures import bare_node
@@ -29,8 +29,8 @@ PRODUCE_EVERY_S = 0.02
 
 
 class LiveNode:
-    def __init__(self, *, tokens: tuple[GenesisToken, ...] = ()) -> None:
-        genesis = make_genesis(validators=[VALIDATOR], funded=[ALICE, BOB], tokens=tokens,
+    def __init__(self, *, tokens: tuple[GenesisToken, ...] = (), params: Params | None = None) -> None:
+        genesis = make_genesis(validators=[VALIDATOR], funded=[ALICE, BOB], tokens=tokens, params=params,
                                extra_balances={ALICE.address: {t.symbol: 10**30 for t in tokens}})
         self.app = Application(MemoryKV(), genesis, commit_verifier=STUB_VERIFIER)
         self.node = bare_node(self.app, "client-test")

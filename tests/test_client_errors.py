@@ -1,0 +1,180 @@
+"""Every way a node can fail to answer, for both clients: a clear RPCUnavailable or RPCClientError, never a crash.
+
+A fake aiohttp server misbehaves on request: the method name says how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+from aiohttp import web
+
+from node.client import AsyncClient, Client, RPCClientError, RPCUnavailable
+
+pytestmark = pytest.mark.timeout(60)
+
+BIG = 1000  # max_response_bytes of the clients under test
+
+
+def _misbehave(method: str, body: object) -> web.Response:
+    if method == "empty500":
+        return web.Response(status=500)
+    if method == "notjson":
+        return web.Response(text="<html>oops</html>", content_type="text/html")
+    if method == "list":
+        return web.json_response([1, 2])
+    if method == "neither":
+        return web.json_response({"jsonrpc": "2.0", "id": 1})
+    if method == "badError":
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": "boom"})
+    if method == "huge":
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "x" * (2 * BIG)})
+    if method == "refused":
+        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32010, "message": "no", "data": {"k": 1}}},
+                                 status=400)
+    if method == "batchDropsOne":
+        return web.json_response([{"jsonrpc": "2.0", "id": 0, "result": 1}])
+    if method == "batchRefused":
+        return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "too big"}})
+    if method == "batchObject":
+        return web.json_response({"jsonrpc": "2.0", "id": 0, "result": 1})
+    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"ok": method}})
+
+
+@pytest.fixture()
+async def fake():
+    async def handle(request: web.Request) -> web.StreamResponse:
+        body = json.loads(await request.read())
+        first = body[0] if isinstance(body, list) else body
+        if first["method"] == "slow":
+            await asyncio.sleep(1.5)
+        return _misbehave(first["method"], body)
+
+    app = web.Application()
+    app.router.add_post("/", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}/"
+    await runner.cleanup()
+
+
+CASES = [
+    ("empty500", RPCUnavailable, "HTTP 500"),
+    ("notjson", RPCUnavailable, "did not answer JSON"),
+    ("list", RPCUnavailable, "JSON-RPC object"),
+    ("neither", RPCUnavailable, "neither a result nor an error"),
+    ("badError", RPCClientError, "malformed error"),
+    ("huge", RPCUnavailable, f"more than {BIG} bytes"),
+    ("refused", RPCClientError, "no"),
+    ("slow", RPCUnavailable, "did not answer within 0.5 s"),
+]
+
+
+@pytest.mark.parametrize("method, error, text", CASES)
+async def test_blocking_client_errors(fake, method, error, text):
+    client = Client(fake, timeout=0.5, max_response_bytes=BIG)
+    with pytest.raises(error, match=text) as info:
+        await asyncio.to_thread(client.call, method)
+    if method == "refused":
+        assert info.value.code == -32010 and info.value.data == {"k": 1}
+    assert await asyncio.to_thread(client.call, "fine") == {"ok": "fine"}  # and the client still works
+
+
+@pytest.mark.parametrize("method, error, text", CASES)
+async def test_async_client_errors(fake, method, error, text):
+    async with AsyncClient(fake, timeout=0.5, max_response_bytes=BIG) as client:
+        with pytest.raises(error, match=text) as info:
+            await client.call(method)
+        if method == "refused":
+            assert info.value.code == -32010 and info.value.data == {"k": 1}
+        assert await client.call("fine") == {"ok": "fine"}
+
+
+@pytest.mark.parametrize("method, error, text", [
+    ("batchDropsOne", RPCUnavailable, "did not answer call 1"),
+    ("batchRefused", RPCClientError, "too big"),
+    ("batchObject", RPCUnavailable, "answered a batch with dict"),
+])
+async def test_batch_errors(fake, method, error, text):
+    calls = [(method, []), ("x", [])]
+    with pytest.raises(error, match=text):
+        await asyncio.to_thread(Client(fake, max_response_bytes=BIG).batch, calls)
+    async with AsyncClient(fake, max_response_bytes=BIG) as client:
+        with pytest.raises(error, match=text):
+            await client.batch(calls)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_nothing_listening_is_unavailable_for_both():
+    url = f"http://127.0.0.1:{_free_port()}/"
+    with pytest.raises(RPCUnavailable, match="cannot reach"):
+        Client(url, timeout=2).status()
+    async with AsyncClient(url, timeout=2) as client:
+        with pytest.raises(RPCUnavailable, match="cannot reach"):
+            await client.status()
+
+
+def _answer(conn: socket.socket) -> None:
+    conn.recv(65536)
+    body = b'{"jsonrpc":"2.0","id":1,"result":7}'
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_keep_alive_connection_the_node_closed_is_retried_once_on_a_fresh_one():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+    accepted = []
+
+    def serve() -> None:
+        for _ in range(2):  # each connection answers one request, then the node hangs up
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            with conn:
+                _answer(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        client = Client(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5)
+        assert client.call("a") == 7
+        assert client.call("b") == 7  # the first connection is dead: one fresh try succeeds
+        assert len(accepted) == 2
+    finally:
+        thread.join(5)
+        listener.close()
+
+
+def test_a_fresh_connection_cut_before_the_answer_is_unavailable_not_retried():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2)
+    accepted = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        conn.recv(65536)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(RPCUnavailable):
+            Client(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5).call("a")
+        assert len(accepted) == 1
+    finally:
+        thread.join(5)
+        listener.close()
