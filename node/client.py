@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientError", "RPCClientError", "RPCUnavailable", "TxTimeout", "SubscriptionClosed", "SubscriberTooSlow",
     "Notification", "Subscription", "Client", "AsyncClient", "Call", "DEFAULT_TIMEOUT_S",
-    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES", "raw_hex",
 ]
 
 T = TypeVar("T")
@@ -215,7 +215,8 @@ def _signed(key: PrivateKey, payload: Payload, fee: int | None, nonce: int | Non
     )
 
 
-def _raw_hex(stx: SignedTransaction | bytes) -> str:
+def raw_hex(stx: SignedTransaction | bytes) -> str:
+    """A signed transaction as ``qenex_sendTransaction`` takes it: 0x-hex of its encoding."""
     return "0x" + (stx.encode() if isinstance(stx, SignedTransaction) else bytes(stx)).hex()
 
 
@@ -232,7 +233,11 @@ class rpc_method(Generic[P, T]):
 
     def __init__(self, build: Callable[P, Call[T]]) -> None:
         self.build = build
+        self.name = build.__name__
         functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
     @overload
     def __get__(self, obj: None, owner: type) -> "rpc_method[P, T]": ...
@@ -252,6 +257,7 @@ class rpc_method(Generic[P, T]):
         def method(*args: P.args, **kwargs: P.kwargs) -> Any:
             return request(build(*args, **kwargs))
 
+        obj.__dict__[self.name] = method  # bound once per client: later lookups skip this descriptor
         return method
 
 
@@ -405,7 +411,7 @@ class Client(_Reads):
 
     def submit(self, stx: SignedTransaction | bytes) -> str:
         """Send a signed transaction; its hash once the node admitted it (else RPCClientError, e.g. -32010)."""
-        return str(self.call("qenex_sendTransaction", _raw_hex(stx))["hash"])
+        return str(self.request(rpc_calls.send_transaction(raw_hex(stx)))["hash"])
 
     def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """Poll until ``tx_hash`` is in a committed block; its record with the receipt (``status`` ok/failed)."""
@@ -541,7 +547,7 @@ class AsyncClient(_Reads):
         return _signed(key, payload, fee, nonce, await self.batch(_signing_calls(key, fee)))
 
     async def submit(self, stx: SignedTransaction | bytes) -> str:
-        return str((await self.call("qenex_sendTransaction", _raw_hex(stx)))["hash"])
+        return str((await self.request(rpc_calls.send_transaction(raw_hex(stx))))["hash"])
 
     async def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """As ``Client.wait_final``."""

@@ -28,6 +28,7 @@ from node.client_types import (
     Quote,
     RiskModel,
     RiskScore,
+    SendResult,
     Status,
     Token,
     TxRecord,
@@ -156,6 +157,11 @@ def risk_score(raw: str) -> Call[RiskScore]:
 def risk_model() -> Call[RiskModel]:
     """The loaded risk model's version, thresholds, features and metrics (or the fallback policy)."""
     return Call("qenex_riskModel")
+
+
+def send_transaction(raw: str) -> Call[SendResult]:
+    """Submit a signed transaction (0x-hex); for batches of submissions (``Client.submit`` sends one)."""
+    return Call("qenex_sendTransaction", (raw,))
 
 
 def predict_price(pool_id: str) -> Call[PricePrediction]:
