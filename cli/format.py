@@ -159,10 +159,14 @@ def _payload_value(key: str, value: Any, payload: Mapping[str, Any], decimals: D
         return amount(value, decimals(payload["token_in"]), payload["token_in"])
     if key == "min_out" and isinstance(value, str) and payload.get("token_out"):
         return amount(value, decimals(payload["token_out"]), payload["token_out"])
-    if isinstance(value, list):
-        return ", ".join(str(v) for v in value) if all(not isinstance(v, dict) for v in value) else \
-            "; ".join(str(v) for v in value)
+    if isinstance(value, list):  # a route's symbols, or a batch's operations
+        return "; ".join(_op(v) if isinstance(v, dict) else str(v) for v in value)
     return str(value)
+
+
+def _op(op: Mapping[str, Any]) -> str:
+    fields = ", ".join(f"{k}={'>'.join(v) if isinstance(v, list) else v}" for k, v in op.items() if k != "op")
+    return f"{op.get('op', '?')}({fields})"
 
 
 def render_validators(validators: Mapping[str, Any]) -> str:

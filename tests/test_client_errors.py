@@ -6,6 +6,7 @@ A fake aiohttp server misbehaves on request: the method name says how.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -132,49 +133,45 @@ def _answer(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-def test_a_keep_alive_connection_the_node_closed_is_retried_once_on_a_fresh_one():
+def _cut(conn: socket.socket) -> None:
+    conn.recv(65536)
+
+
+@contextlib.contextmanager
+def _raw_server(*handlers):
+    """A socket server on 127.0.0.1 giving its n-th connection to ``handlers[n]`` (then closing it);
+    yields its URL and the list of accepted connections."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    listener.listen(2)
-    accepted = []
+    listener.listen(len(handlers))
+    accepted: list[socket.socket] = []
 
     def serve() -> None:
-        for _ in range(2):  # each connection answers one request, then the node hangs up
+        for handle in handlers:
             conn, _ = listener.accept()
             accepted.append(conn)
             with conn:
-                _answer(conn)
+                handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        client = Client(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/", accepted
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+def test_a_keep_alive_connection_the_node_closed_is_retried_once_on_a_fresh_one():
+    with _raw_server(_answer, _answer) as (url, accepted):  # each connection answers once, then the node hangs up
+        client = Client(url, timeout=5)
         assert client.call("a") == 7
         assert client.call("b") == 7  # the first connection is dead: one fresh try succeeds
         assert len(accepted) == 2
-    finally:
-        thread.join(5)
-        listener.close()
 
 
 def test_a_fresh_connection_cut_before_the_answer_is_unavailable_not_retried():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(2)
-    accepted = []
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        accepted.append(conn)
-        conn.recv(65536)
-        conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with _raw_server(_cut) as (url, accepted):
         with pytest.raises(RPCUnavailable):
-            Client(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=5).call("a")
+            Client(url, timeout=5).call("a")
         assert len(accepted) == 1
-    finally:
-        thread.join(5)
-        listener.close()
