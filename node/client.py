@@ -502,13 +502,17 @@ class AsyncClient(_Reads):
 
         try:
             async with self.session().post(self.url, data=body, headers=self.headers) as r:
-                if r.content_length is not None and r.content_length > self.max_response_bytes:
-                    raise RPCUnavailable(f"{self.url} answered more than {self.max_response_bytes} bytes")
-                raw = await r.content.read(self.max_response_bytes + 1)
-                while len(raw) <= self.max_response_bytes and not r.content.at_eof():
-                    raw += await r.content.read(self.max_response_bytes + 1 - len(raw))
-                if len(raw) > self.max_response_bytes:
-                    raise RPCUnavailable(f"{self.url} answered more than {self.max_response_bytes} bytes")
+                limit = self.max_response_bytes
+                if r.content_length is not None:  # the node always says: refuse a long answer unread
+                    if r.content_length > limit:
+                        raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
+                    raw = await r.read()
+                else:  # chunked: read no further than the limit
+                    raw = b""
+                    while len(raw) <= limit and not r.content.at_eof():
+                        raw += await r.content.read(limit + 1 - len(raw))
+                    if len(raw) > limit:
+                        raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
                 status = r.status
         except TimeoutError:  # asyncio's and aiohttp's timeouts (both are TimeoutError, an OSError)
             raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None

@@ -53,6 +53,15 @@ async def fake():
         first = body[0] if isinstance(body, list) else body
         if first["method"] == "slow":
             await asyncio.sleep(1.5)
+        if first["method"] in ("chunked", "hugeChunked"):  # no Content-Length: the client must count
+            reply = web.StreamResponse(headers={"Content-Type": "application/json"})
+            reply.enable_chunked_encoding()
+            await reply.prepare(request)
+            text = "x" * (2 * BIG if first["method"] == "hugeChunked" else 10)
+            for part in ('{"jsonrpc": "2.0", "id": 1, ', f'"result": "{text}"', "}"):
+                await reply.write(part.encode())
+            await reply.write_eof()
+            return reply
         return _misbehave(first["method"], body)
 
     app = web.Application()
@@ -73,6 +82,7 @@ CASES = [
     ("neither", RPCUnavailable, "neither a result nor an error"),
     ("badError", RPCClientError, "malformed error"),
     ("huge", RPCUnavailable, f"more than {BIG} bytes"),
+    ("hugeChunked", RPCUnavailable, f"more than {BIG} bytes"),
     ("refused", RPCClientError, "no"),
     ("slow", RPCUnavailable, "did not answer within 0.5 s"),
 ]
@@ -86,6 +96,7 @@ async def test_blocking_client_errors(fake, method, error, text):
     if method == "refused":
         assert info.value.code == -32010 and info.value.data == {"k": 1}
     assert await asyncio.to_thread(client.call, "fine") == {"ok": "fine"}  # and the client still works
+    assert await asyncio.to_thread(client.call, "chunked") == "x" * 10
 
 
 @pytest.mark.parametrize("method, error, text", CASES)
@@ -96,6 +107,7 @@ async def test_async_client_errors(fake, method, error, text):
         if method == "refused":
             assert info.value.code == -32010 and info.value.data == {"k": 1}
         assert await client.call("fine") == {"ok": "fine"}
+        assert await client.call("chunked") == "x" * 10
 
 
 @pytest.mark.parametrize("method, error, text", [
