@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import keys, query, risk, signer, testnet, tx
+from cli import admin, audit, keys, query, risk, signer, testnet, tx
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
 from node.genesis_tools import write_single_node_home
@@ -61,6 +61,8 @@ cli.add_command(query.query)
 cli.add_command(query.node_status)  # `qenexd status`: a node at a glance
 cli.add_command(risk.risk)
 cli.add_command(signer.signer)
+cli.add_command(admin.admin)
+cli.add_command(audit.audit)
 
 
 def main() -> None:

@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from cli.admin import DEFAULT_ADMIN_URL, TOKEN_ENV, admin_call, feedback_params
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
 from cli.tx import fee_units
 from node import txbuild
-from node.client import Call, Client, RPCClientError, RPCUnavailable
+from node.client import Client
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -192,33 +193,21 @@ def restore(model_dir: Path, version: int) -> None:
 
 
 @risk.command()
-@click.option("--admin", "admin_url", default="http://127.0.0.1:26700/", show_default=True,
-              envvar="QENEX_RISK_ADMIN", help="Admin URL of the node ([risk] admin_host/admin_port).")
-@click.option("--token", required=True, envvar="QENEX_RISK_TOKEN", help="[risk] admin_token (env QENEX_RISK_TOKEN).")
+@click.option("--admin", "admin_url", default=DEFAULT_ADMIN_URL, show_default=True,
+              envvar=["QENEX_ADMIN", "QENEX_RISK_ADMIN"], help="Admin API URL of the node ([admin] host/port).")
+@click.option("--token", required=True, envvar=[TOKEN_ENV, "QENEX_RISK_TOKEN"],
+              help=f"The [admin] token (env {TOKEN_ENV}).")
+@click.option("--otp", required=True, help="The current TOTP code (`qenexd admin enroll`).")
 @click.option("--hash", "tx_hash", default=None, help="A transaction the node has seen ...")
 @click.option("--raw", default=None, help="... or a signed transaction (0x-hex).")
 @click.option("--label", required=True, type=click.Choice(["fraud", "legit"]))
+@click.option("--steps", default=30, show_default=True, type=click.IntRange(1, 500))
 @json_option
 @handle_errors
-def feedback(admin_url: str, token: str, tx_hash: str | None, raw: str | None, label: str, as_json: bool) -> None:
-    """Send labelled feedback to a node's admin API; it saves and switches to a new model version."""
-    params: dict[str, Any] = {"label": 1 if label == "fraud" else 0}
-    if tx_hash:
-        params["hash"] = tx_hash
-    if raw:
-        params["raw"] = raw
-    out = admin_call(admin_url, token, "risk_feedback", params)
-    emit(out, as_json)
-
-
-def admin_call(url: str, token: str, method: str, params: Any) -> Any:
-    """One call to a node's risk admin API (its own JSON-RPC server, behind a bearer token)."""
-    try:
-        return Client(url, timeout=30, headers={"Authorization": f"Bearer {token}"}).request(Call(method, params))
-    except RPCUnavailable as exc:
-        raise CLIError(f"cannot reach the risk admin API at {url}: {exc}") from None
-    except RPCClientError as exc:
-        raise CLIError(f"risk admin refused [{exc.code}]: {exc}") from None
+def feedback(admin_url: str, token: str, otp: str, tx_hash: str | None, raw: str | None, label: str, steps: int,
+             as_json: bool) -> None:
+    """Send labelled feedback to a node's admin API (as `qenexd admin risk-feedback`)."""
+    emit(admin_call(admin_url, token, "risk_feedback", feedback_params(tx_hash, raw, label, steps), otp), as_json)
 
 
 @risk.command("market-train")

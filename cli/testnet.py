@@ -29,7 +29,7 @@ def testnet() -> None:
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--chain-id", default="qenex-testnet-1", show_default=True)
 @click.option("--base-port", default=26600, show_default=True, type=click.IntRange(1024, 65000),
-              help="Node i uses base+2i (p2p), base+2i+1 (RPC) and base+2N+i (metrics, N validators).")
+              help="Node i uses base+2i (p2p), base+2i+1 (RPC), base+2N+i (metrics) and base+3N+i (admin), N validators.")
 @click.option("--powers", default=None, help="Comma-separated voting powers, one per validator.")
 @click.option("--force", is_flag=True, help="Overwrite an existing testnet in DIR.")
 @json_option
@@ -53,9 +53,11 @@ def init(validators: int, directory: Path, chain_id: str, base_port: int, powers
 
     def human(m: dict[str, Any]) -> str:
         lines = [f"testnet {m['chain_id']} with {len(m['nodes'])} validators in {directory}"]
-        lines += [f"  {n['name']}: rpc {n['rpc']}  metrics {n['metrics']}" for n in m["nodes"]]
+        lines += [f"  {n['name']}: rpc {n['rpc']}  metrics {n['metrics']}  admin {n['admin']}" for n in m["nodes"]]
         lines += [f"  account {name}: {a['address']} ({a['keyfile']})" for name, a in m["accounts"].items()]
         lines.append(f"start it with: qenexd testnet start --dir {directory}")
+        lines.append(f"admin API: token in {directory}/nodeI/config/node.toml; for state changes enrol a TOTP "
+                     f"secret first: qenexd admin enroll --home {directory}/node0")
         return "\n".join(lines)
 
     emit(manifest, as_json, human)

@@ -9,6 +9,9 @@ A node's home holds everything it owns::
     HOME/data/initialised.json  marker written by init: this home has a store
     HOME/data/sign_state.json   what this validator signed last (node.signguard)
     HOME/data/consensus.wal     consensus write-ahead log
+    HOME/data/audit.log         signed, hash-chained audit log (node.audit)
+    HOME/config/admin_totp.json the admin API's TOTP secret (``qenexd admin enroll``; node.admin_auth)
+    HOME/data/admin_totp_used.json  the last TOTP time step accepted (no replay across restarts)
     HOME/keyring/NAME.json      user keys (``qenexd keys``)
 
 Files that may hold secrets (node.toml with the admin token, keys, the sign
@@ -29,7 +32,7 @@ import tomli_w
 from node.errors import ConfigError
 from state.keyfile import write_private_file
 
-# The admin token guards model updates; a short one is guessable.
+# The admin token guards the admin API (node.admin); a short one is guessable.
 MIN_ADMIN_TOKEN_LEN = 32
 
 
@@ -98,7 +101,9 @@ class RiskSection:
     relative to the home's config dir unless absolute; "" = no model, and
     ``fallback`` decides: "admit" (admit unscored) or "rules" (flag a
     transfer of > 90 % of the balance to a new receiver for review).
-    ``admin_port`` 0 or an empty ``admin_token`` disables the admin server.
+    ``admin_host``/``admin_port``/``admin_token``: the old place of the admin
+    server's settings, still read when ``[admin]`` sets neither port nor token
+    (``NodeConfig.admin_settings``); setting both places is refused.
     ``market_model``: the pool price predictor's .npz (``qenexd risk
     market-train``), same path rule; "" = qenex_predictPrice answers -32022.
     """
@@ -111,6 +116,16 @@ class RiskSection:
     admin_host: str = "127.0.0.1"
     admin_port: int = 0
     admin_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSection:
+    """The admin API (node.admin): loopback ``host``/``port`` (0 = off), and a bearer ``token``
+    of at least 32 printable characters; state-changing calls also need a TOTP code."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +179,7 @@ class NodeConfig:
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
     risk: RiskSection = field(default_factory=RiskSection)
+    admin: AdminSection = field(default_factory=AdminSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     log: LogSection = field(default_factory=LogSection)
     signer: SignerSection = field(default_factory=SignerSection)
@@ -182,10 +198,42 @@ class NodeConfig:
             raise ConfigError(f"{source}: invalid TOML: {exc}") from exc
         config = _build(cls, data, source)
         _check_risk(config.risk, source)
+        _check_admin(config, source)
         _check_metrics(config.metrics, source)
         _check_log(config, source)
         _check_signer(config.signer, source)
         return config
+
+    @property
+    def uses_legacy_admin_keys(self) -> bool:
+        return bool(self.risk.admin_port or self.risk.admin_token)
+
+    def admin_settings(self) -> AdminSection:
+        """Where the admin API listens and its token: ``[admin]``, or the old ``[risk] admin_*`` keys."""
+        if self.uses_legacy_admin_keys and not (self.admin.port or self.admin.token):
+            return AdminSection(host=self.risk.admin_host, port=self.risk.admin_port, token=self.risk.admin_token)
+        return self.admin
+
+
+def _check_admin(config: NodeConfig, source: str) -> None:
+    admin = config.admin
+    if (admin.port or admin.token) and config.uses_legacy_admin_keys:
+        raise ConfigError(f"{source}: the admin API is configured twice ([admin] and the old [risk] admin_port/"
+                          f"admin_token): keep [admin] port/token and remove the [risk] admin_* keys")
+    _check_admin_token(admin.token, "admin.token", source)
+    if admin.port > 65535:
+        raise ConfigError(f"{source}: admin.port must be in 0..65535 (0 = off), got {admin.port}")
+    if admin.port and admin.host not in LOOPBACK_HOSTS:
+        raise ConfigError(f"{source}: admin.host must be a loopback address, got {admin.host!r}")
+
+
+def _check_admin_token(token: str, name: str, source: str) -> None:
+    if token and (len(token) < MIN_ADMIN_TOKEN_LEN or not all(33 <= ord(c) <= 126 for c in token)):
+        raise ConfigError(
+            f"{source}: {name} must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters "
+            f"without spaces (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), "
+            f"got {len(token)} characters"
+        )
 
 
 def _check_metrics(metrics: MetricsSection, source: str) -> None:
@@ -224,13 +272,7 @@ def _check_risk(risk: RiskSection, source: str) -> None:
             f"{source}: risk.review_threshold {risk.review_threshold} is above "
             f"risk.reject_threshold {risk.reject_threshold}"
         )
-    token = risk.admin_token
-    if token and (len(token) < MIN_ADMIN_TOKEN_LEN or not all(33 <= ord(c) <= 126 for c in token)):
-        raise ConfigError(
-            f"{source}: risk.admin_token must be at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters "
-            f"without spaces (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), "
-            f"got {len(token)} characters"
-        )
+    _check_admin_token(risk.admin_token, "risk.admin_token", source)
     if risk.admin_port and risk.admin_host not in ("127.0.0.1", "::1", "localhost"):
         raise ConfigError(f"{source}: risk.admin_host must be a loopback address, got {risk.admin_host!r}")
 
@@ -261,6 +303,7 @@ _SECTIONS = {
     "consensus": ConsensusSection,
     "mempool": MempoolSection,
     "risk": RiskSection,
+    "admin": AdminSection,
     "metrics": MetricsSection,
     "log": LogSection,
     "signer": SignerSection,
@@ -344,6 +387,18 @@ class Home:
         return self.data_dir / "sign_state.json"
 
     @property
+    def audit_file(self) -> Path:
+        return self.data_dir / "audit.log"
+
+    @property
+    def admin_totp_file(self) -> Path:
+        return self.config_dir / "admin_totp.json"
+
+    @property
+    def admin_totp_used_file(self) -> Path:
+        return self.data_dir / "admin_totp_used.json"
+
+    @property
     def keyring_dir(self) -> Path:
         return self.root / "keyring"
 
@@ -362,8 +417,8 @@ class Home:
             mode = stat.S_IMODE(self.config_file.stat().st_mode)
         except OSError:
             return []
-        if config.risk.admin_token and mode & 0o077:
-            return [f"{self.config_file} holds risk.admin_token and has mode {mode:04o}: "
+        if config.admin_settings().token and mode & 0o077:
+            return [f"{self.config_file} holds the admin token and has mode {mode:04o}: "
                     f"readable by group/others; run chmod 600 {self.config_file}"]
         return []
 

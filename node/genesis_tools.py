@@ -2,7 +2,7 @@
 
 ``write_testnet`` lays out::
 
-    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p, metrics}, dev accounts
+    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p, metrics, admin}, dev accounts
     DIR/nodeI/config/...        one home per validator (see node.config.Home)
     DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
     DIR/nodeI/config/market.npz its copy of the pool price predictor (likewise)
@@ -10,8 +10,10 @@
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
 ``base_port + 2*i`` (p2p) and ``base_port + 2*i + 1`` (RPC), and serves
-Prometheus metrics on ``base_port + 2*N + i`` (N validators; ``testnet_ports``),
-all on 127.0.0.1: a testnet takes 3*N consecutive ports.
+Prometheus metrics on ``base_port + 2*N + i`` (N validators; ``testnet_ports``)
+and its admin API on ``base_port + 3*N + i`` (token in its node.toml; state
+changes also need ``qenexd admin enroll --home DIR/nodeI``), all on
+127.0.0.1: a testnet takes 4*N consecutive ports.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from node.config import Home, MetricsSection, NodeConfig, P2PSection, RiskSection, RPCSection
+from node.config import AdminSection, Home, MetricsSection, NodeConfig, P2PSection, RiskSection, RPCSection
 from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
 from state.amounts import QNX_DECIMALS
@@ -132,12 +134,13 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
     }
 
 
-PORTS_PER_NODE = 3  # p2p, RPC, metrics
+PORTS_PER_NODE = 4  # p2p, RPC, metrics, admin
 
 
-def testnet_ports(base_port: int, validators: int) -> list[tuple[int, int, int]]:
-    """(p2p, rpc, metrics) for each node: the first two interleaved as before, metrics after them all."""
-    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * validators + i) for i in range(validators)]
+def testnet_ports(base_port: int, validators: int) -> list[tuple[int, int, int, int]]:
+    """(p2p, rpc, metrics, admin) for each node: the first two interleaved as before, then metrics, then admin."""
+    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * validators + i,
+             base_port + 3 * validators + i) for i in range(validators)]
 
 
 def write_testnet(
@@ -175,19 +178,18 @@ def write_testnet(
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")
     model_src = _trained_risk_models() if with_risk else None
     ports = testnet_ports(base_port, validators)
-    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, _, _), k in zip(ports, node_keys)]
+    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, *_), k in zip(ports, node_keys)]
     nodes = []
     for i, key in enumerate(node_keys):
-        p2p_port, rpc_port, metrics_port = ports[i]
+        p2p_port, rpc_port, metrics_port, admin_port = ports[i]
         config = NodeConfig(
             name=f"node{i}",
             p2p=P2PSection(listen_host=host, listen_port=p2p_port,
                            bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
             metrics=MetricsSection(host=host, port=metrics_port),
-            # The admin API stays off (admin_port 0) until an operator picks a port.
-            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL, admin_token=secrets.token_hex(32))
-            if with_risk else RiskSection(),
+            risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL) if with_risk else RiskSection(),
+            admin=AdminSection(host=host, port=admin_port, token=secrets.token_hex(32)),
         )
         if consensus_overrides:
             config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
@@ -195,7 +197,7 @@ def write_testnet(
         if model_src is not None:
             shutil.copytree(model_src, Home(directory / f"node{i}").config_dir, dirs_exist_ok=True)
         nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i],
-                      "metrics": f"http://{host}:{metrics_port}/metrics"})
+                      "metrics": f"http://{host}:{metrics_port}/metrics", "admin": f"http://{host}:{admin_port}/"})
 
     keys_dir = directory / "keys"
     keys_dir.mkdir(exist_ok=True)

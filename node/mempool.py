@@ -685,6 +685,22 @@ class Mempool:
             self._push_tail(sender)
         return dropped
 
+    def flush(self) -> tuple[list[bytes], list[bytes]]:
+        """Drop every pending and queued transaction (an operator's ``admin_flush_mempool``);
+        returns the (pending, queued) hashes dropped."""
+        pending, queued = list(self._by_hash), list(self._queued_by_hash)
+        self._accounts.clear()
+        self._by_hash.clear()
+        self._bytes = 0
+        self._tails.clear()
+        self._queued.clear()
+        self._queued_by_hash.clear()
+        self._queued_bytes = 0
+        self._qheap.clear()
+        self._promoted.clear()
+        self._waiting.clear()
+        return pending, queued
+
     def remove_many(self, hashes: Iterable[bytes]) -> None:
         for tx_hash in hashes:
             queued = self._queued_by_hash.get(tx_hash)

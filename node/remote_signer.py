@@ -19,6 +19,7 @@ Signer home::
     DIR/validator_key.json   the validator key (state.keyfile format)
     DIR/identity_key.json    the signer's connection key (not the validator key)
     DIR/sign_state.json      slashing protection (node.signguard format)
+    DIR/audit.log            refused requests (node.audit), signed with the identity key
 
 Wire requests are JSON inside the encrypted frames::
 
@@ -62,8 +63,10 @@ from typing import Any, Protocol
 
 from consensus.messages import VoteKind, vote_digest
 from consensus.signing import Phase, SignRequest
+from node.audit import AUDIT_FILE_NAME, AuditLog
 from node.errors import NodeError
 from node.secret_conn import SecretConnection, SecretConnectionError, UnknownPeer
+from node.signer import audit_refusal
 from node.signguard import SignGuard, SignGuardError, SignRefused
 from state.crypto import Address, PrivateKey, address_of, verify
 from state.keyfile import load_keyfile, write_private_file
@@ -156,16 +159,18 @@ class FileBackend:
 class SignerService:
     """Checks each request against the record, then signs through the backend."""
 
-    def __init__(self, backend: SigningBackend, guard: SignGuard) -> None:
+    def __init__(self, backend: SigningBackend, guard: SignGuard, audit: AuditLog | None = None) -> None:
         if address_of(backend.public_key) != guard.validator:
             raise SignerError("the sign-state record belongs to another key than the backend's")
         self.backend = backend
         self.guard = guard
+        self.audit = audit
         self.refusals = 0
         self.signed = 0
         self._lock = threading.Lock()  # one check-record-sign at a time
 
-    def handle(self, data: bytes) -> bytes:
+    def handle(self, data: bytes, peer: str = "unknown") -> bytes:
+        """One request from ``peer`` (the node's connection key, hex: the audit log's actor)."""
         try:
             doc = json.loads(data)
             if not isinstance(doc, dict):
@@ -184,9 +189,11 @@ class SignerService:
             except SignRefused as exc:
                 self.refusals += 1
                 log.error("refused to sign: %s", exc)
+                audit_refusal(self.audit, peer, request, exc)
                 return _answer(ok=False, refused=True, error=str(exc))
             except SignGuardError as exc:
                 log.critical("cannot record what we sign, so not signing: %s", exc)
+                audit_refusal(self.audit, peer, request, exc, "sign_record_failed")
                 return _answer(ok=False, refused=True, error=f"cannot record: {exc}")
             signature = self.backend.sign(request.digest)
             self.signed += 1
@@ -326,7 +333,7 @@ class SignerServer:
                 except SecretConnectionError as exc:
                     log.info("node connection ended: %s", exc)
                     return
-                conn.send(self.service.handle(data))
+                conn.send(self.service.handle(data, "0x" + conn.peer_key.hex()))
         except SecretConnectionError as exc:
             log.info("node connection ended: %s", exc)
         finally:
@@ -449,6 +456,10 @@ class SignerHome:
     def sign_state_file(self) -> Path:
         return self.root / "sign_state.json"
 
+    @property
+    def audit_file(self) -> Path:
+        return self.root / AUDIT_FILE_NAME
+
     def write_config(self, chain_id: str, listen: str, node_keys: list[bytes]) -> None:
         SignerAddress.parse(listen)
         doc = {"version": SIGNER_CONFIG_VERSION, "chain_id": chain_id, "listen": listen,
@@ -487,5 +498,7 @@ class SignerHome:
         backend = FileBackend(self.validator_key_file, password)
         guard = self.open_guard(config["chain_id"], address_of(backend.public_key))
         identity = load_keyfile(self.identity_key_file, None)
-        return SignerServer(SignerService(backend, guard), identity, config["node_public_keys"],
+        # The audit log is signed with the signer's identity key, not the validator key.
+        audit = AuditLog(self.audit_file, identity)
+        return SignerServer(SignerService(backend, guard, audit), identity, config["node_public_keys"],
                             SignerAddress.parse(config["listen"]))

@@ -17,7 +17,10 @@ from typing import Any
 
 from node.config import Home, NodeConfig
 from node.driver import ConsensusDriver, DriverHooks
+from node.admin import AdminAPI, AdminContext, AdminServer
+from node.admin_auth import TotpVerifier
 from node.admission import Admission, refusal_kind
+from node.audit import AuditLog
 from node.errors import ConfigError, MempoolError
 from node.homecheck import open_home_state
 from node.inbound import (
@@ -32,7 +35,6 @@ from node.jsonrpc import Dispatcher, make_app
 from node.logs import ContextFilter, configure_logging
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
-from node.risk.admin import AdminServer
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
 from node.risk.market import load_market_model
 from node.rpc import RPC_COSTS, build_methods
@@ -44,6 +46,7 @@ from node.signer import ConsensusSigner, LocalSigner
 from node.signguard import SignGuard
 from node.wal import WriteAheadLog
 from p2p import P2PConfig, P2PService
+from p2p.errors import InvalidPeerId, ServiceNotRunning
 from state.app import Application
 from state.blocks import Block
 from state.codec import encode
@@ -96,6 +99,7 @@ class Node:
         self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
         self.market_model = load_market_model(self.config.risk.market_model, home.config_dir)
         self._admin: AdminServer | None = None
+        self.audit: AuditLog | None = None  # opened at start (node.audit): admin calls and signer refusals
         self.kv: LevelDBKV | None = None
         self.app: Application | None = None
         self.mempool: Mempool | None = None
@@ -136,13 +140,14 @@ class Node:
             return RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
                                 self.node_key, self.validator_public_key, self.app.chain_id,
                                 timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
-        return LocalSigner(self.node_key, sign_guard)
+        return LocalSigner(self.node_key, sign_guard, audit=self.audit)
 
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL
         # or sign record ahead of it, refuse to start (StartRefused, one line).
         opened = open_home_state(self.home, self.genesis, address_of(self.validator_public_key))
         self.kv, self.app = opened.kv, opened.app
+        self.audit = AuditLog(self.home.audit_file, self.node_key)
         self.metrics.time_store_writes(self.kv)
         for warning in (opened.warnings + keyfile_warnings(self.home.node_key_file)
                         + self.home.config_warnings(self.config)):
@@ -225,10 +230,18 @@ class Node:
         if self.config.metrics.port:
             self._metrics_server = MetricsServer(self.metrics)
             await self._metrics_server.start(self.config.metrics.host, self.config.metrics.port)
+        admin = self.config.admin_settings()
+        if self.config.uses_legacy_admin_keys:
+            log.warning("%s: [risk] admin_host/admin_port/admin_token are deprecated: move them to [admin] "
+                        "host/port/token", self.home.config_file)
+        if admin.port and admin.token:
+            totp = TotpVerifier(self.home.admin_totp_file, self.home.admin_totp_used_file)
+            self._admin = AdminServer(AdminAPI(self.admin_context(rpc_context), admin.token, totp, self.audit))
+            await self._admin.start(admin.host, admin.port)
+            if not totp.enrolled:
+                log.warning("admin API: no TOTP secret yet, so state-changing calls are refused: run "
+                            "`qenexd admin enroll --home %s`", self.home.root)
         risk = self.config.risk
-        if risk.admin_port and risk.admin_token:
-            self._admin = AdminServer(self.risk, rpc_context.known_tx, risk.admin_token)
-            await self._admin.start(risk.admin_host, risk.admin_port)
         log.info(
             "risk hook: %s",
             f"model v{self.risk.model.version} (review > {risk.review_threshold}, reject > {risk.reject_threshold})"
@@ -245,7 +258,7 @@ class Node:
         if self._rpc_server:
             await step("rpc", self._rpc_server.stop())
         if self._admin:
-            await step("risk-admin", self._admin.stop())
+            await step("admin", self._admin.stop())
         if self._metrics_server:
             await step("metrics", self._metrics_server.stop())
         if self._gossip_task:
@@ -317,6 +330,48 @@ class Node:
             risk=self.risk,
             market_model=self.market_model,
         )
+
+    def admin_context(self, rpc_context: RpcContext) -> AdminContext:
+        """What the admin API (node/admin.py) may read and do on this node."""
+        return AdminContext(
+            status=self._admin_status,
+            peers=lambda: {"connected": self.p2p.connected_peers() if self.p2p else [],
+                           "banned": self.p2p.banned_peers() if self.p2p else []},
+            ban=lambda peer: self._p2p_call("ban", peer, "banned by the operator (admin_ban)"),
+            unban=lambda peer: self._p2p_call("unban", peer),
+            flush_mempool=self._flush_mempool,
+            request_stop=self._stop.set,  # the signal path: run_until_signalled then stops in order
+            snapshot=getattr(self, "admin_snapshot", None),  # node/snapshot.py's hook, once it exists
+            risk=self.risk,
+            find_tx=rpc_context.known_tx,
+        )
+
+    def _admin_status(self) -> dict[str, Any]:
+        assert self.app is not None and self.mempool is not None
+        return {"name": self.config.name, "chain_id": self.app.chain_id, "height": self.app.height,
+                "validator": self.is_validator, "peers": len(self.p2p.connected_peers()) if self.p2p else 0,
+                "mempool": {"pending": len(self.mempool), "queued": self.mempool.queued_count},
+                "syncing": bool(self.sync and self.sync.syncing),
+                "risk_model": self.risk.model.version if self.risk.model else None,
+                "totp_enrolled": self.home.admin_totp_file.exists(),
+                "audit_seq": self.audit.seq if self.audit else 0}
+
+    def _p2p_call(self, what: str, peer: str, *args: str) -> Any:
+        if self.p2p is None:
+            raise ValueError("the p2p service is not running")
+        try:
+            return getattr(self.p2p, what)(peer, *args)
+        except (InvalidPeerId, ServiceNotRunning) as exc:
+            raise ValueError(str(exc)) from None
+
+    def _flush_mempool(self) -> dict[str, Any]:
+        assert self.mempool is not None
+        pending, queued = self.mempool.flush()
+        for tx_hash in pending:
+            self.flagged.pop(tx_hash, None)
+        self._gossip_out.clear()
+        log.warning("mempool flushed by the operator: %d pending, %d queued dropped", len(pending), len(queued))
+        return {"pending_dropped": len(pending), "queued_dropped": len(queued)}
 
     # -- transactions -----------------------------------------------------
 

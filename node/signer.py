@@ -21,22 +21,40 @@ requests, which the record allows as identical re-signs.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from consensus.signing import ConsensusSigner, SignRequest
 from node.signguard import SignGuard, SignGuardError, SignRefused
 from state.crypto import Address, PrivateKey
 
+if TYPE_CHECKING:
+    from node.audit import AuditLog
+
 log = logging.getLogger("qenex.signer")
+
+
+def audit_refusal(audit: "AuditLog | None", actor: str, request: SignRequest, exc: Exception,
+                  action: str = "sign_refused") -> None:
+    """One audit entry for a sign request the record refused (node.audit); never raises."""
+    if audit is None:
+        return
+    params: dict[str, Any] = {"height": request.height, "view": request.view, "phase": request.phase.name.lower(),
+                              "block_hash": "0x" + request.block_hash.hex()}
+    try:
+        audit.append(actor, action, params, {"result": "refused", "reason": str(exc)[:200]})
+    except Exception as failure:  # the refusal stands whatever the log does
+        log.error("could not audit a sign refusal: %s", failure)
 
 
 class LocalSigner:
     """The key file in the home, behind the home's sign-state record."""
 
-    def __init__(self, key: PrivateKey, guard: SignGuard) -> None:
+    def __init__(self, key: PrivateKey, guard: SignGuard, audit: "AuditLog | None" = None) -> None:
         if guard.validator != key.address:
             raise SignGuardError("the sign-state record belongs to another key")
         self._key = key
         self.guard = guard
+        self.audit = audit
         self.refusals = 0
         self.failures = 0
 
@@ -54,10 +72,12 @@ class LocalSigner:
         except SignRefused as exc:
             self.refusals += 1
             log.error("slashing protection refused to sign: %s", exc)
+            audit_refusal(self.audit, "consensus", request, exc)
             return None
         except SignGuardError as exc:
             self.failures += 1
             log.critical("cannot record what we sign, so not signing: %s", exc)
+            audit_refusal(self.audit, "consensus", request, exc, "sign_record_failed")
             return None
         return self._key.sign(request.digest)
 

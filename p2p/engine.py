@@ -373,6 +373,15 @@ class Libp2pEngine:
             self._pubsub.add_to_blacklist(peer_id)
         self._spawn(self._disconnect, peer_id)
 
+    def unban(self, peer_id: ID) -> None:
+        peer = peer_id.to_base58()
+        if not self._scores.lift(peer):
+            return
+        self.banned = frozenset(self._scores.banned(trio.current_time()))
+        if self._pubsub is not None:
+            self._pubsub.remove_from_blacklist(peer_id)
+        logger.warning("ban on %s lifted by the operator", peer, extra={"peer": str(peer)})
+
     # gossip ------------------------------------------------------------------
 
     def _validate_gossip(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:

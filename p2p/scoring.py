@@ -58,5 +58,10 @@ class PeerScores:
             del self._scores[peer_id]
         return lifted
 
+    def lift(self, peer_id: str) -> bool:
+        """End a ban now (an operator's unban) and clear the score; True if the peer was banned."""
+        self._scores.pop(peer_id, None)
+        return self._banned_until.pop(peer_id, None) is not None
+
     def banned(self, now: float) -> list[str]:
         return [p for p, until in self._banned_until.items() if now < until]

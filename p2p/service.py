@@ -209,6 +209,15 @@ class P2PService:
         sends (over a decode limit, consensus traffic from a non-validator)."""
         self.penalize(peer_id, reason, self._config.ban_threshold)
 
+    def unban(self, peer_id: str) -> bool:
+        """Lift a ban now (its score cleared too); False if the peer was not banned."""
+        pid = parse_peer_id(peer_id)
+        if peer_id not in self._engine.banned:
+            return False
+        self._require_running()
+        self._thread.post(self._engine.unban, pid)
+        return True
+
     # trio -> asyncio -----------------------------------------------------------
 
     def _gossip_from_trio(self, topic: str, from_peer: str, data: bytes) -> None:

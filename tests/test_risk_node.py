@@ -1,10 +1,9 @@
-"""The risk hook inside the node: admission, flags, gossip batches, RPC, admin API, start-up errors."""
+"""The risk hook inside the node: admission, flags, gossip batches, RPC, start-up errors (its admin methods:
+tests/test_admin_risk.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import json
 import shutil
 from dataclasses import replace
 from types import SimpleNamespace
@@ -12,7 +11,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from click.testing import CliRunner
 
 from cli.main import cli
@@ -23,7 +21,6 @@ from node.genesis_tools import write_single_node_home
 from node.jsonrpc import RPCError
 from node.mempool import Mempool
 from node.config import MempoolSection
-from node.risk.admin import NOT_LOCAL, UNAUTHORIZED, authorized, is_loopback, make_admin_app
 from node.risk.errors import RiskModelError, RiskRejected
 from node.risk.features import N_FEATURES
 from node.risk.hook import RiskHook
@@ -200,91 +197,3 @@ def test_node_refuses_to_start_on_a_corrupt_model_with_one_clear_line(tmp_path, 
     assert result.exit_code == 1
     assert "corrupt" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
-
-
-# -- admin API -------------------------------------------------------------------------
-
-
-def test_loopback_and_token_checks():
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("10.1.2.3")
-    assert not is_loopback(None) and not is_loopback("not-an-ip")
-    assert authorized(f"Bearer {TOKEN}", TOKEN)
-    assert not authorized(None, TOKEN) and not authorized("Bearer wrong", TOKEN) and not authorized(TOKEN, TOKEN)
-    assert not authorized("Bearer ", "")  # an empty configured token never authorises
-    assert not authorized("Bearer a", "a")  # nor a weak one (issue 7: refused at config load too)
-
-
-def _rpc(method, params):
-    return {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-
-
-def test_admin_refuses_a_non_local_address_even_with_the_token(model_dir, tmp_path):
-    node = _node(model_dir, tmp_path)
-    app = make_admin_app(node.risk, _ctx(node).known_tx, TOKEN)
-    handler = app.router.routes()._routes[0].handler if hasattr(app.router.routes(), "_routes") else None
-    handler = handler or next(iter(app.router.routes())).handler
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = lambda name, default=None: ("203.0.113.7", 40000) if name == "peername" else default
-    request = make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {TOKEN}"}, transport=transport, app=app)
-    response = asyncio.run(handler(request))
-    assert response.status == 403
-    assert json.loads(response.body)["error"]["code"] == NOT_LOCAL
-    assert ModelStore(tmp_path / "models").versions() == [1]
-
-
-def test_admin_feedback_needs_the_token_changes_scores_creates_a_version_and_rolls_back(model_dir, tmp_path):
-    node = _node(model_dir, tmp_path)
-    drain, similar = _drain(share=0.99), _drain(share=0.97)
-    before_similar = node.risk.assess([similar])[0].score
-
-    async def scenario():
-        async with TestClient(TestServer(make_admin_app(node.risk, _ctx(node).known_tx, TOKEN))) as client:
-            for headers in ({}, {"Authorization": "Bearer wrong"}):
-                r = await client.post("/", json=_rpc("risk_feedback", {"label": 0, "raw": "0x" + drain.encode().hex()}),
-                                      headers=headers)
-                assert r.status == 401 and (await r.json())["error"]["code"] == UNAUTHORIZED
-            assert ModelStore(tmp_path / "models").versions() == [1]
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            r = await client.post("/", json=_rpc("risk_feedback", {"label": 0, "raw": "0x" + drain.encode().hex()}),
-                                  headers=auth)
-            out = (await r.json())["result"]
-            assert out["version"] == 2 and out["previous_version"] == 1
-            assert out["score_after"] < out["score_before"] - 0.2
-            r = await client.post("/", json=_rpc("risk_versions", []), headers=auth)
-            assert (await r.json())["result"] == {"versions": [1, 2], "current": 2}
-            after_similar = node.risk.assess([similar])[0].score
-            r = await client.post("/", json=_rpc("risk_rollback", []), headers=auth)
-            assert (await r.json())["result"] == {"current": 1}
-            return after_similar
-
-    after_similar = asyncio.run(scenario())
-    assert after_similar < before_similar - 0.2  # a similar transaction moved too
-    assert node.risk.model.version == 1 and ModelStore(tmp_path / "models").current_version() == 1
-    assert node.risk.assess([similar])[0].score == pytest.approx(before_similar, abs=1e-6)
-    assert ModelStore(tmp_path / "models").load(2).meta["feedback"][-1]["from_version"] == 1
-
-
-def test_admin_server_binds_loopback_and_serves_with_the_token(model_dir, tmp_path):
-    import aiohttp
-
-    from node.risk.admin import AdminServer
-    from tests.localnet import free_port_range
-
-    node = _node(model_dir, tmp_path)
-    port = free_port_range(1)
-
-    async def scenario():
-        server = AdminServer(node.risk, _ctx(node).known_tx, TOKEN)
-        await server.start("127.0.0.1", port)
-        try:
-            async with aiohttp.ClientSession() as session:
-                url = f"http://127.0.0.1:{port}/"
-                async with session.post(url, json=_rpc("risk_versions", [])) as r:
-                    assert r.status == 401
-                async with session.post(url, json=_rpc("risk_versions", []),
-                                        headers={"Authorization": f"Bearer {TOKEN}"}) as r:
-                    return (await r.json())["result"]
-        finally:
-            await server.stop()
-
-    assert asyncio.run(scenario()) == {"versions": [1], "current": 1}

@@ -117,3 +117,59 @@ def test_signer_process_killed_restarted_and_its_protection_moved(homes):
     moved = SignGuard.load(other / "sign_state.json", CHAIN, VALIDATOR.address)
     assert check(moved.state, prepare(Y)) is not None
     assert check(moved.state, prepare(X)) is None
+
+
+def vote(height: int, block_hash: bytes) -> SignRequest:
+    return SignRequest(height, 0, Phase.PREPARE, block_hash, vote_digest(CHAIN, VoteKind.PREPARE, height, 0, block_hash))
+
+
+def test_a_copied_home_and_a_restored_backup_cannot_double_sign_and_each_refusal_is_audited(homes):
+    """Issue 16, acceptance 2: the copy of a validator's home (same node key) connected to the same
+    signer, and a signer whose record was restored from an older backup with the interchange then
+    imported, are both refused a conflicting vote; every refusal is in the signer's audit log."""
+    key_file = homes / "key.json"
+    save_keyfile(key_file, VALIDATOR, None)
+    home = homes / "s"
+    out = qenexd("signer", "init", "--home", str(home), "--chain-id", CHAIN, "--listen", f"unix:{home}/s.sock",
+                 "--node-public-key", "0x" + NODE.public_key.hex(), "--validator-key", str(key_file), "--json")
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)["node_config"]
+
+    def client() -> RemoteSigner:
+        return RemoteSigner(SignerAddress.parse(config["address"]), bytes.fromhex(config["public_key"][2:]),
+                            NODE, VALIDATOR.public_key, CHAIN, timeout_s=5.0, retry_s=0.0)
+
+    original, copy = client(), client()  # the copy of the home holds the same node key
+    proc = start_signer(home)
+    try:
+        signed = original.sign_request(vote(5, X))
+        assert signed is not None
+        assert copy.sign_request(vote(5, Y)) is None, "the copied home got a conflicting vote signed"
+        assert copy.sign_request(vote(5, X)) == signed  # the identical vote is the same signature, not a second one
+        backup = homes / "sign_state.backup"
+        shutil.copy(home / "sign_state.json", backup)
+        assert original.sign_request(vote(6, X)) is not None
+        assert stop(proc, signal.SIGTERM) == 0
+
+        exported = homes / "protection.json"
+        assert qenexd("signer", "export-protection", "--home", str(home), "--out", str(exported)).returncode == 0
+        shutil.copy(backup, home / "sign_state.json")  # the host is restored from last night's backup
+        assert qenexd("signer", "import-protection", "--home", str(home), str(exported)).returncode == 0
+        proc = start_signer(home)
+        copy.close()
+        copy = client()
+        assert copy.sign_request(vote(6, Y)) is None, "the restored signer signed a height it had signed"
+        assert copy.refusals == 1  # refused by the record, not unreachable
+        assert stop(proc, signal.SIGTERM) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        original.close()
+        copy.close()
+
+    verified = qenexd("audit", "verify", "--home", str(home), "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    entries = [json.loads(line) for line in qenexd("audit", "export", "--home", str(home)).stdout.splitlines()]
+    refused = [(e["params"]["height"], e["params"]["block_hash"]) for e in entries if e["action"] == "sign_refused"]
+    assert refused == [(5, "0x" + Y.hex()), (6, "0x" + Y.hex())]

@@ -1,11 +1,10 @@
-"""The admin JSON-RPC server of the risk hook: a separate aiohttp server.
+"""The risk hook's admin methods, a table the node's admin API (``node.admin``) serves.
 
-Bound to a loopback address from ``[risk] admin_host``/``admin_port``, and
-every request needs ``Authorization: Bearer <[risk] admin_token>``.  Both
-checks run in the handler, so a request relayed from elsewhere (a proxy, a
-misconfigured bind) is still refused by its remote address.
+The server, its loopback, token and TOTP checks and the audit log are
+``node.admin``'s; ``RISK_STATE_CHANGING`` names the methods that need a TOTP
+code there.
 
-Methods (JSON-RPC 2.0, POST /):
+Methods (JSON-RPC 2.0):
 
 * ``risk_feedback(label, hash=None, raw=None, steps=30)`` — ``label`` 1
   (fraud) or 0 (legitimate) for a transaction this node scored (by
@@ -16,26 +15,19 @@ Methods (JSON-RPC 2.0, POST /):
 * ``risk_rollback()`` — make the previous version current.
 * ``risk_restore(version)`` — make ``version`` current.
 
-Errors: -32030 unauthorized (no or wrong token, HTTP 401), -32031 not a local
-address (HTTP 403), -32032 no model / unknown transaction / bad version.
+Errors: -32032 no model / unknown transaction / bad version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
-import ipaddress
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from aiohttp import web
 
-from node.config import MIN_ADMIN_TOKEN_LEN
-from node.errors import ConfigError
-from node.jsonrpc import Dispatcher, RPCError, invalid_params
+from node.jsonrpc import RPCError, invalid_params
 from node.risk.errors import RiskModelError
 from node.rpc_params import hex0x, parse_hex
 from state.errors import StateError
@@ -50,29 +42,11 @@ FindTx = Callable[[bytes], "SignedTransaction | None"]
 
 log = logging.getLogger("qenex.risk.admin")
 
-UNAUTHORIZED = -32030
-NOT_LOCAL = -32031
 RISK_ADMIN_ERROR = -32032
-MAX_ADMIN_REQUEST = 256 * 1024
+RISK_STATE_CHANGING = frozenset({"risk_feedback", "risk_rollback", "risk_restore"})
 
 
-def is_loopback(remote: str | None) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def authorized(header: str | None, token: str) -> bool:
-    # A token below the config rule's length never authorizes, however the config was built.
-    if len(token) < MIN_ADMIN_TOKEN_LEN or not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer "):].strip().encode(), token.encode())
-
-
-def admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., Any]]:
+def risk_admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., Any]]:
     def locate(hash: Any, raw: Any) -> SignedTransaction:
         if raw is not None:
             try:
@@ -133,50 +107,3 @@ def admin_methods(hook: "RiskHook", find_tx: FindTx) -> dict[str, Callable[..., 
 
     return {"risk_feedback": feedback, "risk_versions": versions, "risk_rollback": rollback,
             "risk_restore": restore}
-
-
-def _refusal(status: int, code: int, message: str) -> web.Response:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
-    return web.json_response(body, status=status)
-
-
-def make_admin_handler(dispatcher: Dispatcher, token: str) -> Callable[[web.Request], Any]:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        if not is_loopback(request.remote):
-            log.warning("risk admin request from non-local address %s refused", request.remote)
-            return _refusal(403, NOT_LOCAL, f"the risk admin API only serves local clients, not {request.remote}")
-        if not authorized(request.headers.get("Authorization"), token):
-            return _refusal(401, UNAUTHORIZED, "missing or wrong admin token (Authorization: Bearer <token>)")
-        body = await request.read()
-        result = await dispatcher.handle_payload(body)
-        if result is None:
-            return web.Response(status=204)
-        return web.Response(text=json.dumps(result), content_type="application/json")
-
-    return handle
-
-
-def make_admin_app(hook: "RiskHook", find_tx: FindTx, token: str) -> web.Application:
-    dispatcher = Dispatcher(admin_methods(hook, find_tx), max_batch=10)
-    app = web.Application(client_max_size=MAX_ADMIN_REQUEST)
-    app.router.add_post("/", make_admin_handler(dispatcher, token))
-    return app
-
-
-class AdminServer:
-    def __init__(self, hook: "RiskHook", find_tx: FindTx, token: str) -> None:
-        self._hook, self._find_tx, self._token = hook, find_tx, token
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, host: str, port: int) -> None:
-        token = self._token
-        if len(token) < MIN_ADMIN_TOKEN_LEN:
-            raise ConfigError(f"risk.admin_token must be at least {MIN_ADMIN_TOKEN_LEN} characters, got {len(token)}")
-        self._runner = web.AppRunner(make_admin_app(self._hook, self._find_tx, token), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        log.info("risk admin json-rpc on http://%s:%d/ (token required)", host, port)
-
-    async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
