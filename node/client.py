@@ -220,8 +220,14 @@ def raw_hex(stx: SignedTransaction | bytes) -> str:
     return "0x" + (stx.encode() if isinstance(stx, SignedTransaction) else bytes(stx)).hex()
 
 
-def _final(record: TxRecord | None) -> bool:
-    return record is not None and bool(record.get("committed"))
+def _record_if_final(answer: Any) -> TxRecord | None:
+    """One poll of a transaction (its record, or the RPCClientError in its place): the record once committed,
+    None while the node has it pending, queued or not at all; any other error is raised."""
+    if isinstance(answer, RPCClientError):
+        if answer.code != NOT_FOUND:
+            raise answer
+        return None
+    return answer if isinstance(answer, dict) and answer.get("committed") else None
 
 
 # -- the read methods, declared once for both clients ------------------------------------
@@ -416,18 +422,11 @@ class Client(_Reads):
     def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """Poll until ``tx_hash`` is in a committed block; its record with the receipt (``status`` ok/failed)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                record: TxRecord | None = self.transaction(tx_hash)
-            except RPCClientError as exc:
-                if exc.code != NOT_FOUND:
-                    raise
-                record = None
-            if _final(record):
-                return record  # type: ignore[return-value]
+        while (record := _record_if_final(self.batch([rpc_calls.transaction(tx_hash)])[0])) is None:
             if time.monotonic() > deadline:
                 raise TxTimeout(tx_hash, timeout)
             time.sleep(poll)
+        return record
 
     wait_for_tx = wait_final  # the name node.rpc_client's callers know
 
@@ -556,18 +555,11 @@ class AsyncClient(_Reads):
     async def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """As ``Client.wait_final``."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                record: TxRecord | None = await self.transaction(tx_hash)
-            except RPCClientError as exc:
-                if exc.code != NOT_FOUND:
-                    raise
-                record = None
-            if _final(record):
-                return record  # type: ignore[return-value]
+        while (record := _record_if_final((await self.batch([rpc_calls.transaction(tx_hash)]))[0])) is None:
             if time.monotonic() > deadline:
                 raise TxTimeout(tx_hash, timeout)
             await asyncio.sleep(poll)
+        return record
 
     async def send_and_wait(self, stx: SignedTransaction | bytes, timeout: float = 60.0) -> TxRecord:
         return await self.wait_final(await self.submit(stx), timeout)
