@@ -174,6 +174,8 @@ async def send_raw(host: str, port: int, data: bytes) -> tuple[int, bytes]:
 
 
 async def height(client: AsyncClient) -> int:
+    # the client retries once when the server closed a pooled keep-alive connection (its connection
+    # cap evicts idle ones, which the fuzz fills)
     return int((await client.status())["height"])
 
 

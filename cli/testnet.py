@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from cli.common import CLIError, emit, handle_errors, json_option
-from node.genesis_tools import write_testnet
+from node.genesis_tools import MAX_LOAD_ACCOUNTS, write_testnet
 from node.rpc_client import RPCClient, RPCClientError, RPCUnavailable
 
 STOP_GRACE_S = 10.0
@@ -31,11 +31,14 @@ def testnet() -> None:
 @click.option("--base-port", default=26600, show_default=True, type=click.IntRange(1024, 65000),
               help="Node i uses base+2i (p2p), base+2i+1 (RPC), base+2N+i (metrics) and base+3N+i (admin), N validators.")
 @click.option("--powers", default=None, help="Comma-separated voting powers, one per validator.")
+@click.option("--accounts", default=0, show_default=True, type=click.IntRange(0, MAX_LOAD_ACCOUNTS),
+              help="Fund N more dev accounts in genesis for load generators; their keys (derived from a public "
+                   "seed: DEV ONLY) go to DIR/accounts.json.")
 @click.option("--force", is_flag=True, help="Overwrite an existing testnet in DIR.")
 @json_option
 @handle_errors
-def init(validators: int, directory: Path, chain_id: str, base_port: int, powers: str | None, force: bool,
-         as_json: bool) -> None:
+def init(validators: int, directory: Path, chain_id: str, base_port: int, powers: str | None, accounts: int,
+         force: bool, as_json: bool) -> None:
     """Write configs, genesis and keys for N validators under DIR."""
     if (directory / "testnet.json").exists() and not force:
         raise CLIError(f"{directory / 'testnet.json'} already exists (use --force to overwrite)")
@@ -47,7 +50,7 @@ def init(validators: int, directory: Path, chain_id: str, base_port: int, powers
             raise CLIError(f"--powers must be comma-separated integers, got {powers!r}") from None
     try:
         manifest = write_testnet(directory, validators=validators, chain_id=chain_id, base_port=base_port,
-                                 powers=power_list)
+                                 powers=power_list, accounts=accounts)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -55,6 +58,9 @@ def init(validators: int, directory: Path, chain_id: str, base_port: int, powers
         lines = [f"testnet {m['chain_id']} with {len(m['nodes'])} validators in {directory}"]
         lines += [f"  {n['name']}: rpc {n['rpc']}  metrics {n['metrics']}  admin {n['admin']}" for n in m["nodes"]]
         lines += [f"  account {name}: {a['address']} ({a['keyfile']})" for name, a in m["accounts"].items()]
+        if "load_accounts" in m:
+            la = m["load_accounts"]
+            lines.append(f"  {la['count']} funded load accounts in {directory / la['file']} (dev-only keys)")
         lines.append(f"start it with: qenexd testnet start --dir {directory}")
         lines.append(f"admin API: token in {directory}/nodeI/config/node.toml; for state changes enrol a TOTP "
                      f"secret first: qenexd admin enroll --home {directory}/node0")

@@ -453,7 +453,12 @@ class Client(_Reads):
 
 
 class AsyncClient(_Reads):
-    """An asyncio client over an aiohttp session (opened on first use, closed by ``aclose``)."""
+    """An asyncio client over an aiohttp session (opened on first use, closed by ``aclose``).
+
+    A request whose connection the node drops before answering is sent once more on a fresh one
+    (aiohttp cannot say whether the connection was a reused keep-alive one, the usual cause); a
+    resent submission the node already took is answered -32003, already known.
+    """
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, connections: int = 100,
@@ -500,6 +505,19 @@ class AsyncClient(_Reads):
         import aiohttp
 
         try:
+            return await self._post_once(body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            # most often a pooled keep-alive connection the node closed while idle: one fresh try
+            pass
+        try:
+            return await self._post_once(body)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            raise RPCUnavailable(f"{self.url} hung up: {type(exc).__name__}: {exc}") from None
+
+    async def _post_once(self, body: bytes) -> Any:
+        import aiohttp
+
+        try:
             async with self.session().post(self.url, data=body, headers=self.headers) as r:
                 limit = self.max_response_bytes
                 if r.content_length is not None:  # the node always says: refuse a long answer unread
@@ -517,6 +535,8 @@ class AsyncClient(_Reads):
             raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
         except aiohttp.ClientConnectorError as exc:
             raise RPCUnavailable(f"cannot reach node at {self.url}: {exc.os_error or exc}") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            raise  # _post decides: retried once
         except (aiohttp.ClientError, OSError) as exc:
             raise RPCUnavailable(f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
         return _decode_body(self.url, status, raw)

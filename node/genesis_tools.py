@@ -7,6 +7,17 @@
     DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
     DIR/nodeI/config/market.npz its copy of the pool price predictor (likewise)
     DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
+    DIR/accounts.json           with ``accounts=N``: N more genesis-funded dev accounts for load
+                                generators (format below; ``load_dev_accounts`` reads it)
+
+``accounts.json`` (``DEV_ACCOUNTS_FORMAT``), DEV-ONLY: the keys are derived
+from a public seed, so anyone can spend these accounts on any chain that
+funds them::
+
+    {"format": "qenex-dev-accounts/1", "warning": "...",
+     "seed": "qenex-dev-accounts", "derivation": "ed25519 seed = sha256(utf8(seed + '/' + str(index)))",
+     "token": "QNX", "balance": "<base units, a decimal string>",
+     "accounts": [{"index": 0, "address": "qnx1...", "secret": "<64 hex: the ed25519 seed>"}, ...]}
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
 ``base_port + 2*i`` (p2p) and ``base_port + 2*i + 1`` (RPC), and serves
@@ -19,6 +30,7 @@ changes also need ``qenexd admin enroll --home DIR/nodeI``), all on
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import secrets
@@ -39,6 +51,12 @@ from state.keyfile import save_keyfile
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
+# ``testnet init --accounts N``: N funded accounts for load generators (bench/load.py)
+DEV_ACCOUNTS_FILE = "accounts.json"
+DEV_ACCOUNTS_FORMAT = "qenex-dev-accounts/1"
+DEV_ACCOUNTS_SEED = "qenex-dev-accounts"  # public: these keys are for local testnets only
+LOAD_BALANCE = 100_000 * 10**QNX_DECIMALS
+MAX_LOAD_ACCOUNTS = 10_000  # genesis stays a few MB
 VALIDATOR_BALANCE = 10_000 * 10**QNX_DECIMALS
 DEFAULT_POWER = 100
 RISK_MODEL_DIR = "risk"  # under each node's config dir
@@ -60,7 +78,6 @@ def _trained_risk_models() -> Path:
     ``qenexd-risk-<uid>/``) and copied to every node of every testnet.  A
     clean clone trains them at its first ``testnet init``.
     """
-    import hashlib
 
     from node.risk.market import train_market  # numpy work: only when a testnet is made
     from node.risk.train import train_to_store
@@ -85,6 +102,53 @@ def _trained_risk_models() -> Path:
         shutil.rmtree(directory, ignore_errors=True)
         raise
     return cache
+
+
+def dev_account_key(index: int, seed: str = DEV_ACCOUNTS_SEED) -> PrivateKey:
+    """Dev account ``index`` of ``seed``: ed25519 seed sha256(utf8(f"{seed}/{index}")).  DEV ONLY."""
+    return PrivateKey(hashlib.sha256(f"{seed}/{index}".encode()).digest())
+
+
+def dev_accounts_document(keys: list[PrivateKey], seed: str, balance: int) -> dict[str, Any]:
+    return {
+        "format": DEV_ACCOUNTS_FORMAT,
+        "warning": "DEV ONLY: these keys are derived from a public seed; never fund them on a real chain",
+        "seed": seed,
+        "derivation": "ed25519 seed = sha256(utf8(seed + '/' + str(index)))",
+        "token": "QNX",
+        "balance": str(balance),
+        "accounts": [{"index": i, "address": address_to_text(k.address), "secret": k.seed.hex()}
+                     for i, k in enumerate(keys)],
+    }
+
+
+def load_dev_accounts(directory: Path) -> list[PrivateKey]:
+    """The funded dev accounts of the testnet in ``directory`` (its accounts.json), in index order.
+
+    Raises ValueError naming the file and the entry when it is missing, of
+    another format, or an entry's secret does not give its address.
+    """
+    path = Path(directory) / DEV_ACCOUNTS_FILE
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path} does not exist: create the testnet with `qenexd testnet init --accounts N`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not readable JSON: {exc}") from None
+    if (not isinstance(doc, dict) or doc.get("format") != DEV_ACCOUNTS_FORMAT
+            or not isinstance(doc.get("accounts"), list)):
+        raise ValueError(f"{path} is not a {DEV_ACCOUNTS_FORMAT} file")
+    keys = []
+    for i, entry in enumerate(doc["accounts"]):
+        try:
+            key = PrivateKey(bytes.fromhex(entry["secret"]))
+            ok = entry["index"] == i and address_to_text(key.address) == entry["address"]
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: account entry {i} is malformed ({exc})") from None
+        if not ok:
+            raise ValueError(f"{path}: account entry {i}'s secret does not give its address {entry.get('address')!r}")
+        keys.append(key)
+    return keys
 
 
 def _now_ms() -> int:
@@ -152,9 +216,12 @@ def write_testnet(
     host: str = "127.0.0.1",
     powers: list[int] | None = None,
     consensus_overrides: dict[str, int] | None = None,
+    accounts: int = 0,
 ) -> dict[str, Any]:
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
+    if not 0 <= accounts <= MAX_LOAD_ACCOUNTS:
+        raise ValueError(f"--accounts {accounts} is outside [0, {MAX_LOAD_ACCOUNTS}]")
     powers = powers or [DEFAULT_POWER] * validators
     if len(powers) != validators:
         raise ValueError(f"{len(powers)} powers given for {validators} validators")
@@ -162,8 +229,10 @@ def write_testnet(
     node_keys = [PrivateKey.generate() for _ in range(validators)]
     account_keys = {name: PrivateKey.generate() for name in DEV_ACCOUNTS}
 
-    accounts = [GenesisAccount(address=k.address, balances={"QNX": DEV_BALANCE}) for k in account_keys.values()]
-    accounts += [GenesisAccount(address=k.address, balances={"QNX": VALIDATOR_BALANCE}) for k in node_keys]
+    load_keys = [dev_account_key(i) for i in range(accounts)]
+    funded = [GenesisAccount(address=k.address, balances={"QNX": DEV_BALANCE}) for k in account_keys.values()]
+    funded += [GenesisAccount(address=k.address, balances={"QNX": VALIDATOR_BALANCE}) for k in node_keys]
+    funded += [GenesisAccount(address=k.address, balances={"QNX": LOAD_BALANCE}) for k in load_keys]
     genesis = Genesis(
         chain_id=chain_id,
         genesis_time_ms=_now_ms(),
@@ -171,7 +240,7 @@ def write_testnet(
             GenesisValidator(name=f"node{i}", pubkey=k.public_key, power=powers[i]) for i, k in enumerate(node_keys)
         ),
         tokens=(),
-        accounts=tuple(accounts),
+        accounts=tuple(funded),
         params=Params(),
     )
 
@@ -212,5 +281,11 @@ def write_testnet(
         "accounts": account_info,
         "note": "Dev account key files under keys/ are UNENCRYPTED: for local testing only.",
     }
+    if load_keys:
+        path = directory / DEV_ACCOUNTS_FILE
+        path.write_text(json.dumps(dev_accounts_document(load_keys, DEV_ACCOUNTS_SEED, LOAD_BALANCE), indent=1) + "\n")
+        path.chmod(0o600)
+        manifest["load_accounts"] = {"file": DEV_ACCOUNTS_FILE, "count": len(load_keys),
+                                     "balance": str(LOAD_BALANCE)}
     (directory / "testnet.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

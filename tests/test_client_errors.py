@@ -187,3 +187,16 @@ def test_a_fresh_connection_cut_before_the_answer_is_unavailable_not_retried():
         with pytest.raises(RPCUnavailable):
             Client(url, timeout=5).call("a")
         assert len(accepted) == 1
+
+
+async def test_the_async_client_also_retries_a_closed_keep_alive_connection_once():
+    with _raw_server(_answer, _answer) as (url, accepted):
+        async with AsyncClient(url, timeout=5) as client:
+            assert await client.call("a") == 7
+            assert await client.call("b") == 7
+        assert len(accepted) == 2
+    with _raw_server(_cut, _cut) as (url, accepted):  # cut twice: unavailable after the one retry
+        async with AsyncClient(url, timeout=5) as client:
+            with pytest.raises(RPCUnavailable, match="hung up"):
+                await client.call("a")
+        assert len(accepted) == 2

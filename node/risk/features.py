@@ -1,8 +1,10 @@
-"""The risk hook's fixed-length feature vector (schema 2: 28 numbers).
+"""The risk hook's fixed-length feature vector (schema 3: 31 numbers).
 
 One row per transaction, computed from the transaction (a ``TxEvent``), the
 sender's committed balance of the token, how many of the sender's
-transactions are already pending, and the incremental ``HistoryStore``.
+transactions are already pending (and, of those, how many pay a never-seen
+address and how much of the token they move: ``Pending``), and the
+incremental ``HistoryStore``.
 ``height`` is the height the transaction would land at (head + 1).  What a
 takeover, a mule or wash trading looks like *whatever the fee*: the share of
 the balance, the counterparty's novelty, the receiver's age and fan-in, the
@@ -46,6 +48,14 @@ the quiet time before it, round trips.
 26  pending_log              log10(1 + the sender's transactions already pending)
 27  pending_vs_peak          log10 of (1 + pending) over the most the sender ever sent in one block
                              (at least 1), [-3, 3]: a payroll run is its habit, a takeover burst is not
+28  pending_to_unseen        log10(1 + the sender's pending transactions that pay a never-seen address
+                             (feature 18 of their own rows)): a takeover's quick probes and bursts go
+                             to fresh addresses before they commit; payroll and exchange runs do not
+29  drained_share            (amount + what the sender's pending transactions move of this token) /
+                             committed balance, clipped to [0, 1]: a drain split over several
+                             transactions, or fanned out to several addresses, before any commits
+30  balance_log              log10(1 + the sender's committed balance of the token, whole units): a
+                             dust prober holds little; a benchmark's genesis-funded sender holds a lot
 ==  =======================  ==========================================================
 
 The schema hash (names + version) is stored in every model file; a node
@@ -57,12 +67,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from node.risk.history import AccountHistory, HistoryStore, TxEvent
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 FEATURE_NAMES: tuple[str, ...] = (
     "amount_log",
     "balance_share",
@@ -92,10 +103,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "fee_vs_median",
     "pending_log",
     "pending_vs_peak",
+    "pending_to_unseen",
+    "drained_share",
+    "balance_log",
 )
 N_FEATURES = len(FEATURE_NAMES)
 FEE_FEATURE = FEATURE_NAMES.index("fee_vs_median")
-assert N_FEATURES == 28
+assert N_FEATURES == 31
+UNSEEN_FEATURE = FEATURE_NAMES.index("receiver_unfunded")
 
 
 def schema_hash() -> str:
@@ -129,7 +144,24 @@ def _recent_distinct(table: dict[bytes, int], since: int) -> int:
     return count
 
 
-def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What is known of the sender's pending transactions beyond their count.
+
+    ``unseen``: how many pay a never-seen address (at most the count);
+    ``outflow``: how much of the scored transaction's token they move, in
+    whole units.
+    """
+
+    unseen: int = 0
+    outflow: float = 0.0
+
+
+NO_PENDING = Pending()
+
+
+def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
+            known: Pending = NO_PENDING) -> np.ndarray:
     """The feature row of ``ev`` (float32, length N_FEATURES)."""
     s: AccountHistory | None = store.get(ev.sender)
     r: AccountHistory | None = store.get(ev.receiver)
@@ -202,4 +234,8 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore) -> n
     f[26] = _log1p10(pending)
     peak = s.peak_block_sends if s is not None else 0
     f[27] = _clip(log10((1.0 + pending) / max(peak, 1)), -3, 3)
+    f[28] = _log1p10(min(known.unseen, pending))
+    drained = ev.amount + known.outflow
+    f[29] = _clip(drained / balance, 0.0, 1.0) if balance > 0 else 1.0
+    f[30] = _log1p10(balance)
     return np.array(f, dtype=np.float32)

@@ -26,13 +26,13 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from node.risk.features import FEATURE_NAMES, extract
+from node.risk.features import FEATURE_NAMES, NO_PENDING, UNSEEN_FEATURE, Pending, extract
 from node.risk.history import HistoryStore, TxEvent
 from node.risk.history_db import HistoryDB, HistoryDBError
 from node.risk.model import RiskModel
@@ -45,6 +45,14 @@ from state.transactions import SignedTransaction
 log = logging.getLogger("qenex.risk")
 
 FEATURE_CACHE = 50_000
+# What the hook remembers of the transactions it admitted and that are not
+# committed yet (features pending_to_unseen, drained_share): per sender,
+# nonce -> (pays a never-seen address, token, amount), at most
+# PENDING_PER_SENDER nonces for each of at most PENDING_SENDERS senders
+# (least recently scored dropped first).
+PENDING_PER_SENDER = 64
+PENDING_SENDERS = 20_000
+ACCOUNT_CACHE = 20_000  # committed accounts read at the current height (cleared when it moves)
 REPLAY_BLOCKS = 5_000  # most blocks replayed at start-up (no stored history, or behind it)
 RISK_HISTORY_DIR = "risk-history"  # under HOME/data
 FALLBACKS = ("admit", "rules")
@@ -94,6 +102,10 @@ class RiskHook:
         self._app: Any = None
         self._decimals: dict[str, int] = {"QNX": QNX_DECIMALS}
         self._features: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        # sender -> nonce -> (pays a never-seen address, token, whole units moved)
+        self._pending: OrderedDict[bytes, dict[int, tuple[bool, str, float]]] = OrderedDict()
+        self._accounts: dict[bytes, Any] = {}
+        self._accounts_height = -1
 
     @classmethod
     def from_config(cls, section: Any, base: Path) -> "RiskHook":
@@ -179,14 +191,26 @@ class RiskHook:
         except Exception:
             return 0.0
 
-    def event(self, stx: SignedTransaction, height: int) -> TxEvent | None:
+    def _account(self, address: bytes) -> Any:
+        """The committed account, read once per height: a sender's run, a popular receiver, a gossip batch."""
+        app = self._app
+        if self._accounts_height != app.height or len(self._accounts) >= ACCOUNT_CACHE:
+            self._accounts.clear()
+            self._accounts_height = app.height
+        account = self._accounts.get(address)
+        if account is None:
+            account = self._accounts[address] = app.account(address)
+        return account
+
+    def event(self, stx: SignedTransaction, height: int, *, receiver_funded: bool = False) -> TxEvent | None:
         """The history event of a value-moving transaction (transfer, swap); None for other kinds."""
         tx = stx.tx
         p = tx.payload
         fee = tx.fee / 10**QNX_DECIMALS
         path = getattr(p, "path", None)
         if isinstance(p, Transfer):
-            return TxEvent(tx.sender, p.to, p.token, p.amount / 10 ** self._decimals_of(p.token), fee, height)
+            return TxEvent(tx.sender, p.to, p.token, p.amount / 10 ** self._decimals_of(p.token), fee, height,
+                           receiver_funded=receiver_funded)
         if path is not None and hasattr(p, "amount_in"):
             token_in, token_out = path[0], path[1]
             pool = "/".join(sorted((token_in, token_out)))
@@ -201,32 +225,84 @@ class RiskHook:
         # neither scored nor folded into the history (see UNSCORED_KINDS).
         return None
 
-    def features(self, stx: SignedTransaction) -> np.ndarray | None:
-        """The feature row of a transfer or swap (cached by hash); None for unscored kinds."""
-        cached = self._features.get(stx.hash)
+    def features(self, stx: SignedTransaction, *, cache: bool = True) -> np.ndarray | None:
+        """The feature row of a transfer or swap (cached by hash); None for unscored kinds.
+
+        ``cache=False`` (score queries): computed afresh and not kept, so a
+        query made before the sender's earlier transactions were admitted
+        does not stand in for the row admission computes later.
+        """
+        cached = self._features.get(stx.hash) if cache else None
         if cached is not None:
             return cached
         assert self._app is not None
         height = self._app.height + 1
-        ev = self.event(stx, height)
+        payload = stx.tx.payload
+        funded = False
+        if isinstance(payload, Transfer) and self.history.get(payload.to) is None:
+            # never in the history: is it at least an account the chain knows (genesis-funded, say)?
+            receiver = self._account(payload.to)
+            funded = bool(receiver.nonce or receiver.balances)
+        ev = self.event(stx, height, receiver_funded=funded)
         if ev is None:
             return None
-        account = self._app.account(stx.tx.sender)
+        account = self._account(stx.tx.sender)
         balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
         pending = max(0, stx.tx.nonce - account.nonce)
-        if not ev.is_swap and self.history.get(ev.receiver) is None:
-            # never in the history: is it at least an account the chain knows (genesis-funded, say)?
-            receiver = self._app.account(ev.receiver)
-            if receiver.nonce or receiver.balances:
-                ev = replace(ev, receiver_funded=True)
-        row = extract(ev, balance, pending, self.history)
-        self._features[stx.hash] = row
-        if len(self._features) > FEATURE_CACHE:
-            self._features.popitem(last=False)
+        known = self._pending_summary(stx.tx.sender, account.nonce, stx.tx.nonce, ev.token) if pending else NO_PENDING
+        row = extract(ev, balance, pending, self.history, known)
+        if cache:
+            self._features[stx.hash] = row
+            if len(self._features) > FEATURE_CACHE:
+                self._features.popitem(last=False)
         return row
+
+    def _pending_summary(self, sender: bytes, committed: int, nonce: int, token: str) -> Pending:
+        """Of ``sender``'s admitted, uncommitted nonces in [committed, nonce): how many pay a never-seen
+        address, and how much of ``token`` they move."""
+        known = self._pending.get(sender)
+        if not known:
+            return NO_PENDING
+        unseen, outflow = 0, 0.0
+        for n, (to_unseen, moved_token, amount) in known.items():
+            if committed <= n < nonce:
+                unseen += to_unseen
+                if moved_token == token:
+                    outflow += amount
+        return Pending(unseen, outflow)
+
+    def _moved(self, stx: SignedTransaction) -> tuple[str, float]:
+        """(token, whole units) a scored transaction takes from its sender."""
+        p = stx.tx.payload
+        if isinstance(p, Transfer):
+            return p.token, p.amount / 10 ** self._decimals_of(p.token)
+        token = p.path[0]  # a swap (features() scores nothing else)
+        return token, p.amount_in / 10 ** self._decimals_of(token)
+
+    def _remember_pending(self, stx: SignedTransaction, row: np.ndarray) -> None:
+        sender = stx.tx.sender
+        known = self._pending.pop(sender, None) or {}
+        self._pending[sender] = known  # most recently scored last
+        known[stx.tx.nonce] = (bool(row[UNSEEN_FEATURE]), *self._moved(stx))
+        if len(known) > PENDING_PER_SENDER:
+            del known[min(known)]
+        if len(self._pending) > PENDING_SENDERS:
+            self._pending.popitem(last=False)
+
+    def _forget_pending(self, stx: SignedTransaction) -> None:
+        known = self._pending.get(stx.tx.sender)
+        if known is not None:
+            known.pop(stx.tx.nonce, None)
 
     def _fold(self, block: Block) -> bool:
         height = block.header.height
+        for stx in block.txs:  # committed: no longer pending
+            known = self._pending.get(stx.tx.sender)
+            if known:
+                for n in [n for n in known if n <= stx.tx.nonce]:
+                    del known[n]
+                if not known:
+                    del self._pending[stx.tx.sender]
         if height <= self.history.height:
             return False  # replayed commit: already folded in
         for stx in block.txs:
@@ -243,37 +319,52 @@ class RiskHook:
 
     # -- decisions -----------------------------------------------------------
 
-    def assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
-        """Score a batch in one forward pass; decide admit / review / reject for each."""
-        if self.observer is None:
-            return self._assess(stxs)
-        started = time.perf_counter()
-        out = self._assess(stxs)
-        self.observer([a.decision for a in out], time.perf_counter() - started)
+    def assess(self, stxs: Sequence[SignedTransaction], *, admitting: bool = True) -> list[Assessment]:
+        """Score a batch in one forward pass; decide admit / review / reject for each.
+
+        ``admitting`` (admission's call): the ones not refused are remembered
+        as pending for their sender's later nonces (pending_to_unseen); a
+        score query (``explain``) passes False and leaves no trace.
+        """
+        started = time.perf_counter() if self.observer is not None else 0.0
+        rows = []
+        for stx in stxs:  # one at a time: a sender's run in one batch sees its earlier members as pending
+            row = self.features(stx, cache=admitting)
+            rows.append(row)
+            if admitting and row is not None:
+                self._remember_pending(stx, row)
+        out = self._assess(stxs, rows)
+        if admitting:
+            for stx, a in zip(stxs, out):
+                if a.decision == "reject":
+                    self._forget_pending(stx)
+        if self.observer is not None:
+            self.observer([a.decision for a in out], time.perf_counter() - started)
         return out
 
-    def _assess(self, stxs: Sequence[SignedTransaction]) -> list[Assessment]:
-        rows = [self.features(s) for s in stxs]
+    def _assess(self, stxs: Sequence[SignedTransaction], rows: list[np.ndarray | None]) -> list[Assessment]:
         scored = [i for i, row in enumerate(rows) if row is not None]
         out = [Assessment(s.hash, "admit", None, None) for s in stxs]  # unscored kinds: admitted
         if not scored:
             return out
-        x = np.vstack([rows[i] for i in scored])
         if self.model is None:
-            for j, i in enumerate(scored):
-                out[i] = self._fallback(stxs[i], x[j])
+            for i in scored:
+                out[i] = self._fallback(stxs[i], rows[i])  # type: ignore[arg-type]
             return out
-        combined, p, a = self.model.score_parts(x)
-        for j, i in enumerate(scored):
-            score = float(combined[j])
+        if len(scored) == 1:  # an RPC submission: the single-row path (no batch arrays)
+            parts = [self.model.score_one(rows[scored[0]])]  # type: ignore[arg-type]
+        else:
+            combined, p, a = self.model.score_parts(np.vstack([rows[i] for i in scored]))
+            parts = list(zip(combined.tolist(), p.tolist(), a.tolist()))
+        for i, (score, p_i, a_i) in zip(scored, parts):
             decision = "reject" if score > self.reject else "review" if score > self.review else "admit"
-            top = self.model.top_features(x[j]) if decision != "admit" else []
-            out[i] = Assessment(stxs[i].hash, decision, score, self.model.version, top, float(p[j]), float(a[j]))
+            top = self.model.top_features(rows[i]) if decision != "admit" else []  # type: ignore[arg-type]
+            out[i] = Assessment(stxs[i].hash, decision, score, self.model.version, top, p_i, a_i)
         return out
 
     def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray | None]:
-        assessment = self.assess([stx])[0]
-        row = self.features(stx)
+        assessment = self.assess([stx], admitting=False)[0]
+        row = self.features(stx, cache=False)
         if self.model is not None and row is not None and not assessment.top_features:
             assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,
                                     assessment.model_version, self.model.top_features(row),
@@ -304,6 +395,7 @@ class RiskHook:
         y = np.asarray(labels, dtype=np.float32)
         for _ in range(steps):
             updated.mlp.sgd_step(xs, y, lr)
+        updated.weights_changed()
         feedback_log = list(updated.meta.get("feedback", []))[-99:]
         feedback_log.append({"samples": int(len(y)), "positives": int(y.sum()), "steps": steps, "lr": lr,
                              "from_version": base.version})

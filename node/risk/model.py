@@ -1,4 +1,4 @@
-"""The risk model: standardiser + MLP (28→64→32→16→1) + isolation forest + calibration.
+"""The risk model: standardiser + MLP (31→64→32→16→1) + isolation forest + calibration.
 
 Raw score (noisy-OR): ``r = 1 - (1 - p) * (1 - w * a)`` where ``p`` is the
 MLP's fraud probability, ``a`` the forest's anomaly score rescaled to [0, 1]
@@ -17,8 +17,10 @@ hash and names, thresholds, training metadata and metrics.
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,8 @@ class RiskModel:
     # per-feature training range the network's input is clipped to (none when empty)
     x_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     x_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    # score_one's precomputed arrays (_SingleRow); rebuilt after the weights change (weights_changed)
+    _single: "_SingleRow | None" = field(default=None, repr=False, compare=False)
 
     @property
     def version(self) -> int:
@@ -98,6 +102,22 @@ class RiskModel:
     def score(self, x: np.ndarray) -> np.ndarray:
         return self.score_parts(x)[0]
 
+    def score_one(self, row: np.ndarray) -> tuple[float, float, float]:
+        """score_parts of one row of raw features, as floats: admission's single-transaction path.
+
+        The same function as the batched one (to float32 rounding), with the
+        standardiser folded into the first layer and no per-call array
+        bookkeeping: a few dozen small numpy calls in all.
+        """
+        single = self._single
+        if single is None:
+            single = self._single = _SingleRow.build(self)
+        return single.score(np.asarray(row, dtype=np.float32).ravel(), self)
+
+    def weights_changed(self) -> None:
+        """Call after changing the network in place (feedback steps): score_one rebuilds its arrays."""
+        self._single = None
+
     def top_features(self, row: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
         """The features that pushed this row's score up most, highest first.
 
@@ -116,10 +136,11 @@ class RiskModel:
         _, p_arr, a_arr = self.raw_parts(row2)
         p, a = float(p_arr[0]), float(a_arr[0])
         xs = self.standardise(row2)
-        # d p / d logit = p (1 - p) vanishes when the network is sure; the
-        # logit's gradient × input ranks the reasons all the same, so scale
-        # it to the share of the score the network explains.
-        grad = self.mlp.input_gradient(xs)[0] / max(p * (1.0 - p), 1e-6)
+        # d p / d logit = p (1 - p) vanishes when the network is sure (and is
+        # 0 once float32 saturates); the logit's gradient × input ranks the
+        # reasons all the same, so scale it to the share of the score the
+        # network explains.
+        grad = self.mlp.logit_gradient(xs)[0]
         logit_contrib = grad * xs[0]
         positive = np.clip(logit_contrib, 0.0, None)
         mlp = positive / max(positive.sum(), 1e-9) * p  # raw = p + w·a·(1 − p): p is the network's part
@@ -189,3 +210,55 @@ class RiskModel:
         except (KeyError, ValueError, IndexError) as exc:
             raise RiskModelError(f"risk model {path} is inconsistent: {exc}") from None
         return cls(mean, std, mlp, forest, lo, hi, meta, cal_x, cal_y, x_lo, x_hi)
+
+
+@dataclass(frozen=True, slots=True)
+class _SingleRow:
+    """score_one's arrays: the first layer with the standardiser folded in, the calibration as lists."""
+
+    lo: np.ndarray | None
+    hi: np.ndarray | None
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    out_w: np.ndarray
+    out_b: float
+    cal_x: list[float]
+    cal_y: list[float]
+
+    @classmethod
+    def build(cls, m: RiskModel) -> "_SingleRow":
+        ws, bs = m.mlp.weights, m.mlp.biases
+        scale = (1.0 / m.std).astype(np.float32)
+        w0 = np.ascontiguousarray(ws[0] * scale[:, None], dtype=np.float32)  # ((x - mean) / std) @ W0 + b0
+        b0 = (bs[0] - (m.mean * scale) @ ws[0]).astype(np.float32)
+        lo = np.ascontiguousarray(m.x_lo, np.float32) if len(m.x_lo) else None
+        hi = np.ascontiguousarray(m.x_hi, np.float32) if len(m.x_hi) else None
+        hidden_w = (w0,) + tuple(np.ascontiguousarray(w, np.float32) for w in ws[1:-1])
+        hidden_b = (b0,) + tuple(np.ascontiguousarray(b, np.float32) for b in bs[1:-1])
+        return cls(lo, hi, hidden_w, hidden_b, np.ascontiguousarray(ws[-1][:, 0], np.float32), float(bs[-1][0]),
+                   [float(v) for v in m.cal_x], [float(v) for v in m.cal_y])
+
+    def calibrate(self, r: float) -> float:
+        xs, ys = self.cal_x, self.cal_y
+        if not xs:
+            return r
+        if r <= xs[0]:
+            return ys[0]
+        if r >= xs[-1]:
+            return ys[-1]
+        i = bisect.bisect_right(xs, r)  # xs[i-1] <= r < xs[i], as np.interp
+        x0, x1 = xs[i - 1], xs[i]
+        return ys[i - 1] if x1 == x0 else ys[i - 1] + (ys[i] - ys[i - 1]) * (r - x0) / (x1 - x0)
+
+    def score(self, row: np.ndarray, m: RiskModel) -> tuple[float, float, float]:
+        h = row if self.lo is None else np.minimum(np.maximum(row, self.lo), self.hi)
+        for w, b in zip(self.weights, self.biases):
+            h = h @ w
+            h += b
+            np.maximum(h, 0.0, out=h)
+        z = float(h @ self.out_w) + self.out_b
+        p = 1.0 / (1.0 + math.exp(-min(max(z, -40.0), 40.0)))
+        a = (m.forest.score_one(row) - m.anomaly_lo) / max(m.anomaly_hi - m.anomaly_lo, 1e-6)
+        a = 0.0 if a < 0.0 else 1.0 if a > 1.0 else a
+        raw = 1.0 - (1.0 - p) * (1.0 - ANOMALY_WEIGHT * a)
+        return self.calibrate(raw), p, a

@@ -1,6 +1,6 @@
 """A small dense network in numpy: ReLU hidden layers, one sigmoid output.
 
-Used by the risk model (20→64→32→16→1) and the market predictor
+Used by the risk model (31→64→32→16→1) and the market predictor
 (15→32→16→8→1).  Training is mini-batch Adam on binary cross-entropy;
 ``sgd_step`` is the online update used by admin feedback.
 """
@@ -61,10 +61,10 @@ class MLP:
                 delta = (delta @ self.weights[i].T) * (acts[i] > 0)
         return gw, gb, p
 
-    def input_gradient(self, x: np.ndarray) -> np.ndarray:
-        """d output / d input for each row (for top-feature attributions)."""
-        acts, p = self._forward(x)
-        delta = (p * (1 - p))[:, None] * np.ones((len(x), 1), dtype=np.float32)
+    def logit_gradient(self, x: np.ndarray) -> np.ndarray:
+        """d logit / d input for each row (top-feature attributions; finite where the sigmoid saturates)."""
+        acts, _ = self._forward(x)
+        delta = np.ones((len(x), 1), dtype=np.float32)
         for i in range(len(self.weights) - 1, -1, -1):
             delta = delta @ self.weights[i].T
             if i:

@@ -11,9 +11,10 @@ Normal behaviour:
 
 * households: genesis-funded, half active from the start and half joining
   later with no history at all; lognormal balances, pay a few regular
-  counterparties small shares of their balance at Poisson-like times,
+  counterparties small shares of their balance (0.0003 % to 10 %) at Poisson-like times,
   sometimes someone new, sometimes a large purchase (20-60 % of balance),
-  sometimes a tiny test payment, and rarely move nearly everything to a new
+  sometimes a tiny test payment (to a friend, or to a new counterparty
+  that the real payment then follows), and rarely move nearly everything to a new
   address of their own (a legitimate "drain": the one takeover signal alone
   is not proof);
 * merchants: receive from many (legitimate fan-in) and pay suppliers;
@@ -21,7 +22,8 @@ Normal behaviour:
 * an exchange hot wallet: deposits from many, withdrawals every block to
   many, a third of them to never-seen addresses, each a small share;
 * a load cluster: genesis-funded accounts paying each other several times a
-  block from their first block on (a benchmark's traffic);
+  block from their first block on, small shares or token amounts down to
+  one base unit (a benchmark's traffic);
 * traders: swap on pools, sometimes back and forth, at small price impact;
 * micropayment streams: a service funds a fresh account that pays it back
   in many tiny payments, several per block (one counterparty, unlike dust).
@@ -30,9 +32,13 @@ Fraud patterns (label 1), injected at random heights:
 
 * ``drain``  — an established account empties its balance to a fresh
   address.  Plain (one transfer of 90-100 %), or with a second takeover
-  signal: split into two or three rapid parts, preceded by quick probes to
-  fresh addresses, after a dormancy far longer than the account's habit, or
-  to a thief address that collects several victims;
+  signal: split into two or three rapid parts, fanned out to two or three
+  fresh addresses in one block, preceded by quick probes to fresh
+  addresses, after a dormancy far longer than the account's habit, or to a
+  thief address that collects several victims.  An owner moving everything
+  to a new wallet of their own (``normal:move_all``, about one in 800 of a
+  household's payments) looks like a plain drain, so a lone drain is
+  ambiguous (review) and the second signal is what makes it a refusal;
 * ``burst``  — a taken-over account fires 10-40 transfers within 1-3 blocks
   to mostly new receivers;
 * ``mule``   — a fresh account collects from many senders (fan-in) and
@@ -43,7 +49,9 @@ Fraud patterns (label 1), injected at random heights:
 
 Features are computed exactly as the node does: per block, every row sees
 the history committed before that block plus the sender's earlier
-transactions in the block as pending ones.
+transactions in the block as pending ones (and which of those paid a
+never-seen address, as the node's hook remembers of the transactions it
+admitted).
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.risk.features import N_FEATURES, extract
+from node.risk.features import N_FEATURES, UNSEEN_FEATURE, Pending, extract
 from node.risk.history import HistoryStore, TxEvent
 
 PATTERNS = ("normal", "drain", "burst", "mule", "wash", "dust")
@@ -138,6 +146,8 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
     rate = np.array([float(rng.uniform(0.005, 0.05)) for _ in households] + [0.2] * n_merchants
                     + [0.01] * n_payroll + [0.08] * n_traders)
     share = {a: float(10 ** rng.uniform(-2.5, -1)) for a in everyone}
+    for a in households:  # some hold far more than they spend (a 1,000,000 QNX wallet paying 12 QNX)
+        share[a] = float(10 ** rng.uniform(-5.5, -1))
     # Half the households are genesis-funded newcomers that only start later:
     # a first transaction with no history at all is ordinary (every account
     # on a fresh chain starts that way).
@@ -167,7 +177,7 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
         pool = established(h)
         if not pool:
             return
-        variant = str(rng.choice(["plain", "plain", "split", "probe", "dormant", "collector"]))
+        variant = str(rng.choice(["plain", "plain", "split", "fanout", "probe", "dormant", "collector"]))
         if variant == "dormant":
             # the account that has been quiet longest relative to its own habit
             def quiet(a: bytes) -> float:
@@ -191,6 +201,11 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
             for k in range(parts):
                 frac = float(rng.uniform(0.6, 0.85)) if k < parts - 1 else float(rng.uniform(0.9, 1.0))
                 pending.append((h + int(rng.integers(0, 2)) * k, _Planned(victim, thief, -frac, pattern="drain", kind=kind)))
+        elif variant == "fanout":
+            parts = int(rng.integers(2, 4))  # most of the balance to one fresh address, the rest to others, one block
+            for k in range(parts):
+                frac = float(rng.uniform(0.6, 0.85)) if k == 0 else 1.0 / (parts - k) * float(rng.uniform(0.95, 1.0))
+                pending.append((h, _Planned(victim, new_address(), -frac, pattern="drain", kind=kind)))
         elif variant == "probe":
             for _ in range(int(rng.integers(2, 5))):
                 # the thief's quick test sends: a short burst from the taken-over key
@@ -281,8 +296,10 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 for _ in range(int(rng.integers(0, 4))):
                     to = cluster[int(rng.integers(0, len(cluster)))]
                     if to != c:
-                        planned.append(_Planned(c, to, balances[(c, "QNX")] * float(10 ** rng.uniform(-4, -2)),
-                                                kind="normal:cluster"))
+                        # a benchmark's amounts: a small share, or a token amount (down to one base unit)
+                        amount = (balances[(c, "QNX")] * float(10 ** rng.uniform(-8, -2)) if rng.random() < 0.6
+                                  else float(10 ** rng.uniform(-18, -6)))
+                        planned.append(_Planned(c, to, amount, kind="normal:cluster"))
         active = (h >= starts) & (rng.random(len(regular)) < np.where(h > starts, rate, 0.5))
         for i in np.flatnonzero(active):
             a = regular[i]
@@ -316,7 +333,11 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
             elif roll < 0.02:
                 amount = float(10 ** rng.uniform(-18, -2))  # a test payment before a real one: legitimate
                 kind = "normal:test"
-            elif roll < 0.0205 and sends.get(a, 0) >= 3:
+                if rng.random() < 0.5:  # to a new counterparty, and the real payment follows
+                    to = new_address()
+                    pending.append((h + int(rng.integers(1, 4)), _Planned(
+                        a, to, bal * share[a] * float(rng.lognormal(0, 0.6)), kind="normal:after_test")))
+            elif roll < 0.0212 and sends.get(a, 0) >= 3:
                 to, amount, kind = new_address(), bal * float(rng.uniform(0.9, 1.0)), "normal:move_all"
             token = "USD" if balances[(a, "USD")] > 0 and rng.random() < 0.2 and kind == "normal:payment" else "QNX"
             if token == "USD":
@@ -329,6 +350,8 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
 
         block_events: list[TxEvent] = []
         in_block: dict[bytes, int] = {}
+        in_block_unseen: dict[bytes, int] = {}  # of those, paying a never-seen address
+        in_block_out: dict[tuple[bytes, str], float] = {}  # and what they moved of each token
         fee_mults = fee_levels[rng.choice(len(fee_levels), size=len(planned), p=fee_probs)] if planned else []
         for p, fee_mult in zip(planned, fee_mults):
             bal = balances.get((p.sender, p.token), 0.0)
@@ -343,7 +366,13 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 reverse_key=(p.swap[:-1] + str(1 - int(p.swap[-1]))) if p.swap else "",
                 pool_impact=p.impact, receiver_funded=bool(p.swap) or p.receiver in funded,
             )
-            rows.append(extract(ev, bal, in_block.get(p.sender, 0), store))
+            known = Pending(in_block_unseen.get(p.sender, 0), in_block_out.get((p.sender, p.token), 0.0))
+            row = extract(ev, balances.get((p.sender, p.token), 0.0) + known.outflow, in_block.get(p.sender, 0),
+                          store, known)
+            rows.append(row)
+            if row[UNSEEN_FEATURE]:
+                in_block_unseen[p.sender] = in_block_unseen.get(p.sender, 0) + 1
+            in_block_out[(p.sender, p.token)] = known.outflow + amount
             fraud = p.pattern not in ("normal", "mule_in")
             ys.append(int(fraud))
             pats.append(p.pattern if fraud else "normal")

@@ -27,7 +27,7 @@ DEFAULT_REVIEW = 0.5
 DEFAULT_REJECT = 0.9
 CALIBRATION_OFFSET = 500
 HELD_OUT_OFFSET = 1000
-POPULATIONS = 3
+POPULATIONS = 5
 
 
 def training_seeds(seed: int, populations: int) -> list[int]:
