@@ -29,9 +29,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node import txbuild  # noqa: E402
+from node.client import AsyncClient  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
-from state.payloads import Transfer, TxKind  # noqa: E402
-from state.transactions import Transaction  # noqa: E402
 
 METHODS = [
     "qenex_status", "qenex_getAccount", "qenex_getBlock", "qenex_getTransaction", "qenex_sendTransaction",
@@ -173,30 +173,23 @@ async def send_raw(host: str, port: int, data: bytes) -> tuple[int, bytes]:
         writer.close()
 
 
-async def height(session: aiohttp.ClientSession, url: str) -> int:
-    # A pooled keep-alive connection may have been closed by the server (its
-    # connection cap evicts idle ones, which the fuzz fills): one fresh retry.
-    for attempt in (1, 2):
-        try:
-            async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "qenex_status"}) as r:
-                return int((await r.json())["result"]["height"])
-        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+async def height(client: AsyncClient) -> int:
+    # the client retries once when the server closed a pooled keep-alive connection (its connection
+    # cap evicts idle ones, which the fuzz fills)
+    return int((await client.status())["height"])
 
 
-async def block_rate(session: aiohttp.ClientSession, url: str, seconds: float) -> float:
-    h0, t0 = await height(session, url), time.monotonic()
+async def block_rate(client: AsyncClient, seconds: float) -> float:
+    h0, t0 = await height(client), time.monotonic()
     await asyncio.sleep(seconds)
-    return (await height(session, url) - h0) / (time.monotonic() - t0)
+    return (await height(client) - h0) / (time.monotonic() - t0)
 
 
 def valid_raws(directory: Path, manifest: dict[str, Any], chain_id: str) -> list[bytes]:
+    """Signed transfers at far-future nonces: real transactions for the mutation cases to start from."""
     alice = load_keyfile(directory / manifest["accounts"]["alice"]["keyfile"], None)
-    bob = bytes(20)
-    return [Transaction(chain_id, TxKind.TRANSFER, alice.public_key, 10**6 + i, 10**9,
-                        Transfer(to=bob, token="QNX", amount=1)).sign(alice).encode() for i in range(20)]
+    return [txbuild.sign(alice, txbuild.transfer(bytes(20), 1), chain_id=chain_id, nonce=10**6 + i,
+                         fee=10**9).encode() for i in range(20)]
 
 
 async def fuzz(directory: Path, args: argparse.Namespace, alive: Any) -> None:
@@ -207,10 +200,11 @@ async def fuzz(directory: Path, args: argparse.Namespace, alive: Any) -> None:
     timeout = aiohttp.ClientTimeout(total=60)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "qenex_status"}) as r:
-            chain_id = (await r.json())["result"]["chain_id"]
+        # well-formed reads go through the client; the fuzz cases below are hand-built on purpose
+        victim = AsyncClient(other, session=session)
+        chain_id = (await victim.status())["chain_id"]
         cases = Cases(args.seed, valid_raws(directory, manifest, chain_id), manifest["accounts"]["alice"]["address"])
-        before = await block_rate(session, other, args.window)
+        before = await block_rate(victim, args.window)
         print(f"block rate before: {before:.2f}/s (measured on {other})", flush=True)
         kinds: collections.Counter[str] = collections.Counter()
         answers: collections.Counter[str] = collections.Counter()
@@ -250,7 +244,7 @@ async def fuzz(directory: Path, args: argparse.Namespace, alive: Any) -> None:
 
         workers = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
         t0 = time.monotonic()
-        h0 = await height(session, other)
+        h0 = await height(victim)
         for _ in range(args.cases):
             if not alive():
                 break
@@ -264,9 +258,9 @@ async def fuzz(directory: Path, args: argparse.Namespace, alive: Any) -> None:
             await queue.put(None)
         await asyncio.gather(*workers)
         elapsed = time.monotonic() - t0
-        during = (await height(session, other) - h0) / elapsed
+        during = (await height(victim) - h0) / elapsed
         crashed = not alive()
-        after = 0.0 if crashed else await block_rate(session, other, args.window)
+        after = 0.0 if crashed else await block_rate(victim, args.window)
         print(f"cases: {sent} in {elapsed:.0f} s ({sent / elapsed:.0f}/s) by kind {dict(kinds)}")
         print(f"crashes: {int(crashed)}")
         print(f"internal errors (-32603 / HTTP 500 / not JSON-RPC): {len(internal)}")

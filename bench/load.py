@@ -28,24 +28,16 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node import rpc_calls, txbuild  # noqa: E402
+from node.client import AsyncClient, ClientError, RPCClientError, raw_hex  # noqa: E402
 from state.crypto import PrivateKey  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
-from state.payloads import Transfer, TxKind  # noqa: E402
-from state.transactions import SignedTransaction, Transaction  # noqa: E402
+from state.payloads import TxKind  # noqa: E402
 
 
-async def rpc(session: aiohttp.ClientSession, url: str, method: str, *params: object) -> object:
-    async with session.post(url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}) as r:
-        body = await r.json()
-    if "error" in body:
-        raise RuntimeError(f"{method}: {body['error']}")
-    return body["result"]
-
-
-async def rpc_batch(session: aiohttp.ClientSession, url: str, raws: list[str]) -> list[dict]:
-    payload = [{"jsonrpc": "2.0", "id": i, "method": "qenex_sendTransaction", "params": [r]} for i, r in enumerate(raws)]
-    async with session.post(url, json=payload) as r:
-        return await r.json()
+async def send_batch(client: AsyncClient, raws: list[str]) -> list[object]:
+    """One JSON-RPC batch of submissions: each answer, or the RPCClientError that refused it."""
+    return await client.batch([rpc_calls.send_transaction(raw) for raw in raws])
 
 
 def node_pids(directory: Path) -> dict[str, int]:
@@ -87,35 +79,25 @@ async def main() -> None:
     alice = load_keyfile(args.dir / manifest["accounts"]["alice"]["keyfile"], None)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        status = await rpc(session, urls[0], "qenex_status")
-        chain_id = status["chain_id"]
-        params = await rpc(session, urls[0], "qenex_getParams")
-        fee = int(params["gas"]["transfer"]) * int(params["min_gas_price"])
+        # one client per node over one shared session (one connection pool)
+        clients = {url: AsyncClient(url, session=session, timeout=30) for url in urls}
+        first = clients[urls[0]]
+        chain_id = (await first.status())["chain_id"]
+        fee = txbuild.min_fee(await first.params(), TxKind.TRANSFER)
 
         # 1. fund senders
         senders = [PrivateKey.generate() for _ in range(args.accounts)]
-        acct = await rpc(session, urls[0], "qenex_getAccount", manifest["accounts"]["alice"]["address"])
-        nonce = int(acct["pending_nonce"])
+        nonce = int((await first.account(manifest["accounts"]["alice"]["address"]))["pending_nonce"])
         per_tx = int(args.rate * args.duration) // args.accounts + 1
-        funding = []
-        for i, s in enumerate(senders):
-            tx = Transaction(chain_id, TxKind.TRANSFER, alice.public_key, nonce + i, fee,
-                             Transfer(to=s.address, token="QNX", amount=(per_tx + 10) * (fee + 1)))
-            funding.append("0x" + tx.sign(alice).encode().hex())
+        funding = [txbuild.sign(alice, txbuild.transfer(s.address, (per_tx + 10) * (fee + 1)), chain_id=chain_id,
+                                nonce=nonce + i, fee=fee) for i, s in enumerate(senders)]
         for i in range(0, len(funding), args.batch):
-            await rpc_batch(session, urls[0], funding[i:i + args.batch])
-        last_hash = "0x" + SignedTransaction.decode(bytes.fromhex(funding[-1][2:])).hash.hex()
+            await send_batch(first, [raw_hex(stx) for stx in funding[i:i + args.batch]])
         t0 = time.monotonic()
-        while True:
-            try:
-                rec = await rpc(session, urls[0], "qenex_getTransaction", last_hash)
-                if rec.get("committed"):
-                    break
-            except RuntimeError:
-                pass
-            if time.monotonic() - t0 > 60:
-                raise SystemExit("funding did not finalize within 60 s")
-            await asyncio.sleep(0.2)
+        try:
+            await first.wait_final("0x" + funding[-1].hash.hex(), timeout=60)
+        except ClientError as exc:
+            raise SystemExit(f"funding did not finalize: {exc}") from None
         print(f"funded {len(senders)} senders in {time.monotonic() - t0:.1f} s")
 
         # 2. pre-sign
@@ -125,11 +107,10 @@ async def main() -> None:
         nonces = [0] * len(senders)
         for i in range(total):
             k = i % len(senders)
-            tx = Transaction(chain_id, TxKind.TRANSFER, senders[k].public_key, nonces[k], fee,
-                             Transfer(to=alice.address, token="QNX", amount=1))
+            stx = txbuild.sign(senders[k], txbuild.transfer(alice.address, 1), chain_id=chain_id, nonce=nonces[k],
+                               fee=fee)
             nonces[k] += 1
-            stx = tx.sign(senders[k])
-            signed.append(("0x" + stx.hash.hex(), "0x" + stx.encode().hex()))
+            signed.append(("0x" + stx.hash.hex(), raw_hex(stx)))
         print(f"signed {total} transfers in {time.monotonic() - t_sign:.1f} s")
 
         # 3. submit at rate while following the chain
@@ -137,20 +118,20 @@ async def main() -> None:
         committed_at: dict[str, float] = {}
         rejected = 0
         reasons: dict[str, int] = {}
-        start_height = int((await rpc(session, urls[0], "qenex_status"))["height"])
+        start_height = int((await first.status())["height"])
         done = asyncio.Event()
 
         async def follow() -> None:
             height = start_height
             while not done.is_set():
                 try:
-                    head = int((await rpc(session, urls[0], "qenex_status"))["height"])
+                    head = int((await first.status())["height"])
                 except Exception:
                     await asyncio.sleep(0.05)
                     continue
                 while height < head:
                     height += 1
-                    block = await rpc(session, urls[0], "qenex_getBlock", height)
+                    block = await first.block(height)
                     now = time.monotonic()
                     for h in block["txs"]:
                         committed_at.setdefault(h, now)
@@ -181,11 +162,11 @@ async def main() -> None:
             for h, _ in batch:
                 submit_at[h] = now
             try:
-                replies = await rpc_batch(session, url, [raw for _, raw in batch])
+                replies = await send_batch(clients[url], [raw for _, raw in batch])
                 for r in replies:
-                    if "error" in r:
+                    if isinstance(r, RPCClientError):
                         rejected += 1
-                        reason = r["error"]["message"].split(" for ")[0][:60]
+                        reason = r.message.split(" for ")[0][:60]
                         reasons[reason] = reasons.get(reason, 0) + 1
             except Exception as exc:
                 print("batch failed:", exc)

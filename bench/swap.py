@@ -22,12 +22,11 @@ directions and amounts, and prints latency p50/p99/max and calls/s.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,8 +34,11 @@ from state.amounts import QNX  # noqa: E402
 from state.app import Application  # noqa: E402
 from state.genesis import GenesisToken, Params  # noqa: E402
 from state.kv import LevelDBKV, MemoryKV  # noqa: E402
-from state.payloads import PoolCreate, Swap, TokenCreate  # noqa: E402
+from state.payloads import PoolCreate, Swap  # noqa: E402
 from state.testing import STUB_VERIFIER, dev_key, make_genesis, signed, stub_cert  # noqa: E402
+
+if TYPE_CHECKING:
+    from node.client import Client
 
 E18 = 10**18
 
@@ -132,47 +134,25 @@ def bench_state(args: argparse.Namespace) -> None:
 # -- 2. qenex_quoteSwap over JSON-RPC ------------------------------------------------------
 
 
-class KeepAlive:
-    def __init__(self, url: str) -> None:
-        parsed = urlparse(url)
-        self.path = parsed.path or "/"
-        self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
-        self.ids = 0
-
-    def call(self, method: str, *params: object) -> object:
-        self.ids += 1
-        body = json.dumps({"jsonrpc": "2.0", "id": self.ids, "method": method, "params": list(params)})
-        self.conn.request("POST", self.path, body, {"Content-Type": "application/json"})
-        reply = json.loads(self.conn.getresponse().read())
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-
-def _ensure_pool(url: str, directory: Path | None) -> None:
-    from node.rpc_client import RPCClient
+def _ensure_pool(client: "Client", directory: Path | None) -> None:
+    from node import txbuild
+    from node.client import RPCClientError
     from state.keyfile import load_keyfile
 
-    client = RPCClient(url)
     try:
-        client.call("qenex_getPool", "AAA/BBB")
+        client.pool("AAA/BBB")
         return
-    except Exception:
+    except RPCClientError:
         pass
     if directory is None:
         raise SystemExit("no AAA/BBB pool on that node; pass --dir TESTNET so alice can create one")
     manifest = json.loads((directory / "testnet.json").read_text())
     key = load_keyfile(directory / manifest["accounts"]["alice"]["keyfile"], None)
-    chain_id = client.call("qenex_status")["chain_id"]
-    params = Params()
-    nonce = int(client.call("qenex_getAccount", manifest["accounts"]["alice"]["address"])["pending_nonce"])
-    payloads = [TokenCreate("AAA", "AAA", 18, 10**30), TokenCreate("BBB", "BBB", 18, 10**30),
-                PoolCreate("AAA", "BBB", 10**27, 2 * 10**27, 0)]
-    for payload in payloads:
-        stx = signed(key, nonce, payload, chain_id=chain_id, params=params)
-        nonce += 1
-        tx_hash = client.call("qenex_sendTransaction", "0x" + stx.encode().hex())["hash"]
-        record = client.wait_for_tx(tx_hash, timeout=60)
+    nonce = int(client.account(manifest["accounts"]["alice"]["address"])["pending_nonce"])
+    payloads = [txbuild.token_create("AAA", "AAA", 18, 10**30), txbuild.token_create("BBB", "BBB", 18, 10**30),
+                txbuild.pool_create("AAA/BBB", 10**27, 2 * 10**27)]
+    for i, payload in enumerate(payloads):
+        record = client.send_and_wait(client.sign(key, payload, nonce=nonce + i), timeout=60)
         if record["status"] != "ok":
             raise SystemExit(f"setup transaction failed: {record}")
 
@@ -180,18 +160,20 @@ def _ensure_pool(url: str, directory: Path | None) -> None:
 def bench_rpc(args: argparse.Namespace) -> None:
     directory = Path(args.dir) if args.dir else None
     url = args.rpc or json.loads((directory / "testnet.json").read_text())["nodes"][0]["rpc"]  # type: ignore[operator]
-    _ensure_pool(url, directory)
-    client = KeepAlive(url)
+    from node.client import Client
+
+    client = Client(url)  # one keep-alive connection
+    _ensure_pool(client, directory)
     for _ in range(50):  # warm up
-        client.call("qenex_quoteSwap", "AAA", "BBB", str(E18))
+        client.quote("AAA", "BBB", E18)
     latencies = []
     start = time.perf_counter()
     for i in range(args.calls):
         pair = ("AAA", "BBB") if i % 2 == 0 else ("BBB", "AAA")
         s = time.perf_counter()
-        quote = client.call("qenex_quoteSwap", pair[0], pair[1], str((1 + i % 1000) * E18))
+        quote = client.quote(pair[0], pair[1], (1 + i % 1000) * E18)
         latencies.append(time.perf_counter() - s)
-        assert int(quote["amount_out"]) > 0  # type: ignore[index]
+        assert int(quote["amount_out"]) > 0
     elapsed = time.perf_counter() - start
     print(f"qenex_quoteSwap over JSON-RPC ({url}, one keep-alive connection, {args.calls} calls)")
     print(f"  p50 {percentile(latencies, 0.5) * 1000:.3f} ms  p99 {percentile(latencies, 0.99) * 1000:.3f} ms  "

@@ -1,18 +1,21 @@
-"""Shared CLI plumbing: error handling, output, key resolution."""
+"""Shared CLI plumbing: error handling, output, key resolution, the node client."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import click
 
+from node import rpc_calls
+from node.client import Client, RPCClientError
 from node.config import default_home
 from node.errors import NodeError
-from node.rpc_client import RPCClientError
+from state.amounts import QNX, QNX_DECIMALS
 from state.crypto import PrivateKey
 from state.errors import StateError
 from state.keyfile import keyfile_warnings, load_keyfile
@@ -85,6 +88,22 @@ rpc_option = click.option(
     envvar="QENEX_RPC",
     help="JSON-RPC URL of a node (env QENEX_RPC).",
 )
+
+
+def now_ms() -> int:
+    """The wall clock in integer milliseconds (block times are compared with it to show ages)."""
+    return time.time_ns() // 1_000_000
+
+
+def decimals_of(client: Client, symbols: Any) -> Callable[[str], int | None]:
+    """A lookup of each token's decimals, asked in batches of at most 100 (None for a token the node lacks)."""
+    known: dict[str, int | None] = {QNX: QNX_DECIMALS}
+    wanted = sorted(set(symbols) - known.keys())
+    for start in range(0, len(wanted), 100):
+        chunk = wanted[start:start + 100]
+        for symbol, answer in zip(chunk, client.batch([rpc_calls.token(s) for s in chunk])):
+            known[symbol] = None if isinstance(answer, RPCClientError) else int(answer["decimals"])
+    return lambda symbol: known.get(symbol)
 
 
 def keyring_dir(home: Path) -> Path:

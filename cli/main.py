@@ -58,6 +58,7 @@ cli.add_command(testnet.testnet)
 cli.add_command(keys.keys)
 cli.add_command(tx.tx)
 cli.add_command(query.query)
+cli.add_command(query.node_status)  # `qenexd status`: a node at a glance
 cli.add_command(risk.risk)
 cli.add_command(signer.signer)
 cli.add_command(admin.admin)

@@ -1,4 +1,4 @@
-"""``qenexd query``: read the chain over JSON-RPC."""
+"""``qenexd query`` (and ``qenexd status``): read the chain through ``node.client``."""
 
 from __future__ import annotations
 
@@ -6,8 +6,23 @@ from typing import Any
 
 import click
 
-from cli.common import emit, handle_errors, json_option, rpc_option
-from node.rpc_client import RPCClient
+from cli import format as fmt
+from cli.common import CLIError, decimals_of, emit, handle_errors, json_option, now_ms, rpc_option
+from node.client import Client, RPCClientError
+from node.jsonrpc import INVALID_PARAMS
+
+height_option = click.option("--height", default=None, type=click.IntRange(0),
+                             help="Read the state at this past height (default: the head).")
+
+
+def at_height(read: Any, *args: Any, height: int | None) -> Any:
+    """``read(*args, height=height)``, with a clear error from a node that takes no height parameter."""
+    try:
+        return read(*args, height=height)
+    except RPCClientError as exc:
+        if height is not None and exc.code == INVALID_PARAMS and "too many positional" in str(exc):
+            raise CLIError(f"this node does not answer reads at a past height (--height {height}): {exc}") from None
+        raise
 
 
 @click.group()
@@ -15,23 +30,39 @@ def query() -> None:
     """Query a node over JSON-RPC."""
 
 
+def _status(rpc: str, as_json: bool) -> None:
+    emit(Client(rpc).status(), as_json, lambda s: fmt.render_status(s, now_ms()))
+
+
 @query.command()
 @rpc_option
 @json_option
 @handle_errors
 def status(rpc: str, as_json: bool) -> None:
-    """Chain id, head height and hashes, peers."""
-    emit(RPCClient(rpc).call("qenex_status"), as_json)
+    """Chain id, head height and age, peers, validator or not, syncing, mempool size."""
+    _status(rpc, as_json)
+
+
+@click.command("status")
+@rpc_option
+@json_option
+@handle_errors
+def node_status(rpc: str, as_json: bool) -> None:
+    """A node at a glance: height and last block age, peers, validator or not, syncing, mempool size."""
+    _status(rpc, as_json)
 
 
 @query.command()
 @click.argument("address")
+@height_option
 @rpc_option
 @json_option
 @handle_errors
-def account(address: str, rpc: str, as_json: bool) -> None:
-    """Nonce and balances (base units) of ADDRESS."""
-    emit(RPCClient(rpc).call("qenex_getAccount", address), as_json)
+def account(address: str, height: int | None, rpc: str, as_json: bool) -> None:
+    """Nonce and balances of ADDRESS."""
+    client = Client(rpc)
+    info = at_height(client.account, address, height=height)
+    emit(info, as_json, lambda a: fmt.render_account(a, decimals_of(client, a["balances"])))
 
 
 @query.command()
@@ -42,8 +73,8 @@ def account(address: str, rpc: str, as_json: bool) -> None:
 @handle_errors
 def block(height: str, full: bool, rpc: str, as_json: bool) -> None:
     """The block at HEIGHT (default: latest)."""
-    arg: Any = int(height) if height.isdigit() else height
-    emit(RPCClient(rpc).call("qenex_getBlock", arg, full), as_json)
+    arg: Any = int(height) if height.isascii() and height.isdigit() else height
+    emit(Client(rpc).block(arg, full), as_json, lambda b: fmt.render_block(b, now_ms()))
 
 
 @query.command(name="tx")
@@ -54,13 +85,13 @@ def block(height: str, full: bool, rpc: str, as_json: bool) -> None:
 @handle_errors
 def tx_(tx_hash: str, proof: bool, rpc: str, as_json: bool) -> None:
     """A transaction and its receipt by hash."""
-    client = RPCClient(rpc)
-    record = client.call("qenex_getTransaction", tx_hash)
+    client = Client(rpc)
+    record: dict[str, Any] = dict(client.transaction(tx_hash))
     if proof and record.get("committed"):
         from state.merkle import verify_merkle_proof
 
-        p = client.call("qenex_getTransactionProof", tx_hash)
-        header = client.call("qenex_getBlock", p["height"])
+        p = client.proof(tx_hash)
+        header = client.block(p["height"])
         ok = header["tx_root"] == p["tx_root"] and verify_merkle_proof(
             bytes.fromhex(p["tx_root"][2:]),
             bytes.fromhex(tx_hash[2:] if tx_hash.startswith("0x") else tx_hash),
@@ -69,16 +100,30 @@ def tx_(tx_hash: str, proof: bool, rpc: str, as_json: bool) -> None:
             [bytes.fromhex(x[2:]) for x in p["proof"]],
         )
         record["proof"] = {**p, "verified": ok}
-    emit(record, as_json)
+    payload = record.get("payload") or {}
+    symbols = {payload.get(k) for k in ("token", "symbol", "token_in", "token_out")} - {None}
+    emit(record, as_json, lambda r: fmt.render_tx(r, decimals_of(client, symbols)))
 
 
 @query.command()
+@height_option
 @rpc_option
 @json_option
 @handle_errors
-def validators(rpc: str, as_json: bool) -> None:
+def validators(height: int | None, rpc: str, as_json: bool) -> None:
     """The validator set with powers and proposer priorities."""
-    emit(RPCClient(rpc).call("qenex_getValidators"), as_json)
+    emit(at_height(Client(rpc).validators, height=height), as_json, fmt.render_validators)
+
+
+@query.command()
+@click.argument("symbol")
+@height_option
+@rpc_option
+@json_option
+@handle_errors
+def token(symbol: str, height: int | None, rpc: str, as_json: bool) -> None:
+    """Name, decimals, issuer and total supply of token SYMBOL."""
+    emit(at_height(Client(rpc).token, symbol, height=height), as_json, fmt.render_token)
 
 
 # -- pools (issue #3) -------------------------------------------------------------
@@ -86,12 +131,15 @@ def validators(rpc: str, as_json: bool) -> None:
 
 @query.command()
 @click.argument("pool_id")
+@height_option
 @rpc_option
 @json_option
 @handle_errors
-def pool(pool_id: str, rpc: str, as_json: bool) -> None:
+def pool(pool_id: str, height: int | None, rpc: str, as_json: bool) -> None:
     """Reserves, shares, fee, spot and cumulative prices, reward index of POOL_ID ("AAA/BBB")."""
-    emit(RPCClient(rpc).call("qenex_getPool", pool_id), as_json)
+    client = Client(rpc)
+    emit(at_height(client.pool, pool_id, height=height), as_json,
+         lambda p: fmt.render_pool(p, decimals_of(client, (p["token0"], p["token1"])), now_ms()))
 
 
 @query.command()
@@ -100,7 +148,13 @@ def pool(pool_id: str, rpc: str, as_json: bool) -> None:
 @handle_errors
 def pools(rpc: str, as_json: bool) -> None:
     """Every pool."""
-    emit(RPCClient(rpc).call("qenex_listPools"), as_json)
+    client = Client(rpc)
+
+    def human(listed: dict[str, Any]) -> str:
+        decimals = decimals_of(client, {t for p in listed["pools"] for t in (p["token0"], p["token1"])})
+        return "\n\n".join(fmt.render_pool(p, decimals, now_ms()) for p in listed["pools"]) or "(no pools)"
+
+    emit(client.pools(), as_json, human)
 
 
 @query.command()
@@ -114,8 +168,10 @@ def pools(rpc: str, as_json: bool) -> None:
 @handle_errors
 def quote(token_in: str, token_out: str, amount: str, path: str | None, max_hops: int, rpc: str, as_json: bool) -> None:
     """Quote an exact-in swap: output, fees, price impact and the best path."""
+    client = Client(rpc)
     route = path.split(",") if path else None
-    emit(RPCClient(rpc).call("qenex_quoteSwap", token_in, token_out, amount, route, max_hops), as_json)
+    emit(client.quote(token_in, token_out, amount, route, max_hops), as_json,
+         lambda q: fmt.render_quote(q, decimals_of(client, q["path"])))
 
 
 @query.command()
@@ -131,7 +187,7 @@ def twap(pool_id: str, window_seconds: int | None, from_height: int | None, to_h
     """Time-weighted average prices of POOL_ID over a window of seconds or between two heights."""
     if window_seconds is None and from_height is None:
         window_seconds = 60
-    emit(RPCClient(rpc).call("qenex_getTwap", pool_id, from_height, to_height, window_seconds), as_json)
+    emit(Client(rpc).twap(pool_id, from_height, to_height, window_seconds), as_json)
 
 
 @query.command("pool-history")
@@ -145,7 +201,7 @@ def twap(pool_id: str, window_seconds: int | None, from_height: int | None, to_h
 def pool_history(pool_id: str, from_height: int | None, to_height: int | None, limit: int, rpc: str,
                  as_json: bool) -> None:
     """Per-block observations (time, reserves, prices, cumulatives) of POOL_ID."""
-    emit(RPCClient(rpc).call("qenex_getPoolHistory", pool_id, from_height, to_height, limit), as_json)
+    emit(Client(rpc).history(pool_id, from_height, to_height, limit), as_json)
 
 
 @query.command()
@@ -156,4 +212,4 @@ def pool_history(pool_id: str, from_height: int | None, to_height: int | None, l
 @handle_errors
 def position(address: str, pool_id: str, rpc: str, as_json: bool) -> None:
     """LP shares, redeemable amounts and pending rewards of ADDRESS in POOL_ID."""
-    emit(RPCClient(rpc).call("qenex_getLiquidityPosition", address, pool_id), as_json)
+    emit(Client(rpc).position(address, pool_id), as_json)

@@ -10,10 +10,9 @@ import click
 
 from cli.admin import DEFAULT_ADMIN_URL, TOKEN_ENV, admin_call, feedback_params
 from cli.common import CLIError, emit, handle_errors, home_option, json_option, resolve_key, rpc_option
-from node.rpc_client import RPCClient
-from cli.tx import parse_address, sign_tx, token_decimals
-from state.amounts import parse_amount
-from state.payloads import Transfer, TxKind
+from cli.tx import fee_units
+from node import txbuild
+from node.client import Client
 
 model_option = click.option(
     "--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -128,15 +127,15 @@ def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review:
 def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | None, amount: str | None,
           token: str, fee: str | None, as_json: bool) -> None:
     """Score one transaction on a node (qenex_riskScore) without submitting it."""
-    client = RPCClient(rpc)
+    client = Client(rpc)
     if raw is None:
         if not (sender and to and amount):
             raise CLIError("give --raw, or --from, --to and --amount to build a transfer")
+        txbuild.address(to, "--to")
         key = resolve_key(sender, home)
-        payload = Transfer(to=parse_address(to, "--to"), token=token,
-                           amount=parse_amount(amount, token_decimals(client, token)))
-        raw = "0x" + sign_tx(client, key, TxKind.TRANSFER, payload, fee=fee).encode().hex()
-    out = client.call("qenex_riskScore", raw)
+        stx = client.sign(key, txbuild.transfer(to, client.units(token, amount), token), fee=fee_units(fee))
+        raw = "0x" + stx.encode().hex()
+    out = client.risk_score(raw)
 
     def human(r: dict[str, Any]) -> str:
         if not r.get("scored", True):

@@ -22,13 +22,13 @@ state) are written 0600 through ``state.keyfile.write_private_file``.
 
 from __future__ import annotations
 
-import os
 import stat
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import tomli_w
 
 from node.errors import ConfigError
@@ -39,9 +39,10 @@ MIN_ADMIN_TOKEN_LEN = 32
 
 
 def default_home() -> Path:
-    """The platform data directory for the default node home."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "qenexd"
+    """The node home when ``--home`` is not given: the platform's user data directory
+    (platformdirs: ``$XDG_DATA_HOME/qenexd`` or ``~/.local/share/qenexd`` on Linux,
+    ``~/Library/Application Support/qenexd`` on macOS, ``%LOCALAPPDATA%\\qenexd`` on Windows)."""
+    return Path(platformdirs.user_data_dir("qenexd", appauthor=False))
 
 
 @dataclass(frozen=True, slots=True)

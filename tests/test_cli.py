@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
+import platformdirs
+import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from node.config import Home
+from node.config import Home, default_home
 from state.crypto import address_from_text
 from state.genesis import Genesis
 
@@ -112,3 +116,13 @@ def test_keys_list_flags_unencrypted_and_readable_keys_and_short_passwords_are_r
     assert listed["safe"]["mode"] == "0644" and "readable by group/others" in listed["safe"]["warnings"][0]
     human = run("keys", "list", "--home", home).output
     assert "UNENCRYPTED" in human and "mode 0644" in human
+
+
+def test_without_home_the_keyring_lives_in_the_platform_data_dir(tmp_path, monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("XDG_DATA_HOME is the Linux convention")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_home() == tmp_path / "data" / "qenexd" == Path(platformdirs.user_data_dir("qenexd", appauthor=False))
+    created = run("keys", "new", "dev", "--unencrypted", "--json")
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.output)["keyfile"] == str(tmp_path / "data" / "qenexd" / "keyring" / "dev.json")

@@ -1,0 +1,202 @@
+"""Build the payload of every transaction kind, and the one way to sign one.
+
+Amounts here are integers of base units (a client converts whole units with
+the token's decimals, ``Client.units``); addresses are bech32 text or 20 raw
+bytes; a pool is its pair, ``"AAA/BBB"`` (either order).  Payload objects
+check their own fields on construction (``state.payloads``), so a bad value
+is refused here, before anything is signed or sent, with the error naming
+the field.
+
+``sign`` is the only place a client turns a payload into a signed
+transaction; ``Client.sign`` and ``AsyncClient.sign`` fill in the chain id,
+nonce and fee from the node and call it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from node.errors import NodeError
+from state.crypto import PrivateKey, address_from_text
+from state.payloads import (
+    Batch,
+    BatchOp,
+    FlashBorrow,
+    FlashRepay,
+    Payload,
+    PoolAdd,
+    PoolCreate,
+    PoolRemove,
+    RewardsClaim,
+    SetRewardRate,
+    Swap,
+    SwapRoute,
+    TokenCreate,
+    TokenMint,
+    Transfer,
+    TxKind,
+)
+from state.transactions import SignedTransaction, Transaction
+
+__all__ = [
+    "TxBuildError", "address", "pair", "units", "transfer", "token_create", "token_mint", "pool_create", "pool_add",
+    "pool_remove", "swap", "flash_borrow", "flash_repay", "batch", "batch_ops_from_json", "rewards_claim",
+    "set_reward_rate", "min_fee", "sign",
+]
+
+
+class TxBuildError(NodeError):
+    """An input a transaction cannot be built from (the message names it)."""
+
+
+def address(value: str | bytes, what: str = "address") -> bytes:
+    """20 address bytes from bech32 text (``qnx1...``) or raw bytes."""
+    if isinstance(value, bytes):
+        if len(value) != 20:
+            raise TxBuildError(f"{what}: an address is 20 bytes, got {len(value)}")
+        return value
+    try:
+        return address_from_text(value)
+    except Exception as exc:  # bech32 reports several error types; all mean "not an address"
+        raise TxBuildError(f"{what}: {exc}") from None
+
+
+def pair(pool: str) -> tuple[str, str]:
+    """``"AAA/BBB"`` -> ``("AAA", "BBB")`` (the order given)."""
+    parts = pool.split("/") if isinstance(pool, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise TxBuildError(f'pool must look like "AAA/BBB", got {pool!r}')
+    return parts[0], parts[1]
+
+
+def units(value: Any, what: str) -> int:
+    """A whole number of base units from an int or a string of digits (no sign, no point)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = value if isinstance(value, str) else ""
+    if not text.isascii() or not text.isdigit():
+        raise TxBuildError(f"{what} must be a whole number of base units, got {value!r}")
+    return int(text)
+
+
+def transfer(to: str | bytes, amount: int, token: str = "QNX") -> Transfer:
+    return Transfer(to=address(to, "to"), token=token, amount=amount)
+
+
+def token_create(symbol: str, name: str, decimals: int, initial_supply: int = 0) -> TokenCreate:
+    return TokenCreate(symbol=symbol, name=name, decimals=decimals, initial_supply=initial_supply)
+
+
+def token_mint(symbol: str, to: str | bytes, amount: int) -> TokenMint:
+    return TokenMint(symbol=symbol, to=address(to, "to"), amount=amount)
+
+
+def pool_create(pool: str, amount_a: int, amount_b: int, min_shares: int = 0) -> PoolCreate:
+    a, b = pair(pool)
+    return PoolCreate(a, b, amount_a, amount_b, min_shares)
+
+
+def pool_add(pool: str, amount_a: int, amount_b: int, min_shares: int = 0) -> PoolAdd:
+    a, b = pair(pool)
+    return PoolAdd(a, b, amount_a, amount_b, min_shares)
+
+
+def pool_remove(pool: str, shares: int, min_a: int = 0, min_b: int = 0) -> PoolRemove:
+    a, b = pair(pool)
+    return PoolRemove(a, b, shares, min_a, min_b)
+
+
+def swap(path: Sequence[str], amount_in: int, min_out: int, deadline: int) -> Swap | SwapRoute:
+    """A one-pool swap for a two-token path, a multi-hop route for a longer one."""
+    route = tuple(path)
+    if len(route) == 2:
+        return Swap(route[0], route[1], amount_in, min_out, deadline)
+    return SwapRoute(route, amount_in, min_out, deadline)
+
+
+def flash_borrow(pool: str, token: str, amount: int) -> FlashBorrow:
+    a, b = pair(pool)
+    return FlashBorrow(a, b, token, amount)
+
+
+def flash_repay(pool: str, token: str, amount: int) -> FlashRepay:
+    a, b = pair(pool)
+    return FlashRepay(a, b, token, amount)
+
+
+def batch(ops: Sequence[BatchOp]) -> Batch:
+    return Batch(tuple(ops))
+
+
+def rewards_claim(pool: str) -> RewardsClaim:
+    a, b = pair(pool)
+    return RewardsClaim(a, b)
+
+
+def set_reward_rate(pool: str, rate: int) -> SetRewardRate:
+    a, b = pair(pool)
+    return SetRewardRate(a, b, rate)
+
+
+def batch_ops_from_json(spec: Any, default_deadline: int) -> tuple[BatchOp, ...]:
+    """Batch operations from their JSON form (amounts are base units, as decimal strings or integers).
+
+    ``{"ops": [{"op": "flash_borrow", "pool": "AAA/BBB", "token": "AAA", "amount": "1000"}, ...]}``;
+    ops: transfer {to, token, amount}; swap {token_in, token_out, amount_in, min_out?, deadline?};
+    route {path, amount_in, min_out?, deadline?}; add {pool, amount_a, amount_b, min_shares?};
+    remove {pool, shares, min_a?, min_b?}; flash_borrow / flash_repay {pool, token, amount}.
+    """
+    ops_spec = spec.get("ops") if isinstance(spec, dict) else spec
+    if not isinstance(ops_spec, list):
+        raise TxBuildError('a batch must be {"ops": [...]} or a list of operations')
+    return tuple(_batch_op(i, op, default_deadline) for i, op in enumerate(ops_spec))
+
+
+def _batch_op(i: int, op: Any, default_deadline: int) -> BatchOp:
+    if not isinstance(op, dict) or "op" not in op:
+        raise TxBuildError(f'operation {i} must be an object with an "op" field')
+    name = op["op"]
+
+    def get(field: str, default: Any = None) -> Any:
+        if field not in op and default is None:
+            raise TxBuildError(f"operation {i} ({name}) is missing {field!r}")
+        return op.get(field, default)
+
+    def amount(field: str, default: Any = None) -> int:
+        return units(get(field, default), f"operation {i} {field}")
+
+    def deadline() -> int:
+        value = get("deadline", default_deadline)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TxBuildError(f"operation {i} deadline must be a block height, got {value!r}")
+        return value
+
+    if name == "transfer":
+        return Transfer(address(get("to"), f"operation {i} to"), get("token"), amount("amount"))
+    if name == "swap":
+        return Swap(get("token_in"), get("token_out"), amount("amount_in"), amount("min_out", 0), deadline())
+    if name == "route":
+        path = get("path")
+        if not isinstance(path, list):
+            raise TxBuildError(f"operation {i} path must be a list of token symbols, got {path!r}")
+        return SwapRoute(tuple(path), amount("amount_in"), amount("min_out", 0), deadline())
+    if name == "add":
+        return pool_add(get("pool"), amount("amount_a"), amount("amount_b"), amount("min_shares", 0))
+    if name == "remove":
+        return pool_remove(get("pool"), amount("shares"), amount("min_a", 0), amount("min_b", 0))
+    if name == "flash_borrow":
+        return flash_borrow(get("pool"), get("token"), amount("amount"))
+    if name == "flash_repay":
+        return flash_repay(get("pool"), get("token"), amount("amount"))
+    raise TxBuildError(f"operation {i} has unknown op {name!r}")
+
+
+def min_fee(params: Mapping[str, Any], kind: TxKind) -> int:
+    """The kind's gas at the minimum gas price, from ``qenex_getParams``'s answer."""
+    return int(params["gas"][kind.name.lower()]) * int(params["min_gas_price"])
+
+
+def sign(key: PrivateKey, payload: Payload, *, chain_id: str, nonce: int, fee: int) -> SignedTransaction:
+    """``payload`` as a transaction of its kind from ``key``, signed."""
+    kind: TxKind = payload.KIND  # type: ignore[union-attr]
+    return Transaction(chain_id, kind, key.public_key, nonce, fee, payload).sign(key)
