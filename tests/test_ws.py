@@ -326,3 +326,54 @@ async def test_an_unreachable_ws_is_rpc_unavailable():
     async with AsyncClient("http://127.0.0.1:9/", timeout=2) as client:
         with pytest.raises(RPCUnavailable):
             await client.subscribe("newHeads").open()
+
+
+# -- qenexd watch ---------------------------------------------------------------------------------
+
+
+def _watch(node, *args: str):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    return CliRunner().invoke(cli, ["watch", *args, "--rpc", node.url], catch_exceptions=False)
+
+
+def _keep_committing(node):
+    import threading
+
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(0.1):
+            node.make_block()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_watch_heads_and_events_print_one_line_each(node):
+    stop, thread = _keep_committing(node)
+    try:
+        out = _watch(node, "heads", "--count", "2")
+        assert out.exit_code == 0, out.output
+        lines = out.output.splitlines()
+        assert len(lines) == 2 and all(line.startswith("height ") and " txs " in line for line in lines)
+        as_json = _watch(node, "heads", "--count", "1", "--json")
+        assert json.loads(as_json.output)["height"] >= 1
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_watch_tx_until_final_and_bad_filters_are_one_line(node):
+    with Client.connect(node.url) as client:
+        stx = client.sign(ALICE, txbuild.transfer(BOB_TEXT, 3))
+        record = client.send_and_wait(stx)
+    out = _watch(node, "tx", record["hash"])
+    assert out.exit_code == 0 and f"{record['hash']}  ok at height {record['height']:,}" in out.output
+    bad = _watch(node, "events", "--kind", "steal")
+    assert bad.exit_code == 1 and "unknown event kind 'steal'" in bad.output and "Traceback" not in bad.output
+    bad = _watch(node, "tx", "0x12")
+    assert bad.exit_code == 1 and "hash must be 32 bytes" in bad.output
