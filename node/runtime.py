@@ -85,6 +85,8 @@ def raise_descriptor_limit(target: int = MAX_NOFILE) -> int:
 
 
 class Node:
+    ws_hub: SubscriptionHub | None = None  # WebSocket subscribers (node.ws), made at start when /ws is on
+
     def __init__(self, home: Home, config: NodeConfig | None = None) -> None:
         self.home = home
         self.config = config or home.load_config()
@@ -115,7 +117,6 @@ class Node:
         self._validator_keys: frozenset[bytes] = frozenset()
         self.flagged: dict[bytes, dict[str, Any]] = {}  # risk reviews, written by admission, shown by the RPC
         self._rpc_server: RPCServer | None = None
-        self.ws_hub: SubscriptionHub | None = None
         self._gossip_out: collections.deque[bytes] = collections.deque()
         self._gossip_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
