@@ -2,7 +2,8 @@
 
     python bench/load.py --dir testnet --rate 1000 --duration 30
 
-1. funds ``--accounts`` fresh sender accounts from alice (one block),
+1. takes ``--accounts`` senders from the testnet's genesis-funded load accounts
+   (``qenexd testnet init --accounts N``), or else funds fresh ones from alice,
 2. pre-signs ``rate x duration`` transfers round-robin over the senders,
 3. submits them at the target rate in JSON-RPC batches spread over every node,
 4. follows the chain and matches committed transactions to submit times.
@@ -10,6 +11,12 @@
 Prints submitted/accepted/finalized counts, finalized transfers per second
 over the sustained window, and finality latency p50/p90/p99 (submit →
 first RPC sight of the committed block).  Nothing here asserts; it measures.
+
+``--ws-clients N`` keeps N WebSocket subscribers (spread over the nodes)
+following ``newHeads`` for the whole run, and every fifth of them also an
+``events`` feed of alice's address; ``--scrape S`` scrapes every node's
+metrics every S seconds.  ``bench/overhead.py`` compares runs with and
+without both.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node import rpc_calls, txbuild  # noqa: E402
+from node.genesis_tools import load_dev_accounts  # noqa: E402
 from node.client import AsyncClient, ClientError, RPCClientError, raw_hex  # noqa: E402
 from state.crypto import PrivateKey  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
@@ -64,6 +72,36 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def watch(client: AsyncClient, i: int, manifest: dict, notes: dict[str, int]) -> None:
+    """One subscriber: newHeads (and, for every fifth, alice's events) until cancelled."""
+    async def follow(topic: str, flt: dict | None, key: str) -> None:
+        try:
+            async with client.subscribe(topic, flt) as stream:
+                async for _ in stream:
+                    notes[key] += 1
+        except ClientError:
+            notes["closed"] += 1
+
+    feeds = [follow("newHeads", None, "heads")]
+    if i % 5 == 0:
+        feeds.append(follow("events", {"address": manifest["accounts"]["alice"]["address"]}, "events"))
+    await asyncio.gather(*feeds)
+
+
+async def scrape(session: aiohttp.ClientSession, manifest: dict, every: float, notes: dict[str, int]) -> None:
+    """Scrape every node's metrics every ``every`` seconds, as Prometheus would."""
+    urls = [n["metrics"] for n in manifest["nodes"] if n.get("metrics")]
+    while True:
+        for url in urls:
+            try:
+                async with session.get(url) as r:
+                    await r.read()
+                    notes["scrapes"] += 1
+            except (aiohttp.ClientError, OSError):
+                pass
+        await asyncio.sleep(every)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("testnet"))
@@ -72,6 +110,8 @@ async def main() -> None:
     ap.add_argument("--accounts", type=int, default=200, help="sender accounts")
     ap.add_argument("--batch", type=int, default=100, help="transactions per JSON-RPC batch")
     ap.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the tail to finalize")
+    ap.add_argument("--ws-clients", type=int, default=0, help="WebSocket subscribers kept open during the run")
+    ap.add_argument("--scrape", type=float, default=0.0, help="scrape every node's metrics every S seconds")
     args = ap.parse_args()
 
     manifest = json.loads((args.dir / "testnet.json").read_text())
@@ -85,20 +125,32 @@ async def main() -> None:
         chain_id = (await first.status())["chain_id"]
         fee = txbuild.min_fee(await first.params(), TxKind.TRANSFER)
 
-        # 1. fund senders
-        senders = [PrivateKey.generate() for _ in range(args.accounts)]
-        nonce = int((await first.account(manifest["accounts"]["alice"]["address"]))["pending_nonce"])
-        per_tx = int(args.rate * args.duration) // args.accounts + 1
-        funding = [txbuild.sign(alice, txbuild.transfer(s.address, (per_tx + 10) * (fee + 1)), chain_id=chain_id,
-                                nonce=nonce + i, fee=fee) for i, s in enumerate(senders)]
-        for i in range(0, len(funding), args.batch):
-            await send_batch(first, [raw_hex(stx) for stx in funding[i:i + args.batch]])
-        t0 = time.monotonic()
+        # 1. senders: the testnet's genesis-funded load accounts (testnet init --accounts N), else fund fresh ones
         try:
-            await first.wait_final("0x" + funding[-1].hash.hex(), timeout=60)
-        except ClientError as exc:
-            raise SystemExit(f"funding did not finalize: {exc}") from None
-        print(f"funded {len(senders)} senders in {time.monotonic() - t0:.1f} s")
+            senders = load_dev_accounts(args.dir)[:args.accounts]
+        except ValueError:
+            senders = []
+        if len(senders) == args.accounts:
+            print(f"using {len(senders)} genesis-funded senders from {args.dir / 'accounts.json'}")
+        else:
+            senders = [PrivateKey.generate() for _ in range(args.accounts)]
+            nonce = int((await first.account(manifest["accounts"]["alice"]["address"]))["pending_nonce"])
+            per_tx = int(args.rate * args.duration) // args.accounts + 1
+            funding = [txbuild.sign(alice, txbuild.transfer(s.address, (per_tx + 10) * (fee + 1)),
+                                    chain_id=chain_id, nonce=nonce + i, fee=fee) for i, s in enumerate(senders)]
+            for i in range(0, len(funding), args.batch):
+                refused = [r for r in await send_batch(first, [raw_hex(stx) for stx in funding[i:i + args.batch]])
+                           if isinstance(r, RPCClientError)]
+                if refused:
+                    raise SystemExit(f"funding: {len(refused)} transfers refused, the first: {refused[0]}\n"
+                                     f"(the risk hook refuses a fan-out to fresh accounts: create the testnet with "
+                                     f"`qenexd testnet init --accounts {args.accounts}` for genesis-funded senders)")
+            t0 = time.monotonic()
+            try:
+                await first.wait_final("0x" + funding[-1].hash.hex(), timeout=60)
+            except ClientError as exc:
+                raise SystemExit(f"funding did not finalize: {exc}") from None
+            print(f"funded {len(senders)} senders in {time.monotonic() - t0:.1f} s")
 
         # 2. pre-sign
         total = int(args.rate * args.duration)
@@ -114,6 +166,7 @@ async def main() -> None:
         print(f"signed {total} transfers in {time.monotonic() - t_sign:.1f} s")
 
         # 3. submit at rate while following the chain
+        notes: dict[str, int] = {"heads": 0, "events": 0, "closed": 0, "scrapes": 0}
         submit_at: dict[str, float] = {}
         committed_at: dict[str, float] = {}
         rejected = 0
@@ -137,6 +190,11 @@ async def main() -> None:
                         committed_at.setdefault(h, now)
                 await asyncio.sleep(0.05)
 
+        # subscribers on a session of their own: long-lived sockets must not take the RPC pool's places
+        ws_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10))
+        watchers = [asyncio.create_task(watch(AsyncClient(urls[i % len(urls)], session=ws_session), i, manifest,
+                                              notes)) for i in range(args.ws_clients)]
+        scraper = asyncio.create_task(scrape(session, manifest, args.scrape, notes)) if args.scrape else None
         pids = node_pids(args.dir)
         loadgen_cpu_before = proc_usage(os.getpid())[0]
         cpu_before = {name: proc_usage(pid)[0] for name, pid in pids.items()}
@@ -187,6 +245,10 @@ async def main() -> None:
             await asyncio.sleep(0.2)
         done.set()
         await follower
+        for task in watchers + ([scraper] if scraper else []):
+            task.cancel()
+        await asyncio.gather(*watchers, *([scraper] if scraper else []), return_exceptions=True)
+        await ws_session.close()
         wall = time.monotonic() - t_start
         usage = {name: proc_usage(pid) for name, pid in pids.items()}
         usage["load generator"] = proc_usage(os.getpid())
@@ -212,6 +274,9 @@ async def main() -> None:
                 1000 * percentile(latencies, 0.99), 1000 * statistics.fmean(latencies),
             )
         )
+    if args.ws_clients or args.scrape:
+        print(f"websocket: {args.ws_clients} clients received {notes['heads']} heads and {notes['events']} event "
+              f"batches, {notes['closed']} closed by the node; {notes['scrapes']} metrics scrapes")
     for name, (cpu, rss) in sorted(usage.items()):
         busy = (cpu - cpu_before.get(name, 0.0)) / wall
         print(f"{name}: {100 * busy:.0f}% of a core, RSS {rss / 2**20:.0f} MiB")

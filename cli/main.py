@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import admin, audit, keys, query, risk, signer, snapshot, testnet, tx
+from cli import admin, audit, keys, query, risk, signer, snapshot, testnet, tx, watch
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
 from node.genesis_tools import write_single_node_home
@@ -64,6 +64,7 @@ cli.add_command(signer.signer)
 cli.add_command(admin.admin)
 cli.add_command(audit.audit)
 cli.add_command(snapshot.snapshot)
+cli.add_command(watch.watch)
 
 
 def main() -> None:

@@ -62,6 +62,10 @@ class RPCSection:
     # and the deadline for each request's headers, and then for its answer.
     max_connections: int = 256
     request_timeout_ms: int = 10_000
+    # WebSocket subscriptions on GET /ws (node.ws); 0 turns /ws off.  Each
+    # client holds one connection (at most half the connection cap).
+    ws_max_clients: int = 128
+    ws_max_subscriptions: int = 32
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,7 +320,9 @@ async def _json_rpc_errors(request: web.Request, handler: Callable[[web.Request]
         return error_response(exc.status, code, message)
 
 
-def make_app(dispatcher: Dispatcher, *, max_request_bytes: int) -> web.Application:
+def make_app(dispatcher: Dispatcher, *, max_request_bytes: int,
+             websocket: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None) -> web.Application:
+    """POST / (JSON-RPC), GET /health and, given ``websocket``, GET /ws (node.ws)."""
     too_large = f"request body over {max_request_bytes} bytes"
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -345,6 +347,8 @@ def make_app(dispatcher: Dispatcher, *, max_request_bytes: int) -> web.Applicati
     app = web.Application(client_max_size=max_request_bytes, middlewares=[_json_rpc_errors])
     app.router.add_post("/", handle)
     app.router.add_get("/health", health)
+    if websocket is not None:
+        app.router.add_get("/ws", websocket)
     return app
 
 

@@ -83,6 +83,7 @@ class _GuardedHandler(RequestHandler):
         self.conn_transport: asyncio.Transport | None = None
         self.rpc_request: web.BaseRequest | None = None
         self._deadline: asyncio.TimerHandle | None = None
+        self.ws = False
 
     # -- lifecycle (asyncio.Protocol) ----------------------------------------
 
@@ -120,7 +121,14 @@ class _GuardedHandler(RequestHandler):
 
     def request_started(self, request: web.BaseRequest) -> None:
         self.rpc_request = request
-        self._arm()  # headers are in: a fresh deadline for the body, the call and the response
+        if not self.ws:
+            self._arm()  # headers are in: a fresh deadline for the body, the call and the response
+
+    def long_lived(self) -> None:
+        """The request became a WebSocket (node.ws): it has no deadline from now
+        on; the WebSocket hub bounds its idle time and its queue instead."""
+        self._disarm()
+        self.ws = True
 
     def request_finished(self) -> None:
         self.rpc_request = None

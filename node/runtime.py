@@ -48,6 +48,7 @@ from node.signer import ConsensusSigner, LocalSigner
 from node.signguard import SignGuard
 from node.snapshot import SnapshotError, SnapshotRefused, default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
+from node.ws import SubscriptionHub, WsLimits
 from p2p import P2PConfig, P2PService
 from p2p.errors import InvalidPeerId, ServiceNotRunning
 from state.app import Application
@@ -84,6 +85,8 @@ def raise_descriptor_limit(target: int = MAX_NOFILE) -> int:
 
 
 class Node:
+    ws_hub: SubscriptionHub | None = None  # WebSocket subscribers (node.ws), made at start when /ws is on
+
     def __init__(self, home: Home, config: NodeConfig | None = None) -> None:
         self.home = home
         self.config = config or home.load_config()
@@ -227,13 +230,22 @@ class Node:
                                 observe=self.metrics.observe_rpc)
         soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         cap = connection_cap(rpc.max_connections, soft_limit)
+        ws_clients = min(rpc.ws_max_clients, cap // 2)
+        if ws_clients:
+            self.ws_hub = SubscriptionHub(
+                receipts=self.app.block_receipts, lookup_tx=rpc_context.tx_status,
+                limits=WsLimits(max_clients=ws_clients, max_subscriptions=max(1, rpc.ws_max_subscriptions),
+                                idle_s=rpc.request_timeout_ms / 1000))
+            self.ws_hub.start()
         self._rpc_server = RPCServer(
-            make_app(dispatcher, max_request_bytes=rpc.max_request_bytes), rpc.listen_host, rpc.listen_port,
-            max_connections=cap, request_timeout_s=rpc.request_timeout_ms / 1000,
+            make_app(dispatcher, max_request_bytes=rpc.max_request_bytes,
+                     websocket=self.ws_hub.handle if self.ws_hub else None),
+            rpc.listen_host, rpc.listen_port, max_connections=cap, request_timeout_s=rpc.request_timeout_ms / 1000,
         )
         await self._rpc_server.start()
-        log.info("json-rpc on http://%s:%d/ (at most %d connections, %d descriptors)", rpc.listen_host,
-                 rpc.listen_port, cap, soft_limit)
+        log.info("json-rpc on http://%s:%d/ (at most %d connections, %d descriptors; %s)", rpc.listen_host,
+                 rpc.listen_port, cap, soft_limit,
+                 f"ws://{rpc.listen_host}:{rpc.listen_port}/ws for {ws_clients} clients" if ws_clients else "no /ws")
         if self.config.metrics.port:
             self._metrics_server = MetricsServer(self.metrics)
             await self._metrics_server.start(self.config.metrics.host, self.config.metrics.port)
@@ -262,6 +274,8 @@ class Node:
             except Exception:
                 log.warning("shutdown step %s did not finish cleanly", name, exc_info=True)
 
+        if self.ws_hub:
+            await step("ws", self.ws_hub.stop())
         if self._rpc_server:
             await step("rpc", self._rpc_server.stop())
         if self._admin:
@@ -468,6 +482,8 @@ class Node:
             self.metrics.observe_admission("rpc", refusal_kind(exc))
             raise
         self.metrics.observe_admission("rpc", None)
+        if self.ws_hub is not None:
+            self.ws_hub.on_admitted(tx_hash)
         return tx_hash
 
     async def _gossip_loop(self) -> None:
@@ -487,8 +503,11 @@ class Node:
 
     def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
         if topic == TX_TOPIC and self.admission is not None:
+            hub = self.ws_hub
             for outcome in self.admission.on_gossip_batch(peer, data):
                 self.metrics.observe_admission("gossip", None if outcome.admitted else outcome.kind)
+                if hub is not None and outcome.admitted and outcome.tx_hash is not None:
+                    hub.on_admitted(outcome.tx_hash)
 
     def _on_direct(self, peer: str, data: bytes) -> None:
         if self.consensus_inbound:
@@ -510,6 +529,8 @@ class Node:
         self._update_direct_peers()
         self._maybe_periodic_snapshot(block.header.height)
         self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))
+        if self.ws_hub is not None:
+            self.ws_hub.on_commit(block)
         try:
             self.risk.observe_block(block)
         except Exception:  # local policy: a history bug must never stop commits

@@ -171,6 +171,7 @@ class Application:
         stored_oldest = history.read_oldest(kv)
         self._history_recorded = stored_oldest is not None
         self._history_oldest = self.height if stored_oldest is None else stored_oldest
+        self._last_receipts: tuple[int, tuple[Receipt, ...]] | None = None
 
     # -- startup ----------------------------------------------------------------
 
@@ -596,6 +597,7 @@ class Application:
         if len(self._vsets) > _VSET_CACHE:
             del self._vsets[next(iter(self._vsets))]
         self._current = result.next_validators
+        self._last_receipts = (height, result.receipts)
 
     def _record_history(self, batch: dict[bytes, bytes | None], height: int, result: BlockResult) -> int:
         """Add block ``height``'s changelog and this block's share of pruning to its batch; the new oldest."""
@@ -670,6 +672,16 @@ class Application:
         if raw_tx is None or raw_receipt is None:
             raise StateInvariantBroken(f"transaction 0x{tx_hash.hex()} is indexed at {height}/{index} but not stored")
         return TxLocation(Height(height), index, SignedTransaction.decode(raw_tx), Receipt.decode(raw_receipt))
+
+    def block_receipts(self, height: int) -> tuple[Receipt, ...] | None:
+        """The receipts of committed block ``height``, in block order (the last
+        committed block's come from memory, kept by ``commit_block``)."""
+        if not 1 <= height <= self.height:
+            return None
+        if self._last_receipts is not None and self._last_receipts[0] == height:
+            return self._last_receipts[1]
+        prefix = keys.receipt_prefix(height)
+        return tuple(Receipt.decode(v) for _, v in self._kv.iterate(prefix))
 
     def get_receipt(self, tx_hash: bytes) -> Receipt | None:
         where = self._locate(tx_hash)

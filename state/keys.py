@@ -133,6 +133,10 @@ def block_tx_key(height: int, index: int) -> bytes:
     return BLOCK_TX + _height(height) + index.to_bytes(4, "big")
 
 
+def receipt_prefix(height: int) -> bytes:
+    return RECEIPT + _height(height)
+
+
 def receipt_key(height: int, index: int) -> bytes:
     return RECEIPT + _height(height) + index.to_bytes(4, "big")
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from node.jsonrpc import Dispatcher, make_app
 from node.rpc import RPC_COSTS, build_methods
 from node.rpc_server import RPCServer
+from node.ws import SubscriptionHub, WsLimits
 from state.app import Application
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
@@ -29,7 +30,8 @@ PRODUCE_EVERY_S = 0.02
 
 
 class LiveNode:
-    def __init__(self, *, tokens: tuple[GenesisToken, ...] = (), params: Params | None = None) -> None:
+    def __init__(self, *, tokens: tuple[GenesisToken, ...] = (), params: Params | None = None,
+                 ws_limits: WsLimits | None = None) -> None:
         genesis = make_genesis(validators=[VALIDATOR], funded=[ALICE, BOB], tokens=tokens, params=params,
                                extra_balances={ALICE.address: {t.symbol: 10**30 for t in tokens}})
         self.app = Application(MemoryKV(), genesis, commit_verifier=STUB_VERIFIER)
@@ -40,6 +42,7 @@ class LiveNode:
         self.server: RPCServer | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name="live-node", daemon=True)
         self._producer: asyncio.Task[None] | None = None
+        self.ws_limits = ws_limits or WsLimits()
 
     def run(self, coro: Any, timeout: float = 30) -> Any:
         """Run ``coro`` on the node's loop and wait for its result."""
@@ -51,8 +54,13 @@ class LiveNode:
         return self
 
     async def _start(self) -> None:
-        dispatcher = Dispatcher(build_methods(self.node.rpc_context()), costs=RPC_COSTS)
-        self.server = RPCServer(make_app(dispatcher, max_request_bytes=4 * 1024 * 1024), "127.0.0.1", 0, max_connections=32, request_timeout_s=10)
+        context = self.node.rpc_context()
+        dispatcher = Dispatcher(build_methods(context), costs=RPC_COSTS)
+        self.hub = self.node.ws_hub = SubscriptionHub(receipts=self.app.block_receipts, lookup_tx=context.tx_status,
+                                                      limits=self.ws_limits)
+        self.hub.start()
+        self.server = RPCServer(make_app(dispatcher, max_request_bytes=4 * 1024 * 1024, websocket=self.hub.handle),
+                                "127.0.0.1", 0, max_connections=300, request_timeout_s=10)
         await self.server.start()
         self.url = f"http://127.0.0.1:{self.server.port}/"
         self._producer = asyncio.create_task(self._produce())
@@ -67,6 +75,7 @@ class LiveNode:
         txs = self.node.mempool.reap(self.app.params.max_block_txs, self.app.params.max_block_bytes)
         block, _ = self.chain.block(txs)
         self.node.mempool.update(block)
+        self.hub.on_commit(block)
 
     def make_block(self) -> None:
         async def one() -> None:
@@ -78,6 +87,7 @@ class LiveNode:
         async def shutdown() -> None:
             if self._producer is not None:
                 self._producer.cancel()
+            await self.hub.stop()
             if self.server is not None:
                 await self.server.stop()
 

@@ -71,7 +71,7 @@ def bare_node(app: Any, name: str, *, node_key: Any = None) -> Any:
     node.market_model = None
     node.flagged, node._gossip_out = {}, collections.deque()
     node.admission = Admission(app, node.mempool, node.risk, flagged=node.flagged, relay=node._gossip_out.append)
-    node.p2p = node.driver = node.sync = None
+    node.p2p = node.driver = node.sync = node.ws_hub = None
     node.config = NodeConfig(name=name)
     node.node_key = node_key or dev_key(f"{name}-node")
     return node

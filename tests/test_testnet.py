@@ -106,6 +106,39 @@ def test_every_node_serves_metrics_and_the_series_move(net):
     assert json.loads((net.dir / "testnet.json").read_text())["nodes"][0]["metrics"].endswith("/metrics")
 
 
+def test_every_node_streams_heads_and_a_transfer_to_finality_over_websocket(net):
+    """A real WebSocket client (node.client) on each node: newHeads follow the chain with the same block
+    hashes everywhere, and a tx subscription on a node that did not receive the transfer reports it final."""
+    import asyncio
+
+    from node.client import AsyncClient
+
+    async def heads(i: int, n: int) -> list[dict]:
+        async with AsyncClient(net.url(i)) as client, client.subscribe("newHeads") as stream:
+            return [(await asyncio.wait_for(stream.__anext__(), 30)).result for _ in range(n)]
+
+    async def finality(i: int, tx_hash: str) -> list[dict]:
+        async with AsyncClient(net.url(i)) as client, client.subscribe("tx", {"hash": tx_hash}) as watch:
+            notes = [(await asyncio.wait_for(watch.__anext__(), 30)).result]
+            _send(net, stx.encode(), node=0)  # subscribed first on node i, then sent through node 0
+            while not notes[-1]["final"]:
+                notes.append((await asyncio.wait_for(watch.__anext__(), 60)).result)
+            return notes
+
+    async def main() -> tuple[list[list[dict]], list[dict]]:
+        streams = asyncio.gather(*(heads(i, 3) for i in range(net.n)))
+        return await streams, await finality(net.n - 1, "0x" + stx.hash.hex())
+
+    stx = _sign_transfer(net, "alice", "charlie", 7)
+    seen, notes = asyncio.run(main())
+    for stream in seen:
+        assert [h["height"] for h in stream] == list(range(stream[0]["height"], stream[0]["height"] + 3))
+    for head in (h for stream in seen for h in stream):
+        assert head["hash"] == net.rpc(0).call("qenex_getBlock", head["height"])["hash"]
+    assert notes[0]["status"] == "unknown" and notes[-1]["status"] == "ok" and notes[-1]["final"] is True
+    assert notes[-1]["height"] == net.rpc(0).call("qenex_getTransaction", "0x" + stx.hash.hex())["height"]
+
+
 def _oversize_amount_tx(net: LocalNet) -> bytes:
     """A transfer whose amount (2**128) does not fit: hand-packed, since our encoder refuses it."""
     key = load_keyfile(net.account_key("alice"), None)

@@ -1,0 +1,112 @@
+"""Chain events, as the ``events`` subscription shows them: derived from a
+committed block's successful transactions (a failed one changed nothing).
+
+There is no event log in receipts yet, so an event says what a transaction
+asked for and that it succeeded (its payload); what execution computed (a
+swap's amount out, the shares a deposit minted) is not in it.  One event per
+transaction, one per operation of an atomic batch.  Contract
+events join this list once contracts exist.
+
+A pure function of the block and its receipts: the WebSocket hub may run it
+in a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from node.rpc import payload_to_json
+from node.rpc_params import hex0x
+from state.blocks import Block
+from state.crypto import address_to_text
+from state.payloads import BATCH_OP_TYPES, Batch, TxKind, pool_id
+from state.transactions import Receipt
+
+# What a filter's ``kinds`` may name: every tx kind and batch operation, lower case.
+EVENT_KINDS: frozenset[str] = frozenset(
+    {k.name.lower() for k in TxKind if k is not TxKind.BATCH} | {k.name.lower() for k in BATCH_OP_TYPES}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event and what filters match it on; ``json`` is its rendering, made once."""
+
+    kind: str
+    addresses: frozenset[bytes]
+    pools: frozenset[str]
+    json: str
+
+
+def _pools(op: Any) -> list[str]:
+    fields = {f.name for f in dataclasses.fields(op)}
+    if "path" in fields:  # a route: every hop's pool
+        path = tuple(op.path)
+        return [pool_id(a, b) for a, b in zip(path, path[1:]) if a != b]
+    for a, b in (("token_a", "token_b"), ("token_in", "token_out")):
+        if a in fields and b in fields and getattr(op, a) != getattr(op, b):
+            return [pool_id(getattr(op, a), getattr(op, b))]
+    if "pool" in fields and isinstance(op.pool, str):
+        return [op.pool]
+    return []
+
+
+def _addresses(op: Any) -> set[bytes]:
+    return {v for f in dataclasses.fields(op) if isinstance(v := getattr(op, f.name), bytes) and len(v) == 20}
+
+
+def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
+    """Every event of committed ``block`` whose ``receipts`` are in block order."""
+    events: list[Event] = []
+    height = block.header.height
+    for index, (stx, receipt) in enumerate(zip(block.txs, receipts, strict=True)):
+        if not receipt.ok:
+            continue
+        tx = stx.tx
+        sender = tx.sender
+        base = {"height": height, "tx": hex0x(stx.hash), "index": index, "sender": address_to_text(sender)}
+        ops: Iterable[tuple[int | None, str, Any]]
+        if isinstance(tx.payload, Batch):
+            ops = ((i, _op_kind(op), op) for i, op in enumerate(tx.payload.ops))
+        else:
+            ops = ((None, tx.kind.name.lower(), tx.payload),)
+        for op_index, kind, op in ops:
+            pools = _pools(op)
+            body = {**base, "kind": kind, "pools": pools, "payload": payload_to_json(op)}
+            if op_index is not None:
+                body["batch_op"] = op_index
+            events.append(Event(kind, frozenset(_addresses(op) | {sender}), frozenset(pools),
+                                json.dumps(body, separators=(",", ":"))))
+    return events
+
+
+def _op_kind(op: Any) -> str:
+    for kind, cls in BATCH_OP_TYPES.items():
+        if isinstance(op, cls):
+            return kind.name.lower()
+    return type(op).__name__.lower()  # unreachable: a batch holds only BATCH_OP_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """``events`` filter: every given part must match (None: any)."""
+
+    address: bytes | None = None
+    pool: str | None = None
+    kinds: frozenset[str] | None = None
+
+    def matches(self, event: Event) -> bool:
+        return ((self.address is None or self.address in event.addresses)
+                and (self.pool is None or self.pool in event.pools)
+                and (self.kinds is None or event.kind in self.kinds))
+
+    @property
+    def any(self) -> bool:
+        return self.address is None and self.pool is None and self.kinds is None
+
+
+def select(events: Sequence[Event], flt: EventFilter) -> list[Event]:
+    return list(events) if flt.any else [e for e in events if flt.matches(e)]

@@ -1,0 +1,538 @@
+"""WebSocket subscriptions on the RPC port: ``GET /ws``, JSON-RPC 2.0 in text frames.
+
+Calls: ``qenex_subscribe [topic, filter?]`` answers a subscription id;
+``qenex_unsubscribe [id]`` answers true (false for an id this connection does
+not hold).  Notifications::
+
+    {"jsonrpc": "2.0", "method": "qenex_subscription",
+     "params": {"subscription": ID, "topic": TOPIC, "result": ...}}
+
+Topics:
+
+* ``newHeads``: each committed block's header, as ``qenex_getBlock`` renders it
+  (without transactions);
+* ``tx {hash}``: the status now (``pending``, ``queued`` or ``unknown``), then the
+  final record once a block holds it (``status`` ok/failed, ``height``, ``index``,
+  ``reason``, ``gas_used``, ``fee``, ``final: true``), after which the node
+  forgets the subscription.  A hash already committed gets its record at once;
+* ``events {address?, pool?, kinds?}``: per committed block with matching
+  events, ``{height, block_hash, events: [...]}`` (node.events);
+* ``pendingTransactions``: ``{hashes: [...]}``, the transactions this node newly
+  admitted to its mempool, gathered for at most ``PENDING_FLUSH_S``.
+
+What a subscriber costs is bounded before it is paid, and a subscriber never
+slows consensus:
+
+* commits and admissions only append to the hub's own queue (O(1)); one task
+  renders each item once (events in a worker thread for large blocks) and
+  offers the same text to every subscriber;
+* each connection has a bounded queue of outgoing messages (count and bytes)
+  drained by its own writer task.  An offer to a full queue disconnects that
+  client with close code 4008, "subscriber too slow"; nothing ever waits on a
+  client;
+* at most ``max_clients`` connections (the rest get a JSON-RPC 503 before the
+  upgrade), ``max_subscriptions`` per connection and ``max_event_subscriptions``
+  node-wide (the costly kind), incoming frames of at most ``max_frame_bytes``
+  (aiohttp closes with 1009 above it), JSON nested no deeper than the HTTP
+  server allows, and a call rate per connection (token bucket; a flood is
+  closed with 1008);
+* a connection holding no subscription for ``idle_s`` is closed (1000), and a
+  peer that stops answering pings (``heartbeat_s``) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from aiohttp import WSMsgType, web
+
+from node.events import EVENT_KINDS, Event, EventFilter, block_events, select
+from node.jsonrpc import (
+    INVALID_REQUEST,
+    MAX_JSON_DEPTH,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    RPCError,
+    brief,
+    error_response,
+    invalid_params,
+    json_depth_exceeds,
+)
+from node.rpc import header_to_json, receipt_to_json
+from node.rpc_params import hex0x, parse_address, parse_hex, parse_pool
+from state.blocks import Block
+from state.transactions import Receipt
+
+log = logging.getLogger("qenex.rpc.ws")
+
+TOPICS = ("newHeads", "tx", "events", "pendingTransactions")
+SUBSCRIPTION_LIMIT = -32007  # server error: this connection or this node holds as many subscriptions as it may
+TOO_SLOW_CLOSE_CODE = 4008
+PENDING_FLUSH_S = 0.1
+PENDING_MAX_HASHES = 5_000  # per notification; past it, admissions are counted in ``dropped``
+EVENTS_INLINE_TXS = 100  # larger blocks' events are rendered in a worker thread
+HUB_QUEUE_BLOCKS = 256  # commits waiting for the hub's task; past it the hub is broken, not slow
+
+
+@dataclass(frozen=True, slots=True)
+class WsLimits:
+    max_clients: int = 128
+    max_subscriptions: int = 32
+    max_event_subscriptions: int = 256
+    queue_messages: int = 512
+    queue_bytes: int = 8 * 1024 * 1024
+    max_frame_bytes: int = 8 * 1024
+    idle_s: float = 30.0
+    heartbeat_s: float = 30.0
+    close_timeout_s: float = 2.0
+    calls_per_s: float = 50.0
+    call_burst: int = 200
+
+
+@dataclass(slots=True)
+class _Sub:
+    id: str
+    topic: str
+    client: "_Client"
+    events: EventFilter | None = None
+    tx_hash: bytes | None = None
+
+    def prefix(self) -> str:
+        return ('{"jsonrpc":"2.0","method":"qenex_subscription","params":{"subscription":"%s","topic":"%s",'
+                '"result":' % (self.id, self.topic))
+
+
+class _Client:
+    """One WebSocket connection: its subscriptions and its bounded outgoing queue."""
+
+    def __init__(self, hub: "SubscriptionHub", ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.request = request
+        self.remote = request.remote or "?"
+        self.subs: dict[str, _Sub] = {}
+        self.queue: collections.deque[str] = collections.deque()
+        self.queued_bytes = 0
+        self.wake = asyncio.Event()
+        self.closing = False
+        self.tokens = float(hub.limits.call_burst)
+        self.refilled = time.monotonic()
+        self.idle_since: float | None = time.monotonic()
+        self.close_task: asyncio.Task[None] | None = None
+        self.drained = asyncio.Event()
+
+    def offer(self, message: str) -> None:
+        if self.closing:
+            return
+        limits = self.hub.limits
+        if len(self.queue) >= limits.queue_messages or self.queued_bytes + len(message) > limits.queue_bytes:
+            self.hub.stats["too_slow"] += 1
+            self.kick(TOO_SLOW_CLOSE_CODE, "subscriber too slow")
+            return
+        self.queue.append(message)
+        self.queued_bytes += len(message)
+        self.drained.clear()
+        self.wake.set()
+
+    def answer(self, request_id: Any, result: Any) -> None:
+        self.offer(json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}))
+
+    def error(self, request_id: Any, exc: RPCError) -> None:
+        self.offer(json.dumps({"jsonrpc": "2.0", "id": request_id, "error": exc.to_json()}))
+
+    def take_call(self) -> bool:
+        """A token from the call budget (refilled at ``calls_per_s``)."""
+        limits = self.hub.limits
+        now = time.monotonic()
+        self.tokens = min(float(limits.call_burst), self.tokens + (now - self.refilled) * limits.calls_per_s)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    async def write_loop(self) -> None:
+        try:
+            while True:
+                while self.queue:
+                    message = self.queue.popleft()
+                    self.queued_bytes -= len(message)
+                    await self.ws.send_str(message)
+                    self.hub.stats["sent"] += 1
+                self.drained.set()
+                if self.closing:
+                    return
+                await self.wake.wait()
+                self.wake.clear()
+        except (ConnectionError, RuntimeError):
+            pass  # the socket went away: the read loop ends too
+
+    def kick(self, code: int, reason: str, *, drain: bool = False) -> None:
+        """Close this connection with ``code`` (at most ``close_timeout_s``, then abort); with ``drain``,
+        what is queued is sent first (within the same time)."""
+        if self.closing:
+            return
+        self.closing = True
+        if not drain:
+            self.queue.clear()
+            self.queued_bytes = 0
+        self.wake.set()
+        self.hub._forget_subs(self)
+        log.info("ws client %s closed: %s (%d)", self.remote, reason, code)
+        task = self.close_task = asyncio.get_running_loop().create_task(self._close(code, reason, drain))
+        self.hub._tasks.add(task)
+        task.add_done_callback(self.hub._tasks.discard)
+
+    async def _close(self, code: int, reason: str, drain: bool) -> None:
+        try:
+            if drain:
+                await asyncio.wait_for(self.drained.wait(), self.hub.limits.close_timeout_s)
+        except TimeoutError:
+            pass
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self.hub.limits.close_timeout_s)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            pass
+        transport = self.request.transport
+        if not self.ws.closed and transport is not None and not transport.is_closing():
+            transport.abort()  # a client that reads nothing never takes the close frame
+
+
+class SubscriptionHub:
+    """Every WebSocket subscriber of one node, and the fan-out of its commits and admissions.
+
+    ``lookup_tx(hash)`` answers a transaction's status now: a dict with ``status``
+    (and the final fields once committed); ``receipts(height)`` the receipts of a
+    committed block.
+    """
+
+    def __init__(self, *, receipts: Callable[[int], "Iterable[Receipt] | None"],
+                 lookup_tx: Callable[[bytes], dict[str, Any]], limits: WsLimits | None = None) -> None:
+        self.limits = limits or WsLimits()
+        self.receipts = receipts
+        self.lookup_tx = lookup_tx
+        self.clients: set[_Client] = set()
+        self.heads: dict[str, _Sub] = {}
+        self.pending: dict[str, _Sub] = {}
+        self.events: dict[str, _Sub] = {}
+        self.txs: dict[bytes, dict[str, _Sub]] = {}
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._blocks: collections.deque[Block] = collections.deque()
+        self._pending_hashes: list[str] = []
+        self._pending_dropped = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+
+    # -- what the node calls ------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-hub")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for client in list(self.clients):
+            client.kick(1001, "node shutting down")
+        if self._task is not None:
+            self._task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=self.limits.close_timeout_s + 1)
+
+    def on_commit(self, block: Block) -> None:
+        """A block was committed (consensus or sync): queued for the hub's task, O(1)."""
+        if not (self.heads or self.events or self.txs):
+            return
+        if len(self._blocks) >= HUB_QUEUE_BLOCKS:
+            self.stats["blocks_dropped"] += 1
+            log.warning("ws hub is %d blocks behind: block %d not announced", len(self._blocks),
+                        block.header.height)
+            return
+        self._blocks.append(block)
+        self._wake.set()
+
+    def on_admitted(self, tx_hash: bytes) -> None:
+        """A transaction entered this node's mempool (RPC or gossip)."""
+        if not self.pending:
+            return
+        if len(self._pending_hashes) >= PENDING_MAX_HASHES:
+            self._pending_dropped += 1
+            return
+        self._pending_hashes.append(hex0x(tx_hash))
+
+    # -- the connection ----------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        limits = self.limits
+        if self._stopped:
+            return error_response(503, -32000, "node shutting down")
+        if len(self.clients) >= limits.max_clients:
+            self.stats["refused"] += 1
+            return error_response(503, -32000, f"too many WebSocket clients (at most {limits.max_clients})")
+        ws = web.WebSocketResponse(heartbeat=limits.heartbeat_s, max_msg_size=limits.max_frame_bytes,
+                                   timeout=limits.close_timeout_s, compress=False)
+        if not ws.can_prepare(request).ok:
+            return error_response(400, INVALID_REQUEST, "GET /ws expects a WebSocket upgrade")
+        await ws.prepare(request)
+        long_lived = getattr(request.protocol, "long_lived", None)
+        if long_lived is not None:
+            long_lived()  # node.rpc_server: no request deadline for this connection from now on
+        client = _Client(self, ws, request)
+        self.clients.add(client)
+        writer = asyncio.get_running_loop().create_task(client.write_loop(), name="ws-writer")
+        try:
+            async for message in ws:
+                if client.closing:
+                    break
+                if message.type == WSMsgType.TEXT:
+                    self._on_text(client, message.data)
+                elif message.type == WSMsgType.BINARY:
+                    client.kick(1003, "binary frames are not accepted: send JSON-RPC text")
+        finally:
+            if not client.closing:
+                client.closing = True
+                self._forget_subs(client)
+            client.wake.set()
+            self.clients.discard(client)
+            if client.close_task is not None:  # returning first would let aiohttp close it with 1000
+                await asyncio.shield(client.close_task)
+            writer.cancel()
+        return ws
+
+    def _on_text(self, client: _Client, text: str) -> None:
+        if not client.take_call():
+            self.stats["flood"] += 1
+            client.kick(1008, f"more than {self.limits.calls_per_s:g} calls/s", drain=True)
+            return
+        if json_depth_exceeds(text.encode(), MAX_JSON_DEPTH):
+            client.error(None, RPCError(PARSE_ERROR, f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"))
+            return
+        try:
+            call = json.loads(text)
+        except ValueError:
+            client.error(None, RPCError(PARSE_ERROR, "parse error: not JSON"))
+            return
+        if not isinstance(call, dict):
+            what = "batches are not accepted on /ws" if isinstance(call, list) else "a request must be an object"
+            client.error(None, RPCError(INVALID_REQUEST, f"invalid request: {what}"))
+            return
+        request_id = call.get("id")
+        if not isinstance(request_id, (str, int, type(None))) or isinstance(request_id, bool):
+            request_id = None
+        method, params = call.get("method"), call.get("params", [])
+        try:
+            if call.get("jsonrpc") != "2.0" or not isinstance(method, str):
+                raise RPCError(INVALID_REQUEST, 'invalid request: needs "jsonrpc": "2.0" and a method name')
+            if not isinstance(params, list):
+                raise invalid_params(f"{method} takes positional params (an array), got {type(params).__name__}")
+            if method == "qenex_subscribe":
+                self._subscribe(client, request_id, params)
+            elif method == "qenex_unsubscribe":
+                if len(params) != 1 or not isinstance(params[0], str):
+                    raise invalid_params("qenex_unsubscribe takes one subscription id")
+                client.answer(request_id, self._unsubscribe(client, params[0]))
+            else:
+                raise RPCError(METHOD_NOT_FOUND, f"method {brief(method)} not found on /ws "
+                                                 "(qenex_subscribe, qenex_unsubscribe; other calls: POST /)")
+        except RPCError as exc:
+            client.error(request_id, exc)
+
+    # -- subscribe / unsubscribe ----------------------------------------------
+
+    def _subscribe(self, client: _Client, request_id: Any, params: list[Any]) -> None:
+        if not 1 <= len(params) <= 2:
+            raise invalid_params("qenex_subscribe takes [topic] or [topic, filter]")
+        topic = params[0]
+        flt = params[1] if len(params) == 2 else None
+        if topic not in TOPICS:
+            raise invalid_params(f"unknown topic {brief(topic)} (topics: {', '.join(TOPICS)})")
+        limits = self.limits
+        if len(client.subs) >= limits.max_subscriptions:
+            raise RPCError(SUBSCRIPTION_LIMIT, f"this connection holds {limits.max_subscriptions} subscriptions, "
+                                               "the most it may")
+        sub = _Sub(f"0x{secrets.token_hex(8)}", topic, client)
+        if topic in ("newHeads", "pendingTransactions"):
+            if flt not in (None, {}):
+                raise invalid_params(f"{topic} takes no filter, got {brief(flt)}")
+            (self.heads if topic == "newHeads" else self.pending)[sub.id] = sub
+        elif topic == "events":
+            sub.events = parse_event_filter(flt)
+            if len(self.events) >= limits.max_event_subscriptions:
+                raise RPCError(SUBSCRIPTION_LIMIT, f"this node serves {limits.max_event_subscriptions} events "
+                                                   "subscriptions, the most it may")
+            self.events[sub.id] = sub
+        else:
+            if not isinstance(flt, dict) or set(flt) != {"hash"}:
+                raise invalid_params(f'tx takes a filter {{"hash": "0x..."}}, got {brief(flt)}')
+            sub.tx_hash = parse_hex(flt["hash"], "hash", length=32)
+            status = self.lookup_tx(sub.tx_hash)
+            client.subs[sub.id] = sub
+            client.idle_since = None
+            client.answer(request_id, sub.id)
+            client.offer(sub.prefix() + json.dumps(status) + "}}")
+            if status.get("final"):
+                del client.subs[sub.id]  # answered in full: nothing more will come
+                self._idle(client)
+            else:
+                self.txs.setdefault(sub.tx_hash, {})[sub.id] = sub
+            return
+        client.subs[sub.id] = sub
+        client.idle_since = None
+        client.answer(request_id, sub.id)
+
+    def _unsubscribe(self, client: _Client, sub_id: str) -> bool:
+        sub = client.subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        self._drop_sub(sub)
+        self._idle(client)
+        return True
+
+    def _drop_sub(self, sub: _Sub) -> None:
+        self.heads.pop(sub.id, None)
+        self.pending.pop(sub.id, None)
+        self.events.pop(sub.id, None)
+        if sub.tx_hash is not None and (watchers := self.txs.get(sub.tx_hash)) is not None:
+            watchers.pop(sub.id, None)
+            if not watchers:
+                del self.txs[sub.tx_hash]
+
+    def _forget_subs(self, client: _Client) -> None:
+        for sub in client.subs.values():
+            self._drop_sub(sub)
+        client.subs.clear()
+
+    def _idle(self, client: _Client) -> None:
+        if not client.subs:
+            client.idle_since = time.monotonic()
+
+    # -- fan-out -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), PENDING_FLUSH_S)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                self._flush_pending()
+                self._close_idle()
+                while self._blocks:
+                    await self._announce(self._blocks.popleft())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not end the announcements of later blocks
+                log.exception("ws hub failed to announce")
+
+    def _flush_pending(self) -> None:
+        if not self._pending_hashes and not self._pending_dropped:
+            return
+        body: dict[str, Any] = {"hashes": self._pending_hashes}
+        if self._pending_dropped:
+            body["dropped"] = self._pending_dropped
+        text = json.dumps(body)
+        self._pending_hashes, self._pending_dropped = [], 0
+        for sub in list(self.pending.values()):
+            sub.client.offer(sub.prefix() + text + "}}")
+
+    def _close_idle(self) -> None:
+        cutoff = time.monotonic() - self.limits.idle_s
+        for client in list(self.clients):
+            if client.idle_since is not None and client.idle_since < cutoff:
+                client.kick(1000, f"no subscription for {self.limits.idle_s:g} s")
+
+    async def _announce(self, block: Block) -> None:
+        height = block.header.height
+        if self.heads:
+            text = json.dumps(header_to_json(block))
+            for sub in list(self.heads.values()):
+                sub.client.offer(sub.prefix() + text + "}}")
+        if not (self.txs or self.events) or not block.txs:
+            return
+        receipts = tuple(self.receipts(height) or ())
+        if len(receipts) != len(block.txs):
+            log.warning("ws hub: no receipts for block %d; its tx and events notifications are skipped", height)
+            return
+        if self.txs:
+            self._announce_txs(block, receipts)
+        if self.events:
+            subs = list(self.events.values())
+            if len(block.txs) > EVENTS_INLINE_TXS:
+                messages = await asyncio.to_thread(_event_messages, block, receipts, subs)
+            else:
+                messages = _event_messages(block, receipts, subs)
+            for sub, message in messages:
+                sub.client.offer(message)
+
+    def _announce_txs(self, block: Block, receipts: tuple[Receipt, ...]) -> None:
+        height = block.header.height
+        if len(self.txs) < len(block.txs):
+            where = {stx.hash: i for i, stx in enumerate(block.txs) if stx.hash in self.txs}
+        else:
+            where = {stx.hash: i for i, stx in enumerate(block.txs)}
+        for tx_hash in [h for h in self.txs if h in where]:
+            index = where[tx_hash]
+            record = {"hash": hex0x(tx_hash), **receipt_to_json(receipts[index]), "height": height, "index": index,
+                      "committed": True, "final": True}
+            text = json.dumps(record)
+            for sub in list(self.txs.pop(tx_hash).values()):
+                sub.client.subs.pop(sub.id, None)
+                sub.client.offer(sub.prefix() + text + "}}")
+                self._idle(sub.client)
+
+
+def _event_messages(block: Block, receipts: tuple[Receipt, ...], subs: list[_Sub]) -> list[tuple[_Sub, str]]:
+    """Each events subscriber's notification for ``block`` (none where nothing matches); pure, thread-safe.
+    Subscribers with the same filter share one rendering."""
+    events = block_events(block, receipts)
+    if not events:
+        return []
+    head = '{"height":%d,"block_hash":"%s","events":[' % (block.header.height, hex0x(block.hash))
+    rendered: dict[EventFilter, str | None] = {}
+    out = []
+    for sub in subs:
+        assert sub.events is not None
+        if sub.events not in rendered:
+            chosen = select(events, sub.events)
+            rendered[sub.events] = head + ",".join(e.json for e in chosen) + "]}" if chosen else None
+        text = rendered[sub.events]
+        if text is not None:
+            out.append((sub, sub.prefix() + text + "}}"))
+    return out
+
+
+MAX_FILTER_KINDS = 32
+
+
+def parse_event_filter(flt: Any) -> EventFilter:
+    """An ``events`` filter: ``{address?, pool?, kinds?}`` (every part optional)."""
+    if flt is None:
+        return EventFilter()
+    if not isinstance(flt, dict):
+        raise invalid_params(f"events filter must be an object {{address?, pool?, kinds?}}, got {brief(flt)}")
+    if "contract" in flt:
+        raise invalid_params("events filter 'contract': there are no contracts on this chain yet")
+    unknown = set(flt) - {"address", "pool", "kinds"}
+    if unknown:
+        raise invalid_params(f"events filter has unknown field(s) {brief(sorted(map(str, unknown)))} "
+                             "(address, pool, kinds)")
+    address = parse_address(flt["address"], "address") if flt.get("address") is not None else None
+    pool = parse_pool(flt["pool"]) if flt.get("pool") is not None else None
+    kinds = None
+    if flt.get("kinds") is not None:
+        raw = flt["kinds"]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FILTER_KINDS:
+            raise invalid_params(f"kinds must be a list of 1-{MAX_FILTER_KINDS} event kinds")
+        bad = [k for k in raw if not isinstance(k, str) or k not in EVENT_KINDS]
+        if bad:
+            raise invalid_params(f"unknown event kind {brief(bad[0])} (kinds: {', '.join(sorted(EVENT_KINDS))})")
+        kinds = frozenset(raw)
+    return EventFilter(address, pool, kinds)
