@@ -19,9 +19,16 @@ one line and before anything in the home is written, when
   ``data/restored.json`` names the record's height at the restore and the
   restored height, and while the record still shows exactly that height
   (the validator has signed nothing since) and the store is at or above the
-  restored height, the start goes on with a warning.  The record is kept, so
-  the validator still signs nothing at or below what it signed before: it
-  follows the chain by sync until it passes that height.
+  restored height, the start goes on with a warning.  The record is kept, and
+  the note's ``sign_floor`` (the highest height this validator may have
+  signed at whose WAL the restore moved aside) is set on the guard
+  (``SignGuard.floor``): the validator signs nothing at or below it and
+  follows the chain by sync until it passes it.  A record that was missing at
+  the restore and copied in before the first start is adopted then: the
+  note is updated with its height, which joins the floor.
+
+A swap that ``qenexd snapshot restore`` began and a crash interrupted
+(``node.restore_swap``'s journal) is finished first, with a warning.
 
 A home made before the marker existed (store present, no marker) is opened
 and given its marker and sign-state record, with a warning.
@@ -42,6 +49,7 @@ from typing import Any, Iterator
 from consensus.verify import CertificateVerifier
 from node.config import Home
 from node.errors import ConfigError, StartRefused, WalCorrupted
+from node.restore_swap import RestoreSwapError, finish_interrupted, write_restore_note
 from node.signguard import SignGuard, SignGuardError
 from node.wal import move_aside, read_records, record_to_event
 from state.app import Application
@@ -80,20 +88,14 @@ def init_home_state(home: Home, genesis: Genesis, validator: bytes) -> None:
     _write_marker(home, genesis)
 
 
+def marker_doc(genesis: Genesis) -> dict[str, Any]:
+    """The init marker's content (a restore into a home without a store writes it too)."""
+    return {"version": MARKER_VERSION, "chain_id": genesis.chain_id, "genesis_hash": "0x" + genesis.hash.hex(),
+            "note": "written by qenexd init: this home has a state store; a start never creates one"}
+
+
 def _write_marker(home: Home, genesis: Genesis) -> None:
-    doc = {"version": MARKER_VERSION, "chain_id": genesis.chain_id, "genesis_hash": "0x" + genesis.hash.hex(),
-           "note": "written by qenexd init: this home has a state store; a start never creates one"}
-    write_private_file(home.init_marker, (json.dumps(doc, indent=1) + "\n").encode())
-
-
-def write_marker_if_missing(home: Home, genesis: Genesis) -> None:
-    """A restore into a home that had no store leaves it with the marker a start expects."""
-    if not home.init_marker.exists():
-        _write_marker(home, genesis)
-
-
-def write_restore_note(home: Home, note: dict[str, Any]) -> None:
-    write_private_file(home.restore_note, (json.dumps(note, indent=1, sort_keys=True) + "\n").encode())
+    write_private_file(home.init_marker, (json.dumps(marker_doc(genesis), indent=1) + "\n").encode())
 
 
 def read_sign_height(home: Home) -> int | None:
@@ -105,13 +107,44 @@ def read_sign_height(home: Home) -> int | None:
     return height if isinstance(height, int) and not isinstance(height, bool) else None
 
 
-def _restore_allows(home: Home, signed: int, store_height: int) -> str | None:
-    """The warning under which a deliberate restore lets a start go on with ``signed`` above the store."""
+def read_restore_note(home: Home) -> dict[str, Any] | None:
     try:
         note = json.loads(home.restore_note.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(note, dict):
+    return note if isinstance(note, dict) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _adopt_copied_record(home: Home, note: dict[str, Any] | None, signed: int, store_height: int) -> None:
+    """A record that was missing at the restore, copied in before the first start (the store is still at
+    the restored height, so nothing ran since): the note takes its height, and the floor with it."""
+    if note is None or "sign_state_height" not in note or note["sign_state_height"] is not None:
+        return
+    if _int(note.get("height")) != store_height:
+        return
+    floor = max(_int(note.get("sign_floor")) or 0, signed)
+    write_restore_note(home, {**note, "sign_state_height": signed, "sign_floor": floor})
+
+
+def restore_floor(home: Home) -> int:
+    """The height at or below which a restored validator signs nothing (0: no such restore)."""
+    note = read_restore_note(home)
+    if note is None:
+        return 0
+    floor = _int(note.get("sign_floor"))
+    if floor is None:  # a note written before the floor: what it promised, the record's height
+        floor = _int(note.get("sign_state_height"))
+    return floor or 0
+
+
+def _restore_allows(home: Home, signed: int, store_height: int) -> str | None:
+    """The warning under which a deliberate restore lets a start go on with ``signed`` above the store."""
+    note = read_restore_note(home)
+    if note is None:
         return None
     restored, at_restore = note.get("height"), note.get("sign_state_height")
     if not isinstance(restored, int) or at_restore != signed or store_height < restored:
@@ -135,6 +168,14 @@ def _read_marker(home: Home) -> dict[str, Any] | None:
 
 def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState:
     """Open the store and check it against the WAL and the sign-state record (see the module doc)."""
+    warnings: list[str] = []
+    try:
+        finished = finish_interrupted(home)
+    except (RestoreSwapError, OSError) as exc:
+        raise StartRefused(f"{home.root}: an interrupted restore cannot be finished: {exc}") from None
+    if finished is not None:
+        warnings.append(f"finished the restore of {home.root} to height {finished.get('height')} that a crash "
+                        f"interrupted ({home.restore_note})")
     marker = _read_marker(home)
     if marker is not None and marker.get("genesis_hash") != "0x" + genesis.hash.hex():
         raise StartRefused(
@@ -146,7 +187,8 @@ def open_home_state(home: Home, genesis: Genesis, validator: bytes) -> HomeState
     # and its logs on every open, and a refused start must change nothing.
     store_height = _probe_height(home, genesis, marker)
     _check_wal(home, store_height)
-    guard, warnings = _open_sign_guard(home, genesis, validator, store_height, legacy=marker is None)
+    guard, guard_warnings = _open_sign_guard(home, genesis, validator, store_height, legacy=marker is None)
+    warnings += guard_warnings
     kv = _open_store(home, home.state_dir, marker)
     try:
         app = _open_app(home, kv, genesis)
@@ -278,6 +320,8 @@ def _open_sign_guard(home: Home, genesis: Genesis, validator: bytes, store_heigh
     except SignGuardError as exc:
         raise StartRefused(f"{exc}; it keeps this validator from double signing: restore it") from None
     signed = guard.state.height
+    _adopt_copied_record(home, read_restore_note(home), signed, store_height)
+    guard.floor = restore_floor(home)
     if signed > store_height + 1:
         allowed = _restore_allows(home, signed, store_height)
         if allowed is not None:

@@ -44,7 +44,7 @@ from node.rpc_context import RpcContext
 from node.rpc_server import RPCServer, connection_cap
 from node.sync import BLOCKS_PROTOCOL, MAX_RESPONSE_BYTES, STATUS_PROTOCOL, BlockSync
 from node.remote_signer import RemoteSigner, SignerAddress
-from node.signer import ConsensusSigner, LocalSigner
+from node.signer import ConsensusSigner, node_signer
 from node.signguard import SignGuard
 from node.snapshot import SnapshotError, SnapshotRefused, default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
@@ -144,12 +144,13 @@ class Node:
 
     def _make_signer(self, sign_guard: SignGuard) -> ConsensusSigner:
         section = self.config.signer
+        remote = None
         if section.mode == "remote":
             log.info("signing through the remote signer at %s", section.address)
-            return RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
-                                self.node_key, self.validator_public_key, self.app.chain_id,
-                                timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
-        return LocalSigner(self.node_key, sign_guard, audit=self.audit)
+            remote = RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
+                                  self.node_key, self.validator_public_key, self.app.chain_id,
+                                  timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
+        return node_signer(remote, self.node_key, sign_guard, audit=self.audit)
 
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL

@@ -14,7 +14,10 @@ driver.
   exists.
 * ``node.remote_signer.RemoteSigner``: the key and its record live in a
   separate ``qenexd signer start`` process reached over an authenticated,
-  encrypted connection.  It never falls back to a local key.
+  encrypted connection.  It never falls back to a local key.  Its record
+  knows nothing of a restore of this home, so the node puts it behind
+  ``RestoreFloorSigner``: the home's restore floor (``SignGuard.floor``)
+  holds for it too.
 
 Signing stays deterministic (Ed25519): a WAL replay re-derives the same
 requests, which the record allows as identical re-signs.
@@ -91,4 +94,48 @@ class LocalSigner:
         return self._key.sign(digest)
 
 
-__all__ = ["ConsensusSigner", "LocalSigner", "SignRequest"]
+class RestoreFloorSigner:
+    """Another signer behind this home's restore floor: nothing at or below it is even asked for.
+
+    ``LocalSigner`` gets the floor from its guard; a remote signer keeps its own
+    record, which a restore of this home never saw."""
+
+    def __init__(self, inner: ConsensusSigner, guard: SignGuard, audit: "AuditLog | None" = None) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.audit = audit
+        self.refusals = 0
+
+    @property
+    def address(self) -> Address:
+        return self.inner.address
+
+    @property
+    def public_key(self) -> bytes:
+        return self.inner.public_key
+
+    def sign_request(self, request: SignRequest) -> bytes | None:
+        problem = self.guard.below_floor(request)
+        if problem is not None:
+            self.refusals += 1
+            log.error("slashing protection refused to sign: %s", problem)
+            audit_refusal(self.audit, "consensus", request, SignRefused(problem))
+            return None
+        return self.inner.sign_request(request)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def node_signer(remote: ConsensusSigner | None, key: PrivateKey, guard: SignGuard,
+                audit: "AuditLog | None" = None) -> ConsensusSigner:
+    """The signer a node votes with: its local key behind ``guard``, or ``remote`` behind the
+    guard's restore floor (the one composition the runtime uses)."""
+    if remote is not None:
+        return RestoreFloorSigner(remote, guard, audit)
+    return LocalSigner(key, guard, audit=audit)
+
+
+__all__ = ["ConsensusSigner", "LocalSigner", "RestoreFloorSigner", "SignRequest", "node_signer"]

@@ -20,7 +20,15 @@ A request is allowed when
 
 Anything else would equivocate (same slot, another block) or go backwards
 (a lower slot never signed: the state or the WAL was rolled back) and is
-refused.  The check runs before signing: ``node.signer.LocalSigner`` approves
+refused.
+
+After ``qenexd snapshot restore`` moved the consensus WAL aside, the engine no
+longer knows what it prepared (its lock) at the heights it had reached, and
+the rules above would let it prepare another block there in a higher view.
+So a home restored that way has a *floor* (``data/restored.json``'s
+``sign_floor``, set on the guard by ``node.homecheck``): nothing at or below
+that height is signed at all, and the validator follows those heights by
+sync.  The check runs before signing: ``node.signer.LocalSigner`` approves
 each request here before its key signs, and the remote signer process
 (``node.remote_signer``) keeps its own record on its side of the wire.
 """
@@ -142,6 +150,9 @@ class SignGuard:
         self.validator = validator
         self._state = state
         self.refusals = 0
+        # Heights at or below this are never signed: the home was restored and
+        # the locks held there were lost with the WAL (node.homecheck sets it).
+        self.floor = 0
 
     @property
     def state(self) -> SignState:
@@ -191,9 +202,17 @@ class SignGuard:
 
     # -- the check -----------------------------------------------------------
 
+    def below_floor(self, request: SignRequest) -> str | None:
+        """Why ``request`` is at a height this restored validator may no longer sign at, or None."""
+        if request.height > self.floor:
+            return None
+        return (f"would sign {request.describe()} at or below height {self.floor}, where this validator signed "
+                "before its store was restored and lost its consensus WAL (data/restored.json): it follows "
+                "those heights by sync")
+
     def approve(self, request: SignRequest) -> None:
         """Record ``request`` durably, or raise SignRefused; the record is unchanged on refusal."""
-        problem = check(self._state, request)
+        problem = self.below_floor(request) or check(self._state, request)
         if problem is not None:
             raise SignRefused(problem)
         new = advance(self._state, request)

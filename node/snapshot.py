@@ -58,13 +58,16 @@ from typing import Any, Iterator
 from consensus.verify import CertificateVerifier
 from node.blocks import BlockExecutor
 from node.config import Home
-from node.errors import NodeError, StartRefused
-from node.homecheck import probe_application, read_sign_height, write_marker_if_missing, write_restore_note
+from node.errors import ConfigError, NodeError, StartRefused, WalCorrupted
+from node.homecheck import marker_doc, probe_application, read_sign_height, restore_floor
+from node.restore_swap import RestoreSwapError, SwapPlan, finish_interrupted, fsync_dir, store_location, swap
+from node.wal import height_of_log, read_records
 from state import keys
 from state.app import Application
 from state.codec import decode
 from state.errors import StateError, StoreError, StoreNotFound
 from state.genesis import Genesis
+from state.history import DEFAULT_HISTORY_BLOCKS
 from state.kv import LevelDBKV
 
 FORMAT_VERSION = 1
@@ -192,14 +195,6 @@ def _head_of(source: Any, where: str) -> tuple[int, bytes, bytes, bytes, str]:
     return height, bytes(block_hash), bytes(app_hash), bytes(genesis_hash), genesis.chain_id
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(source: Any, out: Path, *, abort: threading.Event | None = None,
                    overwrite: bool = False) -> Manifest:
     """Stream every record of ``source`` (a ``LevelDBSnapshot``, or any store with
@@ -244,7 +239,7 @@ def write_snapshot(source: Any, out: Path, *, abort: threading.Event | None = No
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return manifest
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -449,17 +444,19 @@ def _write_chunked(kv: LevelDBKV, puts: Iterator[tuple[bytes, bytes | None]], ch
 
 
 def _replay_check(reader: SnapshotReader, kv: LevelDBKV, genesis: Genesis, scratch: Path, *,
-                  adopt_history: bool = False) -> None:
+                  adopt_history: bool = False, history_blocks: int = DEFAULT_HISTORY_BLOCKS) -> None:
     """Re-execute blocks 1..S from genesis in a scratch store and compare every state record with ``kv``.
 
     The past-height index is not compared (it is node-local, see ``_is_history``); with
     ``adopt_history`` (restore) the snapshot's index is replaced by the replay's, so what the restored
-    node answers about past heights was recomputed here, never taken on trust from the file."""
+    node answers about past heights was recomputed here, never taken on trust from the file, and kept
+    for the restored home's own ``history_blocks`` window."""
     where = str(reader.path)
     source = Application(kv, genesis, initialise=False, commit_verifier=CertificateVerifier())
     replay_kv = LevelDBKV(scratch, create_if_missing=True)
     try:
-        replay = BlockExecutor(Application(replay_kv, genesis, commit_verifier=CertificateVerifier()))
+        replay = BlockExecutor(Application(replay_kv, genesis, commit_verifier=CertificateVerifier(),
+                                           history_blocks=history_blocks))
         for height in range(1, reader.manifest.height + 1):
             _apply(replay, source, height, where)
         mine = (r for r in kv.iterate() if not _is_history(r[0]))
@@ -519,13 +516,32 @@ def verify_snapshot(path: Path, *, workdir: Path | None = None) -> Manifest:
 RESTORE_NOTE_VERSION = 1
 
 
-def _aside(path: Path, tag: str) -> Path:
+def _free_name(path: Path, tag: str) -> Path:
+    """``NAME.TAG-N`` beside ``path``, the first N not taken."""
     for n in range(1, 10_000):
         target = path.with_name(f"{path.name}.{tag}-{n}")
         if not target.exists() and not target.is_symlink():
-            os.rename(path, target)
             return target
     raise SnapshotRefused(f"cannot move {path} aside: 9999 earlier copies exist")
+
+
+def _history_window(home: Home) -> int:
+    """The home's ``[state] history_blocks``: the restored store keeps the window its node will."""
+    if not home.config_file.exists():
+        return DEFAULT_HISTORY_BLOCKS
+    try:
+        return home.load_config().state.history_blocks
+    except ConfigError as exc:
+        raise SnapshotRefused(f"{home.config_file}: {exc}") from None
+
+
+def _wal_height(home: Home) -> int | None:
+    """The height the home's WAL is for (None: empty, missing or unreadable)."""
+    try:
+        records, _ = read_records(home.wal_file)
+    except (WalCorrupted, OSError):
+        return None
+    return height_of_log(records)
 
 
 def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force: bool = False,
@@ -543,15 +559,28 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
       of its height, executed, its header's app hash recomputed;
     * the stores read must not be in use (their LevelDB LOCK is taken).
 
-    Then, in this order: the old store is renamed ``data/state.pre-restore-N``
-    (kept, never deleted), the new one renamed into ``data/state``, the WAL
-    renamed ``consensus.wal.pre-restore-N`` (it describes a height the store no
-    longer has), and ``data/restored.json`` written.  The sign-state record is
-    never touched (nor created: the note warns when there is none): it keeps the validator from signing anything at or below what
-    it signed before, and the start-up check accepts a record above the store
-    only as the note describes (``node.homecheck``).
+    The restored store keeps the home's ``[state] history_blocks`` window.  A
+    swap a crash interrupted is finished first (``node.restore_swap``).  Then,
+    under a journal (``node.restore_swap``): the old store is renamed
+    ``state.pre-restore-N`` beside it (kept, never deleted; beside the target
+    when ``data/state`` is a symlink, which stays), the new one renamed into its
+    place, and ``data/restored.json`` written.  The WAL is kept when it is for
+    exactly the restored height + 1 (it is the node's own log of the next
+    height, so its locks and votes replay at start); any other WAL describes a
+    height the store no longer has and is renamed ``consensus.wal.pre-restore-N``.
+    The sign-state record is never touched (nor created: the note warns when
+    there is none).  The note's ``sign_floor`` is the highest height this
+    validator may have signed at whose WAL is gone (its record's height, the
+    moved WAL's): the node signs nothing at or below it (``SignGuard.floor``),
+    and the start-up check accepts a record above the store only as the note
+    describes (``node.homecheck``).
     """
+    try:
+        finish_interrupted(home)
+    except (RestoreSwapError, OSError) as exc:
+        raise SnapshotRefused(f"{home.root}: an interrupted restore cannot be finished: {exc}") from None
     genesis = _home_genesis(home)
+    window = _history_window(home)
     reader = SnapshotReader(path)
     m = reader.manifest
     if m.chain_id != genesis.chain_id or m.genesis_hash != genesis.hash:
@@ -564,6 +593,10 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
                               "rolled back; restore an older snapshot")
     if blocks_from is not None and _home_genesis(blocks_from).hash != genesis.hash:
         raise SnapshotMismatch(f"--blocks-from {blocks_from.root} is a home of another genesis than {home.root}")
+    store = store_location(home)  # data/state, or where that symlink points: the swap happens there
+    if home.state_dir.is_symlink() and not store.parent.is_dir():
+        raise SnapshotRefused(f"state store {home.state_dir} is a symlink to {store}, whose directory "
+                              f"{store.parent} does not exist; fix the link or remove it")
     data_created = not home.data_dir.exists()
     build: Path | None = None
     with contextlib.ExitStack() as probes:
@@ -606,14 +639,15 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
         try:
             reader.check_content_hash()
             home.data_dir.mkdir(parents=True, exist_ok=True)
-            build = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=os.path.realpath(home.state_dir.parent)))
+            build_parent = store.parent if home.state_dir.is_symlink() else Path(os.path.realpath(home.data_dir))
+            build = Path(tempfile.mkdtemp(prefix=RESTORE_PREFIX, dir=build_parent))
             kv = _load(reader, build / "state")
             try:
                 if _check_head(reader, kv).hash != genesis.hash:  # the manifest said so; the records must too
                     raise SnapshotMismatch(f"snapshot {path}: its genesis record is not this home's genesis")
-                _replay_check(reader, kv, genesis, build / "replay", adopt_history=True)
+                _replay_check(reader, kv, genesis, build / "replay", adopt_history=True, history_blocks=window)
                 restored = BlockExecutor(Application(kv, genesis, initialise=False,
-                                                     commit_verifier=CertificateVerifier()))
+                                                     commit_verifier=CertificateVerifier(), history_blocks=window))
                 for h in range(m.height + 1, target + 1):
                     assert source_app is not None
                     _apply(restored, source_app, h, f"{source_name} block {h}")
@@ -638,30 +672,38 @@ def restore_snapshot(home: Home, path: Path, *, height: int | None = None, force
                 shutil.rmtree(home.data_dir, ignore_errors=True)
             raise
 
-    # The swap: renames only, each made durable.
-    replaced = _aside(home.state_dir, "pre-restore") if home.state_dir.exists() else None
-    os.rename(build / "state", home.state_dir)
-    _fsync_dir(home.data_dir)
-    shutil.rmtree(build, ignore_errors=True)
-    wal_moved = _aside(home.wal_file, "pre-restore") if wal_records else None
-    if home.wal_file.exists():
-        home.wal_file.unlink()  # an empty log: nothing to keep
-    _fsync_dir(home.data_dir)
+    # What the validator may have signed that the restored node cannot replay: with the WAL of
+    # exactly the next height kept, its locks replay; otherwise every height the record or the
+    # moved WAL reached is off limits (node.signguard's floor).
+    wal_height = _wal_height(home) if wal_records else None
+    wal_kept = wal_height == target + 1
+    sign_height = read_sign_height(home)
+    if wal_kept:
+        floor = max(restore_floor(home), sign_height if sign_height is not None and sign_height > target + 1 else 0)
+    else:
+        reached = wal_height if wal_height is not None else (own_height + 1 if own_height else 0)
+        floor = max(restore_floor(home), sign_height or 0, reached)
+    replaced = _free_name(store, "pre-restore") if store.exists() else None
+    wal_moved = _free_name(home.wal_file, "pre-restore") if wal_records and not wal_kept else None
     note = {
         "version": RESTORE_NOTE_VERSION,
         "restored_ms": time.time_ns() // 1_000_000,
         "snapshot": str(Path(path).resolve()),
         "snapshot_height": m.height,
         **result,
-        "sign_state_height": read_sign_height(home),
+        "sign_state_height": sign_height,
+        "sign_floor": floor,
         "replaced_store": str(replaced) if replaced else None,
+        "wal_kept": wal_kept,
         "wal_moved_to": str(wal_moved) if wal_moved else None,
     }
     if not home.sign_state_file.exists():
         note["warning"] = (f"{home.sign_state_file} does not exist and a restore never creates one: copy this "
                            "validator's record there (or run `qenexd init` for a new validator) before starting")
-    write_restore_note(home, note)
-    write_marker_if_missing(home, genesis)
+    swap(home, SwapPlan(build=str(build), store=str(store), store_aside=str(replaced) if replaced else None,
+                        wal_aside=str(wal_moved) if wal_moved else None,
+                        wal_drop_empty=home.wal_file.exists() and not wal_records, note=note,
+                        marker=marker_doc(genesis)))
     return note
 
 

@@ -74,6 +74,11 @@ def test_a_validator_restored_to_an_earlier_height_rejoins_on_the_same_chain(tmp
         assert (note["height"], note["block_hash"], note["app_hash"]) == (target, reference["hash"],
                                                                           reference["app_hash"])
         assert note["sign_state_height"] is not None and note["sign_state_height"] > target
+        # Its WAL was of stopped_at + 1: kept only when restored to exactly stopped_at; otherwise
+        # the heights it reached are off limits until it passes them (SignGuard.floor).
+        assert note["wal_kept"] == (target == stopped_at)
+        if not note["wal_kept"]:
+            assert note["sign_floor"] >= max(note["sign_state_height"], stopped_at + 1)
 
         net.start(VICTIM)
         goal = net.height(0) + 3
@@ -82,3 +87,6 @@ def test_a_validator_restored_to_an_earlier_height_rejoins_on_the_same_chain(tmp
             hashes = {net.rpc(i).call("qenex_getBlock", h)["hash"] for i in range(net.n)}
             assert len(hashes) == 1, f"block {h} differs across nodes: {hashes}"
         assert "restored from a snapshot" in (home.root / "node.log").read_text()
+        # It votes again once past the floor (never at or below it: the guard refuses those).
+        wait_until(lambda: json.loads(home.sign_state_file.read_text())["height"] > note["sign_floor"], 120,
+                   "the restored validator signing above its floor")
