@@ -36,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.client
+import io
 import itertools
 import json
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -293,6 +295,80 @@ class _Reads:
     predict_price = rpc_method(rpc_calls.predict_price)
 
 
+# -- the blocking client's transport: http.client under one deadline per call -------------
+#
+# A socket timeout bounds each read, not a call: a node dripping its answer a byte at a time would
+# keep a call alive for ever.  So every socket operation of a call is given only the time left
+# before the call's deadline, and none is started after it.
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """An answer's socket reads, each allowed only the time left before the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        # a makefile() of the socket, as http.client's own reader: it keeps the socket open until the
+        # answer is read even when http.client closes the connection first (Connection: close)
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain makefile() reader: each of its reads would get a whole timeout
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+class _DeadlineConnectionMixin:
+    """Connect and send within the time left before ``deadline`` (set before each call)."""
+
+    deadline = float("inf")
+    sock: socket.socket | None
+    timeout: float | None
+
+    def connect(self) -> None:
+        self.timeout = _time_left(self.deadline)  # create_connection's (and a TLS handshake's) timeout
+        super().connect()  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(_time_left(self.deadline))  # sendall: the timeout bounds the whole send
+        super().send(data)  # type: ignore[misc]
+
+    def response_class(self, sock: socket.socket, *args: Any, **kwargs: Any) -> _DeadlineResponse:
+        return _DeadlineResponse(sock, *args, deadline=self.deadline, **kwargs)
+
+
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
+    pass
+
+
 # -- the blocking client ----------------------------------------------------------------
 
 
@@ -311,7 +387,7 @@ class Client(_Reads):
         parts = urlsplit(url)
         self._host, self._port, self._https = parts.hostname or "", parts.port, parts.scheme == "https"
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _DeadlineHTTPConnection | _DeadlineHTTPSConnection | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._decimals: dict[str, int] = {}
@@ -336,39 +412,57 @@ class Client(_Reads):
     # transport
 
     def _post(self, body: bytes) -> Any:
-        with self._lock:
-            for attempt in (0, 1):
-                reused = self._conn is not None
-                if self._conn is None:
-                    cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                    self._conn = cls(self._host, self._port, timeout=self.timeout)
-                try:
-                    self._conn.request("POST", self._path, body, self.headers)
-                    response = self._conn.getresponse()
-                    raw = response.read(self.max_response_bytes + 1)
-                    if len(raw) > self.max_response_bytes:
-                        raise RPCUnavailable(f"{self.url} answered more than {self.max_response_bytes} bytes")
-                    if response.will_close:
-                        self._drop()
-                    return _decode_body(self.url, response.status, raw)
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+        """POST ``body`` and decode the answer, all within ``timeout`` seconds of the call (waiting for
+        another thread's call, connecting, sending, the headers and every byte of the body)."""
+        deadline = time.monotonic() + self.timeout
+        if not self._lock.acquire(timeout=self.timeout):
+            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s (other calls of this "
+                                 f"client were still waiting for it)")
+        try:
+            return self._post_locked(body, deadline)
+        finally:
+            self._lock.release()
+
+    def _post_locked(self, body: bytes, deadline: float) -> Any:
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            if self._conn is None:
+                cls = _DeadlineHTTPSConnection if self._https else _DeadlineHTTPConnection
+                self._conn = cls(self._host, self._port, timeout=self.timeout)
+            self._conn.deadline = deadline
+            try:
+                self._conn.request("POST", self._path, body, self.headers)
+                response = self._conn.getresponse()
+                limit = self.max_response_bytes
+                if response.length is not None and response.length > limit:  # refused unread
+                    raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
+                raw = response.read(limit + 1)
+                if len(raw) > limit:
+                    raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
+                if response.length:  # fewer bytes than its Content-Length, then the end of the stream
+                    raise RPCUnavailable(f"{self.url} cut its answer short ({len(raw)} bytes, "
+                                         f"{response.length} missing)")
+                if response.will_close:
                     self._drop()
-                    if reused and attempt == 0:
-                        continue  # the node closed an idle keep-alive connection: one fresh try
-                    raise RPCUnavailable(f"{self.url} hung up: {type(exc).__name__}: {exc}") from None
-                except http.client.HTTPException as exc:  # a cut or garbled answer (BadStatusLine, IncompleteRead)
-                    self._drop()
-                    raise RPCUnavailable(
-                        f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
-                except TimeoutError:
-                    self._drop()
-                    raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
-                except OSError as exc:
-                    self._drop()
-                    raise RPCUnavailable(f"cannot reach node at {self.url}: {exc}") from None
-                except RPCUnavailable:
-                    self._drop()
-                    raise
+                return _decode_body(self.url, response.status, raw)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop()
+                if reused and attempt == 0:
+                    continue  # the node closed an idle keep-alive connection: one fresh try
+                raise RPCUnavailable(f"{self.url} hung up: {type(exc).__name__}: {exc}") from None
+            except http.client.HTTPException as exc:  # a cut or garbled answer (BadStatusLine, IncompleteRead)
+                self._drop()
+                raise RPCUnavailable(
+                    f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
+            except TimeoutError:
+                self._drop()
+                raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
+            except OSError as exc:
+                self._drop()
+                raise RPCUnavailable(f"cannot reach node at {self.url}: {exc}") from None
+            except RPCUnavailable:
+                self._drop()
+                raise
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
@@ -502,6 +596,15 @@ class AsyncClient(_Reads):
         return self._session
 
     async def _post(self, body: bytes) -> Any:
+        """POST ``body`` and decode the answer within ``timeout`` seconds, the one resend included
+        (and whatever timeout a session given to the client has)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post_twice(body)
+        except TimeoutError:
+            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
+
+    async def _post_twice(self, body: bytes) -> Any:
         import aiohttp
 
         try:
