@@ -72,3 +72,12 @@ def test_account_renders_each_balance_with_its_decimals():
                               {"GOLD": 6, "QNX": 18}.get)
     assert "5.25 GOLD" in text and "1,000,012.5 QNX" in text and "7 base units of ODD" in text
     assert "2 (next 3)" in text
+
+
+def test_printable_escapes_what_would_drive_a_terminal():
+    from cli.common import printable
+
+    assert printable("a\x1b[2Jb\nc\u202ed") == "a\\x1b[2Jb\nc\\u202ed"
+    assert printable("a\nb", one_line=True) == "a\\nb"
+    assert printable("x" * 20, 5) == "xxxxx... (15 more characters)"
+    assert printable("1,000.5 QNX") == "1,000.5 QNX"
