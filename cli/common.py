@@ -103,7 +103,7 @@ def render(data: Any, indent: int = 0) -> str:
                 lines.append(f"{pad}{key}:")
                 lines.append(render(value, indent + 1))
             else:
-                lines.append(f"{pad}{key}: {value if value not in ({}, []) else '-'}")
+                lines.append(f"{pad}{key}: {'-' if value is None or value in ({}, []) else value}")
         return "\n".join(lines)
     if isinstance(data, list):
         return "\n".join(

@@ -1,6 +1,6 @@
 """The CLI against a hostile node (tests/hostile_node.py): a malformed answer is one clear error line and
 exit status 1, never a traceback; a node's text cannot drive the terminal; a resent submission the node
-already has does not fail ``--wait``."""
+already has does not fail ``--wait``; state at a past height shows no "None"."""
 
 from __future__ import annotations
 
@@ -127,3 +127,11 @@ def test_a_wait_on_a_submission_the_node_already_has_succeeds(tmp_path):
     assert len(sent) == 1 and out["hash"] == "0x" + sha256(bytes.fromhex(sent[0][2:])).hex()
     assert out["status"] == "ok" and out["height"] == 10
 
+
+def test_an_account_at_a_past_height_shows_no_none():
+    past = {**ACCOUNT, "height": 7, "pending_nonce": None, "queued": None}
+    with hostile_node(_answering(past)) as url:
+        shown = qenexd(url, "query", "account", BOB_TEXT, "--height", "7")
+    assert shown.exit_code == 0, shown.output
+    assert "None" not in shown.output and "n/a at a past height" in shown.output
+    assert "nonce     3 (next: n/a at a past height)" in shown.output and "height    7" in shown.output
