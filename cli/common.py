@@ -29,7 +29,35 @@ class CLIError(click.ClickException):
     """One clear line on stderr and exit status 1."""
 
 
+# What reading a node's answer of the wrong shape raises: a missing field, a field of the wrong type or
+# value (a time past what datetime takes is an OverflowError), or nesting deeper than a renderer recurses.
+MALFORMED_ANSWER_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError,
+                           RecursionError)
+MAX_ERROR_CHARS = 1000
+
+
+def printable(text: str, limit: int | None = None, *, one_line: bool = False) -> str:
+    """``text`` safe for a terminal: control and other unprintable characters (a node's text may carry
+    escape sequences) shown escaped, newlines kept unless ``one_line``; at most ``limit`` characters."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + f"... ({len(text) - limit} more characters)"
+    lines = [text] if one_line else text.split("\n")
+    return "\n".join(line if line.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in line)
+                     for line in lines)
+
+
+def _malformed(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"no field {exc.args[0]!r:.100}" if exc.args else "a field is missing"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply to read"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def handle_errors(func: F) -> F:
+    """Every failure as one clear CLIError line.  In a command that talks to a node (an ``rpc`` option),
+    a KeyError, TypeError, ... is the node's answer not having the shape the command reads: it is
+    reported as a malformed answer of that node, not as a traceback."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -37,21 +65,33 @@ def handle_errors(func: F) -> F:
         except click.ClickException:
             raise
         except RPCClientError as exc:
-            detail = f" ({json.dumps(exc.data, sort_keys=True)})" if exc.data else ""
-            raise CLIError(f"rejected by node [{exc.code}]: {exc}{detail}") from None
+            raise CLIError(printable(f"rejected by node [{exc.code}]: {exc}{_error_data(exc.data)}",
+                                     MAX_ERROR_CHARS, one_line=True)) from None
         except (NodeError, StateError, OSError) as exc:
-            raise CLIError(str(exc)) from None
+            raise CLIError(printable(str(exc), MAX_ERROR_CHARS, one_line=True)) from None
+        except MALFORMED_ANSWER_ERRORS as exc:
+            if "rpc" not in kwargs:
+                raise  # not a node's answer: a bug of ours, traceback and all
+            raise CLIError(printable(f"node at {kwargs['rpc']} gave a malformed answer: {_malformed(exc)}",
+                                     MAX_ERROR_CHARS, one_line=True)) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _error_data(data: Any) -> str:
+    if not data:
+        return ""
+    try:
+        return f" ({json.dumps(data, sort_keys=True)})"
+    except (TypeError, ValueError, RecursionError):
+        return f" ({data!r:.200})"
+
+
 def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True))
-    elif human is not None:
-        click.echo(human(data))
+        click.echo(json.dumps(data, indent=2, sort_keys=True))  # ensure_ascii: no control character passes
     else:
-        click.echo(render(data))
+        click.echo(printable(human(data) if human is not None else render(data)))
 
 
 def render(data: Any, indent: int = 0) -> str:
@@ -63,7 +103,7 @@ def render(data: Any, indent: int = 0) -> str:
                 lines.append(f"{pad}{key}:")
                 lines.append(render(value, indent + 1))
             else:
-                lines.append(f"{pad}{key}: {value if value not in ({}, []) else '-'}")
+                lines.append(f"{pad}{key}: {'-' if value is None or value in ({}, []) else value}")
         return "\n".join(lines)
     if isinstance(data, list):
         return "\n".join(

@@ -73,6 +73,10 @@ def timestamp(time_ms: int, now_ms: int | None = None) -> str:
     return f"{text} ({age(delta)} ago)" if delta >= 0 else f"{text} (in {age(-delta)})"
 
 
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def table(rows: list[tuple[str, str]]) -> str:
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
@@ -86,7 +90,7 @@ def render_status(status: Mapping[str, Any], now_ms: int) -> str:
     consensus = status.get("consensus") or {}
     validator = status.get("validator")
     rows = [
-        ("node", f"{status.get('node', '?')} on chain {status['chain_id']}"),
+        ("node", f"{status.get('node') or '?'} on chain {status['chain_id']}"),
         ("height", f"{height(status['height'])} (last block {timestamp(status['latest_block_time_ms'], now_ms)})"
          if status.get("latest_block_time_ms") is not None else height(status["height"])),
         ("block hash", str(status["latest_block_hash"])),
@@ -96,13 +100,19 @@ def render_status(status: Mapping[str, Any], now_ms: int) -> str:
         ("mempool", f"{group_digits(str(status['mempool_size']))} pending"),
     ]
     if consensus:
-        rows.append(("consensus", f"height {height(consensus.get('height'))}, view {consensus.get('view', 0)}, "
+        rows.append(("consensus", f"height {height(consensus.get('height'))}, view {consensus.get('view') or 0}, "
                                   f"{consensus.get('step') or '-'}"))
     return table(rows)
 
 
 def render_account(account: Mapping[str, Any], decimals: Decimals) -> str:
-    rows = [("address", account["address"]), ("nonce", f"{account['nonce']} (next {account['pending_nonce']})")]
+    """An account at the head (nonce, next pending nonce, queued) or at a past height, where the node
+    has no mempool view and answers ``pending_nonce`` and ``queued`` null."""
+    pending = account.get("pending_nonce")
+    nonce = f"{account['nonce']} " + (f"(next {pending})" if pending is not None else "(next: n/a at a past height)")
+    rows = [("address", account["address"]), ("nonce", nonce)]
+    if account.get("height") is not None:
+        rows.append(("height", height(account["height"])))
     if account.get("queued"):
         rows.append(("queued", str(account["queued"])))
     balances = account.get("balances") or {}
@@ -131,7 +141,8 @@ def render_block(block: Mapping[str, Any], now_ms: int) -> str:
 
 def render_tx(record: Mapping[str, Any], decimals: Decimals) -> str:
     status = record.get("status", "?")
-    where = f" at height {height(record['height'])}, index {record.get('index')}" if record.get("committed") else ""
+    index = f", index {record['index']}" if record.get("index") is not None else ""
+    where = f" at height {height(record['height'])}{index}" if record.get("committed") else ""
     rows = [
         ("hash", record["hash"]),
         ("status", f"{status}{where}" + (f": {record['reason']}" if record.get("reason") else "")),
@@ -144,7 +155,8 @@ def render_tx(record: Mapping[str, Any], decimals: Decimals) -> str:
     for key, value in (record.get("payload") or {}).items():
         rows.append((f"  {key}", _payload_value(key, value, record.get("payload") or {}, decimals)))
     if "risk" in record:
-        rows.append(("risk", f"{record['risk'].get('decision')} (score {record['risk'].get('score')})"))
+        risk = record["risk"]
+        rows.append(("risk", f"{_or_dash(risk.get('decision'))} (score {_or_dash(risk.get('score'))})"))
     if "proof" in record:
         p = record["proof"]
         rows.append(("proof", f"{'verified' if p.get('verified') else 'NOT VERIFIED'} against tx_root {p['tx_root']}"))

@@ -47,7 +47,7 @@ def submit(client: Client, key: PrivateKey, payload: Payload, *, fee: str | None
         out.update({"status": record["status"], "height": record["height"], "reason": record.get("reason", "")})
         if record["status"] != "ok":
             emit(out, False)
-            raise CLIError(f"transaction {tx_hash} failed at height {record['height']}: {record['reason']}")
+            raise CLIError(f"transaction {tx_hash} failed at height {record['height']}: {out['reason'] or '-'}")
     return out
 
 

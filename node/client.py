@@ -22,7 +22,8 @@ request), ``submit`` it, ``wait_final`` for its receipt, or
 
 Errors: ``RPCClientError`` (the node answered with a JSON-RPC error:
 ``code``, ``message``, ``data``), ``RPCUnavailable`` (no usable answer:
-unreachable, timed out, cut, not JSON, over ``max_response_bytes``),
+unreachable, not answered within ``timeout`` (one deadline per call), cut,
+not JSON, not JSON-RPC of the expected shape, over ``max_response_bytes``),
 ``TxTimeout``, ``SubscriptionClosed`` / ``SubscriberTooSlow`` (close code
 4008).  All derive from ``ClientError`` (a ``NodeError``).
 
@@ -36,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import http.client
+import io
 import itertools
 import json
 import queue
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -50,9 +53,10 @@ from node import rpc_calls, txbuild
 from node.client_types import Params, Status, TxRecord
 from node.errors import NodeError
 from node.rpc_calls import Call
-from state.amounts import parse_amount
-from state.crypto import PrivateKey, address_to_text
-from state.payloads import Payload
+from state.amounts import MAX_AMOUNT, MAX_DECIMALS, parse_amount
+from state.crypto import PrivateKey, address_to_text, sha256
+from state.errors import StateError
+from state.payloads import MAX_UINT64, Payload, check_chain_id, check_uint, is_int
 from state.transactions import SignedTransaction
 
 if TYPE_CHECKING:
@@ -71,6 +75,7 @@ DEFAULT_TIMEOUT_S = 10.0
 # The largest answer a client reads (a full block of 5,000 batches is a few MB);
 # anything longer is refused before it is parsed.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+ALREADY_KNOWN = -32003  # node.errors.AlreadyKnown
 NOT_FOUND = -32004
 TOO_SLOW_CLOSE_CODE = 4008
 WAIT_POLL_S = 0.2
@@ -121,47 +126,83 @@ class SubscriberTooSlow(SubscriptionClosed):
 # -- JSON-RPC framing, shared by both clients -------------------------------------------
 
 
-def _error_from(obj: Any) -> RPCClientError:
+def _same_id(got: Any, want: int) -> bool:
+    return type(got) is int and got == want  # not True for 1, nor 1.0
+
+
+def _error_from(url: str, method: str, obj: Any) -> RPCClientError:
+    """A JSON-RPC error object as RPCClientError; RPCUnavailable if it is not one (no int code, no text message)."""
     if not isinstance(obj, dict):
-        return RPCClientError(0, f"malformed error object {obj!r:.200}")
-    code = obj.get("code")
-    message = obj.get("message")
-    return RPCClientError(code if isinstance(code, int) else 0, message if isinstance(message, str) else
-                          "unknown error", obj.get("data"))
+        raise RPCUnavailable(f"{url} answered {method} with a malformed error: {obj!r:.200}")
+    code, message = obj.get("code"), obj.get("message")
+    if type(code) is not int or not isinstance(message, str):
+        raise RPCUnavailable(f"{url} answered {method} with a malformed error object "
+                             f"(code {code!r:.50}, message {message!r:.100})")
+    return RPCClientError(code, message, obj.get("data"))
 
 
-def _one_result(url: str, method: str, response: Any) -> Any:
+def _one_result(url: str, method: str, response: Any, request_id: int | None = None) -> Any:
+    """The result of one call from its answer; RPCClientError for a well-formed error, RPCUnavailable for
+    anything else (not an object, another call's id, neither or both of result and error).  Without
+    ``request_id`` (a caller that matched the id itself) the id is not checked."""
     if not isinstance(response, dict):
-        raise RPCUnavailable(f"{url} did not answer {method} with a JSON-RPC object")
+        raise RPCUnavailable(f"{url} did not answer {method} with a JSON-RPC object "
+                             f"(got {type(response).__name__})")
+    answered = response.get("id")
     if "error" in response:
-        raise _error_from(response["error"])
+        if "result" in response:
+            raise RPCUnavailable(f"{url} answered {method} with both a result and an error")
+        if request_id is not None and answered is not None and not _same_id(answered, request_id):
+            # (id null is a refusal before the request was read, e.g. server busy)
+            raise RPCUnavailable(f"{url} answered {method} (id {request_id}) with the error of id {answered!r:.50}")
+        raise _error_from(url, method, response["error"])
     if "result" not in response:
         raise RPCUnavailable(f"{url} answered {method} with neither a result nor an error")
+    if request_id is not None and not _same_id(answered, request_id):
+        raise RPCUnavailable(f"{url} answered {method} (id {request_id}) with the result of id {answered!r:.50}")
     return response["result"]
+
+
+def _object_result(url: str, method: str, result: Any) -> Any:
+    """Every read RPC answers a JSON object (``node.client_types``): anything else is no usable answer."""
+    if not isinstance(result, dict):
+        raise RPCUnavailable(f"{url} answered {method} with {type(result).__name__} {result!r:.100}, not an object")
+    return result
 
 
 def _as_call(item: Call[Any] | tuple[str, Sequence[Any]]) -> Call[Any]:
     return item if isinstance(item, Call) else Call(item[0], tuple(item[1]))
 
 
-def _batch_results(url: str, count: int, responses: Any) -> list[Any]:
-    """Results (or RPCClientError instances) in call order, from a batch's answer of ids 0..count-1."""
+def _batch_results(url: str, methods: Sequence[str], responses: Any) -> list[Any]:
+    """Results (or RPCClientError instances) in call order, from a batch's answer of ids 0..len(methods)-1:
+    exactly one well-formed answer per call, or RPCUnavailable."""
     if isinstance(responses, dict) and "error" in responses:  # the whole batch was refused (size, parse, ...)
-        raise _error_from(responses["error"])
+        raise _error_from(url, "a batch", responses["error"])
     if not isinstance(responses, list):
         raise RPCUnavailable(f"{url} answered a batch with {type(responses).__name__}")
-    by_id = {r.get("id"): r for r in responses if isinstance(r, dict)}
+    count = len(methods)
+    if len(responses) != count:
+        raise RPCUnavailable(f"{url} answered a batch of {count} calls with {len(responses)} answers")
+    by_id: dict[int, dict[str, Any]] = {}
+    for r in responses:
+        if not isinstance(r, dict):
+            raise RPCUnavailable(f"{url} answered a batch with {type(r).__name__} {r!r:.100} among its answers")
+        i = r.get("id")
+        if type(i) is not int or not 0 <= i < count or i in by_id:
+            raise RPCUnavailable(f"{url} answered a batch of {count} calls with an answer of id {i!r:.50}")
+        by_id[i] = r
     out: list[Any] = []
-    for i in range(count):
-        r = by_id.get(i)
-        if r is None:
-            raise RPCUnavailable(f"{url} did not answer call {i} of the batch")
+    for i, method in enumerate(methods):
+        r = by_id[i]  # present: count distinct ids in range(count)
+        if "error" in r and "result" in r:
+            raise RPCUnavailable(f"{url} answered call {i} ({method}) of the batch with both a result and an error")
         if "error" in r:
-            out.append(_error_from(r["error"]))
+            out.append(_error_from(url, f"call {i} ({method}) of the batch", r["error"]))
         elif "result" in r:
             out.append(r["result"])
         else:
-            raise RPCUnavailable(f"{url} answered call {i} of the batch with neither a result nor an error")
+            raise RPCUnavailable(f"{url} answered call {i} ({method}) of the batch with neither a result nor an error")
     return out
 
 
@@ -172,8 +213,10 @@ def _decode_body(url: str, status: int, raw: bytes) -> Any:
         return None
     try:
         return json.loads(raw)
-    except ValueError:
+    except ValueError:  # also an integer of over 4,300 digits
         raise RPCUnavailable(f"{url} did not answer JSON (HTTP {status})") from None
+    except RecursionError:  # arrays or objects nested deeper than the interpreter's stack
+        raise RPCUnavailable(f"{url} answered JSON nested too deeply to read (HTTP {status})") from None
 
 
 def _check_url(url: str) -> None:
@@ -202,17 +245,35 @@ def _signing_calls(key: PrivateKey, fee: int | None) -> list[Call[Any]]:
     return calls
 
 
-def _signed(key: PrivateKey, payload: Payload, fee: int | None, nonce: int | None, answers: list[Any]) -> SignedTransaction:
+def _node_value(url: str, method: str, what: str, read: Callable[[], T]) -> T:
+    """``read()`` of a value the node gave (checked by the state's own field checks); RPCUnavailable naming
+    the value if it is missing or unusable."""
+    try:
+        return read()
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, StateError) as exc:
+        raise RPCUnavailable(f"{url} answered {method} with no usable {what}: {type(exc).__name__}: {exc}") from None
+
+
+def _checked_uint(name: str, value: Any, high: int) -> int:
+    check_uint(name, value, 0, high)
+    return int(value)
+
+
+def _signed(url: str, key: PrivateKey, payload: Payload, fee: int | None, nonce: int | None,
+            answers: list[Any]) -> SignedTransaction:
     for answer in answers:
         if isinstance(answer, RPCClientError):
             raise answer
     status: Status = answers[0]
-    params: Params | None = answers[2] if fee is None else None
-    return txbuild.sign(
-        key, payload, chain_id=status["chain_id"],
-        nonce=int(answers[1]["pending_nonce"]) if nonce is None else nonce,
-        fee=txbuild.min_fee(params, payload.KIND) if params is not None else fee,  # type: ignore[arg-type,union-attr]
-    )
+    chain_id = _node_value(url, "qenex_status", "chain_id", lambda: check_chain_id(status["chain_id"]))
+    if nonce is None:
+        nonce = _node_value(url, "qenex_getAccount", "pending_nonce",
+                            lambda: _checked_uint("pending_nonce", answers[1]["pending_nonce"], MAX_UINT64))
+    if fee is None:
+        params: Params = answers[2]
+        fee = _node_value(url, "qenex_getParams", f"gas or min_gas_price for {payload.KIND.name}",  # type: ignore[attr-defined]
+                          lambda: _checked_uint("fee", txbuild.min_fee(params, payload.KIND), MAX_AMOUNT))  # type: ignore[attr-defined]
+    return txbuild.sign(key, payload, chain_id=chain_id, nonce=nonce, fee=fee)
 
 
 def raw_hex(stx: SignedTransaction | bytes) -> str:
@@ -220,14 +281,48 @@ def raw_hex(stx: SignedTransaction | bytes) -> str:
     return "0x" + (stx.encode() if isinstance(stx, SignedTransaction) else bytes(stx)).hex()
 
 
-def _record_if_final(answer: Any) -> TxRecord | None:
+def tx_hash_of(stx: SignedTransaction | bytes) -> str:
+    """The 0x-hex hash the node gives a signed transaction: sha256 of its (canonical) encoding."""
+    return "0x" + (stx.hash if isinstance(stx, SignedTransaction) else sha256(bytes(stx))).hex()
+
+
+def _submitted(url: str, stx: SignedTransaction | bytes, answer: Any) -> str:
+    """The hash of a transaction the node took (its answer to qenex_sendTransaction, or the
+    RPCClientError in its place).  Already known (-32003) is success: the node has these very bytes,
+    e.g. from a send resent after a dropped connection.  A hash that is not this transaction's is no
+    usable answer: waiting on it would wait for another transaction."""
+    tx_hash = tx_hash_of(stx)
+    if isinstance(answer, RPCClientError):
+        if answer.code == ALREADY_KNOWN:
+            return tx_hash
+        raise answer
+    answered = answer.get("hash") if isinstance(answer, dict) else None
+    if not isinstance(answered, str) or answered.lower() != tx_hash:
+        raise RPCUnavailable(f"{url} answered qenex_sendTransaction of {tx_hash} with {answer!r:.200}")
+    return tx_hash
+
+
+def _record_if_final(url: str, tx_hash: str, answer: Any) -> TxRecord | None:
     """One poll of a transaction (its record, or the RPCClientError in its place): the record once committed,
-    None while the node has it pending, queued or not at all; any other error is raised."""
+    None while the node has it pending, queued or not at all; any other error is raised, and a record
+    without a boolean ``committed`` (or a committed one without its status and height) is RPCUnavailable."""
     if isinstance(answer, RPCClientError):
         if answer.code != NOT_FOUND:
             raise answer
         return None
-    return answer if isinstance(answer, dict) and answer.get("committed") else None
+    where = f"{url} answered qenex_getTransaction of {tx_hash}"
+    if not isinstance(answer, dict) or not isinstance(answer.get("committed"), bool):
+        raise RPCUnavailable(f"{where} with {answer!r:.200}, not a transaction record")
+    if not answer["committed"]:
+        return None
+    if not isinstance(answer.get("status"), str) or not is_int(answer.get("height")):
+        raise RPCUnavailable(f"{where} with a committed record lacking its status or height: {answer!r:.200}")
+    return answer  # type: ignore[return-value]
+
+
+def _decimals_from(url: str, symbol: str, token: Any) -> int:
+    return _node_value(url, "qenex_getToken", f"decimals of {symbol}",
+                       lambda: _checked_uint("decimals", token["decimals"], MAX_DECIMALS))
 
 
 # -- the read methods, declared once for both clients ------------------------------------
@@ -257,11 +352,18 @@ class rpc_method(Generic[P, T]):
     def __get__(self, obj: Any, owner: type) -> Any:
         if obj is None:
             return self
-        build, request = self.build, obj.request
-
-        @functools.wraps(build)
-        def method(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return request(build(*args, **kwargs))
+        build, request, url = self.build, obj.request, obj.url
+        method: Callable[..., Any]
+        if isinstance(obj, AsyncClient):
+            @functools.wraps(build)
+            async def method(*args: P.args, **kwargs: P.kwargs) -> Any:
+                call = build(*args, **kwargs)
+                return _object_result(url, call.method, await request(call))
+        else:
+            @functools.wraps(build)
+            def method(*args: P.args, **kwargs: P.kwargs) -> Any:
+                call = build(*args, **kwargs)
+                return _object_result(url, call.method, request(call))
 
         obj.__dict__[self.name] = method  # bound once per client: later lookups skip this descriptor
         return method
@@ -293,6 +395,80 @@ class _Reads:
     predict_price = rpc_method(rpc_calls.predict_price)
 
 
+# -- the blocking client's transport: http.client under one deadline per call -------------
+#
+# A socket timeout bounds each read, not a call: a node dripping its answer a byte at a time would
+# keep a call alive for ever.  So every socket operation of a call is given only the time left
+# before the call's deadline, and none is started after it.
+
+
+def _time_left(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """An answer's socket reads, each allowed only the time left before the deadline."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        # a makefile() of the socket, as http.client's own reader: it keeps the socket open until the
+        # answer is read even when http.client closes the connection first (Connection: close)
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_time_left(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: Any, deadline: float, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain makefile() reader: each of its reads would get a whole timeout
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+class _DeadlineConnectionMixin:
+    """Connect and send within the time left before ``deadline`` (set before each call)."""
+
+    deadline = float("inf")
+    sock: socket.socket | None
+    timeout: float | None
+
+    def connect(self) -> None:
+        self.timeout = _time_left(self.deadline)  # create_connection's (and a TLS handshake's) timeout
+        super().connect()  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        assert self.sock is not None
+        self.sock.settimeout(_time_left(self.deadline))  # sendall: the timeout bounds the whole send
+        super().send(data)  # type: ignore[misc]
+
+    def response_class(self, sock: socket.socket, *args: Any, **kwargs: Any) -> _DeadlineResponse:
+        return _DeadlineResponse(sock, *args, deadline=self.deadline, **kwargs)
+
+
+class _DeadlineHTTPConnection(_DeadlineConnectionMixin, http.client.HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
+    pass
+
+
 # -- the blocking client ----------------------------------------------------------------
 
 
@@ -311,7 +487,7 @@ class Client(_Reads):
         parts = urlsplit(url)
         self._host, self._port, self._https = parts.hostname or "", parts.port, parts.scheme == "https"
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _DeadlineHTTPConnection | _DeadlineHTTPSConnection | None = None
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._decimals: dict[str, int] = {}
@@ -336,39 +512,57 @@ class Client(_Reads):
     # transport
 
     def _post(self, body: bytes) -> Any:
-        with self._lock:
-            for attempt in (0, 1):
-                reused = self._conn is not None
-                if self._conn is None:
-                    cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-                    self._conn = cls(self._host, self._port, timeout=self.timeout)
-                try:
-                    self._conn.request("POST", self._path, body, self.headers)
-                    response = self._conn.getresponse()
-                    raw = response.read(self.max_response_bytes + 1)
-                    if len(raw) > self.max_response_bytes:
-                        raise RPCUnavailable(f"{self.url} answered more than {self.max_response_bytes} bytes")
-                    if response.will_close:
-                        self._drop()
-                    return _decode_body(self.url, response.status, raw)
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+        """POST ``body`` and decode the answer, all within ``timeout`` seconds of the call (waiting for
+        another thread's call, connecting, sending, the headers and every byte of the body)."""
+        deadline = time.monotonic() + self.timeout
+        if not self._lock.acquire(timeout=self.timeout):
+            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s (other calls of this "
+                                 f"client were still waiting for it)")
+        try:
+            return self._post_locked(body, deadline)
+        finally:
+            self._lock.release()
+
+    def _post_locked(self, body: bytes, deadline: float) -> Any:
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            if self._conn is None:
+                cls = _DeadlineHTTPSConnection if self._https else _DeadlineHTTPConnection
+                self._conn = cls(self._host, self._port, timeout=self.timeout)
+            self._conn.deadline = deadline
+            try:
+                self._conn.request("POST", self._path, body, self.headers)
+                response = self._conn.getresponse()
+                limit = self.max_response_bytes
+                if response.length is not None and response.length > limit:  # refused unread
+                    raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
+                raw = response.read(limit + 1)
+                if len(raw) > limit:
+                    raise RPCUnavailable(f"{self.url} answered more than {limit} bytes")
+                if response.length:  # fewer bytes than its Content-Length, then the end of the stream
+                    raise RPCUnavailable(f"{self.url} cut its answer short ({len(raw)} bytes, "
+                                         f"{response.length} missing)")
+                if response.will_close:
                     self._drop()
-                    if reused and attempt == 0:
-                        continue  # the node closed an idle keep-alive connection: one fresh try
-                    raise RPCUnavailable(f"{self.url} hung up: {type(exc).__name__}: {exc}") from None
-                except http.client.HTTPException as exc:  # a cut or garbled answer (BadStatusLine, IncompleteRead)
-                    self._drop()
-                    raise RPCUnavailable(
-                        f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
-                except TimeoutError:
-                    self._drop()
-                    raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
-                except OSError as exc:
-                    self._drop()
-                    raise RPCUnavailable(f"cannot reach node at {self.url}: {exc}") from None
-                except RPCUnavailable:
-                    self._drop()
-                    raise
+                return _decode_body(self.url, response.status, raw)
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop()
+                if reused and attempt == 0:
+                    continue  # the node closed an idle keep-alive connection: one fresh try
+                raise RPCUnavailable(f"{self.url} hung up: {type(exc).__name__}: {exc}") from None
+            except http.client.HTTPException as exc:  # a cut or garbled answer (BadStatusLine, IncompleteRead)
+                self._drop()
+                raise RPCUnavailable(
+                    f"{self.url} gave no valid HTTP answer: {type(exc).__name__}: {exc}") from None
+            except TimeoutError:
+                self._drop()
+                raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
+            except OSError as exc:
+                self._drop()
+                raise RPCUnavailable(f"cannot reach node at {self.url}: {exc}") from None
+            except RPCUnavailable:
+                self._drop()
+                raise
         raise AssertionError("unreachable")
 
     def _drop(self) -> None:
@@ -383,8 +577,9 @@ class Client(_Reads):
         return self.request(Call(method, params))
 
     def request(self, call: Call[T]) -> T:
-        body = json.dumps(call.request(next(self._ids))).encode()
-        return _one_result(self.url, call.method, self._post(body))  # type: ignore[no-any-return]
+        request_id = next(self._ids)
+        body = json.dumps(call.request(request_id)).encode()
+        return _one_result(self.url, call.method, self._post(body), request_id)  # type: ignore[no-any-return]
 
     def batch(self, calls: Sequence[Call[Any] | tuple[str, Sequence[Any]]]) -> list[Any]:
         """Many calls in one request: their results in order, an RPCClientError in the place of each refused one.
@@ -395,14 +590,14 @@ class Client(_Reads):
         if not items:
             return []
         body = json.dumps([c.request(i) for i, c in enumerate(items)]).encode()
-        return _batch_results(self.url, len(items), self._post(body))
+        return _batch_results(self.url, [c.method for c in items], self._post(body))
 
     # transactions
 
     def decimals(self, symbol: str) -> int:
         """Token ``symbol``'s decimals (asked once per client)."""
         if symbol not in self._decimals:
-            self._decimals[symbol] = int(self.token(symbol)["decimals"])
+            self._decimals[symbol] = _decimals_from(self.url, symbol, self.token(symbol))
         return self._decimals[symbol]
 
     def units(self, symbol: str, amount: str) -> int:
@@ -413,16 +608,21 @@ class Client(_Reads):
              nonce: int | None = None) -> SignedTransaction:
         """``payload`` from ``key`` on the node's chain, at its next pending nonce and the kind's minimum fee
         unless ``nonce`` / ``fee`` (base units) are given."""
-        return _signed(key, payload, fee, nonce, self.batch(_signing_calls(key, fee)))
+        return _signed(self.url, key, payload, fee, nonce, self.batch(_signing_calls(key, fee)))
 
     def submit(self, stx: SignedTransaction | bytes) -> str:
-        """Send a signed transaction; its hash once the node admitted it (else RPCClientError, e.g. -32010)."""
-        return str(self.request(rpc_calls.send_transaction(raw_hex(stx)))["hash"])
+        """Send a signed transaction; its hash once the node admitted it, or already had it (-32003);
+        else RPCClientError (e.g. -32010)."""
+        try:
+            answer: Any = self.request(rpc_calls.send_transaction(raw_hex(stx)))
+        except RPCClientError as exc:
+            answer = exc
+        return _submitted(self.url, stx, answer)
 
     def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """Poll until ``tx_hash`` is in a committed block; its record with the receipt (``status`` ok/failed)."""
         deadline = time.monotonic() + timeout
-        while (record := _record_if_final(self.batch([rpc_calls.transaction(tx_hash)])[0])) is None:
+        while (record := _record_if_final(self.url, tx_hash, self.batch([rpc_calls.transaction(tx_hash)])[0])) is None:
             if time.monotonic() > deadline:
                 raise TxTimeout(tx_hash, timeout)
             time.sleep(poll)
@@ -502,6 +702,15 @@ class AsyncClient(_Reads):
         return self._session
 
     async def _post(self, body: bytes) -> Any:
+        """POST ``body`` and decode the answer within ``timeout`` seconds, the one resend included
+        (and whatever timeout a session given to the client has)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._post_twice(body)
+        except TimeoutError:
+            raise RPCUnavailable(f"{self.url} did not answer within {self.timeout:g} s") from None
+
+    async def _post_twice(self, body: bytes) -> Any:
         import aiohttp
 
         try:
@@ -545,8 +754,9 @@ class AsyncClient(_Reads):
         return await self.request(Call(method, params))
 
     async def request(self, call: Call[T]) -> T:
-        body = json.dumps(call.request(next(self._ids))).encode()
-        return _one_result(self.url, call.method, await self._post(body))  # type: ignore[no-any-return]
+        request_id = next(self._ids)
+        body = json.dumps(call.request(request_id)).encode()
+        return _one_result(self.url, call.method, await self._post(body), request_id)  # type: ignore[no-any-return]
 
     async def batch(self, calls: Sequence[Call[Any] | tuple[str, Sequence[Any]]]) -> list[Any]:
         """As ``Client.batch``."""
@@ -554,11 +764,11 @@ class AsyncClient(_Reads):
         if not items:
             return []
         body = json.dumps([c.request(i) for i, c in enumerate(items)]).encode()
-        return _batch_results(self.url, len(items), await self._post(body))
+        return _batch_results(self.url, [c.method for c in items], await self._post(body))
 
     async def decimals(self, symbol: str) -> int:
         if symbol not in self._decimals:
-            self._decimals[symbol] = int((await self.token(symbol))["decimals"])
+            self._decimals[symbol] = _decimals_from(self.url, symbol, await self.token(symbol))
         return self._decimals[symbol]
 
     async def units(self, symbol: str, amount: str) -> int:
@@ -567,15 +777,22 @@ class AsyncClient(_Reads):
     async def sign(self, key: PrivateKey, payload: Payload, *, fee: int | None = None,
                    nonce: int | None = None) -> SignedTransaction:
         """As ``Client.sign``."""
-        return _signed(key, payload, fee, nonce, await self.batch(_signing_calls(key, fee)))
+        return _signed(self.url, key, payload, fee, nonce, await self.batch(_signing_calls(key, fee)))
 
     async def submit(self, stx: SignedTransaction | bytes) -> str:
-        return str((await self.request(rpc_calls.send_transaction(raw_hex(stx))))["hash"])
+        """As ``Client.submit``: already known (-32003, e.g. the answer to a send resent after a dropped
+        connection) is success."""
+        try:
+            answer: Any = await self.request(rpc_calls.send_transaction(raw_hex(stx)))
+        except RPCClientError as exc:
+            answer = exc
+        return _submitted(self.url, stx, answer)
 
     async def wait_final(self, tx_hash: str, timeout: float = 60.0, *, poll: float = WAIT_POLL_S) -> TxRecord:
         """As ``Client.wait_final``."""
         deadline = time.monotonic() + timeout
-        while (record := _record_if_final((await self.batch([rpc_calls.transaction(tx_hash)]))[0])) is None:
+        while (record := _record_if_final(self.url, tx_hash,
+                                          (await self.batch([rpc_calls.transaction(tx_hash)]))[0])) is None:
             if time.monotonic() > deadline:
                 raise TxTimeout(tx_hash, timeout)
             await asyncio.sleep(poll)
@@ -657,7 +874,7 @@ class Subscription:
             raise
         try:
             result = _one_result(url, "qenex_subscribe", reply)
-        except RPCClientError:
+        except ClientError:  # RPCClientError, or RPCUnavailable for a malformed error object
             await self._close_socket()
             raise
         if not isinstance(result, str):

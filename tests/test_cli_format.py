@@ -72,3 +72,33 @@ def test_account_renders_each_balance_with_its_decimals():
                               {"GOLD": 6, "QNX": 18}.get)
     assert "5.25 GOLD" in text and "1,000,012.5 QNX" in text and "7 base units of ODD" in text
     assert "2 (next 3)" in text
+
+
+def test_an_account_at_a_past_height_has_no_pending_nonce_and_shows_no_none():
+    account = {"address": "qnx1a", "height": 7, "nonce": 3, "pending_nonce": None, "queued": None, "balances": {}}
+    shown = fmt.render_account(account, lambda s: 18)
+    assert "None" not in shown and "3 (next: n/a at a past height)" in shown and "height    7" in shown
+    assert "3 (next 4)" in fmt.render_account({**account, "pending_nonce": 4, "queued": 0}, lambda s: 18)
+
+
+def test_a_record_without_index_or_risk_values_shows_no_none():
+    record = {"hash": "0xab", "status": "ok", "committed": True, "height": 3, "kind": "transfer", "sender": "s",
+              "nonce": 0, "fee": "1", "risk": {}}
+    shown = fmt.render_tx(record, lambda s: 18)
+    assert "None" not in shown and "ok at height 3" in shown and "risk    - (score -)" in shown
+    assert "ok at height 3, index 2" in fmt.render_tx({**record, "index": 2}, lambda s: 18)
+
+
+def test_the_plain_renderer_shows_null_as_a_dash():
+    from cli.common import render
+
+    assert render({"to_height": None, "twap": "1.5"}) == "to_height: -\ntwap: 1.5"
+
+
+def test_printable_escapes_what_would_drive_a_terminal():
+    from cli.common import printable
+
+    assert printable("a\x1b[2Jb\nc\u202ed") == "a\\x1b[2Jb\nc\\u202ed"
+    assert printable("a\nb", one_line=True) == "a\\nb"
+    assert printable("x" * 20, 5) == "xxxxx... (15 more characters)"
+    assert printable("1,000.5 QNX") == "1,000.5 QNX"

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 BIG = 1000  # max_response_bytes of the clients under test
 
 
-def _misbehave(method: str, body: object) -> web.Response:
+def _misbehave(method: str, rid: object) -> web.Response:
     if method == "empty500":
         return web.Response(status=500)
     if method == "notjson":
@@ -29,13 +29,13 @@ def _misbehave(method: str, body: object) -> web.Response:
     if method == "list":
         return web.json_response([1, 2])
     if method == "neither":
-        return web.json_response({"jsonrpc": "2.0", "id": 1})
+        return web.json_response({"jsonrpc": "2.0", "id": rid})
     if method == "badError":
-        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": "boom"})
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "error": "boom"})
     if method == "huge":
-        return web.json_response({"jsonrpc": "2.0", "id": 1, "result": "x" * (2 * BIG)})
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "result": "x" * (2 * BIG)})
     if method == "refused":
-        return web.json_response({"jsonrpc": "2.0", "id": 1, "error": {"code": -32010, "message": "no", "data": {"k": 1}}},
+        return web.json_response({"jsonrpc": "2.0", "id": rid, "error": {"code": -32010, "message": "no", "data": {"k": 1}}},
                                  status=400)
     if method == "batchDropsOne":
         return web.json_response([{"jsonrpc": "2.0", "id": 0, "result": 1}])
@@ -43,7 +43,7 @@ def _misbehave(method: str, body: object) -> web.Response:
         return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "too big"}})
     if method == "batchObject":
         return web.json_response({"jsonrpc": "2.0", "id": 0, "result": 1})
-    return web.json_response({"jsonrpc": "2.0", "id": 1, "result": {"ok": method}})
+    return web.json_response({"jsonrpc": "2.0", "id": rid, "result": {"ok": method}})
 
 
 @pytest.fixture()
@@ -58,11 +58,11 @@ async def fake():
             reply.enable_chunked_encoding()
             await reply.prepare(request)
             text = "x" * (2 * BIG if first["method"] == "hugeChunked" else 10)
-            for part in ('{"jsonrpc": "2.0", "id": 1, ', f'"result": "{text}"', "}"):
+            for part in (f'{{"jsonrpc": "2.0", "id": {first["id"]}, ', f'"result": "{text}"', "}"):
                 await reply.write(part.encode())
             await reply.write_eof()
             return reply
-        return _misbehave(first["method"], body)
+        return _misbehave(first["method"], first["id"])
 
     app = web.Application()
     app.router.add_post("/", handle)
@@ -80,7 +80,7 @@ CASES = [
     ("notjson", RPCUnavailable, "did not answer JSON"),
     ("list", RPCUnavailable, "JSON-RPC object"),
     ("neither", RPCUnavailable, "neither a result nor an error"),
-    ("badError", RPCClientError, "malformed error"),
+    ("badError", RPCUnavailable, "malformed error"),  # a string is no error object
     ("huge", RPCUnavailable, f"more than {BIG} bytes"),
     ("hugeChunked", RPCUnavailable, f"more than {BIG} bytes"),
     ("refused", RPCClientError, "no"),
@@ -111,7 +111,7 @@ async def test_async_client_errors(fake, method, error, text):
 
 
 @pytest.mark.parametrize("method, error, text", [
-    ("batchDropsOne", RPCUnavailable, "did not answer call 1"),
+    ("batchDropsOne", RPCUnavailable, "a batch of 2 calls with 1 answers"),
     ("batchRefused", RPCClientError, "too big"),
     ("batchObject", RPCUnavailable, "answered a batch with dict"),
 ])
@@ -139,9 +139,19 @@ async def test_nothing_listening_is_unavailable_for_both():
             await client.status()
 
 
+def _request_id(conn: socket.socket) -> int:
+    """The id of the one small request a test client sends on ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return json.loads(data.partition(b"\r\n\r\n")[2])["id"]
+
+
 def _answer(conn: socket.socket) -> None:
-    conn.recv(65536)
-    body = b'{"jsonrpc":"2.0","id":1,"result":7}'
+    body = b'{"jsonrpc":"2.0","id":%d,"result":7}' % _request_id(conn)
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
