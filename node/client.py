@@ -84,6 +84,9 @@ WAIT_POLL_S = 0.2
 # -- errors --------------------------------------------------------------------------
 
 
+WS_HEARTBEAT_S = 30.0  # ping the node this often on a subscription; no pong within half of it: closed
+
+
 class ClientError(NodeError):
     """Root of everything a client raises."""
 
@@ -856,7 +859,9 @@ class Subscription:
         url = self.client.ws_url
         params: list[Any] = [self.topic] if self.filter is None else [self.topic, self.filter]
         try:
-            self._ws = await self.client.session().ws_connect(url, max_msg_size=self.client.max_response_bytes)
+            # heartbeat: a node that vanished without closing (power loss, a cut link) is noticed in a minute
+            self._ws = await self.client.session().ws_connect(url, max_msg_size=self.client.max_response_bytes,
+                                                              heartbeat=WS_HEARTBEAT_S)
             await self._ws.send_str(json.dumps(Call("qenex_subscribe", tuple(params)).request(1)))
             while True:
                 message = await self._ws.receive(timeout=self.client.timeout)

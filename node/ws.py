@@ -24,20 +24,27 @@ What a subscriber costs is bounded before it is paid, and a subscriber never
 slows consensus:
 
 * commits and admissions only append to the hub's own queue (O(1)); one task
-  renders each item once (events in a worker thread for large blocks) and
-  offers the same text to every subscriber;
+  renders each item once and offers the same string to every subscriber (a
+  queue holds references to it, joined into a frame only when sent).  A
+  block's events are rendered off the loop, once per event and once per
+  distinct filter, at most ``MAX_EVENTS_NOTE_BYTES`` per notification (the
+  rest counted in ``omitted``);
 * each connection has a bounded queue of outgoing messages (count and bytes)
   drained by its own writer task.  An offer to a full queue disconnects that
   client with close code 4008, "subscriber too slow"; nothing ever waits on a
-  client;
+  client, and a close the client does not take is cut (transport abort) after
+  ``close_timeout_s``;
 * at most ``max_clients`` connections (the rest get a JSON-RPC 503 before the
-  upgrade), ``max_subscriptions`` per connection and ``max_event_subscriptions``
-  node-wide (the costly kind), incoming frames of at most ``max_frame_bytes``
-  (aiohttp closes with 1009 above it), JSON nested no deeper than the HTTP
-  server allows, and a call rate per connection (token bucket; a flood is
-  closed with 1008);
+  upgrade), ``max_subscriptions`` per connection, ``max_event_subscriptions``
+  and ``max_pending_subscriptions`` node-wide (the costly kinds), incoming
+  frames of at most ``max_frame_bytes`` (aiohttp closes with 1009 above it),
+  JSON nested no deeper than the HTTP server allows, and a rate of calls and
+  pings per connection (token bucket; a flood is closed with 1008);
 * a connection holding no subscription for ``idle_s`` is closed (1000), and a
-  peer that stops answering pings (``heartbeat_s``) is dropped.
+  peer that stops answering pings (``heartbeat_s``) is dropped;
+* if the hub ever falls ``HUB_QUEUE_BLOCKS`` blocks behind, later blocks are
+  not announced: tx subscribers then get their final record from the store,
+  and heads and events subscribers are closed with 4009 to resubscribe.
 """
 
 from __future__ import annotations
@@ -77,17 +84,19 @@ SUBSCRIPTION_LIMIT = -32007  # server error: this connection or this node holds 
 TOO_SLOW_CLOSE_CODE = 4008
 PENDING_FLUSH_S = 0.1
 PENDING_MAX_HASHES = 5_000  # per notification; past it, admissions are counted in ``dropped``
-EVENTS_INLINE_TXS = 100  # larger blocks' events are rendered in a worker thread
 HUB_QUEUE_BLOCKS = 256  # commits waiting for the hub's task; past it the hub is broken, not slow
+GAP_CLOSE_CODE = 4009  # the hub skipped blocks: this subscriber missed notifications and must resubscribe
+MAX_EVENTS_NOTE_BYTES = 1024 * 1024  # one events notification; past it, the rest are counted in "omitted"
 
 
 @dataclass(frozen=True, slots=True)
 class WsLimits:
     max_clients: int = 128
     max_subscriptions: int = 32
-    max_event_subscriptions: int = 256
+    max_event_subscriptions: int = 64
+    max_pending_subscriptions: int = 64
     queue_messages: int = 512
-    queue_bytes: int = 8 * 1024 * 1024
+    queue_bytes: int = 4 * 1024 * 1024
     max_frame_bytes: int = 8 * 1024
     idle_s: float = 30.0
     heartbeat_s: float = 30.0
@@ -103,10 +112,15 @@ class _Sub:
     client: "_Client"
     events: EventFilter | None = None
     tx_hash: bytes | None = None
+    head: str = ""  # the notification's text before its result (ids and topics are plain ASCII)
 
-    def prefix(self) -> str:
-        return ('{"jsonrpc":"2.0","method":"qenex_subscription","params":{"subscription":"%s","topic":"%s",'
-                '"result":' % (self.id, self.topic))
+    def __post_init__(self) -> None:
+        self.head = ('{"jsonrpc":"2.0","method":"qenex_subscription","params":{"subscription":"%s","topic":"%s",'
+                     '"result":' % (self.id, self.topic))
+
+    def notify(self, result_json: str) -> None:
+        """Offer one notification; ``result_json`` is shared by every subscriber, never copied here."""
+        self.client.offer(self.head, result_json, "}}")
 
 
 class _Client:
@@ -118,7 +132,9 @@ class _Client:
         self.request = request
         self.remote = request.remote or "?"
         self.subs: dict[str, _Sub] = {}
-        self.queue: collections.deque[str] = collections.deque()
+        # Each message is the parts of one text frame, joined only when sent: a notification's
+        # result is one string shared by every subscriber, so a queue holds references, not copies.
+        self.queue: collections.deque[tuple[str, ...]] = collections.deque()
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.closing = False
@@ -128,16 +144,17 @@ class _Client:
         self.close_task: asyncio.Task[None] | None = None
         self.drained = asyncio.Event()
 
-    def offer(self, message: str) -> None:
+    def offer(self, *parts: str) -> None:
         if self.closing:
             return
         limits = self.hub.limits
-        if len(self.queue) >= limits.queue_messages or self.queued_bytes + len(message) > limits.queue_bytes:
+        size = sum(map(len, parts))
+        if len(self.queue) >= limits.queue_messages or self.queued_bytes + size > limits.queue_bytes:
             self.hub.stats["too_slow"] += 1
             self.kick(TOO_SLOW_CLOSE_CODE, "subscriber too slow")
             return
-        self.queue.append(message)
-        self.queued_bytes += len(message)
+        self.queue.append(parts)
+        self.queued_bytes += size
         self.drained.clear()
         self.wake.set()
 
@@ -162,7 +179,8 @@ class _Client:
         try:
             while True:
                 while self.queue:
-                    message = self.queue.popleft()
+                    parts = self.queue.popleft()
+                    message = parts[0] if len(parts) == 1 else "".join(parts)
                     self.queued_bytes -= len(message)
                     await self.ws.send_str(message)
                     self.hub.stats["sent"] += 1
@@ -196,13 +214,18 @@ class _Client:
                 await asyncio.wait_for(self.drained.wait(), self.hub.limits.close_timeout_s)
         except TimeoutError:
             pass
+        closed = False
         try:
-            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), self.hub.limits.close_timeout_s)
+            closed = bool(await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()),
+                                                 self.hub.limits.close_timeout_s))
         except (TimeoutError, ConnectionError, RuntimeError):
             pass
+        # A client that reads nothing never takes the close frame, and aiohttp's graceful transport close
+        # would wait on its full buffer for ever (holding the connection, its descriptor and this read
+        # loop): cut it unless the close handshake completed with nothing left to send.
         transport = self.request.transport
-        if not self.ws.closed and transport is not None and not transport.is_closing():
-            transport.abort()  # a client that reads nothing never takes the close frame
+        if transport is not None and (not closed or transport.get_write_buffer_size() > 0):
+            transport.abort()
 
 
 class SubscriptionHub:
@@ -227,6 +250,7 @@ class SubscriptionHub:
         self._blocks: collections.deque[Block] = collections.deque()
         self._pending_hashes: list[str] = []
         self._pending_dropped = 0
+        self._gap = False  # blocks were not announced (the hub fell behind): see _recover_gap
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -252,8 +276,11 @@ class SubscriptionHub:
             return
         if len(self._blocks) >= HUB_QUEUE_BLOCKS:
             self.stats["blocks_dropped"] += 1
-            log.warning("ws hub is %d blocks behind: block %d not announced", len(self._blocks),
-                        block.header.height)
+            if not self._gap:
+                log.warning("ws hub is %d blocks behind: block %d and later ones not announced; heads and "
+                            "events subscribers will be closed (%d), tx subscribers answered from the store",
+                            len(self._blocks), block.header.height, GAP_CLOSE_CODE)
+            self._gap = True
             return
         self._blocks.append(block)
         self._wake.set()
@@ -276,8 +303,9 @@ class SubscriptionHub:
         if len(self.clients) >= limits.max_clients:
             self.stats["refused"] += 1
             return error_response(503, -32000, f"too many WebSocket clients (at most {limits.max_clients})")
+        # autoping off: pings are answered below, after taking a token like any call
         ws = web.WebSocketResponse(heartbeat=limits.heartbeat_s, max_msg_size=limits.max_frame_bytes,
-                                   timeout=limits.close_timeout_s, compress=False)
+                                   timeout=limits.close_timeout_s, compress=False, autoping=False)
         if not ws.can_prepare(request).ok:
             return error_response(400, INVALID_REQUEST, "GET /ws expects a WebSocket upgrade")
         await ws.prepare(request)
@@ -293,8 +321,12 @@ class SubscriptionHub:
                     break
                 if message.type == WSMsgType.TEXT:
                     self._on_text(client, message.data)
+                elif message.type == WSMsgType.PING:
+                    if self._take_call(client):
+                        await ws.pong(message.data)
                 elif message.type == WSMsgType.BINARY:
                     client.kick(1003, "binary frames are not accepted: send JSON-RPC text")
+                # PONG: the heartbeat's answer (aiohttp notes it); nothing to do
         finally:
             if not client.closing:
                 client.closing = True
@@ -306,10 +338,15 @@ class SubscriptionHub:
             writer.cancel()
         return ws
 
+    def _take_call(self, client: _Client) -> bool:
+        if client.take_call():
+            return True
+        self.stats["flood"] += 1
+        client.kick(1008, f"more than {self.limits.calls_per_s:g} calls/s", drain=True)
+        return False
+
     def _on_text(self, client: _Client, text: str) -> None:
-        if not client.take_call():
-            self.stats["flood"] += 1
-            client.kick(1008, f"more than {self.limits.calls_per_s:g} calls/s", drain=True)
+        if not self._take_call(client):
             return
         if json_depth_exceeds(text.encode(), MAX_JSON_DEPTH):
             client.error(None, RPCError(PARSE_ERROR, f"parse error: JSON nested deeper than {MAX_JSON_DEPTH} levels"))
@@ -361,6 +398,9 @@ class SubscriptionHub:
         if topic in ("newHeads", "pendingTransactions"):
             if flt not in (None, {}):
                 raise invalid_params(f"{topic} takes no filter, got {brief(flt)}")
+            if topic == "pendingTransactions" and len(self.pending) >= limits.max_pending_subscriptions:
+                raise RPCError(SUBSCRIPTION_LIMIT, f"this node serves {limits.max_pending_subscriptions} "
+                                                   "pendingTransactions subscriptions, the most it may")
             (self.heads if topic == "newHeads" else self.pending)[sub.id] = sub
         elif topic == "events":
             sub.events = parse_event_filter(flt)
@@ -373,15 +413,15 @@ class SubscriptionHub:
                 raise invalid_params(f'tx takes a filter {{"hash": "0x..."}}, got {brief(flt)}')
             sub.tx_hash = parse_hex(flt["hash"], "hash", length=32)
             status = self.lookup_tx(sub.tx_hash)
-            client.subs[sub.id] = sub
-            client.idle_since = None
-            client.answer(request_id, sub.id)
-            client.offer(sub.prefix() + json.dumps(status) + "}}")
-            if status.get("final"):
-                del client.subs[sub.id]  # answered in full: nothing more will come
-                self._idle(client)
-            else:
+            final = bool(status.get("final"))
+            if not final:  # registered before any offer: an offer that overflows drops it with the client
+                client.subs[sub.id] = sub
                 self.txs.setdefault(sub.tx_hash, {})[sub.id] = sub
+                client.idle_since = None
+            client.answer(request_id, sub.id)
+            sub.notify(json.dumps(status))
+            if final:  # answered in full: nothing more will come
+                self._idle(client)
             return
         client.subs[sub.id] = sub
         client.idle_since = None
@@ -410,7 +450,7 @@ class SubscriptionHub:
         client.subs.clear()
 
     def _idle(self, client: _Client) -> None:
-        if not client.subs:
+        if not client.subs and not client.closing:
             client.idle_since = time.monotonic()
 
     # -- fan-out -------------------------------------------------------------
@@ -427,6 +467,8 @@ class SubscriptionHub:
                 self._close_idle()
                 while self._blocks:
                     await self._announce(self._blocks.popleft())
+                if self._gap:
+                    self._recover_gap()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not end the announcements of later blocks
@@ -441,7 +483,7 @@ class SubscriptionHub:
         text = json.dumps(body)
         self._pending_hashes, self._pending_dropped = [], 0
         for sub in list(self.pending.values()):
-            sub.client.offer(sub.prefix() + text + "}}")
+            sub.notify(text)
 
     def _close_idle(self) -> None:
         cutoff = time.monotonic() - self.limits.idle_s
@@ -454,7 +496,7 @@ class SubscriptionHub:
         if self.heads:
             text = json.dumps(header_to_json(block))
             for sub in list(self.heads.values()):
-                sub.client.offer(sub.prefix() + text + "}}")
+                sub.notify(text)
         if not (self.txs or self.events) or not block.txs:
             return
         receipts = tuple(self.receipts(height) or ())
@@ -464,13 +506,12 @@ class SubscriptionHub:
         if self.txs:
             self._announce_txs(block, receipts)
         if self.events:
-            subs = list(self.events.values())
-            if len(block.txs) > EVENTS_INLINE_TXS:
-                messages = await asyncio.to_thread(_event_messages, block, receipts, subs)
-            else:
-                messages = _event_messages(block, receipts, subs)
-            for sub, message in messages:
-                sub.client.offer(message)
+            filters = {sub.events for sub in self.events.values() if sub.events is not None}
+            # Off the loop: events are rendered once each, one notification per distinct filter.
+            texts = await asyncio.to_thread(_event_notes, block, receipts, filters)
+            for sub in list(self.events.values()):  # read again: unsubscribed meanwhile -> nothing
+                if sub.events is not None and (text := texts.get(sub.events)) is not None:
+                    sub.notify(text)
 
     def _announce_txs(self, block: Block, receipts: tuple[Receipt, ...]) -> None:
         height = block.header.height
@@ -482,30 +523,47 @@ class SubscriptionHub:
             index = where[tx_hash]
             record = {"hash": hex0x(tx_hash), **receipt_to_json(receipts[index]), "height": height, "index": index,
                       "committed": True, "final": True}
-            text = json.dumps(record)
-            for sub in list(self.txs.pop(tx_hash).values()):
-                sub.client.subs.pop(sub.id, None)
-                sub.client.offer(sub.prefix() + text + "}}")
-                self._idle(sub.client)
+            self._final(tx_hash, json.dumps(record))
+
+    def _final(self, tx_hash: bytes, text: str) -> None:
+        for sub in list(self.txs.pop(tx_hash, {}).values()):
+            sub.client.subs.pop(sub.id, None)
+            sub.notify(text)
+            self._idle(sub.client)
+
+    def _recover_gap(self) -> None:
+        """After skipped blocks: a tx subscriber gets its final from the store; heads and events
+        subscribers missed notifications, so they are closed (GAP_CLOSE_CODE) to resubscribe."""
+        self._gap = False
+        for tx_hash in list(self.txs):
+            status = self.lookup_tx(tx_hash)
+            if status.get("final"):
+                self._final(tx_hash, json.dumps(status))
+        for sub in list(self.heads.values()) + list(self.events.values()):
+            sub.client.kick(GAP_CLOSE_CODE, "notifications were lost (the node fell behind): resubscribe")
 
 
-def _event_messages(block: Block, receipts: tuple[Receipt, ...], subs: list[_Sub]) -> list[tuple[_Sub, str]]:
-    """Each events subscriber's notification for ``block`` (none where nothing matches); pure, thread-safe.
-    Subscribers with the same filter share one rendering."""
+def _event_notes(block: Block, receipts: tuple[Receipt, ...], filters: set[EventFilter]) -> dict[EventFilter, str]:
+    """Each distinct filter's notification text for ``block`` (absent where nothing matches): pure,
+    thread-safe.  A text holds at most MAX_EVENTS_NOTE_BYTES of events; the rest are counted in
+    ``omitted`` (qenex_getBlock with full=true has them all)."""
     events = block_events(block, receipts)
     if not events:
-        return []
+        return {}
     head = '{"height":%d,"block_hash":"%s","events":[' % (block.header.height, hex0x(block.hash))
-    rendered: dict[EventFilter, str | None] = {}
-    out = []
-    for sub in subs:
-        assert sub.events is not None
-        if sub.events not in rendered:
-            chosen = select(events, sub.events)
-            rendered[sub.events] = head + ",".join(e.json for e in chosen) + "]}" if chosen else None
-        text = rendered[sub.events]
-        if text is not None:
-            out.append((sub, sub.prefix() + text + "}}"))
+    out = {}
+    for flt in filters:
+        chosen = select(events, flt)
+        if not chosen:
+            continue
+        parts, size = [], 0
+        for event in chosen:
+            if size + len(event.json) + 1 > MAX_EVENTS_NOTE_BYTES:
+                break
+            parts.append(event.json)
+            size += len(event.json) + 1
+        omitted = len(chosen) - len(parts)
+        out[flt] = head + ",".join(parts) + (f'],"omitted":{omitted}}}' if omitted else "]}")
     return out
 
 
