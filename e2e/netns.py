@@ -185,9 +185,7 @@ class NamespaceNet:
             _run("ip", "netns", "del", ns, check=False)
         for link in reversed(self.links):
             _run("ip", "link", "del", link, check=False)  # veths went with their namespace; the bridge is left
-        left = our_namespaces(self.run_id) + our_links(self.run_id)
-        self.namespaces, self.links = [], []
-        return left
+        return our_namespaces(self.run_id) + our_links(self.run_id)
 
 
 def remove_leftovers() -> list[str]:

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from e2e import netns  # noqa: E402
-from e2e.checker import Bounds, check, summary_table  # noqa: E402
+from e2e.checker import Bounds, check, perturbation_rows, summary_table  # noqa: E402
 from e2e.history import Commit, Exit, History, Perturbation, Submission  # noqa: E402
 from e2e.manifest import NEEDS_NAMESPACES, Fault, Manifest, ManifestError, load_manifest  # noqa: E402
 
@@ -143,6 +143,8 @@ class Runner:
         self.notes: list[str] = []
         self.netem_reason: str | None = None
         self.torn_down = False
+        self.phase = "setup"
+        self.left_over: list[str] = []
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 3)
@@ -167,11 +169,12 @@ class Runner:
         return "loopback"
 
     def write_state(self) -> None:
-        state = {"runner_pid": os.getpid(), "run_id": self.run_id,
+        state = {"runner_pid": os.getpid(), "run_id": self.run_id, "phase": self.phase,
                  "pids": {n.index: n.proc.pid for n in self.nodes if n.proc is not None},
                  "alive": sorted(n.index for n in self.nodes if n.pid is not None),
                  "namespaces": list(self.net.namespaces) if self.net else [],
-                 "links": list(self.net.links) if self.net else []}
+                 "links": list(self.net.links) if self.net else [],
+                 "left_over": self.left_over}
         (self.out / "runner-state.json").write_text(json.dumps(state) + "\n")
 
     def setup(self) -> None:
@@ -234,6 +237,7 @@ class Runner:
         if self.torn_down:
             return
         self.torn_down = True
+        self.phase = "cleanup"
         for node in self.nodes:  # SIGTERM (resumed first if paused), then SIGKILL of the process group
             if node.pid is not None:
                 try:
@@ -250,9 +254,10 @@ class Runner:
                     pass
             node.kill_group()
         if self.net is not None:
-            left = self.net.destroy()
-            if left:
-                log(f"could not remove {left}")
+            self.left_over = self.net.destroy()
+            if self.left_over:
+                log(f"could not remove {self.left_over}")
+        self.phase = "done"
         self.write_state()
 
     # -- the run ----------------------------------------------------------------
@@ -305,6 +310,8 @@ class Runner:
         observers = [asyncio.create_task(self._observe(i)) for i in range(len(self.nodes))]
         watchdog = asyncio.create_task(self._watch_processes())
         self.history.load_start = self.now()
+        self.phase = "load"
+        self.write_state()
         self.next_slot = time.monotonic()
         senders = [asyncio.create_task(self._sender(k, key, keys)) for k, key in enumerate(keys)]
         log(f"load: {len(keys)} senders, {self.m.rate:g} submissions/s for {self.m.duration_s:g} s; "
@@ -619,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "notes": history.notes}, indent=1) + "\n")
     print(summary_table(manifest.name, report, [("network", mode), ("wall time", f"{report.figures['wall_s']} s"),
                                                 ("run directory", out)]))
+    for row in perturbation_rows(history):
+        print(f"  {row}")
     for n in history.notes:
         if not n.startswith("violation: "):
             print(f"  note: {n}")
