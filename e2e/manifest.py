@@ -19,7 +19,8 @@
     at_s = 10                   # seconds after the load started
     kind = "kill"               # kill (-9, then restart), pause (SIGSTOP/SIGCONT), restart (SIGTERM, then start),
     node = 1                    # partition (groups = [[0, 1], [2, 3]]), netem (nodes, delay_ms, jitter_ms,
-    hold_s = 5                  # loss_pct), slowlink (nodes, rate_kbit, latency_ms)
+    hold_s = 5                  # loss_pct), slowlink (nodes, rate_kbit, latency_ms), diskfull (node: its
+                                # data directory, a tmpfs of data_mib, filled up, then freed)
     [chaos]                     # instead of (or after) [[perturbations]]: a seeded random sequence
     seed = 7
     start_s = 10
@@ -39,8 +40,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-KINDS = ("kill", "pause", "restart", "partition", "netem", "slowlink")
+KINDS = ("kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull")
 NEEDS_NAMESPACES = frozenset({"partition", "netem", "slowlink"})
+NEEDS_ROOT = frozenset({"diskfull"})  # a tmpfs mounted on the node's data directory
 NETWORKS = ("loopback", "namespaces", "auto")
 
 
@@ -82,6 +84,7 @@ class Manifest:
     settle_s: float = 40.0
     poll_s: float = 0.5
     base_port: int = 0  # 0: a free range is picked
+    data_mib: int = 64  # the tmpfs of a node that a diskfull perturbation fills
     consensus: dict[str, int] = field(default_factory=dict)
     converge_s: float = 30.0
     liveness_s: float = 20.0
@@ -136,7 +139,7 @@ def chaos_schedule(spec: dict[str, Any], n: int) -> list[Fault]:
                       loss_pct=rng.choice([0.0, 1.0, 5.0]))
         elif kind == "slowlink":
             f = Fault(t, kind, nodes=(node,), hold_s=h, rate_kbit=rng.choice([64, 256, 1024]))
-        else:
+        else:  # kill, pause, restart, diskfull
             f = Fault(t, kind, nodes=(node,), hold_s=h)
         out.append(f)
         t = round(t + h + rng.uniform(*gap), 1)
@@ -157,6 +160,7 @@ def load_manifest(path: Path) -> Manifest:
         senders=int(raw.get("senders", 16)), rate=float(raw.get("rate", 30)),
         duration_s=float(raw.get("duration_s", 75)), settle_s=float(raw.get("settle_s", 40)),
         poll_s=float(raw.get("poll_s", 0.5)), base_port=int(raw.get("base_port", 0)),
+        data_mib=int(raw.get("data_mib", 64)),
         consensus=dict(raw.get("consensus", {})), converge_s=float(bounds.get("converge_s", 30)),
         liveness_s=float(bounds.get("liveness_s", 20)), rss_mib=int(bounds.get("rss_mib", 1024)),
         faults=tuple(sorted(faults, key=lambda f: f.at_s)),

@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 from e2e import netns  # noqa: E402
 from e2e.checker import Bounds, check, perturbation_rows, summary_table  # noqa: E402
 from e2e.history import Commit, Exit, History, Perturbation, Submission  # noqa: E402
-from e2e.manifest import NEEDS_NAMESPACES, Fault, Manifest, ManifestError, load_manifest  # noqa: E402
+from e2e.manifest import NEEDS_NAMESPACES, NEEDS_ROOT, Fault, Manifest, ManifestError, load_manifest  # noqa: E402
 
 STOP_GRACE_S = 15.0
 START_TIMEOUT_S = 90.0
@@ -145,6 +145,7 @@ class Runner:
         self.torn_down = False
         self.phase = "setup"
         self.left_over: list[str] = []
+        self.mounts: list[Path] = []  # tmpfs data directories (diskfull), unmounted at teardown
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 3)
@@ -156,6 +157,8 @@ class Runner:
     # -- setup --------------------------------------------------------------
 
     def choose_network(self) -> str:
+        if os.geteuid() != 0 and any(f.kind in NEEDS_ROOT for f in self.m.faults):
+            raise E2EError(f"manifest {self.m.name} has a diskfull perturbation, which mounts a tmpfs: run as root")
         why = netns.namespace_support()
         if self.m.network == "loopback":
             return "loopback"
@@ -174,7 +177,7 @@ class Runner:
                  "alive": sorted(n.index for n in self.nodes if n.pid is not None),
                  "namespaces": list(self.net.namespaces) if self.net else [],
                  "links": list(self.net.links) if self.net else [],
-                 "left_over": self.left_over}
+                 "left_over": self.left_over, "mounts": [str(p) for p in self.mounts]}
         (self.out / "runner-state.json").write_text(json.dumps(state) + "\n")
 
     def setup(self) -> None:
@@ -228,8 +231,44 @@ class Runner:
                 home.write_config(cfg)
                 self.urls[i] = self.urls[i].replace("127.0.0.1", ip)
         self.testnet_dir = testnet
+        for i in sorted({f.nodes[0] for f in self.m.faults if f.kind == "diskfull"}):
+            self._mount_tmpfs_data(testnet / f"node{i}" / "data")
         self.nodes = [NodeProc(i, testnet / f"node{i}", self.net.exec_prefix(i) if self.net else [])
                       for i in range(n)]
+
+    def _mount_tmpfs_data(self, data: Path) -> None:
+        """Move a node's data directory onto a tmpfs of ``data_mib`` (what a diskfull perturbation fills)."""
+        import shutil
+
+        aside = data.with_name("data.e2e-copy")
+        data.rename(aside)
+        data.mkdir()
+        self.mounts.append(data)
+        self.write_state()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.m.data_mib}m,mode=0700", "tmpfs",
+                               str(data)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            self.mounts.remove(data)
+            raise E2EError(f"cannot mount a tmpfs on {data} for the diskfull perturbation: {proc.stderr.strip()}")
+        shutil.copytree(aside, data, dirs_exist_ok=True, symlinks=True)
+        shutil.rmtree(aside)
+
+    def _unmount_all(self) -> None:
+        import shutil
+
+        for data in self.mounts:
+            keep = data.with_name("data.after-tmpfs")  # the node's data, kept for a look after the run
+            try:
+                shutil.copytree(data, keep, dirs_exist_ok=True, symlinks=True,
+                                ignore=shutil.ignore_patterns(FILLER))
+            except OSError:
+                pass
+            proc = subprocess.run(["umount", str(data)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                subprocess.run(["umount", "-l", str(data)], capture_output=True, text=True)
+                if os.path.ismount(data):
+                    self.left_over.append(str(data))
+        self.mounts = [m for m in self.mounts if os.path.ismount(m)]
 
     # -- teardown -------------------------------------------------------------
 
@@ -253,8 +292,9 @@ class Runner:
                 except subprocess.TimeoutExpired:
                     pass
             node.kill_group()
+        self._unmount_all()
         if self.net is not None:
-            self.left_over = self.net.destroy()
+            self.left_over += self.net.destroy()
             if self.left_over:
                 log(f"could not remove {self.left_over}")
         self.phase = "done"
@@ -498,6 +538,25 @@ class Runner:
         self.write_state()
         return self._quorum_without({node.index})
 
+    async def _do_diskfull(self, f: Fault) -> bool:
+        """Fill the node's tmpfs data directory, hold, free it; a node that halts on it is restarted."""
+        node = self.nodes[f.nodes[0]]
+        filler = node.home / "data" / FILLER
+        node.state = "diskfull"  # an exit now is the loud halt a full disk calls for, not a violation
+        written = await asyncio.to_thread(_fill, filler)
+        log(f"node{node.index}: data directory full ({written / 2**20:.1f} MiB of filler)")
+        await asyncio.sleep(f.hold_s)
+        rc = node.proc.poll() if node.proc else None
+        filler.unlink(missing_ok=True)
+        if rc is not None:
+            self.note(f"node{node.index} exited with status {rc} while its disk was full; restarted")
+            node.start()
+            self.write_state()
+        else:
+            node.state = "up"
+            self.note(f"node{node.index} kept running through a full disk")
+        return self._quorum_without({node.index})
+
     async def _do_partition(self, f: Fault) -> bool:
         assert self.net is not None
         self.net.partition([list(g) for g in f.groups])
@@ -560,6 +619,27 @@ class Runner:
             except Exception as exc:
                 self.note(f"final sweep of node{i} failed: {type(exc).__name__}: {exc}")
         log(f"swept {len(self.history.final)} blocks from {len(self.clients)} nodes")
+
+
+FILLER = "e2e-disk-filler"
+
+
+def _fill(path: Path) -> int:
+    """Write ``path`` until the file system is full; returns the bytes written."""
+    chunk, written = b"\0" * (1 << 20), 0
+    with open(path, "wb", buffering=0) as out:
+        while True:
+            try:
+                written += out.write(chunk)
+            except OSError:
+                break
+        for size in (1 << 16, 4096, 512):  # the last scraps
+            while True:
+                try:
+                    written += out.write(chunk[:size])
+                except OSError:
+                    break
+    return written
 
 
 def _rss(pid: int) -> int:
