@@ -27,7 +27,8 @@
     end_s = 600
     hold_s = [4, 12]
     gap_s = [6, 15]
-    kinds = ["kill", "pause", "restart", "partition", "netem", "slowlink"]
+    kinds = ["kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull"]
+    multi = 0.25                # share of kill/pause/restart hitting two or all nodes at once
 
 Perturbations run one at a time, in order (as CometBFT's runner does).
 """
@@ -70,6 +71,8 @@ class Fault:
             return f"netem {list(self.nodes)} {self.delay_ms}±{self.jitter_ms} ms loss {self.loss_pct}%"
         if self.kind == "slowlink":
             return f"slowlink {list(self.nodes)} {self.rate_kbit} kbit/s"
+        if len(self.nodes) > 1:
+            return f"{self.kind} nodes {','.join(map(str, self.nodes))}"
         return f"{self.kind} node{self.nodes[0]}"
 
 
@@ -139,6 +142,9 @@ def chaos_schedule(spec: dict[str, Any], n: int) -> list[Fault]:
                       loss_pct=rng.choice([0.0, 1.0, 5.0]))
         elif kind == "slowlink":
             f = Fault(t, kind, nodes=(node,), hold_s=h, rate_kbit=rng.choice([64, 256, 1024]))
+        elif kind in ("kill", "pause", "restart") and rng.random() < spec.get("multi", 0.0):
+            # two or all nodes at once: the chain stops until they are back
+            f = Fault(t, kind, nodes=tuple(sorted(rng.sample(range(n), rng.choice([2, n])))), hold_s=h)
         else:  # kill, pause, restart, diskfull
             f = Fault(t, kind, nodes=(node,), hold_s=h)
         out.append(f)

@@ -501,28 +501,44 @@ class Runner:
             log(f"healed: {fault.describe()} ({end - start:.1f} s)")
 
     async def _do_kill(self, f: Fault) -> bool:
-        node = self.nodes[f.nodes[0]]
-        node.state = "down"
-        node.signal(signal.SIGKILL)
-        await asyncio.to_thread(node.proc.wait) if node.proc else None
+        nodes = [self.nodes[i] for i in f.nodes]
+        for node in nodes:
+            node.state = "down"
+            node.signal(signal.SIGKILL)
+        for node in nodes:
+            if node.proc is not None:
+                await asyncio.to_thread(node.proc.wait)
         await asyncio.sleep(f.hold_s)
-        node.start()
+        for node in nodes:
+            node.start()
         self.write_state()
-        return self._quorum_without({node.index})
+        return self._quorum_without(set(f.nodes))
 
     async def _do_pause(self, f: Fault) -> bool:
-        node = self.nodes[f.nodes[0]]
-        node.state = "paused"
-        node.signal(signal.SIGSTOP)
+        nodes = [self.nodes[i] for i in f.nodes]
+        for node in nodes:
+            node.state = "paused"
+            node.signal(signal.SIGSTOP)
         await asyncio.sleep(f.hold_s)
-        node.signal(signal.SIGCONT)
-        node.state = "up"
-        return self._quorum_without({node.index})
+        for node in nodes:
+            node.signal(signal.SIGCONT)
+            node.state = "up"
+        return self._quorum_without(set(f.nodes))
 
     async def _do_restart(self, f: Fault) -> bool:
-        node = self.nodes[f.nodes[0]]
-        node.state = "stopping"
-        node.signal(signal.SIGTERM)
+        nodes = [self.nodes[i] for i in f.nodes]
+        for node in nodes:
+            node.state = "stopping"
+            node.signal(signal.SIGTERM)
+        await asyncio.gather(*(self._await_graceful_stop(node) for node in nodes))
+        await asyncio.sleep(f.hold_s)
+        for node in nodes:
+            node.start()
+        self.write_state()
+        return self._quorum_without(set(f.nodes))
+
+    async def _await_graceful_stop(self, node: NodeProc) -> None:
+        assert node.proc is not None
         t = time.monotonic()
         try:
             await asyncio.to_thread(node.proc.wait, STOP_GRACE_S)
@@ -533,10 +549,6 @@ class Runner:
         except subprocess.TimeoutExpired:
             self.note(f"violation: node{node.index} did not stop within {STOP_GRACE_S:.0f} s of SIGTERM; killed")
             node.kill_group()
-        await asyncio.sleep(f.hold_s)
-        node.start()
-        self.write_state()
-        return self._quorum_without({node.index})
 
     async def _do_diskfull(self, f: Fault) -> bool:
         """Fill the node's tmpfs data directory, hold, free it; a node that halts on it is restarted."""

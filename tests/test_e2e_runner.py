@@ -20,11 +20,17 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ci", "partition", "chaos"])
+@pytest.mark.parametrize("name", ["ci", "partition", "chaos", "crash", "diskfull"])
 def test_the_shipped_manifests_load(name):
     m = load_manifest(MANIFESTS / f"{name}.toml")
     assert m.faults and m.validators == 4
-    assert m.needs_namespaces == (name != "ci")
+    assert m.needs_namespaces == (name in ("partition", "chaos"))
+
+
+def test_the_chaos_manifest_mixes_every_kind_and_multi_node_faults():
+    m = load_manifest(MANIFESTS / "chaos.toml")
+    assert {f.kind for f in m.faults} == {"kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull"}
+    assert any(len(f.nodes) > 1 and f.kind in ("kill", "pause", "restart") for f in m.faults)
 
 
 def test_the_chaos_schedule_is_seeded_and_sequential():
