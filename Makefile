@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TESTNET_DIR ?= testnet
 
-.PHONY: install testnet test test-fast bench clean
+.PHONY: install testnet test test-fast e2e bench clean
 
 $(BIN)/qenexd: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# Fault injection (e2e/): one manifest of e2e/manifests/ (ci, partition, chaos), a summary table at the end.
+MANIFEST ?= ci
+e2e: install
+	$(BIN)/python -m e2e.runner $(MANIFEST)
 
 clean:
 	rm -rf $(TESTNET_DIR) .pytest_cache .hypothesis

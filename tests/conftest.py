@@ -27,13 +27,15 @@ import pytest
 TESTNETS = "testnets"
 ROOT = Path(__file__).resolve().parents[1]
 TRAINS_TESTNET_MODELS = frozenset({"tests/test_cli.py"})
+# the e2e runner's testnets (e2e/runner.py, run as a subprocess)
+RUNS_E2E = frozenset({"tests/test_e2e_ci.py", "tests/test_e2e_cleanup.py"})
 _MAKES_TESTNETS = re.compile(r"\b(running_localnet|LocalNet)\b")  # tests/localnet.py
 
 
 @functools.cache
 def starts_testnets(module: str) -> bool:
     """Whether the test module at ``module`` (a path relative to the repository) makes testnets."""
-    if module in TRAINS_TESTNET_MODELS:
+    if module in TRAINS_TESTNET_MODELS or module in RUNS_E2E:
         return True
     path = ROOT / module
     return path.suffix == ".py" and path.is_file() and bool(_MAKES_TESTNETS.search(path.read_text()))
