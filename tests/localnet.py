@@ -51,13 +51,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: fl
 
 
 class LocalNet:
-    def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1") -> None:
+    def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1",
+                 params: Any = None) -> None:
         self.dir = directory
         self.n = validators
         base = free_port_range(PORTS_PER_NODE * validators)
         self.manifest = write_testnet(
             directory, validators=validators, chain_id=chain_id, base_port=base,
-            consensus_overrides=TEST_CONSENSUS,
+            consensus_overrides=TEST_CONSENSUS, params=params,
         )
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.chain_id = chain_id
