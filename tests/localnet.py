@@ -163,11 +163,12 @@ def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[st
 
 @contextlib.contextmanager
 def running_localnet(
-    directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None
+    directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None,
+    params: Any = None,
 ) -> Iterator[LocalNet]:
     """Start every node (after ``configure`` edits the homes, if given), wait
-    for the first blocks; always stop them all."""
-    network = LocalNet(directory, validators)
+    for the first blocks; always stop them all.  ``params``: the genesis Params."""
+    network = LocalNet(directory, validators, params=params)
     if configure is not None:
         configure(network)
     try:
