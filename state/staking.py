@@ -86,6 +86,9 @@ from state.validators import MAX_TOTAL_POWER, MAX_VALIDATORS
 VALIDATOR_RECORD_VERSION = 1
 WIDE_BYTES = 64
 BPS = 10_000
+# Completions (unbondings and redelegations) maturing at one height live in one record, which each
+# unstake or redelegate re-reads and re-writes: capped, so a block of them costs O(n), not O(n^2).
+MAX_QUEUE_PER_HEIGHT = 256
 # Each validator's power is capped so that any set of MAX_VALIDATORS fits MAX_TOTAL_POWER.
 MAX_POWER = MAX_TOTAL_POWER // MAX_VALIDATORS
 
@@ -309,6 +312,11 @@ class Staking:
         w = self._get(keys.staking_queue_key(height), 2)
         return [] if w is None else list(w[1])
 
+    def _check_queue_room(self, height: int) -> None:
+        if len(self._queue(height)) >= MAX_QUEUE_PER_HEIGHT:
+            raise TooManyEntries(f"completions maturing at height {height} (unstakes and redelegations sent in "
+                                 f"one block; send it in a later block)", MAX_QUEUE_PER_HEIGHT)
+
     def _enqueue(self, height: int, entry: list[Any]) -> None:
         queue = self._queue(height)
         if entry not in queue:
@@ -393,6 +401,7 @@ class Staking:
 
     def unstake(self, sender: bytes, operator: bytes, amount: int) -> UnbondingEntry:
         v = self.require(operator)
+        self._check_queue_room(self.height + self.params.unbonding_blocks)
         entries = self.unbondings(sender)
         if len(entries) >= self.params.max_unbonding_entries:
             raise TooManyEntries(f"unbonding entries of {address_to_text(sender)}", self.params.max_unbonding_entries)
@@ -408,6 +417,7 @@ class Staking:
     def redelegate(self, sender: bytes, source: bytes, destination: bytes, amount: int) -> Redelegation:
         src = self.require(source)
         dst = self.require(destination)
+        self._check_queue_room(self.height + self.params.unbonding_blocks)
         pending = self.redelegation(sender, destination)
         if pending is not None:
             raise RedelegationInProgress(

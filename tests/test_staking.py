@@ -374,3 +374,20 @@ def test_supply_is_conserved_at_every_height(schedule, issuance):
         chain.proposer = next(k for k in (*VALS, *CONSENSUS_KEYS) if k.address in members)
         chain.block([chain.tx(key, payload) for key, payload in txs])
         check_conservation(chain)
+
+
+def test_completions_maturing_at_one_height_are_capped(monkeypatch):
+    """One record holds a height's completions and each unstake rewrites it: capped, so a block of
+    unstakes costs O(n), and the one past the cap fails with its reason and changes nothing else."""
+    import state.staking as staking_module
+
+    monkeypatch.setattr(staking_module, "MAX_QUEUE_PER_HEIGHT", 2)
+    chain = new_chain()
+    before = chain.app.staking().validator(VALS[2].address)
+    _, result = chain.block([chain.tx(v, Unstake(v.address, ONE // 4)) for v in VALS])
+    statuses = [(r.status.name.lower(), r.reason) for r in result.receipts]
+    assert [s for s, _ in statuses] == ["ok", "ok", "failed"], statuses
+    assert statuses[2][1].startswith("too_many_entries") and "send it in a later block" in statuses[2][1]
+    after = chain.app.staking().validator(VALS[2].address)
+    assert (after.tokens, after.shares) == (before.tokens, before.shares)  # its reward index moves with fees
+    assert one(chain, VALS[2], Unstake(VALS[2].address, ONE // 4))[0] == "ok"  # the next block has room
