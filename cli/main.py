@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import admin, audit, keys, query, risk, signer, snapshot, testnet, tx, watch
+from cli import admin, audit, keys, query, risk, signer, snapshot, staking, testnet, tx, watch
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
 from node.genesis_tools import write_single_node_home
@@ -58,6 +58,7 @@ cli.add_command(testnet.testnet)
 cli.add_command(keys.keys)
 cli.add_command(tx.tx)
 cli.add_command(query.query)
+staking.register(tx.tx, tx.rewards, query.query)  # tx validator/stake/..., query staking|epoch
 cli.add_command(query.node_status)  # `qenexd status`: a node at a glance
 cli.add_command(risk.risk)
 cli.add_command(signer.signer)

@@ -230,7 +230,7 @@ def batch(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeou
 
 @tx.group()
 def rewards() -> None:
-    """Liquidity-mining rewards."""
+    """Liquidity-mining rewards (claim, set-rate) and staking rewards (withdraw)."""
 
 
 @rewards.command("claim")

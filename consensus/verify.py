@@ -123,3 +123,10 @@ class CertificateVerifier(CommitVerifier):
             cert.verify(chain_id, validators)
         except ConsensusError as exc:
             raise InvalidCommit(f"the certificate does not verify: {exc}") from exc
+
+    def commit_signers(self, commit: bytes) -> tuple[bytes, ...]:
+        try:
+            cert = CommitCertificate.decode(commit)
+        except ConsensusError:
+            return ()
+        return tuple(address for address, _ in cert.signatures)

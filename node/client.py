@@ -396,6 +396,9 @@ class _Reads:
     risk_score = rpc_method(rpc_calls.risk_score)
     risk_model = rpc_method(rpc_calls.risk_model)
     predict_price = rpc_method(rpc_calls.predict_price)
+    staking = rpc_method(rpc_calls.staking)
+    staking_validators = rpc_method(rpc_calls.staking_validators)
+    epoch = rpc_method(rpc_calls.epoch)
 
 
 # -- the blocking client's transport: http.client under one deadline per call -------------

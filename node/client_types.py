@@ -91,6 +91,14 @@ class Validator(TypedDict):
     pubkey: str
     power: str
     proposer_priority: str
+    # with staking (issue 10): staking's record of the member
+    operator: NotRequired[str]
+    moniker: NotRequired[str]
+    stake: NotRequired[str]
+    self_bond: NotRequired[str]
+    commission_bps: NotRequired[int]
+    jailed: NotRequired[bool]
+    tombstoned: NotRequired[bool]
 
 
 class Validators(TypedDict):
@@ -251,3 +259,72 @@ class PricePrediction(TypedDict):
     probability_up: float
     model_version: int
     indicators: dict[str, float]
+
+
+# -- staking (issue 10; node.rpc_staking) --------------------------------------------------
+
+
+class StakingDelegation(TypedDict):
+    validator: str
+    shares: str
+    amount: str
+    pending_rewards: str
+
+
+class UnbondingEntry(TypedDict):
+    validator: str
+    initial: str
+    balance: str
+    creation_height: int
+    maturity_height: int
+
+
+class RedelegationEntry(TypedDict):
+    source: str
+    destination: str
+    amount: str
+    creation_height: int
+    maturity_height: int
+
+
+class StakingValidator(TypedDict):
+    operator: str
+    address: str
+    pubkey: str
+    moniker: str
+    stake: str
+    shares: str
+    self_bond: str
+    commission_bps: int
+    commission_unclaimed: str
+    jailed: bool
+    jailed_until: int
+    tombstoned: bool
+    power: str
+    active_power: str | None
+    created_height: int
+
+
+class Staking(TypedDict):
+    address: str
+    height: int
+    delegations: list[StakingDelegation]
+    unbonding: list[UnbondingEntry]
+    redelegations: list[RedelegationEntry]
+    pending_rewards: str
+    validator: StakingValidator | None
+
+
+class StakingValidators(TypedDict):
+    height: int
+    validators: list[StakingValidator]
+
+
+class Epoch(TypedDict):
+    epoch: int
+    epoch_length: int
+    first_height: int
+    last_height: int
+    next_set_height: int
+    height: int
+    staking: bool

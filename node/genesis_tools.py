@@ -46,7 +46,7 @@ from node.homecheck import init_home_state
 from p2p import peer_id_from_seed
 from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
-from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params
+from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params, StakingParams
 from state.keyfile import save_keyfile
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
@@ -179,7 +179,7 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
         validators=(GenesisValidator(name=name, pubkey=key.public_key, power=DEFAULT_POWER),),
         tokens=(),
         accounts=(GenesisAccount(address=key.address, balances={"QNX": DEV_BALANCE}),),
-        params=Params(),
+        params=Params(staking=StakingParams()),
     )
     config = NodeConfig(
         name=name,
@@ -217,7 +217,9 @@ def write_testnet(
     powers: list[int] | None = None,
     consensus_overrides: dict[str, int] | None = None,
     accounts: int = 0,
+    params: Params | None = None,
 ) -> dict[str, Any]:
+    """``params`` default: the default Params with staking (issue 10) on."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
     if not 0 <= accounts <= MAX_LOAD_ACCOUNTS:
@@ -241,7 +243,7 @@ def write_testnet(
         ),
         tokens=(),
         accounts=tuple(funded),
-        params=Params(),
+        params=params if params is not None else Params(staking=StakingParams()),
     )
 
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")

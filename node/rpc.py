@@ -32,6 +32,7 @@ from node.rpc_params import (
     state_at,
 )
 from node.rpc_pools import pool_methods
+from node.rpc_staking import staking_fields, staking_methods
 from node.rpc_risk import risk_methods
 from state.crypto import address_to_text
 from state.blocks import Block
@@ -240,6 +241,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
                                {"height": number, "head": app.height})
             vset = app.validator_set(number)
         validators = []
+        staked = staking_fields(app, number) if vset is not None else {}
         if vset is not None:
             for v, priority in zip(vset.validators, vset.priorities):
                 validators.append(
@@ -248,6 +250,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
                         "pubkey": hex0x(v.pubkey),
                         "power": str(v.power),
                         "proposer_priority": str(priority),
+                        **staked.get(bytes(v.address), {}),
                     }
                 )
         return {
@@ -316,7 +319,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         "qenex_getTransactionProof": get_transaction_proof,
     }
     # Feature areas register their own methods (each in its own module).
-    for extra in (pool_methods(ctx), risk_methods(ctx)):
+    for extra in (pool_methods(ctx), risk_methods(ctx), staking_methods(ctx)):
         clash = methods.keys() & extra.keys()
         if clash:
             raise RuntimeError(f"RPC methods registered twice: {sorted(clash)}")

@@ -17,6 +17,7 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 from node.client_types import (
     Account,
     Block,
+    Epoch,
     Mempool,
     Params,
     Pool,
@@ -29,6 +30,8 @@ from node.client_types import (
     RiskModel,
     RiskScore,
     SendResult,
+    Staking,
+    StakingValidators,
     Status,
     Token,
     TxRecord,
@@ -169,5 +172,20 @@ def predict_price(pool_id: str) -> Call[PricePrediction]:
     return Call("qenex_predictPrice", (pool_id,))
 
 
+def staking(address: str, height: int | None = None) -> Call[Staking]:
+    """``address``'s delegations, unbonding entries (with maturity heights), redelegations, pending rewards."""
+    return Call("qenex_getStaking", _trailing(address, _height(height)))
+
+
+def staking_validators(height: int | None = None) -> Call[StakingValidators]:
+    """Every staking validator record: stake, self-bond, commission, jailed, power."""
+    return Call("qenex_getStakingValidators", _trailing(_height(height)))
+
+
+def epoch() -> Call[Epoch]:
+    """The next block's epoch, its first and last height, and the height the next set signs from."""
+    return Call("qenex_getEpoch")
+
+
 READS = (status, account, block, transaction, receipt, proof, validators, mempool, token, params, pool, pools,
-         quote, twap, history, position, risk_score, risk_model, predict_price)
+         quote, twap, history, position, risk_score, risk_model, predict_price, staking, staking_validators, epoch)

@@ -27,21 +27,29 @@ from state.payloads import (
     PoolAdd,
     PoolCreate,
     PoolRemove,
+    Redelegate,
     RewardsClaim,
     SetRewardRate,
+    Stake,
+    StakingRewardsWithdraw,
     Swap,
     SwapRoute,
     TokenCreate,
     TokenMint,
     Transfer,
     TxKind,
+    Unjail,
+    Unstake,
+    ValidatorCreate,
+    ValidatorEdit,
 )
 from state.transactions import SignedTransaction, Transaction
 
 __all__ = [
     "TxBuildError", "address", "pair", "units", "transfer", "token_create", "token_mint", "pool_create", "pool_add",
     "pool_remove", "swap", "flash_borrow", "flash_repay", "batch", "batch_ops_from_json", "rewards_claim",
-    "set_reward_rate", "min_fee", "sign",
+    "set_reward_rate", "validator_create", "validator_edit", "stake", "unstake", "redelegate", "unjail",
+    "staking_rewards_withdraw", "min_fee", "sign",
 ]
 
 
@@ -191,9 +199,47 @@ def _batch_op(i: int, op: Any, default_deadline: int) -> BatchOp:
     raise TxBuildError(f"operation {i} has unknown op {name!r}")
 
 
+def validator_create(pubkey: bytes, moniker: str, commission_bps: int, self_bond: int) -> ValidatorCreate:
+    """Register the signer as the operator of a validator voting with consensus key ``pubkey``."""
+    return ValidatorCreate(pubkey, moniker, commission_bps, self_bond)
+
+
+def validator_edit(moniker: str, commission_bps: int) -> ValidatorEdit:
+    return ValidatorEdit(moniker, commission_bps)
+
+
+def stake(validator: str | bytes, amount: int) -> Stake:
+    """Delegate ``amount`` base units of QNX to the validator operated by ``validator``."""
+    return Stake(address(validator, "validator"), amount)
+
+
+def unstake(validator: str | bytes, amount: int) -> Unstake:
+    return Unstake(address(validator, "validator"), amount)
+
+
+def redelegate(source: str | bytes, destination: str | bytes, amount: int) -> Redelegate:
+    return Redelegate(address(source, "source"), address(destination, "destination"), amount)
+
+
+def unjail() -> Unjail:
+    return Unjail()
+
+
+def staking_rewards_withdraw() -> StakingRewardsWithdraw:
+    return StakingRewardsWithdraw()
+
+
 def min_fee(params: Mapping[str, Any], kind: TxKind) -> int:
-    """The kind's gas at the minimum gas price, from ``qenex_getParams``'s answer."""
-    return int(params["gas"][kind.name.lower()]) * int(params["min_gas_price"])
+    """The kind's gas at the minimum gas price, from ``qenex_getParams``'s answer (staking kinds'
+    gas is under ``staking.gas``)."""
+    name = kind.name.lower()
+    gas = params["gas"].get(name)
+    if gas is None:
+        staking = params.get("staking") or {}
+        if name not in staking.get("gas", {}):
+            raise TxBuildError(f"the node's params price no {name} transaction (a chain without staking?)")
+        gas = staking["gas"][name]
+    return int(gas) * int(params["min_gas_price"])
 
 
 def sign(key: PrivateKey, payload: Payload, *, chain_id: str, nonce: int, fee: int) -> SignedTransaction:

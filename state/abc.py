@@ -60,3 +60,10 @@ class CommitVerifier(ABC):
         committed block ``block_hash`` at ``height`` on ``chain_id``; otherwise
         raise ``state.errors.InvalidCommit`` with the specific reason.  The cost
         must be bounded by the size of ``commit`` and of the set."""
+
+    def commit_signers(self, commit: bytes) -> tuple[bytes, ...]:
+        """The validator addresses whose signatures ``commit`` carries, in its order, for a
+        certificate ``verify_commit`` accepted (staking credits the block's rewards to them).
+        The default, for a verifier that cannot tell, is (): the application then credits every
+        member of the set that signed the parent."""
+        return ()

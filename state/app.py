@@ -62,6 +62,8 @@ from state.history import DEFAULT_HISTORY_BLOCKS, StateAt, StateView
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Position
+from state.staking import genesis_staking
+from state.staking_queries import EpochInfo, StakingQueries
 from state.transactions import Receipt, SignedTransaction
 from state.validators import ValidatorSet
 
@@ -135,6 +137,7 @@ def genesis_writes(genesis: Genesis) -> list[tuple[bytes, bytes | None]]:
     for a in genesis.accounts:
         for symbol, amount in a.balances.items():
             ledger.set_balance(a.address, symbol, amount)
+    genesis_staking(ledger, genesis)
     return overlay.changes(EMPTY)
 
 
@@ -381,10 +384,40 @@ class Application:
         """Exact-in quote on the committed reserves: best path (or ``path``), output, fees, price impact."""
         return self._pool_queries().quote(token_in, token_out, amount_in, path=path, max_hops=max_hops)
 
+    # -- staking (issue 10): committed state, read-only ------------------------------
+
+    def staking(self, height: int | None = None) -> StakingQueries | None:
+        """Staking reads at the head (or at ``height``, within the history window); None without staking."""
+        if self.params.staking is None:
+            return None
+        store = self._kv if height is None or height == self.height else self.at(height).store
+        return StakingQueries(store, self.params)
+
+    def epoch_info(self) -> EpochInfo:
+        """The epoch of the next height, its bounds, and the height from which the next set signs."""
+        return EpochInfo.of(self.height + 1, self.params.epoch_length)
+
     # -- blocks ------------------------------------------------------------------
 
-    def _new_run(self, height: int, time_ms: int) -> BlockRun:
-        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height, time_ms=time_ms)
+    def _new_run(self, height: int, time_ms: int, last_commit: bytes = b"") -> BlockRun:
+        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height, time_ms=time_ms,
+                        reward_signers=self._reward_signers(height, last_commit))
+
+    def _reward_signers(self, height: int, last_commit: bytes) -> tuple[tuple[bytes, int], ...]:
+        """(consensus address, power) of whoever shares block ``height``'s rewards (staking only): the
+        members of the parent's set whose signatures ``last_commit`` carries, or every member of it
+        when the verifier cannot tell; at height 1 (no parent) the set of height 1."""
+        if self.params.staking is None:
+            return ()
+        vset = self.validator_set(max(height - 1, 1))
+        if vset is None:
+            raise StateInvariantBroken(f"no validator set for height {max(height - 1, 1)}")
+        signers: tuple[bytes, ...] = ()
+        if height > 1 and self._verifier is not None:
+            signers = self._verifier.commit_signers(last_commit)
+        signed = set(signers)
+        members = [v for v in vset if v.address in signed] if signed else list(vset)
+        return tuple((bytes(v.address), v.power) for v in members)
 
     def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
         if len(proposer) != ADDRESS_LEN or proposer not in self._current:
@@ -439,7 +472,7 @@ class Application:
             sha256(last_commit),
         )
         budget = self.params.max_block_bytes - self._overhead(template, last_commit)
-        run = self._new_run(height, time_ms)
+        run = self._new_run(height, time_ms, last_commit)
         for stx in candidates:
             if len(run.txs) >= self.params.max_block_txs:
                 break
@@ -519,7 +552,7 @@ class Application:
                 raise InvalidLastCommit(f"last_commit does not certify the parent block: {exc}",
                                         height=height) from exc
 
-        run = self._new_run(height, h.time_ms)
+        run = self._new_run(height, h.time_ms, block.last_commit)
         for index, stx in enumerate(block.txs):
             try:
                 run.include(stx)

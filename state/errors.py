@@ -24,11 +24,16 @@ broken invariants are StateInvariantBroken and should halt the node):
     ├── InvalidTransaction               stateless or inclusion checks
     │   ├── WrongChainId, BadSignature, FeeTooLow, TxTooLarge
     │   ├── BadNonce, FeeUnpayable
+    │   └── StakingDisabled              a staking kind on a chain without staking
     ├── ExecutionFailed                  a tx's effect failed (receipt: failed)
     │   ├── InsufficientBalance, UnknownToken, TokenExists, NotIssuer, BalanceOverflow
     │   ├── UnknownPool, PoolExists, InsufficientInput, InsufficientLiquidity,
     │   │   SlippageExceeded, DeadlineExpired, InsufficientShares, PoolLocked,
     │   │   FlashLoanNotRepaid, NoFlashLoan, BatchOpFailed, NotRewardAuthority, PoolAccountTransfer
+    │   ├── StakingFailed (staking: UnknownValidator, ValidatorExists, DuplicateConsensusKey,
+    │   │   SelfBondTooLow, CommissionOutOfBounds, CommissionChangeTooLarge, CommissionChangedThisEpoch,
+    │   │   InsufficientStake, TooManyEntries, RedelegationInProgress, NotJailed, JailPeriodNotOver,
+    │   │   Tombstoned, ModuleAccountTransfer, CandidatesFull, ValidatorUnavailable)
     ├── InvalidBlock                     a proposed / synced block is invalid
     ├── GenesisMismatch                  store was initialised with another genesis
     ├── HeightUnavailable                the state at a height cannot be read
@@ -201,6 +206,12 @@ class FeeUnpayable(InvalidTransaction):
         self.fee = fee
         self.balance = balance
         self.sender = sender
+
+
+class StakingDisabled(InvalidTransaction):
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} is a staking transaction, and this chain's genesis has no staking section")
+        self.kind = kind
 
 
 # -- transaction effects (the tx is included; its receipt says failed) ------
@@ -385,6 +396,146 @@ class PoolAccountTransfer(ExecutionFailed):
         super().__init__(f"{address} is the account of pool {pool_id}; pools are funded only by pool transactions")
         self.address = address
         self.pool_id = pool_id
+
+
+# -- staking (issue 10) --------------------------------------------------------
+
+
+class StakingFailed(ExecutionFailed):
+    """A staking transaction's effect was refused; each subclass names the rule."""
+
+    code = "staking_failed"
+
+
+class UnknownValidator(StakingFailed):
+    code = "unknown_validator"
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"no validator is operated by {operator}")
+        self.operator = operator
+
+
+class ValidatorExists(StakingFailed):
+    code = "validator_exists"
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"{operator} already operates a validator")
+        self.operator = operator
+
+
+class DuplicateConsensusKey(StakingFailed):
+    code = "duplicate_consensus_key"
+
+    def __init__(self, pubkey: bytes, operator: str) -> None:
+        super().__init__(f"consensus key 0x{pubkey.hex()} is already the key of validator {operator}")
+        self.pubkey = pubkey
+        self.operator = operator
+
+
+class SelfBondTooLow(StakingFailed):
+    code = "self_bond_too_low"
+
+    def __init__(self, self_bond: int, minimum: int, *, what: str = "self-bond") -> None:
+        super().__init__(f"{what} {self_bond} is below min_self_bond {minimum}")
+        self.self_bond = self_bond
+        self.minimum = minimum
+
+
+class CommissionOutOfBounds(StakingFailed):
+    code = "commission_out_of_bounds"
+
+    def __init__(self, bps: int, maximum: int) -> None:
+        super().__init__(f"commission {bps} bps is above the maximum {maximum} bps")
+        self.bps = bps
+        self.maximum = maximum
+
+
+class CommissionChangeTooLarge(StakingFailed):
+    code = "commission_change_too_large"
+
+    def __init__(self, old: int, new: int, maximum: int) -> None:
+        super().__init__(f"commission change {old} -> {new} bps moves more than {maximum} bps")
+        self.old = old
+        self.new = new
+        self.maximum = maximum
+
+
+class CommissionChangedThisEpoch(StakingFailed):
+    code = "commission_changed_this_epoch"
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"the commission was already changed in epoch {epoch}; once per epoch")
+        self.epoch = epoch
+
+
+class InsufficientStake(StakingFailed):
+    code = "insufficient_stake"
+
+    def __init__(self, operator: str, have: int, need: int) -> None:
+        super().__init__(f"stake with validator {operator} is {have}, less than {need}")
+        self.operator = operator
+        self.have = have
+        self.need = need
+
+
+class TooManyEntries(StakingFailed):
+    code = "too_many_entries"
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what}: at most {limit}")
+        self.what = what
+        self.limit = limit
+
+
+class RedelegationInProgress(StakingFailed):
+    code = "redelegation_in_progress"
+
+    def __init__(self, message: str, maturity: int) -> None:
+        super().__init__(f"{message} until height {maturity}")
+        self.maturity = maturity
+
+
+class NotJailed(StakingFailed):
+    code = "not_jailed"
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"validator {operator} is not jailed")
+        self.operator = operator
+
+
+class JailPeriodNotOver(StakingFailed):
+    code = "jail_period_not_over"
+
+    def __init__(self, operator: str, until: int, height: int) -> None:
+        super().__init__(f"validator {operator} is jailed until height {until} (block height {height})")
+        self.operator = operator
+        self.until = until
+        self.height = height
+
+
+class Tombstoned(StakingFailed):
+    code = "tombstoned"
+
+    def __init__(self, operator: str) -> None:
+        super().__init__(f"validator {operator} is tombstoned (double sign) and can never be unjailed")
+        self.operator = operator
+
+
+class ModuleAccountTransfer(ExecutionFailed):
+    code = "module_account"
+
+    def __init__(self, address: str, name: str) -> None:
+        super().__init__(f"{address} is the staking {name} account; it moves only through staking transactions")
+        self.address = address
+        self.name = name
+
+
+class CandidatesFull(StakingFailed):
+    code = "candidates_full"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} validators already hold stake (max_candidates)")
+        self.limit = limit
 
 
 # -- blocks and the store ---------------------------------------------------

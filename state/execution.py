@@ -6,7 +6,10 @@ its nonce is the sender's next nonce and the sender's QNX balance covers the
 fee.  An includable transaction always pays its fee and advances the nonce;
 its effect then runs on a child overlay and, if it fails, is dropped and the
 receipt says ``failed`` with the reason.  The fees of a block go to its
-proposer once the block's transactions have run.
+proposer once the block's transactions have run; on a chain with staking
+they go instead, with the per-block issuance, to the validators that signed
+the previous block's commit certificate (``reward_signers``), pro rata to
+their power (state.staking).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from state.errors import (
     BalanceOverflow,
     ExecutionFailed,
     FeeTooLow,
+    ModuleAccountTransfer,
     FeeUnpayable,
     NotIssuer,
     PoolAccountTransfer,
@@ -42,14 +46,22 @@ from state.payloads import (
     PoolCreate,
     PoolRemove,
     RewardsClaim,
+    Redelegate,
     SetRewardRate,
+    Stake,
+    StakingRewardsWithdraw,
     Swap,
     SwapRoute,
     TokenCreate,
     TokenMint,
     Transfer,
+    Unjail,
+    Unstake,
+    ValidatorCreate,
+    ValidatorEdit,
 )
 from state.pools import FlashLoans, Pools
+from state.staking import MODULE_ACCOUNTS, REWARDS_POOL, Staking
 from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
 DOMAIN_APP_HASH = b"QENEX/apphash/v1"
@@ -114,6 +126,10 @@ def outflows(tx: Transaction) -> dict[str, int]:
         add(p.token_in, p.amount_in)
     elif isinstance(p, SwapRoute):
         add(p.path[0], p.amount_in)
+    elif isinstance(p, Stake):
+        add(QNX, p.amount)
+    elif isinstance(p, ValidatorCreate):
+        add(QNX, p.self_bond)
     return dict(sorted(spend.items()))
 
 
@@ -139,6 +155,8 @@ def _not_pool_account(ledger: Ledger, to: bytes) -> None:
     pid = Pools(ledger).pool_of_account(to)
     if pid is not None:
         raise PoolAccountTransfer(address_to_text(to), pid)
+    if to in MODULE_ACCOUNTS:
+        raise ModuleAccountTransfer(address_to_text(to), MODULE_ACCOUNTS[to])
 
 
 def _transfer(ledger: Ledger, tx: Transaction, p: Transfer, ctx: Context) -> None:
@@ -222,6 +240,41 @@ def _set_reward_rate(ledger: Ledger, tx: Transaction, p: SetRewardRate, ctx: Con
     _pools(ledger, ctx).set_reward_rate(tx.sender, p.pool, p.rate, ctx.params.reward_authority)
 
 
+def _staking(ledger: Ledger, ctx: Context) -> Staking:
+    staking = ctx.params.staking
+    if staking is None:  # check_stateless refuses staking kinds first; never reached
+        raise StateInvariantBroken("a staking transaction ran on a chain without staking")
+    return Staking(ledger, staking, height=ctx.height, epoch_length=ctx.params.epoch_length)
+
+
+def _validator_create(ledger: Ledger, tx: Transaction, p: ValidatorCreate, ctx: Context) -> None:
+    _staking(ledger, ctx).create(tx.sender, p.pubkey, p.moniker, p.commission_bps, p.self_bond)
+
+
+def _validator_edit(ledger: Ledger, tx: Transaction, p: ValidatorEdit, ctx: Context) -> None:
+    _staking(ledger, ctx).edit(tx.sender, p.moniker, p.commission_bps)
+
+
+def _stake(ledger: Ledger, tx: Transaction, p: Stake, ctx: Context) -> None:
+    _staking(ledger, ctx).stake(tx.sender, p.validator, p.amount)
+
+
+def _unstake(ledger: Ledger, tx: Transaction, p: Unstake, ctx: Context) -> None:
+    _staking(ledger, ctx).unstake(tx.sender, p.validator, p.amount)
+
+
+def _redelegate(ledger: Ledger, tx: Transaction, p: Redelegate, ctx: Context) -> None:
+    _staking(ledger, ctx).redelegate(tx.sender, p.source, p.destination, p.amount)
+
+
+def _unjail(ledger: Ledger, tx: Transaction, p: Unjail, ctx: Context) -> None:
+    _staking(ledger, ctx).unjail(tx.sender)
+
+
+def _staking_rewards_withdraw(ledger: Ledger, tx: Transaction, p: StakingRewardsWithdraw, ctx: Context) -> None:
+    _staking(ledger, ctx).withdraw_rewards(tx.sender)
+
+
 _EFFECTS: dict[type, Callable[[Ledger, Transaction, object, Context], None]] = {
     Transfer: _transfer,  # type: ignore[dict-item]
     TokenCreate: _token_create,  # type: ignore[dict-item]
@@ -234,14 +287,26 @@ _EFFECTS: dict[type, Callable[[Ledger, Transaction, object, Context], None]] = {
     Batch: _batch,  # type: ignore[dict-item]
     RewardsClaim: _rewards_claim,  # type: ignore[dict-item]
     SetRewardRate: _set_reward_rate,  # type: ignore[dict-item]
+    ValidatorCreate: _validator_create,  # type: ignore[dict-item]
+    ValidatorEdit: _validator_edit,  # type: ignore[dict-item]
+    Stake: _stake,  # type: ignore[dict-item]
+    Unstake: _unstake,  # type: ignore[dict-item]
+    Redelegate: _redelegate,  # type: ignore[dict-item]
+    Unjail: _unjail,  # type: ignore[dict-item]
+    StakingRewardsWithdraw: _staking_rewards_withdraw,  # type: ignore[dict-item]
 }
 
 
 class BlockRun:
     """One block's execution on an overlay over the committed state."""
 
-    def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int, time_ms: int) -> None:
+    def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int, time_ms: int,
+                 reward_signers: tuple[tuple[bytes, int], ...] = ()) -> None:
+        """``reward_signers``: (consensus address, power) of the validators that signed the parent's
+        commit certificate (the application derives them from ``last_commit``); with staking they
+        share this block's fees and issuance."""
         self.overlay = overlay
+        self.reward_signers = reward_signers
         self.ledger = Ledger(overlay)
         self.chain_id = chain_id
         self.params = params
@@ -281,11 +346,35 @@ class BlockRun:
     def end_block(self) -> tuple[tuple[bytes, int], ...]:
         """After the last transaction: the validator set changes this block
         makes, as (pubkey, power) with power 0 removing a member; they apply
-        from the next height.  None yet: staking (issue 10) fills this in."""
-        return ()
+        from the next height.  With staking, in this order: the block's fees
+        and issuance to the parent's commit signers, the unbonding and
+        redelegation entries maturing at this height, and at an epoch's last
+        height the next epoch's set (state.staking).  Without staking: none."""
+        params = self.params.staking
+        if params is None:
+            return ()
+        staking = Staking(self.ledger, params, height=self.height, epoch_length=self.params.epoch_length)
+        issuance = params.block_issuance
+        if issuance:
+            info = self.ledger.token(QNX)
+            if info is None:
+                raise StateInvariantBroken("the QNX token record is missing")
+            if info.supply + issuance > MAX_AMOUNT:
+                issuance = 0  # issuance stops at the supply ceiling
+            else:
+                self.ledger.put_token(TokenInfo(info.symbol, info.name, info.decimals, info.issuer,
+                                                info.supply + issuance))
+        reward = self.fees + issuance
+        if reward:
+            try:
+                self.ledger.credit(REWARDS_POOL, QNX, reward)
+            except BalanceOverflow as exc:  # within the QNX supply, which fits
+                raise StateInvariantBroken(f"crediting block rewards overflowed: {exc}") from exc
+            staking.allocate(reward, self.reward_signers)
+        return staking.end_block()
 
     def pay_proposer(self, proposer: bytes) -> None:
-        if not self.fees:
+        if not self.fees or self.params.staking is not None:  # with staking, end_block shared them
             return
         try:
             self.ledger.credit(proposer, QNX, self.fees)

@@ -29,11 +29,20 @@ from state.crypto import (
     address_to_text,
     domain_digest,
 )
-from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction
-from state.payloads import MAX_NAME_LEN, MAX_UINT64, TxKind, check_chain_id, check_symbol
+from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction, StakingDisabled
+from state.payloads import (
+    MAX_COMMISSION_BPS,
+    MAX_NAME_LEN,
+    MAX_UINT64,
+    STAKING_KINDS,
+    TxKind,
+    check_chain_id,
+    check_symbol,
+)
 
 GENESIS_VERSION = 1
 PARAMS_VERSION = 2
+PARAMS_VERSION_STAKING = 3  # version 2's fields, then the staking params
 DOMAIN_GENESIS = b"QENEX/genesis/v1"
 # Native token's issuer: no key hashes to it, so QNX can never be minted.
 NATIVE_ISSUER = Address(bytes(ADDRESS_LEN))
@@ -66,6 +75,23 @@ DEFAULT_GAS: Mapping[TxKind, int] = MappingProxyType(
         TxKind.SET_REWARD_RATE: 3000,
     }
 )
+# Staking kinds (issue 10) are priced in params.staking.gas, so a chain without staking keeps the
+# genesis encoding it always had.  A validator record, its self-delegation, indexes and key index are
+# about 400 bytes; a delegation with its index entry ~150; an unbonding entry with its queue entry ~120.
+DEFAULT_STAKING_GAS: Mapping[TxKind, int] = MappingProxyType(
+    {
+        TxKind.STAKE: 20_000 + STATE_BYTE_GAS * 150,
+        TxKind.UNSTAKE: 20_000 + STATE_BYTE_GAS * 120,
+        TxKind.VALIDATOR_CREATE: 100_000 + STATE_BYTE_GAS * 400,
+        TxKind.VALIDATOR_EDIT: 10_000,
+        TxKind.REDELEGATE: 30_000 + STATE_BYTE_GAS * 200,
+        TxKind.UNJAIL: 10_000,
+        TxKind.STAKING_REWARDS_WITHDRAW: 20_000,
+    }
+)
+# Voting power is bonded stake in whole QNX (Cosmos's PowerReduction, here 10^18 base units).
+POWER_REDUCTION = 10**QNX_DECIMALS
+STAKING_PARAMS_VERSION = 1
 # Nobody may set pool reward rates unless genesis names an authority.
 NO_AUTHORITY = Address(bytes(ADDRESS_LEN))
 # Hard ceiling for max_block_bytes: a block must fit the codec's input limit with room for the commit.
@@ -107,6 +133,103 @@ MAX_TX_BYTES_CEILING = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
+class StakingParams:
+    """Staking, epochs' validator sets, rewards (state.staking), and the slashing parameters part 2 applies.
+
+    Amounts are QNX base units; fractions are basis points (1/10,000); durations are blocks.
+    """
+
+    max_validators: int = 100
+    min_self_bond: int = POWER_REDUCTION  # 1 QNX
+    unbonding_blocks: int = 1000
+    max_commission_bps: int = 5000  # the chain's ceiling on any validator's commission
+    max_commission_change_bps: int = 100  # the most a commission may move, once per epoch
+    max_unbonding_entries: int = 7  # per delegator, in flight at once
+    max_delegations: int = 16  # validators one delegator may stake with at once
+    max_candidates: int = 300  # validators holding stake that the epoch ranking reads
+    block_issuance: int = 0  # QNX minted per block for the signers of the previous commit
+    # Part 2 (evidence, slashing, downtime): fixed here so the genesis format does not change then.
+    slash_double_sign_bps: int = 500
+    slash_downtime_bps: int = 1
+    signed_blocks_window: int = 100
+    min_signed_per_window_bps: int = 5000
+    downtime_jail_blocks: int = 600
+    max_evidence_age: int = 1000
+    gas: Mapping[TxKind, int] = field(default_factory=lambda: DEFAULT_STAKING_GAS)
+
+    _INTS = (
+        ("max_validators", 1, 10_000), ("min_self_bond", 1, MAX_AMOUNT), ("unbonding_blocks", 1, MAX_UINT64),
+        ("max_commission_bps", 0, MAX_COMMISSION_BPS), ("max_commission_change_bps", 0, MAX_COMMISSION_BPS),
+        ("max_unbonding_entries", 1, 1000), ("max_delegations", 1, 1000), ("max_candidates", 1, 100_000),
+        ("block_issuance", 0, MAX_AMOUNT), ("slash_double_sign_bps", 0, 10_000), ("slash_downtime_bps", 0, 10_000),
+        ("signed_blocks_window", 1, MAX_UINT64), ("min_signed_per_window_bps", 0, 10_000),
+        ("downtime_jail_blocks", 0, MAX_UINT64), ("max_evidence_age", 1, MAX_UINT64),
+    )
+
+    def __post_init__(self) -> None:
+        for name, low, high in self._INTS:
+            _int(f"staking.{name}", getattr(self, name), low, high)
+        if self.max_candidates < self.max_validators:
+            raise _bad(f"staking.max_candidates {self.max_candidates} is below max_validators {self.max_validators}")
+        if self.max_evidence_age > self.unbonding_blocks:
+            # Evidence must be usable while the stake it slashes is still bonded or unbonding.
+            raise _bad(f"staking.max_evidence_age {self.max_evidence_age} exceeds unbonding_blocks "
+                       f"{self.unbonding_blocks}")
+        if not isinstance(self.gas, Mapping):
+            raise _bad("staking.gas must be a mapping of kind to gas")
+        gas: dict[TxKind, int] = {}
+        for kind, amount in self.gas.items():
+            try:
+                kind = TxKind(kind)
+            except ValueError:
+                raise _bad(f"staking.gas names unknown transaction kind {kind!r}") from None
+            if kind not in STAKING_KINDS:
+                raise _bad(f"staking.gas names {kind.name.lower()}, which is not a staking kind")
+            gas[kind] = _int(f"gas for {kind.name.lower()}", amount, 0, MAX_UINT64)
+        missing = sorted(k.name.lower() for k in STAKING_KINDS if k not in gas)
+        if missing:
+            raise _bad(f"staking.gas is missing for kinds {', '.join(missing)}")
+        object.__setattr__(self, "gas", MappingProxyType(dict(sorted(gas.items()))))
+
+    def to_wire(self) -> list[Any]:
+        return [STAKING_PARAMS_VERSION, *(getattr(self, name) for name, _, _ in self._INTS),
+                [[int(k), v] for k, v in sorted(self.gas.items())]]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "StakingParams":
+        n = len(cls._INTS)
+        if not isinstance(wire, list) or len(wire) != n + 2 or wire[0] != STAKING_PARAMS_VERSION:
+            raise _bad(f"staking params must be a version-{STAKING_PARAMS_VERSION} array of {n + 2} fields")
+        gas = wire[-1]
+        if not isinstance(gas, list) or not all(isinstance(g, list) and len(g) == 2 for g in gas):
+            raise _bad("staking gas must be an array of [kind, gas] pairs")
+        values = dict(zip((name for name, _, _ in cls._INTS), wire[1:-1]))
+        return cls(**values, gas={k: v for k, v in gas})
+
+    def to_json_obj(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, _, _ in self._INTS:
+            value = getattr(self, name)
+            out[name] = str(value) if name in ("min_self_bond", "block_issuance") else value
+        out["gas"] = {k.name.lower(): v for k, v in sorted(self.gas.items())}
+        return out
+
+    @classmethod
+    def from_json_obj(cls, obj: object) -> "StakingParams":
+        fields = _object("params.staking", obj, {name for name, _, _ in cls._INTS} | {"gas"})
+        kwargs: dict[str, Any] = {}
+        for key, value in fields.items():
+            if key == "gas":
+                gas_obj = _object("params.staking.gas", value, {k.name.lower() for k in STAKING_KINDS})
+                kwargs["gas"] = {**DEFAULT_STAKING_GAS, **{TxKind[k.upper()]: v for k, v in gas_obj.items()}}
+            elif key in ("min_self_bond", "block_issuance"):
+                kwargs[key] = _amount(f"params.staking.{key}", value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, slots=True)
 class Params:
     """Consensus-critical parameters, fixed at genesis."""
 
@@ -121,6 +244,9 @@ class Params:
     # rate (QNX base units per block, keyed by pool id "AAA/BBB") from genesis on.
     reward_authority: bytes = NO_AUTHORITY
     pool_reward_rates: Mapping[str, int] = field(default_factory=dict)
+    # Staking (issue 10): None keeps the genesis set fixed and refuses staking transactions (and the
+    # params' encoding is the version-2 one every earlier chain hashed).
+    staking: StakingParams | None = None
 
     def __post_init__(self) -> None:
         _int("max_block_txs", self.max_block_txs, 1, 100_000)
@@ -137,8 +263,10 @@ class Params:
                 kind = TxKind(kind)
             except ValueError:
                 raise _bad(f"gas names unknown transaction kind {kind!r}") from None
+            if kind in STAKING_KINDS:
+                raise _bad(f"gas for {kind.name.lower()} belongs in params.staking.gas")
             gas[kind] = _int(f"gas for {kind.name.lower()}", amount, 0, MAX_UINT64)
-        missing = sorted(k.name.lower() for k in TxKind if k not in gas)
+        missing = sorted(k.name.lower() for k in TxKind if k not in gas and k not in STAKING_KINDS)
         if missing:
             raise _bad(f"gas is missing for kinds {', '.join(missing)}")
         object.__setattr__(self, "gas", MappingProxyType(dict(sorted(gas.items()))))
@@ -154,15 +282,28 @@ class Params:
             _symbol(parts[1])
             rates[pid] = _int(f"reward rate of pool {pid}", rate, 0, MAX_AMOUNT)
         object.__setattr__(self, "pool_reward_rates", MappingProxyType(dict(sorted(rates.items()))))
+        if self.staking is not None and not isinstance(self.staking, StakingParams):
+            raise _bad(f"params.staking must be StakingParams, got {type(self.staking).__name__}")
 
     def gas_for(self, kind: TxKind) -> int:
+        """The kind's gas; a staking kind on a chain without staking has none (StakingDisabled)."""
+        if kind in STAKING_KINDS:
+            if self.staking is None:
+                raise StakingDisabled(kind.name.lower())
+            return self.staking.gas[kind]
         return self.gas[kind]
 
     def min_fee(self, kind: TxKind) -> int:
         """Smallest fee a transaction of ``kind`` may carry: gas(kind) * min_gas_price."""
-        return self.gas[kind] * self.min_gas_price
+        return self.gas_for(kind) * self.min_gas_price
 
     def to_wire(self) -> list[Any]:
+        wire = self._wire_v2()
+        if self.staking is None:
+            return wire
+        return [PARAMS_VERSION_STAKING, *wire[1:], self.staking.to_wire()]
+
+    def _wire_v2(self) -> list[Any]:
         return [
             PARAMS_VERSION,
             self.max_block_txs,
@@ -178,15 +319,20 @@ class Params:
 
     @classmethod
     def from_wire(cls, wire: object) -> "Params":
+        staking = None
+        if isinstance(wire, list) and len(wire) == 11 and wire[0] == PARAMS_VERSION_STAKING:
+            staking = StakingParams.from_wire(wire[10])
+            wire = [PARAMS_VERSION, *wire[1:10]]
         if not isinstance(wire, list) or len(wire) != 10 or wire[0] != PARAMS_VERSION:
-            raise _bad(f"params must be a version-{PARAMS_VERSION} array of 10 fields")
+            raise _bad(f"params must be a version-{PARAMS_VERSION} array of 10 fields "
+                       f"(or version {PARAMS_VERSION_STAKING} of 11 with staking)")
         _, txs, block_bytes, tx_bytes, price, gas, epoch, drift, authority, rates = wire
         if not isinstance(gas, list) or not all(isinstance(g, list) and len(g) == 2 for g in gas):
             raise _bad("params gas must be an array of [kind, gas] pairs")
         if not isinstance(rates, list) or not all(isinstance(r, list) and len(r) == 2 for r in rates):
             raise _bad("params pool_reward_rates must be an array of [pool id, rate] pairs")
         return cls(txs, block_bytes, tx_bytes, price, {k: v for k, v in gas}, epoch, drift, authority,
-                   {p: r for p, r in rates})
+                   {p: r for p, r in rates}, staking)
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -199,6 +345,7 @@ class Params:
             "max_clock_drift_ms": self.max_clock_drift_ms,
             "reward_authority": address_to_text(self.reward_authority),
             "pool_reward_rates": {pid: str(rate) for pid, rate in self.pool_reward_rates.items()},
+            **({"staking": self.staking.to_json_obj()} if self.staking is not None else {}),
         }
 
     @classmethod
@@ -207,7 +354,7 @@ class Params:
         kwargs: dict[str, Any] = {}
         for key, value in fields.items():
             if key == "gas":
-                gas_obj = _object("params.gas", value, {k.name.lower() for k in TxKind})
+                gas_obj = _object("params.gas", value, {k.name.lower() for k in TxKind if k not in STAKING_KINDS})
                 kwargs["gas"] = {**DEFAULT_GAS, **{TxKind[k.upper()]: v for k, v in gas_obj.items()}}
             elif key == "min_gas_price":
                 kwargs[key] = _amount("params.min_gas_price", value)
@@ -216,6 +363,8 @@ class Params:
             elif key == "pool_reward_rates":
                 rates = _object("params.pool_reward_rates", value, None)
                 kwargs[key] = {pid: _amount(f"reward rate of pool {pid}", r) for pid, r in rates.items()}
+            elif key == "staking":
+                kwargs[key] = None if value is None else StakingParams.from_json_obj(value)
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -298,6 +447,15 @@ class Genesis:
                 if symbol not in known:
                     raise _bad(f"account {address_to_text(account.address)} holds undeclared token {symbol}")
                 supplies[symbol] = supplies.get(symbol, 0) + amount
+        staking = self.params.staking
+        if staking is not None:
+            for v in validators:
+                if v.power * POWER_REDUCTION < staking.min_self_bond:
+                    raise _bad(f"validator {v.name}'s self-bond of {v.power} QNX (its power) is below "
+                               f"min_self_bond {staking.min_self_bond}")
+            if len(validators) > staking.max_validators:
+                raise _bad(f"genesis has {len(validators)} validators, above max_validators {staking.max_validators}")
+            supplies[QNX] = supplies.get(QNX, 0) + sum(v.power for v in validators) * POWER_REDUCTION
         for symbol, supply in sorted(supplies.items()):
             if supply > MAX_AMOUNT:
                 raise _bad(f"genesis supply of {symbol} is {supply}, above the maximum {MAX_AMOUNT}")
@@ -308,7 +466,17 @@ class Genesis:
     # -- derived -------------------------------------------------------------
 
     def supply(self, symbol: str) -> int:
-        return sum(a.balances.get(symbol, 0) for a in self.accounts)
+        """Genesis balances, plus (QNX, with staking) the validators' self-bonds: power × 10^18 each."""
+        total = sum(a.balances.get(symbol, 0) for a in self.accounts)
+        if symbol == QNX and self.params.staking is not None:
+            total += self.bonded_at_genesis()
+        return total
+
+    def bonded_at_genesis(self) -> int:
+        """QNX bonded by the genesis validators (their power in whole QNX), 0 without staking."""
+        if self.params.staking is None:
+            return 0
+        return sum(v.power for v in self.validators) * POWER_REDUCTION
 
     @property
     def hash(self) -> Hash:
@@ -479,6 +647,9 @@ __all__ = [
     "QNX",
     "QNX_DECIMALS",
     "Params",
+    "StakingParams",
+    "DEFAULT_STAKING_GAS",
+    "POWER_REDUCTION",
     "Genesis",
     "GenesisValidator",
     "GenesisToken",

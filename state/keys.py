@@ -16,7 +16,15 @@ depend on the block hash, which depends on the app hash).
 | ``n``  | n + address(20)                       | pool id of the pool account at that address      | yes    |
 | ``i``  | i                                     | [1, [pool ids, sorted]]                          | yes    |
 | ``r``  | r                                     | [1, [ids of pools with a reward rate, sorted]]   | yes    |
-| ``s``  | reserved: stakes / unbonding          |                                                 | yes    |
+| ``sv`` | sv + operator(20)                     | [1, pubkey, moniker, commission_bps, commission_epoch, tokens, shares, jailed, jailed_until, tombstoned, reward_index(64), commission, created_height] (state.staking) | yes |
+| ``sk`` | sk + consensus address(20)            | operator(20): whose consensus key it is          | yes    |
+| ``sd`` | sd + delegator(20) + operator(20)     | [1, shares, reward_index_snapshot(64), unclaimed] | yes   |
+| ``si`` | si + delegator(20)                    | [1, [operators with a delegation record, sorted]] | yes   |
+| ``su`` | su + delegator(20)                    | [1, [[operator, initial, balance, creation_height, maturity_height], ...]] in creation order | yes |
+| ``sr`` | sr + delegator(20) + destination(20)  | [1, source, amount, creation_height, maturity_height]: the redelegation in flight | yes |
+| ``sq`` | sq + height(8)                        | [1, [[0, delegator] or [1, delegator, destination], ...]]: what matures at that height | yes |
+| ``sc`` | sc                                    | [1, [operators of validators holding tokens, sorted]]: the epoch ranking's candidates | yes |
+| ``sa`` | sa                                    | [1, [[pubkey, power], ...] by consensus address]: the set staking last emitted | yes |
 | ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count]         | no     |
 | ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
 | ``T``  | T + height(8) + index(4)              | the SignedTransaction's canonical bytes         | no     |
@@ -48,6 +56,9 @@ OBSERVATION = b"o"
 POOL_ACCOUNT = b"n"
 POOL_INDEX = b"i"
 REWARDED_INDEX = b"r"
+STAKING = b"s"
+STAKING_CANDIDATES = b"sc"
+STAKING_ACTIVE = b"sa"
 STATE_PREFIXES = (
     ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX, REWARDED_INDEX
 )
@@ -91,6 +102,34 @@ def token_key(symbol: str) -> bytes:
 
 def validator_key(address: bytes) -> bytes:
     return VALIDATOR + address
+
+
+def staking_validator_key(operator: bytes) -> bytes:
+    return b"sv" + operator
+
+
+def staking_consensus_key(consensus_address: bytes) -> bytes:
+    return b"sk" + consensus_address
+
+
+def staking_delegation_key(delegator: bytes, operator: bytes) -> bytes:
+    return b"sd" + delegator + operator
+
+
+def staking_delegator_index_key(delegator: bytes) -> bytes:
+    return b"si" + delegator
+
+
+def staking_unbonding_key(delegator: bytes) -> bytes:
+    return b"su" + delegator
+
+
+def staking_redelegation_key(delegator: bytes, destination: bytes) -> bytes:
+    return b"sr" + delegator + destination
+
+
+def staking_queue_key(height: int) -> bytes:
+    return b"sq" + _height(height)
 
 
 def pool_key(pool_id: str) -> bytes:

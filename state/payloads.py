@@ -67,6 +67,15 @@ __all__ = [
     "Batch",
     "RewardsClaim",
     "SetRewardRate",
+    "ValidatorCreate",
+    "ValidatorEdit",
+    "Stake",
+    "Unstake",
+    "Redelegate",
+    "Unjail",
+    "StakingRewardsWithdraw",
+    "STAKING_KINDS",
+    "MAX_COMMISSION_BPS",
     "pool_id",
     "BATCH_OP_TYPES",
     "PAYLOAD_TYPES",
@@ -87,7 +96,8 @@ class TxKind(IntEnum):
     TRANSFER = 1
     TOKEN_CREATE = 2
     TOKEN_MINT = 3
-    # reserved: STAKE = 4, UNSTAKE = 5
+    STAKE = 4
+    UNSTAKE = 5
     POOL_CREATE = 10
     POOL_ADD = 11
     POOL_REMOVE = 12
@@ -96,6 +106,18 @@ class TxKind(IntEnum):
     BATCH = 15
     REWARDS_CLAIM = 16
     SET_REWARD_RATE = 17
+    # staking (issue 10): only on a chain whose genesis has a staking section
+    VALIDATOR_CREATE = 30
+    VALIDATOR_EDIT = 31
+    REDELEGATE = 32
+    UNJAIL = 33
+    STAKING_REWARDS_WITHDRAW = 34
+
+
+STAKING_KINDS = frozenset({
+    TxKind.STAKE, TxKind.UNSTAKE, TxKind.VALIDATOR_CREATE, TxKind.VALIDATOR_EDIT, TxKind.REDELEGATE,
+    TxKind.UNJAIL, TxKind.STAKING_REWARDS_WITHDRAW,
+})
 
 
 class BatchOpKind(IntEnum):
@@ -586,9 +608,116 @@ class SetRewardRate(WireStruct):
         return pool_id(self.token_a, self.token_b)
 
 
+# -- staking payloads (issue 10; state.staking) ------------------------------------
+
+MAX_COMMISSION_BPS = 10_000  # 100%: the hard ceiling; params.staking.max_commission_bps is the chain's
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorCreate(WireStruct):
+    """Register the sender as the operator of a validator signing with ``pubkey``, self-bonding ``self_bond``."""
+
+    KIND: ClassVar[TxKind] = TxKind.VALIDATOR_CREATE
+    WIRE: ClassVar[tuple[str, ...]] = ("pubkey", "moniker", "commission_bps", "self_bond")
+    WIRE_NAME: ClassVar[str] = "validator create payload"
+    pubkey: bytes
+    moniker: str
+    commission_bps: int
+    self_bond: int
+
+    def __post_init__(self) -> None:
+        check_bytes("pubkey", self.pubkey, 32)
+        check_text("moniker", self.moniker, MAX_NAME_LEN)
+        check_uint("commission_bps", self.commission_bps, 0, MAX_COMMISSION_BPS)
+        check_uint("self_bond", self.self_bond, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatorEdit(WireStruct):
+    """The sender's validator gets ``moniker`` and ``commission_bps`` (a change is bounded per epoch)."""
+
+    KIND: ClassVar[TxKind] = TxKind.VALIDATOR_EDIT
+    WIRE: ClassVar[tuple[str, ...]] = ("moniker", "commission_bps")
+    WIRE_NAME: ClassVar[str] = "validator edit payload"
+    moniker: str
+    commission_bps: int
+
+    def __post_init__(self) -> None:
+        check_text("moniker", self.moniker, MAX_NAME_LEN)
+        check_uint("commission_bps", self.commission_bps, 0, MAX_COMMISSION_BPS)
+
+
+@dataclass(frozen=True, slots=True)
+class Stake(WireStruct):
+    """Delegate ``amount`` QNX base units to the validator operated by ``validator``."""
+
+    KIND: ClassVar[TxKind] = TxKind.STAKE
+    WIRE: ClassVar[tuple[str, ...]] = ("validator", "amount")
+    WIRE_NAME: ClassVar[str] = "stake payload"
+    validator: Address
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_bytes("validator", self.validator, ADDRESS_LEN)
+        check_uint("amount", self.amount, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Unstake(WireStruct):
+    """Start unbonding ``amount`` QNX base units of the sender's stake with ``validator``."""
+
+    KIND: ClassVar[TxKind] = TxKind.UNSTAKE
+    WIRE: ClassVar[tuple[str, ...]] = ("validator", "amount")
+    WIRE_NAME: ClassVar[str] = "unstake payload"
+    validator: Address
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_bytes("validator", self.validator, ADDRESS_LEN)
+        check_uint("amount", self.amount, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Redelegate(WireStruct):
+    """Move ``amount`` of the sender's bonded stake from ``source`` to ``destination`` without unbonding."""
+
+    KIND: ClassVar[TxKind] = TxKind.REDELEGATE
+    WIRE: ClassVar[tuple[str, ...]] = ("source", "destination", "amount")
+    WIRE_NAME: ClassVar[str] = "redelegate payload"
+    source: Address
+    destination: Address
+    amount: int
+
+    def __post_init__(self) -> None:
+        check_bytes("source", self.source, ADDRESS_LEN)
+        check_bytes("destination", self.destination, ADDRESS_LEN)
+        if self.source == self.destination:
+            raise MalformedTransaction("redelegation source and destination are the same validator",
+                                       field="destination", value=self.destination)
+        check_uint("amount", self.amount, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Unjail(WireStruct):
+    """The sender's jailed validator becomes eligible again (from the next epoch)."""
+
+    KIND: ClassVar[TxKind] = TxKind.UNJAIL
+    WIRE: ClassVar[tuple[str, ...]] = ()
+    WIRE_NAME: ClassVar[str] = "unjail payload"
+
+
+@dataclass(frozen=True, slots=True)
+class StakingRewardsWithdraw(WireStruct):
+    """Pay the sender its staking rewards from every delegation, and its commission if it operates a validator."""
+
+    KIND: ClassVar[TxKind] = TxKind.STAKING_REWARDS_WITHDRAW
+    WIRE: ClassVar[tuple[str, ...]] = ()
+    WIRE_NAME: ClassVar[str] = "staking rewards withdraw payload"
+
+
 Payload = Union[
     Transfer, TokenCreate, TokenMint, PoolCreate, PoolAdd, PoolRemove, Swap, SwapRoute, Batch, RewardsClaim,
-    SetRewardRate,
+    SetRewardRate, ValidatorCreate, ValidatorEdit, Stake, Unstake, Redelegate, Unjail, StakingRewardsWithdraw,
 ]
 PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.TRANSFER: Transfer,
@@ -602,6 +731,13 @@ PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.BATCH: Batch,
     TxKind.REWARDS_CLAIM: RewardsClaim,
     TxKind.SET_REWARD_RATE: SetRewardRate,
+    TxKind.STAKE: Stake,
+    TxKind.UNSTAKE: Unstake,
+    TxKind.VALIDATOR_CREATE: ValidatorCreate,
+    TxKind.VALIDATOR_EDIT: ValidatorEdit,
+    TxKind.REDELEGATE: Redelegate,
+    TxKind.UNJAIL: Unjail,
+    TxKind.STAKING_REWARDS_WITHDRAW: StakingRewardsWithdraw,
 }
 
 for _payload_type in (*PAYLOAD_TYPES.values(), FlashBorrow, FlashRepay):

@@ -68,6 +68,10 @@ N = 4  # validators
 OBSERVER = N  # one more node with no key: it must commit the same blocks
 NODES = N + 1
 KEYS = [PrivateKey(bytes([0x40 + i]) * 32) for i in range(N)]
+# Validator set changes (issue 10): the observer holds this key and joins when a schedule adds it.
+JOINER = PrivateKey(bytes([0x50]) * 32)
+JOIN = N  # in a set change, index N names the joiner
+SetChanges = dict[int, tuple[tuple[int, int], ...]]  # block height -> (key index, power), in force from h + 1
 # Unequal stakes too: the Byzantine validator always holds less than 1/3 of
 # the power, and the honest ones a quorum without it.
 STAKES = [(1, 1, 1, 1), (1, 2, 2, 2), (3, 2, 3, 3), (1, 1, 1, 2)]
@@ -167,11 +171,16 @@ class Sim:
     rebroadcasts: bool = True  # periodic RebroadcastDue (off only while a partition runs, see there)
     lacking: set[int] = field(default_factory=set)  # decided without the bytes: must sync
     journal: list[list[tuple[Any, list[Any], bool]]] = field(default_factory=lambda: [[] for _ in range(NODES)])
+    # As the application's validator_updates: the set after block h is set_h.updated(changes[h]).increment(1).
+    set_changes: SetChanges = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         genesis = ValidatorSet([(k.public_key, p) for k, p in zip(KEYS, self.powers)])
-        assert genesis.power_of([KEYS[self.byzantine].address]) * 3 < genesis.total_power
-        self.engines = [Engine(CHAIN, KEYS[i] if i < N else None, 1, genesis, TIMEOUTS) for i in range(NODES)]
+        for vset in sets_by_height(genesis, self.set_changes):
+            assert vset.power_of([KEYS[self.byzantine].address]) * 3 < vset.total_power
+        observer_key = JOINER if self.set_changes else None
+        self.engines = [Engine(CHAIN, KEYS[i] if i < N else observer_key, 1, genesis, TIMEOUTS)
+                        for i in range(NODES)]
         for i in range(NODES):
             self.feed(i, HeightStarted(1, genesis))
 
@@ -247,7 +256,7 @@ class Sim:
         self.commits[i][height] = block_hash
         self.stored[i][height] = (block, certificate)
         self.progress_at[i] = self.now
-        self.feed(i, HeightStarted(height + 1, self.engines[i].validator_set.increment(1)))
+        self.feed(i, HeightStarted(height + 1, next_set(self.engines[i].validator_set, self.set_changes, height)))
 
     def process(self, i: int) -> None:
         """The driver takes the next item off its inbox."""
@@ -562,10 +571,25 @@ REWRITES: dict[Kind, Rewrite] = {
 }
 
 
+def next_set(vset: ValidatorSet, changes: SetChanges, height: int) -> ValidatorSet:
+    """The set of ``height + 1`` after block ``height``, as Application._result derives it."""
+    keys = [*KEYS, JOINER]
+    return vset.updated([(keys[k].public_key, p) for k, p in changes.get(height, ())]).increment(1)
+
+
+def sets_by_height(genesis: ValidatorSet, changes: SetChanges) -> list[ValidatorSet]:
+    """The sets of heights 1 .. TARGET_HEIGHT + 1."""
+    sets = [genesis]
+    for height in range(1, TARGET_HEIGHT + 1):
+        sets.append(next_set(sets[-1], changes, height))
+    return sets
+
+
 def run(byzantine: int, pattern: int, drop_budget: int, choices: list[int], slow_links: int = 0,
-        powers: tuple[int, ...] = (1,) * N, kind: Kind = Kind.LIES, partition: tuple[int, int] | None = None) -> Sim:
+        powers: tuple[int, ...] = (1,) * N, kind: Kind = Kind.LIES, partition: tuple[int, int] | None = None,
+        set_changes: SetChanges | None = None) -> Sim:
     """Adversarial steps, then (optionally) a partition of one honest validator for many views, then healing."""
-    sim = Sim(byzantine, pattern, drop_budget, slow_links, powers, Kind(kind))
+    sim = Sim(byzantine, pattern, drop_budget, slow_links, powers, Kind(kind), set_changes=set_changes or {})
     for choice in choices:
         sim.adversarial_step(choice)
     if partition is not None:

@@ -51,13 +51,14 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, poll: fl
 
 
 class LocalNet:
-    def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1") -> None:
+    def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1",
+                 params: Any = None) -> None:
         self.dir = directory
         self.n = validators
         base = free_port_range(PORTS_PER_NODE * validators)
         self.manifest = write_testnet(
             directory, validators=validators, chain_id=chain_id, base_port=base,
-            consensus_overrides=TEST_CONSENSUS,
+            consensus_overrides=TEST_CONSENSUS, params=params,
         )
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.chain_id = chain_id
@@ -162,11 +163,12 @@ def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[st
 
 @contextlib.contextmanager
 def running_localnet(
-    directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None
+    directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None,
+    params: Any = None,
 ) -> Iterator[LocalNet]:
     """Start every node (after ``configure`` edits the homes, if given), wait
-    for the first blocks; always stop them all."""
-    network = LocalNet(directory, validators)
+    for the first blocks; always stop them all.  ``params``: the genesis Params."""
+    network = LocalNet(directory, validators, params=params)
     if configure is not None:
         configure(network)
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, example, given, note, settings
+from hypothesis import HealthCheck, assume, example, given, note, settings
 from hypothesis import strategies as st
 
 from consensus.engine import Engine, MessageReceived, PenalizePeer, RebroadcastDue
@@ -29,9 +29,13 @@ from tests.consensus_sim import (
     STAKES,
     TARGET_HEIGHT,
     TIMEOUTS,
+    JOIN,
     Kind,
+    SetChanges,
     run,
+    sets_by_height,
 )
+from state.validators import ValidatorSet
 
 # Found by this test against a deliberately broken engine whose NEW-VIEW
 # ignored prepared certificates (shrunk by hypothesis, --hypothesis-seed=2):
@@ -192,3 +196,62 @@ def test_all_honest_network_commits_in_view_zero() -> None:
     sim = run(byzantine=0, pattern=0, drop_budget=0, choices=[])
     assert all(sim.stored[i][h][1].view == 0 for i in sim.honest for h in range(1, TARGET_HEIGHT + 1))
     assert sim.evidence == 0 and sim.penalties == 0
+
+
+# -- validator set changes between heights (issue 10) ---------------------------------------------
+#
+# The sets change as the application changes them: block h's validator_updates are in force from
+# h + 1 (sets_by_height), and every engine starts h + 1 with set_h.updated(changes).increment(1).
+# Joins (the observer holds JOINER and becomes a validator), leaves (a member at power 0, which keeps
+# following the chain), power changes and a swap; the Byzantine validator stays under 1/3 of every
+# height's power.  Safety is checked at every commit and sync, liveness after healing as above.
+
+SET_CHANGE_SCHEDULES: list[SetChanges] = [
+    {1: ((JOIN, 1),)},
+    {1: ((JOIN, 2),), 2: ((1, 0),)},
+    {1: ((0, 3), (1, 2)), 2: ((2, 2), (3, 0))},
+    {1: ((JOIN, 1), (3, 0)), 2: ((JOIN, 0), (3, 2))},
+    {2: ((JOIN, 3), (0, 0), (1, 0))},
+]
+
+
+def _byzantine_under_a_third(byzantine: int, changes: SetChanges) -> bool:
+    genesis = ValidatorSet([(k.public_key, 1) for k in KEYS])
+    try:
+        sets = sets_by_height(genesis, changes)
+    except Exception:
+        return False
+    return all(s.power_of([KEYS[byzantine].address]) * 3 < s.total_power for s in sets)
+
+
+@settings(max_examples=120, deadline=None, print_blob=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(
+    changes=st.sampled_from(SET_CHANGE_SCHEDULES),
+    byzantine=st.integers(min_value=0, max_value=N - 1),
+    pattern=st.integers(min_value=0, max_value=2**61 - 1),
+    drop_budget=st.integers(min_value=0, max_value=25),
+    slow_links=st.lists(st.integers(min_value=0, max_value=NODES * NODES - 1), max_size=4).map(
+        lambda links: sum(1 << link for link in set(links))),
+    choices=st.lists(st.integers(min_value=0, max_value=2**14), min_size=20, max_size=300),
+)
+def test_safety_and_liveness_across_validator_set_changes(changes: SetChanges, byzantine: int, pattern: int,
+                                                          drop_budget: int, slow_links: int,
+                                                          choices: list[int]) -> None:
+    assume(_byzantine_under_a_third(byzantine, changes))
+    sim = run(byzantine, pattern, drop_budget, choices, slow_links, set_changes=changes)
+    note(sim.summary())
+    sets = sets_by_height(ValidatorSet([(k.public_key, 1) for k in KEYS]), changes)
+    for i in sim.honest:  # every honest engine ran each height with that height's set
+        for h in range(1, TARGET_HEIGHT + 1):
+            assert sim.stored[i][h][1].height == h
+        # members and powers (the hash) never change after the last scheduled change
+        assert sim.engines[i].validator_set.hash() == sets[min(sim.engines[i].height, len(sets)) - 1].hash()
+
+
+@pytest.mark.parametrize("index", range(len(SET_CHANGE_SCHEDULES)))
+def test_each_set_change_schedule_commits_with_an_honest_network(index: int) -> None:
+    changes = SET_CHANGE_SCHEDULES[index]
+    byzantine = next(b for b in range(N) if _byzantine_under_a_third(b, changes))
+    sim = run(byzantine, 0, 0, [], set_changes=changes)
+    assert all(TARGET_HEIGHT in sim.stored[i] for i in sim.honest)
