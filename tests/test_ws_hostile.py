@@ -168,25 +168,27 @@ async def test_a_tx_subscribe_that_overflows_its_own_queue_leaves_nothing_behind
 
 
 def committed_transfers(count: int):
-    """A live node's block holding the most of ``count`` transfers, and its receipts."""
-    from node.client import Client
+    """A committed block of ``count`` transfers from alice to bob, and its receipts."""
+    from state.app import Application
+    from state.kv import MemoryKV
+    from state.payloads import Transfer
+    from state.testing import STUB_VERIFIER, Chain, make_genesis, signed
+    from tests.client_fixtures import VALIDATOR
 
-    with live_node() as node:
-        with Client.connect(node.url) as rpc:
-            nonce = rpc.account(address_to_text(ALICE.address))["pending_nonce"]
-            stxs = [rpc.sign(ALICE, txbuild.transfer(address_to_text(BOB.address), i + 1), nonce=nonce + i)
-                    for i in range(count)]
-            for stx in stxs:
-                rpc.submit(stx)
-            rpc.wait_final("0x" + stxs[-1].hash.hex())
-        block = max((node.app.get_block(h) for h in range(1, node.app.height + 1)), key=lambda b: len(b.txs))
-        return block, node.app.block_receipts(block.header.height)
+    app = Application(MemoryKV(), make_genesis(validators=[VALIDATOR], funded=[ALICE, BOB]),
+                      commit_verifier=STUB_VERIFIER)
+    chain = Chain(app, VALIDATOR)
+    txs = [signed(ALICE, i, Transfer(to=BOB.address, token="QNX", amount=i + 1), chain_id=app.chain_id)
+           for i in range(count)]
+    block, result = chain.block(txs)
+    assert all(r.ok for r in result.receipts)
+    return block, app.block_receipts(block.header.height)
 
 
 async def test_events_are_rendered_once_shared_by_equal_filters_and_capped_per_notification(monkeypatch):
     monkeypatch.setattr(ws_module, "MAX_EVENTS_NOTE_BYTES", 2_000)
     block, receipts = committed_transfers(20)
-    assert len(block.txs) >= 10
+    assert len(block.txs) == 20
     everything, transfers = EventFilter(), EventFilter(kinds=frozenset({"transfer"}))
     notes = ws_module._event_notes(block, receipts, {everything, transfers})
     body = json.loads(notes[everything])
@@ -257,7 +259,7 @@ async def test_a_hub_that_fell_behind_answers_tx_from_the_store_and_closes_heads
 
 
 async def test_a_ping_flood_is_charged_like_calls_and_a_healthy_client_survives_the_heartbeat():
-    limits = WsLimits(heartbeat_s=0.3, calls_per_s=20, call_burst=40, idle_s=60)
+    limits = WsLimits(heartbeat_s=2.0, calls_per_s=20, call_burst=40, idle_s=60)  # pong due within 1 s
     with live_node(ws_limits=limits) as node:
         url = node.url.replace("http://", "ws://") + "ws"
         async with aiohttp.ClientSession() as session:
@@ -283,8 +285,9 @@ async def test_a_ping_flood_is_charged_like_calls_and_a_healthy_client_survives_
                         message = await asyncio.wait_for(flooder.receive(), 10)
                         if message.type not in (aiohttp.WSMsgType.PONG, aiohttp.WSMsgType.TEXT):
                             break
-                    assert flooder.close_code == 1008
-                await asyncio.sleep(1.5)  # five heartbeats: the healthy client's pongs keep it
+                    # 1008, or 1006 when the flooder (busy pinging, not reading) missed the close and was cut
+                    assert flooder.close_code in (1008, 1006) and node.hub.stats["flood"] == 1
+                await asyncio.sleep(4.5)  # two heartbeats: the healthy client's pongs keep it
                 node.make_block()
                 for _ in range(100):
                     if notes:
