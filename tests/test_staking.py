@@ -348,11 +348,19 @@ def check_conservation(chain: Chain) -> None:
     assert pools["bonded"] == sum(v.tokens for v in validators)
     unbonding = 0
     owed = sum(v.commission for v in validators)
+    shares: dict[bytes, int] = {}
+    worth: dict[bytes, int] = {}
     for key in ACTORS:
         account = q.account(key.address)
         unbonding += sum(e.balance for e in account.unbonding)
         owed += sum(d.pending_rewards for d in account.delegations)
+        for d in account.delegations:
+            shares[d.validator] = shares.get(d.validator, 0) + d.shares
+            worth[d.validator] = worth.get(d.validator, 0) + d.amount
     assert pools["unbonding"] == unbonding
+    for v in validators:  # every share is some delegator's, and no delegator is owed more than is bonded
+        assert shares.get(v.operator, 0) == v.shares, f"shares of {v.moniker}"
+        assert worth.get(v.operator, 0) <= v.tokens, f"delegations of {v.moniker} are worth more than its stake"
     assert pools["rewards"] >= owed, "the rewards pool covers everything claimable"
     assert pools["rewards"] - owed <= (chain.app.height + 1) * (len(validators) + 2) + 16, "only rounding dust"
     active = q.active()
