@@ -29,6 +29,7 @@ from state.transactions import Receipt
 EVENT_KINDS: frozenset[str] = frozenset(
     {k.name.lower() for k in TxKind if k is not TxKind.BATCH} | {k.name.lower() for k in BATCH_OP_TYPES}
 )
+_OP_KINDS: dict[type, str] = {cls: kind.name.lower() for kind, cls in BATCH_OP_TYPES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +43,12 @@ class Event:
 
 
 def _pools(op: Any) -> list[str]:
-    fields = {f.name for f in dataclasses.fields(op)}
-    if "path" in fields:  # a route: every hop's pool
-        path = tuple(op.path)
-        return [pool_id(a, b) for a, b in zip(path, path[1:]) if a != b]
-    for a, b in (("token_a", "token_b"), ("token_in", "token_out")):
-        if a in fields and b in fields and getattr(op, a) != getattr(op, b):
-            return [pool_id(getattr(op, a), getattr(op, b))]
-    if "pool" in fields and isinstance(op.pool, str):
-        return [op.pool]
-    return []
+    """The pools an operation touches: every hop of a swap's path, or the pair's pool."""
+    path = getattr(op, "path", None)
+    if path is not None:
+        return [pool_id(a, b) for a, b in zip(path, path[1:])]
+    pool = getattr(op, "pool", None)
+    return [pool] if isinstance(pool, str) else []
 
 
 def _addresses(op: Any) -> set[bytes]:
@@ -70,7 +67,7 @@ def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
         base = {"height": height, "tx": hex0x(stx.hash), "index": index, "sender": address_to_text(sender)}
         ops: Iterable[tuple[int | None, str, Any]]
         if isinstance(tx.payload, Batch):
-            ops = ((i, _op_kind(op), op) for i, op in enumerate(tx.payload.ops))
+            ops = ((i, _OP_KINDS[type(op)], op) for i, op in enumerate(tx.payload.ops))
         else:
             ops = ((None, tx.kind.name.lower(), tx.payload),)
         for op_index, kind, op in ops:
@@ -81,13 +78,6 @@ def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
             events.append(Event(kind, frozenset(_addresses(op) | {sender}), frozenset(pools),
                                 json.dumps(body, separators=(",", ":"))))
     return events
-
-
-def _op_kind(op: Any) -> str:
-    for kind, cls in BATCH_OP_TYPES.items():
-        if isinstance(op, cls):
-            return kind.name.lower()
-    return type(op).__name__.lower()  # unreachable: a batch holds only BATCH_OP_TYPES
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,19 +60,3 @@ class RpcContext:
             loc = self.app.get_tx(tx_hash)
             stx = loc.stx if loc is not None else None
         return stx
-
-    def tx_status(self, tx_hash: bytes) -> dict[str, Any]:
-        """A transaction's status now, as the ``tx`` subscription shows it: the
-        final record if committed, else ``pending``, ``queued`` or ``unknown``."""
-        hex_hash = "0x" + tx_hash.hex()
-        loc = self.app.get_tx(tx_hash)
-        if loc is not None:
-            receipt = loc.receipt
-            return {"hash": hex_hash, "status": str(receipt.status), "reason": receipt.reason,
-                    "gas_used": receipt.gas_used, "fee": str(receipt.fee), "height": loc.height,
-                    "index": loc.index, "committed": True, "final": True}
-        if self.pending_tx(tx_hash) is not None:
-            return {"hash": hex_hash, "status": "pending", "committed": False, "final": False}
-        if self.queued_tx(tx_hash) is not None:
-            return {"hash": hex_hash, "status": "queued", "committed": False, "final": False}
-        return {"hash": hex_hash, "status": "unknown", "committed": False, "final": False}

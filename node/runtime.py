@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import resource
 import signal
@@ -48,7 +49,7 @@ from node.signer import ConsensusSigner, node_signer
 from node.signguard import SignGuard
 from node.snapshot import SnapshotError, SnapshotRefused, default_snapshot_path, prune_snapshots, write_snapshot
 from node.wal import WriteAheadLog
-from node.ws import SubscriptionHub, WsLimits
+from node.ws import SubscriptionHub, WsLimits, tx_status
 from p2p import P2PConfig, P2PService
 from p2p.errors import InvalidPeerId, ServiceNotRunning
 from state.app import Application
@@ -234,7 +235,7 @@ class Node:
         ws_clients = min(rpc.ws_max_clients, cap // 2)
         if ws_clients:
             self.ws_hub = SubscriptionHub(
-                receipts=self.app.block_receipts, lookup_tx=rpc_context.tx_status,
+                receipts=self.app.block_receipts, lookup_tx=functools.partial(tx_status, rpc_context),
                 limits=WsLimits(max_clients=ws_clients, max_subscriptions=max(1, rpc.ws_max_subscriptions),
                                 idle_s=rpc.request_timeout_ms / 1000))
             self.ws_hub.start()

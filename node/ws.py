@@ -73,6 +73,7 @@ from node.jsonrpc import (
     json_depth_exceeds,
 )
 from node.rpc import header_to_json, receipt_to_json
+from node.rpc_context import RpcContext
 from node.rpc_params import hex0x, parse_address, parse_hex, parse_pool
 from state.blocks import Block
 from state.transactions import Receipt
@@ -521,9 +522,7 @@ class SubscriptionHub:
             where = {stx.hash: i for i, stx in enumerate(block.txs)}
         for tx_hash in [h for h in self.txs if h in where]:
             index = where[tx_hash]
-            record = {"hash": hex0x(tx_hash), **receipt_to_json(receipts[index]), "height": height, "index": index,
-                      "committed": True, "final": True}
-            self._final(tx_hash, json.dumps(record))
+            self._final(tx_hash, json.dumps(final_record(tx_hash, receipts[index], height, index)))
 
     def _final(self, tx_hash: bytes, text: str) -> None:
         for sub in list(self.txs.pop(tx_hash, {}).values()):
@@ -541,6 +540,23 @@ class SubscriptionHub:
                 self._final(tx_hash, json.dumps(status))
         for sub in list(self.heads.values()) + list(self.events.values()):
             sub.client.kick(GAP_CLOSE_CODE, "notifications were lost (the node fell behind): resubscribe")
+
+
+def final_record(tx_hash: bytes, receipt: Receipt, height: int, index: int) -> dict[str, Any]:
+    """A committed transaction's record, as the ``tx`` topic ends with it."""
+    return {"hash": hex0x(tx_hash), **receipt_to_json(receipt), "height": height, "index": index,
+            "committed": True, "final": True}
+
+
+def tx_status(ctx: RpcContext, tx_hash: bytes) -> dict[str, Any]:
+    """A transaction's status now (the hub's ``lookup_tx``): its final record if committed, else
+    ``pending``, ``queued`` or ``unknown``."""
+    loc = ctx.app.get_tx(tx_hash)
+    if loc is not None:
+        return final_record(tx_hash, loc.receipt, loc.height, loc.index)
+    status = ("pending" if ctx.pending_tx(tx_hash) is not None
+              else "queued" if ctx.queued_tx(tx_hash) is not None else "unknown")
+    return {"hash": hex0x(tx_hash), "status": status, "committed": False, "final": False}
 
 
 def _event_notes(block: Block, receipts: tuple[Receipt, ...], filters: set[EventFilter]) -> dict[EventFilter, str]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 from typing import Any, Iterator
 
 from node.jsonrpc import Dispatcher, make_app
 from node.rpc import RPC_COSTS, build_methods
 from node.rpc_server import RPCServer
-from node.ws import SubscriptionHub, WsLimits
+from node.ws import SubscriptionHub, WsLimits, tx_status
 from state.app import Application
 from state.genesis import GenesisToken, Params
 from state.kv import MemoryKV
@@ -56,7 +57,8 @@ class LiveNode:
     async def _start(self) -> None:
         context = self.node.rpc_context()
         dispatcher = Dispatcher(build_methods(context), costs=RPC_COSTS)
-        self.hub = self.node.ws_hub = SubscriptionHub(receipts=self.app.block_receipts, lookup_tx=context.tx_status,
+        self.hub = self.node.ws_hub = SubscriptionHub(receipts=self.app.block_receipts,
+                                                      lookup_tx=functools.partial(tx_status, context),
                                                       limits=self.ws_limits)
         self.hub.start()
         self.server = RPCServer(make_app(dispatcher, max_request_bytes=4 * 1024 * 1024, websocket=self.hub.handle),
