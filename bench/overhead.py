@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import statistics
 import subprocess
@@ -43,8 +44,8 @@ def run_once(observed: bool, args: argparse.Namespace) -> dict[str, float]:
                 home.write_config(dataclasses.replace(config, metrics=dataclasses.replace(config.metrics, port=0)))
         procs = [spawn_node(directory / n["home"], directory / n["home"] / "node.log") for n in manifest["nodes"]]
         try:
-            (directory / "pids.json").write_text(
-                "{" + ",".join(f'"{n["name"]}": {p.pid}' for n, p in zip(manifest["nodes"], procs)) + "}")
+            (directory / "pids.json").write_text(  # what `qenexd testnet start` writes; load.py reads it
+                json.dumps({n["name"]: p.pid for n, p in zip(manifest["nodes"], procs)}))
             deadline = time.monotonic() + 60
             while True:
                 try:
