@@ -7,10 +7,21 @@ reason; the engine turns that into PenalizePeer.
 from __future__ import annotations
 
 from consensus.errors import ConsensusError, InvalidMessage
-from consensus.messages import CommitCertificate, NewView, PreparedCertificate, Proposal, ViewChange, Vote
-from state.abc import CommitVerifier
+from typing import Callable
+
+from consensus.messages import (
+    CommitCertificate,
+    Evidence,
+    NewView,
+    PreparedCertificate,
+    Proposal,
+    ViewChange,
+    Vote,
+    decode_message,
+)
+from state.abc import CommitVerifier, Infraction
 from state.crypto import verify
-from state.errors import InvalidCommit
+from state.errors import InvalidCommit, InvalidEvidence
 from state.validators import Validator, ValidatorSet
 
 
@@ -123,6 +134,30 @@ class CertificateVerifier(CommitVerifier):
             cert.verify(chain_id, validators)
         except ConsensusError as exc:
             raise InvalidCommit(f"the certificate does not verify: {exc}") from exc
+
+    def verify_evidence(
+        self, chain_id: str, evidence: bytes, validators_at: Callable[[int], ValidatorSet | None]
+    ) -> Infraction:
+        """An ``Evidence`` message in its canonical encoding (decoded under the
+        EVIDENCE limits, re-encoded to the same bytes), whose two votes verify
+        against the set of their height."""
+        try:
+            message = decode_message(evidence)
+        except ConsensusError as exc:
+            raise InvalidEvidence(f"not an evidence message: {exc}") from exc
+        if not isinstance(message, Evidence):
+            raise InvalidEvidence(f"expected evidence, got {type(message).__name__}")
+        if message.encode() != evidence:
+            # One encoding per proof: the same equivocation cannot enter twice as different bytes.
+            raise InvalidEvidence("evidence is not in its canonical encoding (votes ordered by block hash)")
+        vset = validators_at(message.height)
+        if vset is None:
+            raise InvalidEvidence(f"no validator set is known for height {message.height}")
+        try:
+            message.verify(chain_id, vset)
+        except ConsensusError as exc:
+            raise InvalidEvidence(str(exc)) from exc
+        return Infraction(message.height, bytes(message.validator))
 
     def commit_signers(self, commit: bytes) -> tuple[bytes, ...]:
         try:

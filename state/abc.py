@@ -7,7 +7,9 @@ and an atomic batch is the only way it writes.
 
 A commit certificate is opaque to state/ (its format and signatures belong
 to consensus/), yet whether a block's ``last_commit`` certifies its parent is
-part of the block's validity.  ``CommitVerifier`` is that seam: consensus/
+part of the block's validity, and so is each evidence item a block carries
+(a proof of equivocation: its format is consensus/'s too).
+``CommitVerifier`` is that seam: consensus/
 implements it (``consensus.verify.CertificateVerifier``), the node hands it to
 the application, and state/ still imports nothing outside itself.
 """
@@ -15,7 +17,7 @@ the application, and state/ still imports nothing outside itself.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, NamedTuple
 
 if TYPE_CHECKING:
     from state.validators import ValidatorSet
@@ -51,6 +53,14 @@ class KVStore(KVReader):
         self.close()
 
 
+class Infraction(NamedTuple):
+    """What a verified evidence item proves: ``validator`` (a consensus address)
+    signed two conflicting votes at ``height``."""
+
+    height: int
+    validator: bytes
+
+
 class CommitVerifier(ABC):
     @abstractmethod
     def verify_commit(
@@ -67,3 +77,15 @@ class CommitVerifier(ABC):
         The default, for a verifier that cannot tell, is (): the application then credits every
         member of the set that signed the parent."""
         return ()
+
+    def verify_evidence(
+        self, chain_id: str, evidence: bytes, validators_at: "Callable[[int], ValidatorSet | None]"
+    ) -> Infraction:
+        """Return the infraction ``evidence`` proves, checked against the set that
+        signed its own height (``validators_at(height)``, None when unknown); otherwise
+        raise ``state.errors.InvalidEvidence`` with the specific reason.  The cost must be
+        bounded by the size of ``evidence``.  The default, for a verifier that cannot
+        check evidence, refuses every item (a block carrying any is invalid)."""
+        from state.errors import InvalidEvidence
+
+        raise InvalidEvidence("this node's verifier cannot check evidence")

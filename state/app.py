@@ -31,7 +31,16 @@ from typing import Any, Iterable, NamedTuple
 from state import history, keys
 from state.abc import CommitVerifier, KVStore
 from state.amounts import QNX, QNX_DECIMALS
-from state.blocks import BLOCK_VERSION, EMPTY_COMMIT, Block, BlockHeader, Height, tx_root
+from state.blocks import (
+    BLOCK_VERSION,
+    EMPTY_COMMIT,
+    MAX_BLOCK_EVIDENCE,
+    Block,
+    BlockHeader,
+    Height,
+    evidence_hash,
+    tx_root,
+)
 from state.codec import encode
 from state.crypto import ADDRESS_LEN, Address, Hash, address_to_text, sha256
 from state.errors import (
@@ -40,6 +49,7 @@ from state.errors import (
     HeightPruned,
     InvalidBlock,
     InvalidCommit,
+    InvalidEvidence,
     InvalidLastCommit,
     InvalidValidatorSet,
     InvalidTransaction,
@@ -62,13 +72,14 @@ from state.history import DEFAULT_HISTORY_BLOCKS, StateAt, StateView
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Position
+from state.slashing import CommitVote
 from state.staking import genesis_staking
 from state.staking_queries import EpochInfo, StakingQueries
 from state.transactions import Receipt, SignedTransaction
 from state.validators import ValidatorSet
 
 HEAD_VERSION = 1
-BLOCK_RECORD_VERSION = 1
+BLOCK_RECORD_VERSION = 1  # [1, header, last_commit, tx count, evidence]: a 4-field record (before evidence) is refused
 TX_INDEX_VERSION = 1
 _ZERO_HASH = bytes(32)
 
@@ -400,13 +411,16 @@ class Application:
     # -- blocks ------------------------------------------------------------------
 
     def _new_run(self, height: int, time_ms: int, last_commit: bytes = b"") -> BlockRun:
-        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height, time_ms=time_ms,
-                        reward_signers=self._reward_signers(height, last_commit))
+        votes = self._commit_votes(height, last_commit)
+        signed = tuple((address, power) for address, power, did in votes if did)
+        return BlockRun(Overlay(self._kv), chain_id=self.chain_id, params=self.params, height=height,
+                        time_ms=time_ms, reward_signers=signed,
+                        commit_votes=tuple(CommitVote(address, did) for address, _, did in votes))
 
-    def _reward_signers(self, height: int, last_commit: bytes) -> tuple[tuple[bytes, int], ...]:
-        """(consensus address, power) of whoever shares block ``height``'s rewards (staking only): the
-        members of the parent's set whose signatures ``last_commit`` carries, or every member of it
-        when the verifier cannot tell; at height 1 (no parent) the set of height 1."""
+    def _commit_votes(self, height: int, last_commit: bytes) -> tuple[tuple[bytes, int, bool], ...]:
+        """(consensus address, power, signed) of each member of the parent's set (staking only):
+        whether ``last_commit`` carries its signature; every member counts as signed when the
+        verifier cannot tell, and at height 1 (no parent) the members of the set of height 1."""
         if self.params.staking is None:
             return ()
         vset = self.validator_set(max(height - 1, 1))
@@ -416,8 +430,36 @@ class Application:
         if height > 1 and self._verifier is not None:
             signers = self._verifier.commit_signers(last_commit)
         signed = set(signers)
-        members = [v for v in vset if v.address in signed] if signed else list(vset)
-        return tuple((bytes(v.address), v.power) for v in members)
+        return tuple((bytes(v.address), v.power, not signed or v.address in signed) for v in vset)
+
+    def verify_evidence(self, evidence: bytes) -> tuple[int, bytes]:
+        """(infraction height, consensus address) that ``evidence`` proves, checked by the verifier
+        against the set of its own height; raises InvalidEvidence."""
+        if self._verifier is None:
+            raise StateInvariantBroken("this application was opened without a commit verifier")
+        infraction = self._verifier.verify_evidence(self.chain_id, evidence, self.validator_set)
+        return infraction.height, infraction.validator
+
+    def _begin(self, run: BlockRun, evidence: Iterable[bytes], *, strict: bool) -> None:
+        """Apply the block's evidence, then the downtime tracking of its last_commit.  ``strict``
+        (execute): an item that may not be applied makes the block invalid; otherwise (build) it
+        is skipped, so the proposer carries only what every node will accept."""
+        for index, item in enumerate(evidence):
+            if len(run.evidence) >= MAX_BLOCK_EVIDENCE:
+                if strict:
+                    raise InvalidBlock(f"more than {MAX_BLOCK_EVIDENCE} evidence items", height=run.height)
+                break
+            try:
+                height, validator = self.verify_evidence(item)
+                problem = run.evidence_refusal(height, validator)
+            except InvalidEvidence as exc:
+                problem = str(exc)
+            if problem is not None:
+                if strict:
+                    raise InvalidBlock(f"evidence {index}: {problem}", height=run.height)
+                continue
+            run.apply_evidence(height, validator, item)
+        run.track_commit()
 
     def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
         if len(proposer) != ADDRESS_LEN or proposer not in self._current:
@@ -432,9 +474,9 @@ class Application:
         if height > 1 and not last_commit:
             raise InvalidLastCommit("last_commit (the previous block's commit certificate) is empty", height=height)
 
-    def _overhead(self, header: BlockHeader, last_commit: bytes) -> int:
+    def _overhead(self, header: BlockHeader, last_commit: bytes, evidence: list[bytes]) -> int:
         # An empty block's size, plus up to 4 more bytes for a longer txs array header.
-        return len(encode([1, header.to_wire(), [], last_commit])) + 4
+        return len(encode([BLOCK_VERSION, header.to_wire(), [], last_commit, evidence])) + 4
 
     def _finish(self, run: BlockRun, proposer: bytes) -> tuple[list[tuple[bytes, bytes | None, bytes | None]], Hash]:
         """(key, prior value, new value) of every state key the block changed, sorted; the app hash."""
@@ -453,8 +495,10 @@ class Application:
         proposer: bytes,
         time_ms: int,
         last_commit: bytes,
+        evidence: Iterable[bytes] = (),
     ) -> tuple[Block, BlockResult]:
-        """Proposer side: run ``candidates`` in order, skipping any that may not be included.
+        """Proposer side: apply the ``evidence`` that every node will accept (at most
+        MAX_BLOCK_EVIDENCE), then run ``candidates`` in order, skipping any that may not be included.
 
         ``time_ms`` must exceed ``last_time_ms`` (pass ``max(now, last_time_ms + 1)``).
         """
@@ -471,8 +515,9 @@ class Application:
             Address(proposer),
             sha256(last_commit),
         )
-        budget = self.params.max_block_bytes - self._overhead(template, last_commit)
         run = self._new_run(height, time_ms, last_commit)
+        self._begin(run, evidence, strict=False)
+        budget = self.params.max_block_bytes - self._overhead(template, last_commit, run.evidence)
         for stx in candidates:
             if len(run.txs) >= self.params.max_block_txs:
                 break
@@ -494,8 +539,9 @@ class Application:
             self.validators_hash,
             Address(proposer),
             sha256(last_commit),
+            evidence_hash(run.evidence),
         )
-        block = Block(header, tuple(run.txs), last_commit)
+        block = Block(header, tuple(run.txs), last_commit, tuple(run.evidence))
         if block.size > self.params.max_block_bytes:
             raise StateInvariantBroken(
                 f"built a block of {block.size} bytes over the limit {self.params.max_block_bytes}"
@@ -528,6 +574,8 @@ class Application:
             )
         if h.last_commit_hash != sha256(block.last_commit):
             raise InvalidLastCommit("last_commit_hash does not match last_commit", height=height)
+        if h.evidence_hash != evidence_hash(block.evidence):
+            raise InvalidBlock("evidence_hash does not match the block's evidence", height=height)
         if h.validators_hash != self.validators_hash:
             raise InvalidBlock(
                 f"validators_hash 0x{h.validators_hash.hex()} is not 0x{self.validators_hash.hex()}", height=height
@@ -553,6 +601,7 @@ class Application:
                                         height=height) from exc
 
         run = self._new_run(height, h.time_ms, block.last_commit)
+        self._begin(run, block.evidence, strict=True)
         for index, stx in enumerate(block.txs):
             try:
                 run.include(stx)
@@ -610,7 +659,7 @@ class Application:
 
         batch: dict[bytes, bytes | None] = dict(result.state_writes)
         batch[keys.block_key(height)] = encode(
-            [BLOCK_RECORD_VERSION, block.header.to_wire(), block.last_commit, len(block.txs)]
+            [BLOCK_RECORD_VERSION, block.header.to_wire(), block.last_commit, len(block.txs), list(block.evidence)]
         )
         batch[keys.block_hash_key(block.hash)] = keys.encode_height(height)
         for index, (stx, receipt) in enumerate(zip(block.txs, result.receipts, strict=True)):
@@ -654,19 +703,20 @@ class Application:
     def get_block(self, height: int) -> Block | None:
         if not 1 <= height <= self.height:
             return None
-        header_wire, last_commit, txs = self._stored_block(height)
-        return Block(BlockHeader.from_wire(header_wire), tuple(SignedTransaction.decode(v) for v in txs), last_commit)
+        header_wire, last_commit, txs, evidence = self._stored_block(height)
+        return Block(BlockHeader.from_wire(header_wire), tuple(SignedTransaction.decode(v) for v in txs), last_commit,
+                     tuple(evidence))
 
-    def _stored_block(self, height: int) -> tuple[Any, bytes, list[bytes]]:
-        """A committed block's stored header wire, commit bytes and transaction bytes."""
+    def _stored_block(self, height: int) -> tuple[Any, bytes, list[bytes], list[bytes]]:
+        """A committed block's stored header wire, commit bytes, transaction bytes and evidence."""
         raw = self._kv.get(keys.block_key(height))
         if raw is None:
             raise StateInvariantBroken(f"block {height} is missing below the head {self.height}")
-        _, header_wire, last_commit, count = _stored(keys.block_key(height), raw, 4)
+        _, header_wire, last_commit, count, evidence = _stored(keys.block_key(height), raw, 5)
         txs = [v for _, v in self._kv.iterate(keys.block_tx_prefix(height))]
         if len(txs) != count:
             raise StateInvariantBroken(f"block {height} has {len(txs)} stored transactions, expected {count}")
-        return header_wire, last_commit, txs
+        return header_wire, last_commit, txs, evidence
 
     def get_block_bytes(self, height: int) -> bytes | None:
         """``get_block(height).encode()`` without decoding a transaction: the
@@ -674,12 +724,14 @@ class Application:
         and transaction bytes (block sync serves this to any peer)."""
         if not 1 <= height <= self.height:
             return None
-        header_wire, last_commit, txs = self._stored_block(height)
-        # Block.to_wire() is [BLOCK_VERSION, header, [tx, ...], last_commit]; msgpack's smallest array header.
+        header_wire, last_commit, txs, evidence = self._stored_block(height)
+        # Block.to_wire() is [BLOCK_VERSION, header, [tx, ...], last_commit, [evidence, ...]];
+        # msgpack's smallest array header.
         n = len(txs)
         txs_header = bytes([0x90 | n]) if n < 16 else (
             b"\xdc" + n.to_bytes(2, "big") if n <= 0xFFFF else b"\xdd" + n.to_bytes(4, "big"))
-        return b"".join((b"\x94", encode(BLOCK_VERSION), encode(header_wire), txs_header, *txs, encode(last_commit)))
+        return b"".join((b"\x95", encode(BLOCK_VERSION), encode(header_wire), txs_header, *txs, encode(last_commit),
+                         encode(evidence)))
 
     def get_block_by_hash(self, block_hash: bytes) -> Block | None:
         raw = self._kv.get(keys.block_hash_key(block_hash))
@@ -733,7 +785,7 @@ class Application:
         block_raw = self._kv.get(keys.block_key(height))
         if block_raw is None or hashes[index] != tx_hash:
             raise StateInvariantBroken(f"transaction 0x{tx_hash.hex()} index entry disagrees with block {height}")
-        header = BlockHeader.from_wire(_stored(keys.block_key(height), block_raw, 4)[1])
+        header = BlockHeader.from_wire(_stored(keys.block_key(height), block_raw, 5)[1])
         return TxProof(Height(height), index, Hash(header.tx_root), merkle_proof(hashes, index), len(hashes))
 
     def get_genesis_bytes(self) -> bytes | None:

@@ -1,9 +1,12 @@
 """Blocks: the header, the block, and the commitments a header carries.
 
 Header ``[version, chain_id, height, time_ms, prev_hash, tx_root, app_hash,
-validators_hash, proposer, last_commit_hash]``; block ``[version, header,
-[signed tx, ...], last_commit]``.  ``last_commit`` is the previous block's
-commit certificate, opaque to state/ (consensus/ defines it).
+validators_hash, proposer, last_commit_hash, evidence_hash]``; block
+``[version, header, [signed tx, ...], last_commit, [evidence, ...]]``.
+``last_commit`` is the previous block's commit certificate and each evidence
+item a proof of equivocation, both opaque to state/ (consensus/ defines and
+verifies them, through ``state.abc.CommitVerifier``).  Version 2 added the
+evidence; version 1 blocks are not read.
 
 Objects validate their fields on construction, so no invalid Block exists
 past the decoding boundary.
@@ -26,6 +29,10 @@ __all__ = [
     "HEADER_VERSION",
     "BLOCK_VERSION",
     "EMPTY_COMMIT",
+    "EMPTY_EVIDENCE_HASH",
+    "MAX_BLOCK_EVIDENCE",
+    "MAX_EVIDENCE_BYTES",
+    "evidence_hash",
     "BlockHeader",
     "Block",
     "tx_root",
@@ -33,10 +40,22 @@ __all__ = [
 
 Height = NewType("Height", int)
 
-HEADER_VERSION = 1
-BLOCK_VERSION = 1
+HEADER_VERSION = 2
+BLOCK_VERSION = 2
 # last_commit of block 1: there is no previous block to certify.
 EMPTY_COMMIT = b""
+# Evidence a block may carry: bounded in count and in bytes per item (an equivocation proof is two
+# votes, about 300 bytes), so what a proposer can make every node verify stays small.
+MAX_BLOCK_EVIDENCE = 16
+MAX_EVIDENCE_BYTES = 512
+
+
+def evidence_hash(evidence: Sequence[bytes]) -> Hash:
+    """The header's commitment to a block's evidence list (in its order)."""
+    return sha256(encode(list(evidence)))
+
+
+EMPTY_EVIDENCE_HASH = evidence_hash(())
 
 
 def _header_field(name: str, check: Any, *args: Any) -> None:
@@ -57,6 +76,7 @@ class BlockHeader:
     validators_hash: bytes
     proposer: Address
     last_commit_hash: bytes
+    evidence_hash: bytes = EMPTY_EVIDENCE_HASH
     _hash: Hash = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +86,7 @@ class BlockHeader:
             raise MalformedBlock(f"header {exc}") from None
         _header_field("height", check_uint, self.height, 1, MAX_UINT64)
         _header_field("time_ms", check_uint, self.time_ms, 0, MAX_UINT64)
-        for name in ("prev_hash", "tx_root", "app_hash", "validators_hash", "last_commit_hash"):
+        for name in ("prev_hash", "tx_root", "app_hash", "validators_hash", "last_commit_hash", "evidence_hash"):
             _header_field(name, check_bytes, getattr(self, name), HASH_LEN)
         _header_field("proposer", check_bytes, self.proposer, ADDRESS_LEN)
         object.__setattr__(self, "_hash", sha256(encode(self.to_wire())))
@@ -87,11 +107,12 @@ class BlockHeader:
             self.validators_hash,
             self.proposer,
             self.last_commit_hash,
+            self.evidence_hash,
         ]
 
     @classmethod
     def from_wire(cls, wire: object) -> "BlockHeader":
-        version, *fields = wire_array("block header", wire, 10, MalformedBlock)
+        version, *fields = wire_array("block header", wire, 11, MalformedBlock)
         if version != HEADER_VERSION or not is_int(version):
             raise MalformedBlock(f"unsupported block header version {version!r}")
         return cls(*fields)
@@ -106,15 +127,17 @@ class BlockHeader:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """A header, its transactions, and the opaque commit certificate of the previous block.
+    """A header, its transactions, the opaque commit certificate of the previous block, and evidence.
 
-    ``last_commit`` is produced and interpreted by consensus/ only; state/
-    checks that ``header.last_commit_hash == sha256(last_commit)``.
+    ``last_commit`` and the evidence items are produced and interpreted by
+    consensus/ only; state/ checks that ``header.last_commit_hash ==
+    sha256(last_commit)`` and ``header.evidence_hash == evidence_hash(evidence)``.
     """
 
     header: BlockHeader
     txs: tuple[SignedTransaction, ...]
     last_commit: bytes
+    evidence: tuple[bytes, ...] = ()
     _encoded: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +150,13 @@ class Block:
         object.__setattr__(self, "txs", txs)
         if not isinstance(self.last_commit, bytes):
             raise MalformedBlock(f"last_commit must be bytes, got {type(self.last_commit).__name__}")
+        evidence = tuple(self.evidence)
+        if len(evidence) > MAX_BLOCK_EVIDENCE:
+            raise MalformedBlock(f"{len(evidence)} evidence items exceed the limit {MAX_BLOCK_EVIDENCE}")
+        for i, item in enumerate(evidence):
+            if not isinstance(item, bytes) or not 0 < len(item) <= MAX_EVIDENCE_BYTES:
+                raise MalformedBlock(f"evidence {i} must be 1 to {MAX_EVIDENCE_BYTES} bytes")
+        object.__setattr__(self, "evidence", evidence)
         object.__setattr__(self, "_encoded", encode(self.to_wire()))
 
     @property
@@ -142,14 +172,15 @@ class Block:
         return len(self._encoded)
 
     def to_wire(self) -> list[Any]:
-        return [BLOCK_VERSION, self.header.to_wire(), [stx.to_wire() for stx in self.txs], self.last_commit]
+        return [BLOCK_VERSION, self.header.to_wire(), [stx.to_wire() for stx in self.txs], self.last_commit,
+                list(self.evidence)]
 
     def encode(self) -> bytes:
         return self._encoded
 
     @classmethod
     def from_wire(cls, wire: object) -> "Block":
-        version, header, txs, last_commit = wire_array("block", wire, 4, MalformedBlock)
+        version, header, txs, last_commit, evidence = wire_array("block", wire, 5, MalformedBlock)
         if version != BLOCK_VERSION or not is_int(version):
             raise MalformedBlock(f"unsupported block version {version!r}")
         if not isinstance(txs, list):
@@ -160,7 +191,9 @@ class Block:
                 stxs.append(SignedTransaction.from_wire(tx_wire))
             except MalformedTransaction as exc:
                 raise MalformedBlock(f"tx {i}: {exc}") from exc
-        return cls(BlockHeader.from_wire(header), tuple(stxs), last_commit)
+        if not isinstance(evidence, list):
+            raise MalformedBlock(f"block evidence must be an array, got {type(evidence).__name__}")
+        return cls(BlockHeader.from_wire(header), tuple(stxs), last_commit, tuple(evidence))
 
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Block":

@@ -137,6 +137,10 @@ class InvalidCommit(StateError):
     """A commit certificate does not prove its block: the verifier's specific reason."""
 
 
+class InvalidEvidence(StateError):
+    """An evidence item proves no equivocation by a member of its height's set: the verifier's reason."""
+
+
 # -- amounts ----------------------------------------------------------------
 
 

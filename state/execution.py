@@ -61,6 +61,7 @@ from state.payloads import (
     ValidatorEdit,
 )
 from state.pools import FlashLoans, Pools
+from state.slashing import CommitVote, EvidenceRecord, Slashing
 from state.staking import MODULE_ACCOUNTS, REWARDS_POOL, Staking
 from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
@@ -301,12 +302,15 @@ class BlockRun:
     """One block's execution on an overlay over the committed state."""
 
     def __init__(self, overlay: Overlay, *, chain_id: str, params: Params, height: int, time_ms: int,
-                 reward_signers: tuple[tuple[bytes, int], ...] = ()) -> None:
+                 reward_signers: tuple[tuple[bytes, int], ...] = (),
+                 commit_votes: tuple[CommitVote, ...] = ()) -> None:
         """``reward_signers``: (consensus address, power) of the validators that signed the parent's
         commit certificate (the application derives them from ``last_commit``); with staking they
-        share this block's fees and issuance."""
+        share this block's fees and issuance.  ``commit_votes``: every member of the parent's set,
+        signed or not (downtime tracking, state.slashing)."""
         self.overlay = overlay
         self.reward_signers = reward_signers
+        self.commit_votes = commit_votes
         self.ledger = Ledger(overlay)
         self.chain_id = chain_id
         self.params = params
@@ -317,8 +321,38 @@ class BlockRun:
         self.receipts: list[Receipt] = []
         self.fees = 0
         self.validator_updates: tuple[tuple[bytes, int], ...] = ()
+        self.evidence: list[bytes] = []
+        self.slashed: list[EvidenceRecord] = []  # what this block's evidence did
+        self.jailed: list[bytes] = []  # operators jailed for downtime in this block
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
         Pools(self.ledger, height=height, time_ms=time_ms).begin_block()
+
+    def _slashing(self) -> Slashing:
+        params = self.params.staking
+        if params is None:
+            raise StateInvariantBroken("slashing runs only on a chain with staking")
+        return Slashing(Staking(self.ledger, params, height=self.height, epoch_length=self.params.epoch_length))
+
+    def evidence_refusal(self, height: int, validator: bytes) -> str | None:
+        """Why verified evidence of (height, validator) may not enter this block, or None."""
+        if self.params.staking is None:
+            return "this chain has no staking: evidence cannot be applied"
+        if any(r.height == height and r.validator == validator for r in self.slashed):
+            return "the block already carries this equivocation"
+        return self._slashing().refusal(height, validator)
+
+    def apply_evidence(self, height: int, validator: bytes, evidence: bytes) -> None:
+        """Before any transaction: slash and tombstone for one verified equivocation."""
+        if self.txs:
+            raise StateInvariantBroken("evidence is applied before the block's transactions")
+        self.slashed.append(self._slashing().apply_evidence(height, validator, evidence))
+        self.evidence.append(evidence)
+
+    def track_commit(self) -> None:
+        """After the evidence, before any transaction: downtime tracking of the parent's commit."""
+        if self.params.staking is None or not self.commit_votes:
+            return
+        self.jailed = [bytes(op) for op in self._slashing().track(self.commit_votes)]
 
     def include(self, stx: SignedTransaction) -> Receipt:
         """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""

@@ -132,6 +132,11 @@ def _bytes(name: str, value: object, length: int) -> bytes:
 MAX_TX_BYTES_CEILING = 64 * 1024
 
 
+# The downtime window's bits are kept in state (state.slashing, 1024 per record): bounded, so a reset
+# touches at most 98 records.
+MAX_SIGNED_BLOCKS_WINDOW = 100_000
+
+
 @dataclass(frozen=True, slots=True)
 class StakingParams:
     """Staking, epochs' validator sets, rewards (state.staking), and the slashing parameters part 2 applies.
@@ -162,7 +167,7 @@ class StakingParams:
         ("max_commission_bps", 0, MAX_COMMISSION_BPS), ("max_commission_change_bps", 0, MAX_COMMISSION_BPS),
         ("max_unbonding_entries", 1, 1000), ("max_delegations", 1, 1000), ("max_candidates", 1, 100_000),
         ("block_issuance", 0, MAX_AMOUNT), ("slash_double_sign_bps", 0, 10_000), ("slash_downtime_bps", 0, 10_000),
-        ("signed_blocks_window", 1, MAX_UINT64), ("min_signed_per_window_bps", 0, 10_000),
+        ("signed_blocks_window", 1, MAX_SIGNED_BLOCKS_WINDOW), ("min_signed_per_window_bps", 0, 10_000),
         ("downtime_jail_blocks", 0, MAX_UINT64), ("max_evidence_age", 1, MAX_UINT64),
     )
 

@@ -25,7 +25,11 @@ depend on the block hash, which depends on the app hash).
 | ``sq`` | sq + height(8)                        | [1, [[0, delegator] or [1, delegator, destination], ...]]: what matures at that height | yes |
 | ``sc`` | sc                                    | [1, [operators of validators holding tokens, sorted]]: the epoch ranking's candidates | yes |
 | ``sa`` | sa                                    | [1, [[pubkey, power], ...] by consensus address]: the set staking last emitted | yes |
-| ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count]         | no     |
+| ``sx`` | sx + operator(20) + height(8)         | [1, [[0, delegator] or [1, delegator, destination], ...]]: unbondings and redelegations away from that validator created at that height (what its slashing for an earlier infraction reaches) | yes |
+| ``se`` | se + height(8) + consensus address(20) | [1, operator, included_height, burned, evidence]: equivocation at that height, applied once | yes |
+| ``sg`` | sg + consensus address(20)            | [1, start_height, last_height, missed]: the downtime window's signing record | yes |
+| ``sb`` | sb + consensus address(20) + chunk(4) | the window's missed-commit bits 1024·chunk .. 1024·chunk + 1023 (128 bytes; absent: none missed) | yes |
+| ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count, [evidence, ...]] | no |
 | ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
 | ``T``  | T + height(8) + index(4)              | the SignedTransaction's canonical bytes         | no     |
 | ``R``  | R + height(8) + index(4)              | the Receipt's canonical bytes                   | no     |
@@ -130,6 +134,25 @@ def staking_redelegation_key(delegator: bytes, destination: bytes) -> bytes:
 
 def staking_queue_key(height: int) -> bytes:
     return b"sq" + _height(height)
+
+
+def staking_slashable_key(operator: bytes, height: int) -> bytes:
+    return b"sx" + operator + _height(height)
+
+
+STAKING_EVIDENCE = b"se"
+
+
+def staking_evidence_key(height: int, consensus_address: bytes) -> bytes:
+    return STAKING_EVIDENCE + _height(height) + consensus_address
+
+
+def staking_signing_key(consensus_address: bytes) -> bytes:
+    return b"sg" + consensus_address
+
+
+def staking_signing_bits_key(consensus_address: bytes, chunk: int) -> bytes:
+    return b"sb" + consensus_address + chunk.to_bytes(4, "big")
 
 
 def pool_key(pool_id: str) -> bytes:

@@ -92,7 +92,7 @@ class PoolQueries:
         raw = self.store.get(key)
         if raw is None:
             raise StateInvariantBroken(f"block {height} is missing below the head {self.head}")
-        return BlockHeader.from_wire(_stored(key, raw, 4)[1]).time_ms
+        return BlockHeader.from_wire(_stored(key, raw, 5)[1]).time_ms
 
     def _stored_at_or_before(self, pid: str, height: int) -> Observation | None:
         """The last stored observation of ``pid`` at or before ``height``: one reverse seek."""

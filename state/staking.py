@@ -322,6 +322,22 @@ class Staking:
         if entry not in queue:
             self._put(keys.staking_queue_key(height), encode([1, queue + [entry]]))
 
+    def slashable(self, operator: bytes, height: int) -> list[list[Any]]:
+        """Unbondings ([0, delegator]) and redelegations ([1, delegator, destination]) away from
+        ``operator`` created at ``height`` and not matured (bounded: they all mature at one height,
+        whose queue holds at most MAX_QUEUE_PER_HEIGHT)."""
+        w = self._get(keys.staking_slashable_key(operator, height), 2)
+        return [] if w is None else list(w[1])
+
+    def _mark_slashable(self, operator: bytes, entry: list[Any]) -> None:
+        bucket = self.slashable(operator, self.height)
+        if entry not in bucket:
+            self._put(keys.staking_slashable_key(operator, self.height), encode([1, bucket + [entry]]))
+
+    def _unmark_slashable(self, operator: bytes, height: int, entry: list[Any]) -> None:
+        rest = [e for e in self.slashable(operator, height) if e != entry]
+        self._put(keys.staking_slashable_key(operator, height), encode([1, rest]) if rest else None)
+
     # -- shares -------------------------------------------------------------------
 
     def _bond(self, v: Validator, delegator: bytes, amount: int) -> Validator:
@@ -412,6 +428,7 @@ class Staking:
         entry = UnbondingEntry(Address(operator), amount, amount, self.height, maturity)
         self._put_unbondings(sender, entries + [entry])
         self._enqueue(maturity, [UNBONDING, bytes(sender)])
+        self._mark_slashable(operator, [UNBONDING, bytes(sender)])
         return entry
 
     def redelegate(self, sender: bytes, source: bytes, destination: bytes, amount: int) -> Redelegation:
@@ -435,6 +452,7 @@ class Staking:
         self._put(keys.staking_redelegation_key(sender, destination),
                   encode([1, bytes(source), amount, self.height, maturity]))
         self._enqueue(maturity, [REDELEGATION, bytes(sender), bytes(destination)])
+        self._mark_slashable(source, [REDELEGATION, bytes(sender), bytes(destination)])
         return record
 
     def unjail(self, sender: bytes) -> None:
@@ -471,7 +489,74 @@ class Staking:
         v, d = self.validator(operator), self.delegation(delegator, operator)
         return 0 if v is None or d is None else d.settled(v.reward_index).unclaimed
 
-    # -- part 2's hooks -------------------------------------------------------------
+    # -- slashing and jailing (state.slashing decides when) ------------------------------
+
+    def _burn(self, pool: Address, amount: int) -> None:
+        """Take ``amount`` out of ``pool`` and out of the QNX supply: slashing is the one burn."""
+        if not amount:
+            return
+        self.ledger.debit(pool, QNX, amount)
+        info = self.ledger.token(QNX)
+        if info is None or info.supply < amount:
+            raise StateInvariantBroken("burning slashed stake exceeds the QNX supply")
+        self.ledger.put_token(replace(info, supply=info.supply - amount))
+
+    def slash(self, operator: bytes, bps: int, infraction_height: int) -> int:
+        """Burn ``bps``/10,000 of what was bonded to ``operator``'s validator at ``infraction_height``:
+        its bonded tokens (every delegation's shares lose that fraction of their worth: shares
+        stay, tokens fall), each unbonding entry away from it created at or after that height
+        (its balance), and each redelegation away from it created at or after that height (the
+        moved stake's shares at the destination).  Returns what was burned.
+
+        Simpler than Cosmos's ``Slash`` in one way, stated here: the bonded part is a fraction of
+        the tokens bonded *now*, so stake delegated between the infraction and its evidence is
+        slashed too (Cosmos caps the total at the power held at the infraction height)."""
+        burned = 0
+        for height in range(infraction_height, self.height + 1):
+            for entry in self.slashable(operator, height):
+                if entry[0] == UNBONDING:
+                    burned += self._slash_unbondings(entry[1], operator, height, bps)
+                else:
+                    burned += self._slash_redelegation(entry[1], entry[2], operator, height, bps)
+        v = self.require(operator)
+        cut = v.tokens * bps // BPS
+        if cut:
+            self._burn(BONDED_POOL, cut)
+            self.put_validator(replace(v, tokens=v.tokens - cut))
+        return burned + cut
+
+    def _slash_unbondings(self, delegator: bytes, operator: bytes, height: int, bps: int) -> int:
+        entries, burned = [], 0
+        for e in self.unbondings(delegator):
+            if e.validator == operator and e.creation_height == height and e.balance:
+                cut = min(e.initial * bps // BPS, e.balance)
+                e = replace(e, balance=e.balance - cut)
+                burned += cut
+            entries.append(e)
+        if burned:
+            self._burn(UNBONDING_POOL, burned)
+            self._put_unbondings(delegator, entries)
+        return burned
+
+    def _slash_redelegation(self, delegator: bytes, destination: bytes, source: bytes, height: int,
+                            bps: int) -> int:
+        record = self.redelegation(delegator, destination)
+        if record is None or record.source != source or record.creation_height != height:
+            return 0
+        dst = self.require(destination)
+        d = self.delegation(delegator, destination)
+        if d is None or not dst.shares or not dst.tokens:
+            return 0
+        cut = min(record.amount * bps // BPS, dst.value_of(d.shares))
+        if not cut:
+            return 0
+        # Burn the shares worth ``cut`` (ceil, as unbonding), with no self-bond rule: a slash is not a choice.
+        burned_shares = min(-(-cut * dst.shares // dst.tokens), d.shares)
+        d = d.settled(dst.reward_index)
+        self._put_delegation(delegator, destination, replace(d, shares=d.shares - burned_shares))
+        self.put_validator(replace(dst, tokens=dst.tokens - cut, shares=dst.shares - burned_shares))
+        self._burn(BONDED_POOL, cut)
+        return cut
 
     def jail(self, operator: bytes, until_height: int) -> None:
         """Jail ``operator``'s validator until ``until_height`` (it leaves the set at the next epoch end)."""
@@ -529,12 +614,15 @@ class Staking:
                     if e.balance:
                         self.ledger.debit(UNBONDING_POOL, QNX, e.balance)
                         self.ledger.credit(delegator, QNX, e.balance)
+                    self._unmark_slashable(e.validator, e.creation_height, [UNBONDING, bytes(delegator)])
                 self._put_unbondings(delegator, [e for e in entries if e.maturity_height != self.height])
             else:
                 _, delegator, destination = entry
                 record = self.redelegation(delegator, destination)
                 if record is not None and record.maturity_height == self.height:
                     self._put(keys.staking_redelegation_key(delegator, destination), None)
+                    self._unmark_slashable(record.source, record.creation_height,
+                                           [REDELEGATION, bytes(delegator), bytes(destination)])
         self._put(keys.staking_queue_key(self.height), None)
 
     def ranked(self) -> list[Validator]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from state import keys
 from state.abc import KVStore
 from state.amounts import QNX
 from state.crypto import Address
 from state.genesis import Params
 from state.ledger import Ledger, _stored
+from state.slashing import EvidenceRecord, SigningInfo, Slashing
 from state.staking import (
     BONDED_POOL,
     REWARDS_POOL,
@@ -100,6 +102,24 @@ class StakingQueries:
         own = s.validator(address)
         return StakingAccount(tuple(delegations), tuple(s.unbondings(address)), tuple(redelegations), own,
                               0 if own is None else s.self_bond(own))
+
+    def evidence(self, *, from_height: int = 0, limit: int = 100) -> list[EvidenceRecord]:
+        """Applied equivocations by infraction height (then consensus address), from ``from_height``,
+        at most ``limit`` (one page; a caller pages on with the last height + 1)."""
+        records = []
+        start = keys.STAKING_EVIDENCE + from_height.to_bytes(8, "big")
+        stop = keys.STAKING_EVIDENCE + b"\xff" * 9
+        for key, raw in self._store.iterate_range(start, stop):
+            if len(records) >= limit:
+                break
+            w = _stored(key, raw, 5)
+            height = int.from_bytes(key[2:10], "big")
+            records.append(EvidenceRecord(height, Address(key[10:]), Address(w[1]), w[2], w[3], w[4]))
+        return records
+
+    def signing_info(self, consensus_address: bytes) -> SigningInfo | None:
+        """The downtime window's record of a member (missed commits), None while untracked."""
+        return Slashing(self._staking).signing_info(consensus_address)
 
     def pools(self) -> dict[str, int]:
         """The module accounts' QNX: bonded, unbonding, rewards (undistributed)."""

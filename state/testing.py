@@ -155,13 +155,14 @@ class Chain:
     def tx(self, key: PrivateKey, payload: object, **kw: object) -> SignedTransaction:
         return signed(key, self.next_nonce(key), payload, chain_id=self.app.chain_id, params=self.app.params, **kw)  # type: ignore[arg-type]
 
-    def block(self, txs: Iterable[SignedTransaction] = (), *, time_ms: int | None = None) -> tuple["Block", "BlockResult"]:
+    def block(self, txs: Iterable[SignedTransaction] = (), *, time_ms: int | None = None,
+              evidence: Iterable[bytes] = ()) -> tuple["Block", "BlockResult"]:
         """Build and commit one block; its last_commit is the stored ``stub_cert`` of its parent."""
         app = self.app
         last_commit = b"" if app.height == 0 else (app.get_commit_cert(app.height) or b"")
         when = time_ms if time_ms is not None else app.last_time_ms + self.block_ms
         block, result = app.build_block(list(txs), proposer=self.proposer.address, time_ms=when,
-                                        last_commit=last_commit)
+                                        last_commit=last_commit, evidence=evidence)
         app.commit_block(block, result, stub_cert(block.height, block.hash))
         self.nonces.clear()
         return block, result

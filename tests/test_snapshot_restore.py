@@ -342,10 +342,10 @@ def _forge_app_hash(home: Home, height: int, sign) -> None:
     """Rewrite block ``height`` of a stopped home with a wrong app hash in its header, certified anew."""
     kv = LevelDBKV(home.state_dir)
     try:
-        version, header_wire, last_commit, count = decode(kv.get(keys.block_key(height)))
+        version, header_wire, last_commit, count, evidence = decode(kv.get(keys.block_key(height)))
         header = BlockHeader.from_wire(header_wire)
         forged = dataclasses.replace(header, app_hash=bytes(b ^ 0xFF for b in header.app_hash))
-        kv.write_batch({keys.block_key(height): encode([version, forged.to_wire(), last_commit, count]),
+        kv.write_batch({keys.block_key(height): encode([version, forged.to_wire(), last_commit, count, evidence]),
                         keys.commit_cert_key(height): sign(height, forged.hash)})
     finally:
         kv.close()
