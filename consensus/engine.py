@@ -138,6 +138,12 @@ class Engine:
         self._sync_requested = height - 1  # highest height we asked sync for, reset each height
         self._out: list[Action] = []
         self._changed = False
+        # The height we decided last: its COMMIT votes, growing with the ones that arrive after
+        # the decision (a certificate needs only a quorum; the next block's last_commit carries
+        # every signature we hold, so rewards and downtime see who really signed).
+        self._last: tuple[int, int, bytes, ValidatorSet, dict[bytes, Vote]] | None = None
+        self.late_commit_votes = 0  # COMMIT votes for the previous height added after its decision
+        self._late_reported: set[bytes] = set()
         self._reset(height, validator_set)
         self._step = Step.WAITING
 
@@ -170,6 +176,15 @@ class Engine:
             committed_view=None if self._decided is None else self._decided[0],
             committed_block_hash=None if self._decided is None else self._decided[1],
         )
+
+    def last_commit_certificate(self, height: int) -> CommitCertificate | None:
+        """The certificate of ``height`` (the height decided last) with every COMMIT vote for the
+        decided block that reached us, including those after the decision; None if we did not
+        decide ``height`` ourselves (it came by sync) or it is not the last one."""
+        if self._last is None or self._last[0] != height:
+            return None
+        h, view, block_hash, _, votes = self._last
+        return CommitCertificate.from_votes(h, view, block_hash, list(votes.values()))
 
     @property
     def last_input_changed_state(self) -> bool:
@@ -251,6 +266,13 @@ class Engine:
         if height < self._height or (self._started and height == self._height):
             self._unchanged()
             return
+        if self._decided is not None and height == self._height + 1:
+            view, block_hash = self._decided
+            votes = dict(self._tally.get((VoteKind.COMMIT, view, block_hash), {}))
+            self._last = (self._height, view, block_hash, self._vset, votes)
+        else:
+            self._last = None
+        self._late_reported: set[bytes] = set()
         pending = [(m, p) for m, p in self._buffer if _height_of(m) == height]
         self._buffer = []
         self._buffer_slots = set()
@@ -282,7 +304,8 @@ class Engine:
                 self._unchanged()
             return
         if height < self._height:
-            self._unchanged()
+            if not (height == self._height - 1 and isinstance(message, Vote) and self._late_commit_vote(message)):
+                self._unchanged()
             return
         if height == self._height + 1:
             self._buffer_message(message, peer)
@@ -316,6 +339,33 @@ class Engine:
             self._unchanged()  # every check runs before anything is stored
             if peer is not None:
                 self._emit(PenalizePeer(peer, exc.reason))
+
+    def _late_commit_vote(self, vote: Vote) -> bool:
+        """Add a COMMIT for the block we decided last to its certificate, or report a conflicting
+        one as evidence (one signature check per member at most); True if it did either (the
+        input is then logged like any other that changed the engine)."""
+        if self._last is None or vote.kind != VoteKind.COMMIT:
+            return False
+        height, view, block_hash, vset, votes = self._last
+        if (vote.height, vote.view) != (height, view) or vote.validator not in vset:
+            return False
+        earlier = votes.get(vote.validator)
+        if earlier is not None and (earlier.block_hash == vote.block_hash or vote.validator in self._late_reported):
+            return False
+        if earlier is None and vote.block_hash != block_hash:
+            return False
+        try:
+            check_signed(self.chain_id, vset, vote)
+        except InvalidMessage:
+            return False
+        if earlier is not None:
+            # A second COMMIT of the decided view for another block: equivocation found late.
+            self._late_reported.add(vote.validator)
+            self._emit(ReportEvidence(Evidence.of(earlier, vote)))
+            return True
+        votes[vote.validator] = vote
+        self.late_commit_votes += 1
+        return True
 
     def _may_check_far_ahead(self, message: Message) -> bool:
         """Whether to check a VIEW-CHANGE beyond the view window (PBFT's view catch-up).

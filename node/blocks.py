@@ -85,11 +85,16 @@ class BlockExecutor:
 
     # -- proposals --------------------------------------------------------------
 
-    def build(self, txs: Iterable[SignedTransaction], *, proposer: bytes, time_ms: int | None = None) -> Block:
+    def build(self, txs: Iterable[SignedTransaction], *, proposer: bytes, time_ms: int | None = None,
+              last_commit: bytes | None = None, evidence: Iterable[bytes] = ()) -> Block:
         """The proposer's block on the committed head (``time_ms`` defaults to
-        ``max(now, last block time + 1)``); its result is kept for the commit."""
+        ``max(now, last block time + 1)``; ``last_commit`` to the stored certificate of the
+        head, and a caller holding one with more signatures passes that); its result is kept
+        for the commit."""
         when = max(now_ms(), self.app.last_time_ms + 1) if time_ms is None else time_ms
-        block, result = self.app.build_block(txs, proposer=proposer, time_ms=when, last_commit=self.last_commit)
+        block, result = self.app.build_block(txs, proposer=proposer, time_ms=when,
+                                             last_commit=self.last_commit if last_commit is None else last_commit,
+                                             evidence=evidence)
         self._results[block.hash] = (block, result)
         return block
 

@@ -78,6 +78,11 @@ class ConsensusSection:
     min_block_interval_ms: int = 100
     empty_block_interval_ms: int = 1000
     rebroadcast_ms: int = 1000
+    # TEST ONLY (node.misbehaviour): from this height on (0 = never), every COMMIT vote this
+    # validator sends is followed by a conflicting one for another block, signed with its key past
+    # slashing protection, so that tests can prove evidence and slashing on live processes.  A node
+    # refuses to start with it unless the genesis marks the chain as a test chain.
+    double_sign_from_height: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,9 +4,14 @@ Like CometBFT's receiveRoutine, one task takes events off one queue, logs
 them to the WAL, feeds them to the pure engine and carries out the actions it
 returns.  Blocks are built, validated and committed by ``node.blocks``
 (one path for proposals, commits and sync); validator sets are the
-application's (``Application.validator_set``); equivocation evidence goes to
-``node.evidence``.  The engine never sees a store.  Our own signed messages
-are fsynced in the WAL before they leave the process.
+application's (``Application.validator_set``).  Equivocation evidence (found by
+our engine, or sent by a peer) goes to ``node.evidence``, is relayed once to
+the other validators, and a proposal carries what the chain can still apply.
+A proposal's ``last_commit`` is the engine's certificate of the previous height
+with every COMMIT that reached us by build time (the decision needed only a
+quorum), so rewards and downtime see who really signed.  The engine never
+sees a store.  Our own signed messages are fsynced in the WAL before they
+leave the process.
 """
 
 from __future__ import annotations
@@ -19,18 +24,20 @@ from typing import Any, Awaitable, Callable, NoReturn
 
 from consensus import events as ce
 from consensus.engine import Engine
+from consensus.messages import Evidence, Vote
 from consensus.signing import ConsensusSigner
 from node.blocks import BlockExecutor, now_ms
 from node.config import ConsensusSection
 from node.errors import WalError
 from node.evidence import EvidencePool
 from node.mempool import Mempool
+from node.misbehaviour import DoubleSigner
 from node.signguard import SignGuard
 from node.sync import SyncedBlock
 from node.wal import WriteAheadLog, event_to_record, height_of_log, record_to_event
 from state.app import Application
 from state.crypto import PrivateKey, address_to_text, sha256
-from state.blocks import Block
+from state.blocks import MAX_BLOCK_EVIDENCE, Block
 from state.validators import ValidatorSet
 
 log = logging.getLogger("qenex.driver")
@@ -59,6 +66,8 @@ class ConsensusDriver:
     hooks: DriverHooks
     # Checked before any message signed with our key leaves (node/signguard.py).
     sign_guard: SignGuard | None = None
+    # TEST ONLY: a validator that equivocates on purpose (node.misbehaviour); None on every real node.
+    double_signer: DoubleSigner | None = None
     inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     engine: Engine | None = None
     blocks: BlockExecutor = field(init=False)
@@ -74,7 +83,10 @@ class ConsensusDriver:
 
     def __post_init__(self) -> None:
         self.blocks = BlockExecutor(self.app)
-        self.evidence = EvidencePool(self.app.chain_id, self.app.validator_set)
+        staking = self.app.params.staking
+        self.evidence = (EvidencePool(self.app.chain_id, self.app.validator_set,
+                                      max_age_heights=staking.max_evidence_age) if staking is not None
+                         else EvidencePool(self.app.chain_id, self.app.validator_set))
 
     # -- lifecycle --------------------------------------------------------
 
@@ -216,6 +228,7 @@ class ConsensusDriver:
             "view_change_commits": self.view_change_commits,
             "view_changes": self.views_left + getattr(state, "view", 0),
             "evidence": len(self.evidence),
+            "late_commit_votes": self.engine.late_commit_votes if self.engine else 0,
         }
 
     @property
@@ -224,6 +237,11 @@ class ConsensusDriver:
 
     def _handle(self, event: Any, *, log_input: bool = True) -> None:
         assert self.engine is not None
+        if isinstance(event, ce.MessageReceived) and isinstance(event.message, Evidence):
+            # Evidence of any height within the pool's age goes to the pool, not the engine (which
+            # finds its own in the votes it sees); it needs no WAL: a lost item is sent again.
+            self._add_evidence(event.message, event.from_peer)
+            return
         actions = self.engine.handle(event)
         if self.sign_guard is not None:
             actions = [a for a in actions if not isinstance(a, ce.Broadcast) or self.sign_guard.allow(a.message)]
@@ -245,6 +263,12 @@ class ConsensusDriver:
         if isinstance(action, ce.Broadcast):
             data = action.message.encode()
             asyncio.get_running_loop().create_task(self.hooks.broadcast(data))
+            if self.double_signer is not None and isinstance(action.message, Vote) and not self._replaying:
+                twin = self.double_signer.conflicting(action.message)
+                if twin is not None:
+                    log.critical("TEST-ONLY MISBEHAVIOUR: sent a conflicting COMMIT at height %d view %d",
+                                 twin.height, twin.view)
+                    asyncio.get_running_loop().create_task(self.hooks.broadcast(twin.encode()))
         elif isinstance(action, ce.ScheduleTimeout):
             if not self._replaying:
                 key = (action.height, action.view)
@@ -275,7 +299,7 @@ class ConsensusDriver:
             self._replaying = False
             self._commit(action)
         elif isinstance(action, ce.ReportEvidence):
-            self.evidence.add(action.evidence, self.height)
+            self._add_evidence(action.evidence, None)
         elif isinstance(action, ce.RequestSync):
             if not self._replaying:
                 self.hooks.request_sync(action.height)
@@ -284,6 +308,25 @@ class ConsensusDriver:
                 self.hooks.penalize(action.peer, action.reason)
         else:
             log.error("unknown consensus action %r", action)
+
+    def _add_evidence(self, evidence: Evidence, peer: str | None) -> None:
+        outcome = self.evidence.add(evidence, self.height)
+        if outcome == "added" and not self._replaying:
+            # Relayed once, when new to us: each validator forwards an item at most once, so a
+            # flood of one item costs O(validators) messages.
+            asyncio.get_running_loop().create_task(self.hooks.broadcast(evidence.encode()))
+        elif outcome == "invalid" and peer is not None:
+            self.hooks.penalize(peer, "evidence that does not verify")
+
+    def _evidence_done(self, height: int, validator: bytes) -> bool:
+        return self.app.evidence_refusal(height, validator) is not None
+
+    def _last_commit(self) -> bytes | None:
+        """The engine's fuller certificate of the head, if it decided the head itself."""
+        if self.engine is None:
+            return None
+        cert = self.engine.last_commit_certificate(self.app.height)
+        return None if cert is None else cert.encode()
 
     async def _build(self, height: int, view: int) -> None:
         try:
@@ -308,7 +351,11 @@ class ConsensusDriver:
         params = self.app.params
         txs = self.mempool.reap(params.max_block_txs, params.max_block_bytes - 64 * 1024)
         assert self.signer is not None
-        block = self.blocks.build(txs, proposer=self.signer.address)
+        # The pool was pruned at the last commit: what it holds the chain may still apply (the
+        # application skips anything else), and a block carries at most MAX_BLOCK_EVIDENCE.
+        evidence = [e.encode() for e in self.evidence.pending(MAX_BLOCK_EVIDENCE)]
+        block = self.blocks.build(txs, proposer=self.signer.address, last_commit=self._last_commit(),
+                                  evidence=evidence)
         self.inbox.put_nowait(ce.ProposalBuilt(height, view, block.encode(), block.hash))
 
     def _validate(self, action: Any) -> Any:
@@ -339,7 +386,10 @@ class ConsensusDriver:
         self._last_commit_at = self._progress_at = time.monotonic()
         self.views_left += getattr(self.engine.state, "view", 0) if self.engine else 0
         self.mempool.update(block)
-        self.evidence.prune(self.height)
+        self.evidence.prune(self.height, self._evidence_done)
+        if block.evidence:
+            log.warning("block %d carries %d equivocation evidence item(s): the offenders are slashed and tombstoned",
+                        block.header.height, len(block.evidence))
         self.hooks.on_commit(block)
         self._start_height(self.height)
 

@@ -4,10 +4,13 @@ Like CometBFT's ``evidence/pool.go``: every piece of evidence is verified
 against the validator set of its own height before it is kept (the
 application keeps past sets readable for this), kept at most once per
 (validator, height), bounded in number, and dropped once it is older than
-``max_age_heights``.  ``pending`` lists what a proposer would include, in a
-deterministic order; including it in blocks and slashing for it is the
-proof-of-stake issue's work.  Nothing here is consensus state: a pool is a
-node's own memory.
+``max_age_heights`` (the chain's ``max_evidence_age``).  ``pending`` lists
+what a proposer offers its next block, in a deterministic order (the
+application keeps what it may apply, state.slashing); after each commit
+``prune`` drops what the chain applied or can no longer apply.  Evidence
+new to the pool is relayed to the other validators (node.driver), so the
+next proposer has it whoever saw the equivocation.  Nothing here is
+consensus state: a pool is a node's own memory.
 """
 
 from __future__ import annotations
@@ -48,41 +51,45 @@ class EvidencePool:
     def __contains__(self, key: object) -> bool:
         return key in self._items
 
-    def add(self, evidence: Evidence, current_height: int) -> bool:
-        """Keep ``evidence`` if it is new, fresh and verifies against its height's set."""
+    def add(self, evidence: Evidence, current_height: int) -> str:
+        """Keep ``evidence`` if it is new, fresh and verifies against its height's set.
+
+        Returns "added", "known" (held already), "stale" (too old, from the future, no set known:
+        an honest peer may send it) or "invalid" (it does not verify: no honest peer sends it)."""
         key = (evidence.height, evidence.validator)
         if key in self._items:
-            return False
+            return "known"
         if evidence.height + self._max_age < current_height or evidence.height > current_height:
             self.refused += 1
-            return False
+            return "stale"
         vset = self._set_at(evidence.height)
         if vset is None:
             self.refused += 1
-            return False
+            return "stale"
         try:
             evidence.verify(self._chain_id, vset)
         except ConsensusError as exc:
             log.warning("evidence against %s at height %d refused: %s",
                         address_to_text(evidence.validator), evidence.height, exc)
             self.refused += 1
-            return False
+            return "invalid"
         if len(self._items) >= self._max_items:
             # Full: the oldest evidence goes (it is the nearest to expiry), so a
             # chronic equivocator cannot shut out fresh evidence until it ages.
             oldest = min(self._items)
             if oldest >= key:
                 self.refused += 1
-                return False
+                return "stale"
             del self._items[oldest]
         log.warning("equivocation by %s at height %d", address_to_text(evidence.validator), evidence.height)
         self._items[key] = evidence
-        return True
+        return "added"
 
-    def prune(self, current_height: int) -> int:
-        """Drop evidence older than ``max_age_heights``; returns how many went."""
+    def prune(self, current_height: int, done: Callable[[int, bytes], bool] | None = None) -> int:
+        """Drop evidence older than ``max_age_heights``, and what ``done(height, validator)``
+        says the chain applied or will never apply; returns how many went."""
         cutoff = current_height - self._max_age
-        stale = [key for key in self._items if key[0] < cutoff]
+        stale = [key for key in self._items if key[0] < cutoff or (done is not None and done(*key))]
         for key in stale:
             del self._items[key]
         return len(stale)

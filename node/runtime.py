@@ -36,6 +36,7 @@ from node.inbound import (
 )
 from node.jsonrpc import Dispatcher, RPCError, invalid_params, make_app
 from node.logs import ContextFilter, configure_logging
+from node.misbehaviour import double_signer
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
@@ -105,6 +106,9 @@ class Node:
         # node before it opens anything (RiskModelError is a ConfigError).
         self.risk = RiskHook.from_config(self.config.risk, home.config_dir)
         self.market_model = load_market_model(self.config.risk.market_model, home.config_dir)
+        # Test-only equivocation (node.misbehaviour): refused here unless the genesis is a test chain's.
+        self.double_signer = double_signer(self.config.consensus, self.genesis, signer_mode=self.config.signer.mode,
+                                           key=self.node_key)
         self._admin: AdminServer | None = None
         self.audit: AuditLog | None = None  # opened at start (node.audit): admin calls and signer refusals
         self.kv: LevelDBKV | None = None
@@ -196,6 +200,7 @@ class Node:
             wal=WriteAheadLog(self.home.wal_file),
             config=self.config.consensus,
             signer=signer,
+            double_signer=self.double_signer,
             # The signer checks slashing protection before it signs (node/signer.py).
             hooks=DriverHooks(
                 broadcast=self.p2p.broadcast_direct,

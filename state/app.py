@@ -72,8 +72,8 @@ from state.history import DEFAULT_HISTORY_BLOCKS, StateAt, StateView
 from state.merkle import merkle_proof
 from state.pool_queries import PoolQueries, Quote, Twap
 from state.pools import Observation, Pool, Position
-from state.slashing import CommitVote
-from state.staking import genesis_staking
+from state.slashing import CommitVote, Slashing
+from state.staking import Staking, genesis_staking
 from state.staking_queries import EpochInfo, StakingQueries
 from state.transactions import Receipt, SignedTransaction
 from state.validators import ValidatorSet
@@ -439,6 +439,15 @@ class Application:
             raise StateInvariantBroken("this application was opened without a commit verifier")
         infraction = self._verifier.verify_evidence(self.chain_id, evidence, self.validator_set)
         return infraction.height, infraction.validator
+
+    def evidence_refusal(self, height: int, validator: bytes) -> str | None:
+        """Why verified evidence of (height, validator) may not enter the next block (applied
+        already, expired, an offender already tombstoned, no staking), or None."""
+        if self.params.staking is None:
+            return "this chain has no staking: evidence cannot be applied"
+        staking = Staking(Ledger(self._kv), self.params.staking, height=self.height + 1,
+                          epoch_length=self.params.epoch_length)
+        return Slashing(staking).refusal(height, validator)
 
     def _begin(self, run: BlockRun, evidence: Iterable[bytes], *, strict: bool) -> None:
         """Apply the block's evidence, then the downtime tracking of its last_commit.  ``strict``

@@ -41,6 +41,7 @@ from state.payloads import (
 )
 
 GENESIS_VERSION = 1
+GENESIS_VERSION_TEST_CHAIN = 2  # version 1's fields, then the test-chain flag (true): written only when set
 PARAMS_VERSION = 2
 PARAMS_VERSION_STAKING = 3  # version 2's fields, then the staking params
 DOMAIN_GENESIS = b"QENEX/genesis/v1"
@@ -428,12 +429,17 @@ class Genesis:
     tokens: tuple[GenesisToken, ...] = ()
     accounts: tuple[GenesisAccount, ...] = ()
     params: Params = field(default_factory=Params)
+    # Marks a chain made for tests: only on one may a node run test-only behaviour (a validator
+    # configured to equivocate, node.misbehaviour).  Part of the genesis hash.
+    test_chain: bool = False
 
     def __post_init__(self) -> None:
         try:
             check_chain_id(self.chain_id)
         except MalformedTransaction as exc:
             raise _bad(str(exc)) from None
+        if not isinstance(self.test_chain, bool):
+            raise _bad(f"test_chain must be true or false, got {self.test_chain!r}")
         _int("genesis_time_ms", self.genesis_time_ms, 0, MAX_UINT64)
         if not isinstance(self.params, Params):
             raise _bad(f"params must be Params, got {type(self.params).__name__}")
@@ -490,8 +496,8 @@ class Genesis:
     # -- canonical bytes -------------------------------------------------------
 
     def to_wire(self) -> list[Any]:
-        return [
-            GENESIS_VERSION,
+        wire = [
+            GENESIS_VERSION_TEST_CHAIN if self.test_chain else GENESIS_VERSION,
             self.chain_id,
             self.genesis_time_ms,
             [[v.name, v.pubkey, v.power] for v in self.validators],
@@ -499,15 +505,20 @@ class Genesis:
             [[a.address, [[s, n] for s, n in a.balances.items()]] for a in self.accounts],
             self.params.to_wire(),
         ]
+        return wire + [True] if self.test_chain else wire
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
 
     @classmethod
     def from_wire(cls, wire: object) -> "Genesis":
-        if not isinstance(wire, list) or len(wire) != 7 or wire[0] != GENESIS_VERSION:
-            raise _bad(f"genesis must be a version-{GENESIS_VERSION} array of 7 fields")
-        _, chain_id, time_ms, validators, tokens, accounts, params = wire
+        shapes = {GENESIS_VERSION: 7, GENESIS_VERSION_TEST_CHAIN: 8}
+        if not isinstance(wire, list) or not wire or shapes.get(wire[0]) != len(wire) or isinstance(wire[0], bool):
+            raise _bad(f"genesis must be a version-{GENESIS_VERSION} array of 7 fields "
+                       f"(or version {GENESIS_VERSION_TEST_CHAIN} of 8)")
+        if len(wire) == 8 and wire[7] is not True:
+            raise _bad("a version-2 genesis carries test_chain = true")
+        _, chain_id, time_ms, validators, tokens, accounts, params = wire[:7]
         try:
             return cls(
                 chain_id,
@@ -516,6 +527,7 @@ class Genesis:
                 tuple(GenesisToken(*t) for t in tokens),
                 tuple(GenesisAccount(a, {s: n for s, n in balances}) for a, balances in accounts),
                 Params.from_wire(params),
+                test_chain=len(wire) == 8,
             )
         except (TypeError, ValueError) as exc:
             raise _bad(f"genesis has the wrong shape: {exc}") from None
@@ -543,6 +555,8 @@ class Genesis:
             ],
             "params": self.params.to_json_obj(),
         }
+        if self.test_chain:
+            obj["test_chain"] = True
         return json.dumps(obj, indent=2) + "\n"
 
     @classmethod
@@ -551,7 +565,8 @@ class Genesis:
             obj = json.loads(text, parse_float=_no_float, parse_constant=_no_float)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise _bad(f"genesis is not valid JSON: {exc}") from None
-        top = _object("genesis", obj, {"chain_id", "genesis_time_ms", "validators", "tokens", "accounts", "params"})
+        top = _object("genesis", obj, {"chain_id", "genesis_time_ms", "validators", "tokens", "accounts", "params",
+                                       "test_chain"})
         for required in ("chain_id", "genesis_time_ms", "validators"):
             if required not in top:
                 raise _bad(f"genesis is missing {required!r}")
@@ -577,7 +592,8 @@ class Genesis:
                 GenesisAccount(_address(a["address"]), {s: _amount(f"balance of {s}", n) for s, n in balances.items()})
             )
         params = Params.from_json_obj(top["params"]) if "params" in top else Params()
-        return cls(top["chain_id"], top["genesis_time_ms"], validators, tokens, tuple(accounts), params)
+        return cls(top["chain_id"], top["genesis_time_ms"], validators, tokens, tuple(accounts), params,
+                   test_chain=top.get("test_chain", False))
 
 
 # -- helpers ----------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""Test-only misbehaviour: a validator that equivocates on purpose (CometBFT e2e's "misbehaviors").
+
+``[consensus] double_sign_from_height = H`` makes the validator follow every COMMIT vote it
+sends at heights >= H with a second, conflicting COMMIT for another block hash, signed with its
+own key past slashing protection (node.signguard would refuse it, which is the point of that
+guard).  Honest validators that receive both report them as evidence, a proposer includes it,
+and the chain slashes and tombstones the offender (state.slashing), which is what the end-to-end
+tests prove.  The conflicting hash names no block, so it can never gather a quorum: safety is
+untouched, only the offender's stake is at risk.
+
+Refused unless the genesis marks the chain as a test chain (``test_chain``), and unless the
+node signs with its own key (a remote signer holds the key elsewhere); logged at CRITICAL level
+at start-up, so nobody runs it by accident.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from consensus.messages import Vote, VoteKind
+from node.config import ConsensusSection, ConfigError
+from state.crypto import PrivateKey, sha256
+from state.genesis import Genesis
+
+log = logging.getLogger("qenex.misbehaviour")
+
+DOMAIN = b"QENEX/misbehaviour/double-sign/"
+
+
+class DoubleSigner:
+    def __init__(self, key: PrivateKey, chain_id: str, from_height: int) -> None:
+        self.key = key
+        self.chain_id = chain_id
+        self.from_height = from_height
+        self.sent = 0
+
+    def conflicting(self, vote: Vote) -> Vote | None:
+        """The conflicting twin of our own COMMIT ``vote``, or None when ``vote`` is not one to double."""
+        if vote.kind != VoteKind.COMMIT or vote.height < self.from_height or vote.validator != self.key.address:
+            return None
+        self.sent += 1
+        return Vote.create(self.key, self.chain_id, vote.kind, vote.height, vote.view,
+                           bytes(sha256(DOMAIN + vote.block_hash)))
+
+
+def double_signer(config: ConsensusSection, genesis: Genesis, *, signer_mode: str,
+                  key: PrivateKey) -> DoubleSigner | None:
+    """The configured misbehaviour, None when off; ConfigError where it is not allowed."""
+    height = config.double_sign_from_height
+    if not height:
+        return None
+    if not genesis.test_chain:
+        raise ConfigError(f"consensus.double_sign_from_height is test-only: the genesis of {genesis.chain_id!r} "
+                          f"is not marked as a test chain (\"test_chain\": true)")
+    if signer_mode != "local":
+        raise ConfigError("consensus.double_sign_from_height needs the validator key in the node (signer.mode = "
+                          f"\"local\"), not {signer_mode!r}")
+    log.critical("TEST-ONLY MISBEHAVIOUR: this validator signs a conflicting COMMIT after each of its own from "
+                 "height %d (consensus.double_sign_from_height); it will be slashed and tombstoned", height)
+    return DoubleSigner(key, genesis.chain_id, height)
+
+
+__all__ = ["DoubleSigner", "double_signer"]
