@@ -189,6 +189,30 @@ def query_epoch(rpc: str, as_json: bool) -> None:
     emit(Client(rpc).epoch(), as_json)
 
 
+def render_evidence(page: dict[str, Any]) -> str:
+    if not page["evidence"]:
+        return f"no equivocation applied (as of height {page['height']:,})"
+    lines = []
+    for e in page["evidence"]:
+        lines.append(f"height {e['height']:,}  {e['validator']} (operator {e['operator']}): slashed {_q(e['burned'])}, "
+                     f"tombstoned, in block {e['included_height']:,}")
+    if page["next"]:
+        lines.append(f"more: --from-height {page['next']['from_height']} --after {page['next']['after']}")
+    return "\n".join(lines)
+
+
+@click.command("evidence")
+@click.option("--from-height", default=0, type=click.IntRange(min=0), help="First infraction height listed.")
+@click.option("--after", default=None, help="At --from-height, list only validators after this address (paging).")
+@click.option("--limit", default=100, type=click.IntRange(1, 100), show_default=True)
+@rpc_option
+@json_option
+@handle_errors
+def query_evidence(from_height: int, after: str | None, limit: int, rpc: str, as_json: bool) -> None:
+    """Equivocations the chain applied: who, at what height, what was burned, in which block."""
+    emit(Client(rpc).evidence(from_height, after, limit), as_json, render_evidence)
+
+
 def register(tx: click.Group, rewards: click.Group, query: click.Group) -> None:
     tx.add_command(validator)
     for command in (stake, unstake, redelegate, unjail):
@@ -196,3 +220,4 @@ def register(tx: click.Group, rewards: click.Group, query: click.Group) -> None:
     rewards.add_command(rewards_withdraw)
     query.add_command(query_staking)
     query.add_command(query_epoch)
+    query.add_command(query_evidence)

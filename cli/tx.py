@@ -37,8 +37,9 @@ def fee_units(fee: str | None) -> int | None:
 
 
 def submit(client: Client, key: PrivateKey, payload: Payload, *, fee: str | None, wait: bool,
-           timeout: float) -> dict[str, Any]:
-    """Sign ``payload`` from ``key``, send it, and with ``wait`` follow it to its receipt."""
+           timeout: float, as_json: bool = False) -> dict[str, Any]:
+    """Sign ``payload`` from ``key``, send it, and with ``wait`` follow it to its receipt (a failed
+    receipt is printed, as JSON with ``as_json``, before the one-line error and exit status 1)."""
     stx = client.sign(key, payload, fee=fee_units(fee))
     tx_hash = client.submit(stx)
     out: dict[str, Any] = {"hash": tx_hash, "status": "pending", "height": None}
@@ -46,7 +47,7 @@ def submit(client: Client, key: PrivateKey, payload: Payload, *, fee: str | None
         record = client.wait_final(tx_hash, timeout)
         out.update({"status": record["status"], "height": record["height"], "reason": record.get("reason", "")})
         if record["status"] != "ok":
-            emit(out, False)
+            emit(out, as_json)
             raise CLIError(f"transaction {tx_hash} failed at height {record['height']}: {out['reason'] or '-'}")
     return out
 
@@ -56,7 +57,7 @@ def _send(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeou
     """The shape of every ``tx`` command: resolve the key, build the payload with the client, submit, print."""
     key = resolve_key(sender, home)
     client = Client(rpc)
-    out = submit(client, key, build(client), fee=fee, wait=wait, timeout=timeout)
+    out = submit(client, key, build(client), fee=fee, wait=wait, timeout=timeout, as_json=as_json)
     emit(out, as_json, fmt.render_submitted)
     return out
 
@@ -205,7 +206,7 @@ def swap(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeout
     else:
         minimum = client.units(token_out, min_out)
     payload = txbuild.swap(quote["path"], units, minimum, _deadline(client, deadline))
-    out = submit(client, key, payload, fee=fee, wait=wait, timeout=timeout)
+    out = submit(client, key, payload, fee=fee, wait=wait, timeout=timeout, as_json=as_json)
     out.update({"path": quote["path"], "quoted_out": quote["amount_out"], "min_out": str(minimum)})
     emit(out, as_json, fmt.render_submitted)
 

@@ -398,6 +398,7 @@ class _Reads:
     predict_price = rpc_method(rpc_calls.predict_price)
     staking = rpc_method(rpc_calls.staking)
     staking_validators = rpc_method(rpc_calls.staking_validators)
+    evidence = rpc_method(rpc_calls.evidence)
     epoch = rpc_method(rpc_calls.epoch)
 
 

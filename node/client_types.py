@@ -57,8 +57,10 @@ class Block(TypedDict):
     validators_hash: str
     proposer: str
     last_commit_hash: str
+    evidence_hash: str
     num_txs: int
     txs: list[Any]  # hashes, or BlockTx with full=True
+    evidence: list[str]  # equivocation proofs the block carries (0x-hex consensus encoding)
 
 
 class TxRecord(BlockTx):
@@ -99,6 +101,8 @@ class Validator(TypedDict):
     commission_bps: NotRequired[int]
     jailed: NotRequired[bool]
     tombstoned: NotRequired[bool]
+    missed_blocks: NotRequired[int]
+    window_start: NotRequired[int | None]
 
 
 class Validators(TypedDict):
@@ -303,6 +307,8 @@ class StakingValidator(TypedDict):
     power: str
     active_power: str | None
     created_height: int
+    missed_blocks: int
+    window_start: int | None
 
 
 class Staking(TypedDict):
@@ -318,6 +324,21 @@ class Staking(TypedDict):
 class StakingValidators(TypedDict):
     height: int
     validators: list[StakingValidator]
+
+
+class EvidenceItem(TypedDict):
+    height: int
+    validator: str
+    operator: str
+    included_height: int
+    burned: str
+    evidence: str
+
+
+class EvidencePage(TypedDict):
+    height: int
+    evidence: list[EvidenceItem]
+    next: dict[str, Any] | None
 
 
 class Epoch(TypedDict):

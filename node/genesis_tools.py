@@ -218,8 +218,11 @@ def write_testnet(
     consensus_overrides: dict[str, int] | None = None,
     accounts: int = 0,
     params: Params | None = None,
+    test_chain: bool = True,
 ) -> dict[str, Any]:
-    """``params`` default: the default Params with staking (issue 10) on."""
+    """``params`` default: the default Params with staking (issue 10) on.  A local testnet's genesis
+    is marked ``test_chain`` (its dev accounts' keys are public): test-only behaviour such as
+    node.misbehaviour is allowed on it and on no other chain."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
     if not 0 <= accounts <= MAX_LOAD_ACCOUNTS:
@@ -244,6 +247,7 @@ def write_testnet(
         tokens=(),
         accounts=tuple(funded),
         params=params if params is not None else Params(staking=StakingParams()),
+        test_chain=test_chain,
     )
 
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")

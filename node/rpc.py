@@ -102,6 +102,7 @@ def render_block(block: Block, with_txs: bool) -> dict[str, Any]:
     """qenex_getBlock's answer: a pure function of the block (safe in a worker thread)."""
     out = header_to_json(block)
     out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
+    out["evidence"] = [hex0x(item) for item in block.evidence]
     return out
 
 
@@ -118,6 +119,7 @@ def header_to_json(block: Block) -> dict[str, Any]:
         "validators_hash": hex0x(h.validators_hash),
         "proposer": address_to_text(h.proposer),
         "last_commit_hash": hex0x(h.last_commit_hash),
+        "evidence_hash": hex0x(h.evidence_hash),
         "num_txs": len(block.txs),
     }
 

@@ -18,6 +18,7 @@ from node.client_types import (
     Account,
     Block,
     Epoch,
+    EvidencePage,
     Mempool,
     Params,
     Pool,
@@ -182,10 +183,16 @@ def staking_validators(height: int | None = None) -> Call[StakingValidators]:
     return Call("qenex_getStakingValidators", _trailing(_height(height)))
 
 
+def evidence(from_height: int = 0, after: str | None = None, limit: int = 100) -> Call[EvidencePage]:
+    """Equivocations the chain applied (slashed and tombstoned), by infraction height, one page."""
+    return Call("qenex_getEvidence", (from_height, after, limit))
+
+
 def epoch() -> Call[Epoch]:
     """The next block's epoch, its first and last height, and the height the next set signs from."""
     return Call("qenex_getEpoch")
 
 
 READS = (status, account, block, transaction, receipt, proof, validators, mempool, token, params, pool, pools,
-         quote, twap, history, position, risk_score, risk_model, predict_price, staking, staking_validators, epoch)
+         quote, twap, history, position, risk_score, risk_model, predict_price, staking, staking_validators, evidence,
+         epoch)

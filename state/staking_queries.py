@@ -103,11 +103,14 @@ class StakingQueries:
         return StakingAccount(tuple(delegations), tuple(s.unbondings(address)), tuple(redelegations), own,
                               0 if own is None else s.self_bond(own))
 
-    def evidence(self, *, from_height: int = 0, limit: int = 100) -> list[EvidenceRecord]:
-        """Applied equivocations by infraction height (then consensus address), from ``from_height``,
-        at most ``limit`` (one page; a caller pages on with the last height + 1)."""
+    def evidence(self, *, from_height: int = 0, after: bytes | None = None, limit: int = 100) -> list[EvidenceRecord]:
+        """Applied equivocations by infraction height, then consensus address, from ``from_height``
+        (past ``after``'s record at that height, when given), at most ``limit``: a caller pages on
+        from the last record's (height, validator)."""
         records = []
         start = keys.STAKING_EVIDENCE + from_height.to_bytes(8, "big")
+        if after is not None:
+            start = keys.staking_evidence_key(from_height, after) + b"\x00"
         stop = keys.STAKING_EVIDENCE + b"\xff" * 9
         for key, raw in self._store.iterate_range(start, stop):
             if len(records) >= limit:

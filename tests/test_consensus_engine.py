@@ -688,3 +688,40 @@ def test_a_refused_signature_means_no_vote_and_the_engine_still_follows() -> Non
     sent = [a.message for a in actions if isinstance(a, Broadcast)]
     assert [(type(m).__name__, m.new_view, m.validator) for m in sent] == [("ViewChange", 1, me.address)]
     assert engine.handle(RebroadcastDue()) == [Broadcast(sent[0])]  # re-sent, not re-signed
+
+
+# -- the last height's certificate keeps growing --------------------------------------------
+
+
+def test_commits_that_arrive_after_the_decision_join_the_last_certificate() -> None:
+    net = Net([1, 1, 1, 1])
+    engine = net.engine(None)
+    engine.handle(HeightStarted(1, net.vset))
+    engine.handle(received(net.proposal(net.primary())))
+    for k in net.keys[:3]:
+        engine.handle(received(net.vote(k, COMMIT)))
+    (commit,) = engine.handle(validated(1, 0, HASH_A, True))
+    assert len(commit.certificate.signatures) == 3  # a quorum decides
+    engine.handle(HeightStarted(2, net.vset.increment(1)))
+    late = net.keys[3]
+    assert engine.last_commit_certificate(2) is None and engine.last_commit_certificate(1) == commit.certificate
+    run_steps(engine, [
+        TestStep("a forged late COMMIT is dropped", received(Vote(COMMIT, 1, 0, HASH_A, bytes(late.address),
+                                                                  bytes(64))), []),
+        TestStep("a late PREPARE is not a COMMIT", received(net.vote(late, PREPARE)), []),
+        TestStep("the fourth COMMIT arrives after the decision", received(net.vote(late, COMMIT)), []),
+        TestStep("once", received(net.vote(late, COMMIT)), []),
+    ])
+    assert not engine.last_input_changed_state  # the duplicate is a no-op (not logged)
+    fuller = engine.last_commit_certificate(1)
+    assert fuller is not None and len(fuller.signatures) == 4 and engine.late_commit_votes == 1
+    fuller.verify(CHAIN, net.vset)
+    # A member's second COMMIT of the decided view for another block is evidence, found late.
+    twin = net.vote(net.keys[0], COMMIT, h=HASH_B)
+    (report,) = engine.handle(received(twin))
+    assert report == ReportEvidence(Evidence.of(net.vote(net.keys[0], COMMIT), twin))
+    assert engine.handle(received(twin)) == []  # reported once
+    # A height decided by sync (no decision of our own) has no fuller certificate.
+    engine.handle(HeightStarted(3, net.vset.increment(2)))
+    engine.handle(HeightStarted(4, net.vset.increment(3)))
+    assert engine.last_commit_certificate(3) is None

@@ -292,3 +292,38 @@ def test_supply_is_conserved_and_replicas_agree_with_slashing_at_random_heights(
         assert {pk for pk, _ in chain.app.validators()}, "the set is never empty"
     q = chain.app.staking()
     event(f"tombstoned {sum(v.tombstoned for v in q.validators())}, jailed {sum(v.jailed for v in q.validators())}")
+
+
+# -- RPC and CLI -------------------------------------------------------------------------------
+
+
+def test_rpc_lists_applied_evidence_in_pages_and_missed_blocks_per_validator():
+    from dataclasses import replace as dc_replace
+
+    from cli.staking import render_evidence
+    from node.jsonrpc import RPCError
+    from node.rpc import build_methods
+    from state.crypto import address_to_text
+    from tests.rpc_fixtures import rpc_context
+
+    chain = Replicated()
+    chain.verifier.offline = {VALS[3].address}
+    until(chain, 3)
+    chain.block(evidence=[equivocation(VALS[2], 2), equivocation(VALS[1], 2), equivocation(VALS[0], 3)])
+    ctx = dc_replace(rpc_context(chain.app), validator_set=lambda: chain.app.validator_set(chain.app.height + 1))
+    m = build_methods(ctx)
+    first = m["qenex_getEvidence"](0, None, 2)
+    assert [e["height"] for e in first["evidence"]] == [2, 2] and first["next"] is not None
+    rest = m["qenex_getEvidence"](first["next"]["from_height"], first["next"]["after"], 2)
+    assert [e["height"] for e in rest["evidence"]] == [3] and rest["next"] is None
+    listed = first["evidence"] + rest["evidence"]
+    assert {e["validator"] for e in listed} == {address_to_text(VALS[i].address) for i in range(3)}
+    assert all(int(e["burned"]) > 0 and e["included_height"] == 4 for e in listed)
+    assert "tombstoned, in block 4" in render_evidence(first) and "more: --from-height 2" in render_evidence(first)
+    with pytest.raises(RPCError):
+        m["qenex_getEvidence"](0, None, 101)
+    members = {v["address"]: v for v in m["qenex_getValidators"]()["validators"]}
+    down = members[address_to_text(VALS[3].address)]
+    assert down["missed_blocks"] == 3 and down["window_start"] == 1  # heights 1..3 missed, block 4 tracked 3
+    records = {v["moniker"]: v for v in m["qenex_getStakingValidators"]()["validators"]}
+    assert records["v0"]["tombstoned"] and records["v3"]["missed_blocks"] == 3

@@ -1,0 +1,43 @@
+"""The test-only equivocating validator (node.misbehaviour): where it is refused, and what it signs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from consensus.messages import Evidence, Vote, VoteKind
+from node.config import ConfigError, ConsensusSection
+from node.misbehaviour import double_signer
+from state.crypto import sha256
+from state.testing import dev_key, make_genesis
+from state.validators import ValidatorSet
+
+KEY = dev_key("misbehaving")
+GENESIS = make_genesis(validators=[KEY])
+TEST_GENESIS = dataclasses.replace(GENESIS, test_chain=True)
+
+
+def test_off_unless_configured_and_refused_off_a_test_chain_or_with_a_remote_signer():
+    assert double_signer(ConsensusSection(), GENESIS, signer_mode="local", key=KEY) is None
+    on = ConsensusSection(double_sign_from_height=5)
+    with pytest.raises(ConfigError, match="test-only.*not marked as a test chain"):
+        double_signer(on, GENESIS, signer_mode="local", key=KEY)
+    with pytest.raises(ConfigError, match="signer.mode"):
+        double_signer(on, TEST_GENESIS, signer_mode="remote", key=KEY)
+    assert double_signer(on, TEST_GENESIS, signer_mode="local", key=KEY) is not None
+
+
+def test_it_doubles_only_its_own_commits_from_the_height_and_the_pair_is_evidence():
+    signer = double_signer(ConsensusSection(double_sign_from_height=5), TEST_GENESIS, signer_mode="local", key=KEY)
+    chain = TEST_GENESIS.chain_id
+    vote = Vote.create(KEY, chain, VoteKind.COMMIT, 5, 1, bytes(sha256(b"block")))
+    twin = signer.conflicting(vote)
+    assert (twin.kind, twin.height, twin.view, twin.validator) == (vote.kind, 5, 1, vote.validator)
+    assert twin.block_hash != vote.block_hash
+    Evidence.of(vote, twin).verify(chain, ValidatorSet([(KEY.public_key, 10)]))
+    assert signer.conflicting(Vote.create(KEY, chain, VoteKind.COMMIT, 4, 0, vote.block_hash)) is None
+    assert signer.conflicting(Vote.create(KEY, chain, VoteKind.PREPARE, 6, 0, vote.block_hash)) is None
+    other = dev_key("someone-else")
+    assert signer.conflicting(Vote.create(other, chain, VoteKind.COMMIT, 6, 0, vote.block_hash)) is None
+    assert signer.sent == 1
