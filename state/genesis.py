@@ -261,6 +261,11 @@ class Params:
         _int("min_gas_price", self.min_gas_price, 0, MAX_AMOUNT)
         _int("epoch_length", self.epoch_length, 1, MAX_UINT64)
         _int("max_clock_drift_ms", self.max_clock_drift_ms, 0, MAX_UINT64)
+        if isinstance(self.staking, StakingParams) and self.staking.unbonding_blocks <= self.epoch_length:
+            # Unstaked power leaves the set only at the epoch's end: a shorter unbonding would pay
+            # the stake back while it still votes, and it could equivocate with nothing at risk.
+            raise _bad(f"staking.unbonding_blocks {self.staking.unbonding_blocks} must exceed epoch_length "
+                       f"{self.epoch_length}")
         if not isinstance(self.gas, Mapping):
             raise _bad(f"gas must be a mapping of kind to gas, got {type(self.gas).__name__}")
         gas: dict[TxKind, int] = {}

@@ -277,7 +277,7 @@ def test_a_validator_that_misses_no_more_than_the_threshold_is_never_jailed():
 @given(schedules(), st.lists(st.tuples(st.integers(0, 13), st.integers(0, 2), st.integers(1, 4)), max_size=4),
        st.lists(st.tuples(st.integers(0, 13), st.integers(0, 2)), max_size=6))
 def test_supply_is_conserved_and_replicas_agree_with_slashing_at_random_heights(schedule, offences, outages):
-    staking = StakingParams(unbonding_blocks=3, max_evidence_age=3, max_validators=4, min_self_bond=2 * ONE,
+    staking = StakingParams(unbonding_blocks=5, max_evidence_age=3, max_validators=4, min_self_bond=2 * ONE,
                             max_unbonding_entries=3, max_delegations=3, signed_blocks_window=3,
                             min_signed_per_window_bps=5000, downtime_jail_blocks=2, slash_downtime_bps=1000)
     chain = Replicated(staking)
@@ -327,3 +327,10 @@ def test_rpc_lists_applied_evidence_in_pages_and_missed_blocks_per_validator():
     assert down["missed_blocks"] == 3 and down["window_start"] == 1  # heights 1..3 missed, block 4 tracked 3
     records = {v["moniker"]: v for v in m["qenex_getStakingValidators"]()["validators"]}
     assert records["v0"]["tombstoned"] and records["v3"]["missed_blocks"] == 3
+
+
+def test_genesis_refuses_an_unbonding_period_within_one_epoch():
+    from state.errors import MalformedGenesis
+
+    with pytest.raises(MalformedGenesis, match="unbonding_blocks 4 must exceed epoch_length 4"):
+        Params(epoch_length=EPOCH, staking=dataclasses.replace(PARAMS, unbonding_blocks=EPOCH, max_evidence_age=EPOCH))

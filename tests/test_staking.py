@@ -372,7 +372,7 @@ def check_conservation(chain: Chain, actors: list = ACTORS) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules(), st.sampled_from([0, 10**15]))
 def test_supply_is_conserved_at_every_height(schedule, issuance):
-    staking = StakingParams(unbonding_blocks=3, max_evidence_age=3, max_validators=3, min_self_bond=2 * ONE,
+    staking = StakingParams(unbonding_blocks=5, max_evidence_age=3, max_validators=3, min_self_bond=2 * ONE,
                             max_unbonding_entries=3, max_delegations=3, block_issuance=issuance)
     chain = new_chain(staking)
     check_conservation(chain)

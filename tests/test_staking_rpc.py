@@ -57,8 +57,8 @@ def test_no_staking_section_answers_not_found():
 
 
 def test_min_fee_reads_staking_gas_from_params():
-    params = Params(staking=new_chain().app.params.staking).to_json_obj()
-    assert txbuild.min_fee(params, TxKind.STAKE) == Params(staking=new_chain().app.params.staking).min_fee(
-        TxKind.STAKE)
+    chain_params = new_chain().app.params
+    params = chain_params.to_json_obj()
+    assert txbuild.min_fee(params, TxKind.STAKE) == chain_params.min_fee(TxKind.STAKE)
     with pytest.raises(txbuild.TxBuildError):
         txbuild.min_fee(Params().to_json_obj(), TxKind.STAKE)
