@@ -304,7 +304,8 @@ class Engine:
                 self._unchanged()
             return
         if height < self._height:
-            if not (height == self._height - 1 and isinstance(message, Vote) and self._late_commit_vote(message)):
+            if not (height == self._height - 1 and isinstance(message, Vote)
+                    and self._late_commit_vote(message, peer)):
                 self._unchanged()
             return
         if height == self._height + 1:
@@ -340,10 +341,12 @@ class Engine:
             if peer is not None:
                 self._emit(PenalizePeer(peer, exc.reason))
 
-    def _late_commit_vote(self, vote: Vote) -> bool:
+    def _late_commit_vote(self, vote: Vote, peer: str | None) -> bool:
         """Add a COMMIT for the block we decided last to its certificate, or report a conflicting
-        one as evidence (one signature check per member at most); True if it did either (the
-        input is then logged like any other that changed the engine)."""
+        one as evidence; True if it did either (the input is then logged like any other that
+        changed the engine).  A signature is checked only for a member's first vote for the
+        decided block, or its first conflicting one; a forged one penalises its peer, as on
+        the current height's path."""
         if self._last is None or vote.kind != VoteKind.COMMIT:
             return False
         height, view, block_hash, vset, votes = self._last
@@ -356,7 +359,9 @@ class Engine:
             return False
         try:
             check_signed(self.chain_id, vset, vote)
-        except InvalidMessage:
+        except InvalidMessage as exc:
+            if peer is not None:
+                self._emit(PenalizePeer(peer, exc.reason))
             return False
         if earlier is not None:
             # A second COMMIT of the decided view for another block: equivocation found late.

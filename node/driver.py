@@ -310,6 +310,11 @@ class ConsensusDriver:
             log.error("unknown consensus action %r", action)
 
     def _add_evidence(self, evidence: Evidence, peer: str | None) -> None:
+        if (evidence.height, evidence.validator) in self.evidence or self._evidence_done(
+                evidence.height, evidence.validator):
+            # Held, or applied (or no longer applicable) already: never verified or relayed again,
+            # so a peer replaying old evidence costs a few reads, not N^2 messages.
+            return
         outcome = self.evidence.add(evidence, self.height)
         if outcome == "added" and not self._replaying:
             # Relayed once, when new to us: each validator forwards an item at most once, so a

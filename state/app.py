@@ -449,15 +449,20 @@ class Application:
                           epoch_length=self.params.epoch_length)
         return Slashing(staking).refusal(height, validator)
 
-    def _begin(self, run: BlockRun, evidence: Iterable[bytes], *, strict: bool) -> None:
+    def _begin(self, run: BlockRun, evidence: Iterable[bytes], *, strict: bool, room: int = 0) -> None:
         """Apply the block's evidence, then the downtime tracking of its last_commit.  ``strict``
         (execute): an item that may not be applied makes the block invalid; otherwise (build) it
-        is skipped, so the proposer carries only what every node will accept."""
+        is skipped, so the proposer carries only what every node will accept, in at most ``room``
+        bytes (the block's size limit covers its evidence)."""
+        room -= 3  # the evidence array's header grows from 1 to 3 bytes past 15 items
         for index, item in enumerate(evidence):
             if len(run.evidence) >= MAX_BLOCK_EVIDENCE:
                 if strict:
                     raise InvalidBlock(f"more than {MAX_BLOCK_EVIDENCE} evidence items", height=run.height)
                 break
+            cost = len(encode(item)) if isinstance(item, bytes) else 0
+            if not strict and cost > room:
+                continue
             try:
                 height, validator = self.verify_evidence(item)
                 problem = run.evidence_refusal(height, validator)
@@ -468,6 +473,7 @@ class Application:
                     raise InvalidBlock(f"evidence {index}: {problem}", height=run.height)
                 continue
             run.apply_evidence(height, validator, item)
+            room -= cost
         run.track_commit()
 
     def _check_context(self, *, proposer: bytes, time_ms: int, last_commit: bytes, height: int) -> None:
@@ -525,7 +531,8 @@ class Application:
             sha256(last_commit),
         )
         run = self._new_run(height, time_ms, last_commit)
-        self._begin(run, evidence, strict=False)
+        self._begin(run, evidence, strict=False,
+                    room=self.params.max_block_bytes - self._overhead(template, last_commit, []))
         budget = self.params.max_block_bytes - self._overhead(template, last_commit, run.evidence)
         for stx in candidates:
             if len(run.txs) >= self.params.max_block_txs:

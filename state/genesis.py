@@ -160,7 +160,7 @@ class StakingParams:
     signed_blocks_window: int = 100
     min_signed_per_window_bps: int = 5000
     downtime_jail_blocks: int = 600
-    max_evidence_age: int = 1000
+    max_evidence_age: int = 900  # with the default epoch_length (100): + epoch_length <= unbonding_blocks
     gas: Mapping[TxKind, int] = field(default_factory=lambda: DEFAULT_STAKING_GAS)
 
     _INTS = (
@@ -261,11 +261,17 @@ class Params:
         _int("min_gas_price", self.min_gas_price, 0, MAX_AMOUNT)
         _int("epoch_length", self.epoch_length, 1, MAX_UINT64)
         _int("max_clock_drift_ms", self.max_clock_drift_ms, 0, MAX_UINT64)
-        if isinstance(self.staking, StakingParams) and self.staking.unbonding_blocks <= self.epoch_length:
-            # Unstaked power leaves the set only at the epoch's end: a shorter unbonding would pay
-            # the stake back while it still votes, and it could equivocate with nothing at risk.
-            raise _bad(f"staking.unbonding_blocks {self.staking.unbonding_blocks} must exceed epoch_length "
-                       f"{self.epoch_length}")
+        if isinstance(self.staking, StakingParams):
+            if self.staking.unbonding_blocks <= self.epoch_length:
+                # Unstaked power leaves the set only at the epoch's end: a shorter unbonding would pay
+                # the stake back while it still votes, and it could equivocate with nothing at risk.
+                raise _bad(f"staking.unbonding_blocks {self.staking.unbonding_blocks} must exceed epoch_length "
+                           f"{self.epoch_length}")
+            if self.staking.max_evidence_age + self.epoch_length > self.staking.unbonding_blocks:
+                # Stake unstaked at an epoch's first height votes to its end; evidence of that epoch
+                # must land before that stake matures, so it is still there to slash.
+                raise _bad(f"staking.max_evidence_age {self.staking.max_evidence_age} + epoch_length "
+                           f"{self.epoch_length} exceeds unbonding_blocks {self.staking.unbonding_blocks}")
         if not isinstance(self.gas, Mapping):
             raise _bad(f"gas must be a mapping of kind to gas, got {type(self.gas).__name__}")
         gas: dict[TxKind, int] = {}

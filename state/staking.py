@@ -504,15 +504,20 @@ class Staking:
     def slash(self, operator: bytes, bps: int, infraction_height: int) -> int:
         """Burn ``bps``/10,000 of what was bonded to ``operator``'s validator at ``infraction_height``:
         its bonded tokens (every delegation's shares lose that fraction of their worth: shares
-        stay, tokens fall), each unbonding entry away from it created at or after that height
-        (its balance), and each redelegation away from it created at or after that height (the
-        moved stake's shares at the destination).  Returns what was burned.
+        stay, tokens fall), each unbonding entry away from it created since the first height of
+        the infraction's epoch (its balance), and each redelegation away from it created since
+        then (the moved stake's shares at the destination).  Returns what was burned.
+
+        From the epoch's first height, not the infraction's: stake unstaked in an epoch still
+        votes until the epoch ends, so a validator that unstakes everything and then equivocates
+        in the same epoch is slashed all the same.
 
         Simpler than Cosmos's ``Slash`` in one way, stated here: the bonded part is a fraction of
         the tokens bonded *now*, so stake delegated between the infraction and its evidence is
         slashed too (Cosmos caps the total at the power held at the infraction height)."""
         burned = 0
-        for height in range(infraction_height, self.height + 1):
+        since = epoch_bounds(epoch_of(infraction_height, self.epoch_length), self.epoch_length)[0]
+        for height in range(since, self.height + 1):
             for entry in self.slashable(operator, height):
                 if entry[0] == UNBONDING:
                     burned += self._slash_unbondings(entry[1], operator, height, bps)

@@ -706,8 +706,9 @@ def test_commits_that_arrive_after_the_decision_join_the_last_certificate() -> N
     late = net.keys[3]
     assert engine.last_commit_certificate(2) is None and engine.last_commit_certificate(1) == commit.certificate
     run_steps(engine, [
-        TestStep("a forged late COMMIT is dropped", received(Vote(COMMIT, 1, 0, HASH_A, bytes(late.address),
-                                                                  bytes(64))), []),
+        TestStep("a forged late COMMIT is dropped and its peer penalised",
+                 received(Vote(COMMIT, 1, 0, HASH_A, bytes(late.address), bytes(64))),
+                 [Penalized("peer", "bad signature")]),
         TestStep("a late PREPARE is not a COMMIT", received(net.vote(late, PREPARE)), []),
         TestStep("the fourth COMMIT arrives after the decision", received(net.vote(late, COMMIT)), []),
         TestStep("once", received(net.vote(late, COMMIT)), []),
@@ -721,6 +722,8 @@ def test_commits_that_arrive_after_the_decision_join_the_last_certificate() -> N
     (report,) = engine.handle(received(twin))
     assert report == ReportEvidence(Evidence.of(net.vote(net.keys[0], COMMIT), twin))
     assert engine.handle(received(twin)) == []  # reported once
+    forged_twin = Vote(COMMIT, 1, 0, HASH_B, bytes(net.keys[1].address), bytes(64))
+    assert engine.handle(received(forged_twin)) == [Penalized("peer", "bad signature")]
     # A height decided by sync (no decision of our own) has no fuller certificate.
     engine.handle(HeightStarted(3, net.vset.increment(2)))
     engine.handle(HeightStarted(4, net.vset.increment(3)))

@@ -37,7 +37,7 @@ EPOCH = 4
 UNBONDING = 8
 WINDOW = 6
 JAIL = 5
-PARAMS = StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING, max_validators=4,
+PARAMS = StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=4,
                        max_unbonding_entries=3, max_delegations=3, min_self_bond=2 * ONE,
                        slash_double_sign_bps=500, slash_downtime_bps=100, signed_blocks_window=WINDOW,
                        min_signed_per_window_bps=5000, downtime_jail_blocks=JAIL)
@@ -114,14 +114,17 @@ def until(chain: Chain, height: int) -> None:
 
 
 def test_equivocation_slashes_the_validator_its_delegators_and_what_left_since_then_tombstones_it():
-    chain = Replicated()
+    chain = Replicated(dataclasses.replace(PARAMS, max_unbonding_entries=4))
     bad = VALS[1]
     _, r = chain.block([chain.tx(BOB, Stake(bad.address, 10 * ONE)), chain.tx(ALICE, Stake(bad.address, 6 * ONE))])
     assert [status(r, i)[0] for i in range(2)] == ["ok", "ok"]
-    _, r = chain.block([chain.tx(BOB, Unstake(bad.address, 2 * ONE))])  # height 2: before the infraction
-    infraction = chain.app.height + 1  # 3
-    _, r = chain.block()
-    _, r = chain.block([chain.tx(BOB, Unstake(bad.address, 4 * ONE)),  # height 4: after it, slashable
+    _, r = chain.block([chain.tx(BOB, Unstake(bad.address, 2 * ONE))])  # height 2: an epoch before, not slashed
+    until(chain, EPOCH)
+    # Height 5, the epoch's first: before the infraction, but its power still votes at height 6.
+    chain.block([chain.tx(BOB, Unstake(bad.address, ONE))])
+    infraction = chain.app.height + 1  # 6
+    chain.block([chain.tx(BOB, Unstake(bad.address, ONE))])  # at the infraction height itself
+    _, r = chain.block([chain.tx(BOB, Unstake(bad.address, 2 * ONE)),  # height 7: after it
                         chain.tx(ALICE, Redelegate(bad.address, VALS[0].address, 4 * ONE))])
     assert [status(r, i)[0] for i in range(2)] == ["ok", "ok"]
     q = chain.app.staking()
@@ -137,8 +140,9 @@ def test_equivocation_slashes_the_validator_its_delegators_and_what_left_since_t
     assert v.tokens == tokens - tokens * 500 // 10_000 and v.tombstoned and v.jailed
     assert value(chain, bad.address, bad.address) == pytest.approx(own * 95 // 100, abs=1)
     assert value(chain, BOB.address, bad.address) == pytest.approx(bob * 95 // 100, abs=1)
-    early, late = q.account(BOB.address).unbonding
-    assert (early.balance, late.balance) == (2 * ONE, 4 * ONE * 95 // 100)  # only what left after the infraction
+    balances = [e.balance for e in q.account(BOB.address).unbonding]
+    # Only what still voted at the infraction: the entries of its epoch, not the one before.
+    assert balances == [2 * ONE, ONE * 95 // 100, ONE * 95 // 100, 2 * ONE * 95 // 100]
     assert value(chain, ALICE.address, VALS[0].address) == pytest.approx(alice_moved - 4 * ONE * 5 // 100, abs=1)
     [record] = q.evidence()
     burned = tokens * 5 // 100 + 4 * ONE * 5 // 100 + 4 * ONE * 5 // 100
@@ -204,8 +208,8 @@ def _raw_reversed(key, height) -> bytes:
 
 def test_a_block_carries_at_most_the_evidence_limit_and_one_equivocation_per_validator():
     chain = Replicated()
-    until(chain, 5)
-    many = [equivocation(VALS[i % 4], 1 + i // 4, view=i) for i in range(MAX_BLOCK_EVIDENCE + 2)]
+    until(chain, 8)
+    many = [equivocation(VALS[i % 4], 5 + i // 4, view=i) for i in range(MAX_BLOCK_EVIDENCE + 2)]
     block, _ = chain.block(evidence=many)
     # The first equivocation of each tombstones it; its later ones cannot punish it again and are left out.
     assert block.evidence == tuple(many[:4])
@@ -277,7 +281,7 @@ def test_a_validator_that_misses_no_more_than_the_threshold_is_never_jailed():
 @given(schedules(), st.lists(st.tuples(st.integers(0, 13), st.integers(0, 2), st.integers(1, 4)), max_size=4),
        st.lists(st.tuples(st.integers(0, 13), st.integers(0, 2)), max_size=6))
 def test_supply_is_conserved_and_replicas_agree_with_slashing_at_random_heights(schedule, offences, outages):
-    staking = StakingParams(unbonding_blocks=5, max_evidence_age=3, max_validators=4, min_self_bond=2 * ONE,
+    staking = StakingParams(unbonding_blocks=8, max_evidence_age=4, max_validators=4, min_self_bond=2 * ONE,
                             max_unbonding_entries=3, max_delegations=3, signed_blocks_window=3,
                             min_signed_per_window_bps=5000, downtime_jail_blocks=2, slash_downtime_bps=1000)
     chain = Replicated(staking)
@@ -334,3 +338,62 @@ def test_genesis_refuses_an_unbonding_period_within_one_epoch():
 
     with pytest.raises(MalformedGenesis, match="unbonding_blocks 4 must exceed epoch_length 4"):
         Params(epoch_length=EPOCH, staking=dataclasses.replace(PARAMS, unbonding_blocks=EPOCH, max_evidence_age=EPOCH))
+
+
+# -- the downtime window against a reference model ---------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([1, 2, 5, 7, 1023, 1024, 1025, 2100]), st.integers(0, 2**32 - 1))
+def test_the_downtime_window_matches_a_reference_model(window, seed):
+    """Slashing.track straight on the staking state, block after block, against a plain model: a
+    deque of the last ``window`` tracked results per member, reset on jail and on any gap; random
+    miss rates, members absent from some parents' sets, and jailed members unjailed at random
+    heights (so windows wrap, reset and rejoin)."""
+    import random
+    from collections import deque
+
+    from state.ledger import Ledger, Overlay
+    from state.slashing import CommitVote, Slashing
+    from state.staking import Staking
+
+    rng = random.Random(seed)
+    params = dataclasses.replace(PARAMS, signed_blocks_window=window, min_signed_per_window_bps=rng.choice(
+        [0, 3000, 5000, 9000]), downtime_jail_blocks=rng.randint(0, 5), max_evidence_age=1,
+        unbonding_blocks=max(window, 2) + EPOCH)
+    genesis = make_genesis(validators=VALS, params=Params(epoch_length=EPOCH, staking=params))
+    kv = MemoryKV()
+    Application(kv, genesis)
+    rates = [rng.choice([0.0, 0.3, 0.5, 0.9, 1.0]) for _ in VALS]
+    model: dict[bytes, deque] = {}
+    last: dict[bytes, int] = {}
+    for height in range(2, 3 * window + 40):
+        overlay = Overlay(kv)
+        staking = Staking(Ledger(overlay), params, height=height, epoch_length=EPOCH)
+        for v in VALS:  # random unjails once the jail period is over
+            record = staking.validator(v.address)
+            if record.jailed and height >= record.jailed_until and rng.random() < 0.2:
+                staking.put_validator(dataclasses.replace(record, jailed=False, jailed_until=0))
+        # Now and then a member is not in the parent's set (it left and comes back): a gap.
+        votes = [CommitVote(v.address, rng.random() >= rates[i]) for i, v in enumerate(VALS) if rng.random() > 0.03]
+        jailed_before = {v.address for v in VALS if staking.validator(v.address).jailed}
+        jailed = set(Slashing(staking).track(votes))
+        tracked = height - 1
+        for vote in votes:
+            if vote.validator in jailed_before:
+                continue
+            bits = model.get(vote.validator)
+            if bits is None or last.get(vote.validator) != tracked - 1:
+                bits = model[vote.validator] = deque(maxlen=window)
+            bits.append(not vote.signed)
+            last[vote.validator] = tracked
+            should_jail = len(bits) == window and sum(bits) > max_missed(params)
+            assert (vote.validator in jailed) == should_jail, (height, window)
+            info = Slashing(staking).signing_info(vote.validator)
+            if should_jail:
+                assert info is None
+                del model[vote.validator]
+                last.pop(vote.validator)
+            else:
+                assert info is not None and info.missed == sum(bits), (height, info, sum(bits))
+        kv.write_batch(overlay.writes, sync=False)

@@ -68,7 +68,7 @@ def _restart_with(net: LocalNet, i: int, **consensus: int) -> None:
 
 def test_an_equivocating_validator_is_slashed_tombstoned_and_removed(tmp_path):
     params = Params(epoch_length=EPOCH, staking=StakingParams(
-        unbonding_blocks=400, max_evidence_age=400, slash_double_sign_bps=500,
+        unbonding_blocks=400, max_evidence_age=390, slash_double_sign_bps=500,
         signed_blocks_window=10_000))  # no downtime slash while node3 restarts
     with running_localnet(tmp_path, params=params) as net:
         operator = _operator(net, BAD)
@@ -118,7 +118,7 @@ def test_an_equivocating_validator_is_slashed_tombstoned_and_removed(tmp_path):
 def test_a_validator_down_past_the_window_is_jailed_slashed_and_unjails_back(tmp_path):
     window, jail = 20, 30
     params = Params(epoch_length=EPOCH, staking=StakingParams(
-        unbonding_blocks=400, max_evidence_age=400, signed_blocks_window=window, min_signed_per_window_bps=5000,
+        unbonding_blocks=400, max_evidence_age=390, signed_blocks_window=window, min_signed_per_window_bps=5000,
         downtime_jail_blocks=jail, slash_downtime_bps=100))
     with running_localnet(tmp_path, params=params) as net:
         operator = _operator(net, BAD)

@@ -34,7 +34,7 @@ ALICE, BOB = dev_key("staking-alice"), dev_key("staking-bob")
 NEW = dev_key("staking-new-consensus")
 EPOCH = 4
 UNBONDING = 6
-STAKING = StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING, max_validators=3,
+STAKING = StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=3,
                         max_unbonding_entries=3, max_delegations=3, min_self_bond=2 * ONE)
 
 
@@ -95,7 +95,7 @@ def test_a_chain_without_staking_refuses_staking_transactions_at_admission():
 
 
 def test_create_and_stake_join_the_set_at_the_next_epoch_only():
-    chain = new_chain(StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING, max_validators=4))
+    chain = new_chain(StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=4))
     assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 1000, 3 * ONE)) == ("ok", "")
     assert one(chain, BOB, Stake(ALICE.address, 4 * ONE)) == ("ok", "")
     assert NEW.public_key not in set_powers(chain)
@@ -372,7 +372,7 @@ def check_conservation(chain: Chain, actors: list = ACTORS) -> None:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(schedules(), st.sampled_from([0, 10**15]))
 def test_supply_is_conserved_at_every_height(schedule, issuance):
-    staking = StakingParams(unbonding_blocks=5, max_evidence_age=3, max_validators=3, min_self_bond=2 * ONE,
+    staking = StakingParams(unbonding_blocks=5, max_evidence_age=1, max_validators=3, min_self_bond=2 * ONE,
                             max_unbonding_entries=3, max_delegations=3, block_issuance=issuance)
     chain = new_chain(staking)
     check_conservation(chain)

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 EPOCH = 10
 UNBONDING = 15
-PARAMS = Params(epoch_length=EPOCH, staking=StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING))
+PARAMS = Params(epoch_length=EPOCH, staking=StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH))
 
 
 def test_a_validator_that_unstakes_everything_leaves_at_the_epoch_and_is_paid_at_maturity(tmp_path):
