@@ -79,6 +79,29 @@ def validator_peer_ids(public_keys: Iterable[bytes]) -> frozenset[str]:
     return frozenset(peer_id_from_public_key(bytes(pk)) for pk in public_keys)
 
 
+class ValidatorSets(Protocol):
+    @property
+    def height(self) -> int: ...
+
+    def validator_set(self, height: int) -> Any: ...
+
+
+def consensus_peer_keys(app: ValidatorSets) -> frozenset[bytes]:
+    """Whose consensus streams a node at ``app.height`` accepts: the members of the set deciding the
+    next height, and of the set of the height just committed (their late COMMIT votes and relays).
+
+    The sets are the application's, so the allowlist follows set changes at commit: a validator
+    that joins at an epoch boundary is accepted from the first height of its epoch.  A node that is
+    behind cannot know who joined later; with a staking chain the runtime therefore refuses such
+    streams without penalty (``P2PConfig.direct_refusal_penalty``)."""
+    keys: set[bytes] = set()
+    for height in (app.height + 1, app.height):
+        vset = app.validator_set(height) if height >= 1 else None
+        if vset is not None:
+            keys.update(bytes(v.pubkey) for v in vset)
+    return frozenset(keys)
+
+
 class ConsensusInbound:
     """Decodes consensus frames (off the loop when large) and hands the
     messages to ``deliver``; penalises the sender of anything else."""

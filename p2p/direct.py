@@ -23,7 +23,6 @@ from p2p.streams import (
     PENALTY_OVERSIZE,
     PENALTY_SLOW,
     PENALTY_STREAM_FLOOD,
-    PENALTY_UNAUTHORISED,
     FaultFn,
     close_quietly,
     pump_frames,
@@ -208,7 +207,11 @@ class DirectLinks:
         if not self._allowed(peer_id):
             # Before reading a byte: consensus traffic only from validators.
             self._stats.add("direct_refused_not_allowed")
-            self._on_fault(peer_id, "direct stream from a peer that is not a validator", PENALTY_UNAUTHORISED, None)
+            if self._config.direct_refusal_penalty:
+                self._on_fault(peer_id, "direct stream from a peer that is not a validator",
+                               self._config.direct_refusal_penalty, None)
+            else:
+                logger.debug("direct stream from %s refused: not in the allowlist", peer_id)
             await reset_quietly(stream)
             return
         open_streams = self._inbound_streams.get(peer_id, 0)
