@@ -46,6 +46,15 @@ class BlockTx(TypedDict):
     payload: dict[str, Any]
 
 
+class LastCommit(TypedDict):
+    """The parent's commit certificate a block carries."""
+
+    height: int
+    view: int
+    block_hash: str
+    signers: list[str]  # consensus addresses (qnx1...)
+
+
 class Block(TypedDict):
     hash: str
     chain_id: str
@@ -58,6 +67,7 @@ class Block(TypedDict):
     proposer: str
     last_commit_hash: str
     num_txs: int
+    last_commit: LastCommit | None  # None for block 1
     txs: list[Any]  # hashes, or BlockTx with full=True
 
 

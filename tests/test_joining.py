@@ -24,10 +24,12 @@ from consensus.verify import CertificateVerifier
 from node.blocks import BlockExecutor
 from node.driver import ConsensusDriver
 from node.inbound import consensus_peer_keys
+from node.rpc import render_block
 from node.signer import MemberSigner, node_signer
 from node.signguard import SignGuard
 from node.wal import WriteAheadLog
 from state.app import Application
+from state.crypto import address_to_text
 from state.execution import BlockRun
 from state.kv import MemoryKV
 from tests.test_validator_updates import CHAIN, GENESIS, TARGET, UPDATES, A, B, C, D, E, Network, certify
@@ -129,3 +131,19 @@ def test_consensus_streams_are_accepted_from_the_sets_either_side_of_the_head(up
         if height == 2:
             assert consensus_peer_keys(app) == {k.public_key for k in KEYS}
     assert consensus_peer_keys(app) == {k.public_key for k in (A, B, C, E)}
+
+
+def test_get_block_names_the_signers_of_the_certificate_it_carries() -> None:
+    """How a client sees whose votes counted: qenex_getBlock's ``last_commit`` (node.rpc.render_block)."""
+    app = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
+    blocks = BlockExecutor(app)
+    for height in (1, 2):
+        proposer = app.validator_set(height).proposer_for(0).address  # type: ignore[union-attr]
+        block = blocks.build([], proposer=proposer, time_ms=GENESIS.genesis_time_ms + height * 1000)
+        assert blocks.commit_certified(height, block.hash, block.encode(), certify(height, block.hash, [C, A, D]))
+    first, second = app.get_block(1), app.get_block(2)
+    assert first is not None and second is not None
+    assert render_block(first, False)["last_commit"] is None
+    commit = render_block(second, False)["last_commit"]
+    assert commit == {"height": 1, "view": 0, "block_hash": "0x" + first.hash.hex(),
+                      "signers": [address_to_text(k.address) for k in sorted((A, C, D), key=lambda k: k.address)]}
