@@ -1,9 +1,11 @@
 """Homes of nodes that follow a chain (issue 10, "full nodes and joining"), without running them:
 ``qenexd init --genesis FILE --peer MULTIADDR`` and ``qenexd testnet init --full-nodes M``, their
-refusals (one line, non-zero, nothing written), and the testnet port layout for N + M nodes."""
+refusals (one line, non-zero, nothing written), the testnet port layout for N + M nodes, and what
+a full node given another chain's genesis (under the same chain id) does with its peers."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from pathlib import Path
@@ -17,10 +19,15 @@ from node import genesis_tools
 from node.genesis_tools import PORTS_PER_NODE, RISK_ENV, write_testnet
 from node.homecheck import open_home_state
 from node.signguard import SignGuard
+from node.sync import STATUS_PROTOCOL, STATUS_REQUEST_V2, BlockSync, parse_status
 from p2p import peer_id_from_public_key
+from state.app import Application
+from state.codec import encode
 from state.crypto import address_from_text
 from state.genesis import Genesis
 from state.keyfile import load_keyfile
+from state.kv import MemoryKV
+from state.testing import dev_key, make_genesis
 
 PEER = "/ip4/127.0.0.1/tcp/26656/p2p/12D3KooWLRPJAA5o6gMMsXo1M2aYbPXwhZYUNCCqaBJZt7xGAsiJ"
 
@@ -161,3 +168,57 @@ def test_a_written_testnet_with_full_nodes_uses_each_port_once(tmp_path: Path, m
         assert node["admin"] == f"http://127.0.0.1:{config.admin.port}/"
     with pytest.raises(ValueError, match="over 65535"):
         write_testnet(tmp_path / "b", validators=4, chain_id="x-1", base_port=65000, full_nodes=200)
+
+
+class _StatusPeers:
+    """Two peers: "same" answers status with a real BlockSync on our genesis, "other" is five blocks
+    ahead on another genesis under the same chain id (answering the version asked)."""
+
+    def __init__(self, ours: Application, theirs: Genesis) -> None:
+        self.same = BlockSync(ours, self, asyncio.Queue())
+        self.theirs = theirs
+        self.penalties: list[tuple[str, str, int]] = []
+        self.block_requests: list[str] = []
+
+    def connected_peers(self) -> list[str]:
+        return ["other", "same"]
+
+    async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 5.0,
+                      max_response_bytes: int | None = None) -> bytes:
+        if protocol != STATUS_PROTOCOL:
+            self.block_requests.append(peer)
+            raise ConnectionError("no blocks here")
+        if peer == "same":
+            return await self.same.serve_status(peer, data)
+        if data == STATUS_REQUEST_V2:
+            return encode([2, self.theirs.chain_id, 5, bytes(32), self.theirs.hash])
+        return encode([1, self.theirs.chain_id, 5, bytes(32)])
+
+    def penalize(self, peer: str, reason: str, points: int = 10) -> None:
+        self.penalties.append((peer, reason, points))
+
+    def ban(self, peer: str, reason: str) -> None:
+        self.penalties.append((peer, reason, 100))
+
+
+async def test_a_peer_on_another_genesis_of_the_same_chain_id_is_named_not_synced_from(caplog) -> None:
+    """A full node given the wrong genesis.json (same chain id, another chain) says so in one line
+    and never asks such a peer for blocks (it used to fetch them and ban every honest peer for
+    certificates its genesis set never signed).  A v1 status (an older peer) is still understood."""
+    ours = make_genesis(validators=[dev_key("g-a")])
+    theirs = make_genesis(validators=[dev_key("g-b")])
+    assert ours.chain_id == theirs.chain_id and ours.hash != theirs.hash
+    app = Application(MemoryKV(), ours)
+    peers = _StatusPeers(Application(MemoryKV(), ours), theirs)
+    with caplog.at_level("ERROR", logger="qenex.sync"):
+        await BlockSync(app, peers, asyncio.Queue())._sync_round()
+    assert [(p, n) for p, _, n in peers.penalties] == [("other", 100)]
+    assert "another genesis" in peers.penalties[0][1] and peers.block_requests == []
+    [line] = [r.getMessage() for r in caplog.records if r.name == "qenex.sync"]
+    assert "is on another chain named" in line and "genesis.json is the wrong file" in line
+    assert "0x" + ours.hash.hex()[:16] in line and "0x" + theirs.hash.hex()[:16] in line
+    # Our own server: v2 when asked, v1 otherwise (what an older peer asks and understands).
+    v2 = await peers.same.serve_status("x", STATUS_REQUEST_V2)
+    assert parse_status(v2) == (ours.chain_id, 0, app.last_block_hash, ours.hash)
+    v1 = await peers.same.serve_status("x", b"\x01")
+    assert v1 == encode([1, ours.chain_id, 0, app.last_block_hash]) and parse_status(v1)[3] is None
