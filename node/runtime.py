@@ -31,6 +31,7 @@ from node.inbound import (
     ConsensusInbound,
     TxBatchValidator,
     consensus_peer_keys,
+    staking_candidate_keys,
     tx_batch_frame_bytes,
     tx_batch_item_bytes,
     validator_peer_ids,
@@ -59,6 +60,7 @@ from state.codec import encode
 from state.crypto import address_of, address_to_text
 from state.errors import StateError
 from state.genesis import Genesis
+from state.payloads import STAKING_KINDS
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
 
@@ -117,6 +119,8 @@ class Node:
         self.sync: BlockSync | None = None
         self.consensus_inbound: ConsensusInbound | None = None
         self._validator_keys: frozenset[bytes] = frozenset()
+        self._candidate_keys: frozenset[bytes] = frozenset()  # staking candidates, refreshed when they may change
+        self._penalizing_refusals = False
         self._was_validator = False  # our key in the set of the next height, as of the last commit (logged on change)
         self.flagged: dict[bytes, dict[str, Any]] = {}  # risk reviews, written by admission, shown by the RPC
         self._rpc_server: RPCServer | None = None
@@ -184,9 +188,6 @@ class Node:
             bootstrap=tuple(self.config.p2p.bootstrap),
             topics=(TX_TOPIC,),
             max_frame_bytes=MAX_FRAME_BYTES,
-            # With staking the set changes at epoch boundaries, and a node behind one (or syncing) cannot
-            # know who joined later: such a validator's streams are refused, not held against it.
-            **({"direct_refusal_penalty": 0} if self.app.params.staking is not None else {}),
         )
         self.p2p = P2PService(
             p2p_config,
@@ -525,12 +526,28 @@ class Node:
         if self.consensus_inbound:
             self.consensus_inbound.on_frame(peer, data)
 
-    def _update_direct_peers(self) -> None:
-        """Consensus streams only from the validators' nodes (node.inbound.consensus_peer_keys)."""
-        keys = consensus_peer_keys(self.app) if self.app else frozenset()
-        if keys != self._validator_keys and self.p2p:
-            self._validator_keys = keys
-            self.p2p.set_direct_peers(validator_peer_ids(keys))
+    def _update_direct_peers(self, block: Block | None = None) -> None:
+        """Consensus streams only from the validators' nodes and staking candidates
+        (node.inbound.consensus_peer_keys).  Until a sync round finds no peer ahead, a refused stream
+        is not penalised: a node behind cannot know who joined the set at heights it has not reached,
+        and those validators send it their votes like any connected peer."""
+        if self.app is None or self.p2p is None:
+            return
+        if block is None or self._may_change_candidates(block):
+            self._candidate_keys = staking_candidate_keys(self.app)
+        keys = consensus_peer_keys(self.app, self._candidate_keys)
+        caught_up = bool(self.sync and self.sync.caught_up)
+        if (keys, caught_up) != (self._validator_keys, self._penalizing_refusals):
+            self._validator_keys, self._penalizing_refusals = keys, caught_up
+            self.p2p.set_direct_peers(validator_peer_ids(keys), penalize_others=caught_up)
+
+    def _may_change_candidates(self, block: Block) -> bool:
+        """Whether ``block`` can change who is a staking candidate: a staking transaction, or an
+        epoch's end (and so the application's own set changes, jailing included, around it)."""
+        epoch_length = self.app.params.epoch_length if self.app else 1
+        return (self.app is not None and self.app.params.staking is not None
+                and (block.header.height % epoch_length == 0
+                     or any(stx.tx.kind in STAKING_KINDS for stx in block.txs)))
 
     def _log_membership(self, height: int) -> None:
         """Say when the set that signs the next height gains or loses our key (an epoch boundary)."""
@@ -547,7 +564,7 @@ class Node:
         self._stop.set()
 
     def _on_commit(self, block: Block) -> None:
-        self._update_direct_peers()
+        self._update_direct_peers(block)
         self._log_membership(block.header.height)
         self._maybe_periodic_snapshot(block.header.height)
         self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))

@@ -165,6 +165,10 @@ class BlockSync:
         self._wasted: dict[str, int] = {}
         self.best_peer_height = 0
         self.syncing = False
+        # The last round heard from a peer on our chain and none was more than a block ahead (one
+        # block is consensus's own skew): until then the runtime does not hold it against a peer that
+        # its consensus allowlist lags (node.runtime._update_direct_peers).
+        self.caught_up = False
 
     # -- serving ----------------------------------------------------------
 
@@ -238,6 +242,7 @@ class BlockSync:
 
     async def _sync_round(self) -> None:
         ahead: list[tuple[int, str]] = []
+        answered = 0
         connected = self._net.connected_peers()
         self._wasted = {p: n for p, n in self._wasted.items() if p in connected}  # forget peers that left
         for peer in connected:
@@ -266,8 +271,10 @@ class BlockSync:
                 self._net.penalize(peer, f"peer is on another genesis (0x{genesis_hash.hex()[:16]}) of chain "
                                          f"{chain_id!r}", points=100)
                 continue
+            answered += 1
             if height > self._app.height:
                 ahead.append((height, peer))
+        self.caught_up = answered > 0 and all(height <= self._app.height + 1 for height, _ in ahead)
         if not ahead:
             self.syncing = False
             return

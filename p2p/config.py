@@ -36,10 +36,6 @@ class P2PConfig:
     request_read_timeout_s: float = 10.0
     request_handler_timeout_s: float = 30.0
     max_inbound_direct_streams_per_peer: int = 4
-    # Points for a direct stream from a peer outside the allowlist (it is reset before a byte is
-    # read either way).  0: refused unpenalised, for an owner whose allowlist can lag a peer's
-    # (a node behind the height at which the peer joined the validator set).
-    direct_refusal_penalty: int = 25  # p2p.streams.PENALTY_UNAUTHORISED
     # Live inbound connections; one over the cap is closed at once.
     max_inbound_connections: int = 64
     # Inbound requests being served at once (all peers); more are reset.
@@ -100,7 +96,5 @@ class P2PConfig:
         ):
             if not getattr(self, name) >= 1:
                 raise InvalidConfig(name, getattr(self, name), "must be >= 1")
-        if self.direct_refusal_penalty < 0:
-            raise InvalidConfig("direct_refusal_penalty", self.direct_refusal_penalty, "must be >= 0")
         if self.score_decay_per_s < 0:
             raise InvalidConfig("score_decay_per_s", self.score_decay_per_s, "must be >= 0")

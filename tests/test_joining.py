@@ -23,7 +23,7 @@ from consensus.signing import SignRequest
 from consensus.verify import CertificateVerifier
 from node.blocks import BlockExecutor
 from node.driver import ConsensusDriver
-from node.inbound import consensus_peer_keys
+from node.inbound import consensus_peer_keys, staking_candidate_keys
 from node.rpc import render_block
 from node.signer import MemberSigner, node_signer
 from node.signguard import SignGuard
@@ -31,7 +31,10 @@ from node.wal import WriteAheadLog
 from state.app import Application
 from state.crypto import address_to_text
 from state.execution import BlockRun
+from state.genesis import StakingParams
 from state.kv import MemoryKV
+from state.payloads import Unstake, ValidatorCreate
+from tests.test_staking import ALICE, EPOCH, NEW, ONE, UNBONDING, VALS, new_chain, one, until_height
 from tests.test_validator_updates import CHAIN, GENESIS, TARGET, UPDATES, A, B, C, D, E, Network, certify
 
 pytestmark = pytest.mark.timeout(60)
@@ -147,3 +150,22 @@ def test_get_block_names_the_signers_of_the_certificate_it_carries() -> None:
     commit = render_block(second, False)["last_commit"]
     assert commit == {"height": 1, "view": 0, "block_hash": "0x" + first.hash.hex(),
                       "signers": [address_to_text(k.address) for k in sorted((A, C, D), key=lambda k: k.address)]}
+
+
+def test_a_registered_candidate_is_on_the_allowlist_before_the_epoch_that_includes_it() -> None:
+    """A node one block behind the boundary must not refuse the newcomer's first votes: staking
+    candidates (bonded, not jailed or tombstoned) are allowed as soon as they are registered, and
+    one that unstakes everything drops off again."""
+    chain = new_chain(StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING, max_validators=4))
+    assert staking_candidate_keys(chain.app) == {k.public_key for k in VALS}
+    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 1000, 3 * ONE)) == ("ok", "")
+    assert chain.app.height < EPOCH and NEW.public_key not in {pk for pk, _ in chain.app.validators()}
+    candidates = staking_candidate_keys(chain.app)
+    assert NEW.public_key in candidates and NEW.public_key in consensus_peer_keys(chain.app, candidates)
+    assert NEW.public_key not in consensus_peer_keys(chain.app)  # the sets alone do not hold it yet
+    until_height(chain, EPOCH)
+    assert NEW.public_key in {pk for pk, _ in chain.app.validators()}
+    assert one(chain, ALICE, Unstake(ALICE.address, 3 * ONE)) == ("ok", "")
+    assert NEW.public_key not in staking_candidate_keys(chain.app)
+    no_staking = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
+    assert staking_candidate_keys(no_staking) == frozenset()

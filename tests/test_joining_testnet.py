@@ -66,18 +66,20 @@ def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_p
                               "--self-bond", "50", "--rpc", net.url(FULL), "--wait", "--json"))
         staked = _ok(net.cli("tx", "stake", "--from", str(net.account_key("alice")), "--validator", operator,
                              "--amount", "50", "--rpc", net.url(FULL), "--wait", "--json"))
-        assert int(created["height"]) <= int(staked["height"])
-        epoch_end = -(-int(staked["height"]) // EPOCH) * EPOCH
-        joined = epoch_end + 1
+        # It joins at the epoch after the create (power 50), and has 100 from the epoch after the
+        # stake (the same epoch when both landed in one).
+        joined = -(-int(created["height"]) // EPOCH) * EPOCH + 1
+        full_power = -(-int(staked["height"]) // EPOCH) * EPOCH + 1
 
-        # From the next epoch every node lists five, the newcomer at power 100.
-        net.wait_height(joined + 1, timeout=120)
+        # From the next epoch every node lists five.
+        net.wait_height(full_power + 1, timeout=120)
         for i in range(net.n):
-            before = net.rpc(i).call("qenex_getValidators", epoch_end)
+            before = net.rpc(i).call("qenex_getValidators", joined - 1)
             after = net.rpc(i).call("qenex_getValidators", joined)
             assert consensus_address not in {v["address"] for v in before["validators"]}, f"node {i}"
             assert len(after["validators"]) == 5, f"node {i}: {after}"
-            [newcomer] = [v for v in after["validators"] if v["address"] == consensus_address]
+            [newcomer] = [v for v in net.rpc(i).call("qenex_getValidators", full_power)["validators"]
+                          if v["address"] == consensus_address]
             assert newcomer["power"] == "100" and newcomer["operator"] == operator
             assert newcomer["stake"] == str(100 * POWER_REDUCTION) and newcomer["moniker"] == "full0"
         wait_until(lambda: full.call("qenex_status")["validator"] == consensus_address, 30,
