@@ -528,9 +528,10 @@ class Node:
 
     def _update_direct_peers(self, block: Block | None = None) -> None:
         """Consensus streams only from the validators' nodes and staking candidates
-        (node.inbound.consensus_peer_keys).  Until a sync round finds no peer ahead, a refused stream
-        is not penalised: a node behind cannot know who joined the set at heights it has not reached,
-        and those validators send it their votes like any connected peer."""
+        (node.inbound.consensus_peer_keys).  Until a sync round finds no peer more than a block ahead
+        (``BlockSync.caught_up``), a refused stream is not penalised: a node behind cannot know who
+        joined the set at heights it has not reached, and those validators send it their votes like
+        any connected peer."""
         if self.app is None or self.p2p is None:
             return
         if block is None or self._may_change_candidates(block):
@@ -544,10 +545,10 @@ class Node:
     def _may_change_candidates(self, block: Block) -> bool:
         """Whether ``block`` can change who is a staking candidate: a staking transaction, or an
         epoch's end (and so the application's own set changes, jailing included, around it)."""
-        epoch_length = self.app.params.epoch_length if self.app else 1
-        return (self.app is not None and self.app.params.staking is not None
-                and (block.header.height % epoch_length == 0
-                     or any(stx.tx.kind in STAKING_KINDS for stx in block.txs)))
+        assert self.app is not None
+        params = self.app.params
+        return params.staking is not None and (block.header.height % params.epoch_length == 0
+                                               or any(stx.tx.kind in STAKING_KINDS for stx in block.txs))
 
     def _log_membership(self, height: int) -> None:
         """Say when the set that signs the next height gains or loses our key (an epoch boundary)."""
