@@ -133,6 +133,11 @@ def render_block(block: Mapping[str, Any], now_ms: int) -> str:
         ("app hash", block["app_hash"]),
         ("previous", block["prev_hash"]),
     ]
+    commit = block.get("last_commit")
+    if commit:
+        rows.append(("last commit", f"height {height(commit['height'])}, view {commit['view']}, "
+                                    f"{len(commit['signers'])} signers"))
+        rows += [("", signer) for signer in commit["signers"]]
     for i, tx in enumerate(block.get("txs") or []):
         label = "txs" if i == 0 else ""
         rows.append((label, tx if isinstance(tx, str) else f"{tx['hash']} {tx['kind']} from {tx['sender']}"))

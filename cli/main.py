@@ -10,7 +10,7 @@ import click
 from cli import admin, audit, keys, query, risk, signer, snapshot, staking, testnet, tx, watch
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
-from node.genesis_tools import write_single_node_home
+from node.genesis_tools import write_full_node_home, write_single_node_home
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,19 +26,38 @@ def cli() -> None:
 
 @cli.command()
 @home_option
-@click.option("--chain-id", default="qenex-local-1", show_default=True, help="Chain id of the new chain.")
+@click.option("--chain-id", default="qenex-local-1", show_default=True,
+              help="Chain id of the new chain (with --genesis: the genesis's; a different one is refused).")
 @click.option("--name", default="node0", show_default=True, help="Node name shown in logs and status.")
 @click.option("--p2p-port", default=26656, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--rpc-port", default=26657, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--genesis", "genesis_file", default=None, type=click.Path(path_type=Path),
+              help="Follow the existing chain of this genesis.json (a full node) instead of starting a new one.")
+@click.option("--peer", "peers", multiple=True, metavar="MULTIADDR",
+              help="With --genesis: a node to sync from, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable; give every "
+                   "validator's to validate later: peers are not discovered).")
 @click.option("--force", is_flag=True, help="Overwrite an existing home.")
 @json_option
 @handle_errors
-def init(home: Path, chain_id: str, name: str, p2p_port: int, rpc_port: int, force: bool, as_json: bool) -> None:
-    """Create a single-validator node home (config, genesis, node key)."""
+def init(home: Path, chain_id: str, name: str, p2p_port: int, rpc_port: int, genesis_file: Path | None,
+         peers: tuple[str, ...], force: bool, as_json: bool) -> None:
+    """Create a node home (config, genesis, node key): a single-validator chain of its own, or, with
+    --genesis and --peer, a full node of an existing chain that syncs from the peers, serves RPC and
+    signs nothing until its key is in the validator set (`qenexd tx validator create --pubkey`)."""
     h = Home(home)
     if h.config_file.exists() and not force:
         raise CLIError(f"{h.config_file} already exists (use --force to overwrite)")
-    info = write_single_node_home(h, chain_id=chain_id, name=name, p2p_port=p2p_port, rpc_port=rpc_port)
+    if genesis_file is None:
+        if peers:
+            raise CLIError("--peer needs --genesis: a new chain of its own has no peers to follow")
+        info = write_single_node_home(h, chain_id=chain_id, name=name, p2p_port=p2p_port, rpc_port=rpc_port)
+    else:
+        given = click.get_current_context().get_parameter_source("chain_id") == click.core.ParameterSource.COMMANDLINE
+        try:
+            info = write_full_node_home(h, genesis_file=genesis_file, peers=peers, name=name, p2p_port=p2p_port,
+                                        rpc_port=rpc_port, chain_id=chain_id if given else None)
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
     emit(info, as_json)
 
 

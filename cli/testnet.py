@@ -28,8 +28,12 @@ def testnet() -> None:
 @click.option("--validators", "-n", default=4, show_default=True, type=click.IntRange(1, 32))
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--chain-id", default="qenex-testnet-1", show_default=True)
+@click.option("--full-nodes", "-m", default=0, show_default=True, type=click.IntRange(0, 32),
+              help="M more nodes (full0, ...) outside the genesis set that follow the chain; register one with "
+                   "`qenexd tx validator create --pubkey` (its pubkey in testnet.json) to make it a validator.")
 @click.option("--base-port", default=26600, show_default=True, type=click.IntRange(1024, 65000),
-              help="Node i uses base+2i (p2p), base+2i+1 (RPC), base+2N+i (metrics) and base+3N+i (admin), N validators.")
+              help="Node i uses base+2i (p2p), base+2i+1 (RPC), base+2N+i (metrics) and base+3N+i (admin), "
+                   "N = validators + full nodes (validators first).")
 @click.option("--powers", default=None, help="Comma-separated voting powers, one per validator.")
 @click.option("--accounts", default=0, show_default=True, type=click.IntRange(0, MAX_LOAD_ACCOUNTS),
               help="Fund N more dev accounts in genesis for load generators; their keys (derived from a public "
@@ -37,9 +41,9 @@ def testnet() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing testnet in DIR.")
 @json_option
 @handle_errors
-def init(validators: int, directory: Path, chain_id: str, base_port: int, powers: str | None, accounts: int,
-         force: bool, as_json: bool) -> None:
-    """Write configs, genesis and keys for N validators under DIR."""
+def init(validators: int, full_nodes: int, directory: Path, chain_id: str, base_port: int, powers: str | None,
+         accounts: int, force: bool, as_json: bool) -> None:
+    """Write configs, genesis and keys for N validators (and M full nodes) under DIR."""
     if (directory / "testnet.json").exists() and not force:
         raise CLIError(f"{directory / 'testnet.json'} already exists (use --force to overwrite)")
     power_list = None
@@ -50,13 +54,16 @@ def init(validators: int, directory: Path, chain_id: str, base_port: int, powers
             raise CLIError(f"--powers must be comma-separated integers, got {powers!r}") from None
     try:
         manifest = write_testnet(directory, validators=validators, chain_id=chain_id, base_port=base_port,
-                                 powers=power_list, accounts=accounts)
+                                 powers=power_list, accounts=accounts, full_nodes=full_nodes)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
     def human(m: dict[str, Any]) -> str:
-        lines = [f"testnet {m['chain_id']} with {len(m['nodes'])} validators in {directory}"]
-        lines += [f"  {n['name']}: rpc {n['rpc']}  metrics {n['metrics']}  admin {n['admin']}" for n in m["nodes"]]
+        full = [n for n in m["nodes"] if n["role"] == "full"]
+        lines = [f"testnet {m['chain_id']} with {len(m['nodes']) - len(full)} validators"
+                 + (f" and {len(full)} full nodes" if full else "") + f" in {directory}"]
+        lines += [f"  {n['name']}: rpc {n['rpc']}  metrics {n['metrics']}  admin {n['admin']}"
+                  + ("  (full node, pubkey " + n["pubkey"] + ")" if n["role"] == "full" else "") for n in m["nodes"]]
         lines += [f"  account {name}: {a['address']} ({a['keyfile']})" for name, a in m["accounts"].items()]
         if "load_accounts" in m:
             la = m["load_accounts"]

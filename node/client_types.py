@@ -46,6 +46,15 @@ class BlockTx(TypedDict):
     payload: dict[str, Any]
 
 
+class LastCommit(TypedDict):
+    """The parent's commit certificate a block carries."""
+
+    height: int
+    view: int
+    block_hash: str
+    signers: list[str]  # consensus addresses (qnx1...)
+
+
 class Block(TypedDict):
     hash: str
     chain_id: str
@@ -59,6 +68,7 @@ class Block(TypedDict):
     last_commit_hash: str
     evidence_hash: str
     num_txs: int
+    last_commit: LastCommit | None  # None for block 1
     txs: list[Any]  # hashes, or BlockTx with full=True
     evidence: list[str]  # equivocation proofs the block carries (0x-hex consensus encoding)
 

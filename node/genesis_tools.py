@@ -2,8 +2,10 @@
 
 ``write_testnet`` lays out::
 
-    DIR/testnet.json            chain id, nodes {name, home, rpc, p2p, metrics, admin}, dev accounts
+    DIR/testnet.json            chain id, nodes {name, home, role, rpc, p2p, metrics, admin, address,
+                                pubkey}, dev accounts
     DIR/nodeI/config/...        one home per validator (see node.config.Home)
+    DIR/fullJ/config/...        one home per full node (``full_nodes``): not in genesis's set
     DIR/nodeI/config/risk/      its copy of the testnet's risk model (seeded, trained at init)
     DIR/nodeI/config/market.npz its copy of the pool price predictor (likewise)
     DIR/keys/NAME.json          UNENCRYPTED dev account keys (alice, bob, charlie)
@@ -21,10 +23,12 @@ funds them::
 
 Paths inside testnet.json are relative to DIR.  Node i listens on
 ``base_port + 2*i`` (p2p) and ``base_port + 2*i + 1`` (RPC), and serves
-Prometheus metrics on ``base_port + 2*N + i`` (N validators; ``testnet_ports``)
-and its admin API on ``base_port + 3*N + i`` (token in its node.toml; state
-changes also need ``qenexd admin enroll --home DIR/nodeI``), all on
-127.0.0.1: a testnet takes 4*N consecutive ports.
+Prometheus metrics on ``base_port + 2*N + i`` (N nodes: the validators, then
+the full nodes; ``testnet_ports``) and its admin API on ``base_port + 3*N + i``
+(token in its node.toml; state changes also need ``qenexd admin enroll --home
+DIR/nodeI``), all on 127.0.0.1: a testnet takes 4*N consecutive ports.  With
+``full_nodes=M`` the nodes after the validators are ``DIR/full0`` ... (``"role":
+"full"`` in testnet.json, beside ``"validator"``).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ from typing import Any
 
 from node.config import AdminSection, Home, MetricsSection, NodeConfig, P2PSection, RiskSection, RPCSection
 from node.homecheck import init_home_state
-from p2p import peer_id_from_seed
+from p2p import InvalidPeerAddress, parse_peer_address, peer_id_from_seed
 from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
+from state.errors import StateError
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params, StakingParams
 from state.keyfile import save_keyfile
 
@@ -159,11 +164,12 @@ def _multiaddr(host: str, port: int, seed: bytes) -> str:
     return f"/ip4/{host}/tcp/{port}/p2p/{peer_id_from_seed(seed)}"
 
 
-def _write_home(home: Home, config: NodeConfig, genesis: Genesis, node_key: PrivateKey) -> None:
+def _write_home(home: Home, config: NodeConfig, genesis: Genesis, node_key: PrivateKey,
+                genesis_text: str | None = None) -> None:
     # The store first: it refuses a home that already has one, before anything is overwritten.
     init_home_state(home, genesis, node_key.address)
     home.write_config(config)  # 0600: it may hold the admin token
-    home.genesis_file.write_text(genesis.to_json())
+    home.genesis_file.write_text(genesis.to_json() if genesis_text is None else genesis_text)
     # Unencrypted: the node starts unattended.  It says so in the file, and
     # the node warns about it at every start.
     save_keyfile(home.node_key_file, node_key, None)
@@ -198,13 +204,97 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
     }
 
 
+# A genesis file read by ``qenexd init --genesis``: far above the few MB of a testnet's 10,000 load accounts.
+MAX_GENESIS_FILE_BYTES = 64 * 1024 * 1024
+
+
+def read_genesis_file(path: Path) -> tuple[Genesis, str]:
+    """The genesis in ``path`` and its text, validated as a start would (``Genesis.from_json``);
+    ValueError naming the file and what is wrong with it."""
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise ValueError(f"genesis file {path} is not a regular file")
+        if size > MAX_GENESIS_FILE_BYTES:
+            raise ValueError(f"genesis file {path} is {size} bytes, over the {MAX_GENESIS_FILE_BYTES}-byte limit")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"genesis file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"genesis file {path} is not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"genesis file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        return Genesis.from_json(text), text
+    except StateError as exc:
+        raise ValueError(f"genesis file {path} is not a valid genesis: {exc}") from None
+
+
+def check_peer_addresses(peers: list[str] | tuple[str, ...], own_peer_id: str | None = None) -> tuple[str, ...]:
+    """The bootstrap peers as given, each a multiaddr ending in /p2p/<peer id> (what the p2p layer
+    dials), duplicates dropped; ValueError naming the first bad one."""
+    out: list[str] = []
+    for address in peers:
+        try:
+            info = parse_peer_address(address)
+        except InvalidPeerAddress as exc:
+            raise ValueError(f"--peer {address!r} is not a multiaddr like /ip4/HOST/tcp/PORT/p2p/PEER_ID: "
+                             f"{str(exc).split(': ', 1)[-1]}") from None
+        if "/tcp/" not in address:
+            raise ValueError(f"--peer {address!r} names no TCP port (/tcp/PORT): the p2p layer dials TCP only")
+        if own_peer_id is not None and info.peer_id.to_base58() == own_peer_id:
+            raise ValueError(f"--peer {address!r} is this node itself")
+        if address not in out:
+            out.append(address)
+    return tuple(out)
+
+
+def write_full_node_home(home: Home, *, genesis_file: Path, peers: list[str] | tuple[str, ...], name: str,
+                         p2p_port: int, rpc_port: int, chain_id: str | None = None) -> dict[str, Any]:
+    """A home that follows an existing chain: ``genesis_file`` copied in (validated), ``peers`` as
+    its p2p bootstrap, a fresh node key that is in no validator set, RPC on.
+
+    Everything is checked before anything is written, so bad input leaves no half-made home.  The
+    node syncs from its peers and signs nothing until the application's set holds its key; its
+    operator registers it with ``qenexd tx validator create --pubkey`` (the ``pubkey`` returned)."""
+    genesis, text = read_genesis_file(genesis_file)
+    if chain_id is not None and chain_id != genesis.chain_id:
+        raise ValueError(f"--chain-id {chain_id!r} is not the chain of {genesis_file} ({genesis.chain_id!r}); "
+                         "leave --chain-id out: a full node takes the chain id from the genesis")
+    if not peers:
+        raise ValueError("a node following a chain needs at least one --peer to sync from "
+                         "(a validator's /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
+    key = PrivateKey.generate()
+    bootstrap = check_peer_addresses(peers, own_peer_id=peer_id_from_seed(key.seed))
+    config = NodeConfig(
+        name=name,
+        p2p=P2PSection(listen_port=p2p_port, bootstrap=bootstrap),
+        rpc=RPCSection(listen_port=rpc_port),
+    )
+    _write_home(home, config, genesis, key, genesis_text=text)
+    return {
+        "home": str(home.root),
+        "chain_id": genesis.chain_id,
+        "genesis_hash": "0x" + genesis.hash.hex(),
+        "role": "full",
+        "address": address_to_text(key.address),
+        "pubkey": "0x" + key.public_key.hex(),
+        "p2p": _multiaddr(config.p2p.listen_host, p2p_port, key.seed),
+        "peers": list(bootstrap),
+        "rpc": f"http://127.0.0.1:{rpc_port}/",
+        "next": f"qenexd start --home {home.root}; to validate: qenexd tx validator create --from OPERATOR "
+                f"--pubkey 0x{key.public_key.hex()} --moniker {name} --self-bond AMOUNT",
+    }
+
+
 PORTS_PER_NODE = 4  # p2p, RPC, metrics, admin
 
 
-def testnet_ports(base_port: int, validators: int) -> list[tuple[int, int, int, int]]:
-    """(p2p, rpc, metrics, admin) for each node: the first two interleaved as before, then metrics, then admin."""
-    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * validators + i,
-             base_port + 3 * validators + i) for i in range(validators)]
+def testnet_ports(base_port: int, nodes: int) -> list[tuple[int, int, int, int]]:
+    """(p2p, rpc, metrics, admin) for each of ``nodes`` nodes (validators first, then full nodes):
+    the first two interleaved as before, then metrics, then admin; 4 * nodes consecutive ports."""
+    return [(base_port + 2 * i, base_port + 2 * i + 1, base_port + 2 * nodes + i,
+             base_port + 3 * nodes + i) for i in range(nodes)]
 
 
 def write_testnet(
@@ -218,13 +308,23 @@ def write_testnet(
     consensus_overrides: dict[str, int] | None = None,
     accounts: int = 0,
     params: Params | None = None,
+    full_nodes: int = 0,
     test_chain: bool = True,
 ) -> dict[str, Any]:
-    """``params`` default: the default Params with staking (issue 10) on.  A local testnet's genesis
-    is marked ``test_chain`` (its dev accounts' keys are public): test-only behaviour such as
-    node.misbehaviour is allowed on it and on no other chain."""
+    """``params`` default: the default Params with staking (issue 10) on.  ``full_nodes``: that many
+    more nodes (``fullJ``, after the validators in ``nodes`` with ``"role": "full"``) whose keys are in
+    no validator set and unfunded: they bootstrap to every validator, sync and serve RPC, and sign
+    once a ``validator create`` (``--pubkey``: their entry's ``pubkey``) puts them in the set.  A local
+    testnet's genesis is marked ``test_chain`` (its dev accounts' keys are public): test-only
+    behaviour such as node.misbehaviour is allowed on it and on no other chain."""
     if validators < 1:
         raise ValueError("a testnet needs at least one validator")
+    if full_nodes < 0:
+        raise ValueError(f"--full-nodes {full_nodes} is negative")
+    last_port = base_port + PORTS_PER_NODE * (validators + full_nodes) - 1
+    if last_port > 65535:
+        raise ValueError(f"{validators + full_nodes} nodes from base port {base_port} need ports up to {last_port}, "
+                         "over 65535: lower --base-port")
     if not 0 <= accounts <= MAX_LOAD_ACCOUNTS:
         raise ValueError(f"--accounts {accounts} is outside [0, {MAX_LOAD_ACCOUNTS}]")
     powers = powers or [DEFAULT_POWER] * validators
@@ -252,15 +352,21 @@ def write_testnet(
 
     with_risk = os.environ.get(RISK_ENV, "on").lower() not in ("off", "0", "no")
     model_src = _trained_risk_models() if with_risk else None
-    ports = testnet_ports(base_port, validators)
-    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, *_), k in zip(ports, node_keys)]
+    full_keys = [PrivateKey.generate() for _ in range(full_nodes)]
+    ports = testnet_ports(base_port, validators + full_nodes)
+    addrs = [_multiaddr(host, p2p, k.seed) for (p2p, *_), k in zip(ports, node_keys + full_keys)]
+    validator_addrs = addrs[:validators]
     nodes = []
-    for i, key in enumerate(node_keys):
+    for i, key in enumerate(node_keys + full_keys):
+        full = i >= validators
+        name = f"full{i - validators}" if full else f"node{i}"
         p2p_port, rpc_port, metrics_port, admin_port = ports[i]
         config = NodeConfig(
-            name=f"node{i}",
+            name=name,
+            # Validators dial each other; a full node dials every validator (there is no peer
+            # discovery, and once it validates it must reach each of them directly).
             p2p=P2PSection(listen_host=host, listen_port=p2p_port,
-                           bootstrap=tuple(a for j, a in enumerate(addrs) if j != i)),
+                           bootstrap=tuple(a for j, a in enumerate(validator_addrs) if j != i)),
             rpc=RPCSection(listen_host=host, listen_port=rpc_port),
             metrics=MetricsSection(host=host, port=metrics_port),
             risk=RiskSection(model_dir=RISK_MODEL_DIR, market_model=MARKET_MODEL) if with_risk else RiskSection(),
@@ -268,11 +374,13 @@ def write_testnet(
         )
         if consensus_overrides:
             config = replace(config, consensus=replace(config.consensus, **consensus_overrides))
-        _write_home(Home(directory / f"node{i}"), config, genesis, key)
+        _write_home(Home(directory / name), config, genesis, key)
         if model_src is not None:
-            shutil.copytree(model_src, Home(directory / f"node{i}").config_dir, dirs_exist_ok=True)
-        nodes.append({"name": f"node{i}", "home": f"node{i}", "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i],
-                      "metrics": f"http://{host}:{metrics_port}/metrics", "admin": f"http://{host}:{admin_port}/"})
+            shutil.copytree(model_src, Home(directory / name).config_dir, dirs_exist_ok=True)
+        nodes.append({"name": name, "home": name, "role": "full" if full else "validator",
+                      "rpc": f"http://{host}:{rpc_port}/", "p2p": addrs[i],
+                      "metrics": f"http://{host}:{metrics_port}/metrics", "admin": f"http://{host}:{admin_port}/",
+                      "address": address_to_text(key.address), "pubkey": "0x" + key.public_key.hex()})
 
     keys_dir = directory / "keys"
     keys_dir.mkdir(exist_ok=True)

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from consensus import events as ce
 from consensus.messages import Message, decode_message
 from p2p import RejectMessage, peer_id_from_public_key
+from state.app import Application
 from state.codec import decode
 from node.txcheck import check_envelope, check_signature, decode_tx
 from state.errors import BadSignature, DecodeLimitExceeded, StateError, TxTooLarge, WrongChainId
@@ -77,6 +78,35 @@ def punish(net: Penalizer, peer: str, what: str, exc: BaseException) -> None:
 
 def validator_peer_ids(public_keys: Iterable[bytes]) -> frozenset[str]:
     return frozenset(peer_id_from_public_key(bytes(pk)) for pk in public_keys)
+
+
+def consensus_peer_keys(app: Application, candidates: Iterable[bytes] = ()) -> frozenset[bytes]:
+    """Whose consensus streams a node at ``app.height`` accepts (the p2p direct allowlist): the
+    members of the set deciding the next height and of the set of the height just committed (their
+    late COMMIT votes and relays), and ``candidates`` (``staking_candidate_keys``).
+
+    The sets are the application's, so the list follows set changes at commit.  With the
+    candidates, a validator registered and bonded before an epoch's last block is on the list of
+    every node that has reached that block before it signs anything: a peer one block behind the
+    boundary does not refuse the newcomer's first votes."""
+    keys: set[bytes] = set(candidates)
+    for height in (app.height + 1, app.height):
+        vset = app.validator_set(height) if height >= 1 else None
+        if vset is not None:
+            keys.update(bytes(v.pubkey) for v in vset)
+    return frozenset(keys)
+
+
+def staking_candidate_keys(app: Application) -> frozenset[bytes]:
+    """Consensus keys of the staking validators the next epoch's set could hold as of the head (not
+    jailed, not tombstoned, at least 1 power): a superset of that set, so a direct stream from one
+    of them is accepted.  Reads every validator record (O(records)); the runtime calls it only when
+    a block may have changed them.  Empty on a chain without staking."""
+    staking = app.staking()
+    if staking is None:
+        return frozenset()
+    return frozenset(bytes(v.pubkey) for v in staking.validators()
+                     if not v.jailed and not v.tombstoned and v.power >= 1)
 
 
 class ConsensusInbound:

@@ -18,6 +18,8 @@ import dataclasses
 import enum
 from typing import Any, Callable
 
+from consensus.errors import ConsensusError
+from consensus.messages import CommitCertificate
 from node.errors import MempoolError
 from node.jsonrpc import NOT_FOUND, RPCError, charge, invalid_params
 from node.rpc_context import RpcContext
@@ -35,7 +37,8 @@ from node.rpc_pools import pool_methods
 from node.rpc_staking import staking_fields, staking_methods
 from node.rpc_risk import risk_methods
 from state.crypto import address_to_text
-from state.blocks import Block
+from state.errors import StateError
+from state.blocks import EMPTY_COMMIT, Block
 from state.transactions import SignedTransaction
 
 # Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
@@ -101,9 +104,26 @@ def payload_to_json(payload: Any) -> dict[str, Any]:
 def render_block(block: Block, with_txs: bool) -> dict[str, Any]:
     """qenex_getBlock's answer: a pure function of the block (safe in a worker thread)."""
     out = header_to_json(block)
+    out["last_commit"] = last_commit_to_json(block.last_commit)
     out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
     out["evidence"] = [hex0x(item) for item in block.evidence]
     return out
+
+
+def last_commit_to_json(last_commit: bytes) -> dict[str, Any] | None:
+    """The previous block's commit certificate that a block carries: its height, view and signers
+    (consensus addresses, in the certificate's order), or None for block 1, which has none.  The
+    certificate was verified against the set of its height when the block was; who signed it is
+    who shares the block's rewards on a staking chain.  None too for bytes that are no certificate,
+    which only an application without a commit verifier (a test's) stores."""
+    if last_commit == EMPTY_COMMIT:
+        return None
+    try:
+        cert = CommitCertificate.decode(last_commit)
+    except (ConsensusError, StateError):
+        return None
+    return {"height": cert.height, "view": cert.view, "block_hash": hex0x(cert.block_hash),
+            "signers": [address_to_text(address) for address, _ in cert.signatures]}
 
 
 def header_to_json(block: Block) -> dict[str, Any]:

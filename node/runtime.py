@@ -30,6 +30,8 @@ from node.inbound import (
     MAX_TX_BATCH_FRAME,
     ConsensusInbound,
     TxBatchValidator,
+    consensus_peer_keys,
+    staking_candidate_keys,
     tx_batch_frame_bytes,
     tx_batch_item_bytes,
     validator_peer_ids,
@@ -56,9 +58,10 @@ from p2p.errors import InvalidPeerId, ServiceNotRunning
 from state.app import Application
 from state.blocks import Block
 from state.codec import encode
-from state.crypto import address_of
+from state.crypto import address_of, address_to_text
 from state.errors import StateError
 from state.genesis import Genesis
+from state.payloads import STAKING_KINDS
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
 
@@ -120,6 +123,9 @@ class Node:
         self.sync: BlockSync | None = None
         self.consensus_inbound: ConsensusInbound | None = None
         self._validator_keys: frozenset[bytes] = frozenset()
+        self._candidate_keys: frozenset[bytes] = frozenset()  # staking candidates, refreshed when they may change
+        self._penalizing_refusals = False
+        self._was_validator = False  # our key in the set of the next height, as of the last commit (logged on change)
         self.flagged: dict[bytes, dict[str, Any]] = {}  # risk reviews, written by admission, shown by the RPC
         self._rpc_server: RPCServer | None = None
         self._gossip_out: collections.deque[bytes] = collections.deque()
@@ -155,7 +161,8 @@ class Node:
             remote = RemoteSigner(SignerAddress.parse(section.address), bytes.fromhex(section.public_key[2:]),
                                   self.node_key, self.validator_public_key, self.app.chain_id,
                                   timeout_s=section.timeout_ms / 1000, retry_s=section.retry_ms / 1000)
-        return node_signer(remote, self.node_key, sign_guard, audit=self.audit)
+        return node_signer(remote, self.node_key, sign_guard, audit=self.audit,
+                           validator_set=self.app.validator_set)
 
     async def start(self) -> None:
         # Checks first, writing nothing: a missing or rolled-back store, a WAL
@@ -172,7 +179,11 @@ class Node:
         # The risk history lives in the node's own LevelDB beside the state
         # (not consensus state); attach loads it and replays only newer blocks.
         self.risk.attach(self.app, history_path=self.home.data_dir / RISK_HISTORY_DIR)
-        signer = self._make_signer(opened.sign_guard) if self.is_validator else None
+        # Made whether or not our key is in the set: the engine signs only at heights whose set holds it
+        # (MemberSigner refuses the rest), so a full node registered with `validator create` proposes and
+        # votes from the first height of the epoch that includes it, without a restart.
+        signer = self._make_signer(opened.sign_guard)
+        self._was_validator = self.is_validator
 
         p2p_config = P2PConfig(
             identity_seed=self.node_key.seed,
@@ -223,7 +234,7 @@ class Node:
         log.info(
             "node %s (%s) at height %d, p2p %s",
             self.config.name,
-            "validator" if signer else "observer",
+            "validator" if self._was_validator else "full node (not in the validator set: signs nothing)",
             self.app.height,
             ", ".join(self.p2p.listen_addrs),
         )
@@ -520,12 +531,38 @@ class Node:
         if self.consensus_inbound:
             self.consensus_inbound.on_frame(peer, data)
 
-    def _update_direct_peers(self) -> None:
-        """Consensus streams only from the current validators' nodes."""
-        keys = frozenset(pk for pk, _ in self.app.validators()) if self.app else frozenset()
-        if keys != self._validator_keys and self.p2p:
-            self._validator_keys = keys
-            self.p2p.set_direct_peers(validator_peer_ids(keys))
+    def _update_direct_peers(self, block: Block | None = None) -> None:
+        """Consensus streams only from the validators' nodes and staking candidates
+        (node.inbound.consensus_peer_keys).  Until a sync round finds no peer more than a block ahead
+        (``BlockSync.caught_up``), a refused stream is not penalised: a node behind cannot know who
+        joined the set at heights it has not reached, and those validators send it their votes like
+        any connected peer."""
+        if self.app is None or self.p2p is None:
+            return
+        if block is None or self._may_change_candidates(block):
+            self._candidate_keys = staking_candidate_keys(self.app)
+        keys = consensus_peer_keys(self.app, self._candidate_keys)
+        caught_up = bool(self.sync and self.sync.caught_up)
+        if (keys, caught_up) != (self._validator_keys, self._penalizing_refusals):
+            self._validator_keys, self._penalizing_refusals = keys, caught_up
+            self.p2p.set_direct_peers(validator_peer_ids(keys), penalize_others=caught_up)
+
+    def _may_change_candidates(self, block: Block) -> bool:
+        """Whether ``block`` can change who is a staking candidate: a staking transaction, or an
+        epoch's end (and so the application's own set changes, jailing included, around it)."""
+        assert self.app is not None
+        params = self.app.params
+        return params.staking is not None and (block.header.height % params.epoch_length == 0
+                                               or any(stx.tx.kind in STAKING_KINDS for stx in block.txs))
+
+    def _log_membership(self, height: int) -> None:
+        """Say when the set that signs the next height gains or loses our key (an epoch boundary)."""
+        member = self.is_validator
+        if member != self._was_validator:
+            self._was_validator = member
+            (log.info if member else log.warning)(
+                "from height %d this node %s the validator set (%s)", height + 1,
+                "is in" if member else "is no longer in", address_to_text(address_of(self.validator_public_key)))
 
     def _on_fatal(self, exc: BaseException) -> None:
         """The consensus driver broke an invariant: stop the node, don't limp on."""
@@ -533,7 +570,8 @@ class Node:
         self._stop.set()
 
     def _on_commit(self, block: Block) -> None:
-        self._update_direct_peers()
+        self._update_direct_peers(block)
+        self._log_membership(block.header.height)
         self._maybe_periodic_snapshot(block.header.height)
         self.metrics.observe_commit(time_ms=block.header.time_ms, size=block.size, txs=len(block.txs))
         if self.ws_hub is not None:

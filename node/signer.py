@@ -19,6 +19,14 @@ driver.
   ``RestoreFloorSigner``: the home's restore floor (``SignGuard.floor``)
   holds for it too.
 
+Every node that has a key runs with a signer, member of the set or not, so
+that a node whose key the application adds to the set (``validator create``
+then the epoch boundary) proposes and votes from that height without a
+restart.  The engine asks only at heights whose set holds the key; the
+outermost layer, ``MemberSigner``, refuses anything else before slashing
+protection or the key are reached, so a node outside the set signs nothing
+even if that ever stopped holding.
+
 Signing stays deterministic (Ed25519): a WAL replay re-derives the same
 requests, which the record allows as identical re-signs.
 """
@@ -26,14 +34,15 @@ requests, which the record allows as identical re-signs.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from consensus.signing import ConsensusSigner, DigestMismatch, SignRequest, check_digest
 from node.signguard import SignGuard, SignGuardError, SignRefused
-from state.crypto import Address, PrivateKey
+from state.crypto import Address, PrivateKey, address_to_text
 
 if TYPE_CHECKING:
     from node.audit import AuditLog
+    from state.validators import ValidatorSet
 
 log = logging.getLogger("qenex.signer")
 
@@ -129,13 +138,58 @@ class RestoreFloorSigner:
             close()
 
 
+class MemberSigner:
+    """Another signer, asked only for heights whose validator set (the application's) holds its key.
+
+    A node runs with a signer whether or not its key is in the set, so that
+    it can join at an epoch boundary without a restart; this is the check
+    that a node outside the set never signs, whatever asks it.  A refusal
+    here writes nothing: the sign-state record and the key are never reached.
+    ``validator_set(height)`` is ``Application.validator_set`` (None for a
+    height it does not know yet, which is refused too)."""
+
+    def __init__(self, inner: ConsensusSigner, validator_set: "Callable[[int], ValidatorSet | None]",
+                 audit: "AuditLog | None" = None) -> None:
+        self.inner = inner
+        self.validator_set = validator_set
+        self.audit = audit
+        self.refusals = 0
+
+    @property
+    def address(self) -> Address:
+        return self.inner.address
+
+    @property
+    def public_key(self) -> bytes:
+        return self.inner.public_key
+
+    def sign_request(self, request: SignRequest) -> bytes | None:
+        vset = self.validator_set(request.height)
+        if vset is None or self.inner.address not in vset:
+            self.refusals += 1
+            problem = (f"not signing {request.describe()}: {address_to_text(self.inner.address)} is not in the "
+                       f"validator set of height {request.height}"
+                       + (" (a height the application does not know yet)" if vset is None else ""))
+            log.error("%s", problem)
+            audit_refusal(self.audit, "consensus", request, SignRefused(problem))
+            return None
+        return self.inner.sign_request(request)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
 def node_signer(remote: ConsensusSigner | None, key: PrivateKey, guard: SignGuard,
-                audit: "AuditLog | None" = None) -> ConsensusSigner:
+                audit: "AuditLog | None" = None,
+                validator_set: "Callable[[int], ValidatorSet | None] | None" = None) -> ConsensusSigner:
     """The signer a node votes with: its local key behind ``guard``, or ``remote`` behind the
-    guard's restore floor (the one composition the runtime uses)."""
-    if remote is not None:
-        return RestoreFloorSigner(remote, guard, audit)
-    return LocalSigner(key, guard, audit=audit)
+    guard's restore floor (the one composition the runtime uses); with ``validator_set``, behind
+    ``MemberSigner`` as well (the runtime always passes the application's)."""
+    inner: ConsensusSigner = RestoreFloorSigner(remote, guard, audit) if remote is not None else LocalSigner(
+        key, guard, audit=audit)
+    return inner if validator_set is None else MemberSigner(inner, validator_set, audit)
 
 
-__all__ = ["ConsensusSigner", "LocalSigner", "RestoreFloorSigner", "SignRequest", "node_signer"]
+__all__ = ["ConsensusSigner", "LocalSigner", "MemberSigner", "RestoreFloorSigner", "SignRequest", "node_signer"]

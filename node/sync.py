@@ -3,7 +3,12 @@ certificates from peers, and the driver verifies and applies them.
 
 Two request/response protocols:
 
-* ``/qenex/status/1`` → ``[1, chain_id, height, last_block_hash]``
+* ``/qenex/status/1`` → ``[1, chain_id, height, last_block_hash]``, or, asked with
+  ``b"\x02"``, ``[2, chain_id, height, last_block_hash, genesis_hash]``: a node
+  whose genesis is another chain's under the same chain id (a testnet made
+  again with the same id, a wrong file given to ``qenexd init --genesis``)
+  says so in one line instead of banning every honest peer for blocks whose
+  certificates its genesis set never signed.  A v1 answer is still accepted.
 * ``/qenex/blocks/1`` ``[1, from_height, max_count]`` →
   ``[1, [[block_bytes, commit_cert_bytes], ...]]``
 
@@ -52,8 +57,9 @@ MAX_CERT_BYTES = MAX_COMMIT_CERTIFICATE_BYTES
 # msgpack headers: the outer [1, [...]] at most 5 bytes, each [bin, bin] pair at most 11.
 RESPONSE_FRAMING_BYTES = 16 + 16 * MAX_BLOCKS_PER_REQUEST
 MAX_RESPONSE_BYTES = MAX_SYNC_BLOCK_BYTES + MAX_CERT_BYTES + RESPONSE_FRAMING_BYTES
-# [1, chain_id (<= 64 chars), height, hash]: about 110 bytes.
+# [2, chain_id (<= 64 chars), height, hash, genesis hash]: about 145 bytes.
 MAX_STATUS_BYTES = 256
+STATUS_REQUEST_V2 = b"\x02"
 MAX_BLOCKS_REQUEST_BYTES = 64
 # [1, [[block, cert], ...]] with at most MAX_BLOCKS_PER_REQUEST pairs.
 MAX_BLOCKS_RESPONSE_OBJECTS = 3 + 3 * MAX_BLOCKS_PER_REQUEST
@@ -94,14 +100,18 @@ class SyncBusy(Exception):
     """A blocks request refused unread: this peer's previous one, or MAX_SERVING in all, are being served."""
 
 
-def parse_status(data: bytes) -> tuple[str, int, bytes]:
-    msg = decode(data, max_bytes=MAX_STATUS_BYTES, max_objects=5, max_depth=1)
-    if not (isinstance(msg, list) and len(msg) == 4 and msg[0] == 1):
-        raise BadSyncResponse("status response is not [1, chain_id, height, hash]")
-    _, chain_id, height, block_hash = msg
+def parse_status(data: bytes) -> tuple[str, int, bytes, bytes | None]:
+    """(chain id, height, last block hash, genesis hash or None from a v1 answer)."""
+    msg = decode(data, max_bytes=MAX_STATUS_BYTES, max_objects=6, max_depth=1)
+    if not (isinstance(msg, list) and ((len(msg) == 4 and msg[0] == 1) or (len(msg) == 5 and msg[0] == 2))):
+        raise BadSyncResponse("status response is not [1, chain_id, height, hash] or [2, ..., genesis_hash]")
+    chain_id, height, block_hash = msg[1:4]
+    genesis_hash = msg[4] if len(msg) == 5 else None
     if not isinstance(chain_id, str) or not isinstance(height, int) or height < 0 or not isinstance(block_hash, bytes):
         raise BadSyncResponse("status response has fields of the wrong type")
-    return chain_id, height, block_hash
+    if genesis_hash is not None and not (isinstance(genesis_hash, bytes) and len(genesis_hash) == 32):
+        raise BadSyncResponse("status response's genesis hash is not 32 bytes")
+    return chain_id, height, block_hash, genesis_hash
 
 
 def parse_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -155,10 +165,17 @@ class BlockSync:
         self._wasted: dict[str, int] = {}
         self.best_peer_height = 0
         self.syncing = False
+        # The last round heard from a peer on our chain and none was more than a block ahead (one
+        # block is consensus's own skew): until then the runtime does not hold it against a peer that
+        # its consensus allowlist lags (node.runtime._update_direct_peers).
+        self.caught_up = False
 
     # -- serving ----------------------------------------------------------
 
     async def serve_status(self, peer: str, data: bytes) -> bytes:
+        if data == STATUS_REQUEST_V2:
+            return encode([2, self._app.chain_id, self._app.height, self._app.last_block_hash,
+                           self._app.genesis.hash])
         return encode([1, self._app.chain_id, self._app.height, self._app.last_block_hash])
 
     async def serve_blocks(self, peer: str, data: bytes) -> bytes:
@@ -225,19 +242,20 @@ class BlockSync:
 
     async def _sync_round(self) -> None:
         ahead: list[tuple[int, str]] = []
+        answered = 0
         connected = self._net.connected_peers()
         self._wasted = {p: n for p, n in self._wasted.items() if p in connected}  # forget peers that left
         for peer in connected:
             try:
                 # The p2p layer refuses (and penalises) a longer answer at its header.
                 data = await self._net.request(
-                    peer, STATUS_PROTOCOL, b"\x01", timeout=2.0, max_response_bytes=MAX_STATUS_BYTES
+                    peer, STATUS_PROTOCOL, STATUS_REQUEST_V2, timeout=2.0, max_response_bytes=MAX_STATUS_BYTES
                 )
             except Exception as exc:  # unreachable, slow or gone: not a fault by itself
                 log.debug("status from %s failed: %s", peer, exc, extra={"peer": peer})
                 continue
             try:
-                chain_id, height, _ = parse_status(data)
+                chain_id, height, _, genesis_hash = parse_status(data)
             except Exception as exc:
                 log.info("bad status reply from %s: %s", peer, exc, extra={"peer": peer})
                 punish(self._net, peer, "bad status reply", exc)
@@ -245,8 +263,18 @@ class BlockSync:
             if chain_id != self._app.chain_id:
                 self._net.penalize(peer, f"peer is on chain {chain_id!r}", points=100)
                 continue
+            if genesis_hash is not None and genesis_hash != self._app.genesis.hash:
+                # Not the peer's fault, but it can never serve us: one clear line, then it goes.
+                log.error("peer %s is on another chain named %r: its genesis is 0x%s, ours 0x%s; if this node "
+                          "should follow it, this home's genesis.json is the wrong file", peer, chain_id,
+                          genesis_hash.hex()[:16], self._app.genesis.hash.hex()[:16], extra={"peer": peer})
+                self._net.penalize(peer, f"peer is on another genesis (0x{genesis_hash.hex()[:16]}) of chain "
+                                         f"{chain_id!r}", points=100)
+                continue
+            answered += 1
             if height > self._app.height:
                 ahead.append((height, peer))
+        self.caught_up = answered > 0 and all(height <= self._app.height + 1 for height, _ in ahead)
         if not ahead:
             self.syncing = False
             return

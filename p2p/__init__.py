@@ -18,6 +18,7 @@ from p2p.errors import (
     RequestTooLarge,
     ServiceNotRunning,
 )
+from p2p.host import parse_peer_address
 from p2p.identity import peer_id_from_public_key, peer_id_from_seed
 from p2p.service import P2PService
 
@@ -35,6 +36,7 @@ __all__ = [
     "RequestFailed",
     "RequestTooLarge",
     "ServiceNotRunning",
+    "parse_peer_address",
     "peer_id_from_public_key",
     "peer_id_from_seed",
 ]

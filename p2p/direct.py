@@ -63,6 +63,7 @@ class DirectLinks:
         deliver: Callable[[str, list[bytes]], None],
         on_fault: FaultFn,
         allowed: Callable[[ID], bool] = lambda peer_id: True,
+        penalize_refused: Callable[[], bool] = lambda: True,
     ) -> None:
         self._host = host
         self._config = config
@@ -70,6 +71,7 @@ class DirectLinks:
         self._deliver = deliver
         self._on_fault = on_fault
         self._allowed = allowed
+        self._penalize_refused = penalize_refused
         self._outbound: dict[ID, _Outbound] = {}
         self._inbound_streams: dict[ID, int] = {}
         self._nursery: trio.Nursery | None = None
@@ -208,7 +210,11 @@ class DirectLinks:
         if not self._allowed(peer_id):
             # Before reading a byte: consensus traffic only from validators.
             self._stats.add("direct_refused_not_allowed")
-            self._on_fault(peer_id, "direct stream from a peer that is not a validator", PENALTY_UNAUTHORISED, None)
+            if self._penalize_refused():
+                self._on_fault(peer_id, "direct stream from a peer that is not a validator", PENALTY_UNAUTHORISED,
+                               None)
+            else:
+                logger.debug("direct stream from %s refused unpenalised: the allowlist may lag it", peer_id)
             await reset_quietly(stream)
             return
         open_streams = self._inbound_streams.get(peer_id, 0)

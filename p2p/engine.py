@@ -121,8 +121,10 @@ class Libp2pEngine:
         # Read from the asyncio thread: always replaced, never mutated.
         self.connected: frozenset[str] = frozenset()
         self.banned: frozenset[str] = frozenset()
-        # Written from the asyncio thread (set_direct_peers): None = anyone.
+        # Written from the asyncio thread (set_direct_peers): None = anyone; whether a stream from a
+        # peer outside it costs the peer points.
         self.direct_allowed: frozenset[str] | None = None
+        self.direct_refusals_penalized = True
 
     # lifecycle -------------------------------------------------------------
 
@@ -142,7 +144,8 @@ class Libp2pEngine:
 
         pubsub, router = build_gossip(host, config.gossip_heartbeat_s, self._on_gossip_fault)
         self._pubsub = pubsub
-        links = DirectLinks(host, config, self._stats, self._sink.direct, self.report_fault, self._direct_allowed)
+        links = DirectLinks(host, config, self._stats, self._sink.direct, self.report_fault, self._direct_allowed,
+                            lambda: self.direct_refusals_penalized)
         self._links = links
         host.set_stream_handler(DIRECT_PROTOCOL, links.handle_inbound)
         server = RequestServer(config, self._stats, self._sink.request, self.report_fault)

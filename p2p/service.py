@@ -127,11 +127,15 @@ class P2PService:
     def banned_peers(self) -> list[str]:
         return sorted(self._engine.banned)
 
-    def set_direct_peers(self, peer_ids: Iterable[str] | None) -> None:
+    def set_direct_peers(self, peer_ids: Iterable[str] | None, *, penalize_others: bool = True) -> None:
         """Accept inbound direct streams only from these peers (None: from
-        anyone). Others are reset and penalised before a byte is read."""
+        anyone). Others are reset before a byte is read, and penalised unless
+        ``penalize_others`` is False: for an owner that knows its list may lag
+        an honest peer's standing (a node catching up on a chain whose
+        validator set changed at heights it has not reached)."""
         allowed = None if peer_ids is None else frozenset(str(parse_peer_id(p)) for p in peer_ids)
         self._engine.direct_allowed = allowed  # replaced, never mutated: read by the trio thread
+        self._engine.direct_refusals_penalized = penalize_others
 
     # gossip --------------------------------------------------------------------
 

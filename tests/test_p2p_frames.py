@@ -168,7 +168,13 @@ def test_tx_batches_raise_only_decode_or_shape_errors(data):
 
 
 def test_status_is_parsed_within_a_few_hundred_bytes():
-    assert parse_status(encode([1, CHAIN, 7, b"\x00" * 32])) == (CHAIN, 7, b"\x00" * 32)
+    assert parse_status(encode([1, CHAIN, 7, b"\x00" * 32])) == (CHAIN, 7, b"\x00" * 32, None)
+    assert parse_status(encode([2, "c" * 64, 2**63, b"\x00" * 32, b"\x01" * 32])) == (
+        "c" * 64, 2**63, b"\x00" * 32, b"\x01" * 32)  # the largest v2 answer fits the bound
+    for bad in ([2, CHAIN, 7, b"\x00" * 32], [1, CHAIN, 7, b"\x00" * 32, b"\x01" * 32],
+                [2, CHAIN, 7, b"\x00" * 32, b"\x01" * 31], [2, CHAIN, 7, b"\x00" * 32, "genesis"]):
+        with pytest.raises(BadSyncResponse):
+            parse_status(encode(bad))
     for name, data in EXPENSIVE.items():
         with pytest.raises(DecodeLimitExceeded):
             parse_status(data)

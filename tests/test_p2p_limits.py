@@ -88,6 +88,31 @@ async def test_direct_streams_only_from_allowed_peers_and_ban() -> None:
     await asyncio.wait_for(body(), 30)
 
 
+async def test_refusals_cost_nothing_while_the_owner_says_its_allowlist_may_lag() -> None:
+    """A node catching up cannot know who joined the validator set at heights it has not reached
+    (node.runtime): with penalize_others=False their streams are still refused unread, but never
+    held against them (the default penalises: the test above)."""
+    async def body() -> None:
+        victim, inbox = service(1)
+        await victim.start()
+        joiner, _ = service(2, bootstrap=(victim.listen_addrs[0],))
+        async with stopping(victim, joiner):
+            await joiner.start()
+            await until(lambda: victim.peer_id in joiner.connected_peers()
+                        and joiner.peer_id in victim.connected_peers(), what="connected")
+            victim.set_direct_peers([], penalize_others=False)
+            for i in range(8):  # 8 refusals at the default 25 points would ban it twice over
+                await joiner.send_direct(victim.peer_id, b"too early %d" % i)
+                await until(lambda: victim.stats()["direct_refused_not_allowed"] >= i + 1, what=f"refusal {i}")
+            assert inbox.direct == [] and victim.stats()["penalties"] == 0
+            victim.set_direct_peers([joiner.peer_id])  # the victim reached the joiner's height
+            await joiner.send_direct(victim.peer_id, b"in the set")
+            await until(lambda: inbox.direct == [(joiner.peer_id, b"in the set")], what="frame once allowed")
+            assert joiner.peer_id in victim.connected_peers() and victim.banned_peers() == []
+
+    await asyncio.wait_for(body(), 30)
+
+
 async def test_inbound_connections_over_the_cap_are_closed() -> None:
     async def body() -> None:
         victim, _ = service(1, max_inbound_connections=2)

@@ -44,10 +44,11 @@ def certify(height: int, block_hash: bytes, keys=KEYS[:3]) -> CommitCertificate:
         height, 0, block_hash, [Vote.create(k, CHAIN, VoteKind.COMMIT, height, 0, block_hash) for k in keys])
 
 
-def certified_chain(n: int) -> Application:
-    """An app holding blocks 1..n, each with a certificate from 3 of the 4 validators."""
+def certified_chain(n: int, offset_ms: int = 0) -> Application:
+    """An app holding blocks 1..n, each with a certificate from 3 of the 4 validators; block times
+    are shifted by ``offset_ms`` (two chains made in the same millisecond are otherwise the same)."""
     app = Application(MemoryKV(), GENESIS, commit_verifier=CertificateVerifier())
-    vset, last_commit, now = VSET, b"", int(time.time() * 1000) - 60_000
+    vset, last_commit, now = VSET, b"", int(time.time() * 1000) - 60_000 + offset_ms
     for height in range(1, n + 1):
         proposer = key_of(vset.proposer_for(0).address)
         block, result = app.build_block([], proposer=proposer.address, time_ms=now + height * 1000,
@@ -155,7 +156,7 @@ def test_a_response_must_hold_consecutive_blocks_from_the_start_with_their_own_c
     chain = certified_chain(3)
     pairs = [[chain.get_block(h).encode(), chain.get_commit_cert(h)] for h in (1, 2, 3)]
     assert [b.height for b, _, _ in check_blocks(encode([1, pairs]), 1)] == [1, 2, 3]
-    other = certified_chain(2)  # same heights, other blocks (other times)
+    other = certified_chain(2, offset_ms=7)  # same heights, other blocks (other times)
     for bad, start, why in (
         (pairs[1:], 1, "is block 2, not 1"),
         ([pairs[0], pairs[2]], 1, "is block 3, not 2"),
