@@ -1,16 +1,17 @@
 """A full node joins the validator set on live processes (issue 10, acceptance 1).
 
 Four validators (power 100 each) and two full nodes (``testnet init
---full-nodes 2``) on a chain with epochs of 10 blocks, the second started only
-once the first validates: it syncs from genesis past the join, refusing the
-newcomer's votes until it reaches its epoch without banning it.  The full node syncs
-the validators' chain and serves RPC, signing nothing.  Bob, a funded dev
+--full-nodes 2``) on a chain with epochs of 10 blocks.  The first full node
+syncs the validators' chain and serves RPC, signing nothing.  Bob, a funded dev
 account, registers it through the full node's own RPC with ``qenexd tx
 validator create --pubkey <its node key>`` (self-bond 50 QNX) and Alice
 stakes 50 more: from the first height of the next epoch every node's
 ``qenex_getValidators`` lists five, with the newcomer at power 100, and it
 proposes blocks and signs commit certificates (``qenex_getBlock``'s
-``last_commit``) without having been restarted.  Then node1 stops: the
+``last_commit``) without having been restarted.  The second full node,
+started from genesis only now with the newcomer among its peers, syncs past
+the join, refusing the newcomer's votes until it reaches its epoch without
+penalising it.  Then node1 stops: the
 other three originals hold 300 of 500, short of a quorum, so every block
 after that is proof the newcomer's votes count.  Last, the newcomer itself
 restarts: the chain stalls without it and goes on when it is back, its
