@@ -1,14 +1,17 @@
 """A full node joins the validator set on live processes (issue 10, acceptance 1).
 
-Four validators (power 100 each) and one full node (``testnet init
---full-nodes 1``) on a chain with epochs of 10 blocks.  The full node syncs
-the validators' chain and serves RPC, signing nothing.  Bob, a funded dev
+Four validators (power 100 each) and two full nodes (``testnet init
+--full-nodes 2``) on a chain with epochs of 10 blocks.  The first full node
+syncs the validators' chain and serves RPC, signing nothing.  Bob, a funded dev
 account, registers it through the full node's own RPC with ``qenexd tx
 validator create --pubkey <its node key>`` (self-bond 50 QNX) and Alice
 stakes 50 more: from the first height of the next epoch every node's
 ``qenex_getValidators`` lists five, with the newcomer at power 100, and it
 proposes blocks and signs commit certificates (``qenex_getBlock``'s
-``last_commit``) without having been restarted.  Then node1 stops: the
+``last_commit``) without having been restarted.  The second full node,
+started from genesis only now with the newcomer among its peers, syncs past
+the join, refusing the newcomer's votes until it reaches its epoch without
+penalising it.  Then node1 stops: the
 other three originals hold 300 of 500, short of a quorum, so every block
 after that is proof the newcomer's votes count.  Last, the newcomer itself
 restarts: the chain stalls without it and goes on when it is back, its
@@ -20,20 +23,40 @@ while the three remaining originals (300 of 400) finalize on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from node.config import Home
 from state.genesis import POWER_REDUCTION, Params, StakingParams
-from tests.localnet import running_localnet, wait_until
+from tests.localnet import LocalNet, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 EPOCH = 10
 PARAMS = Params(epoch_length=EPOCH, staking=StakingParams(unbonding_blocks=30, max_evidence_age=30 - EPOCH))
 FULL = 4  # node index of full0
+LATE = 5  # full1, started once full0 validates
+FIRST = [0, 1, 2, 3, FULL]
+
+
+@contextlib.contextmanager
+def late_second_full_node(directory: Path) -> Iterator[LocalNet]:
+    """Four validators and two full nodes; full1 is left for the test to start; all stopped at the end."""
+    net = LocalNet(directory, params=PARAMS, full_nodes=2)
+    try:
+        for i in FIRST:
+            net.start(i)
+        net.wait_height(2, nodes=FIRST, timeout=90)
+        yield net
+    finally:
+        net.stop_all()
 
 
 def _ok(result) -> dict:
@@ -45,14 +68,14 @@ def _ok(result) -> dict:
 
 def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_path):
     started = time.monotonic()
-    with running_localnet(tmp_path, params=PARAMS, full_nodes=1) as net:
+    with late_second_full_node(tmp_path) as net:
         entry = net.manifest["nodes"][FULL]
         assert entry["role"] == "full"
         consensus_address = entry["address"]
         full = net.rpc(FULL)
 
         # It follows: the same blocks as the validators, and it is no validator.
-        net.wait_height(5, timeout=90)
+        net.wait_height(5, nodes=FIRST, timeout=90)
         assert full.call("qenex_status")["validator"] is None
         assert {v["address"] for v in full.call("qenex_getValidators")["validators"]} == {
             n["address"] for n in net.manifest["nodes"][:4]}
@@ -72,8 +95,8 @@ def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_p
         full_power = -(-int(staked["height"]) // EPOCH) * EPOCH + 1
 
         # From the next epoch every node lists five.
-        net.wait_height(full_power + 1, timeout=120)
-        for i in range(net.n):
+        net.wait_height(full_power + 1, nodes=FIRST, timeout=120)
+        for i in FIRST:
             before = net.rpc(i).call("qenex_getValidators", joined - 1)
             after = net.rpc(i).call("qenex_getValidators", joined)
             assert consensus_address not in {v["address"] for v in before["validators"]}, f"node {i}"
@@ -97,6 +120,19 @@ def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_p
             assert block["proposer"] != consensus_address
             assert block["last_commit"] is None or consensus_address not in block["last_commit"]["signers"]
 
+        # A second full node starts from genesis now, given every current validator as a peer, the
+        # newcomer too: while it syncs, the newcomer (in no set it has reached yet) sends it votes;
+        # it refuses them without holding them against it, and catches up to the same chain.
+        late = Home(net.home(LATE))
+        config = late.load_config()
+        late.write_config(replace(config, p2p=replace(config.p2p, bootstrap=config.p2p.bootstrap + (entry["p2p"],))))
+        net.start(LATE)
+        net.wait_height(net.height(0), nodes=[LATE], timeout=90)
+        late_log = (net.home(LATE) / "node.log").read_text()
+        assert f"penalised {entry['p2p'].rsplit('/', 1)[1]}" not in late_log, "held the newcomer's votes against it"
+        assert len(net.rpc(LATE).call("qenex_getValidators", joined)["validators"]) == 5
+        assert net.rpc(LATE).call("qenex_status")["validator"] is None
+
         # One original stops: 300 of 500 without the newcomer is no quorum, so blocks now need its votes.
         net.kill(1, signal.SIGTERM)
         stopped_at = max(net.height(i) for i in (0, 2, 3, FULL))
@@ -116,7 +152,8 @@ def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_p
         after_restart = [net.rpc(0).call("qenex_getBlock", h)["last_commit"]["signers"] for h in range(paused + 2, top + 1)]
         assert any(consensus_address in s for s in after_restart)
         reference = hashes(0, top)
-        for i in (2, 3, FULL):
+        net.wait_height(top, nodes=[LATE], timeout=60)
+        for i in (2, 3, FULL, LATE):
             assert hashes(i, top) == reference, f"node {i} disagrees"
         assert "is in the validator set" in (net.home(FULL) / "node.log").read_text()
 
