@@ -289,3 +289,16 @@ def test_evaluation_reports_ablation_calibration_curves_and_leave_one_pattern_ou
     lopo = leave_one_pattern_out(train, cal, held, seed=0, epochs=2, trees=10, review=0.5, reject=0.9)
     assert set(lopo) == {"drain", "burst", "mule", "wash", "dust"}
     assert all(v["recall_review"] is None or 0 <= v["recall_review"] <= 1 for v in lopo.values())
+
+
+def test_the_drain_rule_is_a_floor_under_the_model(testnet_model, monkeypatch):
+    """Whatever the model scores it, more than 90 % of the balance to a never-paid receiver is flagged;
+    a smaller transfer to the same fresh receiver is left to the model."""
+    app, hook = _hook(testnet_model)
+    nonce = _ordinary_history(app, hook)
+    monkeypatch.setattr(hook.model, "score_one", lambda row: (0.01, 0.01, 0.0))  # a model that admits it all
+    balance = app.account(ALICE.address).balances["QNX"]
+    drain = hook.assess([transfer(ALICE, nonce, MALLORY.address, balance * 95 // 100)], admitting=False)[0]
+    assert drain.decision == "review" and drain.score == 0.01
+    half = hook.assess([transfer(ALICE, nonce, MALLORY.address, balance // 2)], admitting=False)[0]
+    assert half.decision == "admit"
