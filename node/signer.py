@@ -103,15 +103,12 @@ class LocalSigner:
         return self._key.sign(digest)
 
 
-class RestoreFloorSigner:
-    """Another signer behind this home's restore floor: nothing at or below it is even asked for.
+class _GatedSigner:
+    """Another signer behind one more check: ``_problem`` names why a request may not reach it
+    (logged, audited and counted, nothing signed), or None to pass it on."""
 
-    ``LocalSigner`` gets the floor from its guard; a remote signer keeps its own
-    record, which a restore of this home never saw."""
-
-    def __init__(self, inner: ConsensusSigner, guard: SignGuard, audit: "AuditLog | None" = None) -> None:
+    def __init__(self, inner: ConsensusSigner, audit: "AuditLog | None" = None) -> None:
         self.inner = inner
-        self.guard = guard
         self.audit = audit
         self.refusals = 0
 
@@ -123,11 +120,14 @@ class RestoreFloorSigner:
     def public_key(self) -> bytes:
         return self.inner.public_key
 
+    def _problem(self, request: SignRequest) -> str | None:
+        raise NotImplementedError
+
     def sign_request(self, request: SignRequest) -> bytes | None:
-        problem = self.guard.below_floor(request)
+        problem = self._problem(request)
         if problem is not None:
             self.refusals += 1
-            log.error("slashing protection refused to sign: %s", problem)
+            log.error("%s", problem)
             audit_refusal(self.audit, "consensus", request, SignRefused(problem))
             return None
         return self.inner.sign_request(request)
@@ -138,7 +138,22 @@ class RestoreFloorSigner:
             close()
 
 
-class MemberSigner:
+class RestoreFloorSigner(_GatedSigner):
+    """Another signer behind this home's restore floor: nothing at or below it is even asked for.
+
+    ``LocalSigner`` gets the floor from its guard; a remote signer keeps its own
+    record, which a restore of this home never saw."""
+
+    def __init__(self, inner: ConsensusSigner, guard: SignGuard, audit: "AuditLog | None" = None) -> None:
+        super().__init__(inner, audit)
+        self.guard = guard
+
+    def _problem(self, request: SignRequest) -> str | None:
+        problem = self.guard.below_floor(request)
+        return None if problem is None else f"slashing protection refused to sign: {problem}"
+
+
+class MemberSigner(_GatedSigner):
     """Another signer, asked only for heights whose validator set (the application's) holds its key.
 
     A node runs with a signer whether or not its key is in the set, so that
@@ -150,35 +165,16 @@ class MemberSigner:
 
     def __init__(self, inner: ConsensusSigner, validator_set: "Callable[[int], ValidatorSet | None]",
                  audit: "AuditLog | None" = None) -> None:
-        self.inner = inner
+        super().__init__(inner, audit)
         self.validator_set = validator_set
-        self.audit = audit
-        self.refusals = 0
 
-    @property
-    def address(self) -> Address:
-        return self.inner.address
-
-    @property
-    def public_key(self) -> bytes:
-        return self.inner.public_key
-
-    def sign_request(self, request: SignRequest) -> bytes | None:
+    def _problem(self, request: SignRequest) -> str | None:
         vset = self.validator_set(request.height)
-        if vset is None or self.inner.address not in vset:
-            self.refusals += 1
-            problem = (f"not signing {request.describe()}: {address_to_text(self.inner.address)} is not in the "
-                       f"validator set of height {request.height}"
-                       + (" (a height the application does not know yet)" if vset is None else ""))
-            log.error("%s", problem)
-            audit_refusal(self.audit, "consensus", request, SignRefused(problem))
+        if vset is not None and self.inner.address in vset:
             return None
-        return self.inner.sign_request(request)
-
-    def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+        return (f"not signing {request.describe()}: {address_to_text(self.inner.address)} is not in the "
+                f"validator set of height {request.height}"
+                + (" (a height the application does not know yet)" if vset is None else ""))
 
 
 def node_signer(remote: ConsensusSigner | None, key: PrivateKey, guard: SignGuard,
