@@ -43,7 +43,8 @@ def init(home: Path, chain_id: str, name: str, p2p_port: int, rpc_port: int, gen
          peers: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Create a node home (config, genesis, node key): a single-validator chain of its own, or, with
     --genesis and --peer, a full node of an existing chain that syncs from the peers, serves RPC and
-    signs nothing until its key is in the validator set (`qenexd tx validator create --pubkey`)."""
+    signs nothing until its key is in the validator set (`qenexd tx validator create --consensus-key
+    HOME/config/node_key.json`)."""
     h = Home(home)
     if h.config_file.exists() and not force:
         raise CLIError(f"{h.config_file} already exists (use --force to overwrite)")

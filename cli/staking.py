@@ -28,17 +28,6 @@ def _qnx(text: str, what: str) -> int:
         raise CLIError(f"{what}: {exc}") from None
 
 
-def _pubkey(text: str | None) -> bytes | None:
-    if text is None:
-        return None
-    if not text.startswith("0x") or len(text) != 66:
-        raise CLIError(f"--pubkey must be 0x and 64 hex digits (an Ed25519 public key), got {text!r}")
-    try:
-        return bytes.fromhex(text[2:])
-    except ValueError:
-        raise CLIError(f"--pubkey {text!r} is not hex") from None
-
-
 @click.group()
 def validator() -> None:
     """Register and edit a validator."""
@@ -46,19 +35,23 @@ def validator() -> None:
 
 @validator.command("create")
 @_common
-@click.option("--pubkey", default=None, help="Consensus public key (0x + 64 hex); default: the --from key's.")
+@click.option("--consensus-key", default=None,
+              help="The consensus key (a key name or key file, e.g. a node's config/node_key.json): it signs the "
+                   "proof that it agrees to validate for the --from operator; default: the --from key.")
 @click.option("--moniker", required=True, help="A name for people (1-64 printable characters).")
 @click.option("--commission-bps", default=0, show_default=True, type=click.IntRange(0, 10_000),
               help="Commission on delegators' rewards, in basis points (bounded by params.staking.max_commission_bps).")
 @click.option("--self-bond", required=True, help="QNX bonded by you, whole units (at least min_self_bond).")
 @handle_errors
 def validator_create(sender: str, home: Path, rpc: str, fee: str | None, wait: bool, timeout: float, as_json: bool,
-                     pubkey: str | None, moniker: str, commission_bps: int, self_bond: str) -> None:
+                     consensus_key: str | None, moniker: str, commission_bps: int, self_bond: str) -> None:
     """Register the --from account as the operator of a validator; it joins the set from the next epoch."""
-    amount, key_bytes = _qnx(self_bond, "--self-bond"), _pubkey(pubkey)
+    amount = _qnx(self_bond, "--self-bond")
     key = resolve_key(sender, home)
-    payload = txbuild.validator_create(key_bytes or key.public_key, moniker, commission_bps, amount)
-    _send(sender, home, rpc, fee, wait, timeout, as_json, lambda c: payload)
+    signer = key if consensus_key is None else resolve_key(consensus_key, home)
+    _send(sender, home, rpc, fee, wait, timeout, as_json,
+          lambda c: txbuild.validator_create(signer, key.address, c.status()["chain_id"], moniker, commission_bps,
+                                             amount))
 
 
 @validator.command("edit")

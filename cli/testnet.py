@@ -30,7 +30,7 @@ def testnet() -> None:
 @click.option("--chain-id", default="qenex-testnet-1", show_default=True)
 @click.option("--full-nodes", "-m", default=0, show_default=True, type=click.IntRange(0, 32),
               help="M more nodes (full0, ...) outside the genesis set that follow the chain; register one with "
-                   "`qenexd tx validator create --pubkey` (its pubkey in testnet.json) to make it a validator.")
+                   "`qenexd tx validator create --consensus-key fullJ/config/node_key.json` to make it a validator.")
 @click.option("--base-port", default=26600, show_default=True, type=click.IntRange(1024, 65000),
               help="Node i uses base+2i (p2p), base+2i+1 (RPC), base+2N+i (metrics) and base+3N+i (admin), "
                    "N = validators + full nodes (validators first).")

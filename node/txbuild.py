@@ -41,6 +41,7 @@ from state.payloads import (
     Unjail,
     Unstake,
     ValidatorCreate,
+    key_proof_digest,
     ValidatorEdit,
 )
 from state.transactions import SignedTransaction, Transaction
@@ -199,9 +200,12 @@ def _batch_op(i: int, op: Any, default_deadline: int) -> BatchOp:
     raise TxBuildError(f"operation {i} has unknown op {name!r}")
 
 
-def validator_create(pubkey: bytes, moniker: str, commission_bps: int, self_bond: int) -> ValidatorCreate:
-    """Register the signer as the operator of a validator voting with consensus key ``pubkey``."""
-    return ValidatorCreate(pubkey, moniker, commission_bps, self_bond)
+def validator_create(consensus_key: PrivateKey, operator: bytes, chain_id: str, moniker: str, commission_bps: int,
+                     self_bond: int) -> ValidatorCreate:
+    """Register ``operator`` (the transaction's signer) as the operator of a validator voting with
+    ``consensus_key``, which signs the proof that it agrees (state.payloads.key_proof_digest)."""
+    proof = consensus_key.sign(key_proof_digest(chain_id, operator))
+    return ValidatorCreate(consensus_key.public_key, moniker, commission_bps, self_bond, proof)
 
 
 def validator_edit(moniker: str, commission_bps: int) -> ValidatorEdit:

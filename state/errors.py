@@ -436,6 +436,14 @@ class DuplicateConsensusKey(StakingFailed):
         self.operator = operator
 
 
+class BadConsensusKeyProof(StakingFailed):
+    code = "bad_consensus_key_proof"
+
+    def __init__(self, pubkey: bytes, operator: str) -> None:
+        super().__init__(f"the proof is not consensus key 0x{pubkey.hex()}'s signature registering it for "
+                         f"operator {operator} on this chain")
+
+
 class SelfBondTooLow(StakingFailed):
     code = "self_bond_too_low"
 

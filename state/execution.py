@@ -18,8 +18,9 @@ from typing import Callable
 
 from state.amounts import MAX_AMOUNT, QNX
 from state.codec import encode
-from state.crypto import Hash, address_to_text, domain_digest
+from state.crypto import Hash, address_to_text, domain_digest, verify
 from state.errors import (
+    BadConsensusKeyProof,
     BatchOpFailed,
     BadNonce,
     BadSignature,
@@ -59,6 +60,7 @@ from state.payloads import (
     Unstake,
     ValidatorCreate,
     ValidatorEdit,
+    key_proof_digest,
 )
 from state.pools import FlashLoans, Pools
 from state.slashing import CommitVote, EvidenceRecord, Slashing
@@ -249,6 +251,8 @@ def _staking(ledger: Ledger, ctx: Context) -> Staking:
 
 
 def _validator_create(ledger: Ledger, tx: Transaction, p: ValidatorCreate, ctx: Context) -> None:
+    if not verify(p.pubkey, key_proof_digest(tx.chain_id, tx.sender), p.proof):
+        raise BadConsensusKeyProof(p.pubkey, address_to_text(tx.sender))
     _staking(ledger, ctx).create(tx.sender, p.pubkey, p.moniker, p.commission_bps, p.self_bond)
 
 

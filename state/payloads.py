@@ -24,7 +24,8 @@ from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping, Self, Union
 
 from state.amounts import MAX_AMOUNT, MAX_DECIMALS
-from state.crypto import ADDRESS_LEN, Address
+from state.codec import encode
+from state.crypto import ADDRESS_LEN, Address, domain_digest
 from state.errors import (
     AmountOutOfRange,
     IdenticalTokens,
@@ -613,20 +614,34 @@ class SetRewardRate(WireStruct):
 MAX_COMMISSION_BPS = 10_000  # 100%: the hard ceiling; params.staking.max_commission_bps is the chain's
 
 
+DOMAIN_KEY_PROOF = b"QENEX/consensus-key-proof/v1"
+
+
+def key_proof_digest(chain_id: str, operator: bytes) -> bytes:
+    """What a consensus key signs to be registered for ``operator`` on ``chain_id``."""
+    return bytes(domain_digest(DOMAIN_KEY_PROOF, encode([chain_id, bytes(operator)])))
+
+
 @dataclass(frozen=True, slots=True)
 class ValidatorCreate(WireStruct):
-    """Register the sender as the operator of a validator signing with ``pubkey``, self-bonding ``self_bond``."""
+    """Register the sender as the operator of a validator signing with ``pubkey``, self-bonding ``self_bond``.
+
+    ``proof``: the consensus key's signature of ``key_proof_digest(chain_id, operator)``, so only
+    whoever holds that key can register it, and only for the operator it names (nobody can take
+    a key they have seen, nor sign for one they hold under someone else's name)."""
 
     KIND: ClassVar[TxKind] = TxKind.VALIDATOR_CREATE
-    WIRE: ClassVar[tuple[str, ...]] = ("pubkey", "moniker", "commission_bps", "self_bond")
+    WIRE: ClassVar[tuple[str, ...]] = ("pubkey", "moniker", "commission_bps", "self_bond", "proof")
     WIRE_NAME: ClassVar[str] = "validator create payload"
     pubkey: bytes
     moniker: str
     commission_bps: int
     self_bond: int
+    proof: bytes
 
     def __post_init__(self) -> None:
         check_bytes("pubkey", self.pubkey, 32)
+        check_bytes("proof", self.proof, 64)
         check_text("moniker", self.moniker, MAX_NAME_LEN)
         check_uint("commission_bps", self.commission_bps, 0, MAX_COMMISSION_BPS)
         check_uint("self_bond", self.self_bond, 1)

@@ -33,8 +33,8 @@ from state.crypto import address_to_text
 from state.execution import BlockRun
 from state.genesis import StakingParams
 from state.kv import MemoryKV
-from state.payloads import Unstake, ValidatorCreate
-from tests.test_staking import ALICE, EPOCH, NEW, ONE, UNBONDING, VALS, new_chain, one, until_height
+from state.payloads import Unstake
+from tests.test_staking import ALICE, EPOCH, NEW, ONE, UNBONDING, VALS, create, new_chain, one, until_height
 from tests.test_validator_updates import CHAIN, GENESIS, TARGET, UPDATES, A, B, C, D, E, Network, certify
 
 pytestmark = pytest.mark.timeout(60)
@@ -158,7 +158,7 @@ def test_a_registered_candidate_is_on_the_allowlist_before_the_epoch_that_includ
     one that unstakes everything drops off again."""
     chain = new_chain(StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=4))
     assert staking_candidate_keys(chain.app) == {k.public_key for k in VALS}
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 1000, 3 * ONE)) == ("ok", "")
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 1000, 3 * ONE)) == ("ok", "")
     assert chain.app.height < EPOCH and NEW.public_key not in {pk for pk, _ in chain.app.validators()}
     candidates = staking_candidate_keys(chain.app)
     assert NEW.public_key in candidates and NEW.public_key in consensus_peer_keys(chain.app, candidates)

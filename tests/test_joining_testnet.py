@@ -4,7 +4,7 @@ Four validators (power 100 each) and two full nodes (``testnet init
 --full-nodes 2``) on a chain with epochs of 10 blocks.  The first full node
 syncs the validators' chain and serves RPC, signing nothing.  Bob, a funded dev
 account, registers it through the full node's own RPC with ``qenexd tx
-validator create --pubkey <its node key>`` (self-bond 50 QNX) and Alice
+validator create --consensus-key <its node key file>`` (self-bond 50 QNX) and Alice
 stakes 50 more: from the first height of the next epoch every node's
 ``qenex_getValidators`` lists five, with the newcomer at power 100, and it
 proposes blocks and signs commit certificates (``qenex_getBlock``'s
@@ -85,7 +85,7 @@ def test_a_full_node_syncs_is_registered_and_validates_from_the_next_epoch(tmp_p
         # Its operator (bob) registers it through the full node's RPC; alice stakes on it.
         operator = net.address("bob")
         created = _ok(net.cli("tx", "validator", "create", "--from", str(net.account_key("bob")),
-                              "--pubkey", entry["pubkey"], "--moniker", "full0", "--commission-bps", "500",
+                              "--consensus-key", str(Home(net.home(FULL)).node_key_file), "--moniker", "full0", "--commission-bps", "500",
                               "--self-bond", "50", "--rpc", net.url(FULL), "--wait", "--json"))
         staked = _ok(net.cli("tx", "stake", "--from", str(net.account_key("alice")), "--validator", operator,
                              "--amount", "50", "--rpc", net.url(FULL), "--wait", "--json"))

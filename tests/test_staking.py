@@ -25,7 +25,8 @@ from state.payloads import (
     ValidatorEdit,
 )
 from state.staking import BONDED_POOL, REWARDS_POOL, UNBONDING_POOL, Staking
-from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis, signed
+from node import txbuild
+from state.testing import STUB_VERIFIER, TEST_CHAIN_ID, Chain, dev_key, make_genesis, signed
 from state.errors import StakingDisabled
 
 ONE = POWER_REDUCTION
@@ -36,6 +37,11 @@ EPOCH = 4
 UNBONDING = 6
 STAKING = StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=3,
                         max_unbonding_entries=3, max_delegations=3, min_self_bond=2 * ONE)
+
+
+def create(consensus, operator, moniker: str, commission_bps: int, self_bond: int) -> ValidatorCreate:
+    """``operator`` registers a validator voting with ``consensus``, with the key's proof."""
+    return txbuild.validator_create(consensus, operator.address, TEST_CHAIN_ID, moniker, commission_bps, self_bond)
 
 
 def new_chain(staking: StakingParams = STAKING, **params: object) -> Chain:
@@ -96,7 +102,7 @@ def test_a_chain_without_staking_refuses_staking_transactions_at_admission():
 
 def test_create_and_stake_join_the_set_at_the_next_epoch_only():
     chain = new_chain(StakingParams(unbonding_blocks=UNBONDING, max_evidence_age=UNBONDING - EPOCH, max_validators=4))
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 1000, 3 * ONE)) == ("ok", "")
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 1000, 3 * ONE)) == ("ok", "")
     assert one(chain, BOB, Stake(ALICE.address, 4 * ONE)) == ("ok", "")
     assert NEW.public_key not in set_powers(chain)
     until_height(chain, EPOCH - 1)
@@ -140,7 +146,7 @@ def test_the_set_never_becomes_empty():
 
 def test_power_changes_and_max_validators_rank_by_stake():
     chain = new_chain()
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 0, 12 * ONE))[0] == "ok"
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 0, 12 * ONE))[0] == "ok"
     until_height(chain, EPOCH)
     powers = set_powers(chain)
     assert len(powers) == 3 and powers[NEW.public_key] == 12
@@ -174,7 +180,7 @@ def test_fees_go_to_the_parent_signers_pro_rata_less_commission_and_withdraw_exa
 
 def test_commission_accrues_to_the_operator():
     chain = new_chain()
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 1000, 5 * ONE))[0] == "ok"
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 1000, 5 * ONE))[0] == "ok"
     assert one(chain, BOB, Stake(ALICE.address, 5 * ONE))[0] == "ok"
     until_height(chain, EPOCH + 1)
     chain.block([chain.tx(BOB, Transfer(ALICE.address, QNX, 1))])
@@ -194,9 +200,12 @@ def _state(chain: Chain) -> dict[bytes, bytes]:
 
 
 @pytest.mark.parametrize("payload, setup, reason", [
-    (ValidatorCreate(NEW.public_key, "x", 0, ONE), None, "self_bond_too_low"),
-    (ValidatorCreate(NEW.public_key, "x", 6000, 5 * ONE), None, "commission_out_of_bounds"),
-    (ValidatorCreate(VALS[0].public_key, "x", 0, 5 * ONE), None, "duplicate_consensus_key"),
+    (create(NEW, ALICE, "x", 0, ONE), None, "self_bond_too_low"),
+    (create(NEW, ALICE, "x", 6000, 5 * ONE), None, "commission_out_of_bounds"),
+    (create(VALS[0], ALICE, "x", 0, 5 * ONE), None, "duplicate_consensus_key"),
+    (create(NEW, BOB, "x", 0, 5 * ONE), None, "bad_consensus_key_proof"),  # a proof for another operator
+    (ValidatorCreate(NEW.public_key, "x", 0, 5 * ONE, create(BOB, ALICE, "x", 0, 5 * ONE).proof), None,
+     "bad_consensus_key_proof"),  # another key's proof
     (Stake(BOB.address, ONE), None, "unknown_validator"),
     (Unstake(VALS[0].address, ONE), None, "insufficient_stake"),
     (Unjail(), "operator", "not_jailed"),
@@ -210,7 +219,7 @@ def test_failure_paths_change_only_fee_and_nonce(payload, setup, reason):
     chain = new_chain()
     sender = ALICE
     if setup in ("operator", "jailed", "tombstoned"):
-        assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 0, 5 * ONE))[0] == "ok"
+        assert one(chain, ALICE, create(NEW, ALICE, "alice", 0, 5 * ONE))[0] == "ok"
     if setup == "jailed":
         commit_state(chain, lambda s: s.jail(ALICE.address, chain.app.height + 100))
     if setup == "tombstoned":
@@ -241,7 +250,7 @@ def test_unjail_after_the_jail_period_rejoins_at_the_next_epoch():
 
 def test_commission_changes_once_per_epoch_by_a_bounded_step():
     chain = new_chain()
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 500, 5 * ONE))[0] == "ok"
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 500, 5 * ONE))[0] == "ok"
     assert one(chain, ALICE, ValidatorEdit("alice2", 600)) == ("ok", "")
     status, why = one(chain, ALICE, ValidatorEdit("alice3", 650))
     assert status == "failed" and why.startswith("commission_changed_this_epoch"), why
@@ -282,7 +291,7 @@ def test_entries_and_delegations_are_bounded():
         assert one(chain, VALS[0], Unstake(VALS[0].address, ONE // 4))[0] == "ok"
     status, why = one(chain, VALS[0], Unstake(VALS[0].address, ONE // 4))
     assert status == "failed" and why.startswith("too_many_entries"), why
-    assert one(chain, ALICE, ValidatorCreate(NEW.public_key, "alice", 0, 5 * ONE))[0] == "ok"
+    assert one(chain, ALICE, create(NEW, ALICE, "alice", 0, 5 * ONE))[0] == "ok"
     for v in VALS[:2]:
         assert one(chain, ALICE, Stake(v.address, ONE))[0] == "ok"
     status, why = one(chain, ALICE, Stake(VALS[2].address, ONE))
@@ -311,8 +320,8 @@ def _random_payload(draw: st.DrawFn) -> tuple[object, object]:
                                  "transfer"]))
     payload: object
     if kind == "create":
-        payload = ValidatorCreate(draw(st.sampled_from(CONSENSUS_KEYS + VALS)).public_key, "p",
-                                  draw(st.sampled_from([0, 100, 5000, 6000])), amount)
+        payload = create(draw(st.sampled_from(CONSENSUS_KEYS + VALS)), key, "p",
+                         draw(st.sampled_from([0, 100, 5000, 6000])), amount)
     elif kind == "edit":
         payload = ValidatorEdit("e", draw(st.sampled_from([0, 50, 100, 300])))
     elif kind == "stake":

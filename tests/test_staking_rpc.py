@@ -27,7 +27,7 @@ def methods(chain: Chain) -> dict:
 def test_get_staking_epoch_and_validator_fields():
     chain = new_chain()
     chain.block([chain.tx(BOB, txbuild.stake(VALS[0].address, 3 * POWER_REDUCTION)),
-                 chain.tx(ALICE, txbuild.validator_create(NEW.public_key, "alice", 100, 5 * POWER_REDUCTION))])
+                 chain.tx(ALICE, txbuild.validator_create(NEW, ALICE.address, chain.app.chain_id, "alice", 100, 5 * POWER_REDUCTION))])
     chain.block([chain.tx(BOB, txbuild.unstake(VALS[0].address, POWER_REDUCTION))])
     m = methods(chain)
     bob = m["qenex_getStaking"](address_to_text(BOB.address))
