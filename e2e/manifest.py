@@ -21,6 +21,10 @@
     node = 1                    # partition (groups = [[0, 1], [2, 3]]), netem (nodes, delay_ms, jitter_ms,
     hold_s = 5                  # loss_pct), slowlink (nodes, rate_kbit, latency_ms), diskfull (node: its
                                 # data directory, a tmpfs of data_mib, filled up, then freed)
+    [byzantine]                 # one validator equivocates (node.misbehaviour), on short epochs:
+    node = 3                    # it must be slashed, tombstoned and out of every node's set by the end
+    from_height = 30            # its first doubled COMMIT
+    epoch_length = 20           # the genesis epochs (unbonding 10 epochs, evidence age 9)
     [chaos]                     # instead of (or after) [[perturbations]]: a seeded random sequence
     seed = 7
     start_s = 10
@@ -93,6 +97,9 @@ class Manifest:
     liveness_s: float = 20.0
     rss_mib: int = 1024
     faults: tuple[Fault, ...] = ()
+    byzantine_node: int | None = None
+    byzantine_from_height: int = 30
+    epoch_length: int = 20  # genesis epochs when byzantine_node is set (otherwise write_testnet's default)
 
     @property
     def needs_namespaces(self) -> bool:
@@ -171,6 +178,14 @@ def load_manifest(path: Path) -> Manifest:
         liveness_s=float(bounds.get("liveness_s", 20)), rss_mib=int(bounds.get("rss_mib", 1024)),
         faults=tuple(sorted(faults, key=lambda f: f.at_s)),
     )
+    if "byzantine" in raw:
+        byz = raw["byzantine"]
+        unknown = set(byz) - {"node", "from_height", "epoch_length"}
+        if unknown or not isinstance(byz.get("node"), int) or not 0 <= byz["node"] < n:
+            raise ManifestError(f"{path}: [byzantine] needs node in 0..{n - 1} (and optionally from_height, "
+                                f"epoch_length){'; unknown keys ' + str(sorted(unknown)) if unknown else ''}")
+        m = replace(m, byzantine_node=byz["node"], byzantine_from_height=int(byz.get("from_height", 30)),
+                    epoch_length=int(byz.get("epoch_length", 20)))
     if m.network not in NETWORKS:
         raise ManifestError(f"{path}: network {m.network!r} is not one of {', '.join(NETWORKS)}")
     for a, b in zip(m.faults, m.faults[1:]):

@@ -136,6 +136,9 @@ class Runner:
         self.nodes: list[NodeProc] = []
         self.urls: list[str] = []
         self.history = History(validators=manifest.validators)
+        self.byzantine_address = ""  # the equivocating validator's consensus address, with [byzantine]
+        self.members: set[int] | None = None  # nodes in the current validator set (None: all)
+        self.testnet_nodes: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
         self.committed: set[str] = set()
         self.stop_load = False
@@ -216,9 +219,28 @@ class Runner:
         known = {f.name for f in fields(ConsensusSection)}
         if set(self.m.consensus) - known:
             raise E2EError(f"[consensus] keys {sorted(set(self.m.consensus) - known)} are not node settings")
+        params = None
+        if self.m.byzantine_node is not None:
+            from state.genesis import Params, StakingParams
+
+            epoch = self.m.epoch_length
+            # Downtime slashing is kept out of the way (a window no perturbation can fill): what this
+            # manifest proves is the equivocation's.
+            params = Params(epoch_length=epoch, staking=StakingParams(
+                unbonding_blocks=10 * epoch, max_evidence_age=9 * epoch, signed_blocks_window=100_000))
         manifest = write_testnet(testnet, validators=n, chain_id=f"qenex-e2e-{self.m.name}", base_port=base,
-                                 consensus_overrides=self.m.consensus or None, accounts=self.m.senders)
+                                 consensus_overrides=self.m.consensus or None, accounts=self.m.senders,
+                                 params=params)
+        if self.m.byzantine_node is not None:
+            home = Home(testnet / f"node{self.m.byzantine_node}")
+            cfg = home.load_config()
+            home.write_config(replace(cfg, consensus=replace(
+                cfg.consensus, double_sign_from_height=self.m.byzantine_from_height)))
+            self.byzantine_address = manifest["nodes"][self.m.byzantine_node]["address"]
+            log(f"node{self.m.byzantine_node} equivocates from height {self.m.byzantine_from_height} "
+                f"(test-only misbehaviour); epochs of {self.m.epoch_length} blocks")
         self.urls = [node["rpc"] for node in manifest["nodes"]]
+        self.testnet_nodes = list(manifest["nodes"])
         if self.net is not None:
             addrs = [node["p2p"] for node in manifest["nodes"]]
             for i in range(n):
@@ -373,6 +395,39 @@ class Runner:
                 task.cancel()
             await asyncio.gather(*senders, *observers, watchdog, return_exceptions=True)
         await self._sweep()
+        if self.m.byzantine_node is not None:
+            await self._check_slashed()
+
+    async def _check_slashed(self) -> None:
+        """Every node has the equivocation applied, the offender tombstoned, and (once the epoch that
+        applied it ended) out of its set; anything else is a violation of this manifest."""
+        offender = self.byzantine_address
+        for i, client in enumerate(self.clients):
+            try:
+                evidence = (await client.evidence())["evidence"]
+                records = (await client.staking_validators())["validators"]
+                head = int((await client.status())["height"])
+                members = {v["address"] for v in (await client.validators())["validators"]}
+            except Exception as exc:
+                self.note(f"violation: node{i}'s slashing state could not be read: {type(exc).__name__}: {exc}")
+                continue
+            applied = [e for e in evidence if e["validator"] == offender]
+            record = next((v for v in records if v["address"] == offender), None)
+            if not applied:
+                self.note(f"violation: node{i} has no equivocation of node{self.m.byzantine_node} applied "
+                          f"(evidence of {sorted(e['validator'] for e in evidence)})")
+                continue
+            if record is None or not record["tombstoned"]:
+                self.note(f"violation: node{i} does not report node{self.m.byzantine_node} tombstoned")
+            epoch = self.m.epoch_length
+            left = -(-applied[0]["included_height"] // epoch) * epoch + 1
+            if head >= left and offender in members:
+                self.note(f"violation: node{i} still has node{self.m.byzantine_node} in its set at height "
+                          f"{head + 1} (it should have left at {left})")
+            if i == 0:
+                self.note(f"node{self.m.byzantine_node}'s equivocation at height {applied[0]['height']} was applied "
+                          f"in block {applied[0]['included_height']}: {int(applied[0]['burned']) / 10**18:g} QNX "
+                          f"burned, tombstoned, out of the set from height {left}")
 
     # -- recording ---------------------------------------------------------------
 
@@ -482,13 +537,28 @@ class Runner:
     # -- perturbations -------------------------------------------------------------
 
     def _quorum_without(self, down: set[int]) -> bool:
-        return 3 * (len(self.nodes) - len(down)) > 2 * len(self.nodes)  # equal powers (write_testnet's default)
+        # Equal powers (write_testnet's default), over the nodes in the current set (all of them
+        # unless the chain removed one, as [byzantine] does).
+        members = self.members if self.members is not None else set(range(len(self.nodes)))
+        return 3 * len(members - down) > 2 * len(members)
+
+    async def _refresh_members(self) -> None:
+        """Which nodes the current validator set holds, from any node that answers."""
+        addresses = {node["address"]: i for i, node in enumerate(self.testnet_nodes)}
+        for client in self.clients:
+            try:
+                listed = (await client.validators())["validators"]
+            except Exception:
+                continue
+            self.members = {addresses[v["address"]] for v in listed if v["address"] in addresses}
+            return
 
     async def _perturb(self) -> None:
         for fault in self.m.faults:
             wait = self.history.load_start + fault.at_s - self.now()
             if wait > 0:
                 await asyncio.sleep(wait)
+            await self._refresh_members()
             if fault.kind == "netem" and self.netem_reason:
                 self.note(f"skipped {fault.describe()} at {self.now():.1f} s: {self.netem_reason}")
                 continue

@@ -3,6 +3,8 @@ each a clear message before any process or namespace exists."""
 
 from __future__ import annotations
 
+import re
+
 import socket
 from pathlib import Path
 
@@ -20,11 +22,17 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ci", "partition", "chaos", "crash", "diskfull"])
+@pytest.mark.parametrize("name", ["ci", "partition", "chaos", "crash", "diskfull", "byzantine"])
 def test_the_shipped_manifests_load(name):
     m = load_manifest(MANIFESTS / f"{name}.toml")
     assert m.faults and m.validators == 4
     assert m.needs_namespaces == (name in ("partition", "chaos"))
+
+
+def test_the_byzantine_manifest_names_its_equivocator_and_its_epochs():
+    m = load_manifest(MANIFESTS / "byzantine.toml")
+    assert (m.byzantine_node, m.byzantine_from_height, m.epoch_length) == (3, 30, 20)
+    assert load_manifest(MANIFESTS / "ci.toml").byzantine_node is None
 
 
 def test_the_chaos_manifest_mixes_every_kind_and_multi_node_faults():
@@ -50,9 +58,11 @@ def test_the_chaos_schedule_is_seeded_and_sequential():
      '[[perturbations]]\nat_s = 8\nkind = "pause"\nnode = 1\n', "one at a time"),
     ('duration_s = 20\n[[perturbations]]\nat_s = 14\nkind = "kill"\nnode = 0\n', "5 s before the load stops"),
     ('network = "wifi"\n', "network 'wifi' is not one of"),
+    ('[byzantine]\nnode = 7\n', "[byzantine] needs node in 0..3"),
+    ('[byzantine]\nnode = 1\nheight = 5\n', "unknown keys ['height']"),
 ])
 def test_a_bad_manifest_is_refused_with_its_reason(tmp_path, body, message):
-    with pytest.raises(ManifestError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ManifestError, match=re.escape(message)):
         load_manifest(_write(tmp_path, body))
 
 
