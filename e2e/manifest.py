@@ -20,7 +20,8 @@
     kind = "kill"               # kill (-9, then restart), pause (SIGSTOP/SIGCONT), restart (SIGTERM, then start),
     node = 1                    # partition (groups = [[0, 1], [2, 3]]), netem (nodes, delay_ms, jitter_ms,
     hold_s = 5                  # loss_pct), slowlink (nodes, rate_kbit, latency_ms), diskfull (node: its
-                                # data directory, a tmpfs of data_mib, filled up, then freed)
+                                # data directory, a tmpfs of data_mib, filled up, then freed), clockskew
+                                # (node, skew_ms: restarted with its clock that far off, then restarted right)
     [byzantine]                 # one validator equivocates (node.misbehaviour), on short epochs:
     node = 3                    # it must be slashed, tombstoned and out of every node's set by the end
     from_height = 30            # its first doubled COMMIT
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-KINDS = ("kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull")
+KINDS = ("kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull", "clockskew")
 NEEDS_NAMESPACES = frozenset({"partition", "netem", "slowlink"})
 NEEDS_ROOT = frozenset({"diskfull"})  # a tmpfs mounted on the node's data directory
 NETWORKS = ("loopback", "namespaces", "auto")
@@ -67,6 +68,7 @@ class Fault:
     loss_pct: float = 1.0
     rate_kbit: int = 256
     latency_ms: int = 200
+    skew_ms: int = 5000  # clockskew: the node restarts with its clock this far off (test-only, node.misbehaviour)
 
     def describe(self) -> str:
         if self.kind == "partition":
@@ -75,6 +77,8 @@ class Fault:
             return f"netem {list(self.nodes)} {self.delay_ms}±{self.jitter_ms} ms loss {self.loss_pct}%"
         if self.kind == "slowlink":
             return f"slowlink {list(self.nodes)} {self.rate_kbit} kbit/s"
+        if self.kind == "clockskew":
+            return f"clockskew node{self.nodes[0]} {self.skew_ms:+d} ms"
         if len(self.nodes) > 1:
             return f"{self.kind} nodes {','.join(map(str, self.nodes))}"
         return f"{self.kind} node{self.nodes[0]}"

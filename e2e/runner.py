@@ -93,8 +93,10 @@ class NodeProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.state = "down"
 
-    def start(self) -> None:
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.pop("QENEX_TEST_CLOCK_OFFSET_MS", None)
+        env.update(extra_env or {})
         with open(self.home / "node.log", "ab") as out:
             self.proc = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "cli.main", "start", "--home", str(self.home)],
@@ -606,6 +608,24 @@ class Runner:
             node.start()
         self.write_state()
         return self._quorum_without(set(f.nodes))
+
+    async def _do_clockskew(self, f: Fault) -> bool:
+        """Restart the node with its clock ``skew_ms`` off (node.misbehaviour's test-only offset), hold,
+        and restart it with the true clock.  Within max_clock_drift_ms its proposals still pass; beyond
+        it, a fast clock's proposals are refused (the others view-change past it) and a slow clock
+        refuses the others' (the others still make a quorum)."""
+        from node.misbehaviour import CLOCK_OFFSET_ENV
+
+        node = self.nodes[f.nodes[0]]
+        for env in ({CLOCK_OFFSET_ENV: str(f.skew_ms)}, None):
+            node.state = "stopping"
+            node.signal(signal.SIGTERM)
+            await self._await_graceful_stop(node)
+            node.start(env)
+            self.write_state()
+            if env is not None:
+                await asyncio.sleep(f.hold_s)
+        return True
 
     async def _await_graceful_stop(self, node: NodeProc) -> None:
         assert node.proc is not None

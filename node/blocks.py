@@ -36,8 +36,19 @@ log = logging.getLogger("qenex.blocks")
 MAX_CACHED_RESULTS = 64  # candidate blocks of one height (the engine caps candidates per view)
 
 
+# TEST ONLY: added to this node's wall clock (node.runtime sets it from QENEX_TEST_CLOCK_OFFSET_MS, on a
+# test chain only), so end-to-end runs can skew one node's clock within and beyond max_clock_drift_ms.
+_TEST_CLOCK_OFFSET_MS = 0
+
+
+def set_test_clock_offset(offset_ms: int) -> None:
+    global _TEST_CLOCK_OFFSET_MS
+    _TEST_CLOCK_OFFSET_MS = offset_ms
+
+
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """This node's clock: the times it proposes and judges proposals' timeliness by."""
+    return time.time_ns() // 1_000_000 + _TEST_CLOCK_OFFSET_MS
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ at start-up, so nobody runs it by accident.
 from __future__ import annotations
 
 import logging
+import os
 
 from consensus.messages import Vote, VoteKind
 from node.config import ConsensusSection, ConfigError
@@ -60,4 +61,28 @@ def double_signer(config: ConsensusSection, genesis: Genesis, *, signer_mode: st
     return DoubleSigner(key, genesis.chain_id, height)
 
 
-__all__ = ["DoubleSigner", "double_signer"]
+CLOCK_OFFSET_ENV = "QENEX_TEST_CLOCK_OFFSET_MS"
+
+
+def test_clock_offset(environ: "dict[str, str] | os._Environ[str]", genesis: Genesis) -> int:
+    """The test-only skew of this node's clock (milliseconds, may be negative), 0 when unset; refused
+    off a test chain, logged at CRITICAL level when set."""
+    raw = environ.get(CLOCK_OFFSET_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise ConfigError(f"{CLOCK_OFFSET_ENV}={raw!r} is not an integer number of milliseconds") from None
+    if abs(offset) > 10**12:
+        raise ConfigError(f"{CLOCK_OFFSET_ENV}={offset} is beyond 10^12 ms")
+    if offset and not genesis.test_chain:
+        raise ConfigError(f"{CLOCK_OFFSET_ENV} is test-only: the genesis of {genesis.chain_id!r} is not marked as a "
+                          f"test chain (\"test_chain\": true)")
+    if offset:
+        log.critical("TEST-ONLY CLOCK SKEW: this node's clock runs %+d ms off the system's (%s)", offset,
+                     CLOCK_OFFSET_ENV)
+    return offset
+
+
+__all__ = ["DoubleSigner", "double_signer", "test_clock_offset", "CLOCK_OFFSET_ENV"]

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import functools
 import logging
+import os
 import resource
 import signal
 import threading
@@ -38,7 +39,8 @@ from node.inbound import (
 )
 from node.jsonrpc import Dispatcher, RPCError, invalid_params, make_app
 from node.logs import ContextFilter, configure_logging
-from node.misbehaviour import double_signer
+from node.blocks import set_test_clock_offset
+from node.misbehaviour import double_signer, test_clock_offset
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
@@ -112,6 +114,7 @@ class Node:
         # Test-only equivocation (node.misbehaviour): refused here unless the genesis is a test chain's.
         self.double_signer = double_signer(self.config.consensus, self.genesis, signer_mode=self.config.signer.mode,
                                            key=self.node_key)
+        set_test_clock_offset(test_clock_offset(os.environ, self.genesis))
         self._admin: AdminServer | None = None
         self.audit: AuditLog | None = None  # opened at start (node.audit): admin calls and signer refusals
         self.kv: LevelDBKV | None = None

@@ -22,11 +22,17 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ci", "partition", "chaos", "crash", "diskfull", "byzantine"])
+@pytest.mark.parametrize("name", ["ci", "partition", "chaos", "crash", "diskfull", "byzantine", "clockskew"])
 def test_the_shipped_manifests_load(name):
     m = load_manifest(MANIFESTS / f"{name}.toml")
     assert m.faults and m.validators == 4
     assert m.needs_namespaces == (name in ("partition", "chaos"))
+
+
+def test_the_clockskew_manifest_skews_within_and_beyond_the_drift_both_ways():
+    m = load_manifest(MANIFESTS / "clockskew.toml")
+    assert [(f.kind, f.skew_ms) for f in m.faults] == [("clockskew", 4000), ("clockskew", 20000), ("clockskew", -20000)]
+    assert m.faults[1].describe() == "clockskew node2 +20000 ms"
 
 
 def test_the_byzantine_manifest_names_its_equivocator_and_its_epochs():

@@ -41,3 +41,27 @@ def test_it_doubles_only_its_own_commits_from_the_height_and_the_pair_is_evidenc
     other = dev_key("someone-else")
     assert signer.conflicting(Vote.create(other, chain, VoteKind.COMMIT, 6, 0, vote.block_hash)) is None
     assert signer.sent == 1
+
+
+def test_a_test_clock_offset_is_read_from_the_environment_and_refused_off_a_test_chain():
+    from node.misbehaviour import CLOCK_OFFSET_ENV, test_clock_offset
+
+    assert test_clock_offset({}, GENESIS) == 0 and test_clock_offset({CLOCK_OFFSET_ENV: ""}, GENESIS) == 0
+    assert test_clock_offset({CLOCK_OFFSET_ENV: "-20000"}, TEST_GENESIS) == -20000
+    with pytest.raises(ConfigError, match="test-only.*not marked as a test chain"):
+        test_clock_offset({CLOCK_OFFSET_ENV: "5000"}, GENESIS)
+    with pytest.raises(ConfigError, match="not an integer"):
+        test_clock_offset({CLOCK_OFFSET_ENV: "5s"}, TEST_GENESIS)
+
+
+def test_the_node_clock_carries_the_offset():
+    import time
+
+    from node import blocks
+
+    try:
+        blocks.set_test_clock_offset(60_000)
+        assert blocks.now_ms() - time.time_ns() // 1_000_000 >= 59_000
+    finally:
+        blocks.set_test_clock_offset(0)
+    assert abs(blocks.now_ms() - time.time_ns() // 1_000_000) < 1_000
