@@ -52,7 +52,7 @@ from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
 from state.errors import StateError
 from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params, StakingParams
-from state.keyfile import save_keyfile
+from state.keyfile import load_keyfile, save_keyfile
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
 DEV_BALANCE = 1_000_000 * 10**QNX_DECIMALS
@@ -240,8 +240,13 @@ def check_peer_addresses(peers: list[str] | tuple[str, ...], own_peer_id: str | 
         except InvalidPeerAddress as exc:
             raise ValueError(f"--peer {address!r} is not a multiaddr like /ip4/HOST/tcp/PORT/p2p/PEER_ID: "
                              f"{str(exc).split(': ', 1)[-1]}") from None
-        if "/tcp/" not in address:
-            raise ValueError(f"--peer {address!r} names no TCP port (/tcp/PORT): the p2p layer dials TCP only")
+        parts = address.split("/")
+        # Exactly /ip4|ip6/HOST/tcp/PORT/p2p/ID: what the p2p layer dials (no DNS, websockets or UDP).
+        if len(parts) != 7 or parts[0] or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp" or parts[5] != "p2p":
+            raise ValueError(f"--peer {address!r} must be exactly /ip4/HOST/tcp/PORT/p2p/PEER_ID (or /ip6/...): "
+                             "the p2p layer dials TCP to an IP address only")
+        if parts[2] in ("0.0.0.0", "::") or not parts[4].isdigit() or not 1 <= int(parts[4]) <= 65535:
+            raise ValueError(f"--peer {address!r} needs a host that can be dialled and a port in 1..65535")
         if own_peer_id is not None and info.peer_id.to_base58() == own_peer_id:
             raise ValueError(f"--peer {address!r} is this node itself")
         if address not in out:
@@ -256,7 +261,11 @@ def write_full_node_home(home: Home, *, genesis_file: Path, peers: list[str] | t
 
     Everything is checked before anything is written, so bad input leaves no half-made home.  The
     node syncs from its peers and signs nothing until the application's set holds its key; its
-    operator registers it with ``qenexd tx validator create --pubkey`` (the ``pubkey`` returned)."""
+    operator registers it with ``qenexd tx validator create --consensus-key HOME/config/node_key.json``
+    (that key signs the proof of its registration).
+
+    A home that already holds a node key keeps it (a ``--force`` over a validator's home must not
+    throw its key away); only a home without one gets a fresh key."""
     genesis, text = read_genesis_file(genesis_file)
     if chain_id is not None and chain_id != genesis.chain_id:
         raise ValueError(f"--chain-id {chain_id!r} is not the chain of {genesis_file} ({genesis.chain_id!r}); "
@@ -265,6 +274,12 @@ def write_full_node_home(home: Home, *, genesis_file: Path, peers: list[str] | t
         raise ValueError("a node following a chain needs at least one --peer to sync from "
                          "(a validator's /ip4/HOST/tcp/PORT/p2p/PEER_ID)")
     key = PrivateKey.generate()
+    if home.node_key_file.exists():
+        try:
+            key = load_keyfile(home.node_key_file, None)
+        except StateError as exc:
+            raise ValueError(f"{home.node_key_file} exists and cannot be read ({exc}); move it away to make a "
+                             "new key, or restore it") from None
     bootstrap = check_peer_addresses(peers, own_peer_id=peer_id_from_seed(key.seed))
     config = NodeConfig(
         name=name,
@@ -283,7 +298,7 @@ def write_full_node_home(home: Home, *, genesis_file: Path, peers: list[str] | t
         "peers": list(bootstrap),
         "rpc": f"http://127.0.0.1:{rpc_port}/",
         "next": f"qenexd start --home {home.root}; to validate: qenexd tx validator create --from OPERATOR "
-                f"--pubkey 0x{key.public_key.hex()} --moniker {name} --self-bond AMOUNT",
+                f"--consensus-key {home.node_key_file} --moniker {name} --self-bond AMOUNT",
     }
 
 
@@ -314,7 +329,7 @@ def write_testnet(
     """``params`` default: the default Params with staking (issue 10) on.  ``full_nodes``: that many
     more nodes (``fullJ``, after the validators in ``nodes`` with ``"role": "full"``) whose keys are in
     no validator set and unfunded: they bootstrap to every validator, sync and serve RPC, and sign
-    once a ``validator create`` (``--pubkey``: their entry's ``pubkey``) puts them in the set.  A local
+    once a ``validator create`` (``--consensus-key``: their home's node_key.json) puts them in the set.  A local
     testnet's genesis is marked ``test_chain`` (its dev accounts' keys are public): test-only
     behaviour such as node.misbehaviour is allowed on it and on no other chain."""
     if validators < 1:

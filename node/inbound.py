@@ -98,15 +98,15 @@ def consensus_peer_keys(app: Application, candidates: Iterable[bytes] = ()) -> f
 
 
 def staking_candidate_keys(app: Application) -> frozenset[bytes]:
-    """Consensus keys of the staking validators the next epoch's set could hold as of the head (not
-    jailed, not tombstoned, at least 1 power): a superset of that set, so a direct stream from one
-    of them is accepted.  Reads every validator record (O(records)); the runtime calls it only when
-    a block may have changed them.  Empty on a chain without staking."""
+    """Consensus keys of the validators the next epoch's set would hold as of the head (the
+    epoch ranking run on the head's state: not jailed or tombstoned, self-bond met, at least 1
+    power, the top max_validators by stake), so a direct stream from one of them is accepted
+    before its epoch starts.  Reads at most max_candidates records; the runtime calls it only
+    when a block may have changed them.  Empty on a chain without staking."""
     staking = app.staking()
     if staking is None:
         return frozenset()
-    return frozenset(bytes(v.pubkey) for v in staking.validators()
-                     if not v.jailed and not v.tombstoned and v.power >= 1)
+    return frozenset(bytes(v.pubkey) for v in staking.ranked())
 
 
 class ConsensusInbound:

@@ -274,7 +274,11 @@ class BlockSync:
             answered += 1
             if height > self._app.height:
                 ahead.append((height, peer))
-        self.caught_up = answered > 0 and all(height <= self._app.height + 1 for height, _ in ahead)
+        # A claim counts only from a peer that has not wasted a round (claimed blocks it then did not
+        # serve): one liar claiming a far height must not hold us "behind", and refusals unpenalised,
+        # for ever.
+        self.caught_up = answered > 0 and all(height <= self._app.height + 1 or self._wasted.get(peer, 0)
+                                              for height, peer in ahead)
         if not ahead:
             self.syncing = False
             return

@@ -573,7 +573,7 @@ class Genesis:
     @classmethod
     def from_json(cls, text: str) -> "Genesis":
         try:
-            obj = json.loads(text, parse_float=_no_float, parse_constant=_no_float)
+            obj = json.loads(text, parse_float=_no_float, parse_constant=_no_float, object_pairs_hook=_unique_keys)
         except (json.JSONDecodeError, RecursionError) as exc:
             raise _bad(f"genesis is not valid JSON: {exc}") from None
         top = _object("genesis", obj, {"chain_id", "genesis_time_ms", "validators", "tokens", "accounts", "params",
@@ -621,6 +621,17 @@ def _sorted_unique(what: str, items: Iterable[Any], kind: type, key: Callable[[A
             shown = address_to_text(key(a)) if isinstance(key(a), bytes) else key(a)
             raise _bad(f"duplicate {what} {shown}")
     return ordered
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all distinct (json's default keeps the last of a repeated key,
+    so two readers of one file could see two genesis documents)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _bad(f"genesis repeats the key {key!r} in one object")
+        out[key] = value
+    return out
 
 
 def _no_float(text: str) -> Any:

@@ -79,6 +79,11 @@ class StakingQueries:
         prefix = b"sv"
         return [Validator.from_wire(k[len(prefix):], _stored(k, v, 13)) for k, v in self._store.iterate(prefix)]
 
+    def ranked(self) -> list[Validator]:
+        """The set the next epoch end would choose from the state read (Staking.ranked: eligible
+        candidates, self-bond met, by stake, at most max_validators; bounded by max_candidates)."""
+        return self._staking.ranked()
+
     def self_bond(self, v: Validator) -> int:
         return self._staking.self_bond(v)
 

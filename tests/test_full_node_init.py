@@ -84,7 +84,11 @@ def test_init_with_genesis_and_peers_makes_a_home_that_follows_the_chain(tmp_pat
     (("--genesis", "{good}",), "needs at least one --peer"),
     (("--genesis", "{good}", "--peer", "garbage"), "--peer 'garbage' is not a multiaddr"),
     (("--genesis", "{good}", "--peer", "/ip4/127.0.0.1/tcp/26656"), "is not a multiaddr"),
-    (("--genesis", "{good}", "--peer", PEER.replace("/tcp/", "/udp/")), "names no TCP port"),
+    (("--genesis", "{good}", "--peer", PEER.replace("/tcp/", "/udp/")), "must be exactly /ip4/HOST/tcp/PORT/p2p"),
+    (("--genesis", "{good}", "--peer", PEER.replace("/ip4/127.0.0.1/", "/dns4/localhost/")), "must be exactly"),
+    (("--genesis", "{good}", "--peer", PEER.replace("127.0.0.1", "0.0.0.0")), "a host that can be dialled"),
+    (("--genesis", "{good}", "--peer", PEER.replace("/tcp/26656/", "/tcp/0/")), "a port in 1..65535"),
+    (("--genesis", "{dupkeys}", "--peer", PEER), "repeats the key 'chain_id'"),
     (("--genesis", "{good}", "--peer", PEER, "--peer", PEER.rsplit("/", 1)[0] + "/Qmbad"), "is not a multiaddr"),
     (("--genesis", "{good}", "--peer", PEER, "--chain-id", "another-1"), "is not the chain of"),
     (("--peer", PEER), "--peer needs --genesis"),
@@ -95,8 +99,10 @@ def test_bad_input_is_one_line_nonzero_and_writes_nothing(tmp_path: Path, chain:
     (tmp_path / "garbage.json").write_text("{not json")
     (tmp_path / "incomplete.json").write_text('{"chain_id": "x-1"}')
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00{")
+    (tmp_path / "dupkeys.json").write_text(chain.read_text().replace("{", '{"chain_id": "other-1", ', 1))
     files = {"missing": tmp_path / "nope.json", "dir": tmp_path / "dir", "garbage": tmp_path / "garbage.json",
-             "incomplete": tmp_path / "incomplete.json", "binary": tmp_path / "binary.json", "good": chain}
+             "incomplete": tmp_path / "incomplete.json", "binary": tmp_path / "binary.json", "good": chain,
+             "dupkeys": tmp_path / "dupkeys.json"}
     target = tmp_path / "full"
     result = run("init", "--home", str(target), *(a.format(**files) for a in args))
     assert result.exit_code != 0
@@ -222,3 +228,41 @@ async def test_a_peer_on_another_genesis_of_the_same_chain_id_is_named_not_synce
     assert parse_status(v2) == (ours.chain_id, 0, app.last_block_hash, ours.hash)
     v1 = await peers.same.serve_status("x", b"\x01")
     assert v1 == encode([1, ours.chain_id, 0, app.last_block_hash]) and parse_status(v1)[3] is None
+
+
+def test_force_over_a_home_whose_store_was_moved_away_keeps_its_node_key(tmp_path: Path, chain: Path) -> None:
+    import shutil
+
+    home = Home(tmp_path / "full")
+    assert run("init", "--home", str(home.root), "--genesis", str(chain), "--peer", PEER).exit_code == 0
+    key_before = load_keyfile(home.node_key_file, None).public_key
+    shutil.move(str(home.data_dir), str(tmp_path / "data-aside"))  # as the refusal above advises
+    again = run("init", "--home", str(home.root), "--genesis", str(chain), "--peer", PEER, "--force", "--json")
+    assert again.exit_code == 0, again.output
+    assert load_keyfile(home.node_key_file, None).public_key == key_before
+    assert json.loads(again.output)["pubkey"] == "0x" + key_before.hex()
+
+
+class _LiarPeers(_StatusPeers):
+    """"other" is on our genesis and claims height 1,000, then serves no block."""
+
+    def __init__(self, ours: Application) -> None:
+        super().__init__(ours, ours.genesis)
+
+    async def request(self, peer: str, protocol: str, data: bytes, timeout: float = 5.0,
+                      max_response_bytes: int | None = None) -> bytes:
+        if protocol == STATUS_PROTOCOL and peer == "other":
+            return encode([2, self.theirs.chain_id, 1000, bytes(32), self.theirs.hash])
+        return await super().request(peer, protocol, data, timeout, max_response_bytes)
+
+
+async def test_a_peer_that_claims_a_far_height_and_serves_nothing_stops_holding_us_behind() -> None:
+    """caught_up lifts the allowlist's grace (refusals unpenalised): one liar claiming a far height
+    must not keep it down, so its claim stops counting once it has wasted a round."""
+    ours = make_genesis(validators=[dev_key("g-a")])
+    app = Application(MemoryKV(), ours)
+    sync = BlockSync(app, _LiarPeers(Application(MemoryKV(), ours)), asyncio.Queue())
+    await sync._sync_round()
+    assert not sync.caught_up  # an honest peer might really be that far ahead: the first round believes it
+    await sync._sync_round()
+    assert sync.caught_up  # it served nothing: its claim no longer counts
