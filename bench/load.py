@@ -277,9 +277,17 @@ async def main() -> None:
     if args.ws_clients or args.scrape:
         print(f"websocket: {args.ws_clients} clients received {notes['heads']} heads and {notes['events']} event "
               f"batches, {notes['closed']} closed by the node; {notes['scrapes']} metrics scrapes")
+    node_cpu = []
     for name, (cpu, rss) in sorted(usage.items()):
         busy = (cpu - cpu_before.get(name, 0.0)) / wall
         print(f"{name}: {100 * busy:.0f}% of a core, RSS {rss / 2**20:.0f} MiB")
+        if name != "load generator":
+            node_cpu.append(cpu - cpu_before.get(name, 0.0))
+    if node_cpu and ours:
+        # Every node's CPU over the run, per transfer it finalized: the cost a node pays, less
+        # sensitive to a shared machine than throughput (clients' CPU is not in it).
+        print(f"node cpu per finalized transfer {1e6 * statistics.fmean(node_cpu) / len(ours):.0f} us "
+              f"(mean of {len(node_cpu)} nodes)")
 
 
 if __name__ == "__main__":

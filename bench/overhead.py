@@ -5,8 +5,9 @@ WebSocket subscribers following newHeads, every fifth also an events feed).
     python bench/overhead.py --rate 800 --duration 30 --runs 2
 
 Each run starts a new testnet in a temporary directory (127.0.0.1, free ports), runs bench/load.py
-against it, and stops every node by PID.  Prints each run's finalized throughput and p50 finality,
-and the observed/plain ratio of the mean throughputs.  Nothing here asserts; it measures.
+against it, and stops every node by PID.  Prints each run's finalized throughput, p50 finality and
+node CPU per finalized transfer, and the observed/plain ratios of the means (the CPU ratio is the
+steadier on a shared machine: the clients' own CPU is not in it).  Nothing here asserts; it measures.
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ def run_once(observed: bool, args: argparse.Namespace) -> dict[str, float]:
         finally:
             stop_processes(procs)
     print(("observed" if observed else "plain   ") + " | " + " | ".join(
-        line for line in out.splitlines() if line.startswith(("throughput", "finality", "websocket", "submitted"))))
+        line for line in out.splitlines() if line.startswith(("throughput", "finality", "websocket", "submitted",
+                                                               "node cpu"))))
     throughput = re.search(r"throughput (\d+)", out)
     p50 = re.search(r"p50 (\d+) ms", out)
+    cpu = re.search(r"node cpu per finalized transfer (\d+) us", out)
     return {"throughput": float(throughput.group(1)) if throughput else float("nan"),
-            "p50_ms": float(p50.group(1)) if p50 else float("nan")}
+            "p50_ms": float(p50.group(1)) if p50 else float("nan"),
+            "cpu_us": float(cpu.group(1)) if cpu else float("nan")}
 
 
 def main() -> None:
@@ -91,6 +95,10 @@ def main() -> None:
     seen = statistics.fmean(r["throughput"] for r in results[True])
     print(f"plain: {plain:.0f} finalized/s, observed ({args.ws_clients} ws clients + metrics scraped every 1 s): "
           f"{seen:.0f} finalized/s, ratio {seen / plain:.3f}")
+    cpu_plain = statistics.fmean(r["cpu_us"] for r in results[False])
+    cpu_seen = statistics.fmean(r["cpu_us"] for r in results[True])
+    print(f"node cpu per finalized transfer: plain {cpu_plain:.0f} us, observed {cpu_seen:.0f} us, "
+          f"ratio {cpu_seen / cpu_plain:.3f}")
 
 
 if __name__ == "__main__":
