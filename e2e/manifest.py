@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 KINDS = ("kill", "pause", "restart", "partition", "netem", "slowlink", "diskfull", "clockskew")
-NEEDS_NAMESPACES = frozenset({"partition", "netem", "slowlink"})
+# partition runs on loopback too, through the nodes' test-only connection gate (node.misbehaviour).
+NEEDS_NAMESPACES = frozenset({"netem", "slowlink"})
 NEEDS_ROOT = frozenset({"diskfull"})  # a tmpfs mounted on the node's data directory
 NETWORKS = ("loopback", "namespaces", "auto")
 

@@ -92,10 +92,13 @@ class NodeProc:
         self.index, self.home, self.prefix = index, home, prefix
         self.proc: subprocess.Popen[bytes] | None = None
         self.state = "down"
+        self.gate = False  # runs the test-only connection gate (loopback partitions)
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env.pop("QENEX_TEST_CLOCK_OFFSET_MS", None)
+        if self.gate:
+            env["QENEX_TEST_GATE"] = "1"
         env.update(extra_env or {})
         with open(self.home / "node.log", "ab") as out:
             self.proc = subprocess.Popen(
@@ -259,6 +262,9 @@ class Runner:
             self._mount_tmpfs_data(testnet / f"node{i}" / "data")
         self.nodes = [NodeProc(i, testnet / f"node{i}", self.net.exec_prefix(i) if self.net else [])
                       for i in range(n)]
+        if self.net is None and any(f.kind == "partition" for f in self.m.faults):
+            for node in self.nodes:
+                node.gate = True
 
     def _mount_tmpfs_data(self, data: Path) -> None:
         """Move a node's data directory onto a tmpfs of ``data_mib`` (what a diskfull perturbation fills)."""
@@ -660,11 +666,27 @@ class Runner:
         return self._quorum_without({node.index})
 
     async def _do_partition(self, f: Fault) -> bool:
-        assert self.net is not None
-        self.net.partition([list(g) for g in f.groups])
-        await asyncio.sleep(f.hold_s)
-        self.net.heal()
+        if self.net is not None:
+            self.net.partition([list(g) for g in f.groups])
+            await asyncio.sleep(f.hold_s)
+            self.net.heal()
+        else:
+            # Loopback: each node's test-only gate refuses the other groups' peers (node.misbehaviour),
+            # both ways; every node gated, for every node in the set of groups.
+            self._write_gates({i: [j for g in f.groups if i not in g for j in g] for g in f.groups for i in g})
+            await asyncio.sleep(f.hold_s)
+            self._write_gates({i: [] for i in range(len(self.nodes))})
         return any(3 * len(g) > 2 * len(self.nodes) for g in f.groups)
+
+    def _write_gates(self, blocked: dict[int, list[int]]) -> None:
+        from node.misbehaviour import GATE_FILE
+
+        peer_ids = [node["p2p"].rsplit("/", 1)[1] for node in self.testnet_nodes]
+        for i, others in blocked.items():
+            path = self.nodes[i].home / "data" / GATE_FILE
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"blocked": [peer_ids[j] for j in others]}))
+            os.replace(tmp, path)  # the node never reads half a file
 
     async def _do_netem(self, f: Fault) -> bool:
         assert self.net is not None

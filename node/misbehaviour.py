@@ -85,4 +85,43 @@ def test_clock_offset(environ: "dict[str, str] | os._Environ[str]", genesis: Gen
     return offset
 
 
-__all__ = ["DoubleSigner", "double_signer", "test_clock_offset", "CLOCK_OFFSET_ENV"]
+GATE_ENV = "QENEX_TEST_GATE"
+GATE_FILE = "test-gate.json"  # in the home's data directory: {"blocked": [peer id, ...]}
+GATE_POLL_S = 0.25
+MAX_GATE_BYTES = 64 * 1024
+
+
+def test_gate_enabled(environ: "dict[str, str] | os._Environ[str]", genesis: Genesis) -> bool:
+    """Whether this node runs the test-only connection gate (end-to-end partitions on loopback):
+    ``QENEX_TEST_GATE=1``, refused off a test chain, logged at CRITICAL level."""
+    if environ.get(GATE_ENV, "").strip() not in ("1", "true", "yes"):
+        return False
+    if not genesis.test_chain:
+        raise ConfigError(f"{GATE_ENV} is test-only: the genesis of {genesis.chain_id!r} is not marked as a test "
+                          f"chain (\"test_chain\": true)")
+    log.critical("TEST-ONLY CONNECTION GATE: peers listed in data/%s are disconnected and refused (%s)",
+                 GATE_FILE, GATE_ENV)
+    return True
+
+
+def read_gate(path: "os.PathLike[str] | str") -> frozenset[str] | None:
+    """The peer ids the gate file blocks; None when it is absent or unreadable (the gate then
+    keeps what it had: a half-written file never opens a partition by accident)."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_GATE_BYTES + 1)
+        if len(raw) > MAX_GATE_BYTES:
+            return None
+        doc = json.loads(raw)
+    except (OSError, ValueError):
+        return None
+    blocked = doc.get("blocked") if isinstance(doc, dict) else None
+    if not isinstance(blocked, list) or not all(isinstance(p, str) for p in blocked):
+        return None
+    return frozenset(blocked)
+
+
+__all__ = ["DoubleSigner", "double_signer", "test_clock_offset", "CLOCK_OFFSET_ENV", "test_gate_enabled",
+           "read_gate", "GATE_ENV", "GATE_FILE"]

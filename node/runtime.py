@@ -40,7 +40,8 @@ from node.inbound import (
 from node.jsonrpc import Dispatcher, RPCError, invalid_params, make_app
 from node.logs import ContextFilter, configure_logging
 from node.blocks import set_test_clock_offset
-from node.misbehaviour import double_signer, test_clock_offset
+from node.misbehaviour import (GATE_FILE, GATE_POLL_S, double_signer, read_gate, test_clock_offset,
+                               test_gate_enabled)
 from node.mempool import Mempool
 from node.metrics import MetricsServer, MetricsSource, NodeMetrics
 from node.risk.hook import RISK_HISTORY_DIR, RiskHook
@@ -115,6 +116,8 @@ class Node:
         self.double_signer = double_signer(self.config.consensus, self.genesis, signer_mode=self.config.signer.mode,
                                            key=self.node_key)
         set_test_clock_offset(test_clock_offset(os.environ, self.genesis))
+        self._gate = test_gate_enabled(os.environ, self.genesis)
+        self._gate_task: asyncio.Task[None] | None = None
         self._admin: AdminServer | None = None
         self.audit: AuditLog | None = None  # opened at start (node.audit): admin calls and signer refusals
         self.kv: LevelDBKV | None = None
@@ -244,6 +247,8 @@ class Node:
         self.driver.start()
         self.sync.start()
         self._gossip_task = asyncio.create_task(self._gossip_loop(), name="tx-gossip")
+        if self._gate:
+            self._gate_task = asyncio.create_task(self._gate_loop(), name="test-gate")
 
         rpc = self.config.rpc
         rpc_context = self.rpc_context()
@@ -305,6 +310,8 @@ class Node:
             await step("metrics", self._metrics_server.stop())
         if self._gossip_task:
             self._gossip_task.cancel()
+        if self._gate_task:
+            self._gate_task.cancel()
         if self.sync:
             await step("sync", self.sync.stop())
         if self.driver:
@@ -521,6 +528,28 @@ class Node:
                     await self.p2p.publish(TX_TOPIC, encode([1, batch]))
                 except Exception:
                     log.warning("tx gossip publish failed", exc_info=True)
+
+    async def _gate_loop(self) -> None:
+        """TEST ONLY (node.misbehaviour): keep the peers the gate file lists banned (disconnected and
+        refused, both ways once every node of a partition gates the others), and lift the bans of
+        those it no longer lists."""
+        path = self.home.data_dir / GATE_FILE
+        gated: frozenset[str] = frozenset()
+        while True:
+            blocked = read_gate(path)
+            if blocked is not None and self.p2p is not None:
+                banned = set(self.p2p.banned_peers())
+                try:
+                    for peer in sorted(blocked - banned):
+                        self.p2p.ban(peer, "test-only connection gate")
+                    for peer in sorted((gated - blocked) & banned):
+                        self.p2p.unban(peer)
+                except Exception as exc:  # a bad peer id in the file: say so, keep polling
+                    log.error("test gate: %s", exc)
+                if blocked != gated:
+                    log.warning("test gate: %d peer(s) blocked", len(blocked))
+                gated = blocked
+            await asyncio.sleep(GATE_POLL_S)
 
     def _on_gossip(self, topic: str, peer: str, data: bytes) -> None:
         if topic == TX_TOPIC and self.admission is not None:

@@ -65,3 +65,23 @@ def test_the_node_clock_carries_the_offset():
     finally:
         blocks.set_test_clock_offset(0)
     assert abs(blocks.now_ms() - time.time_ns() // 1_000_000) < 1_000
+
+
+def test_the_connection_gate_is_test_only_and_its_file_is_read_whole_or_not_at_all(tmp_path):
+    import json
+
+    from node.misbehaviour import GATE_ENV, read_gate, test_gate_enabled
+
+    assert not test_gate_enabled({}, TEST_GENESIS)
+    assert test_gate_enabled({GATE_ENV: "1"}, TEST_GENESIS)
+    with pytest.raises(ConfigError, match="test-only.*not marked as a test chain"):
+        test_gate_enabled({GATE_ENV: "1"}, GENESIS)
+    path = tmp_path / "gate.json"
+    assert read_gate(path) is None  # absent: keep what the gate had
+    path.write_text(json.dumps({"blocked": ["12D3KooWA", "12D3KooWB"]}))
+    assert read_gate(path) == {"12D3KooWA", "12D3KooWB"}
+    for bad in ('{"blocked": ["12D3KooWA", 7]}', '{"blocked": "x"}', '{"blocked": ["a"', "[]"):
+        path.write_text(bad)
+        assert read_gate(path) is None, bad
+    path.write_text(json.dumps({"blocked": ["x" * 70_000]}))
+    assert read_gate(path) is None  # over 64 KiB: refused before it is parsed
