@@ -29,11 +29,15 @@ execute reach the same app hash:
 
 Which signatures a ``last_commit`` carries is chosen by the proposer of
 ``h``: it may leave an honest validator's signature out (the certificate
-needs only more than 2/3 of power).  A proposer is one member among the set
-and proposes its share of heights, so it alone cannot push an honest
-validator past the window's threshold; the engine's late-vote collection
+needs only more than 2/3 of power).  Proposers holding a share ``b`` of the
+power propose about that share of the heights, so they can make an honest
+validator miss about ``b`` of its window: with ``b`` below 1/3 that stays
+under the threshold while ``min_signed_per_window_bps`` is at most about
+6,600 (the default is 5,000).  The engine's late-vote collection
 (``consensus.engine``) gives an honest proposer every signature that arrived
-before it built.
+before it built; a proposer whose head came by sync carries only the
+quorum it fetched, so a consistently slow validator can still collect
+misses.
 """
 
 from __future__ import annotations
