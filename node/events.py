@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from node.rpc import payload_to_json
 from node.rpc_params import hex0x
@@ -32,14 +32,25 @@ EVENT_KINDS: frozenset[str] = frozenset(
 _OP_KINDS: dict[type, str] = {cls: kind.name.lower() for kind, cls in BATCH_OP_TYPES.items()}
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """One event and what filters match it on; ``json`` is its rendering, made once."""
+    """One event and what filters match it on (raw bytes and ids, cheap); ``json`` is its rendering,
+    made on first use and kept: a block of a thousand transfers costs a thousand renderings only
+    if some filter selects them all (bech32 text and JSON cost tens of microseconds each)."""
 
-    kind: str
-    addresses: frozenset[bytes]
-    pools: frozenset[str]
-    json: str
+    __slots__ = ("kind", "addresses", "pools", "_body", "_json")
+
+    def __init__(self, kind: str, addresses: frozenset[bytes], pools: frozenset[str],
+                 body: "Callable[[], dict[str, Any]] | str") -> None:
+        self.kind, self.addresses, self.pools = kind, addresses, pools
+        self._body = body
+        self._json: str | None = body if isinstance(body, str) else None
+
+    @property
+    def json(self) -> str:
+        if self._json is None:
+            assert callable(self._body)
+            self._json = json.dumps(self._body(), separators=(",", ":"))
+        return self._json
 
 
 def _pools(op: Any) -> list[str]:
@@ -51,8 +62,25 @@ def _pools(op: Any) -> list[str]:
     return [pool] if isinstance(pool, str) else []
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _addresses(op: Any) -> set[bytes]:
-    return {v for f in dataclasses.fields(op) if isinstance(v := getattr(op, f.name), bytes) and len(v) == 20}
+    names = _FIELD_NAMES.get(type(op))
+    if names is None:
+        names = _FIELD_NAMES[type(op)] = tuple(f.name for f in dataclasses.fields(op))
+    return {v for name in names if isinstance(v := getattr(op, name), bytes) and len(v) == 20}
+
+
+def _render(height: int, stx: Any, index: int, kind: str, pools: list[str], op: Any,
+            op_index: int | None) -> "Callable[[], dict[str, Any]]":
+    def body() -> dict[str, Any]:
+        out = {"height": height, "tx": hex0x(stx.hash), "index": index, "sender": address_to_text(stx.tx.sender),
+               "kind": kind, "pools": pools, "payload": payload_to_json(op)}
+        if op_index is not None:
+            out["batch_op"] = op_index
+        return out
+    return body
 
 
 def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
@@ -64,7 +92,6 @@ def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
             continue
         tx = stx.tx
         sender = tx.sender
-        base = {"height": height, "tx": hex0x(stx.hash), "index": index, "sender": address_to_text(sender)}
         ops: Iterable[tuple[int | None, str, Any]]
         if isinstance(tx.payload, Batch):
             ops = ((i, _OP_KINDS[type(op)], op) for i, op in enumerate(tx.payload.ops))
@@ -72,11 +99,8 @@ def block_events(block: Block, receipts: Sequence[Receipt]) -> list[Event]:
             ops = ((None, tx.kind.name.lower(), tx.payload),)
         for op_index, kind, op in ops:
             pools = _pools(op)
-            body = {**base, "kind": kind, "pools": pools, "payload": payload_to_json(op)}
-            if op_index is not None:
-                body["batch_op"] = op_index
             events.append(Event(kind, frozenset(_addresses(op) | {sender}), frozenset(pools),
-                                json.dumps(body, separators=(",", ":"))))
+                                _render(height, stx, index, kind, pools, op, op_index)))
     return events
 
 
