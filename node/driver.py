@@ -29,7 +29,7 @@ from consensus.signing import ConsensusSigner
 from node.blocks import BlockExecutor, now_ms
 from node.config import ConsensusSection
 from node.errors import WalError
-from node.evidence import EvidencePool
+from node.evidence import MAX_AGE_HEIGHTS, EvidencePool
 from node.mempool import Mempool
 from node.misbehaviour import DoubleSigner
 from node.signguard import SignGuard
@@ -84,9 +84,8 @@ class ConsensusDriver:
     def __post_init__(self) -> None:
         self.blocks = BlockExecutor(self.app)
         staking = self.app.params.staking
-        self.evidence = (EvidencePool(self.app.chain_id, self.app.validator_set,
-                                      max_age_heights=staking.max_evidence_age) if staking is not None
-                         else EvidencePool(self.app.chain_id, self.app.validator_set))
+        self.evidence = EvidencePool(self.app.chain_id, self.app.validator_set,
+                                     max_age_heights=MAX_AGE_HEIGHTS if staking is None else staking.max_evidence_age)
 
     # -- lifecycle --------------------------------------------------------
 

@@ -44,15 +44,20 @@ class DoubleSigner:
                            bytes(sha256(DOMAIN + vote.block_hash)))
 
 
+def _require_test_chain(setting: str, genesis: Genesis) -> None:
+    """Every test-only behaviour's gate: refused unless the genesis marks the chain as a test chain."""
+    if not genesis.test_chain:
+        raise ConfigError(f"{setting} is test-only: the genesis of {genesis.chain_id!r} is not marked as a test "
+                          f"chain (\"test_chain\": true)")
+
+
 def double_signer(config: ConsensusSection, genesis: Genesis, *, signer_mode: str,
                   key: PrivateKey) -> DoubleSigner | None:
     """The configured misbehaviour, None when off; ConfigError where it is not allowed."""
     height = config.double_sign_from_height
     if not height:
         return None
-    if not genesis.test_chain:
-        raise ConfigError(f"consensus.double_sign_from_height is test-only: the genesis of {genesis.chain_id!r} "
-                          f"is not marked as a test chain (\"test_chain\": true)")
+    _require_test_chain("consensus.double_sign_from_height", genesis)
     if signer_mode != "local":
         raise ConfigError("consensus.double_sign_from_height needs the validator key in the node (signer.mode = "
                           f"\"local\"), not {signer_mode!r}")
@@ -76,10 +81,8 @@ def test_clock_offset(environ: "dict[str, str] | os._Environ[str]", genesis: Gen
         raise ConfigError(f"{CLOCK_OFFSET_ENV}={raw!r} is not an integer number of milliseconds") from None
     if abs(offset) > 10**12:
         raise ConfigError(f"{CLOCK_OFFSET_ENV}={offset} is beyond 10^12 ms")
-    if offset and not genesis.test_chain:
-        raise ConfigError(f"{CLOCK_OFFSET_ENV} is test-only: the genesis of {genesis.chain_id!r} is not marked as a "
-                          f"test chain (\"test_chain\": true)")
     if offset:
+        _require_test_chain(CLOCK_OFFSET_ENV, genesis)
         log.critical("TEST-ONLY CLOCK SKEW: this node's clock runs %+d ms off the system's (%s)", offset,
                      CLOCK_OFFSET_ENV)
     return offset
@@ -96,9 +99,7 @@ def test_gate_enabled(environ: "dict[str, str] | os._Environ[str]", genesis: Gen
     ``QENEX_TEST_GATE=1``, refused off a test chain, logged at CRITICAL level."""
     if environ.get(GATE_ENV, "").strip() not in ("1", "true", "yes"):
         return False
-    if not genesis.test_chain:
-        raise ConfigError(f"{GATE_ENV} is test-only: the genesis of {genesis.chain_id!r} is not marked as a test "
-                          f"chain (\"test_chain\": true)")
+    _require_test_chain(GATE_ENV, genesis)
     log.critical("TEST-ONLY CONNECTION GATE: peers listed in data/%s are disconnected and refused (%s)",
                  GATE_FILE, GATE_ENV)
     return True

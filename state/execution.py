@@ -63,7 +63,7 @@ from state.payloads import (
     key_proof_digest,
 )
 from state.pools import FlashLoans, Pools
-from state.slashing import CommitVote, EvidenceRecord, Slashing
+from state.slashing import CommitVote, Slashing
 from state.staking import MODULE_ACCOUNTS, REWARDS_POOL, Staking
 from state.transactions import Receipt, ReceiptStatus, SignedTransaction, Transaction
 
@@ -325,9 +325,7 @@ class BlockRun:
         self.receipts: list[Receipt] = []
         self.fees = 0
         self.validator_updates: tuple[tuple[bytes, int], ...] = ()
-        self.evidence: list[bytes] = []
-        self.slashed: list[EvidenceRecord] = []  # what this block's evidence did
-        self.jailed: list[bytes] = []  # operators jailed for downtime in this block
+        self.evidence: list[bytes] = []  # the evidence this block applied, in order
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
         Pools(self.ledger, height=height, time_ms=time_ms).begin_block()
 
@@ -338,25 +336,24 @@ class BlockRun:
         return Slashing(Staking(self.ledger, params, height=self.height, epoch_length=self.params.epoch_length))
 
     def evidence_refusal(self, height: int, validator: bytes) -> str | None:
-        """Why verified evidence of (height, validator) may not enter this block, or None."""
+        """Why verified evidence of (height, validator) may not enter this block, or None (an item
+        this block applied already reads as applied: its record is on the block's overlay)."""
         if self.params.staking is None:
             return "this chain has no staking: evidence cannot be applied"
-        if any(r.height == height and r.validator == validator for r in self.slashed):
-            return "the block already carries this equivocation"
         return self._slashing().refusal(height, validator)
 
     def apply_evidence(self, height: int, validator: bytes, evidence: bytes) -> None:
         """Before any transaction: slash and tombstone for one verified equivocation."""
         if self.txs:
             raise StateInvariantBroken("evidence is applied before the block's transactions")
-        self.slashed.append(self._slashing().apply_evidence(height, validator, evidence))
+        self._slashing().apply_evidence(height, validator, evidence)
         self.evidence.append(evidence)
 
     def track_commit(self) -> None:
         """After the evidence, before any transaction: downtime tracking of the parent's commit."""
         if self.params.staking is None or not self.commit_votes:
             return
-        self.jailed = [bytes(op) for op in self._slashing().track(self.commit_votes)]
+        self._slashing().track(self.commit_votes)
 
     def include(self, stx: SignedTransaction) -> Receipt:
         """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""
