@@ -65,6 +65,7 @@ from state.crypto import address_of, address_to_text
 from state.errors import StateError
 from state.genesis import Genesis
 from state.payloads import STAKING_KINDS
+from state.staking import is_epoch_end
 from state.keyfile import keyfile_warnings, load_keyfile
 from state.kv import LevelDBKV
 
@@ -584,7 +585,7 @@ class Node:
         epoch's end (and so the application's own set changes, jailing included, around it)."""
         assert self.app is not None
         params = self.app.params
-        return params.staking is not None and (block.header.height % params.epoch_length == 0
+        return params.staking is not None and (is_epoch_end(block.header.height, params.epoch_length)
                                                or any(stx.tx.kind in STAKING_KINDS for stx in block.txs))
 
     def _log_membership(self, height: int) -> None:

@@ -352,8 +352,9 @@ class Staking:
         self._put_delegation(delegator, v.operator, replace(d, shares=d.shares + minted))
         return replace(v, tokens=_checked("validator tokens", v.tokens + amount), shares=v.shares + minted)
 
-    def _unbond(self, v: Validator, delegator: bytes, amount: int) -> Validator:
-        """Burn the shares worth ``amount`` from ``delegator``'s delegation with ``v``."""
+    def _unbond(self, v: Validator, delegator: bytes, amount: int, *, self_bond_rule: bool = True) -> Validator:
+        """Burn the shares worth ``amount`` from ``delegator``'s delegation with ``v`` (a slash passes
+        ``self_bond_rule=False``: it is not the operator's choice)."""
         d = self.delegation(delegator, v.operator)
         have = v.value_of(d.shares) if d is not None else 0
         if d is None or amount > have:
@@ -362,7 +363,7 @@ class Staking:
         d = d.settled(v.reward_index)
         d = replace(d, shares=d.shares - burned)
         after = replace(v, tokens=v.tokens - amount, shares=v.shares - burned)
-        if delegator == v.operator:
+        if self_bond_rule and delegator == v.operator:
             left = after.value_of(d.shares)
             if 0 < left < self.params.min_self_bond:
                 raise SelfBondTooLow(left, self.params.min_self_bond, what="the self-bond left")
@@ -555,11 +556,7 @@ class Staking:
         cut = min(record.amount * bps // BPS, dst.value_of(d.shares))
         if not cut:
             return 0
-        # Burn the shares worth ``cut`` (ceil, as unbonding), with no self-bond rule: a slash is not a choice.
-        burned_shares = min(-(-cut * dst.shares // dst.tokens), d.shares)
-        d = d.settled(dst.reward_index)
-        self._put_delegation(delegator, destination, replace(d, shares=d.shares - burned_shares))
-        self.put_validator(replace(dst, tokens=dst.tokens - cut, shares=dst.shares - burned_shares))
+        self.put_validator(self._unbond(dst, delegator, cut, self_bond_rule=False))
         self._burn(BONDED_POOL, cut)
         return cut
 
