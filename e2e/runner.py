@@ -96,9 +96,11 @@ class NodeProc:
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        env.pop("QENEX_TEST_CLOCK_OFFSET_MS", None)
+        from node.misbehaviour import CLOCK_OFFSET_ENV, GATE_ENV
+
+        env.pop(CLOCK_OFFSET_ENV, None)
         if self.gate:
-            env["QENEX_TEST_GATE"] = "1"
+            env[GATE_ENV] = "1"
         env.update(extra_env or {})
         with open(self.home / "node.log", "ab") as out:
             self.proc = subprocess.Popen(
@@ -409,6 +411,8 @@ class Runner:
     async def _check_slashed(self) -> None:
         """Every node has the equivocation applied, the offender tombstoned, and (once the epoch that
         applied it ended) out of its set; anything else is a violation of this manifest."""
+        from state.staking import epoch_bounds, epoch_of
+
         offender = self.byzantine_address
         for i, client in enumerate(self.clients):
             try:
@@ -428,7 +432,7 @@ class Runner:
             if record is None or not record["tombstoned"]:
                 self.note(f"violation: node{i} does not report node{self.m.byzantine_node} tombstoned")
             epoch = self.m.epoch_length
-            left = -(-applied[0]["included_height"] // epoch) * epoch + 1
+            left = epoch_bounds(epoch_of(applied[0]["included_height"], epoch) + 1, epoch)[0]  # the next set
             if head >= left and offender in members:
                 self.note(f"violation: node{i} still has node{self.m.byzantine_node} in its set at height "
                           f"{head + 1} (it should have left at {left})")
@@ -676,7 +680,7 @@ class Runner:
             self._write_gates({i: [j for g in f.groups if i not in g for j in g] for g in f.groups for i in g})
             await asyncio.sleep(f.hold_s)
             self._write_gates({i: [] for i in range(len(self.nodes))})
-        return any(3 * len(g) > 2 * len(self.nodes) for g in f.groups)
+        return any(self._quorum_without(set(range(len(self.nodes))) - set(g)) for g in f.groups)
 
     def _write_gates(self, blocked: dict[int, list[int]]) -> None:
         from node.misbehaviour import GATE_FILE
