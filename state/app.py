@@ -57,6 +57,7 @@ from state.errors import (
     StateInvariantBroken,
     StoreNotFound,
 )
+from state.contracts import ContractQueries
 from state.execution import BlockRun, app_hash_of, check_stateless, outflows
 from state.genesis import NATIVE_ISSUER, NATIVE_NAME, Genesis, Params
 from state.ledger import (
@@ -403,6 +404,21 @@ class Application:
             return None
         store = self._kv if height is None or height == self.height else self.at(height).store
         return StakingQueries(store, self.params)
+
+    # -- contracts (issue 11): committed state, read-only ---------------------------------
+
+    def contracts(self, height: int | None = None) -> ContractQueries | None:
+        """Contract reads at the head (or at ``height``, within the history window); None without contracts.
+
+        Queries see the block height and time of the state they read."""
+        if self.params.contracts is None:
+            return None
+        if height is None or height == self.height:
+            return ContractQueries(self._kv, self.params.contracts, height=self.height, time_ms=self.last_time_ms)
+        view = self.at(height)
+        block = self.get_block(height)
+        time_ms = block.header.time_ms if block is not None else self.genesis.genesis_time_ms
+        return ContractQueries(view.store, self.params.contracts, height=height, time_ms=time_ms)
 
     def epoch_info(self) -> EpochInfo:
         """The epoch of the next height, its bounds, and the height from which the next set signs."""

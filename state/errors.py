@@ -24,7 +24,9 @@ broken invariants are StateInvariantBroken and should halt the node):
     ├── InvalidTransaction               stateless or inclusion checks
     │   ├── WrongChainId, BadSignature, FeeTooLow, TxTooLarge
     │   ├── BadNonce, FeeUnpayable
-    │   └── StakingDisabled              a staking kind on a chain without staking
+    │   ├── StakingDisabled              a staking kind on a chain without staking
+    │   ├── ContractsDisabled            a contract kind on a chain without contracts
+    │   └── GasLimitTooLow, GasLimitTooHigh, BlockGasExceeded
     ├── ExecutionFailed                  a tx's effect failed (receipt: failed)
     │   ├── InsufficientBalance, UnknownToken, TokenExists, NotIssuer, BalanceOverflow
     │   ├── UnknownPool, PoolExists, InsufficientInput, InsufficientLiquidity,
@@ -216,6 +218,36 @@ class StakingDisabled(InvalidTransaction):
     def __init__(self, kind: str) -> None:
         super().__init__(f"{kind} is a staking transaction, and this chain's genesis has no staking section")
         self.kind = kind
+
+
+class ContractsDisabled(InvalidTransaction):
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"{kind} is a contract transaction, and this chain's genesis has no contracts section")
+        self.kind = kind
+
+
+class GasLimitTooLow(InvalidTransaction):
+    def __init__(self, gas_limit: int, intrinsic: int) -> None:
+        super().__init__(f"gas limit {gas_limit} is below the transaction's intrinsic gas {intrinsic}")
+        self.gas_limit = gas_limit
+        self.intrinsic = intrinsic
+
+
+class GasLimitTooHigh(InvalidTransaction):
+    def __init__(self, gas_limit: int, limit: int) -> None:
+        super().__init__(f"gas limit {gas_limit} exceeds the chain's max_tx_gas {limit}")
+        self.gas_limit = gas_limit
+        self.limit = limit
+
+
+class BlockGasExceeded(InvalidTransaction):
+    """The block's contract transactions already reserve so much gas that this one's limit does not fit."""
+
+    def __init__(self, gas_limit: int, used: int, limit: int) -> None:
+        super().__init__(f"gas limit {gas_limit} does not fit the block: {used} of max_block_gas {limit} reserved")
+        self.gas_limit = gas_limit
+        self.used = used
+        self.limit = limit
 
 
 # -- transaction effects (the tx is included; its receipt says failed) ------
@@ -548,6 +580,94 @@ class CandidatesFull(StakingFailed):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} validators already hold stake (max_candidates)")
         self.limit = limit
+
+
+# -- contracts (issue 11; state.contracts) --------------------------------------
+
+
+class ContractFailed(ExecutionFailed):
+    """A contract deploy or call failed and every effect of it was reverted; the fee for
+    ``gas_used`` is charged (state.execution sets it once the outcome is known)."""
+
+    code = "contract_failed"
+    gas_used: int | None = None
+
+
+class OutOfGas(ContractFailed):
+    code = "out_of_gas"
+
+    def __init__(self, gas_limit: int) -> None:
+        super().__init__(f"ran out of gas (limit {gas_limit})")
+        self.gas_limit = gas_limit
+
+
+class ContractTrap(ContractFailed):
+    code = "trap"
+
+    def __init__(self, contract: str, trap: str) -> None:
+        super().__init__(f"contract {contract} trapped: {trap}")
+        self.contract = contract
+        self.trap = trap
+
+
+class ContractAborted(ContractFailed):
+    code = "aborted"
+
+    def __init__(self, contract: str, message: str) -> None:
+        super().__init__(f"contract {contract} aborted: {message}")
+        self.contract = contract
+        self.message = message
+
+
+class HostCallFailed(ContractFailed):
+    code = "host_call_failed"
+
+    def __init__(self, call: str, detail: str) -> None:
+        super().__init__(f"host call {call} failed: {detail}")
+        self.call = call
+        self.detail = detail
+
+
+class InvalidCode(ContractFailed):
+    code = "invalid_code"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UnknownContract(ContractFailed):
+    code = "unknown_contract"
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"no contract is deployed at {address}")
+        self.address = address
+
+
+class UnknownMethod(ContractFailed):
+    code = "unknown_method"
+
+    def __init__(self, address: str, method: str) -> None:
+        super().__init__(f"contract {address} has no method {method!r}")
+        self.address = address
+        self.method = method
+
+
+class CallDepthExceeded(ContractFailed):
+    code = "call_depth_exceeded"
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} exceeds the limit of {limit}")
+        self.what = what
+        self.limit = limit
+
+
+class Reentrancy(ContractFailed):
+    code = "reentrancy"
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"contract {address} is already on the call stack and does not export qenex_reentrant")
+        self.address = address
 
 
 # -- blocks and the store ---------------------------------------------------

@@ -23,6 +23,10 @@ from state.errors import (
     BadConsensusKeyProof,
     BatchOpFailed,
     BadNonce,
+    BlockGasExceeded,
+    ContractsDisabled,
+    GasLimitTooHigh,
+    GasLimitTooLow,
     BadSignature,
     BalanceOverflow,
     ExecutionFailed,
@@ -40,7 +44,10 @@ from state.errors import (
 from state.genesis import Params
 from state.ledger import Ledger, Overlay, TokenInfo
 from state.payloads import (
+    CONTRACT_KINDS,
     Batch,
+    ContractCall,
+    ContractDeploy,
     FlashBorrow,
     FlashRepay,
     PoolAdd,
@@ -62,6 +69,7 @@ from state.payloads import (
     ValidatorEdit,
     key_proof_digest,
 )
+from state.contracts import Execution, call_intrinsic_gas, deploy_intrinsic_gas
 from state.pools import FlashLoans, Pools
 from state.slashing import CommitVote, Slashing
 from state.staking import MODULE_ACCOUNTS, REWARDS_POOL, Staking
@@ -80,6 +88,16 @@ def app_hash_of(previous: bytes, height: int, writes: list[tuple[bytes, bytes | 
     return domain_digest(DOMAIN_APP_HASH, encode([previous, height, [[k, v] for k, v in writes]]))
 
 
+def intrinsic_gas(tx: Transaction) -> int:
+    """A contract transaction's gas before any code runs (0 for other kinds)."""
+    p = tx.payload
+    if isinstance(p, ContractDeploy):
+        return deploy_intrinsic_gas(p.code, p.init_args)
+    if isinstance(p, ContractCall):
+        return call_intrinsic_gas(p.args)
+    return 0
+
+
 def check_stateless(stx: SignedTransaction, *, chain_id: str, params: Params) -> None:
     """Checks that need no state.  Cheapest first; the signature last."""
     tx = stx.tx
@@ -87,7 +105,16 @@ def check_stateless(stx: SignedTransaction, *, chain_id: str, params: Params) ->
         raise WrongChainId(tx.chain_id, chain_id)
     if stx.size > params.max_tx_bytes:
         raise TxTooLarge(stx.size, params.max_tx_bytes)
-    minimum = params.min_fee(tx.kind)
+    if tx.kind in CONTRACT_KINDS:
+        if params.contracts is None:
+            raise ContractsDisabled(tx.kind.name.lower())
+        gas_limit = tx.payload.gas_limit  # type: ignore[union-attr]
+        if gas_limit > params.contracts.max_tx_gas:
+            raise GasLimitTooHigh(gas_limit, params.contracts.max_tx_gas)
+        intrinsic = intrinsic_gas(tx)
+        if gas_limit < intrinsic:
+            raise GasLimitTooLow(gas_limit, intrinsic)
+    minimum = params.min_tx_fee(tx.kind, tx.payload)
     if tx.fee < minimum:
         raise FeeTooLow(tx.fee, minimum)
     if not stx.verify_signature():
@@ -133,6 +160,9 @@ def outflows(tx: Transaction) -> dict[str, int]:
         add(QNX, p.amount)
     elif isinstance(p, ValidatorCreate):
         add(QNX, p.self_bond)
+    elif isinstance(p, (ContractDeploy, ContractCall)):
+        for token, amount in p.attached:
+            add(token, amount)
     return dict(sorted(spend.items()))
 
 
@@ -324,6 +354,7 @@ class BlockRun:
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
+        self.block_gas = 0  # the gas limits of the contract transactions included so far
         self.validator_updates: tuple[tuple[bytes, int], ...] = ()
         self.evidence: list[bytes] = []  # the evidence this block applied, in order
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
@@ -359,6 +390,8 @@ class BlockRun:
         """Execute ``stx`` as the next transaction, or raise InvalidTransaction having changed nothing."""
         check_includable(self.ledger, stx, chain_id=self.chain_id, params=self.params)
         tx = stx.tx
+        if tx.kind in CONTRACT_KINDS:
+            return self._include_contract(stx)
         self.ledger.debit(tx.sender, QNX, tx.fee)
         self.ledger.set_nonce(tx.sender, tx.nonce + 1)
         self.fees += tx.fee
@@ -374,6 +407,48 @@ class BlockRun:
         receipt = Receipt(
             stx.hash, self.height, len(self.txs), status, reason[:512], self.params.gas_for(tx.kind), tx.fee
         )
+        self.txs.append(stx)
+        self.receipts.append(receipt)
+        return receipt
+
+    def _include_contract(self, stx: SignedTransaction) -> Receipt:
+        """A contract transaction: the block reserves its gas limit; the fee is charged for the gas used
+        (fee * gas_used // gas_limit: the price the sender offered), the rest refunded."""
+        tx = stx.tx
+        p = tx.payload
+        contracts = self.params.contracts
+        if contracts is None:  # check_stateless refused it first; never reached
+            raise StateInvariantBroken("a contract transaction ran on a chain without contracts")
+        gas_limit = p.gas_limit  # type: ignore[union-attr]
+        if self.block_gas + gas_limit > contracts.max_block_gas:
+            raise BlockGasExceeded(gas_limit, self.block_gas, contracts.max_block_gas)
+        self.block_gas += gas_limit
+        self.ledger.debit(tx.sender, QNX, tx.fee)
+        self.ledger.set_nonce(tx.sender, tx.nonce + 1)
+        layer = self.overlay.child()
+        execution = Execution(Ledger(layer), contracts, height=self.height, time_ms=self.time_ms, gas_limit=gas_limit)
+        events: tuple = ()
+        output = b""
+        try:
+            if isinstance(p, ContractDeploy):
+                _, outcome = execution.deploy(tx.sender, tx.nonce, p.code, p.init_args, p.attached)
+            else:
+                outcome = execution.call(tx.sender, p.contract, p.method, p.args, p.attached)  # type: ignore[union-attr]
+        except ExecutionFailed as exc:  # a ContractFailed, which knows its gas_used, or any other effect's refusal
+            status, reason = ReceiptStatus.FAILED, exc.reason
+            gas_used = getattr(exc, "gas_used", None)
+            if gas_used is None:
+                gas_used = execution.gas_used
+        else:
+            layer.merge_into(self.overlay)
+            status, reason = ReceiptStatus.OK, ""
+            gas_used, events, output = outcome.gas_used, outcome.events, outcome.output
+        charged = tx.fee * gas_used // gas_limit
+        if tx.fee - charged:
+            self.ledger.credit(tx.sender, QNX, tx.fee - charged)
+        self.fees += charged
+        receipt = Receipt(stx.hash, self.height, len(self.txs), status, reason[:512], gas_used, charged,
+                          events, output)
         self.txs.append(stx)
         self.receipts.append(receipt)
         return receipt

@@ -29,8 +29,11 @@ from state.crypto import (
     address_to_text,
     domain_digest,
 )
-from state.errors import InvalidKey, MalformedGenesis, MalformedTransaction, StakingDisabled
+from state.errors import ContractsDisabled, InvalidKey, MalformedGenesis, MalformedTransaction, StakingDisabled
 from state.payloads import (
+    CONTRACT_KINDS,
+    MAX_CODE_BYTES_LIMIT,
+    MAX_GAS_LIMIT,
     MAX_COMMISSION_BPS,
     MAX_NAME_LEN,
     MAX_UINT64,
@@ -44,6 +47,8 @@ GENESIS_VERSION = 1
 GENESIS_VERSION_TEST_CHAIN = 2  # version 1's fields, then the test-chain flag (true): written only when set
 PARAMS_VERSION = 2
 PARAMS_VERSION_STAKING = 3  # version 2's fields, then the staking params
+PARAMS_VERSION_CONTRACTS = 4  # version 2's fields, then the staking params (or nil), then the contract params
+CONTRACT_PARAMS_VERSION = 1
 DOMAIN_GENESIS = b"QENEX/genesis/v1"
 # Native token's issuer: no key hashes to it, so QNX can never be minted.
 NATIVE_ISSUER = Address(bytes(ADDRESS_LEN))
@@ -236,6 +241,52 @@ class StakingParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ContractParams:
+    """WebAssembly contracts (state.contracts, state.vm): the bounds every deploy and call runs within.
+
+    Gas is fuel (one unit per executed wasm operator) plus the host API's
+    schedule (state.contracts); a transaction's own ``gas_limit`` caps it.
+    """
+
+    max_code_bytes: int = 12 * 1024
+    max_memory_pages: int = 16  # 64 KiB each: 1 MiB of linear memory per instance
+    max_table_elements: int = 1024
+    max_call_depth: int = 8  # frames on the stack, the transaction's own included
+    max_calls_per_tx: int = 32  # instances one transaction may create, its own included
+    max_tx_gas: int = 50_000_000
+    max_block_gas: int = 200_000_000  # the sum of the gas limits of a block's contract transactions
+
+    _INTS = (
+        ("max_code_bytes", 8, MAX_CODE_BYTES_LIMIT), ("max_memory_pages", 1, 1024),
+        ("max_table_elements", 0, 100_000), ("max_call_depth", 1, 64), ("max_calls_per_tx", 1, 1024),
+        ("max_tx_gas", 1, MAX_GAS_LIMIT), ("max_block_gas", 1, MAX_GAS_LIMIT),
+    )
+
+    def __post_init__(self) -> None:
+        for name, low, high in self._INTS:
+            _int(f"contracts.{name}", getattr(self, name), low, high)
+        if self.max_block_gas < self.max_tx_gas:
+            raise _bad(f"contracts.max_block_gas {self.max_block_gas} is below max_tx_gas {self.max_tx_gas}")
+
+    def to_wire(self) -> list[Any]:
+        return [CONTRACT_PARAMS_VERSION, *(getattr(self, name) for name, _, _ in self._INTS)]
+
+    @classmethod
+    def from_wire(cls, wire: object) -> "ContractParams":
+        n = len(cls._INTS)
+        if not isinstance(wire, list) or len(wire) != n + 1 or wire[0] != CONTRACT_PARAMS_VERSION:
+            raise _bad(f"contract params must be a version-{CONTRACT_PARAMS_VERSION} array of {n + 1} fields")
+        return cls(**dict(zip((name for name, _, _ in cls._INTS), wire[1:])))
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _, _ in self._INTS}
+
+    @classmethod
+    def from_json_obj(cls, obj: object) -> "ContractParams":
+        return cls(**_object("params.contracts", obj, {name for name, _, _ in cls._INTS}))
+
+
+@dataclass(frozen=True, slots=True)
 class Params:
     """Consensus-critical parameters, fixed at genesis."""
 
@@ -253,6 +304,8 @@ class Params:
     # Staking (issue 10): None keeps the genesis set fixed and refuses staking transactions (and the
     # params' encoding is the version-2 one every earlier chain hashed).
     staking: StakingParams | None = None
+    # Contracts (issue 11): None refuses contract transactions (and keeps the earlier encodings).
+    contracts: ContractParams | None = None
 
     def __post_init__(self) -> None:
         _int("max_block_txs", self.max_block_txs, 1, 100_000)
@@ -282,8 +335,11 @@ class Params:
                 raise _bad(f"gas names unknown transaction kind {kind!r}") from None
             if kind in STAKING_KINDS:
                 raise _bad(f"gas for {kind.name.lower()} belongs in params.staking.gas")
+            if kind in CONTRACT_KINDS:
+                raise _bad(f"{kind.name.lower()} has no fixed gas: its transactions carry their own gas_limit")
             gas[kind] = _int(f"gas for {kind.name.lower()}", amount, 0, MAX_UINT64)
-        missing = sorted(k.name.lower() for k in TxKind if k not in gas and k not in STAKING_KINDS)
+        missing = sorted(k.name.lower() for k in TxKind if k not in gas and k not in STAKING_KINDS
+                         and k not in CONTRACT_KINDS)
         if missing:
             raise _bad(f"gas is missing for kinds {', '.join(missing)}")
         object.__setattr__(self, "gas", MappingProxyType(dict(sorted(gas.items()))))
@@ -301,9 +357,18 @@ class Params:
         object.__setattr__(self, "pool_reward_rates", MappingProxyType(dict(sorted(rates.items()))))
         if self.staking is not None and not isinstance(self.staking, StakingParams):
             raise _bad(f"params.staking must be StakingParams, got {type(self.staking).__name__}")
+        if self.contracts is not None and not isinstance(self.contracts, ContractParams):
+            raise _bad(f"params.contracts must be ContractParams, got {type(self.contracts).__name__}")
 
     def gas_for(self, kind: TxKind) -> int:
-        """The kind's gas; a staking kind on a chain without staking has none (StakingDisabled)."""
+        """The kind's gas; a staking kind on a chain without staking has none (StakingDisabled).
+
+        A contract kind has no fixed gas (ContractsDisabled without contracts, else ValueError): its
+        transactions carry their own limit, which ``tx_gas_limit`` reads."""
+        if kind in CONTRACT_KINDS:
+            if self.contracts is None:
+                raise ContractsDisabled(kind.name.lower())
+            raise ValueError(f"{kind.name.lower()} carries its own gas_limit; use Params.tx_gas_limit")
         if kind in STAKING_KINDS:
             if self.staking is None:
                 raise StakingDisabled(kind.name.lower())
@@ -314,8 +379,23 @@ class Params:
         """Smallest fee a transaction of ``kind`` may carry: gas(kind) * min_gas_price."""
         return self.gas_for(kind) * self.min_gas_price
 
+    def tx_gas_limit(self, kind: TxKind, payload: object) -> int:
+        """The gas a transaction may use: its kind's fixed gas, or a contract transaction's own gas_limit."""
+        if kind in CONTRACT_KINDS:
+            if self.contracts is None:
+                raise ContractsDisabled(kind.name.lower())
+            return payload.gas_limit  # type: ignore[attr-defined,no-any-return]
+        return self.gas_for(kind)
+
+    def min_tx_fee(self, kind: TxKind, payload: object) -> int:
+        """Smallest fee of a transaction: its gas limit * min_gas_price."""
+        return self.tx_gas_limit(kind, payload) * self.min_gas_price
+
     def to_wire(self) -> list[Any]:
         wire = self._wire_v2()
+        if self.contracts is not None:
+            staking = None if self.staking is None else self.staking.to_wire()
+            return [PARAMS_VERSION_CONTRACTS, *wire[1:], staking, self.contracts.to_wire()]
         if self.staking is None:
             return wire
         return [PARAMS_VERSION_STAKING, *wire[1:], self.staking.to_wire()]
@@ -336,20 +416,25 @@ class Params:
 
     @classmethod
     def from_wire(cls, wire: object) -> "Params":
-        staking = None
-        if isinstance(wire, list) and len(wire) == 11 and wire[0] == PARAMS_VERSION_STAKING:
+        staking = contracts = None
+        if isinstance(wire, list) and len(wire) == 12 and wire[0] == PARAMS_VERSION_CONTRACTS:
+            staking = None if wire[10] is None else StakingParams.from_wire(wire[10])
+            contracts = ContractParams.from_wire(wire[11])
+            wire = [PARAMS_VERSION, *wire[1:10]]
+        elif isinstance(wire, list) and len(wire) == 11 and wire[0] == PARAMS_VERSION_STAKING:
             staking = StakingParams.from_wire(wire[10])
             wire = [PARAMS_VERSION, *wire[1:10]]
         if not isinstance(wire, list) or len(wire) != 10 or wire[0] != PARAMS_VERSION:
             raise _bad(f"params must be a version-{PARAMS_VERSION} array of 10 fields "
-                       f"(or version {PARAMS_VERSION_STAKING} of 11 with staking)")
+                       f"(or version {PARAMS_VERSION_STAKING} of 11 with staking, "
+                       f"or version {PARAMS_VERSION_CONTRACTS} of 12 with contracts)")
         _, txs, block_bytes, tx_bytes, price, gas, epoch, drift, authority, rates = wire
         if not isinstance(gas, list) or not all(isinstance(g, list) and len(g) == 2 for g in gas):
             raise _bad("params gas must be an array of [kind, gas] pairs")
         if not isinstance(rates, list) or not all(isinstance(r, list) and len(r) == 2 for r in rates):
             raise _bad("params pool_reward_rates must be an array of [pool id, rate] pairs")
         return cls(txs, block_bytes, tx_bytes, price, {k: v for k, v in gas}, epoch, drift, authority,
-                   {p: r for p, r in rates}, staking)
+                   {p: r for p, r in rates}, staking, contracts)
 
     def to_json_obj(self) -> dict[str, Any]:
         return {
@@ -363,6 +448,7 @@ class Params:
             "reward_authority": address_to_text(self.reward_authority),
             "pool_reward_rates": {pid: str(rate) for pid, rate in self.pool_reward_rates.items()},
             **({"staking": self.staking.to_json_obj()} if self.staking is not None else {}),
+            **({"contracts": self.contracts.to_json_obj()} if self.contracts is not None else {}),
         }
 
     @classmethod
@@ -371,7 +457,8 @@ class Params:
         kwargs: dict[str, Any] = {}
         for key, value in fields.items():
             if key == "gas":
-                gas_obj = _object("params.gas", value, {k.name.lower() for k in TxKind if k not in STAKING_KINDS})
+                gas_obj = _object("params.gas", value, {k.name.lower() for k in TxKind
+                                                        if k not in STAKING_KINDS and k not in CONTRACT_KINDS})
                 kwargs["gas"] = {**DEFAULT_GAS, **{TxKind[k.upper()]: v for k, v in gas_obj.items()}}
             elif key == "min_gas_price":
                 kwargs[key] = _amount("params.min_gas_price", value)
@@ -382,6 +469,8 @@ class Params:
                 kwargs[key] = {pid: _amount(f"reward rate of pool {pid}", r) for pid, r in rates.items()}
             elif key == "staking":
                 kwargs[key] = None if value is None else StakingParams.from_json_obj(value)
+            elif key == "contracts":
+                kwargs[key] = None if value is None else ContractParams.from_json_obj(value)
             else:
                 kwargs[key] = value
         return cls(**kwargs)
@@ -691,6 +780,7 @@ __all__ = [
     "QNX_DECIMALS",
     "Params",
     "StakingParams",
+    "ContractParams",
     "DEFAULT_STAKING_GAS",
     "POWER_REDUCTION",
     "Genesis",

@@ -29,6 +29,9 @@ depend on the block hash, which depends on the app hash).
 | ``se`` | se + height(8) + consensus address(20) | [1, operator, included_height, burned, evidence]: equivocation at that height, applied once | yes |
 | ``sg`` | sg + consensus address(20)            | [1, start_height, last_height, missed]: the downtime window's signing record | yes |
 | ``sb`` | sb + consensus address(20) + chunk(4) | the window's missed-commit bits 1024·chunk .. 1024·chunk + 1023 (128 bytes; absent: none missed) | yes |
+| ``x``  | x + contract address(20)              | [1, code_hash, deployer, created_height, storage_entries, storage_bytes] (state.contracts) | yes |
+| ``w``  | w + code hash(32)                     | the contract's WebAssembly code, once per hash   | yes    |
+| ``c``  | c + contract address(20) + key        | the contract's value under ``key`` (raw bytes, key 1-128 bytes) | yes |
 | ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count, [evidence, ...]] | no |
 | ``H``  | H + block hash(32)                    | height(8, big-endian)                           | no     |
 | ``T``  | T + height(8) + index(4)              | the SignedTransaction's canonical bytes         | no     |
@@ -63,8 +66,12 @@ REWARDED_INDEX = b"r"
 STAKING = b"s"
 STAKING_CANDIDATES = b"sc"
 STAKING_ACTIVE = b"sa"
+CONTRACT = b"x"
+CONTRACT_CODE = b"w"
+CONTRACT_STORAGE = b"c"
 STATE_PREFIXES = (
-    ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX, REWARDED_INDEX
+    ACCOUNT, BALANCE, TOKEN, VALIDATOR, POOL, LP_POSITION, b"s", OBSERVATION, POOL_ACCOUNT, POOL_INDEX, REWARDED_INDEX,
+    CONTRACT, CONTRACT_CODE, CONTRACT_STORAGE,
 )
 
 BLOCK = b"B"
@@ -153,6 +160,22 @@ def staking_signing_key(consensus_address: bytes) -> bytes:
 
 def staking_signing_bits_key(consensus_address: bytes, chunk: int) -> bytes:
     return b"sb" + consensus_address + chunk.to_bytes(4, "big")
+
+
+def contract_key(address: bytes) -> bytes:
+    return CONTRACT + address
+
+
+def contract_code_key(code_hash: bytes) -> bytes:
+    return CONTRACT_CODE + code_hash
+
+
+def contract_storage_prefix(address: bytes) -> bytes:
+    return CONTRACT_STORAGE + address
+
+
+def contract_storage_key(address: bytes, key: bytes) -> bytes:
+    return CONTRACT_STORAGE + address + key
 
 
 def pool_key(pool_id: str) -> bytes:

@@ -24,10 +24,11 @@ from types import MappingProxyType
 from typing import Any, Callable, ClassVar, Mapping, Self, Union
 
 from state.amounts import MAX_AMOUNT, MAX_DECIMALS
-from state.codec import encode
+from state.codec import decode, encode
 from state.crypto import ADDRESS_LEN, Address, domain_digest
 from state.errors import (
     AmountOutOfRange,
+    DecodeError,
     IdenticalTokens,
     InvalidSymbol,
     MalformedTransaction,
@@ -76,6 +77,14 @@ __all__ = [
     "Unjail",
     "StakingRewardsWithdraw",
     "STAKING_KINDS",
+    "CONTRACT_KINDS",
+    "MAX_CODE_BYTES_LIMIT",
+    "MAX_ARGS_BYTES",
+    "MAX_ATTACHED",
+    "MAX_GAS_LIMIT",
+    "ContractDeploy",
+    "ContractCall",
+    "check_args",
     "MAX_COMMISSION_BPS",
     "pool_id",
     "BATCH_OP_TYPES",
@@ -113,12 +122,17 @@ class TxKind(IntEnum):
     REDELEGATE = 32
     UNJAIL = 33
     STAKING_REWARDS_WITHDRAW = 34
+    # contracts (issue 11): only on a chain whose genesis has a contracts section
+    CONTRACT_DEPLOY = 40
+    CONTRACT_CALL = 41
 
 
 STAKING_KINDS = frozenset({
     TxKind.STAKE, TxKind.UNSTAKE, TxKind.VALIDATOR_CREATE, TxKind.VALIDATOR_EDIT, TxKind.REDELEGATE,
     TxKind.UNJAIL, TxKind.STAKING_REWARDS_WITHDRAW,
 })
+
+CONTRACT_KINDS = frozenset({TxKind.CONTRACT_DEPLOY, TxKind.CONTRACT_CALL})
 
 
 class BatchOpKind(IntEnum):
@@ -730,9 +744,115 @@ class StakingRewardsWithdraw(WireStruct):
     WIRE_NAME: ClassVar[str] = "staking rewards withdraw payload"
 
 
+# -- contract payloads (issue 11; state.contracts) ---------------------------------
+
+MAX_CODE_BYTES_LIMIT = 64 * 1024  # the hard ceiling; params.contracts.max_code_bytes is the chain's
+MAX_ARGS_BYTES = 8 * 1024
+MAX_ATTACHED = 4
+MAX_GAS_LIMIT = 2**63 - 1  # fuel is an i64 in wasmtime
+_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_args(name: str, value: object) -> bytes:
+    """Arguments are one canonical msgpack value of at most MAX_ARGS_BYTES (the chain's codec)."""
+    if not isinstance(value, bytes):
+        raise MalformedTransaction(f"{name} must be bytes, got {type(value).__name__}", field=name, value=value)
+    if not 1 <= len(value) <= MAX_ARGS_BYTES:
+        raise MalformedTransaction(f"{name} must be 1-{MAX_ARGS_BYTES} bytes of msgpack, got {len(value)}",
+                                   field=name, value=len(value))
+    try:
+        decode(value, max_bytes=MAX_ARGS_BYTES, max_objects=MAX_ARGS_BYTES)
+    except DecodeError as exc:
+        raise MalformedTransaction(f"{name} are not canonical msgpack: {exc}", field=name) from None
+    return value
+
+
+def _attached_to_wire(attached: tuple[tuple[str, int], ...]) -> list[Any]:
+    return [[symbol, amount] for symbol, amount in attached]
+
+
+def _attached_from_wire(wire: object) -> object:
+    if not isinstance(wire, list) or not all(isinstance(item, list) and len(item) == 2 for item in wire):
+        raise MalformedTransaction("attached must be an array of [symbol, amount] pairs", field="attached")
+    return tuple((symbol, amount) for symbol, amount in wire)
+
+
+def _check_attached(value: object) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_ATTACHED:
+        raise MalformedTransaction(f"attached must list at most {MAX_ATTACHED} [symbol, amount] pairs",
+                                   field="attached")
+    pairs = []
+    for item in value:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise MalformedTransaction("attached must list [symbol, amount] pairs", field="attached")
+        symbol, amount = item
+        check_symbol(symbol)
+        check_uint(f"attached {symbol}", amount, 1)
+        pairs.append((symbol, amount))
+    symbols = [s for s, _ in pairs]
+    if symbols != sorted(set(symbols)):
+        raise MalformedTransaction("attached tokens must be listed once each, sorted by symbol", field="attached")
+    return tuple(pairs)
+
+
+_ATTACHED_CODEC = FieldCodec(to_wire=_attached_to_wire, from_wire=_attached_from_wire)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractDeploy(WireStruct):
+    """Deploy WebAssembly ``code``; its ``init`` export (if any) runs with ``init_args``.
+
+    The contract's address is derived from the sender and this transaction's
+    nonce (state.contracts.contract_address); ``attached`` tokens move from
+    the sender to it before ``init`` runs.  ``gas_limit`` caps the gas; the
+    fee prices it (fee >= gas_limit * min_gas_price) and the unused part is
+    refunded."""
+
+    KIND: ClassVar[TxKind] = TxKind.CONTRACT_DEPLOY
+    WIRE: ClassVar[tuple[str, ...]] = ("code", "init_args", "attached", "gas_limit")
+    WIRE_NAME: ClassVar[str] = "contract deploy payload"
+    WIRE_CODECS: ClassVar[Mapping[str, FieldCodec]] = MappingProxyType({"attached": _ATTACHED_CODEC})
+    code: bytes
+    init_args: bytes
+    attached: tuple[tuple[str, int], ...]
+    gas_limit: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, bytes) or not 8 <= len(self.code) <= MAX_CODE_BYTES_LIMIT:
+            raise MalformedTransaction(f"code must be 8-{MAX_CODE_BYTES_LIMIT} bytes of WebAssembly", field="code")
+        check_args("init_args", self.init_args)
+        object.__setattr__(self, "attached", _check_attached(self.attached))
+        check_uint("gas_limit", self.gas_limit, 1, MAX_GAS_LIMIT)
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCall(WireStruct):
+    """Call ``method`` of ``contract`` with ``args``, moving ``attached`` tokens to it first."""
+
+    KIND: ClassVar[TxKind] = TxKind.CONTRACT_CALL
+    WIRE: ClassVar[tuple[str, ...]] = ("contract", "method", "args", "attached", "gas_limit")
+    WIRE_NAME: ClassVar[str] = "contract call payload"
+    WIRE_CODECS: ClassVar[Mapping[str, FieldCodec]] = MappingProxyType({"attached": _ATTACHED_CODEC})
+    contract: Address
+    method: str
+    args: bytes
+    attached: tuple[tuple[str, int], ...]
+    gas_limit: int
+
+    def __post_init__(self) -> None:
+        check_bytes("contract", self.contract, ADDRESS_LEN)
+        if not isinstance(self.method, str) or _METHOD.fullmatch(self.method) is None:
+            raise MalformedTransaction(f"method {self.method!r} is not 1-64 characters of A-Z a-z 0-9 _ "
+                                       "starting with a letter or _", field="method", value=self.method)
+        check_args("args", self.args)
+        object.__setattr__(self, "attached", _check_attached(self.attached))
+        check_uint("gas_limit", self.gas_limit, 1, MAX_GAS_LIMIT)
+
+
 Payload = Union[
     Transfer, TokenCreate, TokenMint, PoolCreate, PoolAdd, PoolRemove, Swap, SwapRoute, Batch, RewardsClaim,
     SetRewardRate, ValidatorCreate, ValidatorEdit, Stake, Unstake, Redelegate, Unjail, StakingRewardsWithdraw,
+    ContractDeploy, ContractCall,
 ]
 PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.TRANSFER: Transfer,
@@ -753,6 +873,8 @@ PAYLOAD_TYPES: dict[TxKind, type] = {
     TxKind.REDELEGATE: Redelegate,
     TxKind.UNJAIL: Unjail,
     TxKind.STAKING_REWARDS_WITHDRAW: StakingRewardsWithdraw,
+    TxKind.CONTRACT_DEPLOY: ContractDeploy,
+    TxKind.CONTRACT_CALL: ContractCall,
 }
 
 for _payload_type in (*PAYLOAD_TYPES.values(), FlashBorrow, FlashRepay):

@@ -15,7 +15,7 @@ from state.codec import decode, encode
 from state.crypto import PrivateKey, sha256
 from state.errors import DecodeError, InvalidCommit
 from state.genesis import Genesis, GenesisAccount, GenesisToken, GenesisValidator, Params
-from state.payloads import TokenCreate, TokenMint, Transfer, TxKind
+from state.payloads import CONTRACT_KINDS, TokenCreate, TokenMint, Transfer, TxKind
 from state.transactions import SignedTransaction, Transaction
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def signed(key: PrivateKey, nonce: int, payload: object, *, fee: int | None = No
     """Sign any payload with its kind's minimum fee (under ``params``, default Params()) unless ``fee`` is given."""
     kind = payload.KIND  # type: ignore[attr-defined]
     if fee is None:
-        fee = (params or Params()).min_fee(kind)
+        fee = (params or Params()).min_tx_fee(kind, payload) if kind in CONTRACT_KINDS else (params or Params()).min_fee(kind)
     return Transaction(chain_id, kind, key.public_key, nonce, fee, payload).sign(key)  # type: ignore[arg-type]
 
 

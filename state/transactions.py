@@ -18,6 +18,7 @@ from typing import Any
 
 from state.codec import decode, encode
 from state.crypto import (
+    ADDRESS_LEN,
     DOMAIN_TX,
     HASH_LEN,
     PUBKEY_LEN,
@@ -53,10 +54,16 @@ __all__ = [
     "SignedTransaction",
     "Receipt",
     "ReceiptStatus",
+    "Event",
 ]
 
 TX_VERSION = 1
 RECEIPT_VERSION = 1
+RECEIPT_VERSION_EVENTS = 2  # version 1's fields, then the events and the output (contract transactions)
+MAX_EVENTS = 32
+MAX_EVENT_TOPIC = 32
+MAX_EVENT_DATA = 1024
+MAX_OUTPUT_BYTES = 8 * 1024
 
 MAX_REASON_LEN = 512
 # Hard ceiling for a single encoded transaction, whatever the chain params say.
@@ -217,8 +224,33 @@ _STATUS_FROM_WIRE = {v: k for k, v in _STATUS_TO_WIRE.items()}
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """What a contract emitted: its address, a topic (1-32 bytes) and data (at most 1 KiB)."""
+
+    contract: bytes
+    topic: bytes
+    data: bytes
+
+    def __post_init__(self) -> None:
+        try:
+            check_bytes("event contract", self.contract, ADDRESS_LEN)
+            if not isinstance(self.topic, bytes) or not 1 <= len(self.topic) <= MAX_EVENT_TOPIC:
+                raise MalformedTransaction(f"event topic must be 1-{MAX_EVENT_TOPIC} bytes")
+            if not isinstance(self.data, bytes) or len(self.data) > MAX_EVENT_DATA:
+                raise MalformedTransaction(f"event data must be at most {MAX_EVENT_DATA} bytes")
+        except MalformedTransaction as exc:
+            raise MalformedBlock(f"receipt {exc}") from None
+
+    def to_wire(self) -> list[Any]:
+        return [self.contract, self.topic, self.data]
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
-    """Outcome of an included transaction.  ``reason`` is ``""`` when ok, else ``"<code>: <detail>"``."""
+    """Outcome of an included transaction.  ``reason`` is ``""`` when ok, else ``"<code>: <detail>"``.
+
+    A contract transaction's receipt also carries the events it emitted and its output (canonical
+    msgpack; empty if none); a receipt with neither keeps version 1's encoding."""
 
     tx_hash: Hash
     height: int
@@ -227,6 +259,8 @@ class Receipt:
     reason: str
     gas_used: int
     fee: int
+    events: tuple[Event, ...] = ()
+    output: bytes = b""
 
     def __post_init__(self) -> None:
         try:
@@ -238,6 +272,13 @@ class Receipt:
             if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_LEN:
                 raise MalformedTransaction(f"reason must be text of at most {MAX_REASON_LEN} characters")
             object.__setattr__(self, "status", ReceiptStatus(self.status))
+            if not isinstance(self.events, (list, tuple)) or len(self.events) > MAX_EVENTS:
+                raise MalformedTransaction(f"events must be at most {MAX_EVENTS}")
+            if not all(isinstance(e, Event) for e in self.events):
+                raise MalformedTransaction("events must be Event records")
+            object.__setattr__(self, "events", tuple(self.events))
+            if not isinstance(self.output, bytes) or len(self.output) > MAX_OUTPUT_BYTES:
+                raise MalformedTransaction(f"output must be at most {MAX_OUTPUT_BYTES} bytes")
         except (MalformedTransaction, ValueError) as exc:
             raise MalformedBlock(f"receipt {exc}") from None
 
@@ -246,7 +287,7 @@ class Receipt:
         return self.status is ReceiptStatus.OK
 
     def to_wire(self) -> list[Any]:
-        return [
+        wire = [
             RECEIPT_VERSION,
             self.tx_hash,
             self.height,
@@ -256,19 +297,32 @@ class Receipt:
             self.gas_used,
             self.fee,
         ]
+        if not self.events and not self.output:
+            return wire
+        return [RECEIPT_VERSION_EVENTS, *wire[1:], [e.to_wire() for e in self.events], self.output]
 
     @classmethod
     def from_wire(cls, wire: object) -> "Receipt":
+        events: tuple[Event, ...] = ()
+        output = b""
+        if isinstance(wire, list) and len(wire) == 10 and wire[0] == RECEIPT_VERSION_EVENTS:
+            events_wire, output = wire[8], wire[9]
+            if not isinstance(events_wire, list) or len(events_wire) > MAX_EVENTS:
+                raise MalformedBlock(f"receipt events must be an array of at most {MAX_EVENTS}")
+            events = tuple(Event(*wire_array("event", e, 3, MalformedBlock)) for e in events_wire)
+            if not events and not output:
+                raise MalformedBlock("a version-2 receipt carries events or output")
+            wire = [RECEIPT_VERSION, *wire[1:8]]
         version, tx_hash, height, index, status, reason, gas_used, fee = wire_array("receipt", wire, 8, MalformedBlock)
         if version != RECEIPT_VERSION or not is_int(version):
             raise MalformedBlock(f"unsupported receipt version {version!r}")
         if not is_int(status) or status not in _STATUS_FROM_WIRE:
             raise MalformedBlock(f"unknown receipt status {status!r}")
-        return cls(tx_hash, height, index, _STATUS_FROM_WIRE[status], reason, gas_used, fee)
+        return cls(tx_hash, height, index, _STATUS_FROM_WIRE[status], reason, gas_used, fee, events, output)
 
     def encode(self) -> bytes:
         return encode(self.to_wire())
 
     @classmethod
     def decode(cls, data: bytes) -> "Receipt":
-        return cls.from_wire(decode(data, max_bytes=4096))
+        return cls.from_wire(decode(data, max_bytes=64 * 1024))

@@ -21,6 +21,8 @@ from state.payloads import (
     BATCH_OP_TYPES,
     PAYLOAD_TYPES,
     Batch,
+    ContractCall,
+    ContractDeploy,
     FieldCodec,
     FlashBorrow,
     FlashRepay,
@@ -71,6 +73,8 @@ WIRE_TABLE: dict[type, tuple[str, tuple[str, ...]]] = {
     Redelegate: ("redelegate payload", ("source", "destination", "amount")),
     Unjail: ("unjail payload", ()),
     StakingRewardsWithdraw: ("staking rewards withdraw payload", ()),
+    ContractDeploy: ("contract deploy payload", ("code", "init_args", "attached", "gas_limit")),
+    ContractCall: ("contract call payload", ("contract", "method", "args", "attached", "gas_limit")),
 }
 
 SAMPLES: dict[type, WireStruct] = {
@@ -95,6 +99,8 @@ SAMPLES: dict[type, WireStruct] = {
     Redelegate: Redelegate(TO, b"\x02" * 20, 9),
     Unjail: Unjail(),
     StakingRewardsWithdraw: StakingRewardsWithdraw(),
+    ContractDeploy: ContractDeploy(b"\0asm\x01\0\0\0", b"\x90", (("AAA", 5), ("QNX", 7)), 1_000_000),
+    ContractCall: ContractCall(TO, "transfer", b"\x92\x01\x02", (("QNX", 3),), 200_000),
 }
 
 ALL_PAYLOADS = sorted({*PAYLOAD_TYPES.values(), *BATCH_OP_TYPES.values()}, key=lambda cls: cls.__name__)

@@ -1,0 +1,355 @@
+"""The WebAssembly engine of contracts: one deterministic wasmtime ``Engine`` per process.
+
+Consensus-critical.  Every honest node must run the same module to the same
+result and burn the same fuel, so the engine's configuration is fixed here
+and nowhere else (``engine_config``), and tested (tests/test_contracts_vm.py):
+
+* fuel metering on (``consume_fuel``): one unit per executed operator, the
+  gas a contract's own code pays; the host API charges the rest
+  (state.contracts);
+* NaN canonicalisation on: float operations that produce a NaN produce the one
+  canonical NaN, so the bit pattern does not depend on the CPU;
+* every proposal that is non-deterministic or not needed off: threads and
+  shared memory, SIMD and relaxed SIMD, bulk memory, multi-memory, memory64,
+  tail calls, GC, typed function references, exceptions, wide arithmetic,
+  custom page sizes and stack switching.  Reference types stay on: wasmtime
+  50 refuses a configuration without them, and ``inspect_code`` refuses the
+  reference-typed tables and instructions a module could use them for by
+  validating against limits below;
+* a bounded native stack for wasm (``MAX_WASM_STACK``); memory pages and
+  table elements are bounded per store (``Store.set_limits``) and checked at
+  deploy against the module's declared minimums;
+* no WASI and no import but the host API (module ``qenex``, ``HOST_API``).
+
+The exact wasmtime version is pinned (pyproject.toml): a new version may
+change the fuel an operator costs, so upgrading it is a consensus change.
+
+Modules are compiled from the code stored in state (never from serialized
+artefacts) and kept in an in-memory cache by code hash (``ModuleCache``);
+compilation cost does not depend on the cache, so gas does not either.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import wasmtime
+
+from state.crypto import sha256
+
+WASM_PAGE = 65536
+MAX_WASM_STACK = 512 * 1024
+# wasmparser refuses more than 50,000 locals in one function; a module of many small functions that
+# each declare close to that would still cost seconds and gigabytes to compile, so the whole module
+# is held to the same total (read off the code section before compiling).
+MAX_MODULE_LOCALS = 50_000
+MAX_FUNCTIONS = 2_000
+HOST_MODULE = "qenex"
+METHOD_MAX_LEN = 64
+
+I32 = "i32"
+I64 = "i64"
+
+# The host API: (name, parameter types, result types).  The semantics are state.contracts'; the
+# README documents the ABI.  Pointers and lengths are i32 (read as unsigned); amounts are u128
+# little-endian in 16 bytes at a pointer, or u64 in an i64 for the *_u64 conveniences.
+HOST_API: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "args_len": ((), (I32,)),
+    "args_read": ((I32,), ()),
+    "arg_count": ((), (I32,)),
+    "arg_u64": ((I32,), (I64,)),
+    "arg_u128": ((I32, I32), ()),
+    "arg_bytes": ((I32, I32, I32), (I32,)),
+    "arg_address": ((I32, I32), ()),
+    "result_set": ((I32, I32), ()),
+    "result_u64": ((I64,), ()),
+    "storage_get": ((I32, I32, I32, I32), (I32,)),
+    "storage_set": ((I32, I32, I32, I32), ()),
+    "storage_remove": ((I32, I32), ()),
+    "caller": ((I32,), ()),
+    "self_address": ((I32,), ()),
+    "block_height": ((), (I64,)),
+    "block_time_ms": ((), (I64,)),
+    "attached": ((I32, I32, I32), ()),
+    "attached_u64": ((I32, I32), (I64,)),
+    "balance": ((I32, I32, I32, I32), ()),
+    "transfer": ((I32, I32, I32, I32), ()),
+    "transfer_u64": ((I32, I32, I32, I64), ()),
+    "emit": ((I32, I32, I32, I32), ()),
+    "abort": ((I32, I32), ()),
+    "call": ((I32, I32, I32, I32, I32, I32, I32, I32), (I32,)),
+    "call_result_read": ((I32,), ()),
+}
+
+# The export that opts a contract in to being re-entered while it is already on the call stack.
+REENTRANT_EXPORT = "qenex_reentrant"
+INIT_METHOD = "init"
+
+
+class CodeRefused(Exception):
+    """A module may not be deployed: the reason names the rule (state.contracts wraps it)."""
+
+
+def engine_config() -> wasmtime.Config:
+    config = wasmtime.Config()
+    config.consume_fuel = True
+    config.cranelift_nan_canonicalization = True
+    config.max_wasm_stack = MAX_WASM_STACK
+    config.parallel_compilation = False  # one compile thread: the node's cores are the event loop's
+    config.wasm_threads = False
+    config.shared_memory = False
+    config.wasm_simd = False
+    config.wasm_relaxed_simd = False
+    config.wasm_bulk_memory = False
+    config.wasm_multi_memory = False
+    config.wasm_memory64 = False
+    config.wasm_tail_call = False
+    config.wasm_gc = False
+    config.wasm_function_references = False
+    config.wasm_exceptions = False
+    config.wasm_wide_arithmetic = False
+    config.wasm_custom_page_sizes = False
+    config.wasm_stack_switching = False
+    config.wasm_component_model = False
+    config.wasm_multi_value = True  # deterministic, and what compilers emit for multi-value returns
+    config.cranelift_opt_level = "speed"
+    return config
+
+
+_engine: wasmtime.Engine | None = None
+
+
+def engine() -> wasmtime.Engine:
+    """The process's one engine (built on first use).
+
+    Contract code runs on one thread, the node's event loop (block execution and queries alike):
+    state/ takes no locks and state.contracts keeps the running execution in a module global."""
+    global _engine
+    if _engine is None:
+        _engine = wasmtime.Engine(engine_config())
+    return _engine
+
+
+# -- reading a module before compiling it ---------------------------------------------
+
+
+def _leb(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 35:
+            raise CodeRefused("malformed module: truncated or overlong LEB128 integer")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def count_locals(code: bytes) -> tuple[int, int]:
+    """(declared locals in the whole module, function bodies), read off the code section.
+
+    Only the section framing and each body's local declarations are parsed;
+    everything else is left to wasmtime's validator after this bound holds.
+    """
+    if code[:4] != b"\0asm" or len(code) < 8:
+        raise CodeRefused("not a WebAssembly binary module (missing the \\0asm header)")
+    pos, total, bodies = 8, 0, 0
+    while pos < len(code):
+        section = code[pos]
+        size, pos = _leb(code, pos + 1)
+        end = pos + size
+        if end > len(code):
+            raise CodeRefused("malformed module: a section runs past the end")
+        if section == 10:
+            count, p = _leb(code, pos)
+            if count > MAX_FUNCTIONS:
+                raise CodeRefused(f"module has {count} functions, more than the limit of {MAX_FUNCTIONS}")
+            for _ in range(count):
+                body_size, p = _leb(code, p)
+                body_end = p + body_size
+                groups, q = _leb(code, p)
+                for _ in range(groups):
+                    n, q = _leb(code, q)
+                    q += 1  # value type
+                    total += n
+                    if total > MAX_MODULE_LOCALS:
+                        raise CodeRefused(f"module declares more than {MAX_MODULE_LOCALS} locals")
+                p = body_end
+                bodies += 1
+        pos = end
+    return total, bodies
+
+
+def _valtype(name: str) -> wasmtime.ValType:
+    return wasmtime.ValType.i32() if name == I32 else wasmtime.ValType.i64()
+
+
+def _type_names(types: list[wasmtime.ValType]) -> tuple[str, ...]:
+    return tuple(str(t) for t in types)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """What deploy learned of a module: its entry points and whether it may be re-entered."""
+
+    methods: tuple[str, ...]
+    has_init: bool
+    reentrant: bool
+
+
+def _is_method_name(name: str) -> bool:
+    return (0 < len(name) <= METHOD_MAX_LEN and name.isascii()
+            and (name[0].isalpha() or name[0] == "_") and all(c.isalnum() or c == "_" for c in name))
+
+
+def inspect_code(code: bytes, *, max_memory_pages: int, max_table_elements: int) -> tuple[wasmtime.Module, CodeInfo]:
+    """Validate and compile ``code``; raises CodeRefused with the rule it breaks."""
+    count_locals(code)
+    try:
+        module = wasmtime.Module(engine(), code)
+    except wasmtime.WasmtimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        raise CodeRefused(f"module does not validate: {first[:200]}") from None
+    for imp in module.imports:
+        if imp.module != HOST_MODULE or imp.name not in HOST_API:
+            raise CodeRefused(f"module imports {imp.module}.{imp.name}; only the {HOST_MODULE} host API is available")
+        ty = imp.type
+        if not isinstance(ty, wasmtime.FuncType):
+            raise CodeRefused(f"import {imp.module}.{imp.name} must be a function")
+        params, results = HOST_API[imp.name]
+        if _type_names(ty.params) != params or _type_names(ty.results) != results:
+            raise CodeRefused(f"import {imp.module}.{imp.name} has type {_type_names(ty.params)} -> "
+                              f"{_type_names(ty.results)}, the host API's is {params} -> {results}")
+    methods: list[str] = []
+    memory_seen = reentrant = False
+    for exp in module.exports:
+        ty = exp.type
+        if isinstance(ty, wasmtime.MemoryType):
+            if exp.name != "memory":
+                raise CodeRefused(f"module exports a memory named {exp.name!r}; only 'memory' is allowed")
+            memory_seen = True
+        elif isinstance(ty, wasmtime.FuncType):
+            if ty.params or ty.results:
+                raise CodeRefused(f"exported function {exp.name!r} must take no parameters and return nothing "
+                                  "(arguments and results cross through the host API)")
+            if exp.name == REENTRANT_EXPORT:
+                reentrant = True
+            elif not _is_method_name(exp.name):
+                raise CodeRefused(f"exported function name {exp.name!r} is not 1-{METHOD_MAX_LEN} characters of "
+                                  "A-Z a-z 0-9 _ starting with a letter or _")
+            else:
+                methods.append(exp.name)
+        else:
+            raise CodeRefused(f"module exports {exp.name!r}, which is not a function or the memory")
+    for ty in [*(i.type for i in module.imports), *(e.type for e in module.exports)]:
+        if isinstance(ty, wasmtime.MemoryType):
+            pages = ty.limits.min
+            if pages > max_memory_pages:
+                raise CodeRefused(f"memory starts at {pages} pages, more than the limit of {max_memory_pages}")
+        if isinstance(ty, wasmtime.TableType):
+            if ty.limits.min > max_table_elements:
+                raise CodeRefused(f"table starts at {ty.limits.min} elements, more than {max_table_elements}")
+    if not memory_seen:
+        raise CodeRefused("module must export its memory as 'memory'")
+    if not any(m != INIT_METHOD for m in methods):
+        raise CodeRefused("module exports no entry point (a function other than init)")
+    return module, CodeInfo(tuple(sorted(methods)), INIT_METHOD in methods, reentrant)
+
+
+class ModuleCache:
+    """Compiled modules by code hash, least recently used out first (compiled from state's code only)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._modules: OrderedDict[bytes, tuple[wasmtime.Module, CodeInfo]] = OrderedDict()
+        self.compiles = 0
+
+    def get(self, code: bytes, *, code_hash: bytes | None = None, max_memory_pages: int,
+            max_table_elements: int) -> tuple[wasmtime.Module, CodeInfo]:
+        key = (code_hash or sha256(code)) + max_memory_pages.to_bytes(4, "big") + max_table_elements.to_bytes(4, "big")
+        hit = self._modules.get(key)
+        if hit is not None:
+            self._modules.move_to_end(key)
+            return hit
+        compiled = inspect_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+        self.compiles += 1
+        self._modules[key] = compiled
+        while len(self._modules) > self.capacity:
+            self._modules.popitem(last=False)
+        return compiled
+
+
+MODULES = ModuleCache()
+
+
+# -- running ---------------------------------------------------------------------------
+
+HostDispatch = Callable[[str], Callable[..., object]]
+
+
+def build_linker(dispatch: HostDispatch) -> wasmtime.Linker:
+    """A linker whose host functions call ``dispatch(name)(*args)``: the caller binds the running frame."""
+    linker = wasmtime.Linker(engine())
+    for name, (params, results) in HOST_API.items():
+        ty = wasmtime.FuncType([_valtype(p) for p in params], [_valtype(r) for r in results])
+        linker.define_func(HOST_MODULE, name, ty, _host_function(dispatch, name))
+    return linker
+
+
+def _host_function(dispatch: HostDispatch, name: str) -> Callable[..., object]:
+    def call(*args: int) -> object:
+        return dispatch(name)(*args)
+    call.__name__ = f"host_{name}"
+    return call
+
+
+def new_store(fuel: int, *, max_memory_pages: int, max_table_elements: int) -> wasmtime.Store:
+    store = wasmtime.Store(engine())
+    store.set_limits(memory_size=max_memory_pages * WASM_PAGE, table_elements=max_table_elements,
+                     instances=1, tables=1, memories=1)
+    store.set_fuel(fuel)
+    return store
+
+
+def is_out_of_fuel(trap: wasmtime.Trap) -> bool:
+    return trap.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+
+
+def trap_summary(trap: BaseException) -> str:
+    """The first line of a trap's message: its kind, without the backtrace's addresses."""
+    if isinstance(trap, wasmtime.Trap) and trap.trap_code is not None:
+        return str(trap.trap_code.name).lower()
+    text = str(trap).strip().splitlines()
+    return (text[0] if text else type(trap).__name__)[:200]
+
+
+class MemoryView:
+    """Bounds-checked reads and writes of one instance's linear memory."""
+
+    __slots__ = ("_memory", "_store")
+
+    def __init__(self, memory: wasmtime.Memory, store: wasmtime.Store) -> None:
+        self._memory = memory
+        self._store = store
+
+    def size(self) -> int:
+        return self._memory.data_len(self._store)
+
+    def read(self, ptr: int, length: int) -> bytes:
+        ptr &= 0xFFFFFFFF
+        length &= 0xFFFFFFFF
+        if ptr + length > self.size():
+            raise IndexError(f"read of {length} bytes at {ptr} is outside the memory of {self.size()} bytes")
+        if not length:
+            return b""
+        return bytes(self._memory.read(self._store, ptr, ptr + length))
+
+    def write(self, ptr: int, data: bytes) -> None:
+        ptr &= 0xFFFFFFFF
+        if ptr + len(data) > self.size():
+            raise IndexError(f"write of {len(data)} bytes at {ptr} is outside the memory of {self.size()} bytes")
+        if data:
+            self._memory.write(self._store, data, ptr)
