@@ -166,7 +166,7 @@ def _to_i64(value: int) -> int:
 
 
 class _Frame:
-    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "memory", "result",
+    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "fuel", "memory", "result",
                  "call_result", "instantiating")
 
     def __init__(self, contract: bytes, caller: bytes, attached: dict[str, int], args: bytes) -> None:
@@ -176,6 +176,7 @@ class _Frame:
         self.args = args
         self.args_value: Any = None
         self.store: wasmtime.Store | None = None
+        self.fuel: vm.Fuel | None = None
         self.memory: vm.MemoryView | None = None
         self.result = b""
         self.call_result = b""
@@ -233,20 +234,20 @@ class Execution:
     # -- gas --------------------------------------------------------------------------
 
     def _remaining(self) -> int:
-        if self.frames and self.frames[-1].store is not None:
-            return self.frames[-1].store.get_fuel()
+        if self.frames and self.frames[-1].fuel is not None:
+            return self.frames[-1].fuel.get()  # type: ignore[union-attr]
         return self.gas_left
 
     def charge(self, gas: int) -> None:
-        store = self.frames[-1].store if self.frames else None
-        left = store.get_fuel() if store is not None else self.gas_left
+        fuel = self.frames[-1].fuel if self.frames else None
+        left = fuel.get() if fuel is not None else self.gas_left
         if gas > left:
-            if store is not None:
-                store.set_fuel(0)
+            if fuel is not None:
+                fuel.set(0)
             self.gas_left = 0
             raise OutOfGas(self.gas_limit)
-        if store is not None:
-            store.set_fuel(left - gas)
+        if fuel is not None:
+            fuel.set(left - gas)
         else:
             self.gas_left = left - gas
 
@@ -346,17 +347,16 @@ class Execution:
         store = vm.new_store(fuel, max_memory_pages=self.params.max_memory_pages,
                              max_table_elements=self.params.max_table_elements)
         frame.store = store
+        frame.fuel = vm.Fuel(store)
         self.frames.append(frame)
         _CURRENT.append(self)
         try:
             try:
                 instance = _get_linker().instantiate(store, module)
-                exports = instance.exports(store)
-                memory = exports["memory"]
-                frame.memory = vm.MemoryView(memory, store)  # type: ignore[arg-type]
+                frame.memory = vm.MemoryView(vm.export(store, instance, "memory"), store)  # type: ignore[arg-type]
                 frame.instantiating = False
                 if method is not None:
-                    exports[method](store)  # type: ignore[operator]
+                    vm.export(store, instance, method)(store)  # type: ignore[operator,misc]
             except wasmtime.Trap as trap:
                 if vm.is_out_of_fuel(trap):
                     raise OutOfGas(self.gas_limit) from None
@@ -365,14 +365,14 @@ class Execution:
                 raise ContractTrap(address_to_text(frame.contract), vm.trap_summary(exc)) from None
         except ContractFailed as exc:
             if exc.gas_used is None:
-                exc.gas_used = self.gas_limit if isinstance(exc, OutOfGas) else self.gas_limit - store.get_fuel()
+                exc.gas_used = self.gas_limit if isinstance(exc, OutOfGas) else self.gas_limit - frame.fuel.get()
             raise
         finally:
             _CURRENT.pop()
             self.frames.pop()
-            left = store.get_fuel()
-            if parent is not None and parent.store is not None:
-                parent.store.set_fuel(left)
+            left = frame.fuel.get()
+            if parent is not None and parent.fuel is not None:
+                parent.fuel.set(left)
             else:
                 self.gas_left = left
 

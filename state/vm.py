@@ -35,9 +35,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
+import ctypes
+
 import wasmtime
+from wasmtime import _ffi as ffi  # the pinned version's C API bindings: the hot paths below skip wrappers
+from wasmtime import _func as wasmtime_func
 
 from state.crypto import sha256
+from state.errors import StateInvariantBroken
 
 WASM_PAGE = 65536
 MAX_WASM_STACK = 512 * 1024
@@ -289,21 +294,84 @@ MODULES = ModuleCache()
 
 HostDispatch = Callable[[str], Callable[..., object]]
 
+# Host functions go through wasmtime's "unchecked" callback: the arguments arrive as raw i32/i64 slots
+# that are read directly, instead of wasmtime-py's generic trampoline, which boxes every value in a Val
+# and a Caller (about 3x the cost of a host call here).  An exception raised by a host function is
+# handed to wasmtime-py's own re-raise slot, so the export's call raises that very exception.
+_CALLBACKS: list[object] = []  # the C callbacks must outlive the linker
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _no_finalizer(_data: int) -> None:
+    return None
+
+
+def _raw_callback(dispatch: HostDispatch, name: str, params: tuple[str, ...], results: tuple[str, ...]) -> object:
+    kinds = tuple(p == I64 for p in params)
+    returns = bool(results)
+    returns_i64 = returns and results[0] == I64
+
+    def callback(_env: int, _caller: object, slots: ctypes.Array, _n: int) -> int:  # type: ignore[type-arg]
+        try:
+            args = [slots[i].i64 if wide else slots[i].i32 for i, wide in enumerate(kinds)]
+            value = dispatch(name)(*args)
+            if returns:
+                if returns_i64:
+                    slots[0].i64 = value  # type: ignore[assignment]
+                else:
+                    slots[0].i32 = value  # type: ignore[assignment]
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the export's caller
+            wasmtime_func.LAST_EXCEPTION = exc
+            return ctypes.cast(wasmtime.Trap("host call failed")._consume(), ctypes.c_void_p).value or 0
+
+    return ffi.wasmtime_func_unchecked_callback_t(callback)
+
 
 def build_linker(dispatch: HostDispatch) -> wasmtime.Linker:
     """A linker whose host functions call ``dispatch(name)(*args)``: the caller binds the running frame."""
     linker = wasmtime.Linker(engine())
+    module = HOST_MODULE.encode()
     for name, (params, results) in HOST_API.items():
         ty = wasmtime.FuncType([_valtype(p) for p in params], [_valtype(r) for r in results])
-        linker.define_func(HOST_MODULE, name, ty, _host_function(dispatch, name))
+        callback = _raw_callback(dispatch, name, params, results)
+        _CALLBACKS.append(callback)
+        raw_name = name.encode()
+        error = ffi.wasmtime_linker_define_func_unchecked(
+            linker.ptr(), ctypes.create_string_buffer(module), len(module), ctypes.create_string_buffer(raw_name),
+            len(raw_name), ty.ptr(), callback, None, _no_finalizer)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
     return linker
 
 
-def _host_function(dispatch: HostDispatch, name: str) -> Callable[..., object]:
-    def call(*args: int) -> object:
-        return dispatch(name)(*args)
-    call.__name__ = f"host_{name}"
-    return call
+def export(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> object | None:
+    """One export of ``instance`` by name (wasmtime-py's ``exports`` wraps every export first)."""
+    item = ffi.wasmtime_extern_t()
+    raw = name.encode()
+    if not ffi.wasmtime_instance_export_get(store._context(), ctypes.byref(instance._instance), raw, len(raw),
+                                            ctypes.byref(item)):
+        return None
+    return wasmtime._extern.wrap_extern(item)
+
+
+class Fuel:
+    """Get and set a store's fuel without wasmtime-py's per-call wrappers."""
+
+    __slots__ = ("_context", "_cell")
+
+    def __init__(self, store: wasmtime.Store) -> None:
+        self._context = store._context()
+        self._cell = ctypes.c_uint64(0)
+
+    def get(self) -> int:
+        if ffi.wasmtime_context_get_fuel(self._context, ctypes.byref(self._cell)):
+            raise StateInvariantBroken("the store does not meter fuel")
+        return self._cell.value
+
+    def set(self, fuel: int) -> None:
+        if ffi.wasmtime_context_set_fuel(self._context, fuel):
+            raise StateInvariantBroken("the store does not meter fuel")
 
 
 def new_store(fuel: int, *, max_memory_pages: int, max_table_elements: int) -> wasmtime.Store:
@@ -327,29 +395,36 @@ def trap_summary(trap: BaseException) -> str:
 
 
 class MemoryView:
-    """Bounds-checked reads and writes of one instance's linear memory."""
+    """Bounds-checked reads and writes of one instance's linear memory.
 
-    __slots__ = ("_memory", "_store")
+    The base address and size are read again on every access: ``memory.grow`` may move the memory."""
+
+    __slots__ = ("_context", "_memory")
 
     def __init__(self, memory: wasmtime.Memory, store: wasmtime.Store) -> None:
-        self._memory = memory
-        self._store = store
+        self._context = store._context()
+        self._memory = ctypes.byref(memory._memory)
 
     def size(self) -> int:
-        return self._memory.data_len(self._store)
+        return ffi.wasmtime_memory_data_size(self._context, self._memory)  # type: ignore[no-any-return]
+
+    def _base(self) -> int:
+        return ctypes.addressof(ffi.wasmtime_memory_data(self._context, self._memory).contents)
 
     def read(self, ptr: int, length: int) -> bytes:
         ptr &= 0xFFFFFFFF
         length &= 0xFFFFFFFF
-        if ptr + length > self.size():
-            raise IndexError(f"read of {length} bytes at {ptr} is outside the memory of {self.size()} bytes")
+        size = self.size()
+        if ptr + length > size:
+            raise IndexError(f"read of {length} bytes at {ptr} is outside the memory of {size} bytes")
         if not length:
             return b""
-        return bytes(self._memory.read(self._store, ptr, ptr + length))
+        return ctypes.string_at(self._base() + ptr, length)
 
     def write(self, ptr: int, data: bytes) -> None:
         ptr &= 0xFFFFFFFF
-        if ptr + len(data) > self.size():
-            raise IndexError(f"write of {len(data)} bytes at {ptr} is outside the memory of {self.size()} bytes")
+        size = self.size()
+        if ptr + len(data) > size:
+            raise IndexError(f"write of {len(data)} bytes at {ptr} is outside the memory of {size} bytes")
         if data:
-            self._memory.write(self._store, data, ptr)
+            ctypes.memmove(self._base() + ptr, data, len(data))
