@@ -339,3 +339,28 @@ def test_gas_does_not_depend_on_the_module_cache(net, hostile):
     vm.MODULES._modules.clear()
     second = net.call(hostile, "write", gas_limit=2_000_000)
     assert first.gas_used == second.gas_used
+
+
+DEEP = '''
+  (data (i32.const 330) "deep")
+  (data (i32.const 350) "\\90")
+  (func $rec (param $n i32) (param $a i64) (param $b i64) (param $c i64) (param $d i64)
+    (if (i32.eqz (local.get $n))
+      (then
+        (call $self_address (i32.const 400))
+        (drop (call $call (i32.const 400) (i32.const 330) (i32.const 4) (i32.const 350) (i32.const 1)
+                          (i32.const 0) (i32.const 0) (i32.const 0))))
+      (else (call $rec (i32.sub (local.get $n) (i32.const 1)) (local.get $a) (local.get $b) (local.get $c)
+                       (local.get $d)))))
+  (func (export "deep") (call $rec (i32.const DEPTH) (i64.const 1) (i64.const 2) (i64.const 3) (i64.const 4)))
+  (func (export "qenex_reentrant"))
+'''
+
+
+@pytest.mark.parametrize("depth", [4000, 20000])
+def test_deep_wasm_recursion_at_every_call_depth_ends_cleanly(net, depth):
+    # Each of the 8 nested instances recurses close to (4000) or past (20000) the 512 KiB wasm stack:
+    # the native stack holds all of them, and the transaction fails with a reason, not a crash.
+    address, _ = net.deploy(wat(DEEP.replace("DEPTH", str(depth))))
+    receipt = net.call(address, "deep", gas_limit=50_000_000)
+    assert receipt.reason.startswith("call_depth_exceeded:" if depth == 4000 else "trap:"), receipt.reason
