@@ -426,7 +426,8 @@ class Execution:
     def _amount(self, call: str, ptr: int) -> int:
         return int.from_bytes(self._read(call, ptr, 16), "little")
 
-    def _arg(self, call: str, index: int) -> Any:
+    def _arg(self, call: str, index: int | None) -> Any:
+        """Element ``index`` (an i32, read unsigned) of the arguments array; None: the whole value."""
         frame = self._frame(call)
         if frame.args_value is None:
             try:
@@ -435,8 +436,9 @@ class Execution:
                 raise HostCallFailed(call, f"arguments are not canonical msgpack: {exc}") from None
             frame.args_value = (value,)
         value = frame.args_value[0]
-        if index < 0:
+        if index is None:
             return value
+        index &= 0xFFFFFFFF
         if not isinstance(value, list):
             raise HostCallFailed(call, "the arguments are not an array")
         if index >= len(value):
@@ -454,7 +456,7 @@ class Execution:
 
     def h_arg_count(self) -> int:
         self._begin("arg_count")
-        value = self._arg("arg_count", -1)
+        value = self._arg("arg_count", None)
         if not isinstance(value, list):
             raise HostCallFailed("arg_count", "the arguments are not an array")
         return len(value)

@@ -364,3 +364,12 @@ def test_deep_wasm_recursion_at_every_call_depth_ends_cleanly(net, depth):
     address, _ = net.deploy(wat(DEEP.replace("DEPTH", str(depth))))
     receipt = net.call(address, "deep", gas_limit=50_000_000)
     assert receipt.reason.startswith("call_depth_exceeded:" if depth == 4000 else "trap:"), receipt.reason
+
+
+def test_an_argument_index_is_unsigned(net):
+    # i32 -1 is index 4294967295: missing, not "the whole arguments value"
+    address, _ = net.deploy(wat('(func (export "m") (call $result_u64 (call $arg_u64 (i32.const -1))))'))
+    receipt = net.call(address, "m", raw_args=encode(7))
+    assert receipt.reason.endswith("the arguments are not an array"), receipt.reason
+    receipt = net.call(address, "m", [7])
+    assert "argument 4294967295 is missing (1 given)" in receipt.reason, receipt.reason
