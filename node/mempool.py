@@ -1,4 +1,4 @@
-"""The mempool: pending transactions per sender, eviction, fee-ordered reaping, recheck.
+"""The mempool: pending transactions per sender, eviction, reaping by fee per gas, recheck.
 
 Admission (``node/admission.py``) runs the steps in order and puts the risk
 hook between the two halves the pool offers: ``check`` (pure: duplicate,
@@ -15,7 +15,8 @@ is checked as if its earlier transactions were pending already.
 When the pool is full (count or bytes), a valid newcomer evicts the cheapest
 *tails*: only a sender's highest pending nonce may go, so no run gets a gap,
 and only a tail paying strictly less per gas than the newcomer (fee / gas of
-its kind, compared exactly); among equal prices the most recent goes first.
+its kind, or / gas limit of a contract transaction, compared exactly); among
+equal prices the most recent goes first.
 The tails sit in a lazily cleaned min-heap, so admission costs O(log n) per
 eviction and at most ``MAX_EVICTIONS`` evictions; a newcomer that would need
 more, or that no cheaper tail makes room for, is refused MempoolFull (by
@@ -69,6 +70,7 @@ from state import errors as state_errors
 from state.app import Application
 from state.blocks import Block
 from state.crypto import address_to_text
+from state.execution import check_stateless
 from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.mempool")
@@ -83,7 +85,7 @@ class _Entry:
     size: int
     seq: int
     outflows: dict[str, int]
-    price: Fraction  # fee per gas of its kind: what eviction compares
+    price: Fraction  # fee per gas of its kind (a contract tx's: per gas of its limit): eviction and reaping compare it
     flags: dict[str, object] = field(default_factory=dict)
     height: int = 0  # the committed height when it entered (queued entries age by it)
 
@@ -177,7 +179,14 @@ class Mempool:
     # -- the eviction index --------------------------------------------------
 
     def _price(self, stx: SignedTransaction) -> Fraction:
-        return Fraction(stx.tx.fee, max(self._app.params.gas_for(stx.tx.kind), 1))
+        """Fee per gas: over its kind's gas, or over a contract transaction's own gas limit (what the
+        block reserves for it; state.genesis.Params.tx_gas_limit).  A kind this chain does not have
+        (staking or contracts off) is refused here, as it is by ``check``."""
+        try:
+            gas = self._app.params.tx_gas_limit(stx.tx.kind, stx.tx.payload)
+        except state_errors.InvalidTransaction as exc:
+            raise TxRejected(str(exc), reason=type(exc).__name__) from exc
+        return Fraction(stx.tx.fee, max(gas, 1))
 
     def _push_tail(self, sender: bytes) -> None:
         account = self._accounts.get(sender)
@@ -312,16 +321,21 @@ class Mempool:
         state, as if the candidates already checked through ``draft`` were pending too; raise a
         MempoolError, or return the Candidate that ``insert`` takes.  Changes nothing in the pool.
 
-        Duplicate, minimum fee, nonce (the sender's next), per-account limit, then the summed pending
-        outflows per token against the committed balance.  Room is made by ``insert``.
+        Duplicate, the stateless checks of block inclusion (kind on this chain, a contract's gas limit,
+        minimum fee), nonce (the sender's next), per-account limit, then the summed pending outflows
+        per token against the committed balance.  Room is made by ``insert``.
         """
         tx_hash = stx.hash
         if tx_hash in self._by_hash or tx_hash in self._queued_by_hash or (
                 draft is not None and tx_hash in draft.hashes):
             raise _known(tx_hash)
-        minimum = self._app.params.min_fee(stx.tx.kind)
-        if stx.tx.fee < minimum:
-            exc = state_errors.FeeTooLow(stx.tx.fee, minimum)
+        try:
+            # What block inclusion checks without state: the kind exists on this chain, a contract
+            # transaction's gas limit is within [intrinsic gas, max_tx_gas], the fee is at least its
+            # gas (limit) x min_gas_price (the chain id, size and signature again: already checked, the
+            # signature's verdict is cached).
+            check_stateless(stx, chain_id=self._app.chain_id, params=self._app.params)
+        except state_errors.InvalidTransaction as exc:
             raise TxRejected(str(exc), reason=type(exc).__name__) from exc
 
         sender = stx.tx.sender
@@ -607,12 +621,14 @@ class Mempool:
     # -- block production -------------------------------------------------
 
     def reap(self, max_txs: int, max_bytes: int) -> list[SignedTransaction]:
-        """Executable transactions ordered by fee (highest first), then nonce."""
-        heads: list[tuple[int, int, bytes, int]] = []
+        """Executable transactions ordered by fee per gas (highest first; the price eviction compares),
+        then nonce.  Per gas, not per transaction: a contract transaction's fee prices its own gas
+        limit, so by fee alone a large gas limit at the minimum price would go before everything."""
+        heads: list[tuple[Fraction, int, bytes, int]] = []
         for sender, account in self._accounts.items():
             if account.txs:
                 first = account.txs[0]
-                heads.append((-first.stx.tx.fee, first.seq, sender, 0))
+                heads.append((-first.price, first.seq, sender, 0))
         heapq.heapify(heads)
         picked: list[SignedTransaction] = []
         used = 0
@@ -626,7 +642,7 @@ class Mempool:
             nxt = index + 1
             txs = self._accounts[sender].txs
             if nxt < len(txs):
-                heapq.heappush(heads, (-txs[nxt].stx.tx.fee, txs[nxt].seq, sender, nxt))
+                heapq.heappush(heads, (-txs[nxt].price, txs[nxt].seq, sender, nxt))
         return picked
 
     def update(self, block: Block) -> int:
