@@ -13,7 +13,9 @@ its ``node.rpc_calls`` builder (``status``, ``account``, ``block``,
 ``transaction``, ``receipt``, ``proof``, ``validators``, ``mempool``,
 ``token``, ``params``, ``pool``, ``pools``, ``quote``, ``twap``,
 ``history``, ``position``, ``risk_score``, ``risk_model``,
-``predict_price``); results are the node's JSON (``node.client_types``).
+``predict_price``, ``staking``, ``staking_validators``, ``evidence``,
+``epoch``, ``contract``, ``contract_state``, ``call_contract``); results are
+the node's JSON (``node.client_types``).
 Transactions: build a payload (``node.txbuild``), ``sign`` it (chain id,
 next pending nonce and the minimum fee come from the node in one batch
 request), ``submit`` it, ``wait_final`` for its receipt, or
@@ -275,7 +277,7 @@ def _signed(url: str, key: PrivateKey, payload: Payload, fee: int | None, nonce:
     if fee is None:
         params: Params = answers[2]
         fee = _node_value(url, "qenex_getParams", f"gas or min_gas_price for {payload.KIND.name}",  # type: ignore[attr-defined]
-                          lambda: _checked_uint("fee", txbuild.min_fee(params, payload.KIND), MAX_AMOUNT))  # type: ignore[attr-defined]
+                          lambda: _checked_uint("fee", txbuild.min_fee(params, payload.KIND, payload), MAX_AMOUNT))  # type: ignore[attr-defined]
     return txbuild.sign(key, payload, chain_id=chain_id, nonce=nonce, fee=fee)
 
 
@@ -400,6 +402,9 @@ class _Reads:
     staking_validators = rpc_method(rpc_calls.staking_validators)
     evidence = rpc_method(rpc_calls.evidence)
     epoch = rpc_method(rpc_calls.epoch)
+    contract = rpc_method(rpc_calls.contract)
+    contract_state = rpc_method(rpc_calls.contract_state)
+    call_contract = rpc_method(rpc_calls.call_contract)
 
 
 # -- the blocking client's transport: http.client under one deadline per call -------------

@@ -73,8 +73,19 @@ class Block(TypedDict):
     evidence: list[str]  # equivocation proofs the block carries (0x-hex consensus encoding)
 
 
+class ContractEvent(TypedDict):
+    """What a contract emitted (a receipt's ``events``)."""
+
+    contract: str
+    topic: str | None  # the topic as text, None when it is not printable UTF-8
+    topic_hex: str
+    data: str  # 0x-hex
+
+
 class TxRecord(BlockTx):
-    """A transaction with its receipt once committed, or ``status`` pending/queued."""
+    """A transaction with its receipt once committed, or ``status`` pending/queued.  Once committed,
+    ``fee`` is the fee charged (for a contract transaction: for the gas it used; ``max_fee`` is what
+    it offered)."""
 
     status: str  # "ok" | "failed" | "pending" | "queued"
     committed: bool
@@ -83,6 +94,12 @@ class TxRecord(BlockTx):
     reason: NotRequired[str]
     gas_used: NotRequired[int]
     risk: NotRequired[dict[str, Any]]
+    # contract transactions (issue 11; node.rpc.receipt_to_json)
+    max_fee: NotRequired[str]
+    events: NotRequired[list[ContractEvent]]
+    output: NotRequired[str]  # 0x-hex canonical msgpack ("0x": none)
+    result: NotRequired[Any]  # the output decoded (node.contract_values), when there is one
+    contract_address: NotRequired[str]  # a successful deploy's
 
 
 class SendResult(TypedDict):
@@ -156,6 +173,18 @@ class Params(TypedDict):
     max_clock_drift_ms: int
     reward_authority: str
     pool_reward_rates: dict[str, str]
+    staking: NotRequired[dict[str, Any]]  # a chain with staking (issue 10)
+    contracts: NotRequired["ContractParams"]  # a chain with contracts (issue 11)
+
+
+class ContractParams(TypedDict):
+    max_code_bytes: int
+    max_memory_pages: int
+    max_table_elements: int
+    max_call_depth: int
+    max_calls_per_tx: int
+    max_tx_gas: int
+    max_block_gas: int
 
 
 class Pool(TypedDict):
@@ -359,3 +388,42 @@ class Epoch(TypedDict):
     next_set_height: int
     height: int
     staking: bool
+
+
+# -- contracts (issue 11; node.rpc_contracts) ------------------------------------------------
+
+
+class Contract(TypedDict):
+    address: str
+    height: int
+    code_hash: str
+    code_size: int
+    deployer: str
+    created_height: int
+    storage_entries: int
+    storage_bytes: int
+    methods: list[str]
+    reentrant: bool
+    balances: dict[str, str]  # symbol -> base units
+
+
+class ContractStateEntry(TypedDict):
+    key: str  # 0x-hex
+    value: str  # 0x-hex
+
+
+class ContractState(TypedDict):
+    address: str
+    height: int
+    entries: list[ContractStateEntry]
+    next: str | None  # the last key listed when more may follow: the next page's start_after
+
+
+class ContractCallResult(TypedDict):
+    contract: str
+    method: str
+    height: int
+    output: str  # 0x-hex canonical msgpack ("0x": none)
+    result: Any  # the output decoded (node.contract_values), None when empty
+    gas_used: int
+    gas_limit: int

@@ -66,6 +66,9 @@ class RPCSection:
     # client holds one connection (at most half the connection cap).
     ws_max_clients: int = 128
     ws_max_subscriptions: int = 32
+    # The most gas one qenex_callContract may burn (node.rpc_contracts): contract code runs on the
+    # event loop, so this bounds how long a query holds it (10,000,000 is a few tens of ms).
+    contract_query_gas: int = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +239,8 @@ class NodeConfig:
         _check_signer(config.signer, source)
         if config.state.history_blocks >= 2**63:
             raise ConfigError(f"{source}: state.history_blocks must be below 2**63 (0 = keep every height)")
+        if config.rpc.contract_query_gas < 1:
+            raise ConfigError(f"{source}: rpc.contract_query_gas must be at least 1, got {config.rpc.contract_query_gas}")
         if config.snapshot.keep < 1:
             raise ConfigError(f"{source}: snapshot.keep must be at least 1, got {config.snapshot.keep}")
         return config

@@ -7,7 +7,8 @@ with a message naming it.
 
 The tables read and submit through an ``RpcContext`` (``node.rpc_context``),
 which the runtime assembles; ``build_methods`` joins this module's methods
-with the pool (``node.rpc_pools``) and risk (``node.rpc_risk``) tables.
+with the pool (``node.rpc_pools``), risk (``node.rpc_risk``), staking
+(``node.rpc_staking``) and contract (``node.rpc_contracts``) tables.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import asyncio
 import collections
 import dataclasses
 import enum
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from consensus.errors import ConsensusError
 from consensus.messages import CommitCertificate
+from node.contract_values import event_to_json, output_to_json
 from node.errors import MempoolError
 from node.jsonrpc import NOT_FOUND, RPCError, charge, invalid_params
 from node.rpc_context import RpcContext
@@ -33,13 +35,16 @@ from node.rpc_params import (
     parse_symbol,
     state_at,
 )
+from node.rpc_contracts import contract_methods
 from node.rpc_pools import pool_methods
 from node.rpc_staking import staking_fields, staking_methods
 from node.rpc_risk import risk_methods
+from state.contracts import contract_address
 from state.crypto import address_to_text
 from state.errors import StateError
 from state.blocks import EMPTY_COMMIT, Block
-from state.transactions import SignedTransaction
+from state.payloads import CONTRACT_KINDS, TxKind
+from state.transactions import Receipt, SignedTransaction
 
 # Work units per call in a batch (node.jsonrpc.Dispatcher.max_batch_cost, 200
 # by default): a batch may hold 100 cheap reads but only 10 path searches.
@@ -60,6 +65,11 @@ RPC_COSTS = {
     "qenex_sendTransaction": 2,
     "qenex_getMempool": 5,
     "qenex_getBlock": 2,
+    # contracts (node.rpc_contracts): a query runs code up to [rpc] contract_query_gas; a state page
+    # also pays one unit per 50 entries it lists (node.rpc_contracts.STATE_ENTRIES_PER_UNIT)
+    "qenex_callContract": 20,
+    "qenex_getContract": 2,
+    "qenex_getContractState": 2,
 }
 
 
@@ -76,15 +86,18 @@ def tx_to_json(stx: SignedTransaction) -> dict[str, Any]:
     }
 
 
-# Integer payload fields that are counts or heights, not amounts; every other
-# integer is an amount and goes out as a decimal string (JSON numbers lose
-# precision past 2**53, and amounts reach 2**128 - 1).
-_PLAIN_INT_FIELDS = frozenset({"decimals", "deadline", "deadline_height"})
+# Integer payload fields that are counts, heights or gas (a number, as a receipt's gas_used),
+# not amounts; every other integer is an amount and goes out as a decimal string (JSON numbers
+# lose precision past 2**53, and amounts reach 2**128 - 1).
+_PLAIN_INT_FIELDS = frozenset({"decimals", "deadline", "deadline_height", "gas_limit"})
+# Bytes fields that are never addresses, whatever their length (a contract's 20 bytes of
+# arguments are not an account): always 0x-hex.
+_HEX_FIELDS = frozenset({"code", "init_args", "args"})
 
 
 def _json_value(name: str, value: Any) -> Any:
     if isinstance(value, bytes):
-        return address_to_text(value) if len(value) == 20 else hex0x(value)
+        return address_to_text(value) if len(value) == 20 and name not in _HEX_FIELDS else hex0x(value)
     if dataclasses.is_dataclass(value):
         return {"op": type(value).__name__, **payload_to_json(value)}
     if isinstance(value, (list, tuple)):
@@ -101,11 +114,16 @@ def payload_to_json(payload: Any) -> dict[str, Any]:
     return {f.name: _json_value(f.name, getattr(payload, f.name)) for f in dataclasses.fields(payload)}
 
 
-def render_block(block: Block, with_txs: bool) -> dict[str, Any]:
-    """qenex_getBlock's answer: a pure function of the block (safe in a worker thread)."""
+def render_block(block: Block, with_txs: bool, receipts: Sequence[Receipt] | None = None) -> dict[str, Any]:
+    """qenex_getBlock's answer: a pure function of the block (and, with ``with_txs``, of its
+    ``receipts`` in block order, merged into each transaction as ``qenex_getTransaction`` does;
+    safe in a worker thread)."""
     out = header_to_json(block)
     out["last_commit"] = last_commit_to_json(block.last_commit)
-    out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
+    if with_txs and receipts is not None and len(receipts) == len(block.txs):
+        out["txs"] = [{**tx_to_json(stx), **receipt_to_json(receipt, stx)} for stx, receipt in zip(block.txs, receipts)]
+    else:
+        out["txs"] = [tx_to_json(stx) if with_txs else hex0x(stx.hash) for stx in block.txs]
     out["evidence"] = [hex0x(item) for item in block.evidence]
     return out
 
@@ -144,13 +162,29 @@ def header_to_json(block: Block) -> dict[str, Any]:
     }
 
 
-def receipt_to_json(receipt: Any) -> dict[str, Any]:
-    return {
+def receipt_to_json(receipt: Receipt, stx: SignedTransaction | None = None) -> dict[str, Any]:
+    """A receipt's fields.  A contract transaction's (``stx`` given) also carries ``max_fee`` (the fee
+    it offered, gas_limit x its price; ``fee`` is what was charged for the gas used), ``events``
+    ``[{contract, topic (text, or null if not printable UTF-8), topic_hex, data}]``, ``output``
+    (0x-hex msgpack) and, when there is one, its ``result`` decoded (node.contract_values); a
+    successful deploy names its ``contract_address``."""
+    out: dict[str, Any] = {
         "status": str(receipt.status),
         "reason": receipt.reason,
         "gas_used": receipt.gas_used,
         "fee": str(receipt.fee),
     }
+    contract_kind = stx is not None and stx.tx.kind in CONTRACT_KINDS
+    if contract_kind or receipt.events or receipt.output:
+        if stx is not None and contract_kind:
+            out["max_fee"] = str(stx.tx.fee)
+            if stx.tx.kind is TxKind.CONTRACT_DEPLOY and receipt.ok:
+                out["contract_address"] = address_to_text(contract_address(stx.tx.sender, stx.tx.nonce))
+        out["events"] = [event_to_json(e) for e in receipt.events]
+        out["output"] = hex0x(receipt.output)
+        if receipt.output:
+            out["result"] = output_to_json(receipt.output)
+    return out
 
 
 def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
@@ -209,10 +243,11 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         if key not in rendered:
             async with render_lock:
                 if key not in rendered:
+                    receipts = app.block_receipts(number) if with_txs else None  # read here: the store is the loop's
                     if len(block.txs) > RENDER_INLINE_TXS:
-                        out = await asyncio.to_thread(render_block, block, with_txs)
+                        out = await asyncio.to_thread(render_block, block, with_txs, receipts)
                     else:
-                        out = render_block(block, with_txs)
+                        out = render_block(block, with_txs, receipts)
                     rendered[key] = out
                     while len(rendered) > RENDERED_BLOCKS_KEPT:
                         rendered.popitem(last=False)
@@ -224,7 +259,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         loc = app.get_tx(tx_hash)
         if loc is not None:
             out = tx_to_json(loc.stx)
-            out.update(receipt_to_json(loc.receipt))
+            out.update(receipt_to_json(loc.receipt, loc.stx))
             out.update({"height": loc.height, "index": loc.index, "committed": True})
         elif (stx := ctx.pending_tx(tx_hash)) is not None:
             out = tx_to_json(stx)
@@ -341,7 +376,7 @@ def build_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         "qenex_getTransactionProof": get_transaction_proof,
     }
     # Feature areas register their own methods (each in its own module).
-    for extra in (pool_methods(ctx), risk_methods(ctx), staking_methods(ctx)):
+    for extra in (pool_methods(ctx), risk_methods(ctx), staking_methods(ctx), contract_methods(ctx)):
         clash = methods.keys() & extra.keys()
         if clash:
             raise RuntimeError(f"RPC methods registered twice: {sorted(clash)}")

@@ -17,6 +17,9 @@ from typing import Any, Generic, Mapping, Sequence, TypeVar
 from node.client_types import (
     Account,
     Block,
+    Contract,
+    ContractCallResult,
+    ContractState,
     Epoch,
     EvidencePage,
     Mempool,
@@ -193,6 +196,22 @@ def epoch() -> Call[Epoch]:
     return Call("qenex_getEpoch")
 
 
+def contract(address: str, height: int | None = None) -> Call[Contract]:
+    """A contract's record: code hash and size, deployer, creation height, storage size, methods, balances."""
+    return Call("qenex_getContract", _trailing(address, _height(height)))
+
+
+def contract_state(address: str, key_prefix: str | None = None, limit: int = 100, start_after: str | None = None,
+                   height: int | None = None) -> Call[ContractState]:
+    """One page of a contract's storage (0x-hex keys and values, key order); ``next`` continues it."""
+    return Call("qenex_getContractState", _trailing(address, key_prefix, limit, start_after, _height(height)))
+
+
+def call_contract(contract: str, method: str, args: Any = None, height: int | None = None) -> Call[ContractCallResult]:
+    """Run ``method`` read-only with JSON ``args`` (node.contract_values); its output, result and gas used."""
+    return Call("qenex_callContract", _trailing(contract, method, args, _height(height)))
+
+
 READS = (status, account, block, transaction, receipt, proof, validators, mempool, token, params, pool, pools,
          quote, twap, history, position, risk_score, risk_model, predict_price, staking, staking_validators, evidence,
-         epoch)
+         epoch, contract, contract_state, call_contract)

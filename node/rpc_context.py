@@ -1,6 +1,7 @@
 """What the JSON-RPC method tables may read and submit: a narrow context.
 
-The method tables (``node.rpc``, ``node.rpc_pools``, ``node.rpc_risk``) and
+The method tables (``node.rpc``, ``node.rpc_pools``, ``node.rpc_risk``,
+``node.rpc_staking``, ``node.rpc_contracts``) and
 the risk admin server receive an ``RpcContext``, never the ``Node``: the
 composition root (``Node.rpc_context`` in ``node.runtime``) assembles one
 from its parts, so no RPC module imports the runtime and each of them can be
@@ -52,6 +53,8 @@ class RpcContext:
     queued_tx: Callable[[bytes], "SignedTransaction | None"] = lambda _h: None
     queued_for: Callable[[bytes], int] = lambda _a: 0
     queued_size: Callable[[], tuple[int, int]] = lambda: (0, 0)
+    # The gas a read-only contract query may burn (``[rpc] contract_query_gas``; node.rpc_contracts).
+    contract_query_gas: int = 10_000_000
 
     def known_tx(self, tx_hash: bytes) -> "SignedTransaction | None":
         """A transaction this node holds, pending, queued or committed."""

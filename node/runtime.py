@@ -382,6 +382,7 @@ class Node:
             validator_set=lambda: self.app.validator_set(self.app.height + 1) if self.app else None,
             risk=self.risk,
             market_model=self.market_model,
+            contract_query_gas=self.config.rpc.contract_query_gas,
         )
 
     def admin_context(self, rpc_context: RpcContext) -> AdminContext:

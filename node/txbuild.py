@@ -14,13 +14,18 @@ nonce and fee from the node and call it.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
+from node.contract_values import EMPTY_ARGS
 from node.errors import NodeError
+from state.contracts import deploy_intrinsic_gas
 from state.crypto import PrivateKey, address_from_text
 from state.payloads import (
+    CONTRACT_KINDS,
     Batch,
     BatchOp,
+    ContractCall,
+    ContractDeploy,
     FlashBorrow,
     FlashRepay,
     Payload,
@@ -50,7 +55,8 @@ __all__ = [
     "TxBuildError", "address", "pair", "units", "transfer", "token_create", "token_mint", "pool_create", "pool_add",
     "pool_remove", "swap", "flash_borrow", "flash_repay", "batch", "batch_ops_from_json", "rewards_claim",
     "set_reward_rate", "validator_create", "validator_edit", "stake", "unstake", "redelegate", "unjail",
-    "staking_rewards_withdraw", "min_fee", "sign",
+    "staking_rewards_withdraw", "min_fee", "sign", "contract_deploy", "contract_call", "attached", "max_tx_gas",
+    "default_deploy_gas", "default_call_gas", "DEPLOY_GAS_HEADROOM", "CALL_GAS_DEFAULT",
 ]
 
 
@@ -233,10 +239,18 @@ def staking_rewards_withdraw() -> StakingRewardsWithdraw:
     return StakingRewardsWithdraw()
 
 
-def min_fee(params: Mapping[str, Any], kind: TxKind) -> int:
-    """The kind's gas at the minimum gas price, from ``qenex_getParams``'s answer (staking kinds'
-    gas is under ``staking.gas``)."""
+def min_fee(params: Mapping[str, Any], kind: TxKind, payload: Payload | None = None) -> int:
+    """The transaction's gas at the minimum gas price, from ``qenex_getParams``'s answer: the kind's
+    gas (staking kinds' under ``staking.gas``), or a contract transaction's own ``gas_limit`` (its
+    ``payload`` is needed then) on a chain whose params have a ``contracts`` section."""
     name = kind.name.lower()
+    if kind in CONTRACT_KINDS:
+        max_tx_gas(params, name)  # a chain without contracts refuses the kind: say so before signing
+        gas_limit = getattr(payload, "gas_limit", None)
+        if gas_limit is None:
+            raise TxBuildError(f"the minimum fee of a {name} transaction is its gas_limit x min_gas_price: "
+                               "give its payload")
+        return int(gas_limit) * int(params["min_gas_price"])
     gas = params["gas"].get(name)
     if gas is None:
         staking = params.get("staking") or {}
@@ -244,6 +258,53 @@ def min_fee(params: Mapping[str, Any], kind: TxKind) -> int:
             raise TxBuildError(f"the node's params price no {name} transaction (a chain without staking?)")
         gas = staking["gas"][name]
     return int(gas) * int(params["min_gas_price"])
+
+
+# -- contracts (issue 11) ------------------------------------------------------------------
+
+# Default gas limits: a deploy's intrinsic gas (validating and storing its code) plus room for its
+# init; a call's is a flat amount.  Both are capped by the chain's max_tx_gas.  The fee is the gas
+# limit x the price, and the unused part is refunded, so a generous default costs nothing.
+DEPLOY_GAS_HEADROOM = 5_000_000
+CALL_GAS_DEFAULT = 2_000_000
+
+
+def max_tx_gas(params: Mapping[str, Any], what: str = "a contract transaction") -> int:
+    """The chain's ``contracts.max_tx_gas`` from ``qenex_getParams``'s answer; TxBuildError without contracts."""
+    contracts = params.get("contracts")
+    if not isinstance(contracts, Mapping):
+        raise TxBuildError(f"the node's chain has no contracts (its params have no contracts section): "
+                           f"it refuses {what}")
+    return int(contracts["max_tx_gas"])
+
+
+def default_deploy_gas(params: Mapping[str, Any], code: bytes, init_args: bytes) -> int:
+    return min(deploy_intrinsic_gas(code, init_args) + DEPLOY_GAS_HEADROOM, max_tx_gas(params))
+
+
+def default_call_gas(params: Mapping[str, Any]) -> int:
+    return min(CALL_GAS_DEFAULT, max_tx_gas(params))
+
+
+def attached(pairs: Iterable[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """Tokens to attach as the payload takes them: (symbol, base units) sorted by symbol, each once."""
+    out = sorted((symbol, amount) for symbol, amount in pairs)
+    symbols = [symbol for symbol, _ in out]
+    if len(set(symbols)) != len(symbols):
+        raise TxBuildError(f"a token is attached twice: {', '.join(symbols)} (attach each token once)")
+    return tuple(out)
+
+
+def contract_deploy(code: bytes, init_args: bytes = EMPTY_ARGS, attach: Iterable[tuple[str, int]] = (), *,
+                    gas_limit: int) -> ContractDeploy:
+    """Deploy WebAssembly ``code`` (its ``init`` runs with ``init_args``, canonical msgpack; see
+    node.contract_values.args_from_json); its address is ``contract_address(sender, nonce)``."""
+    return ContractDeploy(bytes(code), init_args, attached(attach), gas_limit)
+
+
+def contract_call(contract: str | bytes, method: str, args: bytes = EMPTY_ARGS,
+                  attach: Iterable[tuple[str, int]] = (), *, gas_limit: int) -> ContractCall:
+    return ContractCall(address(contract, "contract"), method, args, attached(attach), gas_limit)
 
 
 def sign(key: PrivateKey, payload: Payload, *, chain_id: str, nonce: int, fee: int) -> SignedTransaction:
