@@ -15,8 +15,10 @@ Topics:
   final record once a block holds it (``status`` ok/failed, ``height``, ``index``,
   ``reason``, ``gas_used``, ``fee``, ``final: true``), after which the node
   forgets the subscription.  A hash already committed gets its record at once;
-* ``events {address?, pool?, kinds?}``: per committed block with matching
-  events, ``{height, block_hash, events: [...]}`` (node.events);
+* ``events {address?, pool?, kinds?, contract?}``: per committed block with
+  matching events, ``{height, block_hash, events: [...]}`` (node.events; kind
+  ``contract`` is what contract code emitted, ``contract`` filters by the
+  contract's address);
 * ``pendingTransactions``: ``{hashes: [...]}``, the transactions this node newly
   admitted to its mempool, gathered for at most ``PENDING_FLUSH_S``.
 
@@ -76,7 +78,7 @@ from node.rpc import header_to_json, receipt_to_json
 from node.rpc_context import RpcContext
 from node.rpc_params import hex0x, parse_address, parse_hex, parse_pool
 from state.blocks import Block
-from state.transactions import Receipt
+from state.transactions import Receipt, SignedTransaction
 
 log = logging.getLogger("qenex.rpc.ws")
 
@@ -522,7 +524,7 @@ class SubscriptionHub:
             where = {stx.hash: i for i, stx in enumerate(block.txs)}
         for tx_hash in [h for h in self.txs if h in where]:
             index = where[tx_hash]
-            self._final(tx_hash, json.dumps(final_record(tx_hash, receipts[index], height, index)))
+            self._final(tx_hash, json.dumps(final_record(tx_hash, receipts[index], height, index, block.txs[index])))
 
     def _final(self, tx_hash: bytes, text: str) -> None:
         for sub in list(self.txs.pop(tx_hash, {}).values()):
@@ -542,9 +544,11 @@ class SubscriptionHub:
             sub.client.kick(GAP_CLOSE_CODE, "notifications were lost (the node fell behind): resubscribe")
 
 
-def final_record(tx_hash: bytes, receipt: Receipt, height: int, index: int) -> dict[str, Any]:
-    """A committed transaction's record, as the ``tx`` topic ends with it."""
-    return {"hash": hex0x(tx_hash), **receipt_to_json(receipt), "height": height, "index": index,
+def final_record(tx_hash: bytes, receipt: Receipt, height: int, index: int,
+                 stx: "SignedTransaction | None" = None) -> dict[str, Any]:
+    """A committed transaction's record, as the ``tx`` topic ends with it (a contract transaction's
+    with its events, output and deployed address: ``node.rpc.receipt_to_json``)."""
+    return {"hash": hex0x(tx_hash), **receipt_to_json(receipt, stx), "height": height, "index": index,
             "committed": True, "final": True}
 
 
@@ -553,7 +557,7 @@ def tx_status(ctx: RpcContext, tx_hash: bytes) -> dict[str, Any]:
     ``pending``, ``queued`` or ``unknown``."""
     loc = ctx.app.get_tx(tx_hash)
     if loc is not None:
-        return final_record(tx_hash, loc.receipt, loc.height, loc.index)
+        return final_record(tx_hash, loc.receipt, loc.height, loc.index, loc.stx)
     status = ("pending" if ctx.pending_tx(tx_hash) is not None
               else "queued" if ctx.queued_tx(tx_hash) is not None else "unknown")
     return {"hash": hex0x(tx_hash), "status": status, "committed": False, "final": False}
@@ -587,18 +591,18 @@ MAX_FILTER_KINDS = 32
 
 
 def parse_event_filter(flt: Any) -> EventFilter:
-    """An ``events`` filter: ``{address?, pool?, kinds?}`` (every part optional)."""
+    """An ``events`` filter: ``{address?, pool?, kinds?, contract?}`` (every part optional)."""
     if flt is None:
         return EventFilter()
     if not isinstance(flt, dict):
-        raise invalid_params(f"events filter must be an object {{address?, pool?, kinds?}}, got {brief(flt)}")
-    if "contract" in flt:
-        raise invalid_params("events filter 'contract': there are no contracts on this chain yet")
-    unknown = set(flt) - {"address", "pool", "kinds"}
+        raise invalid_params(f"events filter must be an object {{address?, pool?, kinds?, contract?}}, "
+                             f"got {brief(flt)}")
+    unknown = set(flt) - {"address", "pool", "kinds", "contract"}
     if unknown:
         raise invalid_params(f"events filter has unknown field(s) {brief(sorted(map(str, unknown)))} "
-                             "(address, pool, kinds)")
+                             "(address, pool, kinds, contract)")
     address = parse_address(flt["address"], "address") if flt.get("address") is not None else None
+    contract = parse_address(flt["contract"], "contract") if flt.get("contract") is not None else None
     pool = parse_pool(flt["pool"]) if flt.get("pool") is not None else None
     kinds = None
     if flt.get("kinds") is not None:
@@ -609,4 +613,4 @@ def parse_event_filter(flt: Any) -> EventFilter:
         if bad:
             raise invalid_params(f"unknown event kind {brief(bad[0])} (kinds: {', '.join(sorted(EVENT_KINDS))})")
         kinds = frozenset(raw)
-    return EventFilter(address, pool, kinds)
+    return EventFilter(address, pool, kinds, contract)

@@ -162,7 +162,7 @@ BAD_SUBSCRIBES = [
     (["events", {"kinds": ["steal"]}], -32602, "unknown event kind 'steal'"),
     (["events", {"kinds": []}], -32602, "kinds must be a list of 1-32"),
     (["events", {"colour": "red"}], -32602, "unknown field(s)"),
-    (["events", {"contract": "qnx1x"}], -32602, "no contracts on this chain yet"),
+    (["events", {"contract": "qnx1x"}], -32602, "contract: 'qnx1x' is not a valid bech32 address"),
 ]
 
 
