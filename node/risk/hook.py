@@ -7,8 +7,13 @@ only: nothing here is consulted when a block is validated or executed.
 
 Only transfers and swaps (single- and multi-hop) are scored: the model is
 trained on them.  Other kinds (token create/mint, pool deposits and
-withdrawals, rewards, batches) are admitted unscored and left out of the
-history.
+withdrawals, rewards, batches, staking, and contract deploys and calls) are
+admitted unscored and left out of the history.  For contracts that is a
+decision, not an oversight: a call's effect (what the code transfers) is
+known only once it runs, and scoring its attached tokens as a transfer to
+the contract would feed the model rows unlike any it was trained on (every
+contract is a "new counterparty" once), refusing ordinary calls as drains.
+The cost: tokens attached to a contract are not screened.
 
 Fallback policy when no model is configured (``[risk] model_dir = ""``):
 
@@ -231,9 +236,9 @@ class RiskHook:
                 height, is_swap=True, trade_key=f"{pool}:{direction}", reverse_key=f"{pool}:{1 - direction}",
                 pool_impact=self._pool_impact(pool, token_in, p.amount_in),
             )
-        # Token create/mint, pool deposits and withdrawals, rewards, batches:
+        # Token create/mint, pool deposits and withdrawals, rewards, batches, staking, contracts:
         # the model was trained on transfers and swaps only, so these are
-        # neither scored nor folded into the history (see UNSCORED_KINDS).
+        # neither scored nor folded into the history (the module docstring says why for contracts).
         return None
 
     def features(self, stx: SignedTransaction, *, cache: bool = True) -> np.ndarray | None:
