@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli import admin, audit, keys, query, risk, signer, snapshot, staking, testnet, tx, watch
+from cli import admin, audit, contracts, keys, query, risk, signer, snapshot, staking, testnet, tx, watch
 from cli.common import CLIError, handle_errors, home_option, json_option, emit
 from node.config import Home, NodeConfig
 from node.genesis_tools import write_full_node_home, write_single_node_home
@@ -36,11 +36,14 @@ def cli() -> None:
 @click.option("--peer", "peers", multiple=True, metavar="MULTIADDR",
               help="With --genesis: a node to sync from, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable; give every "
                    "validator's to validate later: peers are not discovered).")
+@click.option("--no-contracts", "no_contracts", is_flag=True,
+              help="A new chain without WebAssembly contracts (its genesis has no contracts section; contract "
+                   "transactions are refused).  Default: contracts on, with the default limits.")
 @click.option("--force", is_flag=True, help="Overwrite an existing home.")
 @json_option
 @handle_errors
 def init(home: Path, chain_id: str, name: str, p2p_port: int, rpc_port: int, genesis_file: Path | None,
-         peers: tuple[str, ...], force: bool, as_json: bool) -> None:
+         peers: tuple[str, ...], no_contracts: bool, force: bool, as_json: bool) -> None:
     """Create a node home (config, genesis, node key): a single-validator chain of its own, or, with
     --genesis and --peer, a full node of an existing chain that syncs from the peers, serves RPC and
     signs nothing until its key is in the validator set (`qenexd tx validator create --consensus-key
@@ -51,8 +54,11 @@ def init(home: Path, chain_id: str, name: str, p2p_port: int, rpc_port: int, gen
     if genesis_file is None:
         if peers:
             raise CLIError("--peer needs --genesis: a new chain of its own has no peers to follow")
-        info = write_single_node_home(h, chain_id=chain_id, name=name, p2p_port=p2p_port, rpc_port=rpc_port)
+        info = write_single_node_home(h, chain_id=chain_id, name=name, p2p_port=p2p_port, rpc_port=rpc_port,
+                                      contracts=not no_contracts)
     else:
+        if no_contracts:
+            raise CLIError("--no-contracts is for a new chain: with --genesis the genesis decides")
         given = click.get_current_context().get_parameter_source("chain_id") == click.core.ParameterSource.COMMANDLINE
         try:
             info = write_full_node_home(h, genesis_file=genesis_file, peers=peers, name=name, p2p_port=p2p_port,
@@ -79,6 +85,7 @@ cli.add_command(keys.keys)
 cli.add_command(tx.tx)
 cli.add_command(query.query)
 staking.register(tx.tx, tx.rewards, query.query)  # tx validator/stake/..., query staking|epoch
+contracts.register(tx.tx, query.query)  # tx contract deploy|call, query contract|contract-state|call
 cli.add_command(query.node_status)  # `qenexd status`: a node at a glance
 cli.add_command(risk.risk)
 cli.add_command(signer.signer)

@@ -38,11 +38,13 @@ def testnet() -> None:
 @click.option("--accounts", default=0, show_default=True, type=click.IntRange(0, MAX_LOAD_ACCOUNTS),
               help="Fund N more dev accounts in genesis for load generators; their keys (derived from a public "
                    "seed: DEV ONLY) go to DIR/accounts.json.")
+@click.option("--no-contracts", "no_contracts", is_flag=True,
+              help="A testnet without WebAssembly contracts (default: contracts on, with the default limits).")
 @click.option("--force", is_flag=True, help="Overwrite an existing testnet in DIR.")
 @json_option
 @handle_errors
 def init(validators: int, full_nodes: int, directory: Path, chain_id: str, base_port: int, powers: str | None,
-         accounts: int, force: bool, as_json: bool) -> None:
+         accounts: int, no_contracts: bool, force: bool, as_json: bool) -> None:
     """Write configs, genesis and keys for N validators (and M full nodes) under DIR."""
     if (directory / "testnet.json").exists() and not force:
         raise CLIError(f"{directory / 'testnet.json'} already exists (use --force to overwrite)")
@@ -54,7 +56,8 @@ def init(validators: int, full_nodes: int, directory: Path, chain_id: str, base_
             raise CLIError(f"--powers must be comma-separated integers, got {powers!r}") from None
     try:
         manifest = write_testnet(directory, validators=validators, chain_id=chain_id, base_port=base_port,
-                                 powers=power_list, accounts=accounts, full_nodes=full_nodes)
+                                 powers=power_list, accounts=accounts, full_nodes=full_nodes,
+                                 contracts=not no_contracts)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 

@@ -51,7 +51,7 @@ from p2p import InvalidPeerAddress, parse_peer_address, peer_id_from_seed
 from state.amounts import QNX_DECIMALS
 from state.crypto import PrivateKey, address_to_text
 from state.errors import StateError
-from state.genesis import Genesis, GenesisAccount, GenesisValidator, Params, StakingParams
+from state.genesis import ContractParams, Genesis, GenesisAccount, GenesisValidator, Params, StakingParams
 from state.keyfile import load_keyfile, save_keyfile
 
 DEV_ACCOUNTS = ("alice", "bob", "charlie")
@@ -176,8 +176,16 @@ def _write_home(home: Home, config: NodeConfig, genesis: Genesis, node_key: Priv
     home.keyring_dir.mkdir(parents=True, exist_ok=True)
 
 
-def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: int, rpc_port: int) -> dict[str, Any]:
-    """A one-validator chain whose validator key also holds the funds."""
+def default_params(*, contracts: bool = True) -> Params:
+    """What ``qenexd init`` and ``qenexd testnet init`` write: the default Params with staking (issue 10)
+    and, unless ``contracts`` is False (``--no-contracts``), WebAssembly contracts (issue 11) on."""
+    return Params(staking=StakingParams(), contracts=ContractParams() if contracts else None)
+
+
+def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: int, rpc_port: int,
+                           contracts: bool = True) -> dict[str, Any]:
+    """A one-validator chain whose validator key also holds the funds (contracts on unless ``contracts``
+    is False)."""
     key = PrivateKey.generate()
     genesis = Genesis(
         chain_id=chain_id,
@@ -185,7 +193,7 @@ def write_single_node_home(home: Home, *, chain_id: str, name: str, p2p_port: in
         validators=(GenesisValidator(name=name, pubkey=key.public_key, power=DEFAULT_POWER),),
         tokens=(),
         accounts=(GenesisAccount(address=key.address, balances={"QNX": DEV_BALANCE}),),
-        params=Params(staking=StakingParams()),
+        params=default_params(contracts=contracts),
     )
     config = NodeConfig(
         name=name,
@@ -325,8 +333,10 @@ def write_testnet(
     params: Params | None = None,
     full_nodes: int = 0,
     test_chain: bool = True,
+    contracts: bool = True,
 ) -> dict[str, Any]:
-    """``params`` default: the default Params with staking (issue 10) on.  ``full_nodes``: that many
+    """``params`` default: ``default_params`` (staking on, and contracts unless ``contracts`` is False;
+    ``params`` given, it is used as is).  ``full_nodes``: that many
     more nodes (``fullJ``, after the validators in ``nodes`` with ``"role": "full"``) whose keys are in
     no validator set and unfunded: they bootstrap to every validator, sync and serve RPC, and sign
     once a ``validator create`` (``--consensus-key``: their home's node_key.json) puts them in the set.  A local
@@ -361,7 +371,7 @@ def write_testnet(
         ),
         tokens=(),
         accounts=tuple(funded),
-        params=params if params is not None else Params(staking=StakingParams()),
+        params=params if params is not None else default_params(contracts=contracts),
         test_chain=test_chain,
     )
 
