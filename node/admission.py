@@ -10,7 +10,10 @@ next (a gossip frame is a batch; an RPC submission is a batch of one):
 3. the pool's free refusals: already pending, or full with
    nothing pending cheaper (before paying for a signature)  ``Mempool.precheck``
 4. signature                                                ``txcheck.check_signature``
-5. fee, nonce, per-account limit and balance against
+5. what block inclusion checks without state (the kind
+   exists on this chain, a contract's gas limit, the
+   minimum fee: state.execution.check_stateless), nonce,
+   per-account limit and balance against
    pending state; a batch's earlier candidates count as
    pending (a sender's run arrives in one batch); a future
    nonce is a queued candidate, a pending or queued nonce

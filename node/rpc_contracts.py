@@ -19,7 +19,8 @@ Errors: -32040 this chain has no contracts (its genesis has no contracts
 section); -32041 no contract at that address (``data: {address, height}``);
 -32042 the query failed: ``data: {code, reason, gas_used, gas_limit}`` with
 the ContractFailed code (``out_of_gas``, ``trap``, ``aborted``,
-``unknown_method``, ``host_call_failed``, ...) and its reason; -32602 a bad
+``unknown_method``, ``host_call_failed``, ...) and its reason (``gas_used``
+null when it failed before any code ran, e.g. ``unknown_method``); -32602 a bad
 parameter; heights as ``node.rpc_params.state_at`` (-32004 above the head,
 -32006 older than the node keeps).
 
@@ -41,7 +42,7 @@ from node.rpc_params import hex0x, parse_address, parse_hex, parse_int, state_at
 from state.app import Application
 from state.contracts import MAX_STORAGE_KEY, ContractQueries, ContractStore
 from state.crypto import address_to_text
-from state.errors import ContractFailed, ExecutionFailed, UnknownContract
+from state.errors import ContractFailed, ExecutionFailed, OutOfGas, UnknownContract
 
 CONTRACTS_DISABLED = -32040
 NO_CONTRACT = -32041
@@ -139,6 +140,8 @@ def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             raise _no_contract(who, at) from None
         except ExecutionFailed as exc:  # a ContractFailed (its gas_used known), or another effect's refusal
             gas_used = exc.gas_used if isinstance(exc, ContractFailed) else None
+            if gas_used is None and isinstance(exc, OutOfGas):
+                gas_used = gas_limit  # out of gas before any code ran (intrinsic or instance gas): all of it
             raise RPCError(QUERY_FAILED, f"query of {name} failed: {exc.reason}"[:300],
                            {"code": exc.code, "reason": exc.reason[:512], "gas_used": gas_used,
                             "gas_limit": gas_limit}) from None

@@ -504,3 +504,19 @@ async def test_contract_events_over_the_websocket():
                     ("contract", address, "incremented", 0)]
                 assert note["events"][0]["tx"] == tx_hash and note["events"][0]["data"] == "0x" + (2).to_bytes(8, "little").hex()
                 assert final["final"] and final["result"] == 2 and final["events"][0]["topic"] == "incremented"
+
+
+def test_the_query_gas_cap_is_node_config(net):
+    from node.config import NodeConfig
+    from node.errors import ConfigError
+
+    config = NodeConfig.from_toml("[rpc]\ncontract_query_gas = 60000\n")
+    assert config.rpc.contract_query_gas == 60_000 and NodeConfig().rpc.contract_query_gas == 10_000_000
+    for bad in ("0", "-5", '"lots"'):
+        with pytest.raises(ConfigError, match="contract_query_gas"):
+            NodeConfig.from_toml(f"[rpc]\ncontract_query_gas = {bad}\n")
+    node = bare_node(net.app, "capped")
+    node.config = config
+    capped = error(build_methods(node.rpc_context())["qenex_callContract"], text(net.kv), "spin")
+    assert capped.data == {"code": "out_of_gas", "reason": "out_of_gas: ran out of gas (limit 60000)", "gas_used": 60_000,
+                           "gas_limit": 60_000}

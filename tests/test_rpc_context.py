@@ -40,7 +40,7 @@ def test_a_context_is_frozen_and_names_only_what_the_methods_use():
     assert {f.name for f in dataclasses.fields(RpcContext)} == {
         "app", "node_name", "submit_raw_tx", "pending_nonce", "pending_tx", "pending_entries", "mempool_size",
         "flagged_risk", "peer_count", "peer_id", "validator_address", "syncing", "consensus_state",
-        "validator_set", "risk", "market_model", "queued_tx", "queued_for", "queued_size",
+        "validator_set", "risk", "market_model", "queued_tx", "queued_for", "queued_size", "contract_query_gas",
     }
 
 
