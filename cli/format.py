@@ -157,6 +157,15 @@ def render_tx(record: Mapping[str, Any], decimals: Decimals) -> str:
     ]
     if "gas_used" in record:
         rows.append(("gas used", group_digits(str(record["gas_used"]))))
+    if "max_fee" in record:  # a contract transaction: charged for the gas used, the rest refunded
+        rows.append(("max fee", amount(record["max_fee"], decimals("QNX"), "QNX")))
+    if record.get("contract_address"):
+        rows.append(("contract", record["contract_address"]))
+    if record.get("output") not in (None, "0x"):
+        rows.append(("output", f"{record['output']} = {record.get('result')!r}"))
+    for i, event in enumerate(record.get("events") or []):
+        topic = event.get("topic") if event.get("topic") is not None else event.get("topic_hex")
+        rows.append(("events" if i == 0 else "", f"{topic}  data {event.get('data')}  from {event.get('contract')}"))
     for key, value in (record.get("payload") or {}).items():
         rows.append((f"  {key}", _payload_value(key, value, record.get("payload") or {}, decimals)))
     if "risk" in record:
@@ -168,7 +177,14 @@ def render_tx(record: Mapping[str, Any], decimals: Decimals) -> str:
     return table(rows)
 
 
+SHOWN_HEX_CHARS = 66  # a contract's code or arguments in full are for --json
+
+
 def _payload_value(key: str, value: Any, payload: Mapping[str, Any], decimals: Decimals) -> str:
+    if key in ("code", "init_args", "args") and isinstance(value, str) and len(value) > SHOWN_HEX_CHARS:
+        return f"{value[:SHOWN_HEX_CHARS]}... ({group_digits(str((len(value) - 2) // 2))} bytes)"
+    if key == "attached" and isinstance(value, list):
+        return ", ".join(amount(units, decimals(symbol), symbol) for symbol, units in value) or "-"
     token = payload.get("token") or payload.get("symbol")
     if key in ("amount", "initial_supply") and isinstance(value, str) and token:
         return amount(value, decimals(token), token)

@@ -102,6 +102,7 @@ def tx_(tx_hash: str, proof: bool, rpc: str, as_json: bool) -> None:
         record["proof"] = {**p, "verified": ok}
     payload = record.get("payload") or {}
     symbols = {payload.get(k) for k in ("token", "symbol", "token_in", "token_out")} - {None}
+    symbols |= {pair[0] for pair in payload.get("attached") or () if isinstance(pair, list) and pair}  # contracts
     emit(record, as_json, lambda r: fmt.render_tx(r, decimals_of(client, symbols)))
 
 

@@ -243,3 +243,15 @@ def test_testnet_init_enables_contracts_unless_told_not_to(tmp_path, monkeypatch
                               "--no-contracts"])
     assert off.exit_code == 0, off.output
     assert _genesis(tmp_path / "off/node0/config/genesis.json").params.contracts is None
+
+
+def test_query_tx_shows_a_contract_receipt(node, key, counter):
+    out = ok_json(node, "tx", "contract", "call", counter, "increment", "--args", "[1]", "--attach", "0.5", "QNX",
+                  "--from", key, "--wait")
+    shown = qenexd(node, "query", "tx", out["hash"]).output
+    assert "kind         contract_call" in shown and "max fee      0.002 QNX" in shown
+    assert f"incremented  data 0x{out['events'][0]['data'][2:]}  from {counter}" in shown
+    assert "attached   0.5 QNX" in shown and f"output       {out['output']} = {out['result']}" in shown
+    deployed = qenexd(node, "query", "tx", ok_json(node, "tx", "contract", "deploy", "--from", key, "--wat",
+                                                    str(COUNTER_WAT), "--wait")["hash"]).output
+    assert "contract     qnx1" in deployed and "... (435 bytes)" in deployed  # the code, shortened
