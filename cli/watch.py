@@ -62,7 +62,13 @@ def _events_lines(batch: dict[str, Any]) -> str:
     for event in batch["events"]:
         where = f"  {','.join(event['pools'])}" if event.get("pools") else ""
         op = f" op {event['batch_op']}" if "batch_op" in event else ""
-        lines.append(f"height {fmt.height(event['height'])}  {event['kind']}{where}  from {event['sender']}  "
+        if event.get("kind") == "contract":  # what contract code emitted
+            topic = event["topic"] if event.get("topic") is not None else event["topic_hex"]
+            lines.append(f"height {fmt.height(event['height'])}  contract {event['contract']}  {topic}  "
+                         f"data {event['data']}  tx {event['tx']}")
+            continue
+        target = f"  {event['contract']}" if event.get("contract") else ""
+        lines.append(f"height {fmt.height(event['height'])}  {event['kind']}{where}{target}  from {event['sender']}  "
                      f"tx {event['tx']}{op}")
     return "\n".join(lines)
 
@@ -100,19 +106,25 @@ def tx(tx_hash: str, rpc: str, as_json: bool) -> None:
 @watch.command("events")
 @click.option("--address", default=None, help="Only events of this qnx1... address (as sender or receiver).")
 @click.option("--pool", default=None, help='Only events of this pool ("AAA/BBB").')
-@click.option("--kind", "kinds", multiple=True, help="Only these kinds (repeatable): transfer, swap, pool_add, ...")
+@click.option("--kind", "kinds", multiple=True,
+              help="Only these kinds (repeatable): transfer, swap, pool_add, ..., contract_call, contract (what "
+                   "contract code emitted)")
+@click.option("--contract", default=None, help="Only events of this contract (qnx1...): calls, its deploy, what it emitted.")
 @rpc_option
 @count_option
 @json_option
 @handle_errors
-def events(address: str | None, pool: str | None, kinds: tuple[str, ...], rpc: str, count: int | None,
-           as_json: bool) -> None:
-    """Events of committed blocks (successful transfers, swaps, liquidity, rewards, token operations)."""
+def events(address: str | None, pool: str | None, kinds: tuple[str, ...], contract: str | None, rpc: str,
+           count: int | None, as_json: bool) -> None:
+    """Events of committed blocks (successful transfers, swaps, liquidity, rewards, token operations, contract
+    transactions and the events contract code emitted)."""
     flt: dict[str, Any] = {}
     if address:
         flt["address"] = address
     if pool:
         flt["pool"] = pool
+    if contract:
+        flt["contract"] = contract
     if kinds:
         flt["kinds"] = list(kinds)
     _follow(rpc, "events", flt or None, count, as_json, _events_lines)

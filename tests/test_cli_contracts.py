@@ -255,3 +255,37 @@ def test_query_tx_shows_a_contract_receipt(node, key, counter):
     deployed = qenexd(node, "query", "tx", ok_json(node, "tx", "contract", "deploy", "--from", key, "--wat",
                                                     str(COUNTER_WAT), "--wait")["hash"]).output
     assert "contract     qnx1" in deployed and "... (435 bytes)" in deployed  # the code, shortened
+
+
+def test_watch_events_of_one_contract(node, key, counter):
+    """``watch events --contract`` while calls keep landing (it subscribes on its first read, so one call
+    before that would be missed: they keep coming until it has printed)."""
+    import threading
+
+    from node import txbuild
+    from node.client import Client
+    from node.contract_values import args_from_json
+
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with Client(node.url) as client:
+            while not stop.wait(0.1):
+                payload = txbuild.contract_call(counter, "increment", args_from_json([1]), gas_limit=500_000)
+                client.submit(client.sign(ALICE, payload))
+
+    thread = threading.Thread(target=keep_calling, daemon=True)
+    thread.start()
+    try:
+        out = qenexd(node, "watch", "events", "--contract", counter, "--kind", "contract", "--count", "1")
+        calls = qenexd(node, "watch", "events", "--contract", counter, "--kind", "contract_call", "--count", "1",
+                       "--json")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("height ") and f"contract {counter}  incremented  data 0x" in out.output
+    event = json.loads(calls.output)["events"][0]
+    assert event["kind"] == "contract_call" and event["contract"] == counter and event["payload"]["method"] == "increment"
+    bad = qenexd(node, "watch", "events", "--contract", "qnx1nope")
+    assert bad.exit_code == 1 and "contract" in one_error_line(bad)
