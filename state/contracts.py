@@ -259,7 +259,28 @@ class Execution:
 
     def deploy(self, deployer: bytes, nonce: int, code: bytes, init_args: bytes,
                attached: tuple[tuple[str, int], ...]) -> tuple[Address, Outcome]:
-        """Store ``code`` as a new contract of ``deployer`` and run its ``init``; raises ContractFailed."""
+        """Store ``code`` as a new contract of ``deployer`` and run its ``init``; raises ContractFailed
+        (whose ``gas_used`` is always set)."""
+        try:
+            return self._deploy(deployer, nonce, code, init_args, attached)
+        except ContractFailed as exc:
+            if exc.gas_used is None:
+                exc.gas_used = self.gas_used
+            raise
+
+    def call(self, caller: bytes, contract: bytes, method: str, args: bytes,
+             attached: tuple[tuple[str, int], ...] = ()) -> Outcome:
+        """Run ``method`` of ``contract`` for ``caller`` (a transaction's sender or a query's); raises
+        ContractFailed (whose ``gas_used`` is always set)."""
+        try:
+            return self._call(caller, contract, method, args, attached)
+        except ContractFailed as exc:
+            if exc.gas_used is None:
+                exc.gas_used = self.gas_used
+            raise
+
+    def _deploy(self, deployer: bytes, nonce: int, code: bytes, init_args: bytes,
+                attached: tuple[tuple[str, int], ...]) -> tuple[Address, Outcome]:
         self.charge(deploy_intrinsic_gas(code, init_args))
         if len(code) > self.params.max_code_bytes:
             raise InvalidCode(f"code of {len(code)} bytes exceeds max_code_bytes {self.params.max_code_bytes}")
@@ -282,9 +303,8 @@ class Execution:
         self._run(frame, module, vm.INIT_METHOD if info.has_init else None)
         return address, self._finish(frame)
 
-    def call(self, caller: bytes, contract: bytes, method: str, args: bytes,
-             attached: tuple[tuple[str, int], ...] = ()) -> Outcome:
-        """Run ``method`` of ``contract`` for ``caller`` (a transaction's sender or a query's)."""
+    def _call(self, caller: bytes, contract: bytes, method: str, args: bytes,
+              attached: tuple[tuple[str, int], ...]) -> Outcome:
         self.charge(call_intrinsic_gas(args))
         module, _ = self._load(contract, method)
         self._move_attached(caller, contract, attached)

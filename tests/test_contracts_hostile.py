@@ -28,6 +28,7 @@ from state.errors import (
     HostCallFailed,
     MalformedTransaction,
     OutOfGas,
+    UnknownMethod as UnknownMethodError,
 )
 from state.execution import check_stateless
 from state.genesis import ContractParams, Params
@@ -373,3 +374,12 @@ def test_an_argument_index_is_unsigned(net):
     assert receipt.reason.endswith("the arguments are not an array"), receipt.reason
     receipt = net.call(address, "m", [7])
     assert "argument 4294967295 is missing (1 given)" in receipt.reason, receipt.reason
+
+
+def test_a_failure_before_any_code_runs_still_knows_its_gas(net, hostile):
+    with pytest.raises(OutOfGas) as info:
+        net.app.contracts().call(hostile, "write", encode([]), gas_limit=100)  # not even the intrinsic gas
+    assert info.value.gas_used == 100
+    with pytest.raises(UnknownMethodError) as info:
+        net.app.contracts().call(hostile, "missing", encode([]), gas_limit=10**7)
+    assert 0 < info.value.gas_used < 10**7
