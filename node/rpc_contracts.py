@@ -19,8 +19,8 @@ Errors: -32040 this chain has no contracts (its genesis has no contracts
 section); -32041 no contract at that address (``data: {address, height}``);
 -32042 the query failed: ``data: {code, reason, gas_used, gas_limit}`` with
 the ContractFailed code (``out_of_gas``, ``trap``, ``aborted``,
-``unknown_method``, ``host_call_failed``, ...) and its reason (``gas_used``
-null when it failed before any code ran, e.g. ``unknown_method``); -32602 a bad
+``unknown_method``, ``host_call_failed``, ...), its reason and the gas it
+used; -32602 a bad
 parameter; heights as ``node.rpc_params.state_at`` (-32004 above the head,
 -32006 older than the node keeps).
 
@@ -143,8 +143,8 @@ def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             raise _no_contract(who, at) from None
         except ExecutionFailed as exc:  # a ContractFailed (its gas_used known), or another effect's refusal
             gas_used = exc.gas_used if isinstance(exc, ContractFailed) else None
-            if gas_used is None and isinstance(exc, OutOfGas):
-                gas_used = gas_limit  # out of gas before any code ran (intrinsic or instance gas): all of it
+            if gas_used is None and isinstance(exc, OutOfGas):  # state sets it since 55c265a; all of it if not
+                gas_used = gas_limit
             raise RPCError(QUERY_FAILED, f"query of {name} failed: {exc.reason}"[:300],
                            {"code": exc.code, "reason": exc.reason[:512], "gas_used": gas_used,
                             "gas_limit": gas_limit}) from None

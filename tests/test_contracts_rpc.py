@@ -229,6 +229,7 @@ def test_call_contract_hostile_inputs(net):
     assert error(m, text(BOB.address), "get").code == NO_CONTRACT
     unknown = error(m, text(net.counter), "nope")
     assert unknown.code == QUERY_FAILED and unknown.data["code"] == "unknown_method"
+    assert 0 < unknown.data["gas_used"] < unknown.data["gas_limit"]  # the intrinsic and instance gas it paid
     assert error(m, text(net.counter), "init").data["code"] == "unknown_method"  # init runs at deploy only
     for method in ("", "9lives", "a" * 65, "get;drop", 5, None, ["get"], "g\u00e9t"):
         assert error(m, text(net.counter), method).code == INVALID_PARAMS, method
