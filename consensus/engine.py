@@ -392,7 +392,8 @@ class Engine:
 
         Checked against our set, which is the next height's too except at an
         epoch boundary (where the set changes and some genuine messages may be
-        dropped: their senders rebroadcast them).
+        dropped: their senders rebroadcast them, and the last height's COMMITs
+        that others relay, ``_relay_last_commit``, get us to that height).
         """
         signer = _signer_of(message)
         view = _view_of(message)
@@ -691,6 +692,7 @@ class Engine:
                 self._emit(BuildProposal(self._height, self._building))
             for (block_hash, _), block in self._validating.items():
                 self._emit(ValidateProposal(self._height, self._view, block, block_hash))
+        self._relay_last_commit()
         if self._me is None:
             return  # an observer validates certified blocks but sends nothing
         if self._decided is not None:
@@ -723,6 +725,39 @@ class Engine:
             vote = self._own_vote(kind, view)
             if vote is not None:
                 self._emit(Broadcast(vote))
+
+    def _relay_last_commit(self) -> None:
+        """Relay the COMMIT votes of the height we decided last to peers still on it.
+
+        This is CometBFT's catch-up for a peer one height behind (the reactor
+        sends it ``LastCommit``). A peer left on the last height usually finds
+        out that it was decided from our messages for the current height: it
+        holds them for the next height and syncs on its next timeout. That only
+        works if it can check who signed them against its own set. At an epoch
+        boundary it may not be able to: the new height's other members can all
+        be newcomers it does not know, while the members that decided the last
+        height and then left the set send nothing more. The peer then waits
+        for a quorum of its height's set that has moved on and will never come.
+        The votes are signed, so we relay them as they are, and the peer
+        commits in whatever view they were cast. We send this only while the
+        driver sees no progress (a RebroadcastDue), at most one vote per member
+        of the last set, sorted by validator.
+
+        We relay only if we are a member of this height's set or were one of
+        the last height's; an observer sends nothing. We leave out our own
+        vote: the sign guard checks every message that carries our signature,
+        and a vote for a height below the one it has recorded is refused as
+        going backwards.
+        """
+        if self._last is None or self._signer is None:
+            return
+        _, _, _, vset, votes = self._last
+        me = bytes(self._signer.address)
+        if self._me is None and me not in vset:
+            return
+        for validator in sorted(votes):
+            if validator != me:
+                self._emit(Broadcast(votes[validator]))
 
     # -- deciding what to do next ------------------------------------------------------
 

@@ -173,10 +173,12 @@ class Sim:
     journal: list[list[tuple[Any, list[Any], bool]]] = field(default_factory=lambda: [[] for _ in range(NODES)])
     # As the application's validator_updates: the set after block h is set_h.updated(changes[h]).increment(1).
     set_changes: SetChanges = field(default_factory=dict)
+    sets: list[ValidatorSet] = field(default_factory=list)  # the set of each height, from 1 (set_at)
 
     def __post_init__(self) -> None:
         genesis = ValidatorSet([(k.public_key, p) for k, p in zip(KEYS, self.powers)])
-        for vset in sets_by_height(genesis, self.set_changes):
+        self.sets = sets_by_height(genesis, self.set_changes)
+        for vset in self.sets:
             assert vset.power_of([KEYS[self.byzantine].address]) * 3 < vset.total_power
         observer_key = JOINER if self.set_changes else None
         self.engines = [Engine(CHAIN, KEYS[i] if i < N else observer_key, 1, genesis, TIMEOUTS)
@@ -226,13 +228,22 @@ class Sim:
             self.want_sync(i)
         elif isinstance(action, ReportEvidence):
             if i != self.byzantine:
-                action.evidence.verify(CHAIN, self.engines[i].validator_set)
+                # Against the set of the evidence's own height, as node.evidence's pool checks it: a
+                # conflicting COMMIT for the last height found after it (Engine._late_commit_vote) can
+                # name a validator that left the set at this one.
+                action.evidence.verify(CHAIN, self.set_at(action.evidence.height))
                 assert action.evidence.validator == KEYS[self.byzantine].address, "evidence against an honest node"
                 self.evidence += 1
         elif isinstance(action, PenalizePeer):
             self.penalize(i, action.peer, action.reason)
         else:
             raise AssertionError(f"unknown action {action!r}")
+
+    def set_at(self, height: int) -> ValidatorSet:
+        """The set of ``height``, as Application.validator_set(height) gives it."""
+        while len(self.sets) < height:
+            self.sets.append(next_set(self.sets[-1], self.set_changes, len(self.sets)))
+        return self.sets[height - 1]
 
     def want_sync(self, i: int) -> None:
         self.sync_wanted.add(i)
@@ -705,6 +716,40 @@ def schedule_junk_commits_crowd_out_the_genuine_one() -> Sim:
     sim = Sim(byzantine, 0, 0, kind=Kind.JUNK_COMMITS, rewrite=rewrite)
     settle(sim)
     assert c in sim.lacking and all(1 not in sim.commits[i] for i in sim.honest), sim.summary()
+    return sim
+
+
+def schedule_leavers_decide_and_go_silent() -> Sim:
+    """At an epoch boundary, the only nodes that saw the last height committed are ones its laggards cannot hear.
+
+    Block 2's updates remove n0 and the Byzantine n1 from the set and add the
+    observer n4 (the joiner) with power 3, so height 3's set is {n2, n3, n4}.
+    Height 2 commits at n0, n1 and n4 while n2 and n3 each hold only the
+    COMMITs of n2 and n3: n0's COMMITs to them are lost before healing, and n1
+    tells them nothing at height 2. Unless the nodes that decided height 2
+    relay its COMMITs, n2 and n3 never finish it. Its other members are gone:
+    n0 and n1 are at height 3 and drop height-2 VIEW-CHANGEs, so no view
+    change of height 2 reaches a quorum. Height 3's messages come only from n4, which the
+    height-2 set does not hold, so n2 and n3 drop them without asking for
+    sync. n4 needs one of them for a quorum of height 3 (3 of 5 is not more
+    than 2/3). Found by the property test as a liveness failure (the
+    ``LEAVERS_DECIDE_AND_GO_SILENT`` example there); fixed by relaying the
+    last height's commit votes on rebroadcast (``Engine._relay_last_commit``).
+    """
+
+    def rewrite(sim: Sim, message: Message, j: int) -> list[Message]:
+        return [] if message.height == 2 and j in (2, 3) else [message]
+
+    def lost(packet: Packet) -> bool:
+        message = packet.message
+        return (packet.src == 0 and packet.dst in (2, 3) and isinstance(message, Vote)
+                and message.kind == VoteKind.COMMIT and message.height == 2)
+
+    sim = Sim(1, 0, 0, rewrite=rewrite, set_changes={2: ((JOIN, 3), (0, 0), (1, 0))})
+    settle(sim, hold=lost)
+    sim.network = [p for p in sim.network if not lost(p)]
+    assert all(2 in sim.commits[i] and sim.engines[i].height == 3 for i in (0, 1, 4)), sim.summary()
+    assert all(2 not in sim.commits[i] and sim.engines[i].height == 2 for i in (2, 3)), sim.summary()
     return sim
 
 

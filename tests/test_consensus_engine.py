@@ -684,10 +684,12 @@ def test_a_refused_signature_means_no_vote_and_the_engine_still_follows() -> Non
     ])
     assert engine.unsigned == 2
     signer.down = False
+    relayed = [Broadcast(v) for v in sorted(commits, key=lambda v: v.validator)]  # height 1's, for peers left there
     actions = engine.handle(RebroadcastDue())  # the signer is back: the missing VIEW-CHANGE is signed now
-    sent = [a.message for a in actions if isinstance(a, Broadcast)]
+    assert actions[:3] == relayed
+    sent = [a.message for a in actions[3:] if isinstance(a, Broadcast)]
     assert [(type(m).__name__, m.new_view, m.validator) for m in sent] == [("ViewChange", 1, me.address)]
-    assert engine.handle(RebroadcastDue()) == [Broadcast(sent[0])]  # re-sent, not re-signed
+    assert engine.handle(RebroadcastDue()) == relayed + [Broadcast(sent[0])]  # re-sent, not re-signed
 
 
 # -- the last height's certificate keeps growing --------------------------------------------
@@ -728,3 +730,56 @@ def test_commits_that_arrive_after_the_decision_join_the_last_certificate() -> N
     engine.handle(HeightStarted(3, net.vset.increment(2)))
     engine.handle(HeightStarted(4, net.vset.increment(3)))
     assert engine.last_commit_certificate(3) is None
+
+
+def test_the_last_heights_commit_votes_are_relayed_on_rebroadcast_across_a_set_change() -> None:
+    # At an epoch boundary a peer left on the last height may be unable to learn that it was decided
+    # from our messages: the new height's other members can all be newcomers it cannot check, and those
+    # that decided with it and then left the set send nothing more (tests/consensus_sim.py,
+    # schedule_leavers_decide_and_go_silent).  So whoever decided the last height and is a member of
+    # this height's set or was one of the last height's re-sends its COMMIT votes on rebroadcast, as
+    # CometBFT sends LastCommit to a peer one height behind; never its own (the sign guard refuses a
+    # vote below its recorded height), and an observer still sends nothing.
+    net = Net([1, 1, 1, 1])
+    primary = net.primary()
+    joiner = PrivateKey(b"\x77" * 32)
+    stays = net.vset.updated([(joiner.public_key, 1)]).increment(1)  # the joiner joins at height 2
+    # me: not height 2's first primary (which would also build), so a rebroadcast sends only the relay
+    me, b, c = sorted(net.backups(), key=lambda k: k.address == stays.proposer.address)
+    leaves = net.vset.updated([(me.public_key, 0), (joiner.public_key, 1)]).increment(1)  # and me leaves
+
+    def decide(engine: Engine) -> None:
+        engine.handle(HeightStarted(1, net.vset))
+        engine.handle(received(net.proposal(primary)))
+        engine.handle(validated(1, 0, HASH_A, True))
+        for k in (primary, b, c):
+            engine.handle(received(net.vote(k, PREPARE)))
+        for k in (primary, b, c):  # a validator decides with its own and two, then c's joins
+            engine.handle(received(net.vote(k, COMMIT)))
+        engine.handle(validated(1, 0, HASH_A, True))  # an observer asks only once it has the quorum
+        assert engine.state.step == Step.COMMITTED
+
+    commits = {bytes(k.address): net.vote(k, COMMIT) for k in net.keys}
+    others = [Broadcast(commits[a]) for a in sorted(commits) if a != me.address]
+    for next_set in (stays, leaves):
+        assert next_set.proposer.address != me.address
+        engine = net.engine(me)
+        decide(engine)
+        assert engine.handle(HeightStarted(2, next_set)) == [ScheduleTimeout(2, 0, 2000)]
+        assert engine.handle(RebroadcastDue()) == others, next_set is stays
+        assert not engine.last_input_changed_state  # it only re-sends: nothing for the WAL
+    # A joiner follows height 1 as an observer and decides it; a member of height 2, it relays all four.
+    engine = Engine(CHAIN, joiner, 1, net.vset, TIMEOUTS)
+    decide(engine)
+    engine.handle(received(net.vote(me, COMMIT)))
+    engine.handle(HeightStarted(2, stays))
+    assert engine.handle(RebroadcastDue()) == [Broadcast(commits[a]) for a in sorted(commits)]
+    # An observer of both heights relays nothing; neither does a node that synced the last height.
+    for signer, next_set in ((None, stays), (joiner, net.vset.increment(1))):
+        engine = Engine(CHAIN, signer, 1, net.vset, TIMEOUTS)
+        decide(engine)
+        engine.handle(HeightStarted(2, next_set))
+        assert engine.handle(RebroadcastDue()) == []
+    engine = started(net.engine(me), net)
+    engine.handle(HeightStarted(2, stays))  # height 1 came by sync
+    assert engine.handle(RebroadcastDue()) == []
