@@ -1,7 +1,8 @@
 """Contracts: deploy time, call throughput and latency for the counter and the token transfer (issue 11).
 
     python bench/contracts.py --calls 2000 --senders 500
-    python bench/contracts.py --testnet testnet --calls 300     # also through a running 4-node testnet
+    python bench/contracts.py --testnet testnet --calls 2000 --senders 200 --rate 200
+                           # also through a running testnet (`qenexd testnet init --accounts 200`)
 
 State machine part (always): one Application on MemoryKV with contracts on.
 Deploys the example counter and token (examples/contracts/) and times each
@@ -17,8 +18,9 @@ and RSS.
 Testnet part (``--testnet DIR``, a testnet made by ``qenexd testnet init``
 and running): deploys the token through node 0's RPC, funds senders, then
 submits ``--calls`` token transfers at ``--rate`` per second spread over all
-nodes and reports finality latency p50/p90/p99 (submit to the block that
-holds it, read back from every node) and finalized calls/s.
+nodes (each sender always to the same node) and reports finality latency
+p50/p90/p99 (submit to first sight of the committed block holding it, on
+node 0) and finalized calls/s.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from state import vm  # noqa: E402
 from state.app import Application  # noqa: E402
 from state.codec import decode, encode  # noqa: E402
 from state.contracts import contract_address  # noqa: E402
+from state.crypto import address_to_text  # noqa: E402
 from state.genesis import ContractParams, Params  # noqa: E402
 from state.kv import MemoryKV  # noqa: E402
 from state.payloads import ContractCall, ContractDeploy  # noqa: E402
@@ -148,15 +151,139 @@ def state_machine(calls: int, senders: int, block: int) -> None:
     print(f"RSS {rss_start:.0f} MiB at start, {rss_mib():.0f} MiB at end; modules compiled {vm.MODULES.compiles}")
 
 
+async def testnet(directory: Path, calls: int, senders_wanted: int, rate: float) -> None:
+    """Token transfers through a running testnet: finality latency and finalized calls/s."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from node import rpc_calls, txbuild
+    from node.client import AsyncClient, RPCClientError, raw_hex
+    from node.genesis_tools import load_dev_accounts
+    from state.keyfile import load_keyfile
+
+    manifest = json.loads((directory / "testnet.json").read_text())
+    urls = [n["rpc"] for n in manifest["nodes"]]
+    alice = load_keyfile(directory / manifest["accounts"]["alice"]["keyfile"], None)
+    try:
+        senders = load_dev_accounts(directory)[:senders_wanted]
+    except ValueError:
+        senders = []
+    if not senders:
+        raise SystemExit(f"--testnet needs genesis-funded senders: `qenexd testnet init --accounts {senders_wanted}`")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        clients = [AsyncClient(url, session=session, timeout=30) for url in urls]
+        first = clients[0]
+        chain_id = (await first.status())["chain_id"]
+        params = await first.params()
+        if not params.get("contracts"):
+            raise SystemExit("this testnet has no contracts (made with --no-contracts)")
+        nonce = int((await first.account(manifest["accounts"]["alice"]["address"]))["pending_nonce"])
+
+        async def final(stx) -> dict:  # type: ignore[no-untyped-def]
+            await first.submit(stx)
+            return await first.wait_final("0x" + stx.hash.hex(), timeout=60)
+
+        deploy = txbuild.contract_deploy(code_of("token"), encode([10**15]), gas_limit=20_000_000)
+        t0 = time.monotonic()
+        record = await final(txbuild.sign(alice, deploy, chain_id=chain_id, nonce=nonce,
+                                          fee=txbuild.min_fee(params, deploy.KIND, deploy)))
+        print(f"testnet: token deployed in {time.monotonic() - t0:.2f} s (submit to final), status {record['status']}")
+        token = contract_address(alice.address, nonce)
+        gas = 400_000
+        funding = []
+        for i, key in enumerate(senders):
+            payload = txbuild.contract_call(token, "transfer", encode([key.address, 10**9]), gas_limit=gas)
+            funding.append(txbuild.sign(alice, payload, chain_id=chain_id, nonce=nonce + 1 + i,
+                                        fee=txbuild.min_fee(params, payload.KIND, payload)))
+        for i in range(0, len(funding), 100):
+            refused = [r for r in await first.batch([rpc_calls.send_transaction(raw_hex(s)) for s in funding[i:i + 100]])
+                       if isinstance(r, RPCClientError)]
+            if refused:
+                raise SystemExit(f"funding refused: {refused[0]}")
+        await first.wait_final("0x" + funding[-1].hash.hex(), timeout=120)
+        receiver = dev_key("bench-contracts-receiver").address
+        nonces = {k.address: int((await first.account(address_to_text(k.address)))["pending_nonce"]) for k in senders}
+        signed_calls = []
+        for i in range(calls):
+            key = senders[i % len(senders)]
+            payload = txbuild.contract_call(token, "transfer", encode([receiver, 1]), gas_limit=gas)
+            signed_calls.append((i % len(senders) % len(urls),
+                                 txbuild.sign(key, payload, chain_id=chain_id, nonce=nonces[key.address],
+                                              fee=txbuild.min_fee(params, payload.KIND, payload))))
+            nonces[key.address] += 1
+        submit_at: dict[str, float] = {}
+        final_at: dict[str, float] = {}
+        start = int((await first.status())["height"])
+        done = asyncio.Event()
+
+        async def follow() -> None:
+            height = start
+            while not done.is_set():
+                head = int((await first.status())["height"])
+                while height < head:
+                    height += 1
+                    block = await first.block(height)
+                    now = time.monotonic()
+                    for h in block["txs"]:
+                        final_at.setdefault(h, now)
+                await asyncio.sleep(0.02)
+
+        follower = asyncio.create_task(follow())
+        t_start = time.monotonic()
+        refused = 0
+        pending: set[asyncio.Task] = set()
+
+        async def submit(node: int, stx) -> None:  # type: ignore[no-untyped-def]
+            nonlocal refused
+            submit_at["0x" + stx.hash.hex()] = time.monotonic()
+            try:
+                await clients[node].submit(stx)
+            except RPCClientError:
+                refused += 1
+
+        for i, (node, stx) in enumerate(signed_calls):
+            delay = t_start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(submit(node, stx))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        await asyncio.gather(*pending)
+        submitted = time.monotonic() - t_start
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(final_at.keys() & submit_at.keys()) < calls - refused:
+            await asyncio.sleep(0.1)
+        done.set()
+        await follower
+        ours = [h for h in submit_at if h in final_at]
+        latencies = [(final_at[h] - submit_at[h]) * 1000 for h in ours]
+        window = max(final_at[h] for h in ours) - t_start if ours else float("nan")
+        balance = await first.call_contract(address_to_text(token), "balance_of", [address_to_text(receiver)])
+        print(f"testnet: {len(ours)}/{calls} token transfers final ({refused} refused), offered at {rate:.0f}/s "
+              f"(submitted at {calls / submitted:.0f}/s), "
+              f"{len(ours) / window:.0f}/s finalized; finality p50 {percentile(latencies, 0.5):.0f} ms  "
+              f"p90 {percentile(latencies, 0.9):.0f} ms  p99 {percentile(latencies, 0.99):.0f} ms; "
+              f"receiver balance {balance['result']} on node 0")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--senders", type=int, default=500)
     ap.add_argument("--block", type=int, default=400, help="calls per block (each reserves 400,000 gas of max_block_gas)")
+    ap.add_argument("--testnet", metavar="DIR", type=Path, help="also measure through this running testnet "
+                    "(made with `qenexd testnet init --accounts N`, N >= --senders)")
+    ap.add_argument("--rate", type=float, default=200.0, help="testnet part: calls offered per second")
     args = ap.parse_args(argv)
-    if min(args.calls, args.senders, args.block) < 1:
-        raise SystemExit("--calls, --senders and --block must be at least 1")
+    if min(args.calls, args.senders, args.block) < 1 or args.rate <= 0:
+        raise SystemExit("--calls, --senders, --block and --rate must be positive")
     state_machine(args.calls, args.senders, args.block)
+    if args.testnet is not None:
+        import asyncio
+
+        asyncio.run(testnet(args.testnet, args.calls, args.senders, args.rate))
 
 
 if __name__ == "__main__":
