@@ -24,6 +24,7 @@ method read-only: the calls that would change state fail.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -105,10 +106,12 @@ class ContractRecord:
     created_height: int
     storage_entries: int
     storage_bytes: int  # keys and values
+    methods: tuple[str, ...]  # what deploy found (state.vm.CodeInfo), so reading them needs no compile
+    reentrant: bool
 
     def to_wire(self) -> list[Any]:
         return [CONTRACT_RECORD_VERSION, self.code_hash, self.deployer, self.created_height, self.storage_entries,
-                self.storage_bytes]
+                self.storage_bytes, list(self.methods), self.reentrant]
 
 
 class ContractStore:
@@ -131,9 +134,9 @@ class ContractStore:
             wire = decode(raw)
         except DecodeError as exc:
             raise StateInvariantBroken(f"corrupt contract record under 0x{key.hex()}: {exc}") from exc
-        if not isinstance(wire, list) or len(wire) != 6 or wire[0] != CONTRACT_RECORD_VERSION:
+        if not isinstance(wire, list) or len(wire) != 8 or wire[0] != CONTRACT_RECORD_VERSION:
             raise StateInvariantBroken(f"contract record under 0x{key.hex()} has the wrong shape")
-        return ContractRecord(wire[1], Address(wire[2]), wire[3], wire[4], wire[5])
+        return ContractRecord(wire[1], Address(wire[2]), wire[3], wire[4], wire[5], tuple(wire[6]), wire[7])
 
     def put_record(self, address: bytes, record: ContractRecord) -> None:
         self._put(keys.contract_key(address), encode(record.to_wire()))
@@ -295,7 +298,7 @@ class Execution:
             raise InvalidCode(str(exc)) from None
         if not self.contracts.has_code(code_hash):
             self.contracts.put_code(code_hash, code)
-        record = ContractRecord(code_hash, Address(deployer), self.height, 0, 0)
+        record = ContractRecord(code_hash, Address(deployer), self.height, 0, 0, info.methods, info.reentrant)
         self.contracts.put_record(address, record)
         self._records[address] = record
         self._move_attached(deployer, address, attached)
@@ -574,8 +577,8 @@ class Execution:
 
     def _account(self, contract: bytes, entries: int, size: int) -> None:
         record = self._record(contract)
-        self._records[contract] = ContractRecord(record.code_hash, record.deployer, record.created_height,
-                                                 record.storage_entries + entries, record.storage_bytes + size)
+        self._records[contract] = dataclasses.replace(record, storage_entries=record.storage_entries + entries,
+                                                      storage_bytes=record.storage_bytes + size)
 
     def h_caller(self, ptr: int) -> None:
         self._write("caller", ptr, self._begin("caller", GAS_PER_BYTE * ADDRESS_LEN).caller)
@@ -722,15 +725,13 @@ class ContractQueries:
         record = contracts.record(address)
         if record is None:
             return None
-        code = contracts.code(record.code_hash)
-        _, code_info = vm.MODULES.get(code, code_hash=record.code_hash, max_memory_pages=self.params.max_memory_pages,
-                                      max_table_elements=self.params.max_table_elements)
+        code_size = len(contracts.code(record.code_hash))
         balances = {}
         prefix = keys.balance_prefix(address)
         for key, raw in self.store.iterate(prefix):
             balances[key[len(prefix):].decode()] = decode(raw)
-        return ContractInfo(Address(address), record.code_hash, len(code), record.deployer, record.created_height,
-                            record.storage_entries, record.storage_bytes, code_info.methods, code_info.reentrant,
+        return ContractInfo(Address(address), record.code_hash, code_size, record.deployer, record.created_height,
+                            record.storage_entries, record.storage_bytes, record.methods, record.reentrant,
                             dict(sorted(balances.items())))
 
     def storage(self, address: bytes, *, prefix: bytes = b"", start_after: bytes | None = None,

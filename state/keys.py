@@ -29,7 +29,7 @@ depend on the block hash, which depends on the app hash).
 | ``se`` | se + height(8) + consensus address(20) | [1, operator, included_height, burned, evidence]: equivocation at that height, applied once | yes |
 | ``sg`` | sg + consensus address(20)            | [1, start_height, last_height, missed]: the downtime window's signing record | yes |
 | ``sb`` | sb + consensus address(20) + chunk(4) | the window's missed-commit bits 1024·chunk .. 1024·chunk + 1023 (128 bytes; absent: none missed) | yes |
-| ``x``  | x + contract address(20)              | [1, code_hash, deployer, created_height, storage_entries, storage_bytes] (state.contracts) | yes |
+| ``x``  | x + contract address(20)              | [1, code_hash, deployer, created_height, storage_entries, storage_bytes, [methods], reentrant] (state.contracts) | yes |
 | ``w``  | w + code hash(32)                     | the contract's WebAssembly code, once per hash   | yes    |
 | ``c``  | c + contract address(20) + key        | the contract's value under ``key`` (raw bytes, key 1-128 bytes) | yes |
 | ``B``  | B + height(8, big-endian)             | [1, header wire, last_commit, tx count, [evidence, ...]] | no |
