@@ -65,11 +65,11 @@ RPC_COSTS = {
     "qenex_sendTransaction": 2,
     "qenex_getMempool": 5,
     "qenex_getBlock": 2,
-    # contracts (node.rpc_contracts): a query compiles the code if it is not cached and runs it up to
-    # [rpc] contract_query_gas; a record lists the methods, so it may compile too (about 20 ms for
-    # 12 KiB of code); a state page also pays one unit per 50 entries it lists
+    # contracts (node.rpc_contracts): a query compiles the code if it is not cached (about 20 ms for
+    # 12 KiB of code) and runs it up to [rpc] contract_query_gas; a record is two reads and a balance
+    # scan (the methods are stored with it); a state page also pays one unit per 50 entries it lists
     "qenex_callContract": 20,
-    "qenex_getContract": 10,
+    "qenex_getContract": 2,
     "qenex_getContractState": 2,
 }
 
