@@ -264,19 +264,18 @@ class Execution:
                attached: tuple[tuple[str, int], ...]) -> tuple[Address, Outcome]:
         """Store ``code`` as a new contract of ``deployer`` and run its ``init``; raises ContractFailed
         (whose ``gas_used`` is always set)."""
-        try:
-            return self._deploy(deployer, nonce, code, init_args, attached)
-        except ContractFailed as exc:
-            if exc.gas_used is None:
-                exc.gas_used = self.gas_used
-            raise
+        return self._gas_known(self._deploy, deployer, nonce, code, init_args, attached)
 
     def call(self, caller: bytes, contract: bytes, method: str, args: bytes,
              attached: tuple[tuple[str, int], ...] = ()) -> Outcome:
         """Run ``method`` of ``contract`` for ``caller`` (a transaction's sender or a query's); raises
         ContractFailed (whose ``gas_used`` is always set)."""
+        return self._gas_known(self._call, caller, contract, method, args, attached)
+
+    def _gas_known(self, run: Callable[..., Any], *args: Any) -> Any:
+        """``run(*args)``; a ContractFailed raised before any instance recorded its gas gets it here."""
         try:
-            return self._call(caller, contract, method, args, attached)
+            return run(*args)
         except ContractFailed as exc:
             if exc.gas_used is None:
                 exc.gas_used = self.gas_used
