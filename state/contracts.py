@@ -67,7 +67,7 @@ MAX_ABORT_MESSAGE = 256
 # -- the gas schedule (documented in the README's contract ABI) ---------------------------
 # Intrinsic gas, charged before any code runs (and checked statelessly against gas_limit):
 GAS_DEPLOY = 100_000
-GAS_DEPLOY_CODE_BYTE = 1_000  # validating, compiling and storing a byte of code
+GAS_DEPLOY_CODE_BYTE = 1_000  # validating, compiling and storing a byte of code (README: compiling can cost more)
 GAS_CALL_TX = 20_000
 GAS_ARG_BYTE = 30
 # During execution:
@@ -82,6 +82,7 @@ GAS_STORAGE_GROWTH = 1_000  # per byte by which the contract's storage grows (ne
 GAS_TRANSFER = 10_000
 GAS_EVENT = 2_000
 GAS_EVENT_BYTE = 30
+GAS_NESTED_ARG_BYTE = 2_000  # decoding a nested call's arguments (a transaction's were decoded at admission)
 
 _U64 = 2**64 - 1
 
@@ -372,6 +373,7 @@ class Execution:
         frame.fuel = vm.Fuel(store)
         self.frames.append(frame)
         _CURRENT.append(self)
+        instance = None
         try:
             try:
                 instance = _get_linker().instantiate(store, module)
@@ -382,8 +384,18 @@ class Execution:
             except wasmtime.Trap as trap:
                 if vm.is_out_of_fuel(trap):
                     raise OutOfGas(self.gas_limit) from None
-                raise ContractTrap(address_to_text(frame.contract), vm.trap_summary(trap)) from None
-            except wasmtime.WasmtimeError as exc:  # instantiation refused (a limit of the store)
+                if instance is not None and vm.stack_budget_spent(store, instance):
+                    failure: ContractFailed = CallDepthExceeded("the wasm call stack (state.wasm_instrument's budget)",
+                                                                vm.STACK_BUDGET)
+                else:
+                    failure = ContractTrap(address_to_text(frame.contract), vm.trap_summary(trap))
+                # wasmtime saves fuel to the store only at calls and some traps, so what the code burnt
+                # before a trap is not known exactly: a trap in the contract's own code costs the whole limit.
+                failure.gas_used = self.gas_limit
+                raise failure from None
+            except wasmtime.WasmtimeError as exc:  # instantiation refused
+                if not vm.is_store_limit(exc):  # not the contract's doing (the host's resources): halt, not fork
+                    raise StateInvariantBroken(f"instantiating a contract failed on this host: {exc}") from exc
                 raise ContractTrap(address_to_text(frame.contract), vm.trap_summary(exc)) from None
         except ContractFailed as exc:
             if exc.gas_used is None:
@@ -397,6 +409,10 @@ class Execution:
                 parent.fuel.set(left)
             else:
                 self.gas_left = left
+            # drop the instance's references now: a store reserves its memory until it is freed, and a
+            # failure's traceback would otherwise keep it alive until the garbage collector runs
+            frame.store = frame.memory = frame.fuel = None
+            del store, instance
 
     # -- host API helpers -------------------------------------------------------------
 
@@ -436,6 +452,7 @@ class Execution:
 
     def _symbol(self, call: str, ptr: int, length: int) -> str:
         length = self._bounded(call, "token symbol", length, 12)
+        self.charge(GAS_PER_BYTE * length)
         raw = self._read(call, ptr, length)
         try:
             return check_symbol(raw.decode("ascii"))
@@ -452,6 +469,8 @@ class Execution:
         """Element ``index`` (an i32, read unsigned) of the arguments array; None: the whole value."""
         frame = self._frame(call)
         if frame.args_value is None:
+            if len(self.frames) > 1:
+                self.charge(GAS_NESTED_ARG_BYTE * len(frame.args))
             try:
                 value = decode(frame.args, max_bytes=MAX_ARGS_BYTES, max_objects=MAX_ARGS_BYTES)
             except DecodeError as exc:  # transactions' args were checked; a nested call's are here
@@ -522,21 +541,19 @@ class Execution:
         self._write("arg_address", ptr, value)
 
     def h_result_set(self, ptr: int, length: int) -> None:
+        """The result, as bytes: the ABI says canonical msgpack, but the chain does not decode it (a
+        reader renders it only if it decodes), so a hostile result costs its copy and nothing more."""
         length = self._bounded("result_set", "result", length, MAX_OUTPUT_BYTES)
         frame = self._begin("result_set", GAS_PER_BYTE * length)
-        raw = self._read("result_set", ptr, length)
-        if raw:
-            try:
-                decode(raw, max_bytes=MAX_OUTPUT_BYTES, max_objects=MAX_OUTPUT_BYTES)
-            except DecodeError as exc:
-                raise HostCallFailed("result_set", f"the result is not canonical msgpack: {exc}") from None
-        frame.result = raw
+        frame.result = self._read("result_set", ptr, length)
 
     def h_result_u64(self, value: int) -> None:
         self._begin("result_u64").result = encode(value & _U64)
 
     def h_storage_get(self, key_ptr: int, key_len: int, value_ptr: int, value_cap: int) -> int:
         key_len = self._bounded("storage_get", "key", key_len, MAX_STORAGE_KEY)
+        if not key_len:
+            raise HostCallFailed("storage_get", "a storage key must not be empty")
         frame = self._begin("storage_get", GAS_STORAGE_READ + GAS_PER_BYTE * key_len)
         key = self._read("storage_get", key_ptr, key_len)
         value = self.contracts.get(frame.contract, key)
@@ -567,6 +584,8 @@ class Execution:
     def h_storage_remove(self, key_ptr: int, key_len: int) -> None:
         self._writable("storage_remove")
         key_len = self._bounded("storage_remove", "key", key_len, MAX_STORAGE_KEY)
+        if not key_len:
+            raise HostCallFailed("storage_remove", "a storage key must not be empty")
         frame = self._begin("storage_remove", GAS_STORAGE_READ + GAS_STORAGE_WRITE + GAS_PER_BYTE * key_len)
         key = self._read("storage_remove", key_ptr, key_len)
         old = self.contracts.get(frame.contract, key)
@@ -612,15 +631,16 @@ class Execution:
         self._write("balance", out_ptr, self.ledger.balance(address, symbol).to_bytes(16, "little"))
 
     def h_transfer(self, to_ptr: int, sym_ptr: int, sym_len: int, amount_ptr: int) -> None:
-        self._transfer_from_contract("transfer", to_ptr, sym_ptr, sym_len, lambda: self._amount("transfer", amount_ptr))
+        self._transfer_from_contract("transfer", to_ptr, sym_ptr, sym_len, lambda: self._amount("transfer", amount_ptr),
+                                     16)
 
     def h_transfer_u64(self, to_ptr: int, sym_ptr: int, sym_len: int, amount: int) -> None:
-        self._transfer_from_contract("transfer_u64", to_ptr, sym_ptr, sym_len, lambda: amount & _U64)
+        self._transfer_from_contract("transfer_u64", to_ptr, sym_ptr, sym_len, lambda: amount & _U64, 0)
 
     def _transfer_from_contract(self, call: str, to_ptr: int, sym_ptr: int, sym_len: int,
-                                amount_of: Callable[[], int]) -> None:
+                                amount_of: Callable[[], int], amount_bytes: int) -> None:
         self._writable(call)
-        frame = self._begin(call, GAS_TRANSFER + GAS_PER_BYTE * (ADDRESS_LEN + 16))
+        frame = self._begin(call, GAS_TRANSFER + GAS_PER_BYTE * (ADDRESS_LEN + amount_bytes))
         to = self._address(call, to_ptr)
         symbol = self._symbol(call, sym_ptr, sym_len)
         amount = amount_of()
@@ -650,20 +670,17 @@ class Execution:
                sym_ptr: int, sym_len: int, amount_ptr: int) -> int:
         method_len = self._bounded("call", "method", method_len, vm.METHOD_MAX_LEN)
         args_len = self._bounded("call", "arguments", args_len, MAX_ARGS_BYTES)
-        frame = self._begin("call", GAS_PER_BYTE * (ADDRESS_LEN + method_len + args_len + 16))
+        frame = self._begin("call", GAS_PER_BYTE * (ADDRESS_LEN + method_len + args_len))
         target = self._address("call", addr_ptr)
         method = self._read("call", method_ptr, method_len).decode("ascii", errors="replace")
         args = self._read("call", args_ptr, args_len)
         attached: tuple[tuple[str, int], ...] = ()
         if sym_len & 0xFFFFFFFF:
             symbol = self._symbol("call", sym_ptr, sym_len)
+            self.charge(GAS_PER_BYTE * 16)
             amount = self._amount("call", amount_ptr)
             if amount:
                 attached = ((symbol, amount),)
-        try:
-            decode(args, max_bytes=MAX_ARGS_BYTES, max_objects=MAX_ARGS_BYTES)
-        except DecodeError as exc:
-            raise HostCallFailed("call", f"arguments are not canonical msgpack: {exc}") from None
         if any(f.contract == target for f in self.frames):
             module, info = self._load(target, method)
             if not info.reentrant:

@@ -241,10 +241,10 @@ class GasLimitTooHigh(InvalidTransaction):
 
 
 class BlockGasExceeded(InvalidTransaction):
-    """The block's contract transactions already reserve so much gas that this one's limit does not fit."""
+    """The block's contract transactions already used so much gas that this one's limit does not fit."""
 
     def __init__(self, gas_limit: int, used: int, limit: int) -> None:
-        super().__init__(f"gas limit {gas_limit} does not fit the block: {used} of max_block_gas {limit} reserved")
+        super().__init__(f"gas limit {gas_limit} does not fit the block: {used} of max_block_gas {limit} used")
         self.gas_limit = gas_limit
         self.used = used
         self.limit = limit

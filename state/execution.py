@@ -354,7 +354,7 @@ class BlockRun:
         self.txs: list[SignedTransaction] = []
         self.receipts: list[Receipt] = []
         self.fees = 0
-        self.block_gas = 0  # the gas limits of the contract transactions included so far
+        self.block_gas = 0  # the gas the block's contract transactions used (each had to fit by its limit)
         self.validator_updates: tuple[tuple[bytes, int], ...] = ()
         self.evidence: list[bytes] = []  # the evidence this block applied, in order
         # Before any transaction: liquidity-mining accrual of the pools with a reward rate (state.pools).
@@ -412,8 +412,9 @@ class BlockRun:
         return receipt
 
     def _include_contract(self, stx: SignedTransaction) -> Receipt:
-        """A contract transaction: the block reserves its gas limit; the fee is charged for the gas used
-        (fee * gas_used // gas_limit: the price the sender offered), the rest refunded."""
+        """A contract transaction: its gas limit must fit in what the block has left of max_block_gas, and
+        the block then counts the gas it used; the fee is charged for the gas used (fee * gas_used //
+        gas_limit: the price the sender offered), the rest refunded."""
         tx = stx.tx
         p = tx.payload
         contracts = self.params.contracts
@@ -422,7 +423,6 @@ class BlockRun:
         gas_limit = p.gas_limit  # type: ignore[union-attr]
         if self.block_gas + gas_limit > contracts.max_block_gas:
             raise BlockGasExceeded(gas_limit, self.block_gas, contracts.max_block_gas)
-        self.block_gas += gas_limit
         self.ledger.debit(tx.sender, QNX, tx.fee)
         self.ledger.set_nonce(tx.sender, tx.nonce + 1)
         layer = self.overlay.child()
@@ -443,6 +443,7 @@ class BlockRun:
             layer.merge_into(self.overlay)
             status, reason = ReceiptStatus.OK, ""
             gas_used, events, output = outcome.gas_used, outcome.events, outcome.output
+        self.block_gas += gas_used  # the block counts what ran, so a high limit that used little squats nothing
         charged = tx.fee * gas_used // gas_limit
         if tx.fee - charged:
             self.ledger.credit(tx.sender, QNX, tx.fee - charged)

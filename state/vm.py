@@ -41,16 +41,18 @@ import wasmtime
 from wasmtime import _ffi as ffi  # the pinned version's C API bindings: the hot paths below skip wrappers
 from wasmtime import _func as wasmtime_func
 
+from state import wasm_instrument
 from state.crypto import sha256
 from state.errors import StateInvariantBroken
 
 WASM_PAGE = 65536
 MAX_WASM_STACK = 512 * 1024
-# wasmparser refuses more than 50,000 locals in one function; a module of many small functions that
-# each declare close to that would still cost seconds and gigabytes to compile, so the whole module
-# is held to the same total (read off the code section before compiling).
-MAX_MODULE_LOCALS = 50_000
-MAX_FUNCTIONS = 2_000
+# Before compiling, state.wasm_instrument reads every instruction and refuses what would make the
+# compile cost far more than the code's size: control nesting deeper than 64, more than 50,000 locals in
+# the module, more than 2,000 functions, any opcode outside the deterministic core.
+MAX_MODULE_LOCALS = wasm_instrument.MAX_MODULE_LOCALS
+MAX_FUNCTIONS = wasm_instrument.MAX_FUNCTIONS
+STACK_EXPORT = wasm_instrument.STACK_EXPORT
 HOST_MODULE = "qenex"
 METHOD_MAX_LEN = 64
 
@@ -120,6 +122,12 @@ def engine_config() -> wasmtime.Config:
     config.wasm_component_model = False
     config.wasm_multi_value = True  # deterministic, and what compilers emit for multi-value returns
     config.cranelift_opt_level = "speed"
+    # Reserve what the largest allowed memory needs (ContractParams.max_memory_pages <= 1024), not
+    # wasmtime's 4 GiB per memory: eight nested instances must not depend on the host's address-space
+    # limit (an mmap failure would otherwise read as a contract's trap on one node and not another).
+    config.memory_reservation = 1024 * WASM_PAGE
+    config.memory_reservation_for_growth = 0
+    config.memory_guard_size = WASM_PAGE
     return config
 
 
@@ -137,55 +145,16 @@ def engine() -> wasmtime.Engine:
     return _engine
 
 
-# -- reading a module before compiling it ---------------------------------------------
-
-
-def _leb(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data) or shift > 35:
-            raise CodeRefused("malformed module: truncated or overlong LEB128 integer")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
+# -- reading a module before compiling it: state.wasm_instrument ----------------------------
 
 
 def count_locals(code: bytes) -> tuple[int, int]:
-    """(declared locals in the whole module, function bodies), read off the code section.
-
-    Only the section framing and each body's local declarations are parsed;
-    everything else is left to wasmtime's validator after this bound holds.
-    """
-    if code[:4] != b"\0asm" or len(code) < 8:
-        raise CodeRefused("not a WebAssembly binary module (missing the \\0asm header)")
-    pos, total, bodies = 8, 0, 0
-    while pos < len(code):
-        section = code[pos]
-        size, pos = _leb(code, pos + 1)
-        end = pos + size
-        if end > len(code):
-            raise CodeRefused("malformed module: a section runs past the end")
-        if section == 10:
-            count, p = _leb(code, pos)
-            if count > MAX_FUNCTIONS:
-                raise CodeRefused(f"module has {count} functions, more than the limit of {MAX_FUNCTIONS}")
-            for _ in range(count):
-                body_size, p = _leb(code, p)
-                body_end = p + body_size
-                groups, q = _leb(code, p)
-                for _ in range(groups):
-                    n, q = _leb(code, q)
-                    q += 1  # value type
-                    total += n
-                    if total > MAX_MODULE_LOCALS:
-                        raise CodeRefused(f"module declares more than {MAX_MODULE_LOCALS} locals")
-                p = body_end
-                bodies += 1
-        pos = end
-    return total, bodies
+    """(declared locals in the whole module, function bodies); raises CodeRefused over the bounds."""
+    try:
+        shape = wasm_instrument.scan_module(code)
+    except wasm_instrument.ModuleRefused as exc:
+        raise CodeRefused(str(exc)) from None
+    return sum(f.locals for f in shape.functions), len(shape.functions)
 
 
 def _valtype(name: str) -> wasmtime.ValType:
@@ -211,13 +180,22 @@ def _is_method_name(name: str) -> bool:
 
 
 def inspect_code(code: bytes, *, max_memory_pages: int, max_table_elements: int) -> tuple[wasmtime.Module, CodeInfo]:
-    """Validate and compile ``code``; raises CodeRefused with the rule it breaks."""
-    count_locals(code)
+    """Validate ``code``, put its functions behind the deterministic stack budget
+    (state.wasm_instrument.limit_stack) and compile that; raises CodeRefused with the rule it breaks."""
     try:
-        module = wasmtime.Module(engine(), code)
+        shape = wasm_instrument.scan_module(code)
+    except wasm_instrument.ModuleRefused as exc:
+        raise CodeRefused(str(exc)) from None
+    try:
+        wasmtime.Module.validate(engine(), code)
     except wasmtime.WasmtimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
         raise CodeRefused(f"module does not validate: {first[:200]}") from None
+    try:
+        module = wasmtime.Module(engine(), wasm_instrument.limit_stack(code, shape))
+    except wasmtime.WasmtimeError as exc:  # a valid module's rewrite should compile; refuse it alike everywhere
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
+        raise CodeRefused(f"module cannot be put behind the stack budget: {first[:200]}") from None
     for imp in module.imports:
         if imp.module != HOST_MODULE or imp.name not in HOST_API:
             raise CodeRefused(f"module imports {imp.module}.{imp.name}; only the {HOST_MODULE} host API is available")
@@ -236,6 +214,8 @@ def inspect_code(code: bytes, *, max_memory_pages: int, max_table_elements: int)
             if exp.name != "memory":
                 raise CodeRefused(f"module exports a memory named {exp.name!r}; only 'memory' is allowed")
             memory_seen = True
+        elif isinstance(ty, wasmtime.GlobalType) and exp.name == STACK_EXPORT:
+            continue  # the budget limit_stack added
         elif isinstance(ty, wasmtime.FuncType):
             if ty.params or ty.results:
                 raise CodeRefused(f"exported function {exp.name!r} must take no parameters and return nothing "
@@ -380,6 +360,24 @@ def new_store(fuel: int, *, max_memory_pages: int, max_table_elements: int) -> w
                      instances=1, tables=1, memories=1)
     store.set_fuel(fuel)
     return store
+
+
+STACK_BUDGET = wasm_instrument.STACK_BUDGET
+
+
+def stack_budget_spent(store: wasmtime.Store, instance: wasmtime.Instance) -> bool:
+    """Whether a trap came from the stack budget's wrapper (it traps only with the budget below zero)."""
+    budget = export(store, instance, STACK_EXPORT)
+    return budget is not None and budget.value(store) < 0  # type: ignore[union-attr]
+
+
+_STORE_LIMITS = ("exceeds table limits", "exceeds memory limits", "resource limit exceeded")
+
+
+def is_store_limit(error: wasmtime.WasmtimeError) -> bool:
+    """An instantiation refused by the store's limits (the contract's doing, the same on every node)."""
+    text = str(error)
+    return any(phrase in text for phrase in _STORE_LIMITS)
 
 
 def is_out_of_fuel(trap: wasmtime.Trap) -> bool:
