@@ -5,7 +5,10 @@ example contracts are deployed (`tx contract deploy --wat`) and exercised
 (`tx contract call`, `query call`, `query contract`, `query contract-state`):
 the counter is incremented, the escrow holds alice's deposit and releases it
 to bob at the arbiter's word, the token moves between accounts through a
-transfer and an allowance.  Then every node is asked for every block (hash
+transfer and an allowance.  A hostile contract's loop, unbounded recursion,
+trap, oversized write and event flood each end in their failed receipt with
+its storage untouched, code importing WASI is refused before it is sent, and
+the chain keeps finalizing.  Then every node is asked for every block (hash
 and app hash), every contract's storage and every contract transaction's
 receipt with its events: all four must agree, byte for byte.
 """
@@ -19,6 +22,7 @@ import pytest
 
 from state.genesis import ContractParams, Params
 from tests.localnet import LocalNet, running_localnet
+from tests.test_contracts_hostile import HOSTILE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -110,12 +114,38 @@ def test_three_example_contracts_on_four_validators(tmp_path):
         state = _ok(net.cli("query", "contract-state", token, "--rpc", net.url(2), "--json"))
         assert len(state["entries"]) >= 4
 
+        # -- hostile contracts: each fails with its reason, state unchanged but fee and nonce, blocks go on
+        hostile_wasm = tmp_path / "hostile.wasm"
+        hostile_wasm.write_bytes(HOSTILE)
+        out = _ok(net.cli("tx", "contract", "deploy", "--wasm", str(hostile_wasm), "--from",
+                          str(net.account_key("alice")), "--rpc", net.url(0), "--wait", "--json"))
+        hostile = out["contract_address"]
+        txs.append(out["hash"])
+        for method, reason in (("loop", "out_of_gas:"), ("recurse", "call_depth_exceeded:"),
+                               ("write_then_trap", "trap:"), ("too_big_value", "host_call_failed:"),
+                               ("many_events", "host_call_failed:")):
+            out = _call(net, hostile, method, [], node=1, fails=True)
+            assert out["reason"].startswith(reason), out
+            txs.append(out["hash"])
+        assert _ok(net.cli("query", "contract-state", hostile, "--rpc", net.url(2), "--json"))["entries"] == []
+        bad = net.cli("tx", "contract", "deploy", "--wat", str(EXAMPLES / "counter.wat"), "--wasm", str(hostile_wasm),
+                      "--from", str(net.account_key("alice")), "--rpc", net.url(0), "--json")
+        assert bad.returncode != 0
+        wasi = tmp_path / "wasi.wat"
+        wasi.write_text('(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) '
+                        '(result i32))) (memory (export "memory") 1) (func (export "f")))')
+        refused = net.cli("tx", "contract", "deploy", "--wat", str(wasi), "--from", str(net.account_key("alice")),
+                          "--rpc", net.url(0), "--json")
+        assert refused.returncode != 0 and "wasi_snapshot_preview1.fd_write" in refused.stderr
+        before = net.height(0)
+        net.wait_height(before + 3, timeout=60)  # the chain keeps finalizing
+
         # -- every node agrees on every block, every contract's storage and every receipt
         top = min(net.height(i) for i in range(4))
         for h in range(1, top + 1):
             blocks = [net.rpc(i).call("qenex_getBlock", h) for i in range(4)]
             assert len({(b["hash"], b["app_hash"]) for b in blocks}) == 1, f"nodes disagree at height {h}"
-        for contract in (counter, token, escrow):
+        for contract in (counter, token, escrow, hostile):
             views = [net.rpc(i).call("qenex_getContractState", contract, None, 1000) for i in range(4)]
             assert all(v == views[0] for v in views), contract
             infos = [net.rpc(i).call("qenex_getContract", contract) for i in range(4)]
