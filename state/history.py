@@ -24,6 +24,7 @@ live one, and the same typed decoding as current reads (``StateView``).
 
 from __future__ import annotations
 
+import heapq
 from typing import Iterable, Iterator, Mapping
 
 from state import keys
@@ -128,7 +129,8 @@ class StateAt(KVStore):
     Read-only, and only for state keys (blocks, receipts and the other
     chain-index records above ``height`` are not versioned).  ``get`` is one
     seek plus at most one read; a scan visits the keys live in its range and
-    every key the changelog holds there, one seek each.
+    every key the changelog holds there, one seek each, lazily: a caller that
+    stops early pays only for the keys before the point where it stopped.
     """
 
     def __init__(self, kv: KVStore, height: int) -> None:
@@ -148,24 +150,41 @@ class StateAt(KVStore):
             return self._kv.get(key)
         return _before(*first)
 
-    def _changed_keys(self, start: bytes, stop: bytes) -> Iterator[bytes]:
-        """Every state key in [start, stop) with a changelog entry, in order (one seek per key)."""
-        cursor, end = _entries_of(start), _entries_of(stop)
+    def _changed_keys(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[bytes]:
+        """Every state key in [start, stop) with a changelog entry, in order (descending if ``reverse``),
+        lazily: one seek per key, made when the caller asks for the next key.
+
+        Escaping keeps key order and no escaped key prefixes another (``keys.escape_key``), so the
+        entries of the keys below ``k`` all sort below ``U + escape(k)`` and those above it all sort
+        at or above the least string past every entry of ``k``."""
+        low, high = _entries_of(start), _entries_of(stop)
         while True:
-            first = next(self._kv.iterate_range(cursor, end), None)
+            first = next(self._kv.iterate_range(low, high, reverse=reverse), None)
             if first is None:
                 return
             key = _key_of_entry(first[0])
             yield key
-            cursor = _after(_entries_of(key))
+            if reverse:
+                high = _entries_of(key)
+            else:
+                low = _after(_entries_of(key))
 
     def iterate_range(self, start: bytes, stop: bytes, *, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """The pairs live at ``height`` in [start, stop), in key order (descending if ``reverse``).
+
+        Lazy in both directions: the keys live now and the keys the changelog holds are each read
+        in order and merged as the caller takes pairs, and each key is read at ``height`` (``get``)
+        only when reached, so a caller that stops after ``n`` pairs pays for the keys it passed to
+        reach them (those absent at ``height`` included), not for every key the range ever had."""
         self._state_only(start)
         if stop > _after(start[:1]):  # one state prefix at a time: the changelog keeps nothing else
             raise StateInvariantBroken(f"a past-height scan stays within one state prefix, not up to 0x{stop.hex()}")
-        candidates = {k for k, _ in self._kv.iterate_range(start, stop)}
-        candidates.update(self._changed_keys(start, stop))
-        for key in sorted(candidates, reverse=reverse):
+        live = (k for k, _ in self._kv.iterate_range(start, stop, reverse=reverse))
+        previous = None
+        for key in heapq.merge(live, self._changed_keys(start, stop, reverse=reverse), reverse=reverse):
+            if key == previous:  # live now and changed since: one key, read once
+                continue
+            previous = key
             value = self.get(key)
             if value is not None:
                 yield key, value
