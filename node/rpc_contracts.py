@@ -19,8 +19,9 @@ Errors: -32040 this chain has no contracts (its genesis has no contracts
 section); -32041 no contract at that address (``data: {address, height}``);
 -32042 the query failed: ``data: {code, reason, gas_used, gas_limit}`` with
 the ContractFailed code (``out_of_gas``, ``trap``, ``aborted``,
-``unknown_method``, ``host_call_failed``, ...), its reason and the gas it
-used; -32602 a bad
+``unknown_method``, ``host_call_failed``, ``unknown_contract`` when a
+contract the queried one calls does not exist, ...), its reason and the gas
+it used; -32602 a bad
 parameter; heights as ``node.rpc_params.state_at`` (-32004 above the head,
 -32006 older than the node keeps).
 
@@ -87,6 +88,14 @@ def _no_contract(address: bytes, height: int) -> RPCError:
                     {"address": text, "height": height})
 
 
+def _query_failed(method: str, exc: ExecutionFailed, gas_limit: int) -> RPCError:
+    gas_used = exc.gas_used if isinstance(exc, ContractFailed) else None
+    if gas_used is None and isinstance(exc, OutOfGas):  # state sets it since 55c265a; all of it if not
+        gas_used = gas_limit
+    return RPCError(QUERY_FAILED, f"query of {method} failed: {exc.reason}"[:300],
+                    {"code": exc.code, "reason": exc.reason[:512], "gas_used": gas_used, "gas_limit": gas_limit})
+
+
 def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
     app = ctx.app
 
@@ -139,15 +148,12 @@ def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
         gas_limit = ctx.contract_query_gas
         try:
             result = q.call(who, name, raw_args, gas_limit=gas_limit)
-        except UnknownContract:
-            raise _no_contract(who, at) from None
+        except UnknownContract as exc:
+            if exc.address == address_to_text(who):  # the queried contract; one it calls is the query's failure
+                raise _no_contract(who, at) from None
+            raise _query_failed(name, exc, gas_limit) from None
         except ExecutionFailed as exc:  # a ContractFailed (its gas_used known), or another effect's refusal
-            gas_used = exc.gas_used if isinstance(exc, ContractFailed) else None
-            if gas_used is None and isinstance(exc, OutOfGas):  # state sets it since 55c265a; all of it if not
-                gas_used = gas_limit
-            raise RPCError(QUERY_FAILED, f"query of {name} failed: {exc.reason}"[:300],
-                           {"code": exc.code, "reason": exc.reason[:512], "gas_used": gas_used,
-                            "gas_limit": gas_limit}) from None
+            raise _query_failed(name, exc, gas_limit) from None
         return {
             "contract": address_to_text(who),
             "method": name,

@@ -36,6 +36,7 @@ from state.genesis import ContractParams, Params, StakingParams
 from state.kv import MemoryKV
 from state.payloads import ContractCall, ContractDeploy, Transfer, Unjail
 from state.testing import STUB_VERIFIER, Chain, dev_key, make_genesis, signed
+from tests.contract_fixtures import wat
 from tests.risk_fixtures import train_small
 from tests.rpc_fixtures import bare_node, rpc_context
 
@@ -243,6 +244,36 @@ def test_call_contract_hostile_inputs(net):
     assert m(text(net.counter), "get", 7)["result"] == 5
     assert error(m, "qnx1nope", "get").code == INVALID_PARAMS
     assert error(m, text(net.counter), "get", None, net.app.height + 5).code == NOT_FOUND
+
+
+# relay(target) calls target.get with no arguments, through the call host function
+RELAY = wat("""
+  (data (i32.const 300) "get")
+  (data (i32.const 350) "\\90")
+  (func (export "relay")
+    (call $arg_address (i32.const 0) (i32.const 400))
+    (drop (call $call (i32.const 400) (i32.const 300) (i32.const 3) (i32.const 350) (i32.const 1)
+                      (i32.const 0) (i32.const 0) (i32.const 0))))
+""")
+
+
+def test_a_missing_contract_the_queried_one_calls_fails_the_query():
+    """-32041 names the queried contract only: a missing callee is the query's failure (-32042)."""
+    n = Net()
+    counter, _, receipt = n.deploy(COUNTER)
+    assert receipt.ok, receipt.reason
+    relay, _, receipt = n.deploy(RELAY)
+    assert receipt.ok, receipt.reason
+    m = n.methods["qenex_callContract"]
+    assert m(text(relay), "relay", [text(counter)])["result"] is None  # the callee exists: the query answers
+    failed = error(m, text(relay), "relay", [text(BOB.address)])
+    assert failed.code == QUERY_FAILED, (failed.code, failed.message)
+    assert failed.data["code"] == "unknown_contract" and text(BOB.address) in failed.data["reason"]
+    assert 0 < failed.data["gas_used"] < failed.data["gas_limit"]
+    # the queried contract missing is still -32041: at an address nothing holds, or before its deploy
+    assert error(m, text(BOB.address), "relay", [text(counter)]).code == NO_CONTRACT
+    before = error(m, text(relay), "relay", [text(counter)], 1)
+    assert before.code == NO_CONTRACT and before.data == {"address": text(relay), "height": 1}
 
 
 def test_args_from_json():
