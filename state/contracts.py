@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import wasmtime
 
-from state import keys, vm
+from state import keys, vm, wasm_instrument
 from state.amounts import MAX_AMOUNT, QNX
 from state.codec import decode, encode
 from state.crypto import ADDRESS_LEN, Address, address_from_text, address_to_text, domain_digest, sha256
@@ -170,8 +170,8 @@ def _to_i64(value: int) -> int:
 
 
 class _Frame:
-    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "fuel", "memory", "result",
-                 "call_result", "instantiating")
+    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "fuel", "memory", "budget",
+                 "result", "call_result", "instantiating")
 
     def __init__(self, contract: bytes, caller: bytes, attached: dict[str, int], args: bytes) -> None:
         self.contract = contract
@@ -181,6 +181,7 @@ class _Frame:
         self.args_value: Any = None
         self.store: wasmtime.Store | None = None
         self.fuel: vm.Fuel | None = None
+        self.budget: Any = None  # the instance's stack budget global (state.wasm_instrument)
         self.memory: vm.MemoryView | None = None
         self.result = b""
         self.call_result = b""
@@ -378,13 +379,20 @@ class Execution:
             try:
                 instance = _get_linker().instantiate(store, module)
                 frame.memory = vm.MemoryView(vm.export(store, instance, "memory"), store)  # type: ignore[arg-type]
+                frame.budget = vm.export(store, instance, vm.STACK_EXPORT)
+                if parent is not None:  # one stack budget for the whole call chain, less the host's frames
+                    left = parent.budget.value(parent.store) - wasm_instrument.NESTED_CALL_WEIGHT
+                    if left < 0:
+                        raise CallDepthExceeded("the wasm call stack (state.wasm_instrument's budget)",
+                                                vm.STACK_BUDGET)
+                    frame.budget.set_value(store, left)
                 frame.instantiating = False
                 if method is not None:
                     vm.export(store, instance, method)(store)  # type: ignore[operator,misc]
             except wasmtime.Trap as trap:
                 if vm.is_out_of_fuel(trap):
                     raise OutOfGas(self.gas_limit) from None
-                if instance is not None and vm.stack_budget_spent(store, instance):
+                if frame.budget is not None and frame.budget.value(store) < 0:
                     failure: ContractFailed = CallDepthExceeded("the wasm call stack (state.wasm_instrument's budget)",
                                                                 vm.STACK_BUDGET)
                 else:
@@ -411,7 +419,7 @@ class Execution:
                 self.gas_left = left
             # drop the instance's references now: a store reserves its memory until it is freed, and a
             # failure's traceback would otherwise keep it alive until the garbage collector runs
-            frame.store = frame.memory = frame.fuel = None
+            frame.store = frame.memory = frame.fuel = frame.budget = None
             del store, instance
 
     # -- host API helpers -------------------------------------------------------------

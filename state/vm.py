@@ -365,12 +365,6 @@ def new_store(fuel: int, *, max_memory_pages: int, max_table_elements: int) -> w
 STACK_BUDGET = wasm_instrument.STACK_BUDGET
 
 
-def stack_budget_spent(store: wasmtime.Store, instance: wasmtime.Instance) -> bool:
-    """Whether a trap came from the stack budget's wrapper (it traps only with the budget below zero)."""
-    budget = export(store, instance, STACK_EXPORT)
-    return budget is not None and budget.value(store) < 0  # type: ignore[union-attr]
-
-
 _STORE_LIMITS = ("exceeds table limits", "exceeds memory limits", "resource limit exceeded")
 
 

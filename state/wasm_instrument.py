@@ -13,6 +13,9 @@ at about 3.5 µs per byte (42 ms for 12 KiB; 1,000 nested loops over 400 live
 locals took 246 s before the bounds).  An opcode outside that set is refused too
 (SIMD, threads, bulk memory, and anything unknown).
 
+Function types are held to ``MAX_TYPE_PARAMS`` parameters and
+``MAX_TYPE_RESULTS`` results, and a start function is refused.
+
 ``limit_stack`` makes stack exhaustion deterministic.  wasmtime traps when
 the native stack that compiled wasm uses passes ``max_wasm_stack``, and that
 depends on the machine code Cranelift emits for the CPU it runs on: the same
@@ -26,7 +29,10 @@ a pure function of its code.  A function's weight is an upper bound of its
 native frame: 16 bytes for each parameter, local and byte of body (the
 operand stack cannot be deeper than the body is long) plus 256, so the
 budget (``STACK_BUDGET``, half of ``max_wasm_stack``) trips first on every
-CPU.  The budget global is exported as ``STACK_EXPORT`` so a trap can be told
+CPU.  The budget is one for the whole transaction, not per instance: a
+nested call's instance starts with what its caller's budget has left, less
+``NESTED_CALL_WEIGHT`` for the host's frames in between (state.contracts),
+so eight, or sixty-four, nested contracts together stay within it.  The budget global is exported as ``STACK_EXPORT`` so a trap can be told
 apart from the contract's own ``unreachable``.
 """
 
@@ -36,9 +42,12 @@ from dataclasses import dataclass
 
 MAX_NESTING = 64
 MAX_MODULE_LOCALS = 50_000
+MAX_TYPE_PARAMS = 32  # a call's arguments and results live in its frames: bounded so the weight bounds them
+MAX_TYPE_RESULTS = 4
 MAX_FUNCTION_LOCALS = 256  # register allocation grows with live locals times nesting: the compile-time bound
 MAX_FUNCTIONS = 2_000
 STACK_BUDGET = 256 * 1024
+NESTED_CALL_WEIGHT = 32 * 1024  # the host's native frames between a caller's instance and its callee's
 STACK_EXPORT = "qenex$stack"
 _FRAME_BYTES = 16
 _FRAME_BASE = 256
@@ -198,6 +207,7 @@ def scan_body(body: bytes, pos: int) -> int:
 class Function:
     type_index: int
     params: int
+    results: int
     locals: int
     body: bytes  # the whole entry: local declarations and instructions
 
@@ -209,8 +219,8 @@ class Shape:
     functions: tuple[Function, ...]
 
 
-def _func_types(payload: bytes) -> list[int]:
-    """Parameter counts of the type section's function types."""
+def _func_types(payload: bytes) -> list[tuple[int, int]]:
+    """(parameters, results) of the type section's function types (block types use them too)."""
     count, pos = _u(payload, 0)
     params = []
     for _ in range(count):
@@ -220,7 +230,10 @@ def _func_types(payload: bytes) -> list[int]:
         pos += n
         m, pos = _u(payload, pos)
         pos += m
-        params.append(n)
+        if n > MAX_TYPE_PARAMS or m > MAX_TYPE_RESULTS:
+            raise ModuleRefused(f"a function type has {n} parameters and {m} results; at most {MAX_TYPE_PARAMS} "
+                                f"and {MAX_TYPE_RESULTS} are allowed")
+        params.append((n, m))
     return params
 
 
@@ -254,7 +267,7 @@ def _imported_functions(payload: bytes) -> tuple[int, int]:
 def scan_module(code: bytes) -> Shape:
     """Decode ``code``'s functions and refuse what the rules of this module forbid."""
     parts = sections(code)
-    types: list[int] = []
+    types: list[tuple[int, int]] = []
     imported = imported_globals = 0
     declared: list[int] = []
     globals_defined = 0
@@ -273,6 +286,10 @@ def scan_module(code: bytes) -> Shape:
                 declared.append(index)
         elif sid == 6:
             globals_defined = _u(payload, 0)[0]
+        elif sid == 8:
+            # a start function would run before the node can hand a nested call's instance the budget its
+            # caller left (and it may not use the host API anyway): a contract initialises in init
+            raise ModuleRefused("a start function is not allowed (export init instead)")
         elif sid == 7:
             count, pos = _u(payload, 0)
             for _ in range(count):
@@ -309,12 +326,20 @@ def scan_module(code: bytes) -> Shape:
         scan_body(body, pos)
         if type_index >= len(types):
             raise ModuleRefused("malformed module: a function names a type that does not exist")
-        functions.append(Function(type_index, types[type_index], count, body))
+        params, results = types[type_index]
+        functions.append(Function(type_index, params, results, count, body))
     return Shape(imported, imported_globals + globals_defined, tuple(functions))
 
 
 def weight(function: Function) -> int:
-    return min(STACK_BUDGET + 1, _FRAME_BYTES * (function.params + function.locals + len(function.body)) + _FRAME_BASE)
+    """An upper bound of the native stack a call of ``function`` takes: its frame and its wrapper's.
+
+    Each parameter, result, local and byte of body (the operand stack, and the arguments and results of
+    the calls it makes, cannot outgrow the body's bytes; a call's results at most MAX_TYPE_RESULTS
+    slots) counts 16 bytes, the results of the calls it makes MAX_TYPE_RESULTS slots each call site
+    (bounded again by the body), and 256 more for the return address, saved registers and the wrapper."""
+    slots = function.params + 2 * function.results + function.locals + len(function.body) * (1 + MAX_TYPE_RESULTS // 2)
+    return min(STACK_BUDGET + 1, _FRAME_BYTES * slots + _FRAME_BASE)
 
 
 # The order known sections must appear in (the data count section, 12, sits between elements and code).

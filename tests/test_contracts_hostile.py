@@ -406,3 +406,24 @@ def test_a_result_is_opaque_bytes_to_the_chain(net, hostile):
     assert receipt.ok and receipt.output == b"\xc1"
     from node.contract_values import output_to_json
     assert output_to_json(receipt.output) is None
+
+
+def test_one_stack_budget_for_the_whole_call_chain(tmp_path):
+    # 64 nested instances, each recursing: with a budget per instance their native stacks added up past the
+    # thread's and the process died (SIGSEGV); with one budget handed down the chain it ends in a receipt.
+    import subprocess
+    import sys
+    script = tmp_path / "chain.py"
+    script.write_text(
+        "from state.genesis import ContractParams\n"
+        "from tests.contract_fixtures import contract_chain, wat\n"
+        "from tests.test_contracts_hostile import DEEP\n"
+        "net = contract_chain(ContractParams(max_call_depth=64, max_calls_per_tx=64))\n"
+        "address, _ = net.deploy(wat(DEEP.replace('DEPTH', '60')))\n"
+        "print(net.call(address, 'deep', gas_limit=50_000_000).reason)\n")
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith("call_depth_exceeded: the wasm call stack"), done.stdout

@@ -191,11 +191,21 @@ def test_code_over_max_code_bytes_is_refused():
     assert receipt.reason.startswith("invalid_code:") and "max_code_bytes 100" in receipt.reason
 
 
-def test_a_start_function_may_not_use_the_host_api():
+def test_a_start_function_is_refused():
+    # it would run before a nested call's instance gets the budget its caller left; contracts use init
     net = contract_chain()
     code = wat('(func $s (drop (call $block_height))) (start $s) (func (export "f"))')
     _, receipt = net.deploy(code)
-    assert not receipt.ok and "while the module is instantiated" in receipt.reason, receipt.reason
+    assert receipt.reason == "invalid_code: a start function is not allowed (export init instead)", receipt.reason
+
+
+@pytest.mark.parametrize("signature, rule", [
+    ("(param " + "i64 " * 33 + ")", "33 parameters"),
+    ("(result " + "i64 " * 5 + ")", "5 results"),
+])
+def test_function_types_are_bounded(signature, rule):
+    code = bytes(wasmtime.wat2wasm(f'(module (memory (export "memory") 1) (type (func {signature})) (func (export "f")))'))
+    assert rule in refused(code)
 
 
 def test_memory_grows_only_to_the_limit():
