@@ -46,7 +46,7 @@ from state.crypto import sha256
 from state.errors import StateInvariantBroken
 
 WASM_PAGE = 65536
-MAX_WASM_STACK = 512 * 1024
+MAX_WASM_STACK = 2 * 1024 * 1024
 # Before compiling, state.wasm_instrument reads every instruction and refuses what would make the
 # compile cost far more than the code's size: control nesting deeper than 64, more than 50,000 locals in
 # the module, more than 2,000 functions, any opcode outside the deterministic core.
