@@ -135,14 +135,7 @@ def test_inspect_code_lists_methods_and_the_reentrancy_opt_in():
 
 
 def _module_with_locals(functions: int, locals_each: int) -> bytes:
-    def leb(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte = n & 0x7F
-            n >>= 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
+    from state.wasm_instrument import leb
 
     def section(sid: int, body: bytes) -> bytes:
         return bytes([sid]) + leb(len(body)) + body
