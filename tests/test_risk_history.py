@@ -139,31 +139,6 @@ def test_a_store_of_the_previous_format_is_rebuilt_and_fresh_receivers_are_recor
     again.close()
 
 
-def test_loaded_accounts_are_decoded_on_first_use_and_a_damaged_one_starts_again(tmp_path, caplog):
-    from node.risk.history import StoredAccount
-
-    store = HistoryStore()
-    a, b, c = (bytes([i]) * 20 for i in (1, 2, 3))
-    for h in (1, 2, 3):
-        store.observe(TxEvent(a, b, "QNX", 2.0, 0.001, h))
-        store.observe(TxEvent(c, a, "QNX", 1.0, 0.001, h))
-        store.touch_height(h)
-    db = HistoryDB(tmp_path / "h")
-    db.flush(store)
-    record = db.kv.get(b"a" + c)
-    db.kv.write_batch({b"a" + c: record[:8] + b"\xc1 damaged"}, sync=True)
-    loaded = HistoryStore()
-    assert db.load(loaded) == 3
-    assert all(isinstance(v, StoredAccount) for v in loaded.accounts.values())  # nothing decoded yet
-    assert list(loaded.accounts) == [a, b, c]  # recency order (all last active at 3), then address
-    assert loaded.get(a) == store.get(a) and not isinstance(loaded.accounts[a], StoredAccount)
-    assert loaded.get(c) is None and c not in loaded.accounts and "damaged" in caplog.text
-    kept = db.kv.get(b"a" + a)
-    db.flush(loaded)  # the damaged record is deleted; the decoded one is left as it was (not dirty)
-    assert db.kv.get(b"a" + c) is None and db.kv.get(b"a" + a) == kept
-    db.close()
-
-
 def test_history_is_bounded_and_evictions_reach_the_store(tmp_path):
     store = HistoryStore()
     store.max_accounts = 50

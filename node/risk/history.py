@@ -10,20 +10,14 @@ Memory is bounded per account (fixed-length deques of recent heights and
 amounts, counterparty maps trimmed to the most recent entries) and in
 accounts: past ``MAX_ACCOUNTS`` the least recently active tenth is
 forgotten.  ``dirty`` and ``evicted`` say what changed since the last
-``node.risk.history_db`` flush.  An account loaded from disk stays a
-``StoredAccount`` (its last activity and its encoded record) until it is
-first read or written, so a start-up with 50,000 accounts decodes none of
-them; a record that turns out to be damaged then is dropped (logged), and
-that account starts again with no history.
+``node.risk.history_db`` flush.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 RECENT = 32  # recent outgoing transactions kept per account
 FRESH_RECENT = 8  # recent sends to receivers that had no history, kept per account (with the receiver)
@@ -97,24 +91,11 @@ def _remember(table: dict[bytes, int] | dict[str, int], key: object, height: int
         del table[next(iter(table))]  # oldest insertion: least recently touched
 
 
-log = logging.getLogger("qenex.risk")
-
-
-class StoredAccount:
-    """An account as loaded from disk: its last activity (eviction order) and its record, decoded on first use."""
-
-    __slots__ = ("last_active", "record")
-
-    def __init__(self, last_active: int, record: bytes) -> None:
-        self.last_active = last_active
-        self.record = record
-
-
 class HistoryStore:
     """Every account's history plus chain-wide fee statistics."""
 
     def __init__(self) -> None:
-        self.accounts: dict[bytes, AccountHistory | StoredAccount] = {}
+        self.accounts: dict[bytes, AccountHistory] = {}
         self.fees: deque[float] = deque(maxlen=FEE_WINDOW)
         self.height = 0
         self._fee_median: float | None = None
@@ -123,26 +104,10 @@ class HistoryStore:
         self.max_accounts = MAX_ACCOUNTS
 
     def get(self, address: bytes) -> AccountHistory | None:
-        acc = self.accounts.get(address)
-        if acc.__class__ is StoredAccount:
-            return self._decode(address, acc)  # type: ignore[arg-type]
-        return acc  # type: ignore[return-value]
-
-    def _decode(self, address: bytes, stored: StoredAccount) -> AccountHistory | None:
-        import msgpack
-
-        try:
-            acc = account_from_wire(msgpack.unpackb(stored.record, raw=False))
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            log.warning("risk history record of 0x%s is damaged (%s): that account starts again", address.hex(), exc)
-            del self.accounts[address]
-            self.evicted.add(address)  # the next flush deletes the record
-            return None
-        self.accounts[address] = acc  # same key: its place in the recency order stays
-        return acc
+        return self.accounts.get(address)
 
     def _account(self, address: bytes, height: int) -> AccountHistory:
-        acc = self.get(address)
+        acc = self.accounts.get(address)
         if acc is None:
             acc = self.accounts[address] = AccountHistory(first_height=height)
             self.evicted.discard(address)
@@ -219,22 +184,6 @@ def account_to_wire(a: AccountHistory) -> list[object]:
     ]
 
 
-_INT, _NUM, _STR, _BYTES = frozenset({int}), frozenset({int, float}), frozenset({str}), frozenset({bytes})
-
-
-def _typed(values: object, types: frozenset[type], what: str) -> list[Any]:
-    """``values`` if it is a list of exactly those types (checked in C: start-up loads 50,000 of these)."""
-    if not isinstance(values, list) or not set(map(type, values)) <= types:
-        raise ValueError(f"account history {what} are not a list of {'/'.join(t.__name__ for t in types)}")
-    return values
-
-
-def _table(flat: object, key_types: frozenset[type], what: str) -> dict[Any, int]:
-    if not isinstance(flat, list) or len(flat) % 2:
-        raise ValueError(f"account history {what} are not a flat list of pairs")
-    return dict(zip(_typed(flat[0::2], key_types, what), _typed(flat[1::2], _INT, what)))
-
-
 def account_from_wire(w: list[object]) -> AccountHistory:
     """The inverse of account_to_wire; raises ValueError/TypeError on anything else."""
     if not isinstance(w, list) or len(w) != WIRE_ITEMS:
@@ -244,25 +193,35 @@ def account_from_wire(w: list[object]) -> AccountHistory:
     floats = w[2:6]
     if not all(type(v) is int for v in ints) or not all(isinstance(v, (int, float)) for v in floats):
         raise ValueError("account history scalars have the wrong types")
+
+    def pairs(flat: object) -> list[tuple[object, object]]:
+        if not isinstance(flat, list) or len(flat) % 2:
+            raise ValueError("a pair list has an odd length")
+        return list(zip(flat[0::2], flat[1::2]))
+
     a = AccountHistory(first_height=w[0], sent=w[1], log_sum=float(w[2]), log_sq=float(w[3]),  # type: ignore[arg-type]
-                       amount_sum=float(w[4]), max_amount=float(w[5]),  # type: ignore[arg-type]
-                       last_active=w[6], block_sends=w[7], peak_block_sends=w[8])  # type: ignore[arg-type]
-    sends = [_typed(w[9], _INT, "send heights"), _typed(w[10], _NUM, "send amounts"),
-             _typed(w[11], _STR, "send tokens"), _typed(w[12], _INT, "new-receiver flags")]
-    receipts = [_typed(w[13], _INT, "receipt heights"), _typed(w[14], _NUM, "receipt amounts")]
-    if len({len(v) for v in sends}) != 1 or len({len(v) for v in receipts}) != 1:
+                       amount_sum=float(w[4]), max_amount=float(w[5]), last_active=w[6], block_sends=w[7],  # type: ignore[arg-type]
+                       peak_block_sends=w[8])  # type: ignore[arg-type]
+    sends, receipts = w[9:13], w[13:15]
+    if not all(isinstance(v, list) for v in sends + receipts):
+        raise ValueError("the recent sends and receipts are not lists")
+    if len({len(v) for v in sends}) != 1 or len({len(v) for v in receipts}) != 1:  # type: ignore[arg-type]
         raise ValueError("the recent sends' (or receipts') parallel lists differ in length")
-    a.sent_heights.extend(sends[0])
-    a.sent_amounts.extend(map(float, sends[1]))
-    a.sent_tokens.extend(sends[2])
-    a.new_flags.extend(sends[3])
-    a.received_heights.extend(receipts[0])
-    a.received_amounts.extend(map(float, receipts[1]))
-    a.sent_to = _table(w[15], _BYTES, "receivers")
-    a.received_from = _table(w[16], _BYTES, "senders")
-    a.trades = _table(w[17], _STR, "trades")
-    fresh = w[18]
-    if not isinstance(fresh, list) or len(fresh) % 2:
-        raise ValueError("account history fresh receivers are not a flat list of pairs")
-    a.fresh_sent.extend(zip(_typed(fresh[0::2], _INT, "fresh heights"), _typed(fresh[1::2], _BYTES, "fresh receivers")))
+    if not all(type(t) is str for t in w[11]):  # type: ignore[union-attr]
+        raise ValueError("a recent send's token is not a string")
+    a.sent_heights.extend(int(h) for h in w[9])  # type: ignore[union-attr]
+    a.sent_amounts.extend(float(x) for x in w[10])  # type: ignore[union-attr]
+    a.sent_tokens.extend(w[11])  # type: ignore[arg-type]
+    a.new_flags.extend(int(v) for v in w[12])  # type: ignore[union-attr]
+    a.received_heights.extend(int(h) for h in w[13])  # type: ignore[union-attr]
+    a.received_amounts.extend(float(x) for x in w[14])  # type: ignore[union-attr]
+    for target, flat, key_type in ((a.sent_to, w[15], bytes), (a.received_from, w[16], bytes), (a.trades, w[17], str)):
+        for k, v in pairs(flat):
+            if type(k) is not key_type or type(v) is not int:
+                raise ValueError("a counterparty entry has the wrong types")
+            target[k] = v  # type: ignore[index]
+    for h, receiver in pairs(w[18]):
+        if type(h) is not int or type(receiver) is not bytes:
+            raise ValueError("a fresh-receiver entry has the wrong types")
+        a.fresh_sent.append((h, receiver))
     return a
