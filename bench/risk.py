@@ -9,18 +9,9 @@ Trains the default seeded model in a temporary directory, then measures
   batch time / batch);
 * full hook (what admission pays): features from the history and the
   committed accounts in a real Application on LevelDB, as a node has it,
-  + scoring + the rules (node.risk.policy), single and batched.  The
-  ``--batch`` senders first commit ``--history-blocks`` blocks of payments
-  to each other (so each has a full history: recent sends, counterparties,
-  fresh receivers to walk), then each scores one transfer: to a
-  counterparty it paid (four in five) or to a fresh address (one in five);
-  "single" is these one at a time (admission's RPC path), "flagged" is 95 %
-  of the balance to a fresh address from 50 of them (a drain: the rules run
-  their signals and the reasons are computed), "batch" is all of them in
-  one pass (gossip), the drains one in ten.  Every cache (features by hash,
-  accounts read at this height, pending memory) is emptied before each
-  single transaction and before each batch, so the numbers include every
-  read;
+  + scoring, single and batched.  Every cache (features by hash, accounts
+  read at this height, pending memory) is emptied before each single
+  transaction and before each batch, so the numbers include every read;
 * training: MLP samples/s (samples x epochs / fit seconds) and the whole
   ``train`` (data generation + MLP + forest + held-out eval) wall time.
 
@@ -77,8 +68,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--startup-blocks", type=int, default=10_000)
-    parser.add_argument("--history-blocks", type=int, default=40,
-                        help="blocks of payments among the hook's senders before it is measured")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,40 +99,21 @@ def main() -> None:
         app = Application(kv, make_genesis(funded=senders, balance=1000 * ONE_QNX))
         hook = RiskHook(store, model, review=0.5, reject=0.9)
         hook.attach(app)
-        nonces = warm_history(app, hook, senders, args.history_blocks)
-        ordinary, drains = [], []
-        for i, k in enumerate(senders):
-            if i % 5 == 3:  # an ordinary payment to a new receiver
-                ordinary.append(transfer(k, nonces[i], dev_key(f"fresh{i}").address, (i % 7 + 1) * ONE_QNX))
-            else:  # to a counterparty it paid during the warm-up
-                ordinary.append(transfer(k, nonces[i], senders[(i * 7 + 1) % len(senders)].address,
-                                         (i % 7 + 1) * ONE_QNX))
-            if i % 10 == 7:  # a drain: 95 % of the balance to a fresh address
-                balance = app.account(k.address).balances["QNX"]
-                drains.append(transfer(k, nonces[i], dev_key(f"thief{i}").address, balance * 95 // 100))
-        mixed = list(ordinary)
-        for i, d in zip(range(7, len(mixed), 10), drains):
-            mixed[i] = d  # the same sender's drain instead of its payment
-
-        def one_by_one(txs: list) -> list[float]:
-            out = []
-            for i in range(args.repeats):
-                stx = txs[i % len(txs)]
-                clear_caches(hook)  # measure feature extraction and the account reads too, not the caches
-                t = time.perf_counter()
-                hook.assess([stx])
-                out.append(time.perf_counter() - t)
-            return out
-
-        hook_single = one_by_one(ordinary)
-        hook_flagged = one_by_one(drains)
-        decisions = {a.decision for a in hook.assess(drains, admitting=False)}
+        receiver = dev_key("receiver").address
+        txs = [transfer(k, 0, receiver, (i % 97 + 1) * ONE_QNX) for i, k in enumerate(senders)]
+        hook_single = []
+        for i in range(args.repeats):
+            stx = txs[i % len(txs)]
+            clear_caches(hook)  # measure feature extraction and the account reads too, not the caches
+            t = time.perf_counter()
+            hook.assess([stx])
+            hook_single.append(time.perf_counter() - t)
         hook_batched = []
         for _ in range(10):
             clear_caches(hook)
             t = time.perf_counter()
-            hook.assess(mixed)
-            hook_batched.append((time.perf_counter() - t) / len(mixed))
+            hook.assess(txs)
+            hook_batched.append((time.perf_counter() - t) / len(txs))
 
         big = generate(0)
         mlp = MLP.init(MLP_SIZES, 0)
@@ -156,36 +126,12 @@ def main() -> None:
     print(f"model v{version}: {training['samples']} training samples, MLP {MLP_SIZES}, 100-tree isolation forest")
     print(f"scoring, model only,  single tx      {percentiles(single)}  (score_one)")
     print(f"scoring, model only,  batch of {args.batch:<4}  {percentiles(batched)}  (per tx)")
-    print(f"scoring, full hook,   single tx      {percentiles(hook_single)}  (features + account read + score + rules;"
-          f" senders with {args.history_blocks} blocks of history)")
-    print(f"scoring, full hook,   flagged drain  {percentiles(hook_flagged)}  (the same + reasons; decided "
-          f"{'/'.join(sorted(decisions))})")
-    print(f"scoring, full hook,   batch of {args.batch:<4}  {percentiles(hook_batched)}  (per tx; one in ten a drain)")
+    print(f"scoring, full hook,   single tx      {percentiles(hook_single)}  (features + account read + score)")
+    print(f"scoring, full hook,   batch of {args.batch:<4}  {percentiles(hook_batched)}  (per tx)")
     print(f"training, MLP (Adam, batch 128)       {fit_rate:,.0f} samples/s ({len(big)} samples x 10 epochs)")
     print(f"training, whole `risk train`          {train_wall:.2f} s wall (data + MLP + forest + calibration + held-out eval)")
     if args.startup_blocks:
         startup(args.startup_blocks)
-
-
-def warm_history(app: Application, hook: RiskHook, senders: list, blocks: int) -> list[int]:
-    """``blocks`` committed blocks in which every sender pays another (one of a few it pays in turn);
-    folded into the hook's history as the node does.  Returns each sender's next nonce."""
-    from state.codec import encode
-
-    validator = dev_key("validator-0")
-    nonces = [0] * len(senders)
-    n = len(senders)
-    for h in range(1, blocks + 1):
-        txs = []
-        for i, key in enumerate(senders):
-            to = senders[(i * 7 + 1 + (h % 3)) % n].address if h % 9 else dev_key(f"new{h}-{i}").address
-            txs.append(transfer(key, nonces[i], to, ONE_QNX // 10))
-            nonces[i] += 1
-        block, result = app.build_block(txs, proposer=validator.address, time_ms=app.last_time_ms + 1000,
-                                        last_commit=app.get_commit_cert(app.height) or b"")
-        app.commit_block(block, result, encode(["bench-cert", app.height + 1]))
-        hook.observe_block(block)
-    return nonces
 
 
 def startup(n_blocks: int) -> None:

@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 RECENT = 32  # recent outgoing transactions kept per account
-FRESH_RECENT = 8  # recent sends to receivers that had no history, kept per account (with the receiver)
 MAX_COUNTERPARTIES = 256
 FEE_WINDOW = 512
 MAX_ACCOUNTS = 50_000
@@ -45,10 +44,8 @@ class TxEvent:
     reverse_key: str = ""  # swaps: "pool:direction" of the opposite trade
     trade_key: str = ""  # swaps: "pool:direction" of this trade
     pool_impact: float = 0.0
-    # The receiver holds a balance or has sent on chain (committed state
-    # before this transaction's block): a never-seen address is unfunded.
-    # observe records a send to a receiver with neither history nor an
-    # account as a send to a fresh address (AccountHistory.fresh_sent).
+    # The receiver holds a balance or has sent on chain (committed state):
+    # a never-seen address is unfunded.  Scoring only; observe ignores it.
     receiver_funded: bool = False
 
 
@@ -63,17 +60,11 @@ class AccountHistory:
     last_active: int = 0  # last height it sent or received
     block_sends: int = 0  # sends in the block of its last send
     peak_block_sends: int = 0  # the most sends it ever made in one block
-    # The recent sends, one entry per send in each of these four (aligned, oldest first), and the
-    # recent receipts in two: parallel deques, so features sum a window with bisect and islice.
     sent_heights: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT))
-    sent_amounts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    sent_tokens: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT))
+    sent_recent: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    received: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=RECENT))
     # 1 for each recent send whose receiver this account had never paid before
     new_flags: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT))
-    received_heights: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT))
-    received_amounts: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
-    # (height, receiver) of recent sends to a receiver with no history and no account at the time: a fresh address
-    fresh_sent: deque[tuple[int, bytes]] = field(default_factory=lambda: deque(maxlen=FRESH_RECENT))
     # counterparty -> last height we sent to it / received from it
     sent_to: dict[bytes, int] = field(default_factory=dict)
     received_from: dict[bytes, int] = field(default_factory=dict)
@@ -133,7 +124,6 @@ class HistoryStore:
     def observe(self, ev: TxEvent) -> None:
         """Fold one committed transaction into the history."""
         self.height = max(self.height, ev.height)
-        fresh = ev.receiver not in self.accounts and not ev.receiver_funded and not ev.is_swap
         s = self._account(ev.sender, ev.height)
         r = self._account(ev.receiver, ev.height)
         s.sent += 1
@@ -149,13 +139,9 @@ class HistoryStore:
             s.peak_block_sends = s.block_sends
         s.last_active = r.last_active = ev.height
         s.sent_heights.append(ev.height)
-        s.sent_amounts.append(ev.amount)
-        s.sent_tokens.append(ev.token)
-        if fresh:
-            s.fresh_sent.append((ev.height, ev.receiver))
+        s.sent_recent.append((ev.height, ev.amount))
         _remember(s.sent_to, ev.receiver, ev.height)
-        r.received_heights.append(ev.height)
-        r.received_amounts.append(ev.amount)
+        r.received.append((ev.height, ev.amount))
         _remember(r.received_from, ev.sender, ev.height)
         if ev.trade_key:
             _remember(s.trades, ev.trade_key, ev.height)
@@ -171,24 +157,20 @@ class HistoryStore:
 # -- persistence (node.risk.history_db): one account as a msgpack array -----------
 
 
-WIRE_ITEMS = 19
-
-
 def account_to_wire(a: AccountHistory) -> list[object]:
     return [
         a.first_height, a.sent, a.log_sum, a.log_sq, a.amount_sum, a.max_amount, a.last_active, a.block_sends,
-        a.peak_block_sends, list(a.sent_heights), list(a.sent_amounts), list(a.sent_tokens), list(a.new_flags),
-        list(a.received_heights), list(a.received_amounts),
+        a.peak_block_sends, list(a.sent_heights), [x for pair in a.sent_recent for x in pair],
+        [x for pair in a.received for x in pair], list(a.new_flags),
         [x for kv in a.sent_to.items() for x in kv], [x for kv in a.received_from.items() for x in kv],
-        [x for kv in a.trades.items() for x in kv], [x for pair in a.fresh_sent for x in pair],
+        [x for kv in a.trades.items() for x in kv],
     ]
 
 
 def account_from_wire(w: list[object]) -> AccountHistory:
     """The inverse of account_to_wire; raises ValueError/TypeError on anything else."""
-    if not isinstance(w, list) or len(w) != WIRE_ITEMS:
-        raise ValueError(f"an account history is a {WIRE_ITEMS}-item array, got "
-                         f"{f'{len(w)} items' if isinstance(w, list) else type(w).__name__}")
+    if not isinstance(w, list) or len(w) != 16:
+        raise ValueError(f"an account history is a 16-item array, got {type(w).__name__}")
     ints = w[:2] + w[6:9]
     floats = w[2:6]
     if not all(type(v) is int for v in ints) or not all(isinstance(v, (int, float)) for v in floats):
@@ -202,26 +184,13 @@ def account_from_wire(w: list[object]) -> AccountHistory:
     a = AccountHistory(first_height=w[0], sent=w[1], log_sum=float(w[2]), log_sq=float(w[3]),  # type: ignore[arg-type]
                        amount_sum=float(w[4]), max_amount=float(w[5]), last_active=w[6], block_sends=w[7],  # type: ignore[arg-type]
                        peak_block_sends=w[8])  # type: ignore[arg-type]
-    sends, receipts = w[9:13], w[13:15]
-    if not all(isinstance(v, list) for v in sends + receipts):
-        raise ValueError("the recent sends and receipts are not lists")
-    if len({len(v) for v in sends}) != 1 or len({len(v) for v in receipts}) != 1:  # type: ignore[arg-type]
-        raise ValueError("the recent sends' (or receipts') parallel lists differ in length")
-    if not all(type(t) is str for t in w[11]):  # type: ignore[union-attr]
-        raise ValueError("a recent send's token is not a string")
     a.sent_heights.extend(int(h) for h in w[9])  # type: ignore[union-attr]
-    a.sent_amounts.extend(float(x) for x in w[10])  # type: ignore[union-attr]
-    a.sent_tokens.extend(w[11])  # type: ignore[arg-type]
+    a.sent_recent.extend((int(h), float(x)) for h, x in pairs(w[10]))  # type: ignore[arg-type]
+    a.received.extend((int(h), float(x)) for h, x in pairs(w[11]))  # type: ignore[arg-type]
     a.new_flags.extend(int(v) for v in w[12])  # type: ignore[union-attr]
-    a.received_heights.extend(int(h) for h in w[13])  # type: ignore[union-attr]
-    a.received_amounts.extend(float(x) for x in w[14])  # type: ignore[union-attr]
-    for target, flat, key_type in ((a.sent_to, w[15], bytes), (a.received_from, w[16], bytes), (a.trades, w[17], str)):
+    for target, flat, key_type in ((a.sent_to, w[13], bytes), (a.received_from, w[14], bytes), (a.trades, w[15], str)):
         for k, v in pairs(flat):
             if type(k) is not key_type or type(v) is not int:
                 raise ValueError("a counterparty entry has the wrong types")
             target[k] = v  # type: ignore[index]
-    for h, receiver in pairs(w[18]):
-        if type(h) is not int or type(receiver) is not bytes:
-            raise ValueError("a fresh-receiver entry has the wrong types")
-        a.fresh_sent.append((h, receiver))
     return a

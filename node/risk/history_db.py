@@ -28,7 +28,7 @@ from node.risk.history import HistoryStore, account_from_wire, account_to_wire
 
 log = logging.getLogger("qenex.risk")
 
-FORMAT = 2  # 2: recent sends carry their token, fresh receivers (feature schema 4)
+FORMAT = 1
 ACCOUNT = b"a"
 META = b"m"
 
