@@ -145,11 +145,11 @@ def test_three_example_contracts_on_four_validators(tmp_path):
         for h in range(1, top + 1):
             blocks = [net.rpc(i).call("qenex_getBlock", h) for i in range(4)]
             assert len({(b["hash"], b["app_hash"]) for b in blocks}) == 1, f"nodes disagree at height {h}"
-        for contract in (counter, token, escrow, hostile):
-            views = [net.rpc(i).call("qenex_getContractState", contract, None, 1000) for i in range(4)]
-            assert all(v == views[0] for v in views), contract
-            infos = [net.rpc(i).call("qenex_getContract", contract) for i in range(4)]
-            assert all(v == infos[0] for v in infos), contract
+        for contract in (counter, token, escrow, hostile):  # at one height all have (nodes may be a block apart)
+            views = [net.rpc(i).call("qenex_getContractState", contract, None, 1000, None, top) for i in range(4)]
+            assert all(v == views[0] for v in views), (contract, views)
+            infos = [net.rpc(i).call("qenex_getContract", contract, top) for i in range(4)]
+            assert all(v == infos[0] for v in infos), (contract, infos)
         for tx_hash in txs:
             # the whole answer but the risk flag (local policy): status, reason, gas, fee, events, output
             receipts = [{k: v for k, v in net.rpc(i).call("qenex_getTransaction", tx_hash).items() if k != "risk"}
