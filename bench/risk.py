@@ -9,14 +9,25 @@ Trains the default seeded model in a temporary directory, then measures
   batch time / batch);
 * full hook (what admission pays): features from the history and the
   committed accounts in a real Application on LevelDB, as a node has it,
-  + scoring, single and batched.  Every cache (features by hash, accounts
-  read at this height, pending memory) is emptied before each single
-  transaction and before each batch, so the numbers include every read;
+  + scoring + the rules (node.risk.policy), single and batched.  The
+  ``--batch`` senders first commit ``--history-blocks`` blocks of payments
+  to each other (so each has a full history: recent sends, counterparties,
+  fresh receivers to walk), then each scores one transfer: to a
+  counterparty it paid (four in five) or to a fresh address (one in five);
+  "single" is these one at a time (admission's RPC path), "flagged" is 95 %
+  of the balance to a fresh address from 50 of them (a drain: the rules run
+  their signals and the reasons are computed), "batch" is all of them in
+  one pass (gossip), and once more with those 50 drains in place of the
+  same senders' payments (one in ten: flagged rows cost their reasons).
+  Every cache (features by hash, accounts read at this height, pending
+  memory) is emptied before each single transaction and before each batch,
+  so the numbers include every read;
 * training: MLP samples/s (samples x epochs / fit seconds) and the whole
   ``train`` (data generation + MLP + forest + held-out eval) wall time.
 
 * start-up (``--startup-blocks N``, 0 to skip): a chain of N blocks (20
-  transfers each among 200 genesis-funded accounts, LevelDB), its risk
+  transfers each among ``--startup-accounts`` genesis-funded accounts,
+  200 by default; the history keeps at most 50,000), LevelDB), its risk
   history persisted as a node does after each commit; then the risk part of
   a restart (open the history store, load it, replay nothing) against
   rebuilding it by replaying the last 5,000 blocks (what a node without the
@@ -68,6 +79,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--startup-blocks", type=int, default=10_000)
+    parser.add_argument("--startup-accounts", type=int, default=200)
+    parser.add_argument("--history-blocks", type=int, default=40,
+                        help="blocks of payments among the hook's senders before it is measured")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +89,9 @@ def main() -> None:
         version, _ = train_to_store(Path(tmp))
         train_wall = time.perf_counter() - started
         store = ModelStore(Path(tmp))
+        t = time.perf_counter()
         model = store.load()
+        model_load = time.perf_counter() - t
         training = model.meta["training"]
 
         data = generate(42, accounts=100, blocks=600)
@@ -99,21 +115,45 @@ def main() -> None:
         app = Application(kv, make_genesis(funded=senders, balance=1000 * ONE_QNX))
         hook = RiskHook(store, model, review=0.5, reject=0.9)
         hook.attach(app)
-        receiver = dev_key("receiver").address
-        txs = [transfer(k, 0, receiver, (i % 97 + 1) * ONE_QNX) for i, k in enumerate(senders)]
-        hook_single = []
-        for i in range(args.repeats):
-            stx = txs[i % len(txs)]
-            clear_caches(hook)  # measure feature extraction and the account reads too, not the caches
-            t = time.perf_counter()
-            hook.assess([stx])
-            hook_single.append(time.perf_counter() - t)
-        hook_batched = []
-        for _ in range(10):
-            clear_caches(hook)
-            t = time.perf_counter()
-            hook.assess(txs)
-            hook_batched.append((time.perf_counter() - t) / len(txs))
+        nonces = warm_history(app, hook, senders, args.history_blocks)
+        ordinary, drains = [], []
+        for i, k in enumerate(senders):
+            if i % 5 == 3:  # an ordinary payment to a new receiver
+                ordinary.append(transfer(k, nonces[i], dev_key(f"fresh{i}").address, (i % 7 + 1) * ONE_QNX))
+            else:  # to a counterparty it paid during the warm-up
+                ordinary.append(transfer(k, nonces[i], senders[(i * 7 + 1) % len(senders)].address,
+                                         (i % 7 + 1) * ONE_QNX))
+            if i % 10 == 7:  # a drain: 95 % of the balance to a fresh address
+                balance = app.account(k.address).balances["QNX"]
+                drains.append(transfer(k, nonces[i], dev_key(f"thief{i}").address, balance * 95 // 100))
+        mixed = list(ordinary)
+        for i, d in zip(range(7, len(mixed), 10), drains):
+            mixed[i] = d  # the same sender's drain instead of its payment
+
+        def one_by_one(txs: list) -> list[float]:
+            out = []
+            for i in range(args.repeats):
+                stx = txs[i % len(txs)]
+                clear_caches(hook)  # measure feature extraction and the account reads too, not the caches
+                t = time.perf_counter()
+                hook.assess([stx])
+                out.append(time.perf_counter() - t)
+            return out
+
+        hook_single = one_by_one(ordinary)
+        hook_flagged = one_by_one(drains)
+        decisions = {a.decision for a in hook.assess(drains, admitting=False)}
+        def batches(txs: list) -> list[float]:
+            out = []
+            for _ in range(10):
+                clear_caches(hook)
+                t = time.perf_counter()
+                hook.assess(txs)
+                out.append((time.perf_counter() - t) / len(txs))
+            return out
+
+        hook_batched = batches(ordinary)
+        hook_mixed = batches(mixed)
 
         big = generate(0)
         mlp = MLP.init(MLP_SIZES, 0)
@@ -126,18 +166,44 @@ def main() -> None:
     print(f"model v{version}: {training['samples']} training samples, MLP {MLP_SIZES}, 100-tree isolation forest")
     print(f"scoring, model only,  single tx      {percentiles(single)}  (score_one)")
     print(f"scoring, model only,  batch of {args.batch:<4}  {percentiles(batched)}  (per tx)")
-    print(f"scoring, full hook,   single tx      {percentiles(hook_single)}  (features + account read + score)")
+    print(f"scoring, full hook,   single tx      {percentiles(hook_single)}  (features + account read + score + rules;"
+          f" senders with {args.history_blocks} blocks of history)")
+    print(f"scoring, full hook,   flagged drain  {percentiles(hook_flagged)}  (the same + reasons; decided "
+          f"{'/'.join(sorted(decisions))})")
     print(f"scoring, full hook,   batch of {args.batch:<4}  {percentiles(hook_batched)}  (per tx)")
+    print(f"scoring, full hook,   batch of {args.batch:<4}  {percentiles(hook_mixed)}  (per tx; one in ten a drain)")
     print(f"training, MLP (Adam, batch 128)       {fit_rate:,.0f} samples/s ({len(big)} samples x 10 epochs)")
-    print(f"training, whole `risk train`          {train_wall:.2f} s wall (data + MLP + forest + calibration + held-out eval)")
+    print(f"training, whole `risk train`          {train_wall:.2f} s wall (data + MLP + forest + calibration + "
+          f"held-out eval); loading the model file: {model_load * 1e3:.1f} ms")
     if args.startup_blocks:
-        startup(args.startup_blocks)
+        startup(args.startup_blocks, args.startup_accounts)
 
 
-def startup(n_blocks: int) -> None:
+def warm_history(app: Application, hook: RiskHook, senders: list, blocks: int) -> list[int]:
+    """``blocks`` committed blocks in which every sender pays another (one of a few it pays in turn);
+    folded into the hook's history as the node does.  Returns each sender's next nonce."""
     from state.codec import encode
 
-    accounts = [dev_key(f"acct{i}") for i in range(200)]
+    validator = dev_key("validator-0")
+    nonces = [0] * len(senders)
+    n = len(senders)
+    for h in range(1, blocks + 1):
+        txs = []
+        for i, key in enumerate(senders):
+            to = senders[(i * 7 + 1 + (h % 3)) % n].address if h % 9 else dev_key(f"new{h}-{i}").address
+            txs.append(transfer(key, nonces[i], to, ONE_QNX // 10))
+            nonces[i] += 1
+        block, result = app.build_block(txs, proposer=validator.address, time_ms=app.last_time_ms + 1000,
+                                        last_commit=app.get_commit_cert(app.height) or b"")
+        app.commit_block(block, result, encode(["bench-cert", app.height + 1]))
+        hook.observe_block(block)
+    return nonces
+
+
+def startup(n_blocks: int, n_accounts: int = 200) -> None:
+    from state.codec import encode
+
+    accounts = [dev_key(f"acct{i}") for i in range(n_accounts)]
     validator = dev_key("validator-0")
     with tempfile.TemporaryDirectory() as tmp:
         kv = LevelDBKV(Path(tmp) / "state", create_if_missing=True)
@@ -155,7 +221,6 @@ def startup(n_blocks: int) -> None:
             block, result = app.build_block(txs, proposer=validator.address, time_ms=app.last_time_ms + 1000,
                                             last_commit=app.get_commit_cert(app.height) or b"")
             app.commit_block(block, result, encode(["bench-cert", h]))
-            t = time.perf_counter()
             hook.observe_block(block)
         build = time.perf_counter() - t0
         hook.close()

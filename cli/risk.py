@@ -77,7 +77,7 @@ def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review:
                                     render_table, write_plots)
     from node.risk.store import ModelStore
     from node.risk.synth import generate
-    from node.risk.train import CALIBRATION_OFFSET, HELD_OUT_OFFSET, POPULATIONS, populations, training_seeds
+    from node.risk.train import HELD_OUT_OFFSET, POPULATIONS, calibration_seeds, populations, training_seeds
 
     model = ModelStore(model_dir).load(version)
     data = model.meta.get("data", {})
@@ -98,7 +98,7 @@ def evaluate_cmd(model_dir: Path, version: int | None, seed: int | None, review:
     report["held_out_seeds"] = held_seeds
     if lopo:
         training = model.meta.get("training", {})
-        calibration = generate(train_seed + CALIBRATION_OFFSET, accounts=accounts, blocks=blocks)
+        calibration = populations(calibration_seeds(train_seed), accounts, blocks)
         report["leave_one_pattern_out"] = leave_one_pattern_out(
             train, calibration, held, seed=train_seed, epochs=int(training.get("epochs", 25)), trees=100,
             review=thresholds.get("review", 0.5), reject=thresholds.get("reject", 0.9))
@@ -141,7 +141,8 @@ def score(home: Path, rpc: str, raw: str | None, sender: str | None, to: str | N
         if not r.get("scored", True):
             return f"{r['hash']}: admit (this kind of transaction is not scored)"
         reasons = ", ".join(f"{f['feature']}={f['value']}" for f in r["top_features"]) or "-"
-        return (f"{r['hash']}: {r['decision']} (score {r['score']:.4f}; mlp {r['mlp']:.4f}, anomaly "
+        rule = f"rule {r['rule']}; " if r.get("rule") else ""  # node.risk.policy: a drain, and its signals
+        return (f"{r['hash']}: {r['decision']} ({rule}score {r['score']:.4f}; mlp {r['mlp']:.4f}, anomaly "
                 f"{r['anomaly']:.4f}; model v{r['model_version']}; reasons: {reasons})")
 
     emit(out, as_json, human)

@@ -36,10 +36,10 @@ def model(store):
 # -- features ----------------------------------------------------------------------
 
 
-def test_feature_vector_is_31_named_floats_and_schema_hash_is_stable():
-    assert N_FEATURES == 31 == len(set(FEATURE_NAMES))
+def test_feature_vector_is_35_named_floats_and_schema_hash_is_stable():
+    assert N_FEATURES == 35 == len(set(FEATURE_NAMES))
     row = extract(TxEvent(A, B, "QNX", 5.0, 0.001, 1), 100.0, 0, HistoryStore())
-    assert row.shape == (31,) and row.dtype == np.float32 and np.isfinite(row).all()
+    assert row.shape == (35,) and row.dtype == np.float32 and np.isfinite(row).all()
     assert schema_hash() == schema_hash() and len(schema_hash()) == 64
 
 
@@ -110,8 +110,18 @@ def test_fraud_patterns_have_their_signatures():
     assert mean("burst", "velocity_vs_baseline") > mean("normal", "velocity_vs_baseline")
     assert mean("burst", "pending_vs_peak") > mean("normal", "pending_vs_peak")
     assert mean("drain", "receiver_unfunded") > 0.5 > mean("normal", "receiver_unfunded")
-    assert mean("mule", "balance_share") > 0.3 > mean("normal", "balance_share")
+    # a mule forwards what it collected in parts, each a share of what is left, several pending at once
+    assert mean("mule", "drained_share") > 0.4 > 0.1 > mean("normal", "drained_share")
+    assert mean("mule", "prior_new_outflow_share") > 0.3 > mean("normal", "prior_new_outflow_share")
     assert mean("mule", "sender_age_log") < mean("normal", "sender_age_log")  # fresh accounts
+    # schema 4's takeover signals, on the transfer that completes each drain of the kinds that carry them
+    completes = d.x[:, FEATURE_NAMES.index("drained_share")] >= 0.9
+
+    def kind_mean(kind, name):
+        return float(d.x[(d.kind == kind) & completes, FEATURE_NAMES.index(name)].mean())
+
+    assert kind_mean("drain:fanout", "prior_new_outflow_share") > 0.3 > 0.1 > mean("normal", "prior_new_outflow_share")
+    assert kind_mean("drain:probe", "fresh_others_10") > 0.3 > kind_mean("normal:move_all", "fresh_others_10")
 
 
 # -- models --------------------------------------------------------------------------
@@ -125,7 +135,7 @@ def test_mlp_learns_a_separable_problem_and_has_the_issue_shape():
     mlp.fit(x, y, epochs=10)
     assert mlp.sizes == (20, 64, 32, 16, 1)
     from node.risk.model import MLP_SIZES
-    assert MLP_SIZES == (31, 64, 32, 16, 1)
+    assert MLP_SIZES == (35, 64, 32, 16, 1)
     assert ((mlp.predict(x) > 0.5) == y).mean() > 0.95
 
 
@@ -232,7 +242,7 @@ def test_model_beats_the_amount_threshold_baseline_on_held_out_data(store, model
 
 def test_training_is_fast_enough():
     data = generate(5, accounts=60, blocks=400)
-    mlp = MLP.init((31, 64, 32, 16, 1), seed=0)
+    mlp = MLP.init((35, 64, 32, 16, 1), seed=0)
     started = time.perf_counter()
     mlp.fit(data.x, data.y.astype(np.float32), epochs=5)
     rate = 5 * len(data) / (time.perf_counter() - started)

@@ -51,6 +51,7 @@ class IsolationForest:
         self._child = child.ravel().astype(np.intp)
         self._feat = self.feature.ravel().astype(np.intp)
         self._thr = self.threshold.ravel()
+        self._real = np.isfinite(self._thr).astype(np.float64)  # 0 for the +inf padding splits
         self._value = np.concatenate([np.zeros(trees * n_internal, np.float64), self.leaf_value.ravel()])
         self._roots = (np.arange(trees) * n_internal).astype(np.intp)
         self._c = float(c_factor(np.array([self.sample_size]))[0])
@@ -147,6 +148,20 @@ class IsolationForest:
             node = 2 * node + 1 + go_right
         total = out.sum(axis=1, keepdims=True)
         return out / np.where(total > 0, total, 1.0)
+
+    def feature_shares_one(self, row: np.ndarray) -> np.ndarray:
+        """feature_shares of one row (float32, 1-D) on the flat numbering: admission's flagged path."""
+        g = self._roots
+        child, feat, thr, real = self._child, self._feat, self._thr, self._real
+        feats, weights = [], []
+        for d in range(self.depth):
+            f = feat.take(g)
+            feats.append(f)
+            weights.append(real.take(g) * (1.0 / (d + 1)))  # padding splits weigh 0
+            g = child.take(g) + (row.take(f) >= thr.take(g))
+        out = np.bincount(np.concatenate(feats), weights=np.concatenate(weights), minlength=len(row))
+        total = out.sum()
+        return out / total if total > 0 else out
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Anomaly score in (0, 1]: 2^(-E[h] / c(n)); above ~0.6 is unusual."""

@@ -16,6 +16,14 @@ On populations the model never saw (other seeds, other behaviour mixes):
 * leave-one-pattern-out (``node.risk.train.leave_one_pattern_out``): retrain without each
   pattern and measure its recall: how the model does on a fraud it was
   never shown;
+* the hook's decisions (the model with node.risk.policy's rules on top):
+  recall per pattern and false positives again, and the drain table: for
+  each kind of account drain the generator makes (plain, and with each
+  second takeover signal), on its drain rows (the ones the drain rule
+  matches: the part that completes the drain), how often the model alone
+  and the hook refuse and flag it and which signals fired; beside it what
+  the rules cost on normal traffic and on owners moving everything to a
+  wallet of their own;
 * ROC and precision-recall curves as points in the JSON, and as PNG plots
   when matplotlib is installed (``pip install qenexd[plots]``).
 """
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from node.risk import policy
 from node.risk.features import FEATURE_NAMES, FEE_FEATURE
 from node.risk.model import RiskModel
 from node.risk.synth import Dataset
@@ -144,6 +153,53 @@ def per_pattern(patterns: np.ndarray, scores: np.ndarray, review: float, reject:
     return out
 
 
+def hook_per_pattern(patterns: np.ndarray, decided: np.ndarray) -> dict[str, Any]:
+    out = {}
+    for name in sorted(set(patterns.tolist()) - {"normal"}):
+        mask = patterns == name
+        out[name] = {"n": int(mask.sum()), "recall_review": round(float((decided[mask] >= 1).mean()), 4),
+                     "recall_reject": round(float((decided[mask] == 2).mean()), 4)}
+    return out
+
+
+def drain_table(data: Dataset, scores: np.ndarray, decided: np.ndarray, reject: float) -> dict[str, Any]:
+    """Per kind of account drain, on its drain rows: refused by the model alone and by the hook, signals fired.
+
+    A kind's drain rows are its rows the drain rule matches (the transfer
+    that completes the drain: the first legs of a split or a fan-out move
+    less than 90 % and are not drains yet); ``rows`` counts them all.
+    ``normal`` is what the same rules do to normal traffic.
+    """
+    assert data.kind is not None
+    drain = policy.drain_mask(data.x)
+    signals = policy.signal_masks(data.x)
+    kinds: dict[str, Any] = {}
+    for kind in sorted(k for k in set(data.kind.tolist()) if k.startswith("drain:") or k == "normal:move_all"):
+        rows = data.kind == kind
+        mask = rows & drain
+        n = int(mask.sum())
+        entry: dict[str, Any] = {"rows": int(rows.sum()), "n": n}
+        if n:
+            entry.update({
+                "model_refused": round(float((scores[mask] > reject).mean()), 4),
+                "refused": round(float((decided[mask] == 2).mean()), 4),
+                "flagged": round(float((decided[mask] >= 1).mean()), 4),
+                "signals": {name: round(float(m[mask].mean()), 4) for name, m in signals.items()},
+            })
+        kinds[kind.split(":", 1)[1]] = entry
+    normal = data.pattern == "normal"
+    rules = policy.rule_decisions(data.x)
+    return {
+        "kinds": kinds,
+        "normal": {
+            "n": int(normal.sum()),
+            "drain_rule": round(float((rules[normal] >= 1).mean()), 6),
+            "refused_by_rules": round(float((rules[normal] == 2).mean()), 6),
+            "signal_rate": {name: round(float(m[normal].mean()), 5) for name, m in signals.items()},
+        },
+    }
+
+
 def best_share_threshold(train: Dataset) -> float:
     """The balance-share cut (new receivers only, as the ``rules`` fallback) that maximises F1 on the training data."""
     share = train.x[:, FEATURE_NAMES.index("balance_share")] * train.x[:, FEATURE_NAMES.index("new_counterparty")]
@@ -209,6 +265,16 @@ def evaluate(model: RiskModel, held_out: Dataset, amount_threshold: float,
         "per_pattern": per_pattern(held_out.pattern, ablated, review, reject),
         "false_positive_rate": round(float((ablated[normal] > review).mean()), 5),
     }
+    decided = policy.decisions(scores, held_out.x, review, reject)
+    out["hook"] = {
+        "review": metrics_at(y, decided.astype(np.float64), 0.5),
+        "reject": metrics_at(y, decided.astype(np.float64), 1.5),
+        "per_pattern": hook_per_pattern(held_out.pattern, decided),
+        "false_positive_rate": {"review": round(float((decided[normal] >= 1).mean()), 5),
+                                "reject": round(float((decided[normal] == 2).mean()), 5)},
+    }
+    if held_out.kind is not None:
+        out["drains"] = drain_table(held_out, scores, decided, reject)
     out["curves"] = curves(y, scores)
     return out
 
@@ -271,8 +337,34 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append("  trained without the pattern:         " + ", ".join(
             f"{k} {v['recall_review']:.3f}/{v['recall_reject']:.3f}"
             for k, v in report["leave_one_pattern_out"].items() if v["recall_review"] is not None))
+        lines.append("  ... with the rules on top (hook):    " + ", ".join(
+            f"{k} {v['hook_recall_review']:.3f}/{v['hook_recall_reject']:.3f}"
+            for k, v in report["leave_one_pattern_out"].items() if v.get("hook_recall_review") is not None))
     fpr = report.get("false_positive_rate", {"review": report["normal_flag_rate"], "reject": float("nan")})
     lines.append(f"normal transactions flagged for review: {fpr['review']:.4%}, refused: {fpr['reject']:.4%}")
+    if "hook" in report:
+        hk = report["hook"]
+        lines.append(row("hook (model + rules), review", hk["review"], float("nan")))
+        lines.append(row("hook (model + rules), reject", hk["reject"], float("nan")))
+        lines.append("  hook recall by pattern (review / reject): " + ", ".join(
+            f"{k} {v['recall_review']:.3f}/{v['recall_reject']:.3f}" for k, v in hk["per_pattern"].items()))
+        lines.append(f"  hook on normal transactions: flagged {hk['false_positive_rate']['review']:.4%}, "
+                     f"refused {hk['false_positive_rate']['reject']:.4%}")
+    if "drains" in report:
+        d = report["drains"]
+        lines.append("account drains, on the row that completes each (n; refused by the model alone -> "
+                     "by the hook; flagged by the hook; signals seen):")
+        for kind, v in d["kinds"].items():
+            if not v["n"]:
+                lines.append(f"  {kind:10} n=0 ({v['rows']} rows, none a drain by the rule)")
+                continue
+            seen = ", ".join(f"{k} {r:.2f}" for k, r in v["signals"].items() if r) or "none"
+            lines.append(f"  {kind:10} n={v['n']:<4} refused {v['model_refused']:.3f} -> {v['refused']:.3f}; "
+                         f"flagged {v['flagged']:.3f}; signals: {seen}")
+        nm = d["normal"]
+        lines.append(f"  rules on normal traffic (n={nm['n']}): drain rule {nm['drain_rule']:.4%}, "
+                     f"refused by the rules {nm['refused_by_rules']:.4%}; each signal alone: " + ", ".join(
+                         f"{k} {r:.3%}" for k, r in nm["signal_rate"].items()))
     if "normal_by_kind" in report:
         lines.append("  flagged by kind: " + ", ".join(
             f"{k} {v['flagged']:.4f} (n={v['n']})" for k, v in report["normal_by_kind"].items()))

@@ -1,10 +1,10 @@
-"""The risk hook's fixed-length feature vector (schema 3: 31 numbers).
+"""The risk hook's fixed-length feature vector (schema 4: 35 numbers).
 
 One row per transaction, computed from the transaction (a ``TxEvent``), the
 sender's committed balance of the token, how many of the sender's
-transactions are already pending (and, of those, how many pay a never-seen
-address and how much of the token they move: ``Pending``), and the
-incremental ``HistoryStore``.
+transactions are already pending (and, of those, which never-seen
+addresses they pay and how much of the token they move, to new receivers
+and in all: ``Pending``), and the incremental ``HistoryStore``.
 ``height`` is the height the transaction would land at (head + 1).  What a
 takeover, a mule or wash trading looks like *whatever the fee*: the share of
 the balance, the counterparty's novelty, the receiver's age and fan-in, the
@@ -56,6 +56,20 @@ the quiet time before it, round trips.
                              transactions, or fanned out to several addresses, before any commits
 30  balance_log              log10(1 + the sender's committed balance of the token, whole units): a
                              dust prober holds little; a benchmark's genesis-funded sender holds a lot
+31  prior_new_outflow_share  what the sender's pending transactions and its sends of the last 100
+                             blocks moved of the token to receivers it had never paid (pending ones:
+                             feature 13 of their own rows), over what it held 100 blocks ago
+                             (committed balance + its sends of the token in the window; inflows left
+                             out), [0, 1]: how much of the balance already left for new receivers
+                             before this transaction: the earlier legs of a split or a fan-out, even
+                             once they have committed
+32  fresh_others_10          log10(1 + distinct addresses other than this receiver that the sender paid
+                             in the last 10 blocks while they had no history, or pays in pending
+                             transactions while never seen): probes and fan-out legs, committed or not;
+                             an owner's test payment to the wallet it then fills is not counted
+33  receiver_senders_log     log10(1 + distinct senders that ever paid the receiver, up to 256 kept)
+34  receiver_sent_log        log10(1 + transactions the receiver ever sent): an address that collects
+                             from several senders and never pays anyone is a collector
 ==  =======================  ==========================================================
 
 The schema hash (names + version) is stored in every model file; a node
@@ -67,13 +81,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from bisect import bisect_right
+from itertools import compress, islice
+from operator import mul, sub
 from dataclasses import dataclass
 
 import numpy as np
 
 from node.risk.history import AccountHistory, HistoryStore, TxEvent
 
-FEATURE_SCHEMA_VERSION = 3
+FEATURE_SCHEMA_VERSION = 4
 FEATURE_NAMES: tuple[str, ...] = (
     "amount_log",
     "balance_share",
@@ -106,11 +123,18 @@ FEATURE_NAMES: tuple[str, ...] = (
     "pending_to_unseen",
     "drained_share",
     "balance_log",
+    "prior_new_outflow_share",
+    "fresh_others_10",
+    "receiver_senders_log",
+    "receiver_sent_log",
 )
 N_FEATURES = len(FEATURE_NAMES)
 FEE_FEATURE = FEATURE_NAMES.index("fee_vs_median")
-assert N_FEATURES == 31
+assert N_FEATURES == 35
 UNSEEN_FEATURE = FEATURE_NAMES.index("receiver_unfunded")
+NEW_COUNTERPARTY_FEATURE = FEATURE_NAMES.index("new_counterparty")
+WINDOW = 100  # blocks: the outflow window of feature 31
+FRESH_WINDOW = 10  # blocks: the fresh-receiver window of feature 32
 
 
 def schema_hash() -> str:
@@ -129,9 +153,10 @@ def _log1p10(x: float) -> float:
 def _burstiness(heights: list[int]) -> float:
     if len(heights) < 3:
         return 0.0
-    gaps = [b - a for a, b in zip(heights, heights[1:])]
-    mu = sum(gaps) / len(gaps)
-    sigma = math.sqrt(sum((g - mu) ** 2 for g in gaps) / len(gaps))
+    gaps = list(map(sub, heights[1:], heights[:-1]))  # integers: the sums below are exact
+    n = len(gaps)
+    mu = sum(gaps) / n
+    sigma = math.sqrt(max(sum(map(mul, gaps, gaps)) / n - mu * mu, 0.0))
     return 0.0 if sigma + mu == 0 else (sigma - mu) / (sigma + mu)
 
 
@@ -150,11 +175,15 @@ class Pending:
 
     ``unseen``: how many pay a never-seen address (at most the count);
     ``outflow``: how much of the scored transaction's token they move, in
-    whole units.
+    whole units; ``new_outflow``: the part of it paid to receivers the
+    sender had never paid (their own feature 13); ``unseen_receivers``:
+    the never-seen addresses they pay.
     """
 
     unseen: int = 0
     outflow: float = 0.0
+    new_outflow: float = 0.0
+    unseen_receivers: frozenset[bytes] = frozenset()
 
 
 NO_PENDING = Pending()
@@ -162,69 +191,101 @@ NO_PENDING = Pending()
 
 def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
             known: Pending = NO_PENDING) -> np.ndarray:
-    """The feature row of ``ev`` (float32, length N_FEATURES)."""
+    """The feature row of ``ev`` (float32, length N_FEATURES).
+
+    Admission's hot path (one call per scored transaction): each history
+    deque is walked once, newest first, and only as far back as a window
+    needs.
+    """
     s: AccountHistory | None = store.get(ev.sender)
     r: AccountHistory | None = store.get(ev.receiver)
     h = ev.height
+    amount = ev.amount
     log10 = math.log10
-    la = log10(1.0 + ev.amount)
+    la = log10(1.0 + amount)
     f = [0.0] * N_FEATURES
     f[0] = la
-    f[1] = _clip(ev.amount / balance, 0.0, 1.0) if balance > 0 else 1.0
+    f[1] = _clip(amount / balance, 0.0, 1.0) if balance > 0 else 1.0
     recent10 = pending
-    if s is not None and s.sent:
-        mean_amount = s.amount_sum / s.sent
-        f[2] = _clip(log10((1.0 + ev.amount) / (1.0 + mean_amount)), -5, 5)
-        f[4] = _clip(log10((1.0 + ev.amount) / (1.0 + s.max_amount)), -5, 5)
-        if s.sent >= 3:
-            mu = s.log_sum / s.sent
-            var = max(s.log_sq / s.sent - mu * mu, 0.0)
-            f[3] = _clip((la - mu) / math.sqrt(var + 0.01), -5, 5)
-        heights = s.sent_heights
-        n10 = n100 = 0
-        for x in reversed(heights):
-            if x <= h - 100:
+    window_out = window_new = 0.0
+    fresh: set[bytes] = set(known.unseen_receivers)
+    if s is not None:
+        sent = s.sent
+        age = h - s.first_height
+        heights = s.sent_heights  # non-decreasing, like every deque of the history
+        if sent:
+            f[2] = _clip(log10((1.0 + amount) / (1.0 + s.amount_sum / sent)), -5, 5)
+            f[4] = _clip(log10((1.0 + amount) / (1.0 + s.max_amount)), -5, 5)
+            if sent >= 3:
+                mu = s.log_sum / sent
+                var = max(s.log_sq / sent - mu * mu, 0.0)
+                f[3] = _clip((la - mu) / math.sqrt(var + 0.01), -5, 5)
+            n = len(heights)
+            n10 = n - bisect_right(heights, h - 10)
+            n100 = n - bisect_right(heights, h - 100)
+            recent10 = n10 + pending
+            f[7] = _log1p10(recent10)
+            f[8] = _log1p10(n100 + pending)
+            tail = list(islice(reversed(heights), 20))
+            tail.reverse()
+            tail.append(h)
+            f[10] = _burstiness(tail)
+            last = heights[-1]
+            idle = max(h - last, 0)
+            f[11] = _log1p10(idle)
+            if sent >= 2:
+                habit = max(last - s.first_height, 1) / (sent - 1)
+                f[12] = _clip(log10((1.0 + idle) / (1.0 + habit)), -3, 3)
+            flags = s.new_flags
+            f[14] = sum(flags) / len(flags) if flags else 0.0
+            f[15] = _log1p10(_recent_distinct(s.sent_to, h - 100))
+        else:
+            f[7] = f[8] = _log1p10(pending)
+        f[5] = _log1p10(age)
+        f[6] = _log1p10(sent)
+        expected = 10.0 * sent / max(age, 10)
+        f[9] = _clip(log10((1.0 + recent10) / (1.0 + expected)), -3, 3)
+        f[13] = 0.0 if ev.receiver in s.sent_to else 1.0
+        if ev.is_swap:
+            f[20] = 1.0 if s.trades.get(ev.reverse_key, -10**9) > h - 100 else 0.0
+        else:
+            f[20] = 1.0 if s.received_from.get(ev.receiver, -10**9) > h - 100 else 0.0
+        # What it received in the last 20 blocks; what it sent in the last 20 (every token) and, of
+        # this token, in the last WINDOW (to new receivers too): each deque is in height order, so a
+        # window is a bisect and a sum in C (a loop only for a sender of several tokens).
+        inflow = sum(islice(s.received_amounts, bisect_right(s.received_heights, h - 20), None))
+        amounts = s.sent_amounts
+        cut = bisect_right(heights, h - WINDOW)
+        out20 = amount + sum(islice(amounts, bisect_right(heights, h - 20), None))
+        tokens = s.sent_tokens
+        token = ev.token
+        if tokens.count(token) == len(tokens):  # every recent send in this token
+            window_out = sum(islice(amounts, cut, None))
+            window_new = sum(compress(islice(amounts, cut, None), islice(s.new_flags, cut, None)))
+        else:
+            for a, t, new in zip(islice(amounts, cut, None), islice(tokens, cut, None), islice(s.new_flags, cut, None)):
+                if t == token:
+                    window_out += a
+                    if new:
+                        window_new += a
+        f[21] = _clip(out20 / inflow, 0.0, 2.0) if inflow > 0 else 0.0
+        since = h - FRESH_WINDOW
+        for hh, receiver in reversed(s.fresh_sent):
+            if hh <= since:
                 break
-            n100 += 1
-            if x > h - 10:
-                n10 += 1
-        recent10 = n10 + pending
-        f[7] = _log1p10(recent10)
-        f[8] = _log1p10(n100 + pending)
-        tail = list(heights)[-20:]
-        tail.append(h)
-        f[10] = _burstiness(tail)
-        idle = max(h - heights[-1], 0)
-        f[11] = _log1p10(idle)
-        if s.sent >= 2:
-            habit = max(heights[-1] - s.first_height, 1) / (s.sent - 1)
-            f[12] = _clip(log10((1.0 + idle) / (1.0 + habit)), -3, 3)
-        f[14] = sum(s.new_flags) / len(s.new_flags) if s.new_flags else 0.0
-        f[15] = _log1p10(_recent_distinct(s.sent_to, h - 100))
+            fresh.add(receiver)
     else:
         f[7] = f[8] = _log1p10(pending)
-    if s is not None:
-        age = h - s.first_height
-        f[5] = _log1p10(age)
-        f[6] = _log1p10(s.sent)
-        expected = 10.0 * s.sent / max(age, 10)
-        f[9] = _clip(log10((1.0 + recent10) / (1.0 + expected)), -3, 3)
-    else:
         f[9] = _clip(log10(1.0 + pending), -3, 3)
-    f[13] = 0.0 if s is not None and ev.receiver in s.sent_to else 1.0
+        f[13] = 1.0
     if r is not None:
         f[16] = _log1p10(_recent_distinct(r.received_from, h - 100))
         f[19] = _log1p10(h - r.first_height)
-    f[17] = 1.0 if r is None else 0.0
-    f[18] = 1.0 if r is None and not ev.receiver_funded else 0.0
-    if ev.is_swap:
-        f[20] = 1.0 if s is not None and s.trades.get(ev.reverse_key, -10**9) > h - 100 else 0.0
-    elif s is not None:
-        f[20] = 1.0 if s.received_from.get(ev.receiver, -10**9) > h - 100 else 0.0
-    if s is not None:
-        inflow = sum(a for hh, a in s.received if hh > h - 20)
-        outflow = ev.amount + sum(a for hh, a in s.sent_recent if hh > h - 20)
-        f[21] = _clip(outflow / inflow, 0.0, 2.0) if inflow > 0 else 0.0
+        f[33] = _log1p10(len(r.received_from))
+        f[34] = _log1p10(r.sent)
+    else:
+        f[17] = 1.0
+        f[18] = 0.0 if ev.receiver_funded else 1.0
     f[22] = 1.0 if ev.token == "QNX" else 0.0
     f[23] = 1.0 if ev.is_swap else 0.0
     f[24] = _clip(ev.pool_impact, 0.0, 1.0)
@@ -235,7 +296,11 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
     peak = s.peak_block_sends if s is not None else 0
     f[27] = _clip(log10((1.0 + pending) / max(peak, 1)), -3, 3)
     f[28] = _log1p10(min(known.unseen, pending))
-    drained = ev.amount + known.outflow
+    drained = amount + known.outflow
     f[29] = _clip(drained / balance, 0.0, 1.0) if balance > 0 else 1.0
     f[30] = _log1p10(balance)
+    held = balance + window_out
+    f[31] = _clip((known.new_outflow + window_new) / held, 0.0, 1.0) if held > 0 else 0.0
+    fresh.discard(ev.receiver)
+    f[32] = _log1p10(len(fresh))
     return np.array(f, dtype=np.float32)

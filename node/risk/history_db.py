@@ -1,13 +1,16 @@
 """The risk history on disk: the node's own LevelDB, apart from consensus state.
 
 ``HOME/data/risk-history/`` holds one key per account (``a`` + address →
-msgpack of node.risk.history.account_to_wire) and one meta key (``m`` →
+its last active height as 8 big-endian bytes, then the msgpack of
+node.risk.history.account_to_wire) and one meta key (``m`` →
 format, the height the history is complete up to, the recent fees).  The
 node writes the accounts a block touched and the new height in one batch
 right after the block commits (``flush``), so the history and its height
 never disagree; at start-up ``load`` reads it back in one scan instead of
-replaying blocks, and the hook replays only the blocks committed after the
-stored height (none after a clean stop, a few after a crash).
+replaying blocks (each record stays encoded until the account is first
+used: node.risk.history.StoredAccount), and the hook replays only the
+blocks committed after the stored height (none after a clean stop, a few
+after a crash).
 
 Nothing here is consensus state: the directory can be deleted at any time
 (the next start rebuilds it from recent blocks), and it is written with
@@ -17,6 +20,7 @@ in the same batch makes the next start replay.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -24,11 +28,11 @@ from typing import Any
 
 import msgpack
 
-from node.risk.history import HistoryStore, account_from_wire, account_to_wire
+from node.risk.history import AccountHistory, HistoryStore, StoredAccount, account_to_wire
 
 log = logging.getLogger("qenex.risk")
 
-FORMAT = 1
+FORMAT = 2  # 2: recent sends carry their token, fresh receivers (feature schema 4)
 ACCOUNT = b"a"
 META = b"m"
 
@@ -67,21 +71,28 @@ class HistoryDB:
         return meta
 
     def load(self, store: HistoryStore) -> int:
-        """Fill ``store`` from disk; returns the stored height (0 if empty)."""
+        """Fill ``store`` from disk (records still encoded: StoredAccount); returns the stored height (0 if empty)."""
         raw = self.kv.get(META)
         if raw is None:
             return 0
         meta = self._meta(raw)
-        accounts = {}
+        # Up to 50,000 accounts in one burst: the cyclic collector would walk the growing heap again and
+        # again meanwhile; none of these is garbage.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
+            accounts = []
             for key, value in self.kv.iterate(ACCOUNT):
-                if len(key) != 21:
-                    raise ValueError(f"account key of {len(key)} bytes")
-                accounts[key[1:]] = account_from_wire(msgpack.unpackb(value, raw=False))
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
-            raise HistoryDBError(f"risk history account record is damaged: {exc}") from None
-        # Recency order matters (counterparty maps are ordered; eviction by last activity).
-        store.accounts = dict(sorted(accounts.items(), key=lambda kv: (kv[1].last_active, kv[0])))
+                if len(key) != 21 or len(value) < 9:
+                    raise HistoryDBError(f"risk history account record is damaged: key of {len(key)} bytes, "
+                                         f"value of {len(value)}")
+                accounts.append((int.from_bytes(value[:8], "big"), key[1:], value[8:]))
+            # Recency order matters (counterparty maps are ordered; eviction by last activity).
+            accounts.sort(key=lambda t: (t[0], t[1]))
+            store.accounts = {address: StoredAccount(last, record) for last, address, record in accounts}
+        finally:
+            if collecting:
+                gc.enable()
         store.fees.clear()
         store.fees.extend(float(f) for f in meta.get("fees", []))
         store._fee_median = None
@@ -96,8 +107,9 @@ class HistoryDB:
         pack = msgpack.packb
         for address in store.dirty:
             acc = store.accounts.get(address)
-            if acc is not None:
-                puts[ACCOUNT + address] = pack(account_to_wire(acc), use_bin_type=True)
+            if isinstance(acc, AccountHistory):  # dirty ones are decoded: they were just written
+                puts[ACCOUNT + address] = acc.last_active.to_bytes(8, "big") + pack(account_to_wire(acc),
+                                                                                      use_bin_type=True)
         for address in store.evicted:
             puts[ACCOUNT + address] = None
         puts[META] = pack({"format": FORMAT, "height": store.height, "fees": list(store.fees)}, use_bin_type=True)

@@ -23,11 +23,18 @@ Fallback policy when no model is configured (``[risk] model_dir = ""``):
   of the sender's balance to a receiver it never paid is admitted and
   flagged for review; nothing is refused.
 
-With a model, that same drain rule is a floor under the model's decision: the
-model may refuse such a transfer, but never admits it unflagged.  A screen
-whose verdict on an account drain flips with one block of the sender's age
-(the live test saw 0.77 and 0.45 for the same drain) is not one a fraud team
-can rely on; rules plus a model is how they run.
+With a model, the rules of node.risk.policy sit on top of it: an account
+drain (90 % of the balance moved by this transaction and the pending ones, to
+a new receiver) is flagged for review whatever the model scores, and a
+drain with a second takeover signal (a fresh address paid besides this one,
+an earlier part of a split, a burst, a collecting receiver, a long quiet
+spell) is refused.  The decision is the stricter of the model's and the
+rules'; the assessment's ``rule`` names the rule that matched, and when it
+raised the model's decision its evidence (features with their values,
+``contribution`` None) leads ``top_features``.  A screen whose verdict on an account drain flips with
+one block of the sender's age (the live test saw 0.77 and 0.45 for the same
+drain) is not one a fraud team can rely on; rules plus a model is how they
+run.
 """
 
 from __future__ import annotations
@@ -43,13 +50,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from node.risk.features import FEATURE_NAMES, NO_PENDING, UNSEEN_FEATURE, Pending, extract
+from node.risk import policy
+from node.risk.features import (FEATURE_NAMES, NEW_COUNTERPARTY_FEATURE, NO_PENDING, UNSEEN_FEATURE, Pending,
+                                extract)
 from node.risk.history import HistoryStore, TxEvent
 from node.risk.history_db import HistoryDB, HistoryDBError
 from node.risk.model import RiskModel
 from node.risk.store import ModelStore
 from state.amounts import QNX_DECIMALS
 from state.blocks import Block
+from state.ledger import Ledger
 from state.payloads import Transfer
 from state.transactions import SignedTransaction
 
@@ -57,8 +67,10 @@ log = logging.getLogger("qenex.risk")
 
 FEATURE_CACHE = 50_000
 # What the hook remembers of the transactions it admitted and that are not
-# committed yet (features pending_to_unseen, drained_share): per sender,
-# nonce -> (pays a never-seen address, token, amount), at most
+# committed yet (features pending_to_unseen, drained_share,
+# prior_new_outflow_share, fresh_others_10): per sender, nonce -> (pays a
+# never-seen address, pays a receiver the sender never paid, token, amount,
+# receiver), at most
 # PENDING_PER_SENDER nonces for each of at most PENDING_SENDERS senders
 # (least recently scored dropped first).
 PENDING_PER_SENDER = 64
@@ -68,11 +80,11 @@ REPLAY_BLOCKS = 5_000  # most blocks replayed at start-up (no stored history, or
 RISK_HISTORY_DIR = "risk-history"  # under HOME/data
 FALLBACKS = ("admit", "rules")
 _BALANCE_SHARE = FEATURE_NAMES.index("balance_share")
-_NEW_COUNTERPARTY = FEATURE_NAMES.index("new_counterparty")
+_NEW_COUNTERPARTY = NEW_COUNTERPARTY_FEATURE
 
 
 def _is_drain(row: np.ndarray) -> bool:
-    """The drain rule: more than 90 % of the sender's balance to a receiver it never paid."""
+    """The ``rules`` fallback: more than 90 % of the sender's balance to a receiver it never paid."""
     return bool(row[_BALANCE_SHARE] > 0.9 and row[_NEW_COUNTERPARTY] == 1.0)
 
 
@@ -85,9 +97,11 @@ class Assessment:
     top_features: list[dict[str, Any]] = field(default_factory=list)
     mlp: float | None = None
     anomaly: float | None = None
+    # The node.risk.policy rule that matched ("drain", "drain+probe", ...), None when none did.
+    rule: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "decision": self.decision,
             "score": None if self.score is None else round(self.score, 6),
             "model_version": self.model_version,
@@ -95,6 +109,9 @@ class Assessment:
             "mlp": None if self.mlp is None else round(self.mlp, 6),
             "anomaly": None if self.anomaly is None else round(self.anomaly, 6),
         }
+        if self.rule is not None:
+            out["rule"] = self.rule
+        return out
 
 
 def pool_pseudo_address(pool: str) -> bytes:
@@ -118,8 +135,8 @@ class RiskHook:
         self._app: Any = None
         self._decimals: dict[str, int] = {"QNX": QNX_DECIMALS}
         self._features: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        # sender -> nonce -> (pays a never-seen address, token, whole units moved)
-        self._pending: OrderedDict[bytes, dict[int, tuple[bool, str, float]]] = OrderedDict()
+        # sender -> nonce -> (pays a never-seen address, pays a receiver it never paid, token, whole units, receiver)
+        self._pending: OrderedDict[bytes, dict[int, tuple[bool, bool, str, float, bytes]]] = OrderedDict()
         self._accounts: dict[bytes, Any] = {}
         self._accounts_height = -1
 
@@ -207,16 +224,32 @@ class RiskHook:
         except Exception:
             return 0.0
 
-    def _account(self, address: bytes) -> Any:
-        """The committed account, read once per height: a sender's run, a popular receiver, a gossip batch."""
+    def _cached(self, key: Any, read: Callable[[], Any]) -> Any:
+        """``read()`` once per height and key: a sender's run, a popular receiver, a gossip batch."""
         app = self._app
         if self._accounts_height != app.height or len(self._accounts) >= ACCOUNT_CACHE:
             self._accounts.clear()
             self._accounts_height = app.height
-        account = self._accounts.get(address)
-        if account is None:
-            account = self._accounts[address] = app.account(address)
-        return account
+        value = self._accounts.get(key)
+        if value is None:
+            value = self._accounts[key] = read()
+        return value
+
+    def _account(self, address: bytes) -> Any:
+        """The committed account (nonce and every balance)."""
+        return self._cached(address, lambda: self._app.account(address))
+
+    def _sender_state(self, address: bytes, token: str) -> tuple[int, int]:
+        """The committed (nonce, balance of ``token``) of a sender: two point reads, not the account's
+        balance scan (the account read was a third of a feature row's cost)."""
+        def read() -> tuple[int, int]:
+            view = getattr(self._app, "at", None)
+            if view is None:  # an application without height views (test doubles): the whole account
+                account = self._app.account(address)
+                return account.nonce, account.balances.get(token, 0)
+            ledger = Ledger(view(self._app.height).store)
+            return ledger.nonce(address), ledger.balance(address, token)
+        return self._cached((address, token), read)
 
     def event(self, stx: SignedTransaction, height: int, *, receiver_funded: bool = False) -> TxEvent | None:
         """The history event of a value-moving transaction (transfer, swap); None for other kinds."""
@@ -235,6 +268,7 @@ class RiskHook:
                 tx.sender, pool_pseudo_address(pool), token_in, p.amount_in / 10 ** self._decimals_of(token_in), fee,
                 height, is_swap=True, trade_key=f"{pool}:{direction}", reverse_key=f"{pool}:{1 - direction}",
                 pool_impact=self._pool_impact(pool, token_in, p.amount_in),
+                receiver_funded=True,  # a pool is never a never-seen address (as node.risk.synth has it)
             )
         # Token create/mint, pool deposits and withdrawals, rewards, batches, staking, contracts:
         # the model was trained on transfers and swaps only, so these are
@@ -262,10 +296,10 @@ class RiskHook:
         ev = self.event(stx, height, receiver_funded=funded)
         if ev is None:
             return None
-        account = self._account(stx.tx.sender)
-        balance = account.balances.get(ev.token, 0) / 10 ** self._decimals_of(ev.token)
-        pending = max(0, stx.tx.nonce - account.nonce)
-        known = self._pending_summary(stx.tx.sender, account.nonce, stx.tx.nonce, ev.token) if pending else NO_PENDING
+        nonce, units = self._sender_state(stx.tx.sender, ev.token)
+        balance = units / 10 ** self._decimals_of(ev.token)
+        pending = max(0, stx.tx.nonce - nonce)
+        known = self._pending_summary(stx.tx.sender, nonce, stx.tx.nonce, ev.token) if pending else NO_PENDING
         row = extract(ev, balance, pending, self.history, known)
         if cache:
             self._features[stx.hash] = row
@@ -275,31 +309,37 @@ class RiskHook:
 
     def _pending_summary(self, sender: bytes, committed: int, nonce: int, token: str) -> Pending:
         """Of ``sender``'s admitted, uncommitted nonces in [committed, nonce): how many pay a never-seen
-        address, and how much of ``token`` they move."""
+        address and which, how much of ``token`` they move, and how much of it to receivers it never paid."""
         known = self._pending.get(sender)
         if not known:
             return NO_PENDING
-        unseen, outflow = 0, 0.0
-        for n, (to_unseen, moved_token, amount) in known.items():
+        unseen, outflow, new_outflow = 0, 0.0, 0.0
+        receivers: set[bytes] = set()
+        for n, (to_unseen, to_new, moved_token, amount, receiver) in known.items():
             if committed <= n < nonce:
-                unseen += to_unseen
+                if to_unseen:
+                    unseen += 1
+                    receivers.add(receiver)
                 if moved_token == token:
                     outflow += amount
-        return Pending(unseen, outflow)
+                    if to_new:
+                        new_outflow += amount
+        return Pending(unseen, outflow, new_outflow, frozenset(receivers))
 
-    def _moved(self, stx: SignedTransaction) -> tuple[str, float]:
-        """(token, whole units) a scored transaction takes from its sender."""
+    def _moved(self, stx: SignedTransaction) -> tuple[str, float, bytes]:
+        """(token, whole units, receiver) of what a scored transaction takes from its sender."""
         p = stx.tx.payload
         if isinstance(p, Transfer):
-            return p.token, p.amount / 10 ** self._decimals_of(p.token)
+            return p.token, p.amount / 10 ** self._decimals_of(p.token), p.to
         token = p.path[0]  # a swap (features() scores nothing else)
-        return token, p.amount_in / 10 ** self._decimals_of(token)
+        pool = "/".join(sorted((p.path[0], p.path[1])))
+        return token, p.amount_in / 10 ** self._decimals_of(token), pool_pseudo_address(pool)
 
     def _remember_pending(self, stx: SignedTransaction, row: np.ndarray) -> None:
         sender = stx.tx.sender
         known = self._pending.pop(sender, None) or {}
         self._pending[sender] = known  # most recently scored last
-        known[stx.tx.nonce] = (bool(row[UNSEEN_FEATURE]), *self._moved(stx))
+        known[stx.tx.nonce] = (bool(row[UNSEEN_FEATURE]), bool(row[NEW_COUNTERPARTY_FEATURE]), *self._moved(stx))
         if len(known) > PENDING_PER_SENDER:
             del known[min(known)]
         if len(self._pending) > PENDING_SENDERS:
@@ -321,12 +361,34 @@ class RiskHook:
                     del self._pending[stx.tx.sender]
         if height <= self.history.height:
             return False  # replayed commit: already folded in
+        fresh = self._fresh_receivers(block)
         for stx in block.txs:
-            ev = self.event(stx, height)
+            p = stx.tx.payload
+            ev = self.event(stx, height, receiver_funded=not (isinstance(p, Transfer) and p.to in fresh))
             if ev is not None:
                 self.history.observe(ev)
         self.history.touch_height(height)
         return True
+
+    def _fresh_receivers(self, block: Block) -> set[bytes]:
+        """The block's transfer receivers that were never-seen addresses before it: no history here, and
+        their committed account now holds exactly what the block paid them and has sent nothing.
+
+        (Right after the commit that is "had no account before the block"; when an older block is
+        replayed at start-up the account has usually moved on since, and the receiver counts as funded.)
+        """
+        paid: dict[bytes, dict[str, int]] = {}
+        for stx in block.txs:
+            p = stx.tx.payload
+            if isinstance(p, Transfer) and self.history.get(p.to) is None:
+                tokens = paid.setdefault(p.to, {})
+                tokens[p.token] = tokens.get(p.token, 0) + p.amount
+        fresh = set()
+        for address, tokens in paid.items():
+            account = self._app.account(address)
+            if account.nonce == 0 and account.balances == {t: a for t, a in tokens.items() if a}:
+                fresh.add(address)
+        return fresh
 
     def observe_block(self, block: Block) -> None:
         """Fold a committed block into the history and persist what it changed (right after the commit)."""
@@ -360,7 +422,10 @@ class RiskHook:
 
     def _assess(self, stxs: Sequence[SignedTransaction], rows: list[np.ndarray | None]) -> list[Assessment]:
         scored = [i for i, row in enumerate(rows) if row is not None]
-        out = [Assessment(s.hash, "admit", None, None) for s in stxs]  # unscored kinds: admitted
+        out: list[Assessment] = [None] * len(stxs)  # type: ignore[list-item]
+        for i, row in enumerate(rows):
+            if row is None:
+                out[i] = Assessment(stxs[i].hash, "admit", None, None)  # unscored kinds: admitted
         if not scored:
             return out
         if self.model is None:
@@ -373,11 +438,15 @@ class RiskHook:
             combined, p, a = self.model.score_parts(np.vstack([rows[i] for i in scored]))
             parts = list(zip(combined.tolist(), p.tolist(), a.tolist()))
         for i, (score, p_i, a_i) in zip(scored, parts):
-            decision = "reject" if score > self.reject else "review" if score > self.review else "admit"
-            if decision == "admit" and _is_drain(rows[i]):  # type: ignore[arg-type]
-                decision = "review"  # the drain rule is a floor under the model
-            top = self.model.top_features(rows[i]) if decision != "admit" else []  # type: ignore[arg-type]
-            out[i] = Assessment(stxs[i].hash, decision, score, self.model.version, top, p_i, a_i)
+            model_decision = "reject" if score > self.reject else "review" if score > self.review else "admit"
+            hit = policy.check(rows[i])  # type: ignore[arg-type]  (None unless a drain: most rows, one test)
+            decision = policy.stricter(model_decision, hit)
+            top = (self.model.top_features(rows[i], parts=(p_i, a_i))  # type: ignore[arg-type]
+                   if decision != "admit" else [])
+            if hit is not None and decision != model_decision:
+                top = [dict(e) for e in hit.evidence] + top  # the rule decided: its evidence first
+            out[i] = Assessment(stxs[i].hash, decision, score, self.model.version, top, p_i, a_i,
+                                rule=None if hit is None else hit.name)
         return out
 
     def explain(self, stx: SignedTransaction) -> tuple[Assessment, np.ndarray | None]:
@@ -386,7 +455,7 @@ class RiskHook:
         if self.model is not None and row is not None and not assessment.top_features:
             assessment = Assessment(assessment.tx_hash, assessment.decision, assessment.score,
                                     assessment.model_version, self.model.top_features(row),
-                                    assessment.mlp, assessment.anomaly)
+                                    assessment.mlp, assessment.anomaly, assessment.rule)
         return assessment, row
 
     def _fallback(self, stx: SignedTransaction, row: np.ndarray) -> Assessment:

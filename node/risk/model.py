@@ -1,4 +1,4 @@
-"""The risk model: standardiser + MLP (31→64→32→16→1) + isolation forest + calibration.
+"""The risk model: standardiser + MLP (35→64→32→16→1) + isolation forest + calibration.
 
 Raw score (noisy-OR): ``r = 1 - (1 - p) * (1 - w * a)`` where ``p`` is the
 MLP's fraud probability, ``a`` the forest's anomaly score rescaled to [0, 1]
@@ -118,7 +118,8 @@ class RiskModel:
         """Call after changing the network in place (feedback steps): score_one rebuilds its arrays."""
         self._single = None
 
-    def top_features(self, row: np.ndarray, k: int = 3) -> list[dict[str, Any]]:
+    def top_features(self, row: np.ndarray, k: int = 3,
+                     parts: tuple[float, float] | None = None) -> list[dict[str, Any]]:
         """The features that pushed this row's score up most, highest first.
 
         Contributions are in units of the raw score (before the calibration,
@@ -130,11 +131,16 @@ class RiskModel:
         easy to isolate) times the anomaly part of the raw score;
         ``contribution`` is their sum (all rows' contributions add up to the
         raw score, p + w·a·(1 − p)).  Features that lowered the score are
-        left out.
+        left out.  ``parts``: the row's (mlp probability, rescaled anomaly) when
+        the caller has them already (score_one's), so they are not computed
+        twice.
         """
         row2 = np.atleast_2d(np.asarray(row, dtype=np.float32))
-        _, p_arr, a_arr = self.raw_parts(row2)
-        p, a = float(p_arr[0]), float(a_arr[0])
+        if parts is None:
+            _, p_arr, a_arr = self.raw_parts(row2)
+            p, a = float(p_arr[0]), float(a_arr[0])
+        else:
+            p, a = parts
         xs = self.standardise(row2)
         # d p / d logit = p (1 - p) vanishes when the network is sure (and is
         # 0 once float32 saturates); the logit's gradient × input ranks the
@@ -145,7 +151,8 @@ class RiskModel:
         positive = np.clip(logit_contrib, 0.0, None)
         mlp = positive / max(positive.sum(), 1e-9) * p  # raw = p + w·a·(1 − p): p is the network's part
         mlp = np.where(logit_contrib > 0, mlp, 0.0)
-        forest = self.forest.feature_shares(row2)[0] * ANOMALY_WEIGHT * a * (1.0 - p)
+        forest = (self.forest.feature_shares_one(row2[0]) * (ANOMALY_WEIGHT * a * (1.0 - p)) if a > 0
+                  else np.zeros(row2.shape[1]))
         total = mlp + forest
         order = np.argsort(-total)[:k]
         return [

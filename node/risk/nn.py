@@ -1,6 +1,6 @@
 """A small dense network in numpy: ReLU hidden layers, one sigmoid output.
 
-Used by the risk model (31→64→32→16→1) and the market predictor
+Used by the risk model (35→64→32→16→1) and the market predictor
 (15→32→16→8→1).  Training is mini-batch Adam on binary cross-entropy;
 ``sgd_step`` is the online update used by admin feedback.
 """

@@ -32,13 +32,21 @@ Fraud patterns (label 1), injected at random heights:
 
 * ``drain``  — an established account empties its balance to a fresh
   address.  Plain (one transfer of 90-100 %), or with a second takeover
-  signal: split into two or three rapid parts, fanned out to two or three
-  fresh addresses in one block, preceded by quick probes to fresh
-  addresses, after a dormancy far longer than the account's habit, or to a
-  thief address that collects several victims.  An owner moving everything
-  to a new wallet of their own (``normal:move_all``, about one in 800 of a
-  household's payments) looks like a plain drain, so a lone drain is
-  ambiguous (review) and the second signal is what makes it a refusal;
+  signal: split into two or three rapid parts (one block, or one a block),
+  fanned out to two or three fresh addresses in one block, after quick
+  probes to fresh addresses (in the same block or up to three blocks
+  before), after a spree of payments to known merchants and exchanges
+  (``drain:burst``), after a quiet spell of at least five times the
+  account's habitual gap between sends (as feature ``idle_vs_habit``
+  measures it), or to a thief address that collects several victims.  An
+  owner moving everything to a new wallet of their own
+  (``normal:move_all``: an established household picked at a random
+  height, as a thief picks a victim, about 9 per 1,500 blocks of 200
+  accounts against about 15 plain drains; half of them after a small test
+  payment to that wallet, in the same block or a few blocks before) looks
+  exactly like a plain drain, so a lone drain is ambiguous (about three in
+  four of those without a test payment are fraud: flagged for review) and
+  the second signal is what makes it a refusal;
 * ``burst``  — a taken-over account fires 10-40 transfers within 1-3 blocks
   to mostly new receivers;
 * ``mule``   — a fresh account collects from many senders (fan-in) and
@@ -49,9 +57,10 @@ Fraud patterns (label 1), injected at random heights:
 
 Features are computed exactly as the node does: per block, every row sees
 the history committed before that block plus the sender's earlier
-transactions in the block as pending ones (and which of those paid a
-never-seen address, as the node's hook remembers of the transactions it
-admitted).
+transactions in the block as pending ones (which never-seen addresses they
+pay and what they move, to new receivers and in all, as the node's hook
+remembers of the transactions it admitted); an address paid earlier in the
+block is still unfunded (the hook reads committed accounts).
 """
 
 from __future__ import annotations
@@ -61,10 +70,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from node.risk.features import N_FEATURES, UNSEEN_FEATURE, Pending, extract
+from node.risk.features import NEW_COUNTERPARTY_FEATURE, N_FEATURES, UNSEEN_FEATURE, Pending, extract
 from node.risk.history import HistoryStore, TxEvent
+from node.risk.policy import DORMANT_TIMES
 
 PATTERNS = ("normal", "drain", "burst", "mule", "wash", "dust")
+DORMANT = DORMANT_TIMES  # a dormant drain's victim was quiet for at least this many times its habit
+MOVE_ALL_RATE = 0.006  # owners moving everything, per block and 200 regular accounts (about 9 per 1500 blocks)
 FRAUD_PATTERNS = PATTERNS[1:]
 POOLS = ("QNX/USD", "QNX/ETH")
 
@@ -173,20 +185,27 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
     def established(h: int) -> list[bytes]:
         return [a for a in households if sends.get(a, 0) >= 3 and balances[(a, "QNX")] > 1]
 
+    def quiet(a: bytes, h: int) -> float:
+        """(1 + blocks since the last send) / (1 + the mean gap between sends): feature idle_vs_habit, unlogged."""
+        acc = store.get(a)
+        if acc is None or acc.sent < 2 or not acc.sent_heights:
+            return 0.0
+        last = acc.sent_heights[-1]
+        habit = max(last - acc.first_height, 1) / (acc.sent - 1)
+        return (1.0 + max(h - last, 0)) / (1.0 + habit)
+
     def plan_drain(h: int) -> None:
         pool = established(h)
         if not pool:
             return
-        variant = str(rng.choice(["plain", "plain", "split", "fanout", "probe", "dormant", "collector"]))
+        variant = str(rng.choice(["plain", "plain", "split", "fanout", "probe", "burst", "dormant", "collector"]))
         if variant == "dormant":
-            # the account that has been quiet longest relative to its own habit
-            def quiet(a: bytes) -> float:
-                gap = (h - starts[households.index(a)]) / max(sends.get(a, 1), 1)
-                return (h - last_sent.get(a, h)) / max(gap, 1.0)
-            candidates = sorted(pool, key=quiet)[-5:]
-            victim = candidates[int(rng.integers(0, len(candidates)))]
-            if quiet(victim) < 3:
-                variant = "plain"
+            # one of the accounts quiet for at least DORMANT times their habit, if any
+            candidates = [a for a in pool if quiet(a, h) >= DORMANT]
+            if candidates:
+                victim = candidates[int(rng.integers(0, len(candidates)))]
+            else:
+                variant, victim = "plain", pool[int(rng.integers(0, len(pool)))]
         else:
             victim = pool[int(rng.integers(0, len(pool)))]
         if variant == "collector":
@@ -211,9 +230,32 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 # the thief's quick test sends: a short burst from the taken-over key
                 pending.append((h, _Planned(victim, new_address(), float(10 ** rng.uniform(-3, 0)), pattern="burst",
                                             kind="burst:probe")))
-            pending.append((h, _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)), pattern="drain", kind=kind)))
+            later = 0 if rng.random() < 0.5 else int(rng.integers(1, 4))  # once they commit, or at once
+            pending.append((h + later, _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)), pattern="drain",
+                                                kind=kind)))
+        elif variant == "burst":
+            # a spree of purchases from the stolen key at known merchants and exchanges, then the rest
+            shops = merchants + exchanges
+            for _ in range(int(rng.integers(3, 7))):
+                pending.append((h, _Planned(victim, shops[int(rng.integers(0, len(shops)))],
+                                            -float(rng.uniform(0.01, 0.08)), pattern="burst", kind="burst:spree")))
+            pending.append((h + int(rng.integers(0, 2)), _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)),
+                                                                  pattern="drain", kind=kind)))
         else:
             pending.append((h, _Planned(victim, thief, -float(rng.uniform(0.9, 1.0)), pattern="drain", kind=kind)))
+
+    def plan_move_all(h: int) -> None:
+        # An owner moving everything to a new wallet of its own, chosen as a thief chooses a victim
+        # (any established household, at any time): nothing but a second signal tells the two apart.
+        pool = established(h)
+        if not pool:
+            return
+        owner, wallet = pool[int(rng.integers(0, len(pool)))], new_address()
+        later = 0
+        if rng.random() < 0.5:  # a small test payment to the new wallet first, then everything
+            later = int(rng.integers(0, 6))
+            pending.append((h, _Planned(owner, wallet, float(10 ** rng.uniform(-4, 0)), kind="normal:test")))
+        pending.append((h + later, _Planned(owner, wallet, -float(rng.uniform(0.9, 1.0)), kind="normal:move_all")))
 
     def plan_fraud(h: int) -> None:
         # drains are one or a few rows each, the others tens: draw drains more often
@@ -337,21 +379,24 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                     to = new_address()
                     pending.append((h + int(rng.integers(1, 4)), _Planned(
                         a, to, bal * share[a] * float(rng.lognormal(0, 0.6)), kind="normal:after_test")))
-            elif roll < 0.0212 and sends.get(a, 0) >= 3:
-                to, amount, kind = new_address(), bal * float(rng.uniform(0.9, 1.0)), "normal:move_all"
             token = "USD" if balances[(a, "USD")] > 0 and rng.random() < 0.2 and kind == "normal:payment" else "QNX"
             if token == "USD":
                 amount = balances[(a, "USD")] * share[a] * float(rng.lognormal(0, 0.6))
             planned.append(_Planned(a, to, amount, token=token, kind=kind))
         if rng.random() < fraud_rate * len(regular) / 20:
             plan_fraud(h)
+        if rng.random() < MOVE_ALL_RATE * len(regular) / 200:
+            plan_move_all(h)
         planned += [p for ph, p in pending if ph == h]
         pending[:] = [(ph, p) for ph, p in pending if ph > h]
 
         block_events: list[TxEvent] = []
         in_block: dict[bytes, int] = {}
         in_block_unseen: dict[bytes, int] = {}  # of those, paying a never-seen address
+        in_block_unseen_to: dict[bytes, set[bytes]] = {}  # which never-seen addresses
         in_block_out: dict[tuple[bytes, str], float] = {}  # and what they moved of each token
+        in_block_new_out: dict[tuple[bytes, str], float] = {}  # of it, to receivers the sender never paid
+        received_in_block: list[bytes] = []
         fee_mults = fee_levels[rng.choice(len(fee_levels), size=len(planned), p=fee_probs)] if planned else []
         for p, fee_mult in zip(planned, fee_mults):
             bal = balances.get((p.sender, p.token), 0.0)
@@ -366,13 +411,17 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
                 reverse_key=(p.swap[:-1] + str(1 - int(p.swap[-1]))) if p.swap else "",
                 pool_impact=p.impact, receiver_funded=bool(p.swap) or p.receiver in funded,
             )
-            known = Pending(in_block_unseen.get(p.sender, 0), in_block_out.get((p.sender, p.token), 0.0))
-            row = extract(ev, balances.get((p.sender, p.token), 0.0) + known.outflow, in_block.get(p.sender, 0),
-                          store, known)
+            key = (p.sender, p.token)
+            known = Pending(in_block_unseen.get(p.sender, 0), in_block_out.get(key, 0.0),
+                            in_block_new_out.get(key, 0.0), frozenset(in_block_unseen_to.get(p.sender, ())))
+            row = extract(ev, balances.get(key, 0.0) + known.outflow, in_block.get(p.sender, 0), store, known)
             rows.append(row)
             if row[UNSEEN_FEATURE]:
                 in_block_unseen[p.sender] = in_block_unseen.get(p.sender, 0) + 1
-            in_block_out[(p.sender, p.token)] = known.outflow + amount
+                in_block_unseen_to.setdefault(p.sender, set()).add(p.receiver)
+            in_block_out[key] = known.outflow + amount
+            if row[NEW_COUNTERPARTY_FEATURE]:
+                in_block_new_out[key] = known.new_outflow + amount
             fraud = p.pattern not in ("normal", "mule_in")
             ys.append(int(fraud))
             pats.append(p.pattern if fraud else "normal")
@@ -382,13 +431,14 @@ def generate(seed: int, *, accounts: int = 200, blocks: int = 1500, fraud_rate: 
             balances[(p.sender, p.token)] = bal - amount
             if not p.swap:
                 balances[(p.receiver, p.token)] = balances.get((p.receiver, p.token), 0.0) + amount
-                funded.add(p.receiver)
+                received_in_block.append(p.receiver)  # funded once the block commits
             sends[p.sender] = sends.get(p.sender, 0) + 1
             last_sent[p.sender] = h
             block_events.append(ev)
         for ev in block_events:
             store.observe(ev)
         store.touch_height(h)
+        funded.update(received_in_block)
     x = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, N_FEATURES), np.float32)
     return Dataset(x, np.array(ys, dtype=np.int8), np.array(pats), np.array(amounts, dtype=np.float64),
                    np.array(kinds))
