@@ -53,7 +53,7 @@ from state.errors import (
 )
 from state.genesis import ContractParams
 from state.abc import KVReader
-from state.ledger import Ledger, Overlay
+from state.ledger import Ledger, Overlay, read_account
 from state.payloads import MAX_ARGS_BYTES, check_symbol
 from state.staking import MODULE_ACCOUNTS
 from state.transactions import MAX_EVENT_DATA, MAX_EVENT_TOPIC, MAX_EVENTS, MAX_OUTPUT_BYTES, Event
@@ -750,13 +750,10 @@ class ContractQueries:
         if record is None:
             return None
         code_size = len(contracts.code(record.code_hash))
-        balances = {}
-        prefix = keys.balance_prefix(address)
-        for key, raw in self.store.iterate(prefix):
-            balances[key[len(prefix):].decode()] = decode(raw)
+        balances = read_account(self.store, address).balances
         return ContractInfo(Address(address), record.code_hash, code_size, record.deployer, record.created_height,
                             record.storage_entries, record.storage_bytes, record.methods, record.reentrant,
-                            dict(sorted(balances.items())))
+                            balances)
 
     def storage(self, address: bytes, *, prefix: bytes = b"", start_after: bytes | None = None,
                 limit: int = 100) -> tuple[list[tuple[bytes, bytes]], bytes | None]:

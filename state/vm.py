@@ -50,8 +50,6 @@ MAX_WASM_STACK = 2 * 1024 * 1024
 # Before compiling, state.wasm_instrument reads every instruction and refuses what would make the
 # compile cost far more than the code's size: control nesting deeper than 64, more than 50,000 locals in
 # the module, more than 2,000 functions, any opcode outside the deterministic core.
-MAX_MODULE_LOCALS = wasm_instrument.MAX_MODULE_LOCALS
-MAX_FUNCTIONS = wasm_instrument.MAX_FUNCTIONS
 STACK_EXPORT = wasm_instrument.STACK_EXPORT
 HOST_MODULE = "qenex"
 METHOD_MAX_LEN = 64
@@ -146,15 +144,6 @@ def engine() -> wasmtime.Engine:
 
 
 # -- reading a module before compiling it: state.wasm_instrument ----------------------------
-
-
-def count_locals(code: bytes) -> tuple[int, int]:
-    """(declared locals in the whole module, function bodies); raises CodeRefused over the bounds."""
-    try:
-        shape = wasm_instrument.scan_module(code)
-    except wasm_instrument.ModuleRefused as exc:
-        raise CodeRefused(str(exc)) from None
-    return sum(f.locals for f in shape.functions), len(shape.functions)
 
 
 def _valtype(name: str) -> wasmtime.ValType:

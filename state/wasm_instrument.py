@@ -264,6 +264,14 @@ def _imported_functions(payload: bytes) -> tuple[int, int]:
     return funcs, globs
 
 
+def _function_count(payload: bytes) -> tuple[int, int]:
+    """The count opening the function or code section, bounded before anything loops over it."""
+    count, pos = _u(payload, 0)
+    if count > MAX_FUNCTIONS:
+        raise ModuleRefused(f"module has {count} functions, more than the limit of {MAX_FUNCTIONS}")
+    return count, pos
+
+
 def scan_module(code: bytes) -> Shape:
     """Decode ``code``'s functions and refuse what the rules of this module forbid."""
     parts = sections(code)
@@ -278,9 +286,7 @@ def scan_module(code: bytes) -> Shape:
         elif sid == 2:
             imported, imported_globals = _imported_functions(payload)
         elif sid == 3:
-            count, pos = _u(payload, 0)
-            if count > MAX_FUNCTIONS:
-                raise ModuleRefused(f"module has {count} functions, more than the limit of {MAX_FUNCTIONS}")
+            count, pos = _function_count(payload)
             for _ in range(count):
                 index, pos = _u(payload, pos)
                 declared.append(index)
@@ -298,9 +304,7 @@ def scan_module(code: bytes) -> Shape:
                     raise ModuleRefused(f"the export name {STACK_EXPORT!r} is reserved")
                 pos = _u(payload, pos + 1)[1]
         elif sid == 10:
-            count, pos = _u(payload, 0)
-            if count > MAX_FUNCTIONS:
-                raise ModuleRefused(f"module has {count} functions, more than the limit of {MAX_FUNCTIONS}")
+            count, pos = _function_count(payload)
             for _ in range(count):
                 size, pos = _u(payload, pos)
                 if pos + size > len(payload):

@@ -223,9 +223,10 @@ def test_the_same_code_deployed_twice_is_stored_once():
     assert net.app.contracts().info(a).code_hash == net.app.contracts().info(b).code_hash
 
 
-def test_count_locals_reads_the_code_section():
-    total, bodies = vm.count_locals(_module_with_locals(3, 10))
-    assert (total, bodies) == (30, 3)
+def test_scan_module_reads_the_locals_off_the_code_section():
+    from state.wasm_instrument import scan_module
+    functions = scan_module(_module_with_locals(3, 10)).functions
+    assert (sum(f.locals for f in functions), len(functions)) == (30, 3)
 
 
 def test_a_truncated_leb_is_malformed():
