@@ -388,7 +388,7 @@ class Execution:
                     frame.budget.set_value(store, left)
                 frame.instantiating = False
                 if method is not None:
-                    vm.export(store, instance, method)(store)  # type: ignore[operator,misc]
+                    vm.call_export(vm.context_of(store), vm.export(store, instance, method))  # type: ignore[arg-type]
             except wasmtime.Trap as trap:
                 if vm.is_out_of_fuel(trap):
                     raise OutOfGas(self.gas_limit) from None

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import ctypes
+import struct
 
 import wasmtime
 from wasmtime import _ffi as ffi  # the pinned version's C API bindings: the hot paths below skip wrappers
@@ -263,10 +264,43 @@ MODULES = ModuleCache()
 
 HostDispatch = Callable[[str], Callable[..., object]]
 
-# Host functions go through wasmtime's "unchecked" callback: the arguments arrive as raw i32/i64 slots
-# that are read directly, instead of wasmtime-py's generic trampoline, which boxes every value in a Val
-# and a Caller (about 3x the cost of a host call here).  An exception raised by a host function is
-# handed to wasmtime-py's own re-raise slot, so the export's call raises that very exception.
+# The hot path (fuel, linear memory, host calls, calling an export) calls libwasmtime through
+# prototypes of our own that take plain integer addresses.  wasmtime-py's bindings type-check every
+# pointer argument and its wrappers build Val and FuncType objects per call: on a token transfer
+# (eight host calls) that was over half of the contract's run.  The prototypes are made from the same
+# library (the pinned version's C API), never by changing wasmtime-py's own.
+_VP = ctypes.c_void_p
+
+
+def _c(name: str, restype: object, *argtypes: object) -> Callable[..., object]:
+    return ctypes.CFUNCTYPE(restype, *argtypes)((name, ffi.dll))  # type: ignore[arg-type,call-overload]
+
+
+_get_fuel = _c("wasmtime_context_get_fuel", _VP, _VP, _VP)
+_set_fuel = _c("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
+_memory_data = _c("wasmtime_memory_data", _VP, _VP, _VP)
+_memory_size = _c("wasmtime_memory_data_size", ctypes.c_size_t, _VP, _VP)
+_func_call = _c("wasmtime_func_call_unchecked", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP)
+_define_func = _c("wasmtime_linker_define_func_unchecked", _VP, _VP, ctypes.c_char_p, ctypes.c_size_t,
+                  ctypes.c_char_p, ctypes.c_size_t, _VP, _VP, _VP, _VP)
+# (env, caller, args and results, their count) -> a wasm_trap_t* or NULL
+_CALLBACK_TYPE = ctypes.CFUNCTYPE(_VP, _VP, _VP, _VP, ctypes.c_size_t)
+_SLOT = ctypes.sizeof(ffi.wasmtime_val_raw_t)  # 16: each argument and result is one raw slot
+
+
+def _address(pointer: object) -> int:
+    return ctypes.cast(pointer, _VP).value or 0  # type: ignore[arg-type]
+
+
+def context_of(store: wasmtime.Store) -> int:
+    """The address of a store's context (valid while the store lives)."""
+    return _address(store._context())
+
+
+# Host functions go through wasmtime's "unchecked" callback: the arguments arrive as raw i32/i64 slots,
+# read in one copy, instead of wasmtime-py's generic trampoline, which boxes every value in a Val and a
+# Caller.  An exception raised by a host function is handed to wasmtime-py's own re-raise slot, so the
+# export's call (call_export, or an instantiation's start function) raises that very exception.
 _CALLBACKS: list[object] = []  # the C callbacks must outlive the linker
 
 
@@ -276,25 +310,24 @@ def _no_finalizer(_data: int) -> None:
 
 
 def _raw_callback(dispatch: HostDispatch, name: str, params: tuple[str, ...], results: tuple[str, ...]) -> object:
-    kinds = tuple(p == I64 for p in params)
-    returns = bool(results)
-    returns_i64 = returns and results[0] == I64
+    if len(params) * _SLOT > 255 or len(results) > 1:
+        raise ValueError(f"host function {name}: the fast path takes at most 15 parameters and one result")
+    # each slot is a 16-byte union; an i32 is its low 4 bytes, an i64 its low 8 (little-endian)
+    unpack = struct.Struct("<" + "".join("q8x" if p == I64 else "i12x" for p in params)).unpack
+    size = len(params) * _SLOT
+    result = (ctypes.c_int64 if results[0] == I64 else ctypes.c_int32) if results else None
 
-    def callback(_env: int, _caller: object, slots: ctypes.Array, _n: int) -> int:  # type: ignore[type-arg]
+    def callback(_env: int, _caller: int, slots: int, _n: int) -> int | None:
         try:
-            args = [slots[i].i64 if wide else slots[i].i32 for i, wide in enumerate(kinds)]
-            value = dispatch(name)(*args)
-            if returns:
-                if returns_i64:
-                    slots[0].i64 = value  # type: ignore[assignment]
-                else:
-                    slots[0].i32 = value  # type: ignore[assignment]
-            return 0
+            value = dispatch(name)(*unpack(ctypes.string_at(slots, size))) if size else dispatch(name)()
+            if result is not None:
+                result.from_address(slots).value = value  # type: ignore[arg-type]
+            return None
         except BaseException as exc:  # noqa: BLE001 - re-raised by the export's caller
             wasmtime_func.LAST_EXCEPTION = exc
-            return ctypes.cast(wasmtime.Trap("host call failed")._consume(), ctypes.c_void_p).value or 0
+            return _address(wasmtime.Trap("host call failed")._consume())
 
-    return ffi.wasmtime_func_unchecked_callback_t(callback)
+    return _CALLBACK_TYPE(callback)
 
 
 def build_linker(dispatch: HostDispatch) -> wasmtime.Linker:
@@ -306,11 +339,10 @@ def build_linker(dispatch: HostDispatch) -> wasmtime.Linker:
         callback = _raw_callback(dispatch, name, params, results)
         _CALLBACKS.append(callback)
         raw_name = name.encode()
-        error = ffi.wasmtime_linker_define_func_unchecked(
-            linker.ptr(), ctypes.create_string_buffer(module), len(module), ctypes.create_string_buffer(raw_name),
-            len(raw_name), ty.ptr(), callback, None, _no_finalizer)
+        error = _define_func(_address(linker.ptr()), module, len(module), raw_name, len(raw_name),
+                             _address(ty.ptr()), _address(callback), None, _address(_no_finalizer))
         if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
     return linker
 
 
@@ -324,22 +356,37 @@ def export(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> obj
     return wasmtime._extern.wrap_extern(item)
 
 
-class Fuel:
-    """Get and set a store's fuel without wasmtime-py's per-call wrappers."""
+def call_export(context: int, func: wasmtime.Func) -> None:
+    """Call an exported ``() -> ()`` function (deploy checked every method's type); raises what
+    wasmtime-py's call would: a host function's exception, a Trap or a WasmtimeError."""
+    trap = ctypes.c_void_p()
+    error = _func_call(context, ctypes.addressof(func._func), None, 0, ctypes.addressof(trap))
+    if error:
+        wasmtime_func.maybe_raise_last_exn()
+        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+    if trap.value:
+        raised = wasmtime.Trap._from_ptr(ctypes.cast(trap.value, ctypes.POINTER(ffi.wasm_trap_t)))
+        wasmtime_func.maybe_raise_last_exn()
+        raise raised
 
-    __slots__ = ("_context", "_cell")
+
+class Fuel:
+    """Get and set a store's fuel (see the prototypes above)."""
+
+    __slots__ = ("_context", "_cell", "_cell_address")
 
     def __init__(self, store: wasmtime.Store) -> None:
-        self._context = store._context()
+        self._context = context_of(store)
         self._cell = ctypes.c_uint64(0)
+        self._cell_address = ctypes.addressof(self._cell)
 
     def get(self) -> int:
-        if ffi.wasmtime_context_get_fuel(self._context, ctypes.byref(self._cell)):
+        if _get_fuel(self._context, self._cell_address):
             raise StateInvariantBroken("the store does not meter fuel")
         return self._cell.value
 
     def set(self, fuel: int) -> None:
-        if ffi.wasmtime_context_set_fuel(self._context, fuel):
+        if _set_fuel(self._context, fuel):
             raise StateInvariantBroken("the store does not meter fuel")
 
 
@@ -380,32 +427,30 @@ class MemoryView:
 
     The base address and size are read again on every access: ``memory.grow`` may move the memory."""
 
-    __slots__ = ("_context", "_memory")
+    __slots__ = ("_context", "_memory", "_memory_address")
 
     def __init__(self, memory: wasmtime.Memory, store: wasmtime.Store) -> None:
-        self._context = store._context()
-        self._memory = ctypes.byref(memory._memory)
+        self._context = context_of(store)
+        self._memory = memory  # keeps the wasmtime_memory_t whose address is used
+        self._memory_address = ctypes.addressof(memory._memory)
 
     def size(self) -> int:
-        return ffi.wasmtime_memory_data_size(self._context, self._memory)  # type: ignore[no-any-return]
-
-    def _base(self) -> int:
-        return ctypes.addressof(ffi.wasmtime_memory_data(self._context, self._memory).contents)
+        return _memory_size(self._context, self._memory_address)  # type: ignore[no-any-return]
 
     def read(self, ptr: int, length: int) -> bytes:
         ptr &= 0xFFFFFFFF
         length &= 0xFFFFFFFF
-        size = self.size()
-        if ptr + length > size:
+        size = _memory_size(self._context, self._memory_address)
+        if ptr + length > size:  # type: ignore[operator]
             raise IndexError(f"read of {length} bytes at {ptr} is outside the memory of {size} bytes")
         if not length:
             return b""
-        return ctypes.string_at(self._base() + ptr, length)
+        return ctypes.string_at(_memory_data(self._context, self._memory_address) + ptr, length)  # type: ignore[operator]
 
     def write(self, ptr: int, data: bytes) -> None:
         ptr &= 0xFFFFFFFF
-        size = self.size()
-        if ptr + len(data) > size:
+        size = _memory_size(self._context, self._memory_address)
+        if ptr + len(data) > size:  # type: ignore[operator]
             raise IndexError(f"write of {len(data)} bytes at {ptr} is outside the memory of {size} bytes")
         if data:
-            ctypes.memmove(self._base() + ptr, data, len(data))
+            ctypes.memmove(_memory_data(self._context, self._memory_address) + ptr, data, len(data))  # type: ignore[operator]
