@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from state.codec import EXT_BIGUINT, MAX_UINT128, decode, encode
+from state.codec import EXT_BIGUINT, MAX_UINT128, decode, decode_uint, encode, encode_uint
 from state.errors import DecodeError, EncodeError
 
 ints = st.integers(min_value=-(2**63), max_value=MAX_UINT128)
@@ -126,3 +126,50 @@ def test_decode_never_raises_anything_but_decode_error(data):
     except DecodeError:
         return
     assert encode(value) == data
+
+
+# -- the unsigned-integer fast paths: the same bytes and the same refusals as the generic codec ----
+
+_EDGES = [0, 1, 127, 128, 255, 256, 2**16 - 1, 2**16, 2**32 - 1, 2**32, 2**64 - 1, 2**64, 2**72 - 1, 2**72,
+          2**120 - 1, 2**120, MAX_UINT128]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.sampled_from(_EDGES), st.integers(min_value=0, max_value=MAX_UINT128),
+                 st.integers(min_value=0, max_value=2**70)))
+def test_encode_uint_is_encode_and_decode_uint_reads_it_back(value):
+    assert encode_uint(value) == encode(value)
+    assert decode_uint(encode(value)) == value
+
+
+@pytest.mark.parametrize("value", [-1, -(2**63), MAX_UINT128 + 1, True, None, "1", 1.0])
+def test_encode_uint_refuses_what_is_not_an_unsigned_amount(value):
+    with pytest.raises(EncodeError):
+        encode_uint(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.binary(max_size=20),
+                 st.builds(lambda head, body: bytes([head]) + body,
+                           st.sampled_from([0xCC, 0xCD, 0xCE, 0xCF, 0xC7, 0xD8, 0xD4, 0xD5, 0xD6, 0xD7]),
+                           st.binary(max_size=19))))
+def test_decode_uint_accepts_exactly_the_canonical_unsigned_integers(data):
+    """Whatever the bytes: decode_uint returns what decode returns when that is an unsigned integer,
+    and raises DecodeError otherwise (a non-minimal form, a wrong ext code, trailing bytes, a bool)."""
+    try:
+        expected = decode(data)
+    except DecodeError:
+        expected = None
+    if type(expected) is int and expected >= 0:
+        assert decode_uint(data) == expected
+    else:
+        with pytest.raises(DecodeError):
+            decode_uint(data)
+
+
+@pytest.mark.parametrize("data", [b"\xcc\x05", b"\xcd\x00\xff", b"\xcf" + bytes(8), b"\xc7\x09\x01" + bytes(9),
+                                  b"\xc7\x08\x01" + b"\x01" * 8, b"\xc7\x11\x01" + b"\x01" * 17, b"\xc7\x09\x02" + b"\x01" * 9,
+                                  b"\xc7", b"\xc7\x09", b"\xd8\x01" + b"\x00" * 16, b"\x05\x00", b"", b"\xc3", b"\xff"])
+def test_decode_uint_refuses_non_canonical_integers(data):
+    with pytest.raises(DecodeError):
+        decode_uint(data)
