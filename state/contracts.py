@@ -24,7 +24,6 @@ method read-only: the calls that would change state fail.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -170,8 +169,8 @@ def _to_i64(value: int) -> int:
 
 
 class _Frame:
-    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "fuel", "memory", "budget",
-                 "result", "call_result", "instantiating")
+    __slots__ = ("contract", "caller", "attached", "args", "args_value", "store", "context", "instance", "fuel",
+                 "memory", "result", "call_result", "instantiating")
 
     def __init__(self, contract: bytes, caller: bytes, attached: dict[str, int], args: bytes) -> None:
         self.contract = contract
@@ -180,12 +179,22 @@ class _Frame:
         self.args = args
         self.args_value: Any = None
         self.store: wasmtime.Store | None = None
+        self.context = 0  # the store's context's address
+        self.instance: Any = None  # the raw instance (state.vm.instantiate)
         self.fuel: vm.Fuel | None = None
-        self.budget: Any = None  # the instance's stack budget global (state.wasm_instrument)
-        self.memory: vm.MemoryView | None = None
+        self.memory: vm.MemoryView | None = None  # made on the first host call that reads or writes it
         self.result = b""
         self.call_result = b""
         self.instantiating = True
+
+
+def _budget(frame: _Frame) -> wasmtime.Global:
+    """The instance's stack budget global (state.wasm_instrument), looked up when it is needed: on a
+    nested call and on a trap."""
+    budget = vm.export(frame.context, frame.instance, vm.STACK_EXPORT)
+    if not isinstance(budget, wasmtime.Global):
+        raise StateInvariantBroken("an instrumented module has no stack budget export")
+    return budget
 
 
 # The execution whose instance is running (contract code runs on one thread: state.vm.engine).
@@ -235,6 +244,7 @@ class Execution:
         self.events: list[Event] = []
         self.instances = 0
         self._records: dict[bytes, ContractRecord] = {}  # storage counters of the contracts written
+        self._seen: dict[bytes, ContractRecord] = {}  # records read and not written (a cache)
 
     # -- gas --------------------------------------------------------------------------
 
@@ -293,10 +303,11 @@ class Execution:
             raise InvalidCode(f"a contract already exists at {address_to_text(address)}")
         code_hash = sha256(code)
         try:
-            module, info = self.cache.get(code, code_hash=code_hash, max_memory_pages=self.params.max_memory_pages,
-                                          max_table_elements=self.params.max_table_elements)
+            compiled = self.cache.get(code, code_hash=code_hash, max_memory_pages=self.params.max_memory_pages,
+                                      max_table_elements=self.params.max_table_elements)
         except vm.CodeRefused as exc:
             raise InvalidCode(str(exc)) from None
+        info = compiled.info
         if not self.contracts.has_code(code_hash):
             self.contracts.put_code(code_hash, code)
         record = ContractRecord(code_hash, Address(deployer), self.height, 0, 0, info.methods, info.reentrant)
@@ -304,16 +315,16 @@ class Execution:
         self._records[address] = record
         self._move_attached(deployer, address, attached)
         frame = _Frame(address, deployer, dict(attached), init_args)
-        self._run(frame, module, vm.INIT_METHOD if info.has_init else None)
+        self._run(frame, compiled, vm.INIT_METHOD if info.has_init else None)
         return address, self._finish(frame)
 
     def _call(self, caller: bytes, contract: bytes, method: str, args: bytes,
               attached: tuple[tuple[str, int], ...]) -> Outcome:
         self.charge(call_intrinsic_gas(args))
-        module, _ = self._load(contract, method)
+        compiled = self._load(contract, method)
         self._move_attached(caller, contract, attached)
         frame = _Frame(contract, caller, dict(attached), args)
-        self._run(frame, module, method)
+        self._run(frame, compiled, method)
         return self._finish(frame)
 
     def _finish(self, frame: _Frame) -> Outcome:
@@ -321,24 +332,31 @@ class Execution:
             self.contracts.put_record(address, record)
         return Outcome(self.gas_used, frame.result, tuple(self.events))
 
-    def _load(self, contract: bytes, method: str) -> tuple[wasmtime.Module, vm.CodeInfo]:
+    def _load(self, contract: bytes, method: str) -> vm.Compiled:
         record = self._record(contract)
-        code = self.contracts.code(record.code_hash)
-        self.charge(GAS_INSTANCE + GAS_INSTANCE_CODE_BYTE * len(code))
-        try:
-            module, info = self.cache.get(code, code_hash=record.code_hash,
-                                          max_memory_pages=self.params.max_memory_pages,
-                                          max_table_elements=self.params.max_table_elements)
-        except vm.CodeRefused as exc:  # the chain's limits were met at deploy and cannot change
-            raise StateInvariantBroken(f"stored contract code no longer compiles: {exc}") from exc
-        if method == vm.INIT_METHOD or method not in info.methods:
+        limits = {"max_memory_pages": self.params.max_memory_pages,
+                  "max_table_elements": self.params.max_table_elements}
+        compiled = self.cache.lookup(record.code_hash, **limits)
+        if compiled is not None:  # the same charge as below: the cache holds the code's length
+            self.charge(GAS_INSTANCE + GAS_INSTANCE_CODE_BYTE * compiled.code_len)
+        else:
+            code = self.contracts.code(record.code_hash)
+            self.charge(GAS_INSTANCE + GAS_INSTANCE_CODE_BYTE * len(code))
+            try:
+                compiled = self.cache.get(code, code_hash=record.code_hash, **limits)
+            except vm.CodeRefused as exc:  # the chain's limits were met at deploy and cannot change
+                raise StateInvariantBroken(f"stored contract code no longer compiles: {exc}") from exc
+        if method == vm.INIT_METHOD or method not in compiled.info.methods:
             raise UnknownMethod(address_to_text(contract), method)
-        return module, info
+        return compiled
 
     def _record(self, contract: bytes) -> ContractRecord:
-        record = self._records.get(contract) or self.contracts.record(contract)
+        record = self._records.get(contract) or self._seen.get(contract)
         if record is None:
-            raise UnknownContract(address_to_text(contract))
+            record = self.contracts.record(contract)
+            if record is None:
+                raise UnknownContract(address_to_text(contract))
+            self._seen[contract] = record
         return record
 
     def _move_attached(self, source: bytes, contract: bytes, attached: tuple[tuple[str, int], ...]) -> None:
@@ -360,7 +378,7 @@ class Execution:
         except (InsufficientBalance, BalanceOverflow) as exc:
             raise HostCallFailed(call, f"{address_to_text(source)}: {exc}") from None
 
-    def _run(self, frame: _Frame, module: wasmtime.Module, method: str | None) -> None:
+    def _run(self, frame: _Frame, compiled: vm.Compiled, method: str | None) -> None:
         if len(self.frames) >= self.params.max_call_depth:
             raise CallDepthExceeded("call depth", self.params.max_call_depth)
         if self.instances >= self.params.max_calls_per_tx:
@@ -371,28 +389,26 @@ class Execution:
         store = vm.new_store(fuel, max_memory_pages=self.params.max_memory_pages,
                              max_table_elements=self.params.max_table_elements)
         frame.store = store
-        frame.fuel = vm.Fuel(store)
+        frame.context = context = vm.context_of(store)
+        frame.fuel = vm.Fuel(context)
         self.frames.append(frame)
         _CURRENT.append(self)
-        instance = None
         try:
             try:
-                instance = _get_linker().instantiate(store, module)
-                frame.memory = vm.MemoryView(vm.export(store, instance, "memory"), store)  # type: ignore[arg-type]
-                frame.budget = vm.export(store, instance, vm.STACK_EXPORT)
+                frame.instance = vm.instantiate(_get_linker(), compiled, context)
                 if parent is not None:  # one stack budget for the whole call chain, less the host's frames
-                    left = parent.budget.value(parent.store) - wasm_instrument.NESTED_CALL_WEIGHT
+                    left = _budget(parent).value(parent.store) - wasm_instrument.NESTED_CALL_WEIGHT
                     if left < 0:
                         raise CallDepthExceeded("the wasm call stack (state.wasm_instrument's budget)",
                                                 vm.STACK_BUDGET)
-                    frame.budget.set_value(store, left)
+                    _budget(frame).set_value(store, left)
                 frame.instantiating = False
                 if method is not None:
-                    vm.call_export(vm.context_of(store), vm.export(store, instance, method))  # type: ignore[arg-type]
+                    vm.call_method(context, frame.instance, method)
             except wasmtime.Trap as trap:
                 if vm.is_out_of_fuel(trap):
                     raise OutOfGas(self.gas_limit) from None
-                if frame.budget is not None and frame.budget.value(store) < 0:
+                if frame.instance is not None and _budget(frame).value(store) < 0:
                     failure: ContractFailed = CallDepthExceeded("the wasm call stack (state.wasm_instrument's budget)",
                                                                 vm.STACK_BUDGET)
                 else:
@@ -419,8 +435,9 @@ class Execution:
                 self.gas_left = left
             # drop the instance's references now: a store reserves its memory until it is freed, and a
             # failure's traceback would otherwise keep it alive until the garbage collector runs
-            frame.store = frame.memory = frame.fuel = frame.budget = None
-            del store, instance
+            frame.store = frame.memory = frame.fuel = frame.instance = None
+            frame.context = 0
+            del store
 
     # -- host API helpers -------------------------------------------------------------
 
@@ -431,15 +448,21 @@ class Execution:
                                        "(a start function)")
         return frame
 
+    def _memory(self) -> vm.MemoryView:
+        frame = self.frames[-1]
+        if frame.memory is None:
+            frame.memory = vm.MemoryView(frame.context, frame.instance)
+        return frame.memory
+
     def _read(self, call: str, ptr: int, length: int) -> bytes:
         try:
-            return self.frames[-1].memory.read(ptr, length)  # type: ignore[union-attr]
+            return (self.frames[-1].memory or self._memory()).read(ptr, length)
         except IndexError as exc:
             raise HostCallFailed(call, str(exc)) from None
 
     def _write(self, call: str, ptr: int, data: bytes) -> None:
         try:
-            self.frames[-1].memory.write(ptr, data)  # type: ignore[union-attr]
+            (self.frames[-1].memory or self._memory()).write(ptr, data)
         except IndexError as exc:
             raise HostCallFailed(call, str(exc)) from None
 
@@ -603,8 +626,9 @@ class Execution:
 
     def _account(self, contract: bytes, entries: int, size: int) -> None:
         record = self._record(contract)
-        self._records[contract] = dataclasses.replace(record, storage_entries=record.storage_entries + entries,
-                                                      storage_bytes=record.storage_bytes + size)
+        self._records[contract] = ContractRecord(record.code_hash, record.deployer, record.created_height,
+                                                 record.storage_entries + entries, record.storage_bytes + size,
+                                                 record.methods, record.reentrant)
 
     def h_caller(self, ptr: int) -> None:
         self._write("caller", ptr, self._begin("caller", GAS_PER_BYTE * ADDRESS_LEN).caller)
@@ -689,15 +713,12 @@ class Execution:
             amount = self._amount("call", amount_ptr)
             if amount:
                 attached = ((symbol, amount),)
-        if any(f.contract == target for f in self.frames):
-            module, info = self._load(target, method)
-            if not info.reentrant:
-                raise Reentrancy(address_to_text(target))
-        else:
-            module, _ = self._load(target, method)
+        compiled = self._load(target, method)
+        if not compiled.info.reentrant and any(f.contract == target for f in self.frames):
+            raise Reentrancy(address_to_text(target))
         self._move_attached(frame.contract, target, attached)
         callee = _Frame(target, frame.contract, dict(attached), args)
-        self._run(callee, module, method)
+        self._run(callee, compiled, method)
         frame.call_result = callee.result
         return len(callee.result)
 

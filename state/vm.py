@@ -234,24 +234,69 @@ def inspect_code(code: bytes, *, max_memory_pages: int, max_table_elements: int)
     return module, CodeInfo(tuple(sorted(methods)), INIT_METHOD in methods, reentrant)
 
 
+class Compiled:
+    """A module the cache holds: the compiled code, what deploy learned of it (``info``), the length of
+    the code it was compiled from (what an instance is charged for), and, made on its first run, its
+    imports resolved against the host linker once (a wasmtime InstancePre), so an instantiation does
+    not look up every import by name again."""
+
+    __slots__ = ("module", "info", "code_len", "_pre", "_pre_linker", "__weakref__")
+
+    def __init__(self, module: wasmtime.Module, info: CodeInfo, code_len: int) -> None:
+        self.module = module
+        self.info = info
+        self.code_len = code_len
+        self._pre: object | None = None  # a POINTER(wasmtime_instance_pre_t), owned
+        self._pre_linker: wasmtime.Linker | None = None
+
+    def pre(self, linker: wasmtime.Linker) -> int:
+        """The address of this module's InstancePre for ``linker`` (made on first use)."""
+        if self._pre is None:
+            pre = ctypes.POINTER(ffi.wasmtime_instance_pre_t)()
+            error = ffi.wasmtime_linker_instantiate_pre(linker.ptr(), self.module.ptr(), ctypes.byref(pre))
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+            self._pre, self._pre_linker = pre, linker
+        elif self._pre_linker is not linker:
+            raise StateInvariantBroken("a compiled module is instantiated through a second linker")
+        return _address(self._pre)
+
+    def __del__(self) -> None:
+        if self._pre is not None:
+            ffi.wasmtime_instance_pre_delete(self._pre)
+            self._pre = None
+
+
 class ModuleCache:
     """Compiled modules by code hash, least recently used out first (compiled from state's code only)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
-        self._modules: OrderedDict[bytes, tuple[wasmtime.Module, CodeInfo]] = OrderedDict()
+        self._modules: OrderedDict[bytes, Compiled] = OrderedDict()
         self.compiles = 0
 
-    def get(self, code: bytes, *, code_hash: bytes | None = None, max_memory_pages: int,
-            max_table_elements: int) -> tuple[wasmtime.Module, CodeInfo]:
-        key = (code_hash or sha256(code)) + max_memory_pages.to_bytes(4, "big") + max_table_elements.to_bytes(4, "big")
+    @staticmethod
+    def _key(code_hash: bytes, max_memory_pages: int, max_table_elements: int) -> bytes:
+        return code_hash + max_memory_pages.to_bytes(4, "big") + max_table_elements.to_bytes(4, "big")
+
+    def lookup(self, code_hash: bytes, *, max_memory_pages: int, max_table_elements: int) -> Compiled | None:
+        """The module compiled from the code whose hash is ``code_hash``, if it is cached."""
+        key = self._key(code_hash, max_memory_pages, max_table_elements)
         hit = self._modules.get(key)
         if hit is not None:
             self._modules.move_to_end(key)
+        return hit
+
+    def get(self, code: bytes, *, code_hash: bytes | None = None, max_memory_pages: int,
+            max_table_elements: int) -> Compiled:
+        code_hash = code_hash or sha256(code)
+        hit = self.lookup(code_hash, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+        if hit is not None:
             return hit
-        compiled = inspect_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+        module, info = inspect_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
         self.compiles += 1
-        self._modules[key] = compiled
+        compiled = Compiled(module, info, len(code))
+        self._modules[self._key(code_hash, max_memory_pages, max_table_elements)] = compiled
         while len(self._modules) > self.capacity:
             self._modules.popitem(last=False)
         return compiled
@@ -346,28 +391,59 @@ def build_linker(dispatch: HostDispatch) -> wasmtime.Linker:
     return linker
 
 
-def export(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> object | None:
-    """One export of ``instance`` by name (wasmtime-py's ``exports`` wraps every export first)."""
-    item = ffi.wasmtime_extern_t()
-    raw = name.encode()
-    if not ffi.wasmtime_instance_export_get(store._context(), ctypes.byref(instance._instance), raw, len(raw),
-                                            ctypes.byref(item)):
-        return None
-    return wasmtime._extern.wrap_extern(item)
+_pre_instantiate = _c("wasmtime_instance_pre_instantiate", _VP, _VP, _VP, _VP, _VP)
+_export_get = _c("wasmtime_instance_export_get", ctypes.c_bool, _VP, _VP, ctypes.c_char_p, ctypes.c_size_t, _VP)
+_EXTERN_FUNC = ffi.WASMTIME_EXTERN_FUNC.value
+_EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 
 
-def call_export(context: int, func: wasmtime.Func) -> None:
-    """Call an exported ``() -> ()`` function (deploy checked every method's type); raises what
-    wasmtime-py's call would: a host function's exception, a Trap or a WasmtimeError."""
-    trap = ctypes.c_void_p()
-    error = _func_call(context, ctypes.addressof(func._func), None, 0, ctypes.addressof(trap))
+def _raise_failure(error: int | None, trap: int | None) -> None:
+    """What wasmtime-py raises for a call's or an instantiation's outcome: a host function's exception
+    first, else a WasmtimeError or the Trap."""
     if error:
         wasmtime_func.maybe_raise_last_exn()
         raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
-    if trap.value:
-        raised = wasmtime.Trap._from_ptr(ctypes.cast(trap.value, ctypes.POINTER(ffi.wasm_trap_t)))
+    if trap:
+        raised = wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
         wasmtime_func.maybe_raise_last_exn()
         raise raised
+
+
+def instantiate(linker: wasmtime.Linker, compiled: Compiled, context: int) -> ffi.wasmtime_instance_t:
+    """An instance of ``compiled`` in the store whose context is ``context``; raises what
+    ``Linker.instantiate`` would (a store limit is a WasmtimeError, a start function's trap a Trap)."""
+    instance = ffi.wasmtime_instance_t()
+    trap = ctypes.c_void_p()
+    error = _pre_instantiate(compiled.pre(linker), context, ctypes.addressof(instance), ctypes.addressof(trap))
+    if error or trap.value:
+        _raise_failure(error, trap.value)  # type: ignore[arg-type]
+    return instance
+
+
+def _export_item(context: int, instance: ffi.wasmtime_instance_t, name: str) -> ffi.wasmtime_extern_t | None:
+    item = ffi.wasmtime_extern_t()
+    raw = name.encode()
+    if not _export_get(context, ctypes.addressof(instance), raw, len(raw), ctypes.addressof(item)):
+        return None
+    return item
+
+
+def export(context: int, instance: ffi.wasmtime_instance_t, name: str) -> object | None:
+    """One export of ``instance`` by name, as wasmtime-py's object (for the rare paths)."""
+    item = _export_item(context, instance, name)
+    return None if item is None else wasmtime._extern.wrap_extern(item)
+
+
+def call_method(context: int, instance: ffi.wasmtime_instance_t, name: str) -> None:
+    """Call the exported ``() -> ()`` function ``name`` (deploy checked every method's type); raises
+    what wasmtime-py's call would: a host function's exception, a Trap or a WasmtimeError."""
+    item = _export_item(context, instance, name)
+    if item is None or item.kind != _EXTERN_FUNC:
+        raise StateInvariantBroken(f"method {name!r} that deploy found is not an exported function")
+    trap = ctypes.c_void_p()
+    error = _func_call(context, ctypes.addressof(item.of.func), None, 0, ctypes.addressof(trap))
+    if error or trap.value:
+        _raise_failure(error, trap.value)  # type: ignore[arg-type]
 
 
 class Fuel:
@@ -375,8 +451,8 @@ class Fuel:
 
     __slots__ = ("_context", "_cell", "_cell_address")
 
-    def __init__(self, store: wasmtime.Store) -> None:
-        self._context = context_of(store)
+    def __init__(self, context: int) -> None:
+        self._context = context
         self._cell = ctypes.c_uint64(0)
         self._cell_address = ctypes.addressof(self._cell)
 
@@ -427,12 +503,15 @@ class MemoryView:
 
     The base address and size are read again on every access: ``memory.grow`` may move the memory."""
 
-    __slots__ = ("_context", "_memory", "_memory_address")
+    __slots__ = ("_context", "_item", "_memory_address")
 
-    def __init__(self, memory: wasmtime.Memory, store: wasmtime.Store) -> None:
-        self._context = context_of(store)
-        self._memory = memory  # keeps the wasmtime_memory_t whose address is used
-        self._memory_address = ctypes.addressof(memory._memory)
+    def __init__(self, context: int, instance: ffi.wasmtime_instance_t) -> None:
+        item = _export_item(context, instance, "memory")
+        if item is None or item.kind != _EXTERN_MEMORY:
+            raise StateInvariantBroken("a deployed module has no exported memory")  # deploy requires one
+        self._context = context
+        self._item = item  # owns the wasmtime_memory_t whose address is used
+        self._memory_address = ctypes.addressof(item.of.memory)
 
     def size(self) -> int:
         return _memory_size(self._context, self._memory_address)  # type: ignore[no-any-return]
