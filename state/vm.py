@@ -26,7 +26,7 @@ change the fuel an operator costs, so upgrading it is a consensus change.
 
 Modules are compiled from the code stored in state (never from serialized
 artefacts) and kept in an in-memory cache by code hash (``ModuleCache``);
-compilation cost does not depend on the cache, so gas does not either.
+gas does not depend on the cache (it does not charge what a compile costs).
 """
 
 from __future__ import annotations
@@ -400,9 +400,10 @@ _EXTERN_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 def _raise_failure(error: int | None, trap: int | None) -> None:
     """What wasmtime-py raises for a call's or an instantiation's outcome: a host function's exception
     first, else a WasmtimeError or the Trap."""
-    if error:
+    if error:  # owned by the WasmtimeError made first, so re-raising a host exception frees it too
+        failure = wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
         wasmtime_func.maybe_raise_last_exn()
-        raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+        raise failure
     if trap:
         raised = wasmtime.Trap._from_ptr(ctypes.cast(trap, ctypes.POINTER(ffi.wasm_trap_t)))
         wasmtime_func.maybe_raise_last_exn()
@@ -434,6 +435,10 @@ def export(context: int, instance: ffi.wasmtime_instance_t, name: str) -> object
     return None if item is None else wasmtime._extern.wrap_extern(item)
 
 
+_NO_ARGS = ffi.wasmtime_val_raw_t()  # a method takes and returns nothing; the C API still gets a valid slot
+_NO_ARGS_ADDRESS = ctypes.addressof(_NO_ARGS)
+
+
 def call_method(context: int, instance: ffi.wasmtime_instance_t, name: str) -> None:
     """Call the exported ``() -> ()`` function ``name`` (deploy checked every method's type); raises
     what wasmtime-py's call would: a host function's exception, a Trap or a WasmtimeError."""
@@ -441,7 +446,7 @@ def call_method(context: int, instance: ffi.wasmtime_instance_t, name: str) -> N
     if item is None or item.kind != _EXTERN_FUNC:
         raise StateInvariantBroken(f"method {name!r} that deploy found is not an exported function")
     trap = ctypes.c_void_p()
-    error = _func_call(context, ctypes.addressof(item.of.func), None, 0, ctypes.addressof(trap))
+    error = _func_call(context, ctypes.addressof(item.of.func), _NO_ARGS_ADDRESS, 0, ctypes.addressof(trap))
     if error or trap.value:
         _raise_failure(error, trap.value)  # type: ignore[arg-type]
 

@@ -23,7 +23,7 @@ recursion could succeed on one validator and trap on another.  So every
 defined function ``i`` is moved to a new index, and index ``i`` becomes a
 small wrapper that takes the function's *weight* from a budget global,
 traps (``unreachable``) if the budget goes negative, calls the moved body,
-and gives the weight back.  Every call (direct, indirect, export, start)
+and gives the weight back.  Every call (direct, indirect, export; a start function is refused)
 goes through the wrapper, so the deepest call chain a contract can build is
 a pure function of its code.  A function's weight is an upper bound of its
 native frame: 16 bytes for each parameter, local and byte of body (the
