@@ -532,6 +532,9 @@ class Genesis:
     # Marks a chain made for tests: only on one may a node run test-only behaviour (a validator
     # configured to equivocate, node.misbehaviour).  Part of the genesis hash.
     test_chain: bool = False
+    # The hash, computed once: a genesis with thousands of accounts takes milliseconds to encode, and
+    # every sync status answer carries it.
+    _hash: Hash | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         try:
@@ -591,7 +594,9 @@ class Genesis:
 
     @property
     def hash(self) -> Hash:
-        return domain_digest(DOMAIN_GENESIS, self.encode())
+        if self._hash is None:
+            object.__setattr__(self, "_hash", domain_digest(DOMAIN_GENESIS, self.encode()))
+        return self._hash  # type: ignore[return-value]
 
     # -- canonical bytes -------------------------------------------------------
 
