@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from node import rpc_calls, txbuild  # noqa: E402
 from node.genesis_tools import load_dev_accounts  # noqa: E402
 from node.client import AsyncClient, ClientError, RPCClientError, raw_hex  # noqa: E402
-from state.crypto import PrivateKey  # noqa: E402
+from state.crypto import PrivateKey, address_to_text  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
 from state.payloads import TxKind  # noqa: E402
 
@@ -156,7 +156,14 @@ async def main() -> None:
         total = int(args.rate * args.duration)
         t_sign = time.monotonic()
         signed: list[tuple[str, str]] = []
-        nonces = [0] * len(senders)
+        # each sender's next nonce (an earlier run on this testnet used some)
+        nonces = []
+        for i in range(0, len(senders), args.batch):
+            for reply in await first.batch([rpc_calls.account(address_to_text(s.address))
+                                            for s in senders[i:i + args.batch]]):
+                if isinstance(reply, RPCClientError):
+                    raise SystemExit(f"reading a sender's nonce failed: {reply}")
+                nonces.append(int(reply["pending_nonce"]))  # type: ignore[index]
         for i in range(total):
             k = i % len(senders)
             stx = txbuild.sign(senders[k], txbuild.transfer(alice.address, 1), chain_id=chain_id, nonce=nonces[k],
