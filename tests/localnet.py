@@ -55,14 +55,14 @@ class LocalNet:
     (``testnet init --full-nodes``); ``n`` counts them all, in the manifest's order."""
 
     def __init__(self, directory: Path, validators: int = 4, chain_id: str = "qenex-test-1",
-                 params: Any = None, full_nodes: int = 0) -> None:
+                 params: Any = None, full_nodes: int = 0, accounts: int = 0) -> None:
         self.dir = directory
         self.n = validators + full_nodes
         self.validators = validators
         base = free_port_range(PORTS_PER_NODE * self.n)
         self.manifest = write_testnet(
             directory, validators=validators, chain_id=chain_id, base_port=base,
-            consensus_overrides=TEST_CONSENSUS, params=params, full_nodes=full_nodes,
+            consensus_overrides=TEST_CONSENSUS, params=params, full_nodes=full_nodes, accounts=accounts,
         )
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.chain_id = chain_id
@@ -168,11 +168,12 @@ def scrape(url: str, timeout: float = 5.0) -> dict[tuple[str, frozenset[tuple[st
 @contextlib.contextmanager
 def running_localnet(
     directory: Path, validators: int = 4, configure: Callable[[LocalNet], None] | None = None,
-    params: Any = None, full_nodes: int = 0,
+    params: Any = None, full_nodes: int = 0, accounts: int = 0,
 ) -> Iterator[LocalNet]:
     """Start every node (after ``configure`` edits the homes, if given), wait
-    for the first blocks; always stop them all.  ``params``: the genesis Params."""
-    network = LocalNet(directory, validators, params=params, full_nodes=full_nodes)
+    for the first blocks; always stop them all.  ``params``: the genesis Params; ``accounts``:
+    genesis-funded dev accounts (``testnet init --accounts``, node.genesis_tools.load_dev_accounts)."""
+    network = LocalNet(directory, validators, params=params, full_nodes=full_nodes, accounts=accounts)
     if configure is not None:
         configure(network)
     try:
