@@ -274,13 +274,20 @@ class Admission:
         reasons = ", ".join(f["feature"] for f in a.top_features) or "overall score"
         threshold = self._risk.reject if self._risk is not None else None
         note = "; it may not evict pending transactions" if would_evict else ""
+        score = a.score or 0.0
+        if a.rule is not None and (threshold is None or score <= threshold):  # a written rule, not the score
+            why = f"rule {a.rule} (score {score:.3f} <= {threshold}; "
+        else:
+            why = f"score {score:.3f} > {threshold} ("
+        extra = {} if a.rule is None else {"rule": a.rule}
         return RiskRejected(
-            f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: score {a.score or 0.0:.3f} > "
-            f"{threshold} (model v{a.model_version}; top features: {reasons}){note}",
-            score=round(a.score or 0.0, 6),
+            f"transaction 0x{a.tx_hash.hex()} refused by the risk hook: {why}model v{a.model_version}; "
+            f"top features: {reasons}){note}",
+            score=round(score, 6),
             threshold=threshold,
             model_version=a.model_version,
             top_features=a.top_features,
+            **extra,
         )
 
     def _flag(self, a: Assessment) -> None:

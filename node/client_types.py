@@ -281,6 +281,7 @@ class RiskScore(TypedDict):
     thresholds: dict[str, float]
     scored: bool
     features: dict[str, float] | None
+    rule: NotRequired[str]  # the node.risk.policy rule that decided, when one did ("drain", "drain+probe", ...)
 
 
 class RiskModel(TypedDict):
