@@ -101,6 +101,35 @@ class _Account:
             self.spent[token] = self.spent.get(token, 0) + sign * amount
 
 
+
+class _Balances:
+    """One account's committed balances, each read when first asked (``get(token, 0)``)."""
+
+    __slots__ = ("_app", "_address", "_read")
+
+    def __init__(self, app: Application, address: bytes) -> None:
+        self._app = app
+        self._address = address
+        self._read: dict[str, int] = {}
+
+    def get(self, token: str, default: int = 0) -> int:
+        amount = self._read.get(token)
+        if amount is None:
+            amount = self._read[token] = self._app.balance(self._address, token)
+        return amount or default
+
+
+class _Committed:
+    """A sender's committed nonce and balances by point reads: ``Application.account`` scans every
+    balance the address holds, and the pool asks for one or two tokens (a third of a check's cost)."""
+
+    __slots__ = ("nonce", "balances")
+
+    def __init__(self, app: Application, address: bytes) -> None:
+        self.nonce = app.nonce(address)
+        self.balances = _Balances(app, address)
+
+
 class Mempool:
     def __init__(self, app: Application, config: MempoolSection) -> None:
         self._app = app
@@ -297,7 +326,7 @@ class Mempool:
 
     def _next_nonce(self, sender: bytes) -> int:
         account = self._accounts.get(sender)
-        return account.base_nonce + len(account.txs) if account is not None else self._app.account(sender).nonce
+        return account.base_nonce + len(account.txs) if account is not None else self._app.nonce(sender)
 
     def precheck(self, stx: SignedTransaction, size: int) -> None:
         """The refusals that cost nothing, run before the signature is verified: an already pending or
@@ -340,7 +369,7 @@ class Mempool:
 
         sender = stx.tx.sender
         account = self._accounts.get(sender)
-        committed = self._app.account(sender)
+        committed = _Committed(self._app, sender)
         base = account.base_nonce if account is not None else committed.nonce
         count = len(account.txs) if account is not None else 0
         spent = dict(account.spent) if account is not None else {}
@@ -392,7 +421,7 @@ class Mempool:
             raise TxRejected(str(exc), reason=type(exc).__name__) from exc
 
     @staticmethod
-    def _check_balance(sender: bytes, balances: dict[str, int], spent: dict[str, int],
+    def _check_balance(sender: bytes, balances: "_Balances", spent: dict[str, int],
                        outflows: dict[str, int]) -> None:
         for token, amount in sorted(outflows.items()):
             have = balances.get(token, 0)
@@ -403,7 +432,7 @@ class Mempool:
                     f"has {have}, pending transactions need {need}",
                     reason="insufficient_balance", token=token, balance=str(have), needed=str(need))
 
-    def _check_queued(self, stx: SignedTransaction, size: int, balances: dict[str, int], expected: int,
+    def _check_queued(self, stx: SignedTransaction, size: int, balances: "_Balances", expected: int,
                       draft: "Draft | None") -> Candidate:
         """A future nonce: room in its sender's queue, and its own outflows within the committed balance
         (the run before it is rechecked when it is promoted)."""
@@ -422,7 +451,7 @@ class Mempool:
             draft.hashes.add(stx.hash)
         return c
 
-    def _check_replacement(self, stx: SignedTransaction, size: int, old: _Entry, balances: dict[str, int],
+    def _check_replacement(self, stx: SignedTransaction, size: int, old: _Entry, balances: "_Balances",
                            spent: dict[str, int], draft: "Draft | None") -> Candidate:
         """Same sender, same nonce as ``old`` (pending, or queued with ``spent`` empty): it must pay at
         least ``replace_bump_percent`` more per gas, and the run with it instead of ``old`` must fit."""
@@ -539,7 +568,7 @@ class Mempool:
         if not run:
             return 0
         account = account if account is not None else self._accounts.get(sender)
-        state = self._app.account(sender)
+        state = _Committed(self._app, sender)
         moved = 0
         while True:
             base = account.base_nonce if account is not None else state.nonce
@@ -577,7 +606,7 @@ class Mempool:
         run = self._queued.get(sender)
         if not run:
             return
-        committed = self._app.account(sender).nonce
+        committed = self._app.nonce(sender)
         for nonce in sorted(n for n in run if n < committed):
             self._unqueue(run[nonce])
         self._promote(sender)
@@ -678,7 +707,7 @@ class Mempool:
         account = self._accounts.get(sender)
         if account is None:
             return 0
-        state = self._app.account(sender)
+        state = _Committed(self._app, sender)
         old = account.txs
         account.txs = []
         account.spent = {}

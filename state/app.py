@@ -345,6 +345,14 @@ class Application:
         """Committed nonce and non-zero balances of ``address`` (zero nonce and {} if unknown)."""
         return self._head_view().account(address)
 
+    def nonce(self, address: bytes) -> int:
+        """Committed nonce of ``address``: one point read (``account`` scans every balance too)."""
+        return Ledger(self._kv).nonce(address)
+
+    def balance(self, address: bytes, symbol: str) -> int:
+        """Committed balance of one token: one point read."""
+        return Ledger(self._kv).balance(address, symbol)
+
     def token(self, symbol: str) -> TokenInfo | None:
         return self._head_view().token(symbol)
 
