@@ -21,7 +21,7 @@ from node.risk.store import ModelStore
 from node.risk.synth import generate
 from node.risk.train import fit, isotonic
 from state.app import Application
-from state.genesis import Genesis
+from state.genesis import Genesis, GenesisToken
 from state.keyfile import load_keyfile
 from state.kv import MemoryKV
 from state.testing import TEST_CHAIN_ID, ONE_QNX, dev_key, make_genesis, transfer
@@ -470,3 +470,23 @@ def test_the_drain_rule_is_a_floor_under_the_model(testnet_model, monkeypatch):
     assert drain.decision == "review" and drain.score == 0.01
     half = hook.assess([transfer(ALICE, nonce, MALLORY.address, balance // 2)], admitting=False)[0]
     assert half.decision == "admit"
+
+
+@pytest.mark.parametrize("other_tokens", [1, 20])
+def test_a_receiver_is_funded_by_a_nonce_or_any_token_whatever_the_read_path(other_tokens, monkeypatch):
+    """receiver_unfunded: point reads while the chain has few tokens, the account scan past that; the
+    same answer either way (a receiver holding only another token is known, a fresh address is not)."""
+    import node.risk.hook as hook_module
+
+    tokens = [GenesisToken(f"T{i}", f"token {i}", 6, ALICE.address) for i in range(other_tokens)]
+    holder, sender, fresh = dev_key("only-a-token"), dev_key("sent-once"), dev_key("never-seen")
+    genesis = make_genesis(funded=[ALICE, BOB], tokens=tokens,
+                           extra_balances={holder.address: {tokens[-1].symbol: 5}})
+    app = Application(MemoryKV(), genesis)
+    hook = RiskHook(None, None, review=0.5, reject=0.9)
+    hook.attach(app)
+    scans = []
+    monkeypatch.setattr(app, "account", lambda address: scans.append(address) or Application.account(app, address))
+    assert hook._funded(holder.address) and hook._funded(ALICE.address)
+    assert not hook._funded(fresh.address) and not hook._funded(sender.address)
+    assert bool(scans) == (other_tokens > hook_module.FUNDED_POINT_READS)
