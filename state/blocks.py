@@ -179,7 +179,9 @@ class Block:
         return self._encoded
 
     @classmethod
-    def from_wire(cls, wire: object) -> "Block":
+    def from_wire(cls, wire: object, *, decoded: bool = False) -> "Block":
+        """``decoded``: ``wire`` is what state.codec.decode returned, so a transaction whose bytes were
+        decoded before (gossip, admission) is the shared object (SignedTransaction.from_decoded)."""
         version, header, txs, last_commit, evidence = wire_array("block", wire, 5, MalformedBlock)
         if version != BLOCK_VERSION or not is_int(version):
             raise MalformedBlock(f"unsupported block version {version!r}")
@@ -188,7 +190,7 @@ class Block:
         stxs = []
         for i, tx_wire in enumerate(txs):
             try:
-                stxs.append(SignedTransaction.from_wire(tx_wire))
+                stxs.append(SignedTransaction.from_decoded(tx_wire) if decoded else SignedTransaction.from_wire(tx_wire))
             except MalformedTransaction as exc:
                 raise MalformedBlock(f"tx {i}: {exc}") from exc
         if not isinstance(evidence, list):
@@ -197,7 +199,7 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> "Block":
-        return cls.from_wire(decode(data, max_bytes=max_bytes))
+        return cls.from_wire(decode(data, max_bytes=max_bytes), decoded=True)
 
 
 # -- commitments a header carries ---------------------------------------------------

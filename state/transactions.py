@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from state.codec import decode, encode
+from state.codec import decode, encode, pack_decoded
 from state.crypto import (
     ADDRESS_LEN,
     DOMAIN_TX,
@@ -149,6 +149,42 @@ class _VerifiedHashes:
 _VERIFIED = _VerifiedHashes(capacity=200_000)
 
 
+class _DecodedTransactions:
+    """Signed transactions by their canonical bytes: the last one to two generations of ``generation``.
+
+    A node decodes each transaction's bytes in the p2p thread's gossip check, again in admission, and
+    its block's wire again when it validates the block (each a canonical decode, the payload's checks,
+    a re-encode and a hash: 20-40 µs).  The same canonical bytes always decode to the same
+    transaction, which is immutable, so the first object is shared.  Both threads use it, without a
+    lock: every operation is one dict operation or one attribute assignment, atomic in CPython, and a
+    race can only drop an entry (a miss decodes again).
+    """
+
+    def __init__(self, generation: int) -> None:
+        self._generation = generation
+        self._recent: dict[bytes, SignedTransaction] = {}
+        self._older: dict[bytes, SignedTransaction] = {}
+
+    def get(self, raw: bytes) -> "SignedTransaction | None":
+        return self._recent.get(raw) or self._older.get(raw)
+
+    def put(self, stx: "SignedTransaction") -> None:
+        if len(self._recent) >= self._generation:  # the recent generation becomes the older one
+            self._older, self._recent = self._recent, {}
+        self._recent[stx.encode()] = stx
+
+    def __len__(self) -> int:
+        return len(self._recent) + len(self._older)
+
+    def clear(self) -> None:
+        self._recent, self._older = {}, {}
+
+
+# Two generations of 4,096: two to four seconds of transactions at 2,000/s, gossip to commit; at most
+# 8,192 objects, about 12 MiB.
+DECODED = _DecodedTransactions(generation=4_096)
+
+
 @dataclass(frozen=True, slots=True)
 class SignedTransaction:
     tx: Transaction
@@ -173,6 +209,18 @@ class SignedTransaction:
     def from_wire(cls, wire: object) -> "SignedTransaction":
         tx_wire, signature = wire_array("signed transaction", wire, 2)
         return cls(Transaction.from_wire(tx_wire), signature)
+
+    @classmethod
+    def from_decoded(cls, wire: object) -> "SignedTransaction":
+        """``from_wire`` of a part of a value ``decode`` returned (a block's transaction): the shared
+        object when these exact bytes were decoded before (state.codec.pack_decoded gives them)."""
+        if isinstance(wire, list):
+            hit = DECODED.get(pack_decoded(wire))
+            if hit is not None:
+                return hit
+        stx = cls.from_wire(wire)
+        DECODED.put(stx)
+        return stx
 
     def encode(self) -> bytes:
         return self._encoded
@@ -208,7 +256,13 @@ class SignedTransaction:
             raise MalformedTransaction(f"expected bytes, got {type(data).__name__}")
         if len(data) > max_bytes:
             raise TxTooLarge(len(data), max_bytes)
-        return cls.from_wire(decode(data, max_bytes=max_bytes))
+        raw = bytes(data)
+        hit = DECODED.get(raw)
+        if hit is not None:
+            return hit
+        stx = cls.from_wire(decode(raw, max_bytes=max_bytes))
+        DECODED.put(stx)
+        return stx
 
 
 # -- receipts ---------------------------------------------------------------------
