@@ -490,3 +490,27 @@ def test_a_receiver_is_funded_by_a_nonce_or_any_token_whatever_the_read_path(oth
     assert hook._funded(holder.address) and hook._funded(ALICE.address)
     assert not hook._funded(fresh.address) and not hook._funded(sender.address)
     assert bool(scans) == (other_tokens > hook_module.FUNDED_POINT_READS)
+
+
+def test_recent_counterparty_counts_are_memoised_exactly():
+    """features._recent_distinct memoises per table; whatever _remember does to the table (move, add,
+    evict past MAX_COUNTERPARTIES), the count is the one a fresh walk gives."""
+    import itertools
+    import random
+
+    from node.risk.features import _recent_distinct
+    from node.risk.history import MAX_COUNTERPARTIES, _remember
+
+    rng = random.Random(7)
+    table: dict[bytes, int] = {}
+    memo: dict = {}
+    height = 0
+    for step in range(3000):
+        if rng.random() < 0.3:
+            height += rng.randint(0, 3)
+        _remember(table, bytes([rng.randrange(MAX_COUNTERPARTIES + 40) % 256, rng.randrange(2)]), height)
+        since = height - rng.choice((0, 1, 5, 100))
+        walked = sum(1 for _ in itertools.takewhile(lambda h: h >= since, reversed(table.values())))
+        assert _recent_distinct(table, since, memo, "t") == walked, step
+        assert _recent_distinct(table, since, memo, "t") == walked  # the memo's answer
+

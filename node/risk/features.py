@@ -160,12 +160,23 @@ def _burstiness(heights: list[int]) -> float:
     return 0.0 if sigma + mu == 0 else (sigma - mu) / (sigma + mu)
 
 
-def _recent_distinct(table: dict[bytes, int], since: int) -> int:
+def _recent_distinct(table: dict[bytes, int], since: int, memo: dict[str, tuple[int, int, object, int]],
+                     which: str) -> int:
+    """How many entries of ``table`` (counterparty -> last height, in recency order) are at ``since``
+    or later.  Memoised per table: the history changes a table only by moving or adding its newest
+    entry (node.risk.history._remember), so (since, size, newest entry) tells an unchanged table."""
+    if not table:
+        return 0
+    newest = next(reversed(table.items()))
+    seen = memo.get(which)
+    if seen is not None and seen[0] == since and seen[1] == len(table) and seen[2] == newest:
+        return seen[3]
     count = 0
     for h in reversed(table.values()):  # insertion order = recency
         if h < since:
             break
         count += 1
+    memo[which] = (since, len(table), newest, count)
     return count
 
 
@@ -238,7 +249,7 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
                 f[12] = _clip(log10((1.0 + idle) / (1.0 + habit)), -3, 3)
             flags = s.new_flags
             f[14] = sum(flags) / len(flags) if flags else 0.0
-            f[15] = _log1p10(_recent_distinct(s.sent_to, h - 100))
+            f[15] = _log1p10(_recent_distinct(s.sent_to, h - 100, s.distinct_memo, "sent_to"))
         else:
             f[7] = f[8] = _log1p10(pending)
         f[5] = _log1p10(age)
@@ -279,7 +290,7 @@ def extract(ev: TxEvent, balance: float, pending: int, store: HistoryStore,
         f[9] = _clip(log10(1.0 + pending), -3, 3)
         f[13] = 1.0
     if r is not None:
-        f[16] = _log1p10(_recent_distinct(r.received_from, h - 100))
+        f[16] = _log1p10(_recent_distinct(r.received_from, h - 100, r.distinct_memo, "received_from"))
         f[19] = _log1p10(h - r.first_height)
         f[33] = _log1p10(len(r.received_from))
         f[34] = _log1p10(r.sent)

@@ -84,6 +84,9 @@ class AccountHistory:
     sent_to: dict[bytes, int] = field(default_factory=dict)
     received_from: dict[bytes, int] = field(default_factory=dict)
     trades: dict[str, int] = field(default_factory=dict)  # swap "pool:direction" -> last height
+    # node.risk.features' count of recent counterparties, per table: (since, size, newest entry, count).
+    # Not history (never saved): a receiver paid by thousands of senders a block is counted once per block.
+    distinct_memo: dict[str, tuple[int, int, object, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def last_sent(self) -> int | None:
