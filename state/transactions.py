@@ -150,39 +150,46 @@ _VERIFIED = _VerifiedHashes(capacity=200_000)
 
 
 class _DecodedTransactions:
-    """Signed transactions by their canonical bytes: the last one to two generations of ``generation``.
+    """Signed transactions by their canonical bytes: the last one to two generations, each of at most
+    ``generation`` transactions and ``generation_bytes`` of them.
 
     A node decodes each transaction's bytes in the p2p thread's gossip check, again in admission, and
     its block's wire again when it validates the block (each a canonical decode, the payload's checks,
     a re-encode and a hash: 20-40 µs).  The same canonical bytes always decode to the same
-    transaction, which is immutable, so the first object is shared.  Both threads use it, without a
-    lock: every operation is one dict operation or one attribute assignment, atomic in CPython, and a
-    race can only drop an entry (a miss decodes again).
+    transaction, which is immutable, so the first object is shared.  Only standalone decodes add
+    (gossip, RPC: bounded by ``max_tx_bytes``); a block, perhaps a sync peer's not yet certified,
+    only looks up, so it cannot fill the cache.  Both threads use it without a lock: every operation
+    is one dict operation or attribute assignment, atomic in CPython; a race can drop an entry or let
+    a generation run a few entries over, never return a wrong one.
     """
 
-    def __init__(self, generation: int) -> None:
+    def __init__(self, generation: int, generation_bytes: int) -> None:
         self._generation = generation
+        self._generation_bytes = generation_bytes
         self._recent: dict[bytes, SignedTransaction] = {}
+        self._recent_bytes = 0
         self._older: dict[bytes, SignedTransaction] = {}
 
     def get(self, raw: bytes) -> "SignedTransaction | None":
         return self._recent.get(raw) or self._older.get(raw)
 
     def put(self, stx: "SignedTransaction") -> None:
-        if len(self._recent) >= self._generation:  # the recent generation becomes the older one
-            self._older, self._recent = self._recent, {}
+        if len(self._recent) >= self._generation or self._recent_bytes + stx.size > self._generation_bytes:
+            self._older, self._recent, self._recent_bytes = self._recent, {}, 0  # recent becomes older
         self._recent[stx.encode()] = stx
+        self._recent_bytes += stx.size
 
     def __len__(self) -> int:
         return len(self._recent) + len(self._older)
 
     def clear(self) -> None:
-        self._recent, self._older = {}, {}
+        self._recent, self._older, self._recent_bytes = {}, {}, 0
 
 
-# Two generations of 4,096: two to four seconds of transactions at 2,000/s, gossip to commit; at most
-# 8,192 objects, about 12 MiB.
-DECODED = _DecodedTransactions(generation=4_096)
+# Two generations of 4,096 transactions and 2 MiB of their bytes: two to four seconds of transfers at
+# 2,000/s, gossip to commit; at most 8,192 objects, about 12 MiB for transfers, and about 4 MiB of
+# bytes (some 10 MiB of objects) whatever their size.
+DECODED = _DecodedTransactions(generation=4_096, generation_bytes=2 * 1024 * 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +220,13 @@ class SignedTransaction:
     @classmethod
     def from_decoded(cls, wire: object) -> "SignedTransaction":
         """``from_wire`` of a part of a value ``decode`` returned (a block's transaction): the shared
-        object when these exact bytes were decoded before (state.codec.pack_decoded gives them)."""
+        object when these exact bytes were decoded on their own before (state.codec.pack_decoded gives
+        them), else a new one, not cached."""
         if isinstance(wire, list):
             hit = DECODED.get(pack_decoded(wire))
             if hit is not None:
                 return hit
-        stx = cls.from_wire(wire)
-        DECODED.put(stx)
-        return stx
+        return cls.from_wire(wire)  # not added: the block may not be certified yet (a sync peer's)
 
     def encode(self) -> bytes:
         return self._encoded

@@ -11,7 +11,8 @@ from state.blocks import Block
 from state.kv import MemoryKV
 from state.codec import decode, encode, pack_decoded
 from state.errors import DecodeError, MalformedBlock, StateError
-from state.testing import dev_key, make_genesis, transfer
+from state.payloads import ContractCall
+from state.testing import dev_key, make_genesis, signed, transfer
 from state.transactions import DECODED, SignedTransaction
 
 ALICE, BOB = dev_key("cache-alice"), dev_key("cache-bob")
@@ -41,7 +42,11 @@ def test_the_same_bytes_decode_to_one_shared_object_on_every_path():
     block = _block((stx, transfer(ALICE, 1, BOB.address, 6)))
     decoded = Block.decode(block.encode())
     assert decoded.txs[0] is first  # the block's transaction is the object gossip decoded
-    assert decoded.txs[1] == block.txs[1] and SignedTransaction.decode(block.txs[1].encode()) is decoded.txs[1]
+    # a block only looks up: its other transaction was not added (a sync peer's uncertified block
+    # must not fill the cache), and decoding it alone afterwards adds it
+    assert decoded.txs[1] == block.txs[1] and DECODED.get(block.txs[1].encode()) is None
+    assert SignedTransaction.decode(block.txs[1].encode()) is not decoded.txs[1]
+    assert DECODED.get(block.txs[1].encode()) is not None
     for i, tx_wire in enumerate(decode(block.encode())[2]):
         assert pack_decoded(tx_wire) == block.txs[i].encode()  # a decoded part packs back to its own bytes
 
@@ -68,10 +73,18 @@ def test_refusals_are_not_cached_and_the_size_limit_holds_on_a_hit():
         SignedTransaction.decode(raw, max_bytes=len(raw) - 1)
 
 
-def test_the_cache_is_bounded():
+def test_the_cache_is_bounded_by_count_and_by_bytes():
     generation = DECODED._generation
     txs = [transfer(ALICE, n, BOB.address, 1) for n in range(2 * generation + 50)]
     for stx in txs:
         SignedTransaction.decode(stx.encode())
     assert generation <= len(DECODED) <= 2 * generation
     assert DECODED.get(txs[0].encode()) is None and DECODED.get(txs[-1].encode()) is not None
+    DECODED.clear()
+    big = [signed(ALICE, n, ContractCall(ALICE.address, "m", encode([b"x" * 7_990]), (), 10**6), fee=10**6)
+           for n in range(800)]
+    for stx in big:
+        SignedTransaction.decode(stx.encode())
+    held = [stx for stx in big if DECODED.get(stx.encode()) is not None]
+    assert sum(stx.size for stx in held) <= 2 * DECODED._generation_bytes
+    assert len(held) < len(big) and DECODED.get(big[-1].encode()) is not None

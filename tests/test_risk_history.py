@@ -514,3 +514,19 @@ def test_recent_counterparty_counts_are_memoised_exactly():
         assert _recent_distinct(table, since, memo, "t") == walked, step
         assert _recent_distinct(table, since, memo, "t") == walked  # the memo's answer
 
+
+def test_observing_a_transaction_clears_the_counts_memoised_for_its_tables():
+    """Two updates that leave a table's size and newest entry as they were (A then B moved to the same
+    height) change the count; observe clears the memo, so the features see it (found by a review)."""
+    from node.risk.features import _recent_distinct
+
+    store = HistoryStore()
+    a, b, r = b"a" * 20, b"b" * 20, b"r" * 20
+    for sender, height in ((a, 1), (b, 150)):
+        store.observe(TxEvent(sender, r, "QNX", 1.0, 0.001, height))
+    acc = store.get(r)
+    assert _recent_distinct(acc.received_from, 100, acc.distinct_memo, "received_from") == 1
+    for sender in (a, b):
+        store.observe(TxEvent(sender, r, "QNX", 1.0, 0.001, 150))
+    assert _recent_distinct(acc.received_from, 100, acc.distinct_memo, "received_from") == 2
+

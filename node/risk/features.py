@@ -163,8 +163,8 @@ def _burstiness(heights: list[int]) -> float:
 def _recent_distinct(table: dict[bytes, int], since: int, memo: dict[str, tuple[int, int, object, int]],
                      which: str) -> int:
     """How many entries of ``table`` (counterparty -> last height, in recency order) are at ``since``
-    or later.  Memoised per table: the history changes a table only by moving or adding its newest
-    entry (node.risk.history._remember), so (since, size, newest entry) tells an unchanged table."""
+    or later.  Memoised per table in ``memo``, which HistoryStore.observe clears when it changes the
+    table; (since, size, newest entry) is checked too, for a table changed by other code."""
     if not table:
         return 0
     newest = next(reversed(table.items()))

@@ -84,8 +84,9 @@ class AccountHistory:
     sent_to: dict[bytes, int] = field(default_factory=dict)
     received_from: dict[bytes, int] = field(default_factory=dict)
     trades: dict[str, int] = field(default_factory=dict)  # swap "pool:direction" -> last height
-    # node.risk.features' count of recent counterparties, per table: (since, size, newest entry, count).
-    # Not history (never saved): a receiver paid by thousands of senders a block is counted once per block.
+    # node.risk.features' count of recent counterparties, per table: (since, size, newest entry, count),
+    # cleared by HistoryStore.observe whenever it changes a table.  Not history (never saved): a
+    # receiver paid by thousands of senders a block is counted once per block, not per transaction.
     distinct_memo: dict[str, tuple[int, int, object, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -192,6 +193,8 @@ class HistoryStore:
         if fresh:
             s.fresh_sent.append((ev.height, ev.receiver))
         _remember(s.sent_to, ev.receiver, ev.height)
+        s.distinct_memo.clear()  # the counts node.risk.features memoised for these tables are stale
+        r.distinct_memo.clear()
         r.received_heights.append(ev.height)
         r.received_amounts.append(ev.amount)
         _remember(r.received_from, ev.sender, ev.height)
