@@ -36,7 +36,10 @@ costs a batch 10 units.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Callable
 
 from node.contract_values import ContractValueError, args_from_json, output_to_json
@@ -44,9 +47,10 @@ from node.jsonrpc import RPCError, brief, charge, invalid_params
 from node.rpc_context import RpcContext
 from node.rpc_params import hex0x, parse_address, parse_hex, parse_int, state_at
 from state.app import Application
+from state import vm
 from state.contracts import MAX_STORAGE_KEY, ContractQueries, ContractStore
 from state.crypto import address_to_text
-from state.errors import ContractFailed, ExecutionFailed, OutOfGas, UnknownContract
+from state.errors import ContractFailed, ExecutionFailed, OutOfGas, StateError, UnknownContract
 
 CONTRACTS_DISABLED = -32040
 NO_CONTRACT = -32041
@@ -96,6 +100,38 @@ def _query_failed(method: str, exc: ExecutionFailed, gas_limit: int) -> RPCError
                     {"code": exc.code, "reason": exc.reason[:512], "gas_used": gas_used, "gas_limit": gas_limit})
 
 
+# One worker compiles the modules of cold queries, so a batch of queries to contracts not in the module
+# cache (up to 42 ms each for the largest code) does not hold the event loop, which consensus runs on.
+_COMPILER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qenex-wasm-compile")
+
+
+async def _warm(app: Application, contract: bytes) -> None:
+    """Compile ``contract``'s module in the worker if the cache lacks it (the query then finds it).
+
+    Best effort: an address with no contract, or code that does not compile, is left to the query,
+    which answers it as it always does; a contract the query calls in turn still compiles inline."""
+    params = app.params.contracts
+    if params is None:
+        return
+    store = ContractStore(app.at(app.height).store)
+    try:
+        record = store.record(contract)
+        if record is None:
+            return
+        limits = {"max_memory_pages": params.max_memory_pages, "max_table_elements": params.max_table_elements}
+        if vm.MODULES.lookup(record.code_hash, **limits) is not None:
+            return
+        code = store.code(record.code_hash)
+    except StateError:
+        return
+    vm.engine()  # made here, on the loop, never by the worker
+    try:
+        compiled = await asyncio.get_running_loop().run_in_executor(_COMPILER, partial(vm.compile_code, code, **limits))
+    except vm.CodeRefused:
+        return
+    vm.MODULES.put(record.code_hash, compiled, **limits)
+
+
 def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
     app = ctx.app
 
@@ -137,13 +173,14 @@ def contract_methods(ctx: RpcContext) -> dict[str, Callable[..., Any]]:
             "next": None if last is None else hex0x(last),
         }
 
-    def call_contract(contract: Any, method: Any, args: Any = None, height: Any = None) -> dict[str, Any]:
+    async def call_contract(contract: Any, method: Any, args: Any = None, height: Any = None) -> dict[str, Any]:
         who = parse_address(contract, "contract")
         name = parse_method(method)
         try:
             raw_args = args_from_json(args)
         except ContractValueError as exc:
             raise invalid_params(str(exc)) from None
+        await _warm(app, who)  # before the state view: the head may move while the worker compiles
         q, at = _queries(app, height)
         gas_limit = ctx.contract_query_gas
         try:

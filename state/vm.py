@@ -267,6 +267,16 @@ class Compiled:
             self._pre = None
 
 
+def compile_code(code: bytes, *, max_memory_pages: int, max_table_elements: int) -> Compiled:
+    """``inspect_code`` as a cache entry.  Safe off the loop thread (node.rpc_contracts compiles a cold
+    query's module in a worker): it touches no cache, and the engine must exist already (``engine()``
+    on the loop first), so two threads never make two engines."""
+    if _engine is None:
+        raise StateInvariantBroken("compile_code before the engine was made (call vm.engine() first)")
+    module, info = inspect_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+    return Compiled(module, info, len(code))
+
+
 class ModuleCache:
     """Compiled modules by code hash, least recently used out first (compiled from state's code only)."""
 
@@ -293,10 +303,19 @@ class ModuleCache:
         hit = self.lookup(code_hash, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
         if hit is not None:
             return hit
-        module, info = inspect_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+        engine()
+        compiled = compile_code(code, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+        return self.put(code_hash, compiled, max_memory_pages=max_memory_pages, max_table_elements=max_table_elements)
+
+    def put(self, code_hash: bytes, compiled: Compiled, *, max_memory_pages: int, max_table_elements: int) -> Compiled:
+        """Cache ``compiled`` (made by ``compile_code`` from the code of ``code_hash``, perhaps in another
+        thread); the module already cached under that hash, if one is, stays and is returned."""
+        key = self._key(code_hash, max_memory_pages, max_table_elements)
+        held = self._modules.get(key)
+        if held is not None:
+            return held
         self.compiles += 1
-        compiled = Compiled(module, info, len(code))
-        self._modules[self._key(code_hash, max_memory_pages, max_table_elements)] = compiled
+        self._modules[key] = compiled
         while len(self._modules) > self.capacity:
             self._modules.popitem(last=False)
         return compiled

@@ -9,6 +9,7 @@ the node's gas cap.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -110,9 +111,14 @@ def net() -> Net:
     return n
 
 
+def run(result):
+    """A method's answer: qenex_callContract is async (a cold module compiles in a worker)."""
+    return asyncio.run(result) if inspect.isawaitable(result) else result
+
+
 def error(call, *args) -> RPCError:
     with pytest.raises(RPCError) as info:
-        call(*args)
+        run(call(*args))
     return info.value
 
 
@@ -187,13 +193,35 @@ def test_contract_state_hostile_inputs(net):
 
 def test_call_contract(net):
     m = net.methods["qenex_callContract"]
-    got = m(text(net.counter), "get")
+    got = run(m(text(net.counter), "get"))
     assert got["result"] == 5 and got["output"] == "0x05" and 0 < got["gas_used"] < got["gas_limit"] == 10_000_000
-    assert m(text(net.counter), "get", [], 2)["result"] == 0  # before the increment (height 3)
-    out = m(text(net.kv), "out")
+    assert run(m(text(net.counter), "get", [], 2))["result"] == 0  # before the increment (height 3)
+    out = run(m(text(net.kv), "out"))
     assert out["output"] == "0x" + RESULT.hex()
     assert out["result"] == {"a": "0x01", "big": str(2**60), "list": [1, "two"]}  # past 2**53: a decimal string
-    assert m(contract=text(net.counter), method="get", height=3)["result"] == 5
+    assert run(m(contract=text(net.counter), method="get", height=3))["result"] == 5
+
+
+def test_a_cold_query_compiles_its_module_off_the_event_loop(net, monkeypatch):
+    """A query to a contract whose module is not cached compiles it in the RPC's worker thread (a
+    batch of cold queries would otherwise hold the loop consensus runs on), then answers as before."""
+    import threading
+
+    from state import vm
+
+    compiled_in = []
+    real = vm.compile_code
+    monkeypatch.setattr(vm, "compile_code", lambda *a, **k: compiled_in.append(threading.get_ident()) or real(*a, **k))
+    vm.MODULES._modules.clear()
+
+    async def query():
+        return await net.methods["qenex_callContract"](text(net.counter), "get"), threading.get_ident()
+
+    got, loop_thread = asyncio.run(query())
+    assert got["result"] == 5
+    assert len(compiled_in) == 1 and compiled_in[0] != loop_thread  # once, in the worker; the query hit the cache
+    again, _ = asyncio.run(query())
+    assert again == got and len(compiled_in) == 1
 
 
 def test_call_results_render_big_integers_as_strings():
@@ -217,7 +245,7 @@ def test_queries_cannot_write_or_emit(net):
         failed = error(m, text(contract), method, args)
         assert failed.code == QUERY_FAILED and failed.data["code"] == "host_call_failed", failed.data
         assert "read-only" in failed.data["reason"]
-    assert m(text(net.counter), "get")["result"] == 5  # nothing changed
+    assert run(m(text(net.counter), "get"))["result"] == 5  # nothing changed
 
 
 DEEP: list = [1]
@@ -241,7 +269,7 @@ def test_call_contract_hostile_inputs(net):
     # read them answers
     wrong = error(m, text(net.kv), "put", [1, 2])
     assert wrong.code == QUERY_FAILED and "not bytes or text" in wrong.data["reason"]
-    assert m(text(net.counter), "get", 7)["result"] == 5
+    assert run(m(text(net.counter), "get", 7))["result"] == 5
     assert error(m, "qnx1nope", "get").code == INVALID_PARAMS
     assert error(m, text(net.counter), "get", None, net.app.height + 5).code == NOT_FOUND
 
@@ -265,7 +293,7 @@ def test_a_missing_contract_the_queried_one_calls_fails_the_query():
     relay, _, receipt = n.deploy(RELAY)
     assert receipt.ok, receipt.reason
     m = n.methods["qenex_callContract"]
-    assert m(text(relay), "relay", [text(counter)])["result"] is None  # the callee exists: the query answers
+    assert run(m(text(relay), "relay", [text(counter)]))["result"] is None  # the callee exists: the query answers
     failed = error(m, text(relay), "relay", [text(BOB.address)])
     assert failed.code == QUERY_FAILED, (failed.code, failed.message)
     assert failed.data["code"] == "unknown_contract" and text(BOB.address) in failed.data["reason"]
