@@ -64,7 +64,7 @@ from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.risk")
 
-FEATURE_CACHE = 50_000
+FEATURE_CACHE = 16_384  # feature rows by transaction hash: more than the mempool holds (about 4 MiB)
 # What the hook remembers of the transactions it admitted and that are not
 # committed yet (features pending_to_unseen, drained_share,
 # prior_new_outflow_share, fresh_others_10): per sender, nonce -> (pays a
