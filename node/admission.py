@@ -69,7 +69,7 @@ from state.transactions import SignedTransaction
 
 log = logging.getLogger("qenex.admission")
 
-MAX_FLAGGED = 100_000  # risk flags kept for qenex_getMempool / qenex_getTransaction
+MAX_FLAGGED = 10_000  # risk flags kept for qenex_getMempool / qenex_getTransaction (1-2 KiB each; the oldest go)
 
 
 @dataclass(frozen=True, slots=True)
