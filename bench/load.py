@@ -42,6 +42,8 @@ from state.crypto import PrivateKey, address_to_text  # noqa: E402
 from state.keyfile import load_keyfile  # noqa: E402
 from state.payloads import TxKind  # noqa: E402
 
+MEMPOOL_FULL = -32001
+
 
 async def send_batch(client: AsyncClient, raws: list[str]) -> list[object]:
     """One JSON-RPC batch of submissions: each answer, or the RPCClientError that refused it."""
@@ -112,6 +114,8 @@ async def main() -> None:
     ap.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the tail to finalize")
     ap.add_argument("--ws-clients", type=int, default=0, help="WebSocket subscribers kept open during the run")
     ap.add_argument("--scrape", type=float, default=0.0, help="scrape every node's metrics every S seconds")
+    ap.add_argument("--resubmit", type=float, default=0.0, metavar="S",
+                    help="resubmit what a full pool refused (-32001) after S seconds, as a wallet would (0: count it)")
     args = ap.parse_args()
 
     manifest = json.loads((args.dir / "testnet.json").read_text())
@@ -221,21 +225,39 @@ async def main() -> None:
         interval = args.batch / args.rate
         pending: set[asyncio.Task] = set()
 
-        async def send(batch: list[tuple[str, str]], url: str) -> None:
+        resubmits = {"sent": 0, "outstanding": 0}
+        resubmit_until = t_start + args.duration + args.drain / 2
+
+        async def send(batch: list[tuple[str, str]], url: str, first: bool = True) -> None:
+            """One batch; with --resubmit, what a full pool refused (-32001) is sent again later, as a
+            wallet would (its finality still counts from the first submission)."""
             nonlocal rejected
             now = time.monotonic()
-            for h, _ in batch:
-                submit_at[h] = now
+            if first:
+                for h, _ in batch:
+                    submit_at[h] = now
+            again: list[tuple[str, str]] = []
             try:
                 replies = await send_batch(clients[url], [raw for _, raw in batch])
-                for r in replies:
+                for item, r in zip(batch, replies):
                     if isinstance(r, RPCClientError):
+                        if args.resubmit and r.code == MEMPOOL_FULL and time.monotonic() < resubmit_until:
+                            again.append(item)
+                            continue
                         rejected += 1
                         reason = r.message.split(" for ")[0][:60]
                         reasons[reason] = reasons.get(reason, 0) + 1
             except Exception as exc:
                 print("batch failed:", exc)
                 rejected += len(batch)
+            if again:
+                resubmits["sent"] += len(again)
+                resubmits["outstanding"] += 1
+                try:
+                    await asyncio.sleep(args.resubmit)
+                    await send(again, url, first=False)
+                finally:
+                    resubmits["outstanding"] -= 1
 
         for i, (batch, url) in enumerate(order):
             target = t_start + i * interval
@@ -247,6 +269,8 @@ async def main() -> None:
             task.add_done_callback(pending.discard)
         await asyncio.gather(*pending)
         t_submitted = time.monotonic()
+        while resubmits["outstanding"]:  # resubmissions still in flight (bounded by resubmit_until)
+            await asyncio.sleep(0.1)
         deadline = t_submitted + args.drain
         while time.monotonic() < deadline and len(committed_at.keys() & submit_at.keys()) < total - rejected:
             await asyncio.sleep(0.2)
@@ -269,7 +293,8 @@ async def main() -> None:
         span = max(last - first, 1e-9)
     else:
         span = float("nan")
-    print(f"submitted {total} in {t_submitted - t_start:.1f} s (target {args.rate}/s), rejected {rejected}")
+    print(f"submitted {total} in {t_submitted - t_start:.1f} s (target {args.rate}/s), rejected {rejected}"
+          + (f", {resubmits['sent']} resubmissions after -32001" if args.resubmit else ""))
     for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
         print(f"  rejected x{count}: {reason}")
     print(f"finalized {len(ours)} of ours")
