@@ -128,71 +128,57 @@ class Transaction:
         return SignedTransaction(self, key.sign(self.signing_digest()))
 
 
-class _VerifiedHashes:
-    """A bounded set of hashes of transactions whose signature verified."""
+class _Generations:
+    """The most recent entries of a map, bounded: two generations, each of at most ``count`` entries and
+    (when ``weight`` is given) that much of their weights; when the recent one is full it becomes the
+    older one, and the older one is dropped.
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._recent: dict[bytes, None] = {}
-        self._older: dict[bytes, None] = {}
-
-    def seen(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._recent or tx_hash in self._older
-
-    def add(self, tx_hash: bytes) -> None:
-        # Two generations: when the recent one fills, it becomes the older one.
-        if len(self._recent) >= self._capacity:
-            self._older, self._recent = self._recent, {}
-        self._recent[tx_hash] = None
-
-
-# Two generations of 32,768 hashes (about 7 MiB at most): a verdict must outlive the transaction's wait
-# in the mempool (node.config: 10,000 pending and 5,000 queued at most) until its block executes; at
-# 200,000 per generation the set alone grew a loaded node by about 40 MiB over ten minutes.
-_VERIFIED = _VerifiedHashes(capacity=32_768)
-
-
-class _DecodedTransactions:
-    """Signed transactions by their canonical bytes: the last one to two generations, each of at most
-    ``generation`` transactions and ``generation_bytes`` of them.
-
-    A node decodes each transaction's bytes in the p2p thread's gossip check, again in admission, and
-    its block's wire again when it validates the block (each a canonical decode, the payload's checks,
-    a re-encode and a hash: 20-40 µs).  The same canonical bytes always decode to the same
-    transaction, which is immutable, so the first object is shared.  Only standalone decodes add
-    (gossip, RPC: bounded by ``max_tx_bytes``); a block, perhaps a sync peer's not yet certified,
-    only looks up, so it cannot fill the cache.  Both threads use it without a lock: every operation
-    is one dict operation or attribute assignment, atomic in CPython; a race can drop an entry or let
-    a generation run a few entries over, never return a wrong one.
+    Used by the p2p thread and the loop alike without a lock: every operation is one dict operation
+    or attribute assignment, atomic in CPython; a race can drop an entry or let a generation run a few
+    entries over, never return a wrong one.
     """
 
-    def __init__(self, generation: int, generation_bytes: int) -> None:
-        self._generation = generation
-        self._generation_bytes = generation_bytes
-        self._recent: dict[bytes, SignedTransaction] = {}
-        self._recent_bytes = 0
-        self._older: dict[bytes, SignedTransaction] = {}
+    def __init__(self, count: int, weight: int | None = None) -> None:
+        self._count = count
+        self._weight = weight
+        self._recent: dict[bytes, Any] = {}
+        self._recent_weight = 0
+        self._older: dict[bytes, Any] = {}
 
-    def get(self, raw: bytes) -> "SignedTransaction | None":
-        return self._recent.get(raw) or self._older.get(raw)
+    def get(self, key: bytes) -> Any:
+        hit = self._recent.get(key)
+        return hit if hit is not None else self._older.get(key)
 
-    def put(self, stx: "SignedTransaction") -> None:
-        if len(self._recent) >= self._generation or self._recent_bytes + stx.size > self._generation_bytes:
-            self._older, self._recent, self._recent_bytes = self._recent, {}, 0  # recent becomes older
-        self._recent[stx.encode()] = stx
-        self._recent_bytes += stx.size
+    def put(self, key: bytes, value: Any, weight: int = 0) -> None:
+        if len(self._recent) >= self._count or (
+                self._weight is not None and self._recent_weight + weight > self._weight):
+            self._older, self._recent, self._recent_weight = self._recent, {}, 0  # recent becomes older
+        self._recent[key] = value
+        self._recent_weight += weight
 
     def __len__(self) -> int:
         return len(self._recent) + len(self._older)
 
     def clear(self) -> None:
-        self._recent, self._older, self._recent_bytes = {}, {}, 0
+        self._recent, self._older, self._recent_weight = {}, {}, 0
 
 
-# Two generations of 4,096 transactions and 2 MiB of their bytes: two to four seconds of transfers at
-# 2,000/s, gossip to commit; at most 8,192 objects, about 12 MiB for transfers, and about 4 MiB of
-# bytes (some 10 MiB of objects) whatever their size.
-DECODED = _DecodedTransactions(generation=4_096, generation_bytes=2 * 1024 * 1024)
+# Hashes of transactions whose signature verified: two generations of 32,768 (about 7 MiB at most).
+# A verdict must outlive the transaction's wait in the mempool (node.config: 10,000 pending and 5,000
+# queued at most) until its block executes; at 200,000 per generation the set alone grew a loaded node
+# by about 40 MiB over ten minutes.
+_VERIFIED = _Generations(count=32_768)
+
+# Signed transactions by their canonical bytes.  A node decodes each transaction's bytes in the p2p
+# thread's gossip check, again in admission, and its block's wire again when it validates the block
+# (each a canonical decode, the payload's checks, a re-encode and a hash: 20-40 µs).  The same
+# canonical bytes always decode to the same transaction, which is immutable, so the first object is
+# shared.  Only standalone decodes add (gossip, RPC: bounded by ``max_tx_bytes``); a block, perhaps a
+# sync peer's not yet certified, only looks up, so it cannot fill the cache.  Two generations of 4,096
+# transactions and 2 MiB of their bytes: two to four seconds of transfers at 2,000/s, gossip to
+# commit; at most 8,192 objects, about 12 MiB for transfers, and about 4 MiB of bytes (some 10 MiB of
+# objects) whatever their size.
+DECODED = _Generations(count=4_096, weight=2 * 1024 * 1024)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +238,10 @@ class SignedTransaction:
         transaction twice.
         """
         if not self._sig_ok:
-            ok = _VERIFIED.seen(self._hash) or verify(self.tx.sender_pubkey, self.tx.signing_digest(), self.signature)
+            ok = _VERIFIED.get(self._hash) is not None or verify(self.tx.sender_pubkey, self.tx.signing_digest(),
+                                                                 self.signature)
             if ok:
-                _VERIFIED.add(self._hash)
+                _VERIFIED.put(self._hash, True)
             self._sig_ok.append(ok)
         return self._sig_ok[0]
 
@@ -266,11 +253,11 @@ class SignedTransaction:
         if len(data) > max_bytes:
             raise TxTooLarge(len(data), max_bytes)
         raw = bytes(data)
-        hit = DECODED.get(raw)
+        hit: SignedTransaction | None = DECODED.get(raw)
         if hit is not None:
             return hit
         stx = cls.from_wire(decode(raw, max_bytes=max_bytes))
-        DECODED.put(stx)
+        DECODED.put(stx.encode(), stx, stx.size)
         return stx
 
 

@@ -74,7 +74,7 @@ def test_refusals_are_not_cached_and_the_size_limit_holds_on_a_hit():
 
 
 def test_the_cache_is_bounded_by_count_and_by_bytes():
-    generation = DECODED._generation
+    generation = DECODED._count
     txs = [transfer(ALICE, n, BOB.address, 1) for n in range(2 * generation + 50)]
     for stx in txs:
         SignedTransaction.decode(stx.encode())
@@ -86,5 +86,5 @@ def test_the_cache_is_bounded_by_count_and_by_bytes():
     for stx in big:
         SignedTransaction.decode(stx.encode())
     held = [stx for stx in big if DECODED.get(stx.encode()) is not None]
-    assert sum(stx.size for stx in held) <= 2 * DECODED._generation_bytes
+    assert sum(stx.size for stx in held) <= 2 * DECODED._weight
     assert len(held) < len(big) and DECODED.get(big[-1].encode()) is not None
