@@ -22,16 +22,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from load import proc_usage  # noqa: E402  (bench/load.py: CPU seconds and RSS from /proc)
 
 
 def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    rss = proc_usage(pid)[1]
+    return rss / 2**20 if rss else None  # 0: the process is gone
 
 
 def main() -> None:

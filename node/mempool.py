@@ -101,7 +101,6 @@ class _Account:
             self.spent[token] = self.spent.get(token, 0) + sign * amount
 
 
-
 class _Balances:
     """One account's committed balances, each read when first asked (``get(token, 0)``)."""
 

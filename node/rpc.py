@@ -66,8 +66,9 @@ RPC_COSTS = {
     "qenex_getMempool": 5,
     "qenex_getBlock": 2,
     # contracts (node.rpc_contracts): a query compiles the code if it is not cached (up to 42 ms for
-    # 12 KiB, in a worker thread, not on the loop) and runs it up to [rpc] contract_query_gas; a record is two reads and a balance
-    # scan (the methods are stored with it); a state page also pays one unit per 50 entries it lists
+    # 12 KiB, in a worker thread, not on the loop) and runs it up to [rpc] contract_query_gas; a record
+    # is two reads and a balance scan (the methods are stored with it); a state page also pays one unit
+    # per 50 entries it lists
     "qenex_callContract": 20,
     "qenex_getContract": 2,
     "qenex_getContractState": 2,

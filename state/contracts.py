@@ -456,13 +456,13 @@ class Execution:
 
     def _read(self, call: str, ptr: int, length: int) -> bytes:
         try:
-            return (self.frames[-1].memory or self._memory()).read(ptr, length)
+            return self._memory().read(ptr, length)
         except IndexError as exc:
             raise HostCallFailed(call, str(exc)) from None
 
     def _write(self, call: str, ptr: int, data: bytes) -> None:
         try:
-            (self.frames[-1].memory or self._memory()).write(ptr, data)
+            self._memory().write(ptr, data)
         except IndexError as exc:
             raise HostCallFailed(call, str(exc)) from None
 

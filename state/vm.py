@@ -240,7 +240,7 @@ class Compiled:
     imports resolved against the host linker once (a wasmtime InstancePre), so an instantiation does
     not look up every import by name again."""
 
-    __slots__ = ("module", "info", "code_len", "_pre", "_pre_linker", "__weakref__")
+    __slots__ = ("module", "info", "code_len", "_pre", "_pre_linker")
 
     def __init__(self, module: wasmtime.Module, info: CodeInfo, code_len: int) -> None:
         self.module = module

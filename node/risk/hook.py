@@ -239,13 +239,7 @@ class RiskHook:
     def _sender_state(self, address: bytes, token: str) -> tuple[int, int]:
         """The committed (nonce, balance of ``token``) of a sender: two point reads, not the account's
         balance scan (the account read was a third of a feature row's cost)."""
-        def read() -> tuple[int, int]:
-            app = self._app
-            if not hasattr(app, "balance"):  # an application without point reads (test doubles)
-                account = app.account(address)
-                return account.nonce, account.balances.get(token, 0)
-            return app.nonce(address), app.balance(address, token)
-        return self._cached((address, token), read)
+        return self._cached((address, token), lambda: (self._app.nonce(address), self._app.balance(address, token)))
 
     def _funded(self, address: bytes) -> bool:
         """Does the chain know ``address`` (a nonce, or a balance of any token)?  Point reads of the
@@ -253,9 +247,6 @@ class RiskHook:
         account costs 10-15 µs, most of a never-seen receiver's extra cost."""
         def read() -> bool:
             app = self._app
-            if not hasattr(app, "balance"):  # test doubles
-                account = app.account(address)
-                return bool(account.nonce or account.balances)
             if app.nonce(address) or app.balance(address, QNX):
                 return True
             if self._tokens[0] != app.height:  # the chain's other tokens, read once per height
